@@ -1,0 +1,60 @@
+/*
+ * runtime/runtime.h — the runtime's internal view of a context: loaded plugins, their devices,
+ * the host services handed to plugins, and the thread pool. Shared by the loader
+ * (runtime/loader.c, runtime/context.c), the host services (runtime/host.c, runtime/threadpool.c)
+ * and the executor (runtime/program.c). Not installed.
+ */
+#ifndef BASTION_RUNTIME_H
+#define BASTION_RUNTIME_H
+
+#include <bastion/bastion.h>
+
+/* One plugin file that was found, loaded or not. */
+typedef struct bsti_plugin {
+    bst_plugin_state state;
+    char *name;    /* backend name */
+    char *path;    /* file path */
+    char *version; /* "" unless loaded */
+    char *detail;  /* reason when skipped, "" when loaded */
+    uint32_t abi_version;
+    void *handle;        /* dlopen handle, never closed once a device came up (RTLD_NODELETE) */
+    bst_backend_api api; /* valid when loaded (or no-device) */
+    uint32_t n_devices;
+    uint32_t priority; /* position in the selection list; lower runs first */
+} bsti_plugin;
+
+/* One device of a loaded plugin. Opened lazily by bsti_device_get. */
+typedef struct bsti_device {
+    bsti_plugin *plugin;
+    uint32_t index_in_plugin;
+    bst_device_info info;
+    void *handle; /* from api.device_open, NULL until first use */
+    bool open_failed;
+} bsti_device;
+
+struct bst_context {
+    uint32_t n_threads;
+    bsti_plugin *plugins;
+    uint32_t n_plugins;
+    bsti_device *devices; /* loaded plugins' devices, in backend priority order */
+    uint32_t n_devices;
+};
+
+/* The host service table handed to every plugin (lives for the whole process). */
+const bst_host_api *bsti_host_api(void);
+
+/* Starts device `index` on first use and returns its handle. Failure is sticky and reported. */
+BST_MUST_CHECK bst_status bsti_device_get(bst_context *ctx, uint32_t index, void **out_handle);
+
+/* --- shared thread pool (runtime/threadpool.c) --- */
+/* Sets the worker count (0 = online CPUs). Safe to call again; takes effect on the next job. */
+void bsti_pool_set_threads(uint32_t n);
+uint32_t bsti_pool_threads(void);
+void bsti_pool_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg);
+
+/* --- test-only fault injection (runtime/host.c) --- */
+/* Makes the next `countdown`-th call (1 = next) of host->fault(site) return `status`; a status
+ * of BST_OK clears it. Only tests call this. */
+void bsti_fault_set(const char *site, bst_status status, uint32_t countdown);
+
+#endif /* BASTION_RUNTIME_H */

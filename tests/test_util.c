@@ -1,0 +1,72 @@
+/* Shared CUnit driver and fixture helpers. */
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int bst_test_run_suite(const char *suite_name, const bst_test_case *cases)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_pSuite suite = CU_add_suite(suite_name, NULL, NULL);
+    if (!suite) {
+        CU_cleanup_registry();
+        return 2;
+    }
+    unsigned registered = 0;
+    for (const bst_test_case *c = cases; c->name; c++) {
+        if (!CU_add_test(suite, c->name, c->fn)) {
+            CU_cleanup_registry();
+            return 2;
+        }
+        registered++;
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    unsigned ran = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    if (ran != registered) {
+        fprintf(stderr, "%s: only %u of %u tests ran\n", suite_name, ran, registered);
+        return 1;
+    }
+    return failed ? 1 : 0;
+}
+
+char *bst_test_read_file(const char *path, size_t *out_size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t size = 0, cap = 0;
+    for (;;) {
+        if (size + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *grown = realloc(buf, cap);
+            if (!grown) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = grown;
+        }
+        size_t n = fread(buf + size, 1, 4096, f);
+        size += n;
+        if (n < 4096)
+            break;
+    }
+    fclose(f);
+    buf[size] = '\0';
+    if (out_size)
+        *out_size = size;
+    return buf;
+}
+
+const char *bst_test_fixture(const char *name)
+{
+    static char path[4096];
+    const char *dir = getenv("BASTION_FIXTURES");
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", name);
+    return path;
+}
