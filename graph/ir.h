@@ -57,7 +57,12 @@ struct bst_graph {
 
 /* --- graph core (graph/graph.c) --- */
 
-/* Appends a node (copied; takes ownership of name and const_data) and returns its id. */
+/* Hard limits on what a graph may hold (BST_ERR_OVERFLOW past them). */
+#define BSTI_MAX_NODES 1000000u
+#define BSTI_MAX_DIM ((int64_t)1 << 40)
+
+/* Appends a node (copied; takes ownership of name and const_data, even on failure) and returns
+ * its id. */
 BST_MUST_CHECK bst_status bsti_graph_append(bst_graph *g, const bsti_node *node,
                                             uint32_t *out_id);
 /* Deep copy (weights stay borrowed). */
@@ -73,6 +78,9 @@ bool bsti_type_is_contiguous(const bsti_type *t);
 BST_MUST_CHECK bst_status bsti_type_nelements(const bsti_type *t, int64_t *out_n);
 BST_MUST_CHECK bst_status bsti_type_nbytes(const bsti_type *t, uint64_t *out_bytes);
 void bsti_type_to_desc(const bsti_type *t, bst_tensor_desc *out_desc);
+/* "f32[n_tokens:8,576]", plus " strides=[...]" when not contiguous; truncated to `size`. */
+void bsti_type_format(const bsti_type *t, char *buf, size_t size);
+const char *bsti_sym_name(bst_sym sym); /* "n_tokens", "n_kv"; NULL for NONE/unknown */
 
 /* Attribute lookup: returns NULL when the node has no such attribute. */
 const bst_attr *bsti_node_attr(const bsti_node *n, bst_attr_key key);
@@ -95,6 +103,7 @@ bst_op bsti_op_from_name(const char *name);  /* BST_OP_NONE if unknown */
 const char *bsti_attr_name(bst_attr_key key);
 bst_attr_key bsti_attr_from_name(const char *name);
 bst_attr_kind bsti_attr_kind(bst_attr_key key);
+bool bsti_op_allows_attr(bst_op op, bst_attr_key key); /* key is one of op's attributes */
 
 /* Checks arity, attributes and the op's shape/type rule for node `id` given its inputs' types,
  * and writes the output type (and alias fields) into the node. Message names op and operand. */
@@ -126,7 +135,7 @@ typedef struct bsti_partitioning {
     bsti_partition *parts;
 } bsti_partitioning;
 
-BST_MUST_CHECK bst_status bsti_partition(const bst_graph *g, bsti_partitioning *out);
+BST_MUST_CHECK bst_status bsti_partition_graph(const bst_graph *g, bsti_partitioning *out);
 void bsti_partitioning_free(bsti_partitioning *p);
 
 /* Where a value lives on one device. */

@@ -32,8 +32,15 @@ bst_status bsti_fail_context(bst_status status, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof last_error)
-        snprintf(last_error + n, sizeof last_error - (size_t)n, ": %s", old);
+    /* Append ": <old>" by hand: the old message may be cut, which is fine for a message. */
+    size_t used = n < 0 ? 0 : (size_t)n;
+    if (used + 3 < sizeof last_error) {
+        size_t room = sizeof last_error - used - 3;
+        size_t old_len = strnlen(old, room);
+        memcpy(last_error + used, ": ", 2);
+        memcpy(last_error + used + 2, old, old_len);
+        last_error[used + 2 + old_len] = '\0';
+    }
     return status;
 }
 

@@ -30,6 +30,8 @@ typedef struct bsti_device {
     bst_device_info info;
     void *handle; /* from api.device_open, NULL until first use */
     bool open_failed;
+    bst_status open_status; /* when open_failed: the status every later bsti_device_get returns */
+    char *open_error;       /* when open_failed: its message, owned */
 } bsti_device;
 
 struct bst_context {
@@ -53,8 +55,9 @@ uint32_t bsti_pool_threads(void);
 void bsti_pool_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg);
 
 /* --- test-only fault injection (runtime/host.c) --- */
-/* Makes the next `countdown`-th call (1 = next) of host->fault(site) return `status`; a status
- * of BST_OK clears it. Only tests call this. */
+/* Makes the next `countdown`-th call (1 = next) of host->fault(site) return `status`, once; a
+ * countdown of 0 makes every call return it until cleared; a status of BST_OK clears it. Only
+ * tests call this. Thread-safe. */
 void bsti_fault_set(const char *site, bst_status status, uint32_t countdown);
 
 #endif /* BASTION_RUNTIME_H */

@@ -112,24 +112,29 @@ typedef enum bst_layout {
  *   ROPE(x[T,H,D], pos i32[T]) attrs ROPE_MODE (0 normal: adjacent pairs; 2 neox: halves),
  *       ROPE_THETA (base), ROPE_DIMS (rotated dims, even, <= D; the rest pass through):
  *       theta_i = pos * base^(-2i/dims)
- *   SOFTMAX(x[...,K] [, mask f32[...,K]]) attr SCALE: softmax(x*scale + mask) over the innermost
- *       dim; mask broadcasts like ADD's b. -INFINITY in the mask removes a position; a row
+ *   SOFTMAX(x[...,K] [, mask f32[...,K]]) attr SCALE (default 1): softmax(x*scale + mask) over
+ *       the innermost dim; mask broadcasts like ADD's b. -INFINITY in the mask removes a position; a row
  *       whose positions are all removed gives zeros.
  *   SILU(x), GELU(x) (tanh approximation, as ggml)
  *   CAST(x) attr DTYPE in {f32, f16, bf16}: convert (round to nearest even)
  *   QUANTIZE(x) attr DTYPE a block type: quantize rows (innermost dim a multiple of the block size)
  *   CONCAT(a, b) attr AXIS
  *   CONT(x): contiguous copy of a (possibly strided) view
- *   VIEW(x) attrs SHAPE, STRIDES (bytes), OFFSET (bytes): alias of x's memory
- *   RESHAPE(x) attr SHAPE: alias, x must be contiguous
+ *   VIEW(x) attrs SHAPE, STRIDES (bytes, default contiguous), OFFSET (bytes, default 0), SYM
+ *       (symbolic dims of SHAPE): alias of x's memory, staying inside it; block types whole blocks
+ *   RESHAPE(x) attrs SHAPE, SYM: alias, x must be contiguous; dims up to x's innermost
+ *       symbolic dim are kept unchanged
  *   PERMUTE(x) attr PERM: out dim i is x dim perm[i]; alias with permuted strides
  *   TRANSPOSE(x): swap the two innermost dims; alias
  *   ARGMAX(x[...,N]) -> i32[...]: first index of the maximum
  *   SET_ROWS(dst[R,C], src[N,C], ids i32[N]) -> dst: writes src row n into dst row ids[n],
  *       converting to dst's dtype. dst is a STATE; the result is dst's next version (an effect:
  *       ordered, never dropped).
+ * Optional attributes are filled in with their defaults by the graph compiler, and every node's
+ * attributes are sorted by key, so a backend always sees each attribute its op takes.
  * High-level ops (built by model code, kept whole until placement, lowered otherwise):
- *   ATTENTION(q[T,Hq,D], k[S,Hkv,D], v[S,Hkv,D] [, mask f32[T,S]]) attrs SCALE, CAUSAL, WINDOW
+ *   ATTENTION(q[T,Hq,D], k[S,Hkv,D], v[S,Hkv,D] [, mask f32[T,S]]) attrs SCALE (default
+ *       1/sqrt(D)), CAUSAL (default 0), WINDOW (default 0)
  *       -> f32[T,Hq,D]. Query head h uses kv head h / (Hq/Hkv). With CAUSAL, query t sits at
  *       position S - T + t and sees keys j <= that position; WINDOW > 0 also hides keys older
  *       than WINDOW positions. k and v are usually views of the KV cache.
@@ -185,6 +190,7 @@ typedef enum bst_attr_key {
     BST_ATTR_CAUSAL = 11,    /* int: 0 or 1 */
     BST_ATTR_WINDOW = 12,    /* int: 0 = none */
     BST_ATTR_DTYPE = 13,     /* int: a bst_dtype */
+    BST_ATTR_SYM = 14,       /* ints: bst_sym per SHAPE dim (VIEW, RESHAPE); absent = none */
     BST_ATTR_COUNT
 } bst_attr_key;
 

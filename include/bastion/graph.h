@@ -7,10 +7,11 @@
  * infer shapes, simplify and lower them; the runtime places and runs them (bastion.h).
  * Graphs also have a text form that prints and parses back identically:
  *
- *   %x = input f32[n_tokens,576] "x"
- *   %w = weight q4_1[1536,576] "blk.0.ffn_up.weight"
- *   %h = matmul %x, %w            ; f32[n_tokens,1536]
- *   output %h "h"
+ *   %x = input f32[n_tokens:8,576] "x"        (a symbolic dim is written symbol:bound)
+ *   %blk.0.ffn_up.weight = weight q4_1[1536,576] "blk.0.ffn_up.weight"
+ *   %2 = matmul %x, %blk.0.ffn_up.weight ; f32[n_tokens:8,1536]
+ *   output %2 "h"
+ * (graph/text.c describes the whole format and how the printer names values.)
  *
  * Thread-safety: a graph is not internally synchronized; use one graph from one thread at a time.
  * Different graphs are independent.
@@ -90,6 +91,13 @@ BST_API BST_MUST_CHECK bst_status bst_graph_to_dot(const bst_graph *graph, char 
 BST_API BST_MUST_CHECK bst_status bst_graph_run_passes(bst_graph *graph, const char *passes);
 
 BST_API void bst_free(void *ptr);
+
+/* Read-only queries on one value (no ownership changes; the returned name lives until the graph
+ * is modified or destroyed). An out-of-range value gives BST_OP_NONE / NULL / false. */
+BST_API bst_op bst_graph_value_op(const bst_graph *graph, bst_value value);
+/* Name of an INPUT, WEIGHT or STATE value, or the output name of a marked output; else NULL. */
+BST_API const char *bst_graph_value_name(const bst_graph *graph, bst_value value);
+BST_API bool bst_graph_value_is_output(const bst_graph *graph, bst_value value);
 
 #ifdef __cplusplus
 }

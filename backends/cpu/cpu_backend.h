@@ -1,0 +1,205 @@
+/*
+ * backends/cpu/cpu_backend.h — private to the CPU backend plugin (libbst-backend-cpu.so).
+ *
+ * The CPU backend is the reference every other backend is compared with, so it is written to be
+ * obviously correct before fast: every kernel works row by row on f32, reading inputs of any
+ * supported dtype and any byte strides through cpu_load_row and writing through
+ * cpu_out_row/cpu_commit_row. All conversions go through the host's reference (de)quantizers;
+ * threads come from the host's pool (host->parallel_for), never from the plugin.
+ *
+ * Nothing here is exported: the module's only symbol is bst_backend_entry. Cross-file helpers
+ * use the cpu_ prefix.
+ */
+#ifndef BASTION_CPU_BACKEND_H
+#define BASTION_CPU_BACKEND_H
+
+#include <bastion/backend.h>
+
+#include <stdatomic.h>
+
+#define CPU_BACKEND_NAME "cpu"
+#define CPU_BACKEND_VERSION "0.1.0"
+
+/* The host's services, set once by bst_backend_entry (the table lives until the process ends). */
+extern const bst_host_api *cpu_host;
+
+/* --- objects handed to the host --- */
+
+enum {
+    CPU_MAGIC_CTX = 0x43505543u,    /* "CUPC" */
+    CPU_MAGIC_DEVICE = 0x43505544u, /* "DUPC" */
+    CPU_MAGIC_BUFFER = 0x43505542u, /* "BUPC" */
+    CPU_MAGIC_EXEC = 0x43505545u,   /* "EUPC" */
+};
+
+typedef struct cpu_ctx {
+    uint32_t magic;
+} cpu_ctx;
+
+typedef struct cpu_device {
+    uint32_t magic;
+    bst_device_info info;
+} cpu_device;
+
+typedef struct cpu_buffer {
+    uint32_t magic;
+    bool owned;     /* data came from host->alloc (else it is an imported weight) */
+    bool read_only; /* imported weights: the mapping may be read-only */
+    uint8_t *data;
+    uint64_t size;
+} cpu_buffer;
+
+/* One node of a compiled partition: a deep copy of the descriptors (the host's pointers are
+ * valid only during compile). */
+typedef struct cpu_node {
+    bst_op op;
+    uint32_t n_inputs;
+    uint32_t n_attrs;
+    bst_tensor_desc in[BST_MAX_INPUTS];
+    bst_tensor_desc out;
+    bst_attr attrs[BST_MAX_ATTRS];
+} cpu_node;
+
+typedef struct cpu_executable {
+    uint32_t magic;
+    uint32_t n_nodes;
+    cpu_node *nodes;
+    uint32_t n_bindings;
+    int64_t max_row;      /* longest innermost extent of any tensor (at its bound) */
+    float *scratch;       /* per-worker row buffers, CPU_SLOTS of slot_floats each, plus one
+                             more set (cpu_run.shared) */
+    size_t slot_floats;
+    uint32_t scratch_workers;
+    uint64_t last_ns;
+} cpu_executable;
+
+/* --- tensors resolved for one run --- */
+
+/* A tensor with its dims padded at the front to 4 (outermost-first, ne[3] innermost) and its
+ * actual extents (symbols bound). For a block type ne[3] counts elements and nb[3] is the block
+ * size in bytes. data is NULL when only shapes are being checked (query, compile). */
+typedef struct cpu_tensor {
+    bst_dtype dtype;
+    uint32_t rank; /* the descriptor's rank */
+    int64_t ne[4];
+    int64_t nb[4];
+    uint8_t *data;
+} cpu_tensor;
+
+#define CPU_SLOTS 4 /* row buffers per worker: enough for the widest kernel */
+#define CPU_MSG_MAX 384
+
+typedef struct cpu_run {
+    const cpu_node *node;
+    cpu_tensor in[BST_MAX_INPUTS];
+    cpu_tensor out;
+    float *scratch;
+    size_t slot_floats;
+    uint32_t n_workers;
+    float *shared; /* CPU_SLOTS rows past the workers': per-node tables filled before a
+                      parallel section and only read inside it */
+    void *aux;     /* a kernel's own pointer for the duration of one node */
+    _Atomic int async_status; /* first failure inside a worker (bst_status) */
+    char msg[CPU_MSG_MAX];    /* why a check or kernel failed */
+} cpu_run;
+
+/* Records `status` with a message in r->msg; returns status. */
+bst_status cpu_fail(cpu_run *r, bst_status status, const char *fmt, ...) BST_PRINTF(3, 4);
+/* From a worker: keeps the first failure; the kernel reports it after the parallel section. */
+void cpu_fail_async(cpu_run *r, bst_status status);
+/* After a parallel section: the recorded failure, as a status with a message. */
+bst_status cpu_async_result(cpu_run *r, const char *what);
+
+/* --- dtypes --- */
+bool cpu_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes);
+const char *cpu_dtype_name(uint32_t dtype);
+bool cpu_is_block(uint32_t dtype);
+bool cpu_is_loadable(uint32_t dtype); /* cpu_load_row reads it */
+bool cpu_is_storable(uint32_t dtype); /* cpu_commit_row writes it */
+
+/* --- attributes --- */
+const bst_attr *cpu_attr(const cpu_node *n, bst_attr_key key);
+double cpu_attr_float(const cpu_node *n, bst_attr_key key, double fallback);
+int64_t cpu_attr_int(const cpu_node *n, bst_attr_key key, int64_t fallback);
+
+/* --- rows --- */
+
+static inline uint8_t *cpu_row_ptr(const cpu_tensor *t, int64_t i0, int64_t i1, int64_t i2)
+{
+    return t->data + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2];
+}
+
+static inline float *cpu_slot(cpu_run *r, uint32_t worker, unsigned slot)
+{
+    return r->scratch + ((size_t)worker * CPU_SLOTS + slot) * r->slot_floats;
+}
+
+/* Row (i0, i1, i2) of t as ne[3] floats: a pointer into t itself when it is f32, contiguous and
+ * aligned, else converted into `buf` (with `tmp` for gathering strided halves). Conversion
+ * failures are recorded with cpu_fail_async. */
+const float *cpu_load_row(cpu_run *r, const cpu_tensor *t, int64_t i0, int64_t i1, int64_t i2,
+                          float *buf, float *tmp);
+/* Where a kernel writes row (i0, i1, i2) of t: the row itself when it is f32, contiguous and
+ * aligned, else `buf`. cpu_commit_row then stores `row` into t unless it already is t's row. */
+float *cpu_out_row(const cpu_tensor *t, int64_t i0, int64_t i1, int64_t i2, float *buf);
+void cpu_commit_row(cpu_run *r, const cpu_tensor *t, int64_t i0, int64_t i1, int64_t i2,
+                    const float *row, float *tmp);
+
+/* Runs fn over rows [0, n) on the host pool (serially when there is none or n is small). */
+typedef void (*cpu_rows_fn)(cpu_run *r, int64_t begin, int64_t end, uint32_t worker);
+void cpu_parallel(cpu_run *r, int64_t n, int64_t grain, cpu_rows_fn fn);
+/* Rows per chunk so that each chunk does roughly a fixed amount of work. */
+int64_t cpu_grain(int64_t work_per_row);
+
+/* Shared shape checks (message into r->msg). */
+bool cpu_same_shape(const cpu_tensor *a, const cpu_tensor *b);
+bst_status cpu_check_rows_contiguous(cpu_run *r, const cpu_tensor *t, const char *what);
+
+/* --- kernels: check validates dtypes, shapes and attributes of resolved tensors (also run at
+ * compile time on the bound shapes); run computes. Defined in cpu_kernels_*.c. --- */
+#define CPU_KERNEL(name)                   \
+    bst_status cpu_check_##name(cpu_run *r); \
+    bst_status cpu_run_##name(cpu_run *r)
+CPU_KERNEL(get_rows);
+CPU_KERNEL(binary); /* add, mul */
+CPU_KERNEL(unary);  /* scale, silu, gelu */
+CPU_KERNEL(matmul);
+CPU_KERNEL(norm); /* rms_norm, layer_norm */
+CPU_KERNEL(rope);
+CPU_KERNEL(softmax);
+CPU_KERNEL(convert); /* cast, quantize, cont */
+CPU_KERNEL(concat);
+CPU_KERNEL(argmax);
+CPU_KERNEL(set_rows);
+CPU_KERNEL(alias); /* view, reshape, permute, transpose: memory is aliased by the planner */
+#undef CPU_KERNEL
+
+/* --- entry points used by the api table (cpu_buffer.c, cpu_exec.c) --- */
+bst_status cpu_buffer_alloc(void *device, uint64_t size, void **out_buffer);
+void cpu_buffer_free(void *device, void *buffer);
+bst_status cpu_buffer_write(void *device, void *buffer, uint64_t offset, const void *src,
+                            uint64_t size);
+bst_status cpu_buffer_read(void *device, void *buffer, uint64_t offset, void *dst, uint64_t size);
+bst_status cpu_buffer_copy(void *device, void *dst, uint64_t dst_offset, void *src,
+                           uint64_t src_offset, uint64_t size);
+bst_status cpu_buffer_map(void *device, void *buffer, void **out_ptr);
+bst_status cpu_prepare_weight(void *device, const bst_tensor_desc *tensor, const void *data,
+                              uint64_t size, void **out_buffer, uint64_t *out_bytes,
+                              uint32_t *out_layout);
+/* The buffer behind a handle, or NULL (with a message) when it is not one of ours. */
+cpu_buffer *cpu_buffer_get(void *handle);
+
+bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant *out_variants,
+                     size_t stride, uint32_t capacity, uint32_t *out_count);
+bst_status cpu_compile(void *device, const bst_partition_desc *partition,
+                       void **out_executable);
+void cpu_executable_free(void *device, void *executable);
+bst_status cpu_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
+                       const bst_run_params *params);
+bst_status cpu_last_execute_ns(void *device, void *executable, uint64_t *out_ns);
+
+/* Failure injected by a test through host->fault(site), reported with a message; BST_OK
+ * otherwise. */
+bst_status cpu_injected_fault(const char *site);
+
+#endif /* BASTION_CPU_BACKEND_H */

@@ -1,0 +1,545 @@
+/*
+ * query, compile and execute for the CPU backend.
+ *
+ * One set of checks serves all three: query and compile run each kernel's check on the
+ * tensors at their bound shapes, execute runs it again on the actual extents (symbols bound from
+ * bst_run_params) after resolving every tensor to memory and checking that its whole byte range
+ * lies inside its buffer. A kernel therefore never sees a shape, dtype or address that could make
+ * it read or write out of bounds.
+ */
+#include "cpu_backend.h"
+#include "cpu_source_hash.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct op_impl {
+    const char *name;
+    uint8_t min_inputs, max_inputs;
+    bst_status (*check)(cpu_run *r);
+    bst_status (*run)(cpu_run *r);
+} op_impl;
+
+#define K(nm, lo, hi, fn) {nm, lo, hi, cpu_check_##fn, cpu_run_##fn}
+static const op_impl impls[BST_OP_COUNT] = {
+    [BST_OP_GET_ROWS] = K("get_rows", 2, 2, get_rows),
+    [BST_OP_ADD] = K("add", 2, 2, binary),
+    [BST_OP_MUL] = K("mul", 2, 2, binary),
+    [BST_OP_SCALE] = K("scale", 1, 1, unary),
+    [BST_OP_MATMUL] = K("matmul", 2, 2, matmul),
+    [BST_OP_RMS_NORM] = K("rms_norm", 1, 1, norm),
+    [BST_OP_LAYER_NORM] = K("layer_norm", 1, 1, norm),
+    [BST_OP_ROPE] = K("rope", 2, 2, rope),
+    [BST_OP_SOFTMAX] = K("softmax", 1, 2, softmax),
+    [BST_OP_SILU] = K("silu", 1, 1, unary),
+    [BST_OP_GELU] = K("gelu", 1, 1, unary),
+    [BST_OP_CAST] = K("cast", 1, 1, convert),
+    [BST_OP_QUANTIZE] = K("quantize", 1, 1, convert),
+    [BST_OP_CONCAT] = K("concat", 2, 2, concat),
+    [BST_OP_CONT] = K("cont", 1, 1, convert),
+    [BST_OP_VIEW] = K("view", 1, 1, alias),
+    [BST_OP_RESHAPE] = K("reshape", 1, 1, alias),
+    [BST_OP_PERMUTE] = K("permute", 1, 1, alias),
+    [BST_OP_TRANSPOSE] = K("transpose", 1, 1, alias),
+    [BST_OP_ARGMAX] = K("argmax", 1, 1, argmax),
+    [BST_OP_SET_ROWS] = K("set_rows", 3, 3, set_rows),
+};
+#undef K
+
+/* Primitive ops only: sources and high-level ops are never ours to run (NULL), nor are ids
+ * this build does not know. */
+static const op_impl *impl_of(uint32_t op)
+{
+    if (op >= BST_OP_COUNT || !impls[op].name)
+        return NULL;
+    return &impls[op];
+}
+
+/* --- descriptors --- */
+
+/* Static validity of a descriptor: dtype, rank, dims, symbols, block layout. */
+static bst_status check_desc(cpu_run *r, const bst_tensor_desc *d, const char *what)
+{
+    uint32_t bs, bb;
+    if (!cpu_dtype_geometry(d->dtype, &bs, &bb))
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s has unknown dtype %u", what, d->dtype);
+    if (d->layout != BST_LAYOUT_NATIVE)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s has layout %u; only native is supported",
+                        what, d->layout);
+    if (d->rank > BST_MAX_DIMS)
+        return cpu_fail(r, BST_ERR_SHAPE, "%s has rank %u", what, d->rank);
+    for (uint32_t i = 0; i < d->rank; i++) {
+        if (d->shape[i] < 0)
+            return cpu_fail(r, BST_ERR_SHAPE, "%s dim %u is negative", what, i);
+        if (d->sym[i] >= BST_SYM_COUNT)
+            return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s dim %u has unknown symbol %u", what, i,
+                            d->sym[i]);
+    }
+    if (bs > 1) {
+        if (d->rank == 0 || d->shape[d->rank - 1] % bs != 0 ||
+            d->strides[d->rank - 1] != (int64_t)bb)
+            return cpu_fail(r, BST_ERR_SHAPE,
+                            "%s (%s) must have whole, contiguous blocks along its innermost dim",
+                            what, cpu_dtype_name(d->dtype));
+    }
+    return BST_OK;
+}
+
+/* Copies a descriptor the host owns; every field we read is version 1, so the writer's struct
+ * must hold all of it. */
+static bst_status copy_desc(cpu_run *r, const bst_tensor_desc *src, bst_tensor_desc *dst,
+                            const char *what)
+{
+    if (!src)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s descriptor is NULL", what);
+    if (src->struct_size < sizeof(bst_tensor_desc))
+        return cpu_fail(r, BST_ERR_ABI, "%s descriptor has struct_size %u < %zu", what,
+                        src->struct_size, sizeof(bst_tensor_desc));
+    memcpy(dst, src, sizeof *dst);
+    dst->struct_size = (uint32_t)sizeof *dst;
+    return check_desc(r, dst, what);
+}
+
+static bst_status copy_node(cpu_run *r, const bst_node_desc *src, cpu_node *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    if (!src)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "node descriptor is NULL");
+    if (src->struct_size < sizeof(bst_node_desc))
+        return cpu_fail(r, BST_ERR_ABI, "node descriptor has struct_size %u < %zu",
+                        src->struct_size, sizeof(bst_node_desc));
+    const op_impl *impl = impl_of(src->op);
+    if (!impl)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "op %u is not a primitive op of this backend",
+                        src->op);
+    dst->op = (bst_op)src->op;
+    if (src->n_inputs < impl->min_inputs || src->n_inputs > impl->max_inputs)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s takes %u..%u inputs, got %u", impl->name,
+                        impl->min_inputs, impl->max_inputs, src->n_inputs);
+    if (src->n_attrs > BST_MAX_ATTRS)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%u attributes (at most %d)", src->n_attrs,
+                        BST_MAX_ATTRS);
+    if ((src->n_inputs && !src->inputs) || (src->n_attrs && !src->attrs))
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "NULL input or attribute array");
+    dst->n_inputs = src->n_inputs;
+    char what[32];
+    for (uint32_t i = 0; i < src->n_inputs; i++) {
+        snprintf(what, sizeof what, "input %u", i);
+        bst_status st = copy_desc(r, src->inputs[i], &dst->in[i], what);
+        if (st != BST_OK)
+            return st;
+    }
+    bst_status st = copy_desc(r, src->output, &dst->out, "output");
+    if (st != BST_OK)
+        return st;
+    for (uint32_t i = 0; i < src->n_attrs; i++) {
+        const bst_attr *a = src->attrs[i];
+        if (!a || a->struct_size < sizeof(bst_attr))
+            return cpu_fail(r, BST_ERR_ABI, "attribute %u is NULL or too small", i);
+        /* An attribute this build does not know could change the op's meaning. */
+        if (a->key == BST_ATTR_NONE || a->key >= BST_ATTR_COUNT)
+            return cpu_fail(r, BST_ERR_UNSUPPORTED, "unknown attribute key %u", a->key);
+        if (a->kind > BST_ATTR_KIND_INTS || (a->kind == BST_ATTR_KIND_INTS && a->count > BST_MAX_DIMS))
+            return cpu_fail(r, BST_ERR_INVALID_ARG, "attribute %u has a bad kind or count", i);
+        memcpy(&dst->attrs[i], a, sizeof(bst_attr));
+        dst->attrs[i].struct_size = (uint32_t)sizeof(bst_attr);
+    }
+    dst->n_attrs = src->n_attrs;
+    return BST_OK;
+}
+
+/* --- resolution --- */
+
+typedef struct bind_env {
+    void *const *buffers; /* NULL: shapes only, at their bounds */
+    uint32_t n_buffers;
+    const bst_run_params *params;
+} bind_env;
+
+/* Byte range [lo, hi) that t touches, relative to its first element. */
+static bool byte_span(const cpu_tensor *t, int64_t *out_lo, int64_t *out_hi)
+{
+    uint32_t bs, bb;
+    if (!cpu_dtype_geometry(t->dtype, &bs, &bb))
+        return false;
+    int64_t lo = 0, hi = (int64_t)bb;
+    for (int d = 0; d < 4; d++) {
+        int64_t count = d == 3 ? t->ne[3] / bs : t->ne[d];
+        int64_t ext;
+        if (count <= 1)
+            continue;
+        if (__builtin_mul_overflow(count - 1, t->nb[d], &ext))
+            return false;
+        if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi))
+            return false;
+    }
+    *out_lo = lo;
+    *out_hi = hi;
+    return true;
+}
+
+static bst_status resolve(cpu_run *r, const bind_env *env, const bst_tensor_desc *d,
+                          cpu_tensor *t, bool writable, const char *what)
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = (bst_dtype)d->dtype;
+    t->rank = d->rank;
+    uint32_t pad = BST_MAX_DIMS - d->rank;
+    for (int i = 0; i < 4; i++) {
+        t->ne[i] = 1;
+        t->nb[i] = 0;
+    }
+    bool empty = false;
+    for (uint32_t i = 0; i < d->rank; i++) {
+        int64_t n = d->shape[i];
+        if (d->sym[i] != BST_SYM_NONE && env->buffers) {
+            int64_t v = d->sym[i] == BST_SYM_N_TOKENS ? env->params->n_tokens : env->params->n_kv;
+            if (v < 0 || v > n)
+                return cpu_fail(r, BST_ERR_INVALID_ARG,
+                                "%s dim %u: %s = %lld is outside 0..%lld (its bound)", what, i,
+                                d->sym[i] == BST_SYM_N_TOKENS ? "n_tokens" : "n_kv",
+                                (long long)v, (long long)n);
+            n = v;
+        }
+        t->ne[pad + i] = n;
+        t->nb[pad + i] = d->strides[i];
+        empty = empty || n == 0;
+    }
+    uint32_t bs, bb;
+    cpu_dtype_geometry(d->dtype, &bs, &bb);
+    if (t->ne[3] % bs != 0)
+        return cpu_fail(r, BST_ERR_SHAPE, "%s innermost extent %lld is not whole %s blocks", what,
+                        (long long)t->ne[3], cpu_dtype_name(d->dtype));
+    if (!env->buffers)
+        return BST_OK;
+
+    if (d->binding >= env->n_buffers)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s uses binding %u of %u", what, d->binding,
+                        env->n_buffers);
+    cpu_buffer *b = cpu_buffer_get(env->buffers[d->binding]);
+    if (!b)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s: binding %u is not a cpu buffer", what,
+                        d->binding);
+    if (writable && b->read_only)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s: binding %u is a read-only weight", what,
+                        d->binding);
+    if (d->offset > b->size)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s: offset %llu is past the %llu-byte buffer",
+                        what, (unsigned long long)d->offset, (unsigned long long)b->size);
+    if (!empty) {
+        int64_t lo, hi;
+        if (!byte_span(t, &lo, &hi) || (int64_t)d->offset + lo < 0 ||
+            (uint64_t)((int64_t)d->offset + lo) > b->size ||
+            hi > (int64_t)(b->size - d->offset))
+            return cpu_fail(r, BST_ERR_INVALID_ARG,
+                            "%s at offset %llu with its shape and strides reaches outside its "
+                            "%llu-byte buffer (binding %u)",
+                            what, (unsigned long long)d->offset, (unsigned long long)b->size,
+                            d->binding);
+        t->data = b->data + d->offset;
+    } else {
+        t->data = b->data; /* never dereferenced: no element */
+    }
+    return BST_OK;
+}
+
+static bst_status resolve_node(cpu_run *r, const bind_env *env, const cpu_node *n)
+{
+    char what[32];
+    memset(r, 0, sizeof *r);
+    atomic_init(&r->async_status, BST_OK);
+    r->node = n;
+    for (uint32_t i = 0; i < n->n_inputs; i++) {
+        snprintf(what, sizeof what, "input %u", i);
+        bst_status st = resolve(r, env, &n->in[i], &r->in[i], false, what);
+        if (st != BST_OK)
+            return st;
+    }
+    /* Aliasing ops write nothing; set_rows writes its dst, which the output aliases. */
+    bool writes = impl_of(n->op)->check != cpu_check_alias;
+    return resolve(r, env, &n->out, &r->out, writes, "output");
+}
+
+/* --- query --- */
+
+static uint64_t variant_hash(const cpu_node *n)
+{
+    uint64_t h = CPU_SOURCE_HASH ^ UINT64_C(0xcbf29ce484222325);
+    uint32_t key[2 + BST_MAX_INPUTS] = {(uint32_t)n->op, n->out.dtype};
+    for (uint32_t i = 0; i < n->n_inputs; i++)
+        key[2 + i] = n->in[i].dtype;
+    const uint8_t *p = (const uint8_t *)key;
+    for (size_t i = 0; i < sizeof key; i++) {
+        h ^= p[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+static bst_status check_node(cpu_run *r, const cpu_node *n)
+{
+    bind_env env = {0};
+    bst_status st = resolve_node(r, &env, n);
+    if (st != BST_OK)
+        return st;
+    return impl_of(n->op)->check(r);
+}
+
+bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant *out_variants,
+                     size_t stride, uint32_t capacity, uint32_t *out_count)
+{
+    (void)device;
+    if (!out_count || !node || (capacity && !out_variants)) {
+        cpu_host->set_error("cpu: query: NULL argument");
+        return BST_ERR_INVALID_ARG;
+    }
+    *out_count = 0;
+    if (capacity && stride < sizeof(bst_kernel_variant)) {
+        cpu_host->set_error("cpu: query: stride %zu < %zu", stride, sizeof(bst_kernel_variant));
+        return BST_ERR_ABI;
+    }
+    cpu_run *r = cpu_host->alloc(sizeof *r, 64);
+    cpu_node *n = cpu_host->alloc(sizeof *n, 64);
+    bst_status st = BST_ERR_OUT_OF_MEMORY;
+    if (r && n) {
+        /* Anything this backend cannot run is "unsupported", which is not an error; only an
+         * incompatible descriptor is. */
+        st = copy_node(r, node, n);
+        if (st == BST_OK)
+            st = check_node(r, n);
+        if (st == BST_ERR_ABI) {
+            cpu_host->set_error("cpu: query: %s", r->msg);
+        } else {
+            if (st == BST_OK) {
+                *out_count = 1;
+                if (capacity) {
+                    bst_kernel_variant v;
+                    memset(&v, 0, sizeof v);
+                    v.struct_size = (uint32_t)sizeof v;
+                    snprintf(v.name, sizeof v.name, "ref");
+                    v.source_hash = variant_hash(n);
+                    memcpy(out_variants, &v, sizeof v);
+                }
+            }
+            st = BST_OK;
+        }
+    } else {
+        cpu_host->set_error("cpu: query: out of memory");
+    }
+    cpu_host->free(r);
+    cpu_host->free(n);
+    return st;
+}
+
+/* --- compile --- */
+
+static int64_t max_innermost(const cpu_node *n)
+{
+    int64_t m = 1;
+    for (uint32_t i = 0; i <= n->n_inputs; i++) {
+        const bst_tensor_desc *d = i < n->n_inputs ? &n->in[i] : &n->out;
+        if (d->rank > 0 && d->shape[d->rank - 1] > m)
+            m = d->shape[d->rank - 1];
+    }
+    return m;
+}
+
+void cpu_executable_free(void *device, void *executable)
+{
+    (void)device;
+    cpu_executable *e = executable;
+    if (!e || e->magic != CPU_MAGIC_EXEC)
+        return;
+    e->magic = 0;
+    cpu_host->free(e->nodes);
+    cpu_host->free(e->scratch);
+    cpu_host->free(e);
+}
+
+bst_status cpu_compile(void *device, const bst_partition_desc *partition, void **out_executable)
+{
+    (void)device;
+    if (!partition || !out_executable) {
+        cpu_host->set_error("cpu: compile: NULL argument");
+        return BST_ERR_INVALID_ARG;
+    }
+    *out_executable = NULL;
+    if (partition->struct_size < sizeof(bst_partition_desc)) {
+        cpu_host->set_error("cpu: compile: partition descriptor of %u bytes is too small",
+                            partition->struct_size);
+        return BST_ERR_ABI;
+    }
+    if (partition->n_nodes && !partition->nodes) {
+        cpu_host->set_error("cpu: compile: NULL node array");
+        return BST_ERR_INVALID_ARG;
+    }
+    bst_status st = cpu_injected_fault("compile");
+    if (st != BST_OK)
+        return st;
+
+    cpu_executable *e = cpu_host->alloc(sizeof *e, 64);
+    cpu_run *r = cpu_host->alloc(sizeof *r, 64);
+    size_t nodes_bytes = (size_t)(partition->n_nodes ? partition->n_nodes : 1) * sizeof(cpu_node);
+    cpu_node *nodes = e && r ? cpu_host->alloc(nodes_bytes, 64) : NULL;
+    if (!e || !r || !nodes) {
+        cpu_host->free(e);
+        cpu_host->free(r);
+        cpu_host->free(nodes);
+        cpu_host->set_error("cpu: compile: out of memory");
+        return BST_ERR_OUT_OF_MEMORY;
+    }
+    memset(e, 0, sizeof *e);
+    e->magic = CPU_MAGIC_EXEC;
+    e->nodes = nodes;
+    e->n_bindings = partition->n_bindings;
+    e->max_row = 1;
+    for (uint32_t i = 0; i < partition->n_nodes; i++) {
+        cpu_node *n = &nodes[i];
+        const bst_node_desc *src = partition->nodes[i];
+        st = copy_node(r, src, n);
+        if (st == BST_OK && src->variant != 0)
+            st = cpu_fail(r, BST_ERR_INVALID_ARG, "variant %u does not exist (only 0)",
+                          src->variant);
+        if (st == BST_OK)
+            st = check_node(r, n);
+        for (uint32_t k = 0; st == BST_OK && k <= n->n_inputs; k++) {
+            const bst_tensor_desc *d = k < n->n_inputs ? &n->in[k] : &n->out;
+            if (d->binding >= partition->n_bindings)
+                st = cpu_fail(r, BST_ERR_INVALID_ARG, "binding %u of %u", d->binding,
+                              partition->n_bindings);
+        }
+        if (st != BST_OK) {
+            const op_impl *impl = src ? impl_of(src->op) : NULL;
+            cpu_host->set_error("cpu: compile: node %u (%s): %s", i,
+                                impl ? impl->name : "unknown op", r->msg);
+            e->n_nodes = i;
+            cpu_executable_free(NULL, e);
+            cpu_host->free(r);
+            return st;
+        }
+        int64_t m = max_innermost(n);
+        if (m > e->max_row)
+            e->max_row = m;
+        e->n_nodes = i + 1;
+    }
+    cpu_host->free(r);
+    *out_executable = e;
+    return BST_OK;
+}
+
+/* --- execute --- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+/* Per-worker row buffers for the current pool size. */
+static bst_status ensure_scratch(cpu_executable *e, uint32_t workers)
+{
+    if (e->scratch && e->scratch_workers >= workers)
+        return BST_OK;
+    size_t slot = ((size_t)e->max_row + 15) & ~(size_t)15; /* 64-byte multiples */
+    size_t floats;
+    if (__builtin_mul_overflow(slot, (size_t)CPU_SLOTS * (workers + (size_t)1), &floats) ||
+        floats > SIZE_MAX / sizeof(float)) {
+        cpu_host->set_error("cpu: execute: scratch size overflows");
+        return BST_ERR_OVERFLOW;
+    }
+    float *s = cpu_host->alloc(floats * sizeof(float), 64);
+    if (!s) {
+        cpu_host->set_error("cpu: execute: cannot allocate %zu bytes of scratch",
+                            floats * sizeof(float));
+        return BST_ERR_OUT_OF_MEMORY;
+    }
+    cpu_host->free(e->scratch);
+    e->scratch = s;
+    e->slot_floats = slot;
+    e->scratch_workers = workers;
+    return BST_OK;
+}
+
+static bool has_output(const cpu_tensor *t)
+{
+    for (int d = 0; d < 4; d++)
+        if (t->ne[d] == 0)
+            return false;
+    return true;
+}
+
+bst_status cpu_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
+                       const bst_run_params *params)
+{
+    (void)device;
+    cpu_executable *e = executable;
+    if (!e || e->magic != CPU_MAGIC_EXEC) {
+        cpu_host->set_error("cpu: execute: not a cpu executable");
+        return BST_ERR_INVALID_ARG;
+    }
+    if (n_buffers && !buffers) {
+        cpu_host->set_error("cpu: execute: NULL buffer array");
+        return BST_ERR_INVALID_ARG;
+    }
+    bst_run_params none = {.struct_size = (uint32_t)sizeof none, .n_tokens = -1, .n_kv = -1};
+    if (!params) {
+        params = &none; /* fine unless a symbolic dim needs a value (then -1 is refused) */
+    } else if (params->struct_size < sizeof(bst_run_params)) {
+        cpu_host->set_error("cpu: execute: run params of %u bytes are too small",
+                            params->struct_size);
+        return BST_ERR_ABI;
+    }
+    bst_status st = cpu_injected_fault("execute");
+    if (st != BST_OK)
+        return st;
+    uint32_t workers = cpu_host->num_workers ? cpu_host->num_workers() : 1;
+    if (workers == 0 || !cpu_host->parallel_for)
+        workers = 1;
+    if ((st = ensure_scratch(e, workers)) != BST_OK)
+        return st;
+    cpu_run *r = cpu_host->alloc(sizeof *r, 64);
+    if (!r) {
+        cpu_host->set_error("cpu: execute: out of memory");
+        return BST_ERR_OUT_OF_MEMORY;
+    }
+    uint64_t t0 = now_ns();
+    bind_env env = {buffers, n_buffers, params};
+    static const void *const no_buffers[1] = {NULL};
+    if (!buffers)
+        env.buffers = (void *const *)no_buffers; /* resolve treats NULL as "shapes only" */
+    for (uint32_t i = 0; i < e->n_nodes && st == BST_OK; i++) {
+        const cpu_node *n = &e->nodes[i];
+        const op_impl *impl = impl_of(n->op);
+        st = resolve_node(r, &env, n);
+        if (st == BST_OK)
+            st = impl->check(r);
+        if (st == BST_OK && has_output(&r->out)) {
+            r->scratch = e->scratch;
+            r->slot_floats = e->slot_floats;
+            r->n_workers = workers;
+            r->shared = cpu_slot(r, workers, 0);
+            st = impl->run(r);
+            if (st == BST_OK)
+                st = cpu_async_result(r, impl->name);
+        }
+        if (st != BST_OK)
+            cpu_host->set_error("cpu: execute: node %u (%s): %s", i, impl->name, r->msg);
+    }
+    e->last_ns = now_ns() - t0;
+    cpu_host->free(r);
+    return st;
+}
+
+bst_status cpu_last_execute_ns(void *device, void *executable, uint64_t *out_ns)
+{
+    (void)device;
+    cpu_executable *e = executable;
+    if (!e || e->magic != CPU_MAGIC_EXEC || !out_ns) {
+        cpu_host->set_error("cpu: last_execute_ns: bad argument");
+        return BST_ERR_INVALID_ARG;
+    }
+    *out_ns = e->last_ns;
+    return BST_OK;
+}

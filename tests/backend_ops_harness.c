@@ -1,0 +1,1341 @@
+/*
+ * tests/backend_ops_harness.c — runs hand-built one-node partitions on every loaded device with
+ * guard bytes around every tensor, and judges the results. See backend_ops_harness.h.
+ *
+ * Why the ABI level and not bst_program: the program layer would hide what a kernel does to
+ * the bytes around its output (its buffers are planned and packed), and would place each node on
+ * one backend only. Here every device gets the same node, and every byte of every buffer is
+ * checked after the run.
+ */
+#include "backend_ops_harness.h"
+
+#include "graph/quant.h"
+#include "oracle.h"
+#include "runtime/runtime.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEVICES 64
+#define MAX_VARIANTS 16
+#define MAX_SUMMARY 2048
+#define N_TENSORS (BST_MAX_INPUTS + 1) /* inputs, then the output */
+
+/* Harness bugs (not kernel bugs) stop the test loudly: these are test-only paths. */
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "backend_ops: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "backend_ops: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static void harness_bug(const char *what)
+{
+    fprintf(stderr, "backend_ops harness bug: %s\n", what);
+    abort();
+}
+
+/* --- rng ----------------------------------------------------------------------------------- */
+
+void bo_rng_seed(bo_rng *r, uint64_t seed) { r->state = seed * 0x9E3779B97F4A7C15ull + 1u; }
+
+uint64_t bo_rng_next(bo_rng *r)
+{
+    /* splitmix64 */
+    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double bo_rng_uniform(bo_rng *r, double lo, double hi)
+{
+    double u = (double)(bo_rng_next(r) >> 40) * (1.0 / 16777216.0);
+    return (double)(float)(lo + (hi - lo) * u);
+}
+
+int32_t bo_rng_int(bo_rng *r, int32_t lo, int32_t hi)
+{
+    uint64_t span = (uint64_t)((int64_t)hi - (int64_t)lo + 1);
+    return (int32_t)((int64_t)lo + (int64_t)(bo_rng_next(r) % span));
+}
+
+/* --- dtype geometry ------------------------------------------------------------------------ */
+
+static uint32_t dt_block(bst_dtype t)
+{
+    uint32_t bs = bst_dtype_block_size(t);
+    if (!bs)
+        harness_bug("dtype without geometry");
+    return bs;
+}
+
+static uint32_t dt_bytes(bst_dtype t) { return bst_dtype_block_bytes(t); }
+
+static bool dt_is_block(bst_dtype t) { return dt_block(t) > 1; }
+
+/* --- tensors ------------------------------------------------------------------------------- */
+
+static void unravel(int64_t i, uint32_t rank, const int64_t *shape, int64_t *coord)
+{
+    for (uint32_t k = rank; k-- > 0;) {
+        coord[k] = i % shape[k];
+        i /= shape[k];
+    }
+}
+
+static int64_t ravel(uint32_t rank, const int64_t *shape, const int64_t *coord)
+{
+    int64_t i = 0;
+    for (uint32_t k = 0; k < rank; k++)
+        i = i * shape[k] + coord[k];
+    return i;
+}
+
+int64_t bo_tensor_numel(const bo_tensor *t) { return oracle_numel(t->rank, t->shape); }
+
+/* Byte offset (within the region) of the element at `coord`; for block types, of its block. */
+static uint64_t elem_offset(const bo_tensor *t, const int64_t *coord)
+{
+    int64_t off = 0;
+    for (uint32_t d = 0; d < t->rank; d++) {
+        int64_t c = coord[d];
+        if (d == t->rank - 1)
+            c /= dt_block(t->dtype);
+        off += c * t->strides[d];
+    }
+    return (uint64_t)off;
+}
+
+void bo_tensor_view(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t *shape,
+                    const uint32_t *perm, int64_t pad)
+{
+    memset(t, 0, sizeof *t);
+    if (rank > BST_MAX_DIMS)
+        harness_bug("rank");
+    t->dtype = dtype;
+    t->rank = rank;
+    uint32_t bs = dt_block(dtype), bb = dt_bytes(dtype);
+    int64_t pshape[BST_MAX_DIMS] = {0}, pstr[BST_MAX_DIMS] = {0};
+    for (uint32_t i = 0; i < rank; i++) {
+        t->shape[i] = shape[i];
+        pshape[perm ? perm[i] : i] = shape[i];
+    }
+    if (bs > 1 && rank > 0 && ((perm && perm[rank - 1] != rank - 1) || shape[rank - 1] % bs))
+        harness_bug("block tensor: innermost dim must stay innermost and hold whole blocks");
+    int64_t total = bb;
+    if (rank > 0) {
+        total = (pshape[rank - 1] / bs + pad) * bb;
+        pstr[rank - 1] = bb;
+        for (uint32_t d = rank - 1; d-- > 0;) {
+            pstr[d] = total;
+            total *= pshape[d];
+        }
+    }
+    for (uint32_t i = 0; i < rank; i++)
+        t->strides[i] = pstr[perm ? perm[i] : i];
+    t->span = (uint64_t)total;
+    t->bytes = xmalloc((size_t)t->span);
+    memset(t->bytes, 0xFF, (size_t)t->span);
+    size_t n = (size_t)bo_tensor_numel(t);
+    if (dtype == BST_DTYPE_I32)
+        t->ids = xcalloc(n, sizeof *t->ids);
+    else
+        t->val = xcalloc(n, sizeof *t->val);
+}
+
+void bo_tensor_contig(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t *shape)
+{
+    bo_tensor_view(t, dtype, rank, shape, NULL, 0);
+}
+
+void bo_tensor_free(bo_tensor *t)
+{
+    free(t->bytes);
+    free(t->val);
+    free(t->ids);
+    memset(t, 0, sizeof *t);
+}
+
+/* Encodes one value of a plain float dtype; returns the value the bytes mean. */
+static double encode_plain(bst_dtype dt, double v, uint8_t *dst)
+{
+    switch (dt) {
+    case BST_DTYPE_F32: {
+        float f = (float)v;
+        memcpy(dst, &f, 4);
+        return (double)f;
+    }
+    case BST_DTYPE_F16: {
+        uint16_t h = oracle_round_f16(v);
+        memcpy(dst, &h, 2);
+        return oracle_f16_value(h);
+    }
+    case BST_DTYPE_BF16: {
+        uint16_t h = oracle_round_bf16(v);
+        memcpy(dst, &h, 2);
+        return oracle_bf16_value(h);
+    }
+    case BST_DTYPE_I32: {
+        int32_t i = (int32_t)v;
+        memcpy(dst, &i, 4);
+        return (double)i;
+    }
+    default:
+        harness_bug("encode_plain: not a plain dtype");
+        return 0.0;
+    }
+}
+
+static double decode_plain(bst_dtype dt, const uint8_t *src)
+{
+    switch (dt) {
+    case BST_DTYPE_F32: {
+        float f;
+        memcpy(&f, src, 4);
+        return (double)f;
+    }
+    case BST_DTYPE_F16: {
+        uint16_t h;
+        memcpy(&h, src, 2);
+        return oracle_f16_value(h);
+    }
+    case BST_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, src, 2);
+        return oracle_bf16_value(h);
+    }
+    case BST_DTYPE_I32: {
+        int32_t i;
+        memcpy(&i, src, 4);
+        return (double)i;
+    }
+    default:
+        harness_bug("decode_plain: not a plain dtype");
+        return 0.0;
+    }
+}
+
+void bo_tensor_set(bo_tensor *t, const float *values)
+{
+    int64_t n = bo_tensor_numel(t);
+    int64_t coord[BST_MAX_DIMS];
+    if (!dt_is_block(t->dtype)) {
+        for (int64_t i = 0; i < n; i++) {
+            unravel(i, t->rank, t->shape, coord);
+            t->val[i] = encode_plain(t->dtype, (double)values[i], t->bytes + elem_offset(t, coord));
+        }
+        return;
+    }
+    int64_t k = t->shape[t->rank - 1];
+    float *tmp = xmalloc((size_t)k * sizeof *tmp);
+    for (int64_t r = 0; r < n / k; r++) {
+        unravel(r * k, t->rank, t->shape, coord);
+        uint8_t *row = t->bytes + elem_offset(t, coord);
+        if (bsti_quantize(t->dtype, values + r * k, row, k) != BST_OK ||
+            bsti_dequantize(t->dtype, row, tmp, k) != BST_OK)
+            harness_bug("bsti_quantize/bsti_dequantize failed on a valid row");
+        for (int64_t j = 0; j < k; j++)
+            t->val[r * k + j] = (double)tmp[j];
+    }
+    free(tmp);
+}
+
+void bo_tensor_fill(bo_tensor *t, bo_rng *rng, double lo, double hi)
+{
+    int64_t n = bo_tensor_numel(t);
+    float *v = xmalloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (float)bo_rng_uniform(rng, lo, hi);
+    bo_tensor_set(t, v);
+    free(v);
+}
+
+void bo_tensor_set_ids(bo_tensor *t, const int32_t *ids)
+{
+    if (t->dtype != BST_DTYPE_I32)
+        harness_bug("bo_tensor_set_ids on a non-i32 tensor");
+    int64_t n = bo_tensor_numel(t);
+    int64_t coord[BST_MAX_DIMS];
+    for (int64_t i = 0; i < n; i++) {
+        unravel(i, t->rank, t->shape, coord);
+        memcpy(t->bytes + elem_offset(t, coord), &ids[i], 4);
+        t->ids[i] = ids[i];
+    }
+}
+
+/* --- cases --------------------------------------------------------------------------------- */
+
+void bo_case_init(bo_case *c, bst_op op, const char *label)
+{
+    memset(c, 0, sizeof *c);
+    c->op = op;
+    snprintf(c->dtype_label, sizeof c->dtype_label, "%s", label);
+    c->alias_in = -1;
+    c->n_tokens = 1;
+    c->n_kv = 1;
+    c->metric = BO_NMSE;
+    c->tol = c->cpu_tol = 1e-7;
+}
+
+void bo_case_what(bo_case *c, const char *fmt, ...)
+{
+    size_t len = strlen(c->what);
+    if (len + 1 >= sizeof c->what)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->what + len, sizeof c->what - len, fmt, ap);
+    va_end(ap);
+}
+
+bo_tensor *bo_case_input(bo_case *c)
+{
+    if (c->n_in >= BST_MAX_INPUTS)
+        harness_bug("too many inputs");
+    return &c->in[c->n_in++];
+}
+
+void bo_case_output(bo_case *c, bst_dtype dtype, uint32_t rank, const int64_t *shape)
+{
+    bo_tensor_contig(&c->out, dtype, rank, shape);
+    memset(c->out.bytes, (int)BO_PATTERN, (size_t)c->out.span);
+    if (dt_is_block(dtype)) {
+        c->metric = BO_QUANT;
+    } else if (dtype == BST_DTYPE_F16 || dtype == BST_DTYPE_BF16) {
+        c->metric = BO_ULP;
+        c->tol = 1.0;
+        c->cpu_tol = 0.0;
+    } else if (dtype == BST_DTYPE_I32) {
+        c->metric = BO_EXACT;
+    }
+}
+
+static bst_attr *new_attr(bo_case *c, bst_attr_key key, bst_attr_kind kind)
+{
+    if (c->n_attrs >= BST_MAX_ATTRS)
+        harness_bug("too many attrs");
+    bst_attr *a = &c->attrs[c->n_attrs++];
+    memset(a, 0, sizeof *a);
+    a->struct_size = sizeof *a;
+    a->key = key;
+    a->kind = kind;
+    a->count = 1;
+    return a;
+}
+
+void bo_case_attr_int(bo_case *c, bst_attr_key key, int64_t v)
+{
+    new_attr(c, key, BST_ATTR_KIND_INT)->ints[0] = v;
+}
+
+void bo_case_attr_float(bo_case *c, bst_attr_key key, double v)
+{
+    new_attr(c, key, BST_ATTR_KIND_FLOAT)->f = v;
+}
+
+void bo_case_attr_ints(bo_case *c, bst_attr_key key, uint32_t n, const int64_t *v)
+{
+    bst_attr *a = new_attr(c, key, BST_ATTR_KIND_INTS);
+    if (n > BST_MAX_DIMS)
+        harness_bug("too many ints");
+    a->count = n;
+    for (uint32_t i = 0; i < n; i++)
+        a->ints[i] = v[i];
+}
+
+int64_t bo_eff_dim(const bo_case *c, const bo_tensor *t, uint32_t d)
+{
+    if (t->sym[d] == BST_SYM_N_TOKENS)
+        return c->n_tokens;
+    if (t->sym[d] == BST_SYM_N_KV)
+        return c->n_kv;
+    return t->shape[d];
+}
+
+static int64_t eff_shape_of(const bo_case *c, const bo_tensor *t, int64_t *eff)
+{
+    int64_t n = 1;
+    for (uint32_t d = 0; d < t->rank; d++) {
+        eff[d] = bo_eff_dim(c, t, d);
+        n *= eff[d];
+    }
+    return n;
+}
+
+static bool is_effective(const bo_case *c, const bo_tensor *t, const int64_t *coord)
+{
+    for (uint32_t d = 0; d < t->rank; d++)
+        if (coord[d] >= bo_eff_dim(c, t, d))
+            return false;
+    return true;
+}
+
+double *bo_eff_values(const bo_case *c, const bo_tensor *t, int64_t *eff_shape)
+{
+    int64_t eff[BST_MAX_DIMS], coord[BST_MAX_DIMS];
+    int64_t n = eff_shape_of(c, t, eff);
+    double *v = xcalloc((size_t)n, sizeof *v);
+    for (int64_t k = 0; k < n; k++) {
+        unravel(k, t->rank, eff, coord);
+        v[k] = t->val[ravel(t->rank, t->shape, coord)];
+    }
+    if (eff_shape)
+        memcpy(eff_shape, eff, sizeof(int64_t) * t->rank);
+    return v;
+}
+
+int32_t *bo_eff_ids(const bo_case *c, const bo_tensor *t, int64_t *eff_shape)
+{
+    int64_t eff[BST_MAX_DIMS], coord[BST_MAX_DIMS];
+    int64_t n = eff_shape_of(c, t, eff);
+    int32_t *v = xcalloc((size_t)n, sizeof *v);
+    for (int64_t k = 0; k < n; k++) {
+        unravel(k, t->rank, eff, coord);
+        v[k] = t->ids[ravel(t->rank, t->shape, coord)];
+    }
+    if (eff_shape)
+        memcpy(eff_shape, eff, sizeof(int64_t) * t->rank);
+    return v;
+}
+
+void bo_case_alloc_ref(bo_case *c)
+{
+    size_t n = (size_t)bo_tensor_numel(&c->out);
+    free(c->ref);
+    free(c->expect);
+    c->ref = xcalloc(n, sizeof *c->ref);
+    c->expect = xcalloc(n, 1);
+}
+
+void bo_case_finish_ref(bo_case *c)
+{
+    bo_tensor *o = &c->out;
+    if (!dt_is_block(o->dtype))
+        return;
+    int64_t k = o->shape[o->rank - 1], n = bo_tensor_numel(o);
+    int64_t coord[BST_MAX_DIMS];
+    free(c->ref_bytes);
+    c->ref_bytes = xmalloc((size_t)o->span);
+    memset(c->ref_bytes, (int)BO_PATTERN, (size_t)o->span);
+    float *row = xmalloc((size_t)k * sizeof *row);
+    for (int64_t r = 0; r < n / k; r++) {
+        if (!c->expect[r * k])
+            continue;
+        for (int64_t j = 0; j < k; j++)
+            row[j] = (float)c->ref[r * k + j];
+        unravel(r * k, o->rank, o->shape, coord);
+        if (bsti_quantize(o->dtype, row, c->ref_bytes + elem_offset(o, coord), k) != BST_OK)
+            harness_bug("bsti_quantize failed on a valid row");
+    }
+    free(row);
+}
+
+void bo_case_set_ref(bo_case *c, const double *eff_ref)
+{
+    bo_case_alloc_ref(c);
+    int64_t eff[BST_MAX_DIMS], coord[BST_MAX_DIMS];
+    int64_t n = eff_shape_of(c, &c->out, eff);
+    for (int64_t k = 0; k < n; k++) {
+        unravel(k, c->out.rank, eff, coord);
+        int64_t i = ravel(c->out.rank, c->out.shape, coord);
+        c->ref[i] = eff_ref[k];
+        c->expect[i] = 1;
+    }
+    bo_case_finish_ref(c);
+}
+
+void bo_case_free(bo_case *c)
+{
+    for (uint32_t i = 0; i < c->n_in; i++)
+        bo_tensor_free(&c->in[i]);
+    bo_tensor_free(&c->out);
+    free(c->ref);
+    free(c->expect);
+    free(c->ref_bytes);
+    c->ref = NULL;
+    c->expect = NULL;
+    c->ref_bytes = NULL;
+    c->n_in = 0;
+}
+
+/* --- devices ------------------------------------------------------------------------------- */
+
+static struct {
+    bool init;
+    bst_context *ctx;
+    uint32_t n;
+    void *handle[MAX_DEVICES];
+    const bst_backend_api *api[MAX_DEVICES];
+    char label[MAX_DEVICES][64];
+    bool is_cpu[MAX_DEVICES];
+    uint32_t open_failures;
+} g_dev;
+
+static void devices_init(void)
+{
+    if (g_dev.init)
+        return;
+    g_dev.init = true;
+    bst_context_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.struct_size = sizeof opt;
+    if (bst_context_create(&opt, &g_dev.ctx) != BST_OK) {
+        fprintf(stderr, "backend_ops: bst_context_create failed: %s\n", bst_last_error());
+        g_dev.ctx = NULL;
+        return;
+    }
+    bst_context *ctx = g_dev.ctx;
+    g_dev.n = ctx->n_devices < MAX_DEVICES ? ctx->n_devices : MAX_DEVICES;
+    for (uint32_t i = 0; i < g_dev.n; i++) {
+        bsti_device *d = &ctx->devices[i];
+        snprintf(g_dev.label[i], sizeof g_dev.label[i], "%s:%u", d->plugin->name,
+                 d->index_in_plugin);
+        g_dev.is_cpu[i] = strcmp(d->plugin->name, "cpu") == 0;
+        g_dev.api[i] = &d->plugin->api;
+        void *h = NULL;
+        if (bsti_device_get(ctx, i, &h) != BST_OK || !h) {
+            fprintf(stderr, "backend_ops: device %s (%s) failed to open: %s\n", g_dev.label[i],
+                    d->info.name, bst_last_error());
+            g_dev.open_failures++;
+            h = NULL;
+        }
+        g_dev.handle[i] = h;
+    }
+    printf("\nbackend_ops: %u device(s):", g_dev.n);
+    for (uint32_t i = 0; i < g_dev.n; i++)
+        printf(" %s (%s)", g_dev.label[i], ctx->devices[i].info.name);
+    printf("\n");
+}
+
+uint32_t bo_device_count(void)
+{
+    devices_init();
+    return g_dev.n;
+}
+
+void *bo_device_handle(uint32_t i)
+{
+    devices_init();
+    return i < g_dev.n ? g_dev.handle[i] : NULL;
+}
+
+const bst_backend_api *bo_device_api(uint32_t i)
+{
+    devices_init();
+    return i < g_dev.n ? g_dev.api[i] : NULL;
+}
+
+const char *bo_device_label(uint32_t i)
+{
+    devices_init();
+    return i < g_dev.n ? g_dev.label[i] : "?";
+}
+
+bool bo_device_is_cpu(uint32_t i)
+{
+    devices_init();
+    return i < g_dev.n && g_dev.is_cpu[i];
+}
+
+uint32_t bo_device_open_failures(void)
+{
+    devices_init();
+    return g_dev.open_failures;
+}
+
+void bo_shutdown(void)
+{
+    if (g_dev.ctx)
+        bst_context_destroy(g_dev.ctx);
+    memset(&g_dev, 0, sizeof g_dev);
+    g_dev.init = true; /* never re-create after shutdown */
+}
+
+/* --- summary ------------------------------------------------------------------------------- */
+
+typedef enum result { R_PASS, R_FAIL, R_UNSUPPORTED } result;
+
+typedef struct summary_row {
+    uint32_t dev;
+    bst_op op;
+    char label[32];
+    uint32_t n[3];
+} summary_row;
+
+static summary_row g_rows[MAX_SUMMARY];
+static uint32_t g_n_rows;
+static int g_family_fails, g_family_cases, g_cpu_gaps;
+static const char *g_family;
+static uint64_t g_case_no;
+
+static void record(uint32_t dev, const bo_case *c, result r)
+{
+    for (uint32_t i = 0; i < g_n_rows; i++) {
+        summary_row *row = &g_rows[i];
+        if (row->dev == dev && row->op == c->op && strcmp(row->label, c->dtype_label) == 0) {
+            row->n[r]++;
+            return;
+        }
+    }
+    if (g_n_rows == MAX_SUMMARY)
+        harness_bug("summary table full");
+    summary_row *row = &g_rows[g_n_rows++];
+    memset(row, 0, sizeof *row);
+    row->dev = dev;
+    row->op = c->op;
+    snprintf(row->label, sizeof row->label, "%s", c->dtype_label);
+    row->n[r] = 1;
+}
+
+static const char *op_name(bst_op op)
+{
+    const char *n = bst_op_name(op);
+    return n ? n : "?";
+}
+
+void bo_family_begin(const char *name)
+{
+    g_family = name;
+    g_family_fails = 0;
+    g_family_cases = 0;
+    devices_init();
+}
+
+int bo_family_end(void)
+{
+    if (g_family_cases == 0) {
+        fprintf(stderr, "backend_ops: family %s ran no case\n", g_family ? g_family : "?");
+        return 1;
+    }
+    return g_family_fails;
+}
+
+int bo_cpu_gaps(void) { return g_cpu_gaps; }
+
+void bo_record_query(uint32_t dev, bst_op op, const char *label, bool ok, bool failed)
+{
+    bo_case c;
+    memset(&c, 0, sizeof c);
+    c.op = op;
+    snprintf(c.dtype_label, sizeof c.dtype_label, "%s", label);
+    record(dev, &c, failed ? R_FAIL : ok ? R_PASS : R_UNSUPPORTED);
+    g_family_cases++;
+    g_family_fails += failed ? 1 : 0;
+}
+
+void bo_print_summary(void)
+{
+    devices_init();
+    printf("\n\nbackend_ops summary (cases x kernel variants):\n");
+    printf("  %-12s %-12s %-14s %6s %6s %14s\n", "device", "op", "dtype", "PASS", "FAIL",
+           "NOT_SUPPORTED");
+    uint32_t tot[3] = {0, 0, 0};
+    for (uint32_t d = 0; d < g_dev.n; d++)
+        for (uint32_t i = 0; i < g_n_rows; i++) {
+            const summary_row *r = &g_rows[i];
+            if (r->dev != d)
+                continue;
+            printf("  %-12s %-12s %-14s %6u %6u %14u%s\n", g_dev.label[d], op_name(r->op),
+                   r->label, r->n[R_PASS], r->n[R_FAIL], r->n[R_UNSUPPORTED],
+                   r->n[R_FAIL] ? "  <-- FAIL" : "");
+            for (int k = 0; k < 3; k++)
+                tot[k] += r->n[k];
+        }
+    printf("  total: %u PASS, %u FAIL, %u NOT_SUPPORTED\n", tot[R_PASS], tot[R_FAIL],
+           tot[R_UNSUPPORTED]);
+}
+
+/* --- layout -------------------------------------------------------------------------------- */
+
+typedef struct layout {
+    uint32_t n_bindings;
+    uint64_t size[N_TENSORS];
+    uint32_t binding[N_TENSORS]; /* tensor t: input t, or the output at index n_in */
+    uint64_t offset[N_TENSORS];
+} layout;
+
+static const bo_tensor *tensor_at(const bo_case *c, uint32_t t)
+{
+    return t < c->n_in ? &c->in[t] : &c->out;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+static void make_layout(const bo_case *c, bool shared, layout *L)
+{
+    memset(L, 0, sizeof *L);
+    uint32_t nt = c->n_in + 1;
+    uint64_t off = BO_GUARD;
+    for (uint32_t t = 0; t < nt; t++) {
+        if (t == c->n_in && c->alias_in >= 0) {
+            L->binding[t] = L->binding[c->alias_in];
+            L->offset[t] = L->offset[c->alias_in];
+            continue;
+        }
+        uint64_t span = tensor_at(c, t)->span;
+        if (shared) {
+            L->binding[t] = 0;
+            L->offset[t] = off;
+            off = round_up(off + span + BO_GUARD, 256);
+            L->size[0] = off;
+            L->n_bindings = 1;
+        } else {
+            uint32_t b = L->n_bindings++;
+            L->binding[t] = b;
+            L->offset[t] = BO_GUARD;
+            L->size[b] = BO_GUARD + span + BO_GUARD;
+        }
+    }
+}
+
+static void tensor_desc(const bo_tensor *t, uint32_t binding, uint64_t offset,
+                        bst_tensor_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
+    d->dtype = t->dtype;
+    d->layout = BST_LAYOUT_NATIVE;
+    d->rank = t->rank;
+    for (uint32_t i = 0; i < t->rank; i++) {
+        d->shape[i] = t->shape[i];
+        d->strides[i] = t->strides[i];
+        d->sym[i] = t->sym[i];
+    }
+    d->binding = binding;
+    d->offset = offset;
+}
+
+static void node_build(const bo_case *c, const layout *L, bo_node *n)
+{
+    memset(n, 0, sizeof *n);
+    for (uint32_t i = 0; i < c->n_in; i++) {
+        tensor_desc(&c->in[i], L->binding[i], L->offset[i], &n->in[i]);
+        n->in_ptr[i] = &n->in[i];
+    }
+    tensor_desc(&c->out, L->binding[c->n_in], L->offset[c->n_in], &n->out);
+    for (uint32_t i = 0; i < c->n_attrs; i++)
+        n->attr_ptr[i] = &c->attrs[i];
+    n->node.struct_size = sizeof n->node;
+    n->node.op = c->op;
+    n->node.n_inputs = c->n_in;
+    n->node.n_attrs = c->n_attrs;
+    n->node.inputs = n->in_ptr;
+    n->node.output = &n->out;
+    n->node.attrs = n->attr_ptr;
+    n->node.variant = 0;
+}
+
+void bo_node_build(const bo_case *c, bo_node *n)
+{
+    layout L;
+    make_layout(c, false, &L);
+    node_build(c, &L, n);
+}
+
+/* Unit = element for plain dtypes, block for block types: the granule a kernel writes. */
+static int64_t unit_count(const bo_tensor *t) { return bo_tensor_numel(t) / dt_block(t->dtype); }
+
+/* Byte offset of unit u within the region; *out_elem = its first element's index. */
+static uint64_t unit_offset(const bo_tensor *t, int64_t u, int64_t *out_elem)
+{
+    int64_t us[BST_MAX_DIMS], coord[BST_MAX_DIMS];
+    uint32_t bs = dt_block(t->dtype);
+    memcpy(us, t->shape, sizeof us);
+    if (t->rank)
+        us[t->rank - 1] /= bs;
+    unravel(u, t->rank, us, coord);
+    if (t->rank)
+        coord[t->rank - 1] *= bs;
+    *out_elem = ravel(t->rank, t->shape, coord);
+    return elem_offset(t, coord);
+}
+
+/* The buffers as written before execute: pattern everywhere, each input's region, and inputs'
+ * elements beyond their symbolic extents poisoned (0xFF: NaN), since no computed element may
+ * depend on them. */
+static uint8_t **initial_buffers(const bo_case *c, const layout *L)
+{
+    uint8_t **b = xcalloc(L->n_bindings, sizeof *b);
+    for (uint32_t i = 0; i < L->n_bindings; i++) {
+        b[i] = xmalloc((size_t)L->size[i]);
+        memset(b[i], (int)BO_PATTERN, (size_t)L->size[i]);
+    }
+    for (uint32_t t = 0; t <= c->n_in; t++) {
+        if (t == c->n_in && c->alias_in >= 0)
+            continue;
+        const bo_tensor *ten = tensor_at(c, t);
+        uint8_t *base = b[L->binding[t]] + L->offset[t];
+        memcpy(base, ten->bytes, (size_t)ten->span);
+        if (t == c->n_in || ten->dtype == BST_DTYPE_I32)
+            continue; /* ids beyond the extent stay valid: reading one must not crash */
+        int64_t coord[BST_MAX_DIMS], first;
+        for (int64_t u = 0; u < unit_count(ten); u++) {
+            uint64_t off = unit_offset(ten, u, &first);
+            unravel(first, ten->rank, ten->shape, coord);
+            if (!is_effective(c, ten, coord))
+                memset(base + off, 0xFF, dt_bytes(ten->dtype));
+        }
+    }
+    return b;
+}
+
+static void free_buffers(uint8_t **b, uint32_t n)
+{
+    if (!b)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        free(b[i]);
+    free(b);
+}
+
+/* --- checking ------------------------------------------------------------------------------ */
+
+static void describe_elem(const bo_tensor *t, int64_t i, char *buf, size_t n)
+{
+    int64_t coord[BST_MAX_DIMS];
+    unravel(i, t->rank, t->shape, coord);
+    size_t len = (size_t)snprintf(buf, n, "[");
+    for (uint32_t d = 0; d < t->rank && len < n; d++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%lld", d ? "," : "", (long long)coord[d]);
+    if (len < n)
+        snprintf(buf + len, n - len, "]");
+}
+
+/* Which tensor region (or guard) byte `pos` of binding `b` belongs to, for messages. */
+static void classify_byte(const bo_case *c, const layout *L, uint32_t b, uint64_t pos,
+                          char *buf, size_t n)
+{
+    for (uint32_t t = 0; t <= c->n_in; t++) {
+        const bo_tensor *ten = tensor_at(c, t);
+        if (L->binding[t] != b || pos < L->offset[t] || pos >= L->offset[t] + ten->span)
+            continue;
+        if (t == c->n_in || (int)t == c->alias_in)
+            snprintf(buf, n, "an output element it must leave untouched (byte %llu of the "
+                             "output region: past a symbolic extent, or a row not in ids)",
+                     (unsigned long long)(pos - L->offset[t]));
+        else
+            snprintf(buf, n, "input %u (byte %llu of its region)", t,
+                     (unsigned long long)(pos - L->offset[t]));
+        return;
+    }
+    if (L->binding[c->n_in] != b) {
+        snprintf(buf, n, "guard bytes: wrote outside its output (binding %u byte %llu, a buffer "
+                         "holding only inputs)",
+                 b, (unsigned long long)pos);
+        return;
+    }
+    int64_t rel = (int64_t)pos - (int64_t)L->offset[c->n_in];
+    if (rel >= 0)
+        rel -= (int64_t)c->out.span - 1;
+    snprintf(buf, n, "guard bytes: wrote outside its output (binding %u byte %llu, %+lld from "
+                     "the output region)",
+             b, (unsigned long long)pos, (long long)rel);
+}
+
+static int64_t ulp_key(uint16_t bits)
+{
+    return (bits & 0x8000u) ? -(int64_t)(bits & 0x7FFFu) : (int64_t)(bits & 0x7FFFu);
+}
+
+static uint16_t round_to(bst_dtype dt, double v)
+{
+    return dt == BST_DTYPE_F16 ? oracle_round_f16(v) : oracle_round_bf16(v);
+}
+
+/* Largest error one block of targets `x` (bs values) may have after quantizing to `dt`. The
+ * step follows from the layouts in backend.h: symmetric types (q4_0, q5_0, q8_0) scale by the
+ * largest magnitude, asymmetric ones (q4_1, q5_1) span min..max. The clamp of the symmetric
+ * 4/5-bit types can cost a whole step at the end opposite the largest magnitude; d and m are
+ * stored as f16, which costs up to qmax * d * 2^-11 + |m| * 2^-11. */
+static double quant_bound(bst_dtype dt, const double *x, uint32_t bs)
+{
+    double amax = 0.0, mn = x[0], mx = x[0];
+    for (uint32_t i = 0; i < bs; i++) {
+        if (fabs(x[i]) > amax)
+            amax = fabs(x[i]);
+        if (x[i] < mn)
+            mn = x[i];
+        if (x[i] > mx)
+            mx = x[i];
+    }
+    double d, qmax, frac;
+    switch (dt) {
+    case BST_DTYPE_Q4_0: d = amax / 8.0, qmax = 8.0, frac = 1.0; break;
+    case BST_DTYPE_Q5_0: d = amax / 16.0, qmax = 16.0, frac = 1.0; break;
+    case BST_DTYPE_Q8_0: d = amax / 127.0, qmax = 127.0, frac = 0.5; break;
+    case BST_DTYPE_Q4_1: d = (mx - mn) / 15.0, qmax = 15.0, frac = 0.5; break;
+    case BST_DTYPE_Q5_1: d = (mx - mn) / 31.0, qmax = 31.0, frac = 0.5; break;
+    default: harness_bug("quant_bound: not a block type"); return 0.0;
+    }
+    return d * (frac + qmax / 1024.0) + fabs(mn) / 1024.0 + 1e-6 * amax + 1e-30;
+}
+
+/* Compares decoded output values `got` with `want` on the elements with expect set.
+ * vs_cpu: `want` is the CPU backend's output, not the oracle's. */
+static bool compare_values(const bo_case *c, const double *got, const double *want, double tol,
+                           bool vs_cpu, char *why, size_t n)
+{
+    const bo_tensor *o = &c->out;
+    int64_t count = bo_tensor_numel(o);
+    char where[96];
+    switch (c->metric) {
+    case BO_NMSE: {
+        double num = 0.0, den = 0.0, worst = -1.0;
+        int64_t worst_i = -1;
+        for (int64_t i = 0; i < count; i++) {
+            if (!c->expect[i])
+                continue;
+            if (!isfinite(got[i]) && isfinite(want[i])) {
+                describe_elem(o, i, where, sizeof where);
+                snprintf(why, n, "non-finite output %g at %s (expected %.9g)", got[i], where,
+                         want[i]);
+                return false;
+            }
+            double e = got[i] - want[i];
+            num += e * e;
+            den += want[i] * want[i];
+            if (fabs(e) > worst) {
+                worst = fabs(e);
+                worst_i = i;
+            }
+        }
+        double nmse = den > 0.0 ? num / den : num;
+        if (!(nmse <= tol)) {
+            describe_elem(o, worst_i, where, sizeof where);
+            snprintf(why, n, "NMSE %.3g > %.3g%s (worst at %s: got %.9g, expected %.9g)", nmse,
+                     tol, vs_cpu ? " vs the CPU backend" : "", where, got[worst_i],
+                     want[worst_i]);
+            return false;
+        }
+        return true;
+    }
+    case BO_EXACT:
+        for (int64_t i = 0; i < count; i++)
+            if (c->expect[i] && !(got[i] == want[i])) {
+                describe_elem(o, i, where, sizeof where);
+                snprintf(why, n, "mismatch at %s: got %.9g, expected %.9g%s", where, got[i],
+                         want[i], vs_cpu ? " (CPU backend)" : "");
+                return false;
+            }
+        return true;
+    case BO_ULP:
+        for (int64_t i = 0; i < count; i++) {
+            if (!c->expect[i])
+                continue;
+            uint16_t g = round_to(o->dtype, got[i]), w = round_to(o->dtype, want[i]);
+            double dist = (double)llabs(ulp_key(g) - ulp_key(w));
+            if (isnan(got[i]) != isnan(want[i]) || dist > tol) {
+                describe_elem(o, i, where, sizeof where);
+                snprintf(why, n, "%s at %s: got %.9g (0x%04x), expected %.9g (0x%04x): %.0f ulp > "
+                                 "%.0f%s",
+                         bst_dtype_name(o->dtype), where, got[i], g, want[i], w, dist, tol,
+                         vs_cpu ? " vs the CPU backend" : "");
+                return false;
+            }
+        }
+        return true;
+    case BO_QUANT: {
+        if (vs_cpu)
+            return true; /* each backend is held to the quantization bound of the input */
+        uint32_t bs = dt_block(o->dtype);
+        for (int64_t i = 0; i < count; i += bs) {
+            if (!c->expect[i])
+                continue;
+            double bound = quant_bound(o->dtype, want + i, bs);
+            for (uint32_t j = 0; j < bs; j++)
+                if (!(fabs(got[i + j] - want[i + j]) <= bound)) {
+                    describe_elem(o, i + j, where, sizeof where);
+                    snprintf(why, n, "%s element %s dequantizes to %.9g, input %.9g: error above "
+                                     "the block's quantization bound %.3g",
+                             bst_dtype_name(o->dtype), where, got[i + j], want[i + j], bound);
+                    return false;
+                }
+        }
+        return true;
+    }
+    }
+    return false;
+}
+
+/* Judges one run from the buffers before and after. Writes decoded output values to `got`. */
+static bool check_run(const bo_case *c, const layout *L, uint8_t *const *init,
+                      uint8_t *const *after, bool is_cpu, double *got, char *why, size_t n)
+{
+    const bo_tensor *o = &c->out;
+    uint32_t ob = L->binding[c->n_in];
+    uint64_t ooff = L->offset[c->n_in];
+    uint32_t bb = dt_bytes(o->dtype), bs = dt_block(o->dtype);
+
+    /* 1. No byte may change except the output units the kernel had to compute. */
+    uint8_t *writable = xcalloc((size_t)L->size[ob], 1);
+    int64_t first;
+    for (int64_t u = 0; u < unit_count(o); u++) {
+        uint64_t off = unit_offset(o, u, &first);
+        if (c->expect[first])
+            memset(writable + ooff + off, 1, bb);
+    }
+    for (uint32_t b = 0; b < L->n_bindings; b++)
+        for (uint64_t j = 0; j < L->size[b]; j++) {
+            if (after[b][j] == init[b][j] || (b == ob && writable[j]))
+                continue;
+            char where[256];
+            classify_byte(c, L, b, j, where, sizeof where);
+            snprintf(why, n, "changed %s", where);
+            free(writable);
+            return false;
+        }
+    free(writable);
+
+    /* 2. Decode, and catch computed units the kernel left as they were. */
+    const uint8_t *region = after[ob] + ooff;
+    int64_t count = bo_tensor_numel(o);
+    for (int64_t i = 0; i < count; i++)
+        got[i] = NAN;
+    float *tmp = xmalloc(bs * sizeof *tmp);
+    for (int64_t u = 0; u < unit_count(o); u++) {
+        uint64_t off = unit_offset(o, u, &first);
+        if (!c->expect[first])
+            continue;
+        if (c->alias_in < 0 && !memcmp(region + off, init[ob] + ooff + off, bb)) {
+            uint8_t want[16];
+            if (bs > 1)
+                memcpy(want, c->ref_bytes + off, bb < sizeof want ? bb : sizeof want);
+            else
+                (void)encode_plain(o->dtype, c->ref[first], want);
+            if (memcmp(want, region + off, bb < sizeof want ? bb : sizeof want)) {
+                char where[96];
+                describe_elem(o, first, where, sizeof where);
+                snprintf(why, n, "left output element %s unwritten", where);
+                free(tmp);
+                return false;
+            }
+        }
+        if (bs == 1) {
+            got[first] = decode_plain(o->dtype, region + off);
+        } else {
+            if (bsti_dequantize(o->dtype, region + off, tmp, bs) != BST_OK)
+                harness_bug("bsti_dequantize failed on a block");
+            for (uint32_t j = 0; j < bs; j++)
+                got[first + j] = (double)tmp[j];
+        }
+    }
+    free(tmp);
+
+    /* 3. Values. */
+    if (!compare_values(c, got, c->ref, is_cpu ? c->cpu_tol : c->tol, false, why, n))
+        return false;
+    if (c->metric == BO_QUANT && is_cpu) {
+        /* The CPU reference quantizes with the reference quantizer: same bytes. */
+        for (int64_t u = 0; u < unit_count(o); u++) {
+            uint64_t off = unit_offset(o, u, &first);
+            if (c->expect[first] && memcmp(region + off, c->ref_bytes + off, bb)) {
+                char where[96];
+                describe_elem(o, first, where, sizeof where);
+                snprintf(why, n, "block at %s differs from bsti_quantize's bytes", where);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* --- running ------------------------------------------------------------------------------- */
+
+static const char *status_str(bst_status s)
+{
+    const char *n = bst_status_name(s);
+    return n ? n : "?";
+}
+
+/* Compiles variant `variant` of the case on device `dev`, runs it and reads every buffer back
+ * into *out_after (caller frees with free_buffers). Returns false with `why` on an API error. */
+static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const layout *L,
+                         uint8_t *const *init, uint8_t ***out_after, char *why, size_t n)
+{
+    const bst_backend_api *api = g_dev.api[dev];
+    void *h = g_dev.handle[dev];
+    bo_node nd;
+    node_build(c, L, &nd);
+    nd.node.variant = variant;
+    const bst_node_desc *nodes[1] = {&nd.node};
+    bst_partition_desc part;
+    memset(&part, 0, sizeof part);
+    part.struct_size = sizeof part;
+    part.n_nodes = 1;
+    part.nodes = nodes;
+    part.n_bindings = L->n_bindings;
+
+    void *exe = NULL;
+    void *bufs[N_TENSORS] = {NULL};
+    uint8_t **after = NULL;
+    bool ok = false;
+    bst_status s = api->compile(h, &part, &exe);
+    if (s != BST_OK) {
+        snprintf(why, n, "compile failed: %s: %s", status_str(s), bst_last_error());
+        goto done;
+    }
+    for (uint32_t b = 0; b < L->n_bindings; b++) {
+        s = api->buffer_alloc(h, L->size[b], &bufs[b]);
+        if (s != BST_OK) {
+            snprintf(why, n, "buffer_alloc(%llu) failed: %s: %s",
+                     (unsigned long long)L->size[b], status_str(s), bst_last_error());
+            goto done;
+        }
+        s = api->buffer_write(h, bufs[b], 0, init[b], L->size[b]);
+        if (s != BST_OK) {
+            snprintf(why, n, "buffer_write failed: %s: %s", status_str(s), bst_last_error());
+            goto done;
+        }
+    }
+    bst_run_params params;
+    memset(&params, 0, sizeof params);
+    params.struct_size = sizeof params;
+    params.n_tokens = c->n_tokens;
+    params.n_kv = c->n_kv;
+    params.pos = 0;
+    s = api->execute(h, exe, bufs, L->n_bindings, &params);
+    if (s != BST_OK) {
+        snprintf(why, n, "execute failed: %s: %s", status_str(s), bst_last_error());
+        goto done;
+    }
+    after = xcalloc(L->n_bindings, sizeof *after);
+    for (uint32_t b = 0; b < L->n_bindings; b++) {
+        after[b] = xmalloc((size_t)L->size[b]);
+        s = api->buffer_read(h, bufs[b], 0, after[b], L->size[b]);
+        if (s != BST_OK) {
+            snprintf(why, n, "buffer_read failed: %s: %s", status_str(s), bst_last_error());
+            goto done;
+        }
+    }
+    ok = true;
+done:
+    for (uint32_t b = 0; b < L->n_bindings; b++)
+        if (bufs[b])
+            api->buffer_free(h, bufs[b]);
+    if (exe)
+        api->executable_free(h, exe);
+    if (!ok) {
+        free_buffers(after, L->n_bindings);
+        after = NULL;
+    }
+    *out_after = after;
+    return ok;
+}
+
+static void report_fail(const bo_case *c, uint32_t dev, const char *variant, const char *why)
+{
+    printf("\n  FAIL %s %s %s [%s] variant %s: %s", g_dev.label[dev], op_name(c->op),
+           c->dtype_label, c->what, variant, why);
+}
+
+static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got)
+{
+    const bst_backend_api *api = g_dev.api[dev];
+    bool is_cpu = g_dev.is_cpu[dev];
+    char why[512];
+    bo_node nd;
+    bo_node_build(c, &nd);
+    bst_kernel_variant vars[MAX_VARIANTS];
+    memset(vars, 0, sizeof vars);
+    for (uint32_t i = 0; i < MAX_VARIANTS; i++)
+        vars[i].struct_size = sizeof vars[i];
+    uint32_t count = 0;
+    bst_status s = api->query(g_dev.handle[dev], &nd.node, vars, sizeof vars[0], MAX_VARIANTS,
+                              &count);
+    if (s != BST_OK) {
+        snprintf(why, sizeof why, "query failed on a valid node: %s: %s", status_str(s),
+                 bst_last_error());
+        report_fail(c, dev, "-", why);
+        record(dev, c, R_FAIL);
+        return 1;
+    }
+    if (count == 0) {
+        record(dev, c, R_UNSUPPORTED);
+        if (is_cpu && !c->cpu_optional) {
+            g_cpu_gaps++;
+            printf("\n  CPU GAP %s %s %s [%s]: the reference backend does not support it",
+                   g_dev.label[dev], op_name(c->op), c->dtype_label, c->what);
+        }
+        return 0;
+    }
+    if (count > MAX_VARIANTS)
+        count = MAX_VARIANTS;
+    int fails = 0;
+    layout L;
+    make_layout(c, shared, &L);
+    uint8_t **init = initial_buffers(c, &L);
+    double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+    for (uint32_t v = 0; v < count; v++) {
+        char vname[sizeof vars[v].name + 1];
+        memcpy(vname, vars[v].name, sizeof vars[v].name);
+        vname[sizeof vars[v].name] = '\0';
+        uint8_t **after = NULL;
+        bool ok = execute_case(c, dev, v, &L, init, &after, why, sizeof why) &&
+                  check_run(c, &L, init, after, is_cpu, got, why, sizeof why);
+        if (ok && !is_cpu && *cpu_got)
+            ok = compare_values(c, got, *cpu_got, c->metric == BO_ULP ? 1.0 : c->tol, true, why,
+                                sizeof why);
+        if (ok && is_cpu && !*cpu_got) {
+            *cpu_got = got;
+            got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+        }
+        free_buffers(after, L.n_bindings);
+        record(dev, c, ok ? R_PASS : R_FAIL);
+        if (!ok) {
+            report_fail(c, dev, vname, why);
+            fails++;
+        }
+    }
+    free(got);
+    free_buffers(init, L.n_bindings);
+    return fails;
+}
+
+int bo_run(bo_case *c)
+{
+    devices_init();
+    if (!c->ref || !c->expect)
+        harness_bug("case without a reference");
+    bool shared = (g_case_no++ % 3) == 2;
+    if (shared)
+        bo_case_what(c, "; one binding");
+    double *cpu_got = NULL;
+    int fails = 0;
+    /* CPU devices first: their output is what the others are compared with. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t d = 0; d < g_dev.n; d++)
+            if (g_dev.handle[d] && g_dev.is_cpu[d] == (pass == 0))
+                fails += run_on_device(c, d, shared, &cpu_got);
+    free(cpu_got);
+    g_family_cases++;
+    g_family_fails += fails;
+    bo_case_free(c);
+    return fails;
+}
+
+/* --- checker self-test --------------------------------------------------------------------- */
+
+/* Returns 1 when the checker accepts the (corrupted) buffers. */
+static int still_passes(const bo_case *c, const layout *L, uint8_t *const *init,
+                        uint8_t *const *after, bool is_cpu, const char *what)
+{
+    char why[512];
+    double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+    bool ok = check_run(c, L, init, after, is_cpu, got, why, sizeof why);
+    free(got);
+    if (ok)
+        printf("\n  selftest: corruption '%s' was NOT detected", what);
+    else
+        printf("\n  selftest: corruption '%s' detected: %s", what, why);
+    return ok ? 1 : 0;
+}
+
+int bo_selftest(bo_case *c, uint32_t dev)
+{
+    devices_init();
+    if (dev >= g_dev.n || !g_dev.handle[dev]) {
+        bo_case_free(c);
+        return -1;
+    }
+    layout L;
+    make_layout(c, false, &L);
+    uint8_t **init = initial_buffers(c, &L), **after = NULL;
+    char why[512];
+    int missed = -1;
+    double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+    bool is_cpu = g_dev.is_cpu[dev];
+    if (!execute_case(c, dev, 0, &L, init, &after, why, sizeof why) ||
+        !check_run(c, &L, init, after, is_cpu, got, why, sizeof why)) {
+        printf("\n  selftest: the uncorrupted case failed: %s", why);
+        goto done;
+    }
+    missed = 0;
+    uint32_t ob = L.binding[c->n_in], ib = L.binding[0];
+    uint64_t ooff = L.offset[c->n_in];
+    int64_t first = -1, keep = -1, e;
+    for (int64_t u = 0; u < unit_count(&c->out); u++) {
+        uint64_t off = unit_offset(&c->out, u, &e);
+        if (c->expect[e] && first < 0)
+            first = (int64_t)off;
+        if (!c->expect[e] && keep < 0)
+            keep = (int64_t)off;
+    }
+    uint32_t ub = dt_bytes(c->out.dtype);
+    /* a wrong value: bump the exponent field of the first computed unit's last byte */
+    after[ob][ooff + (uint64_t)first + ub - 1] ^= 0x10;
+    missed += still_passes(c, &L, init, after, is_cpu, "wrong value");
+    after[ob][ooff + (uint64_t)first + ub - 1] ^= 0x10;
+    /* the same unit left as it was before the run */
+    uint8_t saved[64];
+    memcpy(saved, after[ob] + ooff + first, ub);
+    memcpy(after[ob] + ooff + first, init[ob] + ooff + first, ub);
+    missed += still_passes(c, &L, init, after, is_cpu, "unwritten element");
+    memcpy(after[ob] + ooff + first, saved, ub);
+    /* one byte before and one past the output region */
+    after[ob][ooff - 1] ^= 0x01;
+    missed += still_passes(c, &L, init, after, is_cpu, "byte before the output");
+    after[ob][ooff - 1] ^= 0x01;
+    after[ob][ooff + c->out.span] ^= 0x01;
+    missed += still_passes(c, &L, init, after, is_cpu, "byte past the output");
+    after[ob][ooff + c->out.span] ^= 0x01;
+    /* an input byte */
+    after[ib][L.offset[0]] ^= 0x01;
+    missed += still_passes(c, &L, init, after, is_cpu, "input modified");
+    after[ib][L.offset[0]] ^= 0x01;
+    /* an element beyond the symbolic extent */
+    if (keep >= 0) {
+        after[ob][ooff + (uint64_t)keep] ^= 0x01;
+        missed += still_passes(c, &L, init, after, is_cpu, "write past the symbolic extent");
+        after[ob][ooff + (uint64_t)keep] ^= 0x01;
+    }
+    if (!check_run(c, &L, init, after, is_cpu, got, why, sizeof why)) {
+        printf("\n  selftest: the restored buffers no longer pass: %s", why);
+        missed++;
+    }
+    /* The comparison with the CPU backend's output (used for every other backend): equal
+     * outputs pass, a perturbed one fails (block outputs are judged against their input only). */
+    if (c->metric != BO_QUANT) {
+        int64_t count = bo_tensor_numel(&c->out);
+        double *other = xcalloc((size_t)count, sizeof *other);
+        memcpy(other, got, (size_t)count * sizeof *other);
+        if (!compare_values(c, got, other, c->tol, true, why, sizeof why)) {
+            printf("\n  selftest: identical outputs differ from the CPU's: %s", why);
+            missed++;
+        }
+        for (int64_t i = 0; i < count; i++)
+            if (c->expect[i]) {
+                other[i] += 1.0 + fabs(other[i]);
+                break;
+            }
+        if (compare_values(c, got, other, c->tol, true, why, sizeof why)) {
+            printf("\n  selftest: corruption 'differs from the CPU backend' was NOT detected");
+            missed++;
+        } else {
+            printf("\n  selftest: corruption 'differs from the CPU backend' detected: %s", why);
+        }
+        free(other);
+    }
+done:
+    free(got);
+    free_buffers(init, L.n_bindings);
+    free_buffers(after, L.n_bindings);
+    bo_case_free(c);
+    return missed;
+}

@@ -1,0 +1,895 @@
+/*
+ * Tests for the CPU backend plugin, loaded as the runtime loads it: dlopen of
+ * $BASTION_BACKEND_PATH/libbst-backend-cpu.so, entry called with the real host service table.
+ * Covers ABI negotiation, the device, buffers, query, compile/execute error paths (bad ids,
+ * out-of-bounds descriptors, symbolic dims, injected faults), and every primitive op on small
+ * inputs whose results are computed by hand here. The all-ops/all-dtypes comparison across
+ * backends is test_backend_ops.
+ */
+#include "graph/quant.h"
+#include "runtime/runtime.h"
+
+#include "test_util.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bst_backend_entry_fn entry;
+static bst_backend_api api;
+static void *dev;
+
+static bool load_plugin(void)
+{
+    if (entry)
+        return true;
+    const char *dir = getenv("BASTION_BACKEND_PATH");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/libbst-backend-cpu.so", dir ? dir : ".");
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
+        return false;
+    }
+    void *sym = dlsym(h, BST_BACKEND_ENTRY_SYMBOL);
+    if (!sym)
+        return false;
+    memcpy(&entry, &sym, sizeof entry);
+    memset(&api, 0, sizeof api);
+    api.struct_size = sizeof api;
+    if (entry(bsti_host_api(), BST_ABI_VERSION, &api) != BST_OK)
+        return false;
+    return api.device_open(api.ctx, 0, &dev) == BST_OK;
+}
+
+#define NEED_PLUGIN() CU_ASSERT_TRUE_FATAL(load_plugin())
+
+/* --- descriptors and one-node runs --- */
+
+static uint32_t elem_bytes(bst_dtype t, uint32_t *out_bs)
+{
+    uint32_t bs = 1, bb = 0;
+    if (t == BST_DTYPE_I32)
+        bb = 4;
+    else if (t == BST_DTYPE_I8)
+        bb = 1;
+    else
+        bsti_quant_geometry(t, &bs, &bb);
+    if (out_bs)
+        *out_bs = bs;
+    return bb;
+}
+
+static bst_tensor_desc mk(bst_dtype t, uint32_t rank, const int64_t *shape)
+{
+    bst_tensor_desc d;
+    memset(&d, 0, sizeof d);
+    d.struct_size = sizeof d;
+    d.dtype = t;
+    d.rank = rank;
+    uint32_t bs;
+    int64_t stride = elem_bytes(t, &bs);
+    for (int i = (int)rank - 1; i >= 0; i--) {
+        d.shape[i] = shape[i];
+        d.strides[i] = stride;
+        stride *= i == (int)rank - 1 ? shape[i] / bs : shape[i];
+    }
+    return d;
+}
+
+/* Bytes from a descriptor's first byte to the end of its last element. */
+static size_t span(const bst_tensor_desc *d)
+{
+    uint32_t bs;
+    size_t end = elem_bytes(d->dtype, &bs);
+    for (uint32_t i = 0; i < d->rank; i++) {
+        int64_t n = i == d->rank - 1 ? d->shape[i] / bs : d->shape[i];
+        if (n > 1)
+            end += (size_t)((n - 1) * d->strides[i]);
+    }
+    return end;
+}
+
+static bst_attr attr_f(bst_attr_key k, double v)
+{
+    bst_attr a = {.struct_size = sizeof(bst_attr), .key = k, .kind = BST_ATTR_KIND_FLOAT,
+                  .count = 1, .f = v};
+    return a;
+}
+
+static bst_attr attr_i(bst_attr_key k, int64_t v)
+{
+    bst_attr a = {.struct_size = sizeof(bst_attr), .key = k, .kind = BST_ATTR_KIND_INT,
+                  .count = 1};
+    a.ints[0] = v;
+    return a;
+}
+
+#define GUARD 64
+
+/* One node; input i in binding i, output in binding n_in (with GUARD bytes of 0xAB after it,
+ * checked). `out` receives span(output) bytes; it also seeds the output buffer (set_rows). */
+typedef struct one_node {
+    bst_op op;
+    uint32_t n_in;
+    bst_tensor_desc in[4];
+    const void *data[4];
+    bst_tensor_desc out;
+    uint32_t n_attrs;
+    bst_attr attrs[4];
+    const bst_run_params *params;
+    bool out_aliases_in0; /* set_rows / views: output lives in input 0's buffer */
+} one_node;
+
+static bst_status compile_one(one_node *c, void **out_exe)
+{
+    const bst_tensor_desc *ins[4];
+    const bst_attr *ats[4];
+    for (uint32_t i = 0; i < c->n_in; i++) {
+        c->in[i].binding = i;
+        ins[i] = &c->in[i];
+    }
+    c->out.binding = c->out_aliases_in0 ? 0 : c->n_in;
+    for (uint32_t i = 0; i < c->n_attrs; i++)
+        ats[i] = &c->attrs[i];
+    bst_node_desc nd = {.struct_size = sizeof nd, .op = c->op, .n_inputs = c->n_in,
+                        .n_attrs = c->n_attrs, .inputs = ins, .output = &c->out, .attrs = ats};
+    const bst_node_desc *nodes[1] = {&nd};
+    bst_partition_desc p = {.struct_size = sizeof p, .n_nodes = 1, .nodes = nodes,
+                            .n_bindings = c->n_in + 1};
+    return api.compile(dev, &p, out_exe);
+}
+
+static bst_status run_one(one_node *c, void *out)
+{
+    void *exe = NULL;
+    bst_status st = compile_one(c, &exe);
+    if (st != BST_OK)
+        return st;
+    void *bufs[5] = {0};
+    size_t out_span = span(&c->out);
+    for (uint32_t i = 0; i < c->n_in && st == BST_OK; i++) {
+        size_t n = span(&c->in[i]) + (i == 0 && c->out_aliases_in0 ? GUARD : 0);
+        st = api.buffer_alloc(dev, n, &bufs[i]);
+        if (st == BST_OK && c->data[i])
+            st = api.buffer_write(dev, bufs[i], 0, c->data[i], span(&c->in[i]));
+    }
+    uint32_t ob = c->out_aliases_in0 ? 0 : c->n_in;
+    if (st == BST_OK && !c->out_aliases_in0) {
+        st = api.buffer_alloc(dev, out_span + GUARD, &bufs[ob]);
+        uint8_t guard[GUARD];
+        memset(guard, 0xab, sizeof guard);
+        if (st == BST_OK)
+            st = api.buffer_write(dev, bufs[ob], out_span, guard, GUARD);
+    }
+    if (st == BST_OK && c->out_aliases_in0) {
+        uint8_t guard[GUARD];
+        memset(guard, 0xab, sizeof guard);
+        st = api.buffer_write(dev, bufs[0], span(&c->in[0]), guard, GUARD);
+    }
+    bst_run_params def = {.struct_size = sizeof def, .n_tokens = 1, .n_kv = 1};
+    if (st == BST_OK)
+        st = api.execute(dev, exe, bufs, c->n_in + 1, c->params ? c->params : &def);
+    if (st == BST_OK) {
+        uint8_t guard[GUARD];
+        CU_ASSERT_EQUAL(api.buffer_read(dev, bufs[ob], 0, out, out_span), BST_OK);
+        CU_ASSERT_EQUAL(api.buffer_read(dev, bufs[ob], span(c->out_aliases_in0 ? &c->in[0] : &c->out),
+                                        guard, GUARD),
+                        BST_OK);
+        for (int i = 0; i < GUARD; i++)
+            CU_ASSERT_EQUAL(guard[i], 0xab);
+    }
+    for (uint32_t i = 0; i <= c->n_in; i++)
+        if (bufs[i])
+            api.buffer_free(dev, bufs[i]);
+    api.executable_free(dev, exe);
+    return st;
+}
+
+#define ASSERT_NEAR(a, b, tol) CU_ASSERT_TRUE(fabs((double)(a) - (double)(b)) <= (tol))
+
+/* --- entry, device, buffers --- */
+
+static void test_abi_negotiation(void)
+{
+    NEED_PLUGIN();
+    bst_backend_api a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    CU_ASSERT_EQUAL(entry(bsti_host_api(), 0, &a), BST_ERR_ABI);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "ABI") != NULL);
+    /* A newer host gets the plugin's newest version. */
+    CU_ASSERT_EQUAL_FATAL(entry(bsti_host_api(), BST_ABI_VERSION + 7, &a), BST_OK);
+    CU_ASSERT_EQUAL(a.abi_version, BST_ABI_VERSION);
+    CU_ASSERT_STRING_EQUAL(a.name, "cpu");
+    CU_ASSERT_PTR_NOT_NULL(a.execute);
+    CU_ASSERT_PTR_NULL(a.set_num_threads);
+    a.destroy(a.ctx);
+    /* A table smaller than what the plugin fills is refused. */
+    memset(&a, 0, sizeof a);
+    a.struct_size = offsetof(bst_backend_api, compile);
+    CU_ASSERT_EQUAL(entry(bsti_host_api(), BST_ABI_VERSION, &a), BST_ERR_ABI);
+    CU_ASSERT_PTR_NULL(a.ctx);
+    /* So is a host table too small to be a version-1 table. */
+    bst_host_api small = *bsti_host_api();
+    small.struct_size = offsetof(bst_host_api, quantize);
+    a.struct_size = sizeof a;
+    CU_ASSERT_EQUAL(entry(&small, BST_ABI_VERSION, &a), BST_ERR_ABI);
+}
+
+static void test_device(void)
+{
+    NEED_PLUGIN();
+    uint32_t count = 0;
+    CU_ASSERT_EQUAL_FATAL(api.enumerate(api.ctx, NULL, 0, 0, &count), BST_OK);
+    CU_ASSERT_EQUAL(count, 1);
+    bst_device_info info[2];
+    memset(info, 0, sizeof info);
+    info[0].struct_size = info[1].struct_size = sizeof info[0];
+    CU_ASSERT_EQUAL_FATAL(api.enumerate(api.ctx, info, sizeof info[0], 2, &count), BST_OK);
+    CU_ASSERT_EQUAL(count, 1);
+    CU_ASSERT_EQUAL(info[0].kind, BST_DEVICE_CPU);
+    CU_ASSERT_TRUE(strlen(info[0].name) > 0);
+    CU_ASSERT_TRUE(info[0].memory_bytes > 0);
+    CU_ASSERT_TRUE(info[0].unified_memory);
+    CU_ASSERT_FALSE(info[0].self_threaded);
+    CU_ASSERT_NOT_EQUAL(info[0].fingerprint, 0);
+    bst_device_info again;
+    memset(&again, 0, sizeof again);
+    again.struct_size = sizeof again;
+    CU_ASSERT_EQUAL(api.enumerate(api.ctx, &again, sizeof again, 1, &count), BST_OK);
+    CU_ASSERT_EQUAL(again.fingerprint, info[0].fingerprint);
+    CU_ASSERT_EQUAL(api.enumerate(api.ctx, info, 8, 1, &count), BST_ERR_ABI);
+    void *d2 = NULL;
+    CU_ASSERT_EQUAL(api.device_open(api.ctx, 1, &d2), BST_ERR_NOT_FOUND);
+    CU_ASSERT_PTR_NULL(d2);
+}
+
+static void test_buffers(void)
+{
+    NEED_PLUGIN();
+    void *a = NULL, *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, 100, &a), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, 100, &b), BST_OK);
+    void *p = NULL;
+    CU_ASSERT_EQUAL(api.buffer_map(dev, a, &p), BST_OK);
+    CU_ASSERT_EQUAL((uintptr_t)p % 64, 0);
+    uint8_t src[100], dst[100];
+    for (int i = 0; i < 100; i++)
+        src[i] = (uint8_t)(i * 7);
+    CU_ASSERT_EQUAL(api.buffer_write(dev, a, 0, src, 100), BST_OK);
+    CU_ASSERT_EQUAL(api.buffer_copy(dev, b, 10, a, 20, 50), BST_OK);
+    CU_ASSERT_EQUAL(api.buffer_read(dev, b, 10, dst, 50), BST_OK);
+    CU_ASSERT_EQUAL(memcmp(dst, src + 20, 50), 0);
+    CU_ASSERT_EQUAL(api.buffer_read(dev, a, 0, dst, 100), BST_OK);
+    CU_ASSERT_EQUAL(memcmp(dst, src, 100), 0);
+    CU_ASSERT_EQUAL(api.buffer_write(dev, a, 60, src, 41), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(api.buffer_read(dev, a, UINT64_MAX, dst, 2), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(api.buffer_copy(dev, b, 90, a, 0, 20), BST_ERR_INVALID_ARG);
+    int not_a_buffer = 5;
+    CU_ASSERT_EQUAL(api.buffer_read(dev, &not_a_buffer, 0, dst, 1), BST_ERR_INVALID_ARG);
+    api.buffer_free(dev, a);
+    api.buffer_free(dev, b);
+
+    /* Injected allocation failure comes back with its status and a message. */
+    bsti_fault_set("alloc", BST_ERR_DEVICE_OOM, 1);
+    void *c = NULL;
+    CU_ASSERT_EQUAL(api.buffer_alloc(dev, 16, &c), BST_ERR_DEVICE_OOM);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "alloc") != NULL);
+    CU_ASSERT_EQUAL(api.buffer_alloc(dev, 16, &c), BST_OK); /* one-shot */
+    api.buffer_free(dev, c);
+
+    /* Imported weights: no copy, read-only. */
+    static const float w[4] = {1, 2, 3, 4};
+    int64_t shape[1] = {4};
+    bst_tensor_desc d = mk(BST_DTYPE_F32, 1, shape);
+    uint64_t bytes = 0;
+    uint32_t layout = 99;
+    CU_ASSERT_EQUAL_FATAL(api.prepare_weight(dev, &d, w, sizeof w, &c, &bytes, &layout), BST_OK);
+    CU_ASSERT_EQUAL(bytes, sizeof w);
+    CU_ASSERT_EQUAL(layout, BST_LAYOUT_NATIVE);
+    CU_ASSERT_EQUAL(api.buffer_map(dev, c, &p), BST_OK);
+    CU_ASSERT_PTR_EQUAL(p, w);
+    CU_ASSERT_EQUAL(api.buffer_write(dev, c, 0, src, 4), BST_ERR_INVALID_ARG);
+    api.buffer_free(dev, c);
+}
+
+/* --- query --- */
+
+static bst_status query_one(bst_op op, bst_dtype a, bst_dtype b, uint32_t *out_count,
+                            bst_kernel_variant *v)
+{
+    int64_t s2[2] = {2, 32};
+    bst_tensor_desc ta = mk(a, 2, s2), tb = mk(b, 2, s2), to = mk(BST_DTYPE_F32, 2, s2);
+    const bst_tensor_desc *ins[2] = {&ta, &tb};
+    bst_node_desc nd = {.struct_size = sizeof nd, .op = op, .n_inputs = 2, .inputs = ins,
+                        .output = &to};
+    memset(v, 0, sizeof *v);
+    v->struct_size = sizeof *v;
+    return api.query(dev, &nd, v, sizeof *v, 1, out_count);
+}
+
+static void test_query(void)
+{
+    NEED_PLUGIN();
+    uint32_t n = 9;
+    bst_kernel_variant v1, v2, v3;
+    CU_ASSERT_EQUAL(query_one(BST_OP_ADD, BST_DTYPE_F32, BST_DTYPE_F32, &n, &v1), BST_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(v1.name, "ref");
+    CU_ASSERT_NOT_EQUAL(v1.source_hash, 0);
+    CU_ASSERT_EQUAL(query_one(BST_OP_ADD, BST_DTYPE_F32, BST_DTYPE_F32, &n, &v2), BST_OK);
+    CU_ASSERT_EQUAL(v1.source_hash, v2.source_hash); /* stable */
+    CU_ASSERT_EQUAL(query_one(BST_OP_ADD, BST_DTYPE_F32, BST_DTYPE_Q8_0, &n, &v3), BST_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_NOT_EQUAL(v1.source_hash, v3.source_hash); /* per dtype combination */
+    /* Not ours to run: high-level and source ops, unknown ids; not an error. */
+    static const uint32_t not_run[] = {BST_OP_ATTENTION, BST_OP_FFN_SWIGLU, BST_OP_RMS_NORM_MUL,
+                                       BST_OP_INPUT, BST_OP_WEIGHT, BST_OP_NONE, 999};
+    for (size_t i = 0; i < sizeof not_run / sizeof not_run[0]; i++) {
+        n = 9;
+        CU_ASSERT_EQUAL(query_one((bst_op)not_run[i], BST_DTYPE_F32, BST_DTYPE_F32, &n, &v1),
+                        BST_OK);
+        CU_ASSERT_EQUAL(n, 0);
+    }
+    /* Shapes that do not fit: unsupported, not an error. */
+    n = 9;
+    CU_ASSERT_EQUAL(query_one(BST_OP_MATMUL, BST_DTYPE_F32, BST_DTYPE_I32, &n, &v1), BST_OK);
+    CU_ASSERT_EQUAL(n, 0);
+}
+
+/* --- ops --- */
+
+static void test_add_mul_broadcast(void)
+{
+    NEED_PLUGIN();
+    int64_t sa[2] = {2, 3}, sb[1] = {3}, sc[2] = {2, 1};
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {10, 20, 30}, c[2] = {2, -1}, out[6];
+    one_node n = {.op = BST_OP_ADD, .n_in = 2, .in = {mk(BST_DTYPE_F32, 2, sa), mk(BST_DTYPE_F32, 1, sb)},
+                  .data = {a, b}, .out = mk(BST_DTYPE_F32, 2, sa)};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    float want_add[6] = {11, 22, 33, 14, 25, 36};
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(out[i], want_add[i]);
+    n.op = BST_OP_MUL;
+    n.in[1] = mk(BST_DTYPE_F32, 2, sc);
+    n.data[1] = c;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    float want_mul[6] = {2, 4, 6, -4, -5, -6};
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(out[i], want_mul[i]);
+    /* b in f16: 1.5 and -0.25 are exact */
+    uint16_t h[2] = {bsti_f32_to_f16(1.5f), bsti_f32_to_f16(-0.25f)};
+    n.in[1] = mk(BST_DTYPE_F16, 2, sc);
+    n.data[1] = h;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    CU_ASSERT_EQUAL(out[0], 1.5f);
+    CU_ASSERT_EQUAL(out[5], -1.5f);
+    /* a dim of b that neither matches nor is 1 */
+    int64_t bad[1] = {2};
+    n.in[1] = mk(BST_DTYPE_F32, 1, bad);
+    n.data[1] = c;
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_SHAPE);
+    CU_ASSERT_PTR_NULL(exe);
+}
+
+static void test_unary(void)
+{
+    NEED_PLUGIN();
+    int64_t s[1] = {4};
+    float x[4] = {1.0f, -1.0f, 0.0f, 2.0f}, out[4];
+    one_node n = {.op = BST_OP_SCALE, .n_in = 1, .in = {mk(BST_DTYPE_F32, 1, s)}, .data = {x},
+                  .out = mk(BST_DTYPE_F32, 1, s), .n_attrs = 1,
+                  .attrs = {attr_f(BST_ATTR_SCALE, -0.5)}};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    CU_ASSERT_EQUAL(out[0], -0.5f);
+    CU_ASSERT_EQUAL(out[3], -1.0f);
+    n.op = BST_OP_SILU;
+    n.n_attrs = 0;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    ASSERT_NEAR(out[0], 0.7310585786, 1e-6);  /* 1 / (1 + e^-1) */
+    ASSERT_NEAR(out[1], -0.2689414214, 1e-6);
+    CU_ASSERT_EQUAL(out[2], 0.0f);
+    ASSERT_NEAR(out[3], 1.7615941560, 1e-6);
+    n.op = BST_OP_GELU;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    ASSERT_NEAR(out[0], 0.8411919906, 1e-6); /* tanh approximation at 1 */
+    ASSERT_NEAR(out[1], -0.1588080094, 1e-6);
+    CU_ASSERT_EQUAL(out[2], 0.0f);
+    ASSERT_NEAR(out[3], 1.9545976400, 1e-6);
+}
+
+static void test_matmul(void)
+{
+    NEED_PLUGIN();
+    int64_t sa[2] = {2, 3}, sb[2] = {2, 3}, so[2] = {2, 2};
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, -1, 2, 1, 0}, out[4];
+    one_node n = {.op = BST_OP_MATMUL, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 2, sa), mk(BST_DTYPE_F32, 2, sb)}, .data = {a, b},
+                  .out = mk(BST_DTYPE_F32, 2, so)};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    CU_ASSERT_EQUAL(out[0], -2.0f); /* 1 - 3 */
+    CU_ASSERT_EQUAL(out[1], 4.0f);  /* 2 + 2 */
+    CU_ASSERT_EQUAL(out[2], -2.0f); /* 4 - 6 */
+    CU_ASSERT_EQUAL(out[3], 13.0f); /* 8 + 5 */
+
+    /* a transposed through strides: a^T of [3,2] data, i.e. a[m][k] = at[k][m]. */
+    float at[6] = {1, 4, 2, 5, 3, 6};
+    n.in[0].strides[0] = 4;
+    n.in[0].strides[1] = 8;
+    n.data[0] = at;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    CU_ASSERT_EQUAL(out[0], -2.0f);
+    CU_ASSERT_EQUAL(out[3], 13.0f);
+}
+
+/* b in q8_0, hand-built: row 0 has d = 0.5, q = j - 16; row 1 has d = 2, q = 1. */
+static void test_matmul_quantized_grouped(void)
+{
+    NEED_PLUGIN();
+    uint8_t q[2][34];
+    uint16_t d0 = bsti_f32_to_f16(0.5f), d1 = bsti_f32_to_f16(2.0f);
+    memcpy(q[0], &d0, 2);
+    memcpy(q[1], &d1, 2);
+    for (int j = 0; j < 32; j++) {
+        q[0][2 + j] = (uint8_t)(int8_t)(j - 16);
+        q[1][2 + j] = 1;
+    }
+    /* a: 4 "heads" of one row each, [4,1,32]; b: 2 heads [2,1,32] -> head h uses b h/2. */
+    float a[4][32];
+    for (int h = 0; h < 4; h++)
+        for (int j = 0; j < 32; j++)
+            a[h][j] = (float)(h + 1);
+    int64_t sa[3] = {4, 1, 32}, sb[3] = {2, 1, 32}, so[3] = {4, 1, 1};
+    float out[4];
+    one_node n = {.op = BST_OP_MATMUL, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 3, sa), mk(BST_DTYPE_Q8_0, 3, sb)}, .data = {a, q},
+                  .out = mk(BST_DTYPE_F32, 3, so)};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    /* sum_j (j - 16) * 0.5 = -8; sum_j 2 = 64 */
+    CU_ASSERT_EQUAL(out[0], 1 * -8.0f);
+    CU_ASSERT_EQUAL(out[1], 2 * -8.0f);
+    CU_ASSERT_EQUAL(out[2], 3 * 64.0f);
+    CU_ASSERT_EQUAL(out[3], 4 * 64.0f);
+    /* 3 heads over 2: not a multiple */
+    sa[0] = 3;
+    so[0] = 3;
+    n.in[0] = mk(BST_DTYPE_F32, 3, sa);
+    n.out = mk(BST_DTYPE_F32, 3, so);
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_SHAPE);
+}
+
+/* A matmul big enough to be split over the pool, against a double-precision loop. */
+static void test_matmul_parallel(void)
+{
+    NEED_PLUGIN();
+    enum { M = 7, N = 96, K = 160 };
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * N * K);
+    float *out = malloc(sizeof(float) * M * N);
+    uint16_t *bh = malloc(2 * N * K);
+    CU_ASSERT_FATAL(a && b && out && bh);
+    for (int i = 0; i < M * K; i++)
+        a[i] = (float)((i * 37) % 101 - 50) / 50.0f;
+    for (int i = 0; i < N * K; i++) {
+        b[i] = (float)((i * 53) % 97 - 48) / 64.0f;
+        bh[i] = bsti_f32_to_bf16(b[i]); /* exact: multiples of 1/64 below 1 */
+    }
+    bsti_pool_set_threads(2);
+    int64_t sa[2] = {M, K}, sb[2] = {N, K}, so[2] = {M, N};
+    one_node n = {.op = BST_OP_MATMUL, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 2, sa), mk(BST_DTYPE_BF16, 2, sb)}, .data = {a, bh},
+                  .out = mk(BST_DTYPE_F32, 2, so)};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    unsigned bad = 0;
+    for (int m = 0; m < M; m++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)a[m * K + k] * b[j * K + k];
+            if (fabs(out[m * N + j] - s) > 1e-4)
+                bad++;
+        }
+    CU_ASSERT_EQUAL(bad, 0);
+    free(a);
+    free(b);
+    free(out);
+    free(bh);
+}
+
+static void test_norms(void)
+{
+    NEED_PLUGIN();
+    int64_t s[2] = {2, 4};
+    float x[8] = {1, 2, 3, 4, 0, 0, 0, 0}, out[8];
+    one_node n = {.op = BST_OP_RMS_NORM, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)}, .data = {x},
+                  .out = mk(BST_DTYPE_F32, 2, s), .n_attrs = 1,
+                  .attrs = {attr_f(BST_ATTR_EPS, 1e-5)}};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    double inv = 1.0 / sqrt(7.5 + 1e-5); /* mean of 1, 4, 9, 16 */
+    for (int i = 0; i < 4; i++)
+        ASSERT_NEAR(out[i], (i + 1) * inv, 1e-6);
+    for (int i = 4; i < 8; i++)
+        CU_ASSERT_EQUAL(out[i], 0.0f);
+    n.op = BST_OP_LAYER_NORM;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    inv = 1.0 / sqrt(1.25 + 1e-5); /* mean 2.5, variance 1.25 */
+    for (int i = 0; i < 4; i++)
+        ASSERT_NEAR(out[i], (i + 1 - 2.5) * inv, 1e-6);
+    n.n_attrs = 0; /* eps is required */
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_INVALID_ARG);
+}
+
+static void test_rope(void)
+{
+    NEED_PLUGIN();
+    /* T=2 tokens at positions 1 and 0, H=1, D=6, dims=4, theta 10000:
+     * theta_0 = pos, theta_1 = pos * 10000^(-1/2) = pos / 100. */
+    int64_t sx[3] = {2, 1, 6}, sp[1] = {2};
+    float x[12] = {1, 0, 1, 0, 5, 6, 1, 2, 3, 4, 5, 6}, out[12];
+    int32_t pos[2] = {1, 0};
+    one_node n = {.op = BST_OP_ROPE, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 3, sx), mk(BST_DTYPE_I32, 1, sp)}, .data = {x, pos},
+                  .out = mk(BST_DTYPE_F32, 3, sx), .n_attrs = 3,
+                  .attrs = {attr_i(BST_ATTR_ROPE_MODE, 0), attr_f(BST_ATTR_ROPE_THETA, 10000.0),
+                            attr_i(BST_ATTR_ROPE_DIMS, 4)}};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    ASSERT_NEAR(out[0], cos(1.0), 1e-6);
+    ASSERT_NEAR(out[1], sin(1.0), 1e-6);
+    ASSERT_NEAR(out[2], cos(0.01), 1e-6);
+    ASSERT_NEAR(out[3], sin(0.01), 1e-6);
+    CU_ASSERT_EQUAL(out[4], 5.0f); /* beyond rope_dims: passed through */
+    CU_ASSERT_EQUAL(out[5], 6.0f);
+    for (int i = 0; i < 6; i++) /* position 0: identity */
+        ASSERT_NEAR(out[6 + i], x[6 + i], 1e-7);
+
+    /* neox pairs (i, i + dims/2): x = [1, 1, 0, 0] rotates (x0,x2) by 1 rad, (x1,x3) by 0.01. */
+    float y[12] = {1, 1, 0, 0, 5, 6, 0, 0, 0, 0, 0, 0};
+    n.data[0] = y;
+    n.attrs[0] = attr_i(BST_ATTR_ROPE_MODE, 2);
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    ASSERT_NEAR(out[0], cos(1.0), 1e-6);
+    ASSERT_NEAR(out[2], sin(1.0), 1e-6);
+    ASSERT_NEAR(out[1], cos(0.01), 1e-6);
+    ASSERT_NEAR(out[3], sin(0.01), 1e-6);
+    CU_ASSERT_EQUAL(out[5], 6.0f);
+    n.attrs[0] = attr_i(BST_ATTR_ROPE_MODE, 1);
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_UNSUPPORTED);
+}
+
+static void test_softmax(void)
+{
+    NEED_PLUGIN();
+    int64_t s[2] = {3, 3};
+    float x[9] = {1, 2, 3, 1, 2, 3, 1, 2, 3}, out[9];
+    float mask[9] = {0, 0, 0, 0, -INFINITY, 0, -INFINITY, -INFINITY, -INFINITY};
+    one_node n = {.op = BST_OP_SOFTMAX, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 2, s), mk(BST_DTYPE_F32, 2, s)}, .data = {x, mask},
+                  .out = mk(BST_DTYPE_F32, 2, s), .n_attrs = 1,
+                  .attrs = {attr_f(BST_ATTR_SCALE, 2.0)}};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    double z = exp(2) + exp(4) + exp(6);
+    ASSERT_NEAR(out[0], exp(2) / z, 1e-7);
+    ASSERT_NEAR(out[1], exp(4) / z, 1e-7);
+    ASSERT_NEAR(out[2], exp(6) / z, 1e-7);
+    ASSERT_NEAR(out[3], exp(2) / (exp(2) + exp(6)), 1e-7);
+    CU_ASSERT_EQUAL(out[4], 0.0f);
+    ASSERT_NEAR(out[5], exp(6) / (exp(2) + exp(6)), 1e-7);
+    for (int i = 6; i < 9; i++) /* every position removed: zeros, not NaN */
+        CU_ASSERT_EQUAL(out[i], 0.0f);
+    /* No mask, default scale 1. */
+    n.n_in = 1;
+    n.n_attrs = 0;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    z = exp(1) + exp(2) + exp(3);
+    ASSERT_NEAR(out[8], exp(3) / z, 1e-7);
+}
+
+static void test_cast_quantize_cont(void)
+{
+    NEED_PLUGIN();
+    int64_t s[2] = {2, 32};
+    float x[64], back[64];
+    for (int i = 0; i < 64; i++)
+        x[i] = (float)(i - 30) * 0.3f;
+    uint16_t h[64];
+    one_node n = {.op = BST_OP_CAST, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)}, .data = {x},
+                  .out = mk(BST_DTYPE_F16, 2, s), .n_attrs = 1,
+                  .attrs = {attr_i(BST_ATTR_DTYPE, BST_DTYPE_F16)}};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, h), BST_OK);
+    for (int i = 0; i < 64; i++)
+        CU_ASSERT_EQUAL(h[i], bsti_f32_to_f16(x[i]));
+    /* and back */
+    n.in[0] = mk(BST_DTYPE_F16, 2, s);
+    n.data[0] = h;
+    n.out = mk(BST_DTYPE_F32, 2, s);
+    n.attrs[0] = attr_i(BST_ATTR_DTYPE, BST_DTYPE_F32);
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, back), BST_OK);
+    for (int i = 0; i < 64; i++)
+        CU_ASSERT_EQUAL(back[i], bsti_f16_to_f32(h[i]));
+
+    /* quantize rows to q4_1: bytes equal to the reference quantizer's */
+    uint8_t q[2 * 20], want[2 * 20];
+    n.op = BST_OP_QUANTIZE;
+    n.in[0] = mk(BST_DTYPE_F32, 2, s);
+    n.data[0] = x;
+    n.out = mk(BST_DTYPE_Q4_1, 2, s);
+    n.attrs[0] = attr_i(BST_ATTR_DTYPE, BST_DTYPE_Q4_1);
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, q), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bsti_quantize(BST_DTYPE_Q4_1, x, want, 64), BST_OK);
+    CU_ASSERT_EQUAL(memcmp(q, want, sizeof q), 0);
+
+    /* cont of a transposed view [32,2] of x: out[i][j] = x[j][i] */
+    int64_t st[2] = {32, 2};
+    float t[64];
+    n.op = BST_OP_CONT;
+    n.n_attrs = 0;
+    n.in[0] = mk(BST_DTYPE_F32, 2, st);
+    n.in[0].strides[0] = 4;
+    n.in[0].strides[1] = 128;
+    n.out = mk(BST_DTYPE_F32, 2, st);
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, t), BST_OK);
+    for (int i = 0; i < 32; i++)
+        for (int j = 0; j < 2; j++)
+            CU_ASSERT_EQUAL(t[i * 2 + j], x[j * 32 + i]);
+}
+
+static void test_get_rows(void)
+{
+    NEED_PLUGIN();
+    /* q8_0 table of 3 rows of 32: row r has d = r + 1, q = j. */
+    uint8_t table[3][34];
+    for (int r = 0; r < 3; r++) {
+        uint16_t d = bsti_f32_to_f16((float)(r + 1));
+        memcpy(table[r], &d, 2);
+        for (int j = 0; j < 32; j++)
+            table[r][2 + j] = (uint8_t)j;
+    }
+    int32_t ids[2] = {2, 0};
+    int64_t st[2] = {3, 32}, si[1] = {2}, so[2] = {2, 32};
+    float out[64];
+    one_node n = {.op = BST_OP_GET_ROWS, .n_in = 2,
+                  .in = {mk(BST_DTYPE_Q8_0, 2, st), mk(BST_DTYPE_I32, 1, si)},
+                  .data = {table, ids}, .out = mk(BST_DTYPE_F32, 2, so)};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    for (int j = 0; j < 32; j++) {
+        CU_ASSERT_EQUAL(out[j], 3.0f * (float)j);
+        CU_ASSERT_EQUAL(out[32 + j], (float)j);
+    }
+    int32_t bad[2] = {1, 3};
+    n.data[1] = bad;
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_ERR_INVALID_ARG);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "outside") != NULL);
+    bad[1] = -1;
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_ERR_INVALID_ARG);
+}
+
+static void test_set_rows(void)
+{
+    NEED_PLUGIN();
+    /* dst f16 state [4,2] with known content; rows 0 and 1 of src go to 3 and 1. */
+    int64_t sd[2] = {4, 2}, ss[2] = {2, 2}, si[1] = {2};
+    uint16_t dst[8];
+    for (int i = 0; i < 8; i++)
+        dst[i] = bsti_f32_to_f16((float)(100 + i));
+    float src[4] = {1.5f, -2.0f, 0.25f, 8.0f};
+    int32_t ids[2] = {3, 1};
+    uint16_t out[8];
+    one_node n = {.op = BST_OP_SET_ROWS, .n_in = 3,
+                  .in = {mk(BST_DTYPE_F16, 2, sd), mk(BST_DTYPE_F32, 2, ss), mk(BST_DTYPE_I32, 1, si)},
+                  .data = {dst, src, ids}, .out = mk(BST_DTYPE_F16, 2, sd),
+                  .out_aliases_in0 = true};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    float want[8] = {100, 101, 0.25f, 8.0f, 104, 105, 1.5f, -2.0f};
+    for (int i = 0; i < 8; i++)
+        CU_ASSERT_EQUAL(bsti_f16_to_f32(out[i]), want[i]);
+    /* Output in its own buffer: dst is copied, then rows replaced. */
+    n.out_aliases_in0 = false;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    for (int i = 0; i < 8; i++)
+        CU_ASSERT_EQUAL(bsti_f16_to_f32(out[i]), want[i]);
+    int32_t bad[2] = {4, 0};
+    n.data[2] = bad;
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_ERR_INVALID_ARG);
+}
+
+static void test_concat_argmax(void)
+{
+    NEED_PLUGIN();
+    int64_t sa[2] = {2, 2}, sb[2] = {1, 2}, so[2] = {3, 2};
+    float a[4] = {1, 2, 3, 4}, b[2] = {5, 6}, out[6];
+    one_node n = {.op = BST_OP_CONCAT, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 2, sa), mk(BST_DTYPE_F32, 2, sb)}, .data = {a, b},
+                  .out = mk(BST_DTYPE_F32, 2, so), .n_attrs = 1,
+                  .attrs = {attr_i(BST_ATTR_AXIS, 0)}};
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(out[i], (float)(i + 1));
+    int64_t sb1[2] = {2, 1}, so1[2] = {2, 3};
+    float c[2] = {9, 10};
+    n.in[1] = mk(BST_DTYPE_F32, 2, sb1);
+    n.data[1] = c;
+    n.out = mk(BST_DTYPE_F32, 2, so1);
+    n.attrs[0] = attr_i(BST_ATTR_AXIS, 1);
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    float want[6] = {1, 2, 9, 3, 4, 10};
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(out[i], want[i]);
+
+    int64_t sx[2] = {3, 4}, sr[1] = {3};
+    float x[12] = {1, 7, 7, 2, -1, -3, -2, -1, 0, NAN, 5, 5};
+    int32_t idx[3];
+    one_node m = {.op = BST_OP_ARGMAX, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, sx)}, .data = {x},
+                  .out = mk(BST_DTYPE_I32, 1, sr)};
+    CU_ASSERT_EQUAL_FATAL(run_one(&m, idx), BST_OK);
+    CU_ASSERT_EQUAL(idx[0], 1); /* first of the tied maxima */
+    CU_ASSERT_EQUAL(idx[1], 0);
+    CU_ASSERT_EQUAL(idx[2], 2); /* NaN skipped */
+}
+
+static void test_views_and_compile_errors(void)
+{
+    NEED_PLUGIN();
+    int64_t s[2] = {2, 3};
+    one_node n = {.op = BST_OP_TRANSPOSE, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)},
+                  .out = mk(BST_DTYPE_F32, 2, s), .out_aliases_in0 = true};
+    float out[6], x[6] = {1, 2, 3, 4, 5, 6};
+    n.data[0] = x;
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_OK); /* aliased: nothing to do */
+    n.out.offset = 4; /* not where the input is */
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_INVALID_ARG);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "alias") != NULL);
+    n.op = BST_OP_VIEW;
+    n.n_attrs = 1;
+    n.attrs[0] = attr_i(BST_ATTR_OFFSET, 4);
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_OK);
+    api.executable_free(dev, exe);
+
+    one_node u = {.op = BST_OP_ATTENTION, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)},
+                  .out = mk(BST_DTYPE_F32, 2, s)};
+    exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&u, &exe), BST_ERR_UNSUPPORTED);
+    CU_ASSERT_PTR_NULL(exe);
+    u.op = (bst_op)4242;
+    CU_ASSERT_EQUAL(compile_one(&u, &exe), BST_ERR_UNSUPPORTED);
+    u.op = BST_OP_SILU;
+    u.in[0].dtype = 77;
+    CU_ASSERT_EQUAL(compile_one(&u, &exe), BST_ERR_UNSUPPORTED);
+}
+
+/* Descriptors that would reach outside their buffer are refused at execute, never run. */
+static void test_out_of_bounds_descriptor(void)
+{
+    NEED_PLUGIN();
+    int64_t s[2] = {4, 4};
+    one_node n = {.op = BST_OP_SILU, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)},
+                  .out = mk(BST_DTYPE_F32, 2, s)};
+    void *exe = NULL;
+    CU_ASSERT_EQUAL_FATAL(compile_one(&n, &exe), BST_OK);
+    void *small = NULL, *big = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, 60, &small), BST_OK); /* needs 64 */
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, 64, &big), BST_OK);
+    bst_run_params p = {.struct_size = sizeof p, .n_tokens = 1, .n_kv = 1};
+    void *bufs[2] = {small, big};
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_ERR_INVALID_ARG);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "outside") != NULL);
+    bufs[0] = big;
+    bufs[1] = small;
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 1, &p), BST_ERR_INVALID_ARG); /* binding 1 */
+    bufs[0] = bufs[1] = big;
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_OK); /* in place is fine */
+    uint64_t ns = 0;
+    CU_ASSERT_EQUAL(api.last_execute_ns(dev, exe, &ns), BST_OK);
+
+    /* Injected execute failure: the injected status, with a message. */
+    bsti_fault_set("execute", BST_ERR_DEVICE_LOST, 1);
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_ERR_DEVICE_LOST);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "execute") != NULL);
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_OK);
+    api.executable_free(dev, exe);
+
+    bsti_fault_set("compile", BST_ERR_COMPILE, 1);
+    exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_COMPILE);
+    CU_ASSERT_PTR_NULL(exe);
+    api.buffer_free(dev, small);
+    api.buffer_free(dev, big);
+}
+
+/* A symbolic dim computes only its actual extent; rows past it stay untouched. */
+static void test_symbolic_dims(void)
+{
+    NEED_PLUGIN();
+    int64_t s[2] = {4, 2};
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, out[8];
+    one_node n = {.op = BST_OP_SCALE, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)}, .data = {x},
+                  .out = mk(BST_DTYPE_F32, 2, s), .n_attrs = 1,
+                  .attrs = {attr_f(BST_ATTR_SCALE, 10.0)}};
+    n.in[0].sym[0] = BST_SYM_N_TOKENS;
+    n.out.sym[0] = BST_SYM_N_TOKENS;
+    bst_run_params p = {.struct_size = sizeof p, .n_tokens = 2, .n_kv = 1};
+    n.params = &p;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+    CU_ASSERT_EQUAL(out[0], 10.0f);
+    CU_ASSERT_EQUAL(out[3], 40.0f);
+    for (int i = 4; i < 8; i++) /* fresh buffers are zeroed */
+        CU_ASSERT_EQUAL(out[i], 0.0f);
+    p.n_tokens = 5; /* past the bound */
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_ERR_INVALID_ARG);
+    CU_ASSERT_TRUE(strstr(bst_last_error(), "n_tokens") != NULL);
+    p.n_tokens = 0; /* empty: nothing to do */
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_OK);
+}
+
+/* A host without a pool (or fault hook) is served serially; then the real host is restored. */
+static void test_host_without_pool(void)
+{
+    NEED_PLUGIN();
+    static bst_host_api serial;
+    serial = *bsti_host_api();
+    serial.parallel_for = NULL;
+    serial.num_workers = NULL;
+    serial.fault = NULL;
+    bst_backend_api a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    CU_ASSERT_EQUAL_FATAL(entry(&serial, BST_ABI_VERSION, &a), BST_OK);
+    int64_t sa[2] = {3, 40}, sb[2] = {5, 40}, so[2] = {3, 5};
+    float x[120], w[200], out[15];
+    for (int i = 0; i < 120; i++)
+        x[i] = (float)(i % 7) - 3.0f;
+    for (int i = 0; i < 200; i++)
+        w[i] = (float)(i % 5) * 0.5f;
+    one_node n = {.op = BST_OP_MATMUL, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 2, sa), mk(BST_DTYPE_F32, 2, sb)}, .data = {x, w},
+                  .out = mk(BST_DTYPE_F32, 2, so)};
+    CU_ASSERT_EQUAL(run_one(&n, out), BST_OK);
+    for (int m = 0; m < 3; m++)
+        for (int j = 0; j < 5; j++) {
+            double s = 0;
+            for (int k = 0; k < 40; k++)
+                s += (double)x[m * 40 + k] * w[j * 40 + k];
+            ASSERT_NEAR(out[m * 5 + j], s, 1e-4);
+        }
+    a.destroy(a.ctx);
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    CU_ASSERT_EQUAL(entry(bsti_host_api(), BST_ABI_VERSION, &a), BST_OK);
+    a.destroy(a.ctx);
+}
+
+int main(void)
+{
+    static const bst_test_case cases[] = {
+        {"ABI negotiation", test_abi_negotiation},
+        {"device", test_device},
+        {"buffers", test_buffers},
+        {"query", test_query},
+        {"add/mul broadcast", test_add_mul_broadcast},
+        {"scale/silu/gelu", test_unary},
+        {"matmul", test_matmul},
+        {"matmul q8_0 grouped", test_matmul_quantized_grouped},
+        {"matmul parallel", test_matmul_parallel},
+        {"rms_norm/layer_norm", test_norms},
+        {"rope", test_rope},
+        {"softmax", test_softmax},
+        {"cast/quantize/cont", test_cast_quantize_cont},
+        {"get_rows", test_get_rows},
+        {"set_rows", test_set_rows},
+        {"concat/argmax", test_concat_argmax},
+        {"views and compile errors", test_views_and_compile_errors},
+        {"out-of-bounds descriptors and faults", test_out_of_bounds_descriptor},
+        {"symbolic dims", test_symbolic_dims},
+        {"host without a pool", test_host_without_pool},
+        {NULL, NULL},
+    };
+    return bst_test_run_suite("cpu_backend", cases);
+}
