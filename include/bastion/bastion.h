@@ -114,6 +114,136 @@ BST_API BST_MUST_CHECK bst_status bst_program_get_output(bst_program *program, c
 BST_API BST_MUST_CHECK bst_status bst_program_describe(const bst_program *program,
                                                        char **out_text);
 
+/* ---------------------------------------------------------------------------------------------
+ * Models and sessions: load a GGUF model, tokenize, generate.
+ *
+ * Thread-safety: a bst_model is immutable after loading and may be shared by several sessions
+ * used from different threads at the same time (each session from one thread at a time). The
+ * model must outlive its sessions; the context must outlive its models.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct bst_model bst_model;
+typedef struct bst_session bst_session;
+
+/* Called during loading with a fraction in [0,1]; return false to cancel (the load then fails
+ * with BST_ERR_INVALID_ARG and the message "cancelled"). */
+typedef bool (*bst_progress_fn)(void *user, float fraction);
+
+typedef struct bst_model_options {
+    uint32_t struct_size;
+    bool no_mmap; /* read the file into memory instead of mapping it */
+    uint8_t reserved[3];
+    bst_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} bst_model_options;
+
+/* Loads a GGUF model (weights used in place from the mapped file). Every malformed or hostile
+ * file gives a specific status and a message naming the field. */
+BST_API BST_MUST_CHECK bst_status bst_model_load(bst_context *context, const char *path,
+                                                 const bst_model_options *options,
+                                                 bst_model **out_model);
+BST_API void bst_model_destroy(bst_model *model);
+
+typedef struct bst_model_info {
+    uint32_t struct_size;
+    uint32_t n_layers;
+    const char *architecture; /* "llama"; lives as long as the model */
+    const char *name;         /* general.name or "" */
+    uint32_t n_embd, n_heads, n_kv_heads, head_dim, n_ff, n_vocab, n_ctx_train;
+    uint32_t reserved;
+    uint64_t n_params;
+    uint64_t file_bytes;
+} bst_model_info;
+
+BST_API BST_MUST_CHECK bst_status bst_model_get_info(const bst_model *model,
+                                                     bst_model_info *out_info);
+
+/* Text -> token ids. With parse_special, special-token texts ("<|im_start|>") become their ids.
+ * Writes up to `capacity` ids and the total count (call again with a larger buffer when
+ * *out_count > capacity). */
+BST_API BST_MUST_CHECK bst_status bst_tokenize(const bst_model *model, const char *text,
+                                               size_t length, bool parse_special,
+                                               int32_t *out_tokens, uint32_t capacity,
+                                               uint32_t *out_count);
+/* The raw bytes of one token (not NUL-terminated; may be part of a UTF-8 character). */
+BST_API BST_MUST_CHECK bst_status bst_token_piece(const bst_model *model, int32_t token,
+                                                  char *buf, size_t capacity,
+                                                  size_t *out_length);
+/* True for end-of-generation tokens (eos, eot, <|im_end|>, ...). */
+BST_API bool bst_token_is_eog(const bst_model *model, int32_t token);
+
+typedef struct bst_chat_message {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} bst_chat_message;
+
+/* Formats messages with the model's chat template (or the named one: "chatml", ...), adding the
+ * assistant prefix when add_assistant. Unknown template -> BST_ERR_UNSUPPORTED naming it.
+ * Free *out_text with bst_free. */
+BST_API BST_MUST_CHECK bst_status bst_chat_format(const bst_model *model, const char *template_name,
+                                                  const bst_chat_message *messages,
+                                                  uint32_t n_messages, bool add_assistant,
+                                                  char **out_text);
+
+typedef struct bst_session_options {
+    uint32_t struct_size;
+    uint32_t n_ctx;   /* 0 = min(training context, 4096) */
+    uint32_t n_batch; /* largest prompt chunk evaluated at once; 0 = 512 */
+    uint32_t reserved;
+} bst_session_options;
+
+/* A conversation's state: KV cache, position, compiled programs. All buckets the session can
+ * meet are compiled here, never mid-generation. */
+BST_API BST_MUST_CHECK bst_status bst_session_create(bst_model *model,
+                                                     const bst_session_options *options,
+                                                     bst_session **out_session);
+BST_API void bst_session_destroy(bst_session *session);
+/* Forgets all tokens (position back to 0). */
+BST_API void bst_session_reset(bst_session *session);
+BST_API uint32_t bst_session_position(const bst_session *session);
+
+/* Appends `n_tokens` tokens and evaluates them. out_logits (may be NULL) receives n_vocab floats
+ * per token when all_logits, else only for the last token. A full context gives
+ * BST_ERR_OVERFLOW and leaves the session unchanged. */
+BST_API BST_MUST_CHECK bst_status bst_session_eval(bst_session *session, const int32_t *tokens,
+                                                   uint32_t n_tokens, bool all_logits,
+                                                   float *out_logits);
+
+typedef struct bst_sampler_params {
+    uint32_t struct_size;
+    float temperature;    /* <= 0: greedy */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int32_t repeat_last_n;
+    uint32_t reserved;
+    uint64_t seed;
+} bst_sampler_params;
+
+/* Called for each generated token with its bytes; return false to stop. */
+typedef bool (*bst_token_fn)(void *user, int32_t token, const char *piece, size_t length);
+
+typedef struct bst_generate_stats {
+    uint32_t struct_size;
+    uint32_t n_prompt;
+    uint32_t n_generated;
+    uint32_t stop_reason; /* 0 eog token, 1 max tokens, 2 callback, 3 cancel, 4 context full */
+    double prompt_seconds;
+    double generate_seconds;
+} bst_generate_stats;
+
+/* Evaluates `prompt`, then samples up to `max_tokens` tokens, calling `on_token` for each, until
+ * an end-of-generation token, the callback says stop, *cancel becomes non-zero (checked between
+ * tokens; may be set from another thread), or the context is full (a clean stop, reported in
+ * stats). */
+BST_API BST_MUST_CHECK bst_status bst_generate(bst_session *session, const int32_t *prompt,
+                                               uint32_t n_prompt, uint32_t max_tokens,
+                                               const bst_sampler_params *sampler,
+                                               bst_token_fn on_token, void *user,
+                                               const volatile int *cancel,
+                                               bst_generate_stats *out_stats);
+
 #ifdef __cplusplus
 }
 #endif
