@@ -684,6 +684,27 @@ static void log_outcome(const bsti_plugin *p)
 }
 
 /* Moves the sorted candidates into the context and lists the devices of the loaded ones. */
+/* Without a selection list, real accelerators come first, then the CPU backend, then devices
+ * that other plugins emulate on the CPU (PoCL's CPU device, Mesa's lavapipe): before anything is
+ * measured, an emulated GPU is no reason to leave the native CPU kernels. */
+static int device_class(const bsti_device *d)
+{
+    if (d->info.kind != BST_DEVICE_CPU)
+        return 0;
+    return strcmp(d->plugin->name, "cpu") == 0 ? 1 : 2;
+}
+
+static void order_devices(bsti_device *devices, size_t n)
+{
+    for (size_t i = 1; i < n; i++) { /* insertion sort: stable, n is tiny */
+        bsti_device d = devices[i];
+        size_t j = i;
+        for (; j > 0 && device_class(&devices[j - 1]) > device_class(&d); j--)
+            devices[j] = devices[j - 1];
+        devices[j] = d;
+    }
+}
+
 static bst_status publish(bst_context *ctx, candlist *cands)
 {
     size_t n_dev = 0;
@@ -714,6 +735,8 @@ static bst_status publish(bst_context *ctx, candlist *cands)
         memset(&c->rec, 0, sizeof c->rec);
         log_outcome(&plugins[i]);
     }
+    if (!by_list)
+        order_devices(devices, n_dev);
     ctx->plugins = plugins;
     ctx->n_plugins = (uint32_t)cands->n;
     ctx->devices = devices;

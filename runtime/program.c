@@ -313,6 +313,10 @@ bst_status bst_program_create(bst_context *context, const bst_graph *graph,
         st = bsti_pass_infer_shapes(p->g);
     if (st == BST_OK)
         st = bsti_pass_lower(p->g, keep_if_fused, context);
+    /* Lowering repeats work (ffn_swiglu and attention both start with matmuls of one input);
+     * CSE merges it, DCE drops what that leaves unused. */
+    if (st == BST_OK)
+        st = bsti_pass_cse(p->g);
     if (st == BST_OK)
         st = bsti_pass_dce(p->g);
     if (st == BST_OK)
