@@ -611,7 +611,9 @@ static bst_status enumerate(candidate *c)
         count = cap;
     if (count == 0) {
         free(infos);
-        return set_state(c, BST_PLUGIN_NO_DEVICE, "no device");
+        /* A plugin may say why (e.g. "no OpenCL device (no platform ...)"): keep it. */
+        const char *why = bst_last_error();
+        return set_state(c, BST_PLUGIN_NO_DEVICE, "no device%s%s", why[0] ? ": " : "", why);
     }
     for (uint32_t i = 0; i < count; i++)
         sanitize_info(&infos[i]);

@@ -222,36 +222,66 @@ static bst_status check_size(const bst_program *p, uint32_t v, const char *kind,
     return BST_OK;
 }
 
-bst_status bst_program_set_input(bst_program *program, const char *name, const void *data,
-                                 uint64_t size)
+static uint32_t find_input(const bst_program *p, const char *name)
 {
-    if (!program || !name || (!data && size > 0))
-        return bsti_fail(BST_ERR_INVALID_ARG, "bst_program_set_input: NULL argument");
-    bst_program *p = program;
-    uint32_t v = BSTI_NONE;
-    for (uint32_t i = 0; i < p->g->n_nodes && v == BSTI_NONE; i++) {
+    for (uint32_t i = 0; i < p->g->n_nodes; i++) {
         const bsti_node *n = &p->g->nodes[i];
         if (n->op == BST_OP_INPUT && n->name && strcmp(n->name, name) == 0)
-            v = i;
+            return i;
     }
-    if (v == BSTI_NONE)
-        return bsti_fail(BST_ERR_NOT_FOUND, "bst_program_set_input: the program has no input "
-                         "called \"%s\"", name);
-    bst_status st = check_size(p, v, "input", name, size);
-    if (st != BST_OK)
-        return st;
+    return BSTI_NONE;
+}
+
+static bst_status write_input(bst_program *p, uint32_t v, const char *name, const void *data,
+                              uint64_t size)
+{
     for (uint32_t d = 0; d < p->ctx->n_devices; d++) {
         const bsti_value_loc *loc = bsti_memplan_find(&p->plan, v, d);
         if (!loc)
             continue;
         const bsti_device *dev = &p->ctx->devices[d];
         bsti_prog_clear_error();
-        st = dev->plugin->api.buffer_write(dev->handle, bsti_prog_loc_buffer(p, loc),
-                                           loc->offset, data, size);
+        bst_status st = dev->plugin->api.buffer_write(dev->handle, bsti_prog_loc_buffer(p, loc),
+                                                      loc->offset, data, size);
         if (st != BST_OK)
             return bsti_prog_backend_error(p, d, st, "writing input \"%s\"", name);
     }
     return BST_OK;
+}
+
+bst_status bst_program_set_input(bst_program *program, const char *name, const void *data,
+                                 uint64_t size)
+{
+    if (!program || !name || (!data && size > 0))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_program_set_input: NULL argument");
+    bst_program *p = program;
+    uint32_t v = find_input(p, name);
+    if (v == BSTI_NONE)
+        return bsti_fail(BST_ERR_NOT_FOUND, "bst_program_set_input: the program has no input "
+                         "called \"%s\"", name);
+    bst_status st = check_size(p, v, "input", name, size);
+    if (st != BST_OK)
+        return st;
+    return write_input(p, v, name, data, size);
+}
+
+bst_status bsti_program_set_input_prefix(bst_program *program, const char *name,
+                                         const void *data, uint64_t size)
+{
+    if (!program || !name || (!data && size > 0))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bsti_program_set_input_prefix: NULL argument");
+    bst_program *p = program;
+    uint32_t v = find_input(p, name);
+    if (v == BSTI_NONE)
+        return bsti_fail(BST_ERR_NOT_FOUND, "the program has no input called \"%s\"", name);
+    uint64_t bytes;
+    bst_status st = bsti_type_nbytes(&p->g->nodes[v].type, &bytes);
+    if (st != BST_OK)
+        return st;
+    if (size > bytes)
+        return bsti_fail(BST_ERR_INVALID_ARG, "input \"%s\" holds %llu bytes; %llu given", name,
+                         (unsigned long long)bytes, (unsigned long long)size);
+    return size ? write_input(p, v, name, data, size) : BST_OK;
 }
 
 /* Copies a strided tensor at `src` (its first byte) into contiguous `dst`. */
@@ -334,4 +364,45 @@ bst_status bst_program_get_output(bst_program *program, const char *name, void *
         st = bsti_prog_backend_error(p, d, st, "reading output \"%s\"", name);
     free(tmp);
     return st;
+}
+
+bst_status bsti_program_get_output_range(bst_program *program, const char *name, uint64_t offset,
+                                         void *dst, uint64_t size)
+{
+    if (!program || !name || (!dst && size > 0))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bsti_program_get_output_range: NULL argument");
+    bst_program *p = program;
+    uint32_t v = BSTI_NONE;
+    for (uint32_t i = 0; i < p->g->n_nodes && v == BSTI_NONE; i++) {
+        const bsti_node *n = &p->g->nodes[i];
+        if ((n->flags & BSTI_NODE_OUTPUT) && n->name && strcmp(n->name, name) == 0)
+            v = i;
+    }
+    if (v == BSTI_NONE)
+        return bsti_fail(BST_ERR_NOT_FOUND, "the program has no output called \"%s\"", name);
+    const bsti_type *t = &p->g->nodes[v].type;
+    uint64_t bytes;
+    bst_status st = bsti_type_nbytes(t, &bytes);
+    if (st != BST_OK)
+        return st;
+    if (!bsti_type_is_contiguous(t))
+        return bsti_fail(BST_ERR_UNSUPPORTED, "output \"%s\" is not contiguous", name);
+    if (offset > bytes || size > bytes - offset)
+        return bsti_fail(BST_ERR_INVALID_ARG,
+                         "bytes [%llu, +%llu) are outside output \"%s\" (%llu bytes)",
+                         (unsigned long long)offset, (unsigned long long)size, name,
+                         (unsigned long long)bytes);
+    uint32_t d = p->holder[p->root[v]];
+    const bsti_value_loc *loc = d != BSTI_NONE ? bsti_memplan_find(&p->plan, v, d) : NULL;
+    if (!loc)
+        return bsti_fail(BST_ERR_INTERNAL, "program: output \"%s\" has no memory", name);
+    if (size == 0)
+        return BST_OK;
+    const bsti_device *dev = &p->ctx->devices[d];
+    bsti_prog_clear_error();
+    st = dev->plugin->api.buffer_read(dev->handle, bsti_prog_loc_buffer(p, loc),
+                                      loc->offset + offset, dst, size);
+    if (st != BST_OK)
+        return bsti_prog_backend_error(p, d, st, "reading output \"%s\"", name);
+    return BST_OK;
 }

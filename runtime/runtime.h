@@ -54,6 +54,19 @@ void bsti_pool_set_threads(uint32_t n);
 uint32_t bsti_pool_threads(void);
 void bsti_pool_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg);
 
+/* --- executor hooks for runtime/model (runtime/program_run.c) --- */
+/* Partial I/O for values whose outermost dim is symbolic: a session evaluates n_tokens tokens
+ * through a program compiled for n_batch, and writing or reading the whole bound extent on every
+ * decode step would cost far more than the step itself. */
+/* Like bst_program_set_input, but writes only the first `size` bytes (at most the input's size
+ * at its bound shape): the leading rows of an input whose outermost dim is symbolic. */
+BST_MUST_CHECK bst_status bsti_program_set_input_prefix(bst_program *program, const char *name,
+                                                        const void *data, uint64_t size);
+/* Copies `size` bytes starting at byte `offset` of the contiguous output `name` into `dst`. */
+BST_MUST_CHECK bst_status bsti_program_get_output_range(bst_program *program, const char *name,
+                                                        uint64_t offset, void *dst,
+                                                        uint64_t size);
+
 /* --- test-only fault injection (runtime/host.c) --- */
 /* Makes the next `countdown`-th call (1 = next) of host->fault(site) return `status`, once; a
  * countdown of 0 makes every call return it until cleared; a status of BST_OK clears it. Only

@@ -35,6 +35,12 @@ int cli_cmd_graph(int argc, char **argv);
 void cli_usage_graph(FILE *out);
 int cli_cmd_run_graph(int argc, char **argv);
 void cli_usage_run_graph(FILE *out);
+int cli_cmd_bench(int argc, char **argv);
+void cli_usage_bench(FILE *out);
+int cli_cmd_run(int argc, char **argv);
+void cli_usage_run(FILE *out);
+int cli_cmd_perplexity(int argc, char **argv);
+void cli_usage_perplexity(FILE *out);
 
 /* "bastion <cmd>: message" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) BST_PRINTF(2, 3);

@@ -11,8 +11,13 @@ static const cli_command commands[] = {
      cli_cmd_backends, cli_usage_backends},
     {"graph", "parse an IR text file, run passes, print it as text or DOT", cli_cmd_graph,
      cli_usage_graph},
+    {"run", "generate text with a GGUF model", cli_cmd_run, cli_usage_run},
+    {"perplexity", "perplexity of a model over a text file; KL divergence against saved logits",
+     cli_cmd_perplexity, cli_usage_perplexity},
     {"run-graph", "run an IR text file on the backends and print its outputs", cli_cmd_run_graph,
      cli_usage_run_graph},
+    {"bench", "benchmark ops per backend and kernel; reports and comparisons from JSON",
+     cli_cmd_bench, cli_usage_bench},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -89,6 +89,19 @@ BST_API BST_MUST_CHECK bst_status bst_context_device(const bst_context *context,
                                                      bst_device_info *out_info,
                                                      const char **out_backend_name);
 
+#ifdef BST_EXPERIMENTAL_DEVICE_API
+/* Experimental, may change between minor versions (define BST_EXPERIMENTAL_DEVICE_API to see
+ * it): the plugin function table and the opened handle of device `index`, for tools that run
+ * one kernel variant on one device themselves (benchmarks, conformance kits). Opens the device
+ * on first use, as programs do; a device that failed to start keeps failing with its first
+ * message. Both outputs live as long as the context. The caller follows backend.h's rules for
+ * every call it makes, frees what it allocates, and never calls destroy or device_close. */
+BST_API BST_MUST_CHECK bst_status bst_context_device_backend(bst_context *context,
+                                                             uint32_t index,
+                                                             const bst_backend_api **out_api,
+                                                             void **out_device);
+#endif
+
 /* A graph compiled for this context's devices. */
 typedef struct bst_program bst_program;
 
@@ -190,6 +203,10 @@ typedef struct bst_session_options {
     uint32_t n_ctx;   /* 0 = min(training context, 4096) */
     uint32_t n_batch; /* largest prompt chunk evaluated at once; 0 = 512 */
     uint32_t reserved;
+    /* v2+ (read only when struct_size covers it) */
+    uint32_t kv_type; /* bst_dtype of the KV cache: 0 = f32; BST_DTYPE_F16 halves its memory
+                       * at a small cost in accuracy */
+    uint32_t reserved2;
 } bst_session_options;
 
 /* A conversation's state: KV cache, position, compiled programs. All buckets the session can
@@ -221,7 +238,10 @@ typedef struct bst_sampler_params {
     uint64_t seed;
 } bst_sampler_params;
 
-/* Called for each generated token with its bytes; return false to stop. */
+/* Called for each generated token with its bytes; return false to stop. The bytes are whole
+ * UTF-8 characters: a character split across tokens arrives with the token that completes it
+ * (so `length` may be 0), and one cut off by the end of generation arrives as U+FFFD in a last
+ * call with token -1. */
 typedef bool (*bst_token_fn)(void *user, int32_t token, const char *piece, size_t length);
 
 typedef struct bst_generate_stats {
@@ -236,7 +256,10 @@ typedef struct bst_generate_stats {
 /* Evaluates `prompt`, then samples up to `max_tokens` tokens, calling `on_token` for each, until
  * an end-of-generation token, the callback says stop, *cancel becomes non-zero (checked between
  * tokens; may be set from another thread), or the context is full (a clean stop, reported in
- * stats). */
+ * stats). Every token handed to on_token is also evaluated into the session when it fits (the
+ * end-of-generation token is neither), so a later call continues the text; n_prompt may be 0
+ * to continue from the session's last evaluated token. A prompt that does not fit gives
+ * BST_ERR_OVERFLOW and leaves the session unchanged. */
 BST_API BST_MUST_CHECK bst_status bst_generate(bst_session *session, const int32_t *prompt,
                                                uint32_t n_prompt, uint32_t max_tokens,
                                                const bst_sampler_params *sampler,

@@ -119,4 +119,28 @@ uint64_t bsti_gguf_tensor_count(const bsti_gguf *file);
 const bsti_gguf_tensor *bsti_gguf_tensor_at(const bsti_gguf *file, uint64_t index);
 const bsti_gguf_tensor *bsti_gguf_tensor_find(const bsti_gguf *file, const char *name);
 
+/* --- appended by the reader's implementation --- */
+
+/* "uint8", "string", "array", ...; "unknown" for an out-of-range value. */
+const char *bsti_gguf_type_name(bsti_gguf_type type);
+/* general.alignment (32 when absent) and the file offset where the tensor data section starts.
+ * Tensor data sits at these offsets in the file; in memory it is aligned as far as the mapping
+ * (page-aligned; the caller's buffer for bsti_gguf_open_memory) allows. */
+uint32_t bsti_gguf_alignment(const bsti_gguf *file);
+uint64_t bsti_gguf_data_offset(const bsti_gguf *file);
+
+/* Notes on what open accepts, so callers know what they may rely on:
+ *  - keys and tensor names are non-empty, unique, and hold no NUL or other control byte (so a
+ *    C-string lookup finds every one); string values may hold any bytes, NUL included;
+ *  - bool values (also in arrays) are 0 or 1; bsti_gguf_array_i64 reads bool elements as 0/1;
+ *  - general.alignment, when present, is a uint32 power of two <= 1 MiB; general.architecture,
+ *    when present, is a string;
+ *  - every tensor has rank 1..4, dims >= 1, a supported dtype, an innermost dim that is a whole
+ *    number of blocks, aligned data inside the file, and overlaps no other tensor;
+ *  - arrays nest at most 4 levels (deeper: BST_ERR_UNSUPPORTED).
+ * Status codes: BST_ERR_FORMAT malformed data, BST_ERR_UNSUPPORTED valid but not supported
+ * (version 1 or > 3, big-endian files, unsupported tensor types), BST_ERR_IO open/map/read
+ * failures, BST_ERR_OVERFLOW sizes that overflow. Messages from bsti_gguf_open start with the
+ * path. Array accessors return BST_ERR_INVALID_ARG for a bad index or element type. */
+
 #endif /* BASTION_MODEL_GGUF_H */

@@ -1,0 +1,411 @@
+/*
+ * bench/bench_report.c — reports rendered from a bench document (never from a live run, so a
+ * report can be made again from the file at any time): a Markdown table, CSV for spreadsheets
+ * and scripts (RFC 4180 quoting, raw nanoseconds), and an SVG bar chart per backend and op,
+ * written by hand as plain text.
+ */
+#include "bench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool bench_format_parse(const char *name, bench_format *out)
+{
+    if (strcmp(name, "md") == 0 || strcmp(name, "markdown") == 0)
+        *out = BENCH_FORMAT_MD;
+    else if (strcmp(name, "csv") == 0)
+        *out = BENCH_FORMAT_CSV;
+    else if (strcmp(name, "svg") == 0)
+        *out = BENCH_FORMAT_SVG;
+    else
+        return false;
+    return true;
+}
+
+static void fmt_time(double ns, char *buf, size_t n)
+{
+    if (!(ns > 0))
+        snprintf(buf, n, "-");
+    else if (ns < 1e3)
+        snprintf(buf, n, "%.0f ns", ns);
+    else if (ns < 1e6)
+        snprintf(buf, n, "%.3g µs", ns / 1e3);
+    else if (ns < 1e9)
+        snprintf(buf, n, "%.3g ms", ns / 1e6);
+    else
+        snprintf(buf, n, "%.3g s", ns / 1e9);
+}
+
+static void fmt_num(double v, const char *fmt, char *buf, size_t n)
+{
+    if (isfinite(v))
+        snprintf(buf, n, fmt, v);
+    else
+        snprintf(buf, n, "-");
+}
+
+static void device_label(const bench_doc *d, const bench_result *r, char *buf, size_t n)
+{
+    if (r->device >= 0 && (uint32_t)r->device < d->n_devices)
+        snprintf(buf, n, "%s:%d", d->devices[r->device].backend, r->device);
+    else
+        snprintf(buf, n, "%s", r->backend);
+}
+
+static void bytes_text(uint64_t b, char *buf, size_t n)
+{
+    if (b >= (UINT64_C(1) << 30))
+        snprintf(buf, n, "%.3g GiB", (double)b / (double)(UINT64_C(1) << 30));
+    else if (b >= (UINT64_C(1) << 20))
+        snprintf(buf, n, "%.3g MiB", (double)b / (double)(UINT64_C(1) << 20));
+    else
+        snprintf(buf, n, "%.3g KiB", (double)b / 1024.0);
+}
+
+/* Markdown cells must not contain '|' or newlines. */
+static void md_cell(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '|')
+            fputs("\\|", out);
+        else
+            fputc(*s == '\n' ? ' ' : *s, out);
+    }
+}
+
+static void md_header(const bench_doc *d, FILE *out)
+{
+    char commit[13];
+    snprintf(commit, sizeof commit, "%.12s", d->git_commit);
+    fprintf(out, "# Bastion benchmark (%s)\n\n", d->kind);
+    fprintf(out, "- bastion %s, commit %s, %s\n", d->bastion_version, commit, d->created);
+    fprintf(out, "- machine: ");
+    md_cell(out, d->machine.cpu_model[0] ? d->machine.cpu_model : "unknown CPU");
+    char llc[32], mem[32];
+    bytes_text(d->machine.llc_bytes, llc, sizeof llc);
+    bytes_text(d->machine.memory_bytes, mem, sizeof mem);
+    fprintf(out, ", %u CPUs, LLC %s, memory %s\n", d->machine.logical_cpus, llc, mem);
+    if (strcmp(d->kind, "ops") == 0)
+        fprintf(out, "- settings: %u threads, budget %.3g s per case%s\n", d->threads,
+                d->budget.seconds, d->quick ? ", quick" : "");
+    else
+        fprintf(out, "- settings: %u threads, %u warm repetitions after a cold one\n",
+                d->threads, d->budget.max_reps);
+    const bench_bandwidth *bw = &d->baselines.bandwidth;
+    if (bw->measured) {
+        char sz[32];
+        bytes_text(bw->bytes, sz, sizeof sz);
+        fprintf(out, "- memory read bandwidth (baseline): %.3g GB/s (%s buffer, %u threads)\n",
+                bw->gbs, sz, bw->threads);
+    } else {
+        fprintf(out, "- memory read bandwidth (baseline): not measured (%s)\n", bw->reason);
+    }
+    fprintf(out, "- sgemm baseline: ");
+    md_cell(out, d->baselines.sgemm_library);
+    fprintf(out, "\n");
+    for (size_t i = 0; i < d->baselines.n_sgemm; i++) {
+        const bench_sgemm *s = &d->baselines.sgemm[i];
+        char t[32];
+        fmt_time(s->timing.stats.median_ns, t, sizeof t);
+        fprintf(out, "  - %s %lldx%lldx%lld: %s, %.4g GFLOP/s\n", s->routine, (long long)s->m,
+                (long long)s->n, (long long)s->k, t, s->gflops);
+    }
+    fprintf(out, "\n");
+}
+
+static void md_report(const bench_doc *d, FILE *out)
+{
+    md_header(d, out);
+    bool any = false;
+    for (size_t i = 0; i < d->results.n; i++)
+        any = any || d->results.items[i].status == BENCH_OK;
+    if (any) {
+        fprintf(out, "| op | dtype | shape | case | device | variant | median | min | max | "
+                     "stddev | GFLOP/s | GB/s | x bandwidth | x sgemm | compile | first call |\n");
+        fprintf(out, "|---|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    }
+    for (size_t i = 0; i < d->results.n; i++) {
+        const bench_result *r = &d->results.items[i];
+        if (r->status != BENCH_OK)
+            continue;
+        char dev[64], med[32], mn[32], mx[32], sd[32], gf[32], gb[32], bw[32], sg[32], cp[32],
+            first[32];
+        device_label(d, r, dev, sizeof dev);
+        fmt_time(r->timing.stats.median_ns, med, sizeof med);
+        fmt_time(r->timing.stats.min_ns, mn, sizeof mn);
+        fmt_time(r->timing.stats.max_ns, mx, sizeof mx);
+        fmt_time(r->timing.stats.stddev_ns, sd, sizeof sd);
+        fmt_num(r->gflops, "%.4g", gf, sizeof gf);
+        fmt_num(r->gbs, "%.4g", gb, sizeof gb);
+        fmt_num(r->bandwidth_fraction, "%.2f", bw, sizeof bw);
+        fmt_num(r->sgemm_ratio, "%.3g", sg, sizeof sg);
+        fmt_time((double)r->compile_ns, cp, sizeof cp);
+        fmt_time((double)r->timing.first_ns, first, sizeof first);
+        fprintf(out, "| %s | %s | %s | ", r->op, r->dtype, r->shape);
+        md_cell(out, r->label);
+        fprintf(out, " | %s | ", dev);
+        md_cell(out, r->variant);
+        fprintf(out, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", med, mn, mx, sd, gf,
+                gb, bw, sg, cp, first);
+    }
+    bool header = false;
+    for (size_t i = 0; i < d->results.n; i++) {
+        const bench_result *r = &d->results.items[i];
+        if (r->status == BENCH_OK)
+            continue;
+        if (!header) {
+            fprintf(out, "\nNot measured:\n\n");
+            header = true;
+        }
+        char dev[64];
+        device_label(d, r, dev, sizeof dev);
+        fprintf(out, "- %s %s %s on %s%s%s: %s: ", r->op, r->dtype, r->shape, dev,
+                r->variant[0] ? " variant " : "", r->variant, bench_result_status_name(r->status));
+        md_cell(out, r->reason);
+        fprintf(out, "\n");
+    }
+    if (d->has_model) {
+        fprintf(out, "\n## Model: ");
+        md_cell(out, d->model.name[0] ? d->model.name : d->model.path);
+        fprintf(out, " (%s)\n\n", d->model.file_hash);
+        fprintf(out, "| backends | threads | pp | pp tok/s | tg | tg tok/s | cold pp tok/s | "
+                     "cold tg tok/s | roofline tok/s | x roofline | load | compile | peak RSS |\n");
+        fprintf(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        for (uint32_t i = 0; i < d->n_model_results; i++) {
+            const bench_model_result *m = &d->model_results[i];
+            if (strcmp(m->status, "ok") != 0) {
+                fprintf(out, "| %s | %u | %s: ", m->backends[0] ? m->backends : "default",
+                        m->threads, m->status);
+                md_cell(out, m->reason);
+                fprintf(out, " | | | | | | | | | | |\n");
+                continue;
+            }
+            char a[32], b[32], c[32], dd[32], f[32], g[32], h[32], rss[32];
+            fmt_num(m->pp_tps, "%.4g", a, sizeof a);
+            fmt_num(m->tg_tps, "%.4g", b, sizeof b);
+            fmt_num(m->pp_cold_tps, "%.4g", c, sizeof c);
+            fmt_num(m->tg_cold_tps, "%.4g", dd, sizeof dd);
+            fmt_num(m->roofline_tps, "%.4g", f, sizeof f);
+            fmt_num(m->roofline_fraction, "%.2f", g, sizeof g);
+            fmt_num(m->session_s, "%.3g s", h, sizeof h);
+            bytes_text(m->peak_rss_bytes, rss, sizeof rss);
+            char pp[16] = "-", tg[16] = "-";
+            if (m->n_prompt)
+                snprintf(pp, sizeof pp, "pp%u", m->n_prompt);
+            if (m->n_gen)
+                snprintf(tg, sizeof tg, "tg%u", m->n_gen);
+            fprintf(out, "| %s | %u | %s | %s | %s | %s | %s | %s | %s | %s | %.3g s | %s | %s |\n",
+                    m->backends[0] ? m->backends : "default", m->threads, pp, a, tg, b, c, dd, f, g,
+                    m->load_s, h, rss);
+        }
+    }
+}
+
+/* --- CSV ----------------------------------------------------------------------------------- */
+
+static void csv_field(FILE *out, const char *s, bool last)
+{
+    bool quote = strpbrk(s, ",\"\n\r") != NULL;
+    if (quote) {
+        fputc('"', out);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', out);
+            fputc(*s, out);
+        }
+        fputc('"', out);
+    } else {
+        fputs(s, out);
+    }
+    fputc(last ? '\n' : ',', out);
+}
+
+static void csv_num(FILE *out, double v, bool last)
+{
+    char buf[48];
+    if (isfinite(v))
+        snprintf(buf, sizeof buf, "%.6g", v);
+    else
+        buf[0] = '\0';
+    csv_field(out, buf, last);
+}
+
+static void csv_report(const bench_doc *d, FILE *out)
+{
+    fputs("op,dtype,shape,label,backend,device,device_name,variant,status,reason,n,median_ns,"
+          "min_ns,max_ns,mean_ns,stddev_ns,gflops,gbs,bandwidth_fraction,sgemm_ratio,"
+          "compile_ns,prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes\n",
+          out);
+    for (size_t i = 0; i < d->results.n; i++) {
+        const bench_result *r = &d->results.items[i];
+        bool ok = r->status == BENCH_OK;
+        char dev[16];
+        snprintf(dev, sizeof dev, "%d", r->device);
+        csv_field(out, r->op, false);
+        csv_field(out, r->dtype, false);
+        csv_field(out, r->shape, false);
+        csv_field(out, r->label, false);
+        csv_field(out, r->backend, false);
+        csv_field(out, dev, false);
+        csv_field(out, r->device_name, false);
+        csv_field(out, r->variant, false);
+        csv_field(out, bench_result_status_name(r->status), false);
+        csv_field(out, r->reason, false);
+        csv_num(out, ok ? (double)r->timing.stats.n : NAN, false);
+        csv_num(out, ok ? r->timing.stats.median_ns : NAN, false);
+        csv_num(out, ok ? r->timing.stats.min_ns : NAN, false);
+        csv_num(out, ok ? r->timing.stats.max_ns : NAN, false);
+        csv_num(out, ok ? r->timing.stats.mean_ns : NAN, false);
+        csv_num(out, ok ? r->timing.stats.stddev_ns : NAN, false);
+        csv_num(out, ok ? r->gflops : NAN, false);
+        csv_num(out, ok ? r->gbs : NAN, false);
+        csv_num(out, ok ? r->bandwidth_fraction : NAN, false);
+        csv_num(out, ok ? r->sgemm_ratio : NAN, false);
+        csv_num(out, ok ? (double)r->compile_ns : NAN, false);
+        csv_num(out, ok ? (double)r->prepare_ns : NAN, false);
+        csv_num(out, ok ? (double)r->timing.first_ns : NAN, false);
+        csv_field(out, r->cache_cold ? "1" : "0", false);
+        csv_num(out, (double)r->weight_copies, false);
+        csv_num(out, r->flops, false);
+        csv_num(out, r->bytes, true);
+    }
+}
+
+/* --- SVG ----------------------------------------------------------------------------------- */
+
+static void xml_text(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            fputs("&lt;", out);
+            break;
+        case '>':
+            fputs("&gt;", out);
+            break;
+        case '&':
+            fputs("&amp;", out);
+            break;
+        case '"':
+            fputs("&quot;", out);
+            break;
+        default:
+            fputc(*s, out);
+        }
+    }
+}
+
+/* The throughput a chart shows: GFLOP/s for matmul (compute is what it is about), GB/s for the
+ * memory-bound rest. */
+static double chart_value(const bench_result *r, const char **unit)
+{
+    bool flops = strcmp(r->op, "matmul") == 0;
+    *unit = flops ? "GFLOP/s" : "GB/s";
+    return flops ? r->gflops : r->gbs;
+}
+
+#define SVG_W 960
+#define SVG_LABEL 380
+#define SVG_BAR 460
+#define SVG_ROW 18
+#define SVG_HEAD 34
+
+static void svg_report(const bench_doc *d, FILE *out)
+{
+    /* Groups: (backend, op) in first-appearance order. */
+    size_t n = d->results.n;
+    bool *done = calloc(n ? n : 1, sizeof *done);
+    size_t rows = 0, groups = 0;
+    for (size_t i = 0; i < n; i++) {
+        const bench_result *r = &d->results.items[i];
+        if (r->status != BENCH_OK)
+            continue;
+        rows++;
+        bool first = true;
+        for (size_t j = 0; j < i && first; j++) {
+            const bench_result *q = &d->results.items[j];
+            first = !(q->status == BENCH_OK && strcmp(q->backend, r->backend) == 0 &&
+                      strcmp(q->op, r->op) == 0);
+        }
+        groups += first;
+    }
+    int height = 50 + (int)groups * (SVG_HEAD + 10) + (int)rows * SVG_ROW;
+    fprintf(out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n",
+            SVG_W, height);
+    fprintf(out, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(out, "<text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">Bastion bench: ");
+    xml_text(out, d->machine.cpu_model[0] ? d->machine.cpu_model : "unknown CPU");
+    fprintf(out, ", %u threads, %s</text>\n", d->threads, d->created);
+    int y = 50;
+    for (size_t i = 0; done && i < n; i++) {
+        const bench_result *g = &d->results.items[i];
+        if (g->status != BENCH_OK || done[i])
+            continue;
+        const char *unit = "";
+        double max = 0.0;
+        for (size_t j = i; j < n; j++) {
+            const bench_result *r = &d->results.items[j];
+            if (r->status == BENCH_OK && strcmp(r->backend, g->backend) == 0 &&
+                strcmp(r->op, g->op) == 0) {
+                double v = chart_value(r, &unit);
+                if (isfinite(v) && v > max)
+                    max = v;
+            }
+        }
+        y += 10;
+        fprintf(out, "<text x=\"10\" y=\"%d\" font-size=\"14\" font-weight=\"bold\">", y + 16);
+        xml_text(out, g->backend);
+        fprintf(out, " / ");
+        xml_text(out, g->op);
+        fprintf(out, " (%s)</text>\n", unit);
+        y += SVG_HEAD;
+        for (size_t j = i; j < n; j++) {
+            const bench_result *r = &d->results.items[j];
+            if (r->status != BENCH_OK || strcmp(r->backend, g->backend) != 0 ||
+                strcmp(r->op, g->op) != 0)
+                continue;
+            done[j] = true;
+            double v = chart_value(r, &unit);
+            double w = max > 0 && isfinite(v) ? v / max * SVG_BAR : 0.0;
+            fprintf(out, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", SVG_LABEL - 6,
+                    y + SVG_ROW - 5);
+            xml_text(out, r->dtype);
+            fprintf(out, " ");
+            xml_text(out, r->shape);
+            fprintf(out, " ");
+            xml_text(out, r->variant);
+            fprintf(out, " dev%d</text>\n", r->device);
+            fprintf(out,
+                    "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"#4a7fb5\"/>\n",
+                    SVG_LABEL, y + 2, w, SVG_ROW - 4);
+            fprintf(out, "<text x=\"%.1f\" y=\"%d\">%.4g</text>\n", SVG_LABEL + w + 4,
+                    y + SVG_ROW - 5, isfinite(v) ? v : 0.0);
+            y += SVG_ROW;
+        }
+    }
+    fprintf(out, "</svg>\n");
+    free(done);
+}
+
+bst_status bench_report(const bench_doc *d, bench_format f, FILE *out, bench_error *e)
+{
+    switch (f) {
+    case BENCH_FORMAT_MD:
+        md_report(d, out);
+        break;
+    case BENCH_FORMAT_CSV:
+        csv_report(d, out);
+        break;
+    case BENCH_FORMAT_SVG:
+        svg_report(d, out);
+        break;
+    default:
+        return bench_fail(e, BST_ERR_INVALID_ARG, "unknown report format");
+    }
+    if (ferror(out))
+        return bench_fail(e, BST_ERR_IO, "error writing the report");
+    return BST_OK;
+}

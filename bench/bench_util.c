@@ -1,0 +1,204 @@
+/*
+ * bench/bench_util.c — what every part of the harness shares: error records, the clock, sample
+ * statistics, the measurement loop (warm-up, then repetitions to a budget), and result lists.
+ */
+#include "bench.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+bst_status bench_fail(bench_error *e, bst_status st, const char *fmt, ...)
+{
+    if (!e)
+        return st;
+    e->status = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+bst_status bench_lib_fail(bench_error *e, bst_status st, const char *what)
+{
+    const char *name = bst_status_name(st);
+    const char *msg = bst_last_error();
+    return bench_fail(e, st, "%s: %s%s%s", what, name ? name : "error", msg[0] ? ": " : "", msg);
+}
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+bst_status bench_stats_compute(const uint64_t *samples, uint32_t n, bench_stats *out,
+                               bench_error *e)
+{
+    memset(out, 0, sizeof *out);
+    out->n = n;
+    if (n == 0)
+        return BST_OK;
+    uint64_t *s = malloc((size_t)n * sizeof *s);
+    if (!s)
+        return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "statistics of %u samples: out of memory", n);
+    memcpy(s, samples, (size_t)n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_u64);
+    out->min_ns = (double)s[0];
+    out->max_ns = (double)s[n - 1];
+    out->median_ns = n % 2 ? (double)s[n / 2] : ((double)s[n / 2 - 1] + (double)s[n / 2]) / 2.0;
+    double sum = 0.0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += (double)s[i];
+    out->mean_ns = sum / n;
+    if (n > 1) {
+        double sq = 0.0;
+        for (uint32_t i = 0; i < n; i++) {
+            double d = (double)s[i] - out->mean_ns;
+            sq += d * d;
+        }
+        out->stddev_ns = sqrt(sq / (n - 1));
+    }
+    free(s);
+    return BST_OK;
+}
+
+void bench_timing_free(bench_timing *t)
+{
+    if (!t)
+        return;
+    free(t->samples_ns);
+    memset(t, 0, sizeof *t);
+}
+
+static bst_status push_sample(bench_timing *t, uint32_t *cap, uint64_t ns, bench_error *e)
+{
+    if (t->n_samples == *cap) {
+        uint32_t grown = *cap ? *cap * 2 : 64;
+        uint64_t *p = realloc(t->samples_ns, (size_t)grown * sizeof *p);
+        if (!p)
+            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "sample buffer: out of memory");
+        t->samples_ns = p;
+        *cap = grown;
+    }
+    t->samples_ns[t->n_samples++] = ns;
+    return BST_OK;
+}
+
+bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user, bench_timing *out,
+                         bench_error *e)
+{
+    memset(out, 0, sizeof *out);
+    const uint64_t budget_ns = b->seconds > 0 ? (uint64_t)(b->seconds * 1e9) : 0;
+    const uint32_t max_reps = b->max_reps ? b->max_reps : 1;
+    const uint32_t min_reps = b->min_reps < max_reps ? b->min_reps : max_reps;
+    uint64_t it = 0;
+
+    /* Warm-up: the first call pays for first touch and lazy set-up, and is kept apart; more
+     * calls while they are cheap let caches, branch predictors and clocks settle. */
+    uint64_t t0 = bench_now_ns();
+    bst_status st = fn(user, it++, e);
+    uint64_t t1 = bench_now_ns();
+    if (st != BST_OK)
+        return st;
+    out->first_ns = t1 - t0;
+    out->warmup = 1;
+    uint64_t warm_spent = out->first_ns;
+    while (out->warmup < b->max_warmup && warm_spent < budget_ns / 20) {
+        t0 = bench_now_ns();
+        st = fn(user, it++, e);
+        t1 = bench_now_ns();
+        if (st != BST_OK)
+            return st;
+        warm_spent += t1 - t0;
+        out->warmup++;
+    }
+
+    uint32_t cap = 0;
+    uint64_t spent = 0;
+    while (out->n_samples < max_reps && (out->n_samples < min_reps || spent < budget_ns)) {
+        t0 = bench_now_ns();
+        st = fn(user, it++, e);
+        t1 = bench_now_ns();
+        if (st != BST_OK)
+            return st;
+        st = push_sample(out, &cap, t1 - t0, e);
+        if (st != BST_OK)
+            return st;
+        spent += t1 - t0;
+    }
+    return bench_stats_compute(out->samples_ns, out->n_samples, &out->stats, e);
+}
+
+uint32_t bench_cold_copies(uint64_t weight_bytes, uint64_t llc_bytes)
+{
+    if (weight_bytes == 0 || llc_bytes == 0)
+        return 1;
+    /* The same footprint as the bandwidth baseline's buffer: 4x the LLC. Twice is not enough
+     * where the LLC is not strictly LRU (AMD's victim L3): a cyclic sweep over 2x its size
+     * still hits in it now and then, and a GEMV would then beat the bandwidth it is measured
+     * against. */
+    uint64_t want = 4 * llc_bytes;
+    uint64_t copies = (want + weight_bytes - 1) / weight_bytes;
+    if (copies < 1)
+        copies = 1;
+    if (copies > 4096)
+        copies = 4096;
+    return (uint32_t)copies;
+}
+
+static const char *const status_names[] = {"ok", "skipped", "unsupported", "failed"};
+
+const char *bench_result_status_name(bench_result_status s)
+{
+    return (unsigned)s < sizeof status_names / sizeof status_names[0] ? status_names[s] : "?";
+}
+
+bool bench_result_status_parse(const char *name, bench_result_status *out)
+{
+    for (unsigned i = 0; i < sizeof status_names / sizeof status_names[0]; i++) {
+        if (strcmp(name, status_names[i]) == 0) {
+            *out = (bench_result_status)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+void bench_result_list_free(bench_result_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        bench_timing_free(&l->items[i].timing);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+bench_result *bench_result_list_add(bench_result_list *l)
+{
+    if (l->n == l->cap) {
+        size_t grown = l->cap ? l->cap * 2 : 32;
+        bench_result *p = realloc(l->items, grown * sizeof *p);
+        if (!p)
+            return NULL;
+        l->items = p;
+        l->cap = grown;
+    }
+    bench_result *r = &l->items[l->n++];
+    memset(r, 0, sizeof *r);
+    r->device = -1;
+    r->bandwidth_fraction = NAN;
+    r->sgemm_ratio = NAN;
+    return r;
+}

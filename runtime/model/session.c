@@ -1,0 +1,413 @@
+/*
+ * runtime/model/session.c — bst_session (a KV cache, a position and the compiled programs of
+ * one conversation), bst_session_eval and bst_generate.
+ *
+ * Programs. A session compiles two programs when it is created and never again:
+ *   body: tokens -> final-normed hidden states, n_tokens symbolic up to n_batch and n_kv
+ *         symbolic up to n_ctx, holding the KV cache as its state;
+ *   head: hidden rows -> logits, n_tokens symbolic up to n_batch.
+ * DESIGN.md's "one decode graph per n_kv bucket" exists so fixed-shape kernels do not pay for the
+ * whole context on every step. Here every kernel honours the run-time extents of symbolic dims
+ * (bst_run_params), so a single body program already computes in proportion to the actual
+ * n_tokens and n_kv, and every "bucket" the session can meet is resolved when it is created. It
+ * also keeps the KV cache in one place: a program's state is its own, and separate bucket
+ * programs would each need their own copy of the cache (the executor has no shared states).
+ *
+ * Each step writes only the rows it uses of the inputs and reads only the rows it needs of the
+ * outputs (bsti_program_set_input_prefix / bsti_program_get_output_range): a decode step moves
+ * one token, one mask row and one row of logits, not n_batch of them.
+ *
+ * Thread-safety: one thread at a time per session. Program runs of all sessions of a model are
+ * serialized by the model's lock (the plugin ABI allows one thread at a time per device).
+ */
+#include "runtime/model/model_internal.h"
+
+#include "graph/status.h"
+#include "runtime/model/sampler.h"
+#include "runtime/runtime.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_MAX_CTX 4096u
+#define DEFAULT_BATCH 512u
+#define MAX_SESSION_CTX (1u << 20)
+/* Rows of logits the head computes per run: enough to amortize reading the (large) output
+ * matrix over several rows, while its logits buffer stays small (32 x 49152 floats = 6 MiB for
+ * the default model, where n_batch rows would take 96 MiB). */
+#define HEAD_ROWS 32u
+
+struct bst_session {
+    bst_model *model;
+    uint32_t n_ctx, n_batch;
+    uint32_t head_rows; /* bound of the head program's rows */
+    bst_dtype kv_type;
+    uint32_t pos;
+    bst_program *body, *head;
+    int32_t *ids;       /* n_batch */
+    int32_t *positions; /* n_batch */
+    float *mask;        /* n_batch rows of n_ctx */
+    float *hidden;      /* n_batch rows of n_embd */
+    int32_t *history;   /* n_ctx: the tokens in the cache, oldest first */
+    float *last_logits; /* n_vocab: logits after the last evaluated token */
+    bool have_logits;
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void bst_session_destroy(bst_session *session)
+{
+    if (!session)
+        return;
+    bst_session *s = session;
+    if (s->body || s->head) {
+        pthread_mutex_lock(&s->model->lock);
+        bst_program_destroy(s->body);
+        bst_program_destroy(s->head);
+        pthread_mutex_unlock(&s->model->lock);
+    }
+    free(s->ids);
+    free(s->positions);
+    free(s->mask);
+    free(s->hidden);
+    free(s->history);
+    free(s->last_logits);
+    free(s);
+}
+
+static void *alloc_array(size_t count, size_t size, bool *failed)
+{
+    void *p = count && size <= SIZE_MAX / count ? calloc(count, size) : NULL;
+    if (!p)
+        *failed = true;
+    return p;
+}
+
+static bst_status compile(bst_session *s)
+{
+    bst_model *m = s->model;
+    bst_graph *body = NULL, *head = NULL;
+    bst_status st = bsti_llama_build_body(m, s->n_ctx, s->n_batch, s->kv_type, &body);
+    if (st == BST_OK)
+        st = bsti_llama_build_head(m, s->head_rows, &head);
+    if (st == BST_OK) {
+        pthread_mutex_lock(&m->lock);
+        st = bst_program_create(m->ctx, body, &s->body);
+        if (st == BST_OK)
+            st = bst_program_create(m->ctx, head, &s->head);
+        pthread_mutex_unlock(&m->lock);
+    }
+    bst_graph_destroy(body);
+    bst_graph_destroy(head);
+    return st;
+}
+
+bst_status bst_session_create(bst_model *model, const bst_session_options *options,
+                              bst_session **out_session)
+{
+    if (out_session)
+        *out_session = NULL;
+    if (!model || !out_session)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_create: NULL argument");
+    bst_session_options o;
+    memset(&o, 0, sizeof o);
+    if (options) {
+        if (!BST_HAS_FIELD(options, bst_session_options, n_batch))
+            return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_create: options struct_size %u "
+                             "is too small", options->struct_size);
+        memcpy(&o, options, options->struct_size < sizeof o ? options->struct_size : sizeof o);
+    }
+    const bsti_llama_hparams *hp = &model->hp;
+    uint32_t n_ctx = o.n_ctx;
+    if (n_ctx == 0)
+        n_ctx = hp->n_ctx_train < DEFAULT_MAX_CTX ? hp->n_ctx_train : DEFAULT_MAX_CTX;
+    if (n_ctx > MAX_SESSION_CTX)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_create: n_ctx %u exceeds the limit "
+                         "%u", n_ctx, MAX_SESSION_CTX);
+    if (n_ctx > hp->n_ctx_train)
+        bsti_log(BST_LOG_WARN, "session: n_ctx %u exceeds the model's training context %u; "
+                 "output past position %u may degrade", n_ctx, hp->n_ctx_train, hp->n_ctx_train);
+    bst_dtype kv_type = BST_DTYPE_F32;
+    if (BST_HAS_FIELD(&o, bst_session_options, kv_type) && o.kv_type != 0) {
+        if (o.kv_type != BST_DTYPE_F32 && o.kv_type != BST_DTYPE_F16)
+            return bsti_fail(BST_ERR_UNSUPPORTED, "bst_session_create: KV cache dtype %u is not "
+                             "supported (f32 or f16)", o.kv_type);
+        kv_type = (bst_dtype)o.kv_type;
+    }
+    uint32_t n_batch = o.n_batch ? o.n_batch : DEFAULT_BATCH;
+    if (n_batch > n_ctx)
+        n_batch = n_ctx;
+
+    bst_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_session_create: out of memory");
+    s->model = model;
+    s->n_ctx = n_ctx;
+    s->n_batch = n_batch;
+    s->kv_type = kv_type;
+    s->head_rows = n_batch < HEAD_ROWS ? n_batch : HEAD_ROWS;
+    bool failed = false;
+    s->ids = alloc_array(n_batch, sizeof *s->ids, &failed);
+    s->positions = alloc_array(n_batch, sizeof *s->positions, &failed);
+    s->mask = alloc_array((size_t)n_batch * n_ctx, sizeof *s->mask, &failed);
+    s->hidden = alloc_array((size_t)n_batch * hp->n_embd, sizeof *s->hidden, &failed);
+    s->history = alloc_array(n_ctx, sizeof *s->history, &failed);
+    s->last_logits = alloc_array(hp->n_vocab, sizeof *s->last_logits, &failed);
+    bst_status st = failed ? bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_session_create: out of memory "
+                                       "for n_ctx %u, n_batch %u", n_ctx, n_batch)
+                           : compile(s);
+    if (st != BST_OK) {
+        bst_session_destroy(s);
+        return bsti_fail_context(st, "bst_session_create (n_ctx %u, n_batch %u)", n_ctx,
+                                 n_batch);
+    }
+    *out_session = s;
+    return BST_OK;
+}
+
+void bst_session_reset(bst_session *session)
+{
+    if (!session)
+        return;
+    /* The cache keeps its old rows: they sit past the position, so the mask hides them until
+     * new tokens overwrite them. */
+    session->pos = 0;
+    session->have_logits = false;
+}
+
+uint32_t bst_session_position(const bst_session *session) { return session ? session->pos : 0; }
+
+/* Evaluates tokens[0..n) at s->pos (n <= n_batch) and writes logits: every row into `all` when
+ * non-NULL, and the last row into s->last_logits when `last`. Caller holds no lock. */
+static bst_status eval_chunk(bst_session *s, const int32_t *tokens, uint32_t n, float *all,
+                             bool last)
+{
+    const bsti_llama_hparams *hp = &s->model->hp;
+    const uint32_t pos = s->pos, n_kv = pos + n;
+    for (uint32_t t = 0; t < n; t++) {
+        s->ids[t] = tokens[t];
+        s->positions[t] = (int32_t)(pos + t);
+        float *row = s->mask + (size_t)t * s->n_ctx;
+        for (uint32_t j = 0; j < n_kv; j++)
+            row[j] = j <= pos + t ? 0.0f : -INFINITY;
+    }
+    const uint64_t E = hp->n_embd, V = hp->n_vocab;
+    bst_run_params rp = {.struct_size = (uint32_t)sizeof rp, .n_tokens = n, .n_kv = n_kv,
+                         .pos = pos};
+    pthread_mutex_lock(&s->model->lock);
+    bst_status st = bsti_program_set_input_prefix(s->body, BSTI_LLAMA_TOKENS, s->ids,
+                                                  (uint64_t)n * sizeof *s->ids);
+    if (st == BST_OK)
+        st = bsti_program_set_input_prefix(s->body, BSTI_LLAMA_POS, s->positions,
+                                           (uint64_t)n * sizeof *s->positions);
+    if (st == BST_OK)
+        st = bsti_program_set_input_prefix(s->body, BSTI_LLAMA_MASK, s->mask,
+                                           (uint64_t)n * s->n_ctx * sizeof *s->mask);
+    if (st == BST_OK)
+        st = bst_program_run(s->body, &rp);
+    /* Only the rows whose logits are wanted go through the head, HEAD_ROWS at a time. */
+    const uint32_t first = all ? 0 : last ? n - 1 : n;
+    if (st == BST_OK && first < n)
+        st = bsti_program_get_output_range(s->body, BSTI_LLAMA_HIDDEN,
+                                           (uint64_t)first * E * sizeof(float), s->hidden,
+                                           (uint64_t)(n - first) * E * sizeof(float));
+    for (uint32_t r = first; r < n && st == BST_OK;) {
+        uint32_t m = n - r < s->head_rows ? n - r : s->head_rows;
+        st = bsti_program_set_input_prefix(s->head, BSTI_LLAMA_HIDDEN,
+                                           s->hidden + (size_t)(r - first) * E,
+                                           (uint64_t)m * E * sizeof(float));
+        rp.n_tokens = m;
+        if (st == BST_OK)
+            st = bst_program_run(s->head, &rp);
+        if (st == BST_OK)
+            st = bsti_program_get_output_range(s->head, BSTI_LLAMA_LOGITS, 0,
+                                               all ? all + (size_t)r * V : s->last_logits,
+                                               (uint64_t)m * V * sizeof(float));
+        r += m;
+    }
+    pthread_mutex_unlock(&s->model->lock);
+    if (st == BST_OK && all && last)
+        memcpy(s->last_logits, all + (size_t)(n - 1) * V, (size_t)V * sizeof(float));
+    return st;
+}
+
+bst_status bst_session_eval(bst_session *session, const int32_t *tokens, uint32_t n_tokens,
+                            bool all_logits, float *out_logits)
+{
+    if (!session || (!tokens && n_tokens > 0))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_eval: NULL argument");
+    bst_session *s = session;
+    if (n_tokens == 0)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_eval: no tokens to evaluate");
+    const uint32_t n_vocab = s->model->hp.n_vocab;
+    for (uint32_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= n_vocab)
+            return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_eval: token %u is %d, outside the "
+                             "vocabulary 0..%u", i, tokens[i], n_vocab - 1);
+    if (n_tokens > s->n_ctx - s->pos)
+        return bsti_fail(BST_ERR_OVERFLOW, "context full: %u tokens at position %u exceed the "
+                         "session's n_ctx %u", n_tokens, s->pos, s->n_ctx);
+    const uint32_t start = s->pos;
+    const bool had_logits = s->have_logits;
+    bst_status st = BST_OK;
+    for (uint32_t done = 0; done < n_tokens && st == BST_OK;) {
+        uint32_t n = n_tokens - done < s->n_batch ? n_tokens - done : s->n_batch;
+        float *all = out_logits && all_logits ? out_logits + (size_t)done * n_vocab : NULL;
+        st = eval_chunk(s, tokens + done, n, all, done + n == n_tokens);
+        if (st == BST_OK) {
+            memcpy(s->history + s->pos, tokens + done, (size_t)n * sizeof *tokens);
+            s->pos += n;
+            done += n;
+        }
+    }
+    if (st != BST_OK) {
+        /* Rows written past `start` are hidden by the mask until overwritten. */
+        s->pos = start;
+        s->have_logits = had_logits;
+        return st;
+    }
+    s->have_logits = true;
+    if (out_logits && !all_logits)
+        memcpy(out_logits, s->last_logits, (size_t)n_vocab * sizeof(float));
+    return BST_OK;
+}
+
+/* --- generation --- */
+
+typedef struct emitter {
+    const bst_model *model;
+    bst_token_fn fn;
+    void *user;
+    bsti_utf8_stream utf8;
+    char *piece; /* raw token bytes */
+    size_t piece_cap;
+    char *text; /* complete UTF-8 characters handed to fn */
+    size_t text_cap;
+} emitter;
+
+static bst_status grow(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return BST_OK;
+    char *p = realloc(*buf, need);
+    if (!p)
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_generate: out of memory");
+    *buf = p;
+    *cap = need;
+    return BST_OK;
+}
+
+/* Hands token `id` to the callback as complete UTF-8 characters; *out_go false = stop. */
+static bst_status emit(emitter *e, int32_t id, bool *out_go)
+{
+    *out_go = true;
+    size_t len = 0;
+    bst_status st = bsti_tokenizer_piece(e->model->tok, id, e->piece, e->piece_cap, &len);
+    if (st == BST_ERR_OVERFLOW || (st == BST_OK && len > e->piece_cap)) {
+        st = grow(&e->piece, &e->piece_cap, len);
+        if (st == BST_OK)
+            st = bsti_tokenizer_piece(e->model->tok, id, e->piece, e->piece_cap, &len);
+    }
+    if (st == BST_OK)
+        st = grow(&e->text, &e->text_cap, BSTI_UTF8_STREAM_OUT_MAX(len));
+    if (st != BST_OK)
+        return st;
+    size_t n = bsti_utf8_stream_push(&e->utf8, e->piece, len, e->text, e->text_cap);
+    if (e->fn)
+        *out_go = e->fn(e->user, id, e->text, n);
+    return BST_OK;
+}
+
+/* A character cut off by the end of generation reaches the callback as U+FFFD, with token -1. */
+static void emit_flush(emitter *e)
+{
+    char tail[8];
+    size_t n = bsti_utf8_stream_flush(&e->utf8, tail, sizeof tail);
+    if (n > 0 && e->fn)
+        (void)e->fn(e->user, -1, tail, n);
+}
+
+bst_status bst_generate(bst_session *session, const int32_t *prompt, uint32_t n_prompt,
+                        uint32_t max_tokens, const bst_sampler_params *sampler,
+                        bst_token_fn on_token, void *user, const volatile int *cancel,
+                        bst_generate_stats *out_stats)
+{
+    if (!session || (!prompt && n_prompt > 0))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_generate: NULL argument");
+    if (out_stats && !BST_HAS_FIELD(out_stats, bst_generate_stats, generate_seconds))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_generate: stats struct_size %u is too small",
+                         out_stats->struct_size);
+    bst_session *s = session;
+    if (n_prompt == 0 && !s->have_logits)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_generate: no prompt, and the session has "
+                         "evaluated nothing to continue from");
+    bsti_sampler *smp = NULL;
+    bst_status st = bsti_sampler_create(sampler, s->model->hp.n_vocab, &smp);
+    if (st != BST_OK)
+        return bsti_fail_context(st, "bst_generate");
+    bst_generate_stats stats = {.struct_size = (uint32_t)sizeof stats, .n_prompt = n_prompt};
+    double t0 = now_seconds();
+    if (n_prompt > 0)
+        st = bst_session_eval(s, prompt, n_prompt, false, NULL);
+    double t1 = now_seconds();
+    stats.prompt_seconds = t1 - t0;
+
+    emitter e = {.model = s->model, .fn = on_token, .user = user};
+    if (st == BST_OK)
+        st = grow(&e.piece, &e.piece_cap, 256);
+    uint32_t reason = 1;
+    while (st == BST_OK) {
+        if (cancel && *cancel) {
+            reason = 3;
+            break;
+        }
+        if (stats.n_generated >= max_tokens) {
+            reason = 1;
+            break;
+        }
+        int32_t id = -1;
+        st = bsti_sampler_sample(smp, s->last_logits, s->history, s->pos, &id);
+        if (st != BST_OK)
+            break;
+        if (bsti_tokenizer_is_eog(s->model->tok, id)) {
+            reason = 0;
+            break;
+        }
+        bool go = true;
+        st = emit(&e, id, &go);
+        if (st != BST_OK)
+            break;
+        stats.n_generated++;
+        /* Every delivered token joins the session, so a later call continues after it. */
+        if (s->pos >= s->n_ctx) {
+            reason = 4;
+            break;
+        }
+        st = bst_session_eval(s, &id, 1, false, NULL);
+        if (st == BST_OK && !go) {
+            reason = 2;
+            break;
+        }
+    }
+    if (st == BST_OK)
+        emit_flush(&e);
+    stats.generate_seconds = now_seconds() - t1;
+    stats.stop_reason = reason;
+    free(e.piece);
+    free(e.text);
+    bsti_sampler_destroy(smp);
+    if (out_stats) {
+        uint32_t size = out_stats->struct_size < sizeof stats ? out_stats->struct_size
+                                                              : (uint32_t)sizeof stats;
+        stats.struct_size = size;
+        memcpy(out_stats, &stats, size);
+    }
+    return st;
+}

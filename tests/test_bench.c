@@ -1,0 +1,1377 @@
+/*
+ * tests/test_bench.c — the benchmark harness (bench/): statistics, machine facts, case
+ * selection and geometry, the JSON document, reports and comparisons.
+ *
+ * The schema check is this file's own validator, written from bench/SCHEMA.md (not from the
+ * writer's code): it is run on a document produced by `bastion bench ops --quick`, and shown
+ * to reject documents with a field missing or mistyped. No timing is asserted — a benchmark
+ * reports numbers, a test checks that they are internally consistent (stats from the samples,
+ * GFLOP/s from the flop count and the median, ratios from the baselines).
+ */
+#include "bench.h"
+#include "runtime/model/gguf.h"
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifdef BENCH_HAVE_LIBCRYPTO
+#include <openssl/evp.h>
+#endif
+
+extern char **environ;
+
+static bool near(double a, double b, double rel)
+{
+    return fabs(a - b) <= rel * fmax(fabs(a), fabs(b)) + 1e-12;
+}
+
+/* --- statistics ---------------------------------------------------------------------------- */
+
+static void test_stats(void)
+{
+    bench_stats s;
+    const uint64_t odd[] = {5, 1, 3, 2, 4};
+    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(odd, 5, &s, NULL), BST_OK);
+    CU_ASSERT_EQUAL(s.n, 5);
+    CU_ASSERT_DOUBLE_EQUAL(s.median_ns, 3.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(s.min_ns, 1.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(s.max_ns, 5.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(s.mean_ns, 3.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(s.stddev_ns, sqrt(2.5), 1e-12); /* (4+1+0+1+4)/4 */
+    const uint64_t even[] = {10, 1, 3, 2};
+    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(even, 4, &s, NULL), BST_OK);
+    CU_ASSERT_DOUBLE_EQUAL(s.median_ns, 2.5, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(s.mean_ns, 4.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(s.stddev_ns, sqrt(50.0 / 3.0), 1e-12); /* 9+4+1+36 over 3 */
+    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(odd, 1, &s, NULL), BST_OK);
+    CU_ASSERT_DOUBLE_EQUAL(s.stddev_ns, 0.0, 1e-12);
+    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(NULL, 0, &s, NULL), BST_OK);
+    CU_ASSERT_EQUAL(s.n, 0);
+}
+
+typedef struct counter {
+    uint64_t calls, last;
+    uint32_t fail_at; /* 0 = never */
+} counter;
+
+static bst_status count_call(void *user, uint64_t iteration, bench_error *e)
+{
+    counter *c = user;
+    c->last = iteration;
+    if (c->fail_at && ++c->calls == c->fail_at)
+        return bench_fail(e, BST_ERR_BACKEND, "call %llu failed", (unsigned long long)iteration);
+    if (!c->fail_at)
+        c->calls++;
+    return BST_OK;
+}
+
+static void test_measure_loop(void)
+{
+    /* A zero budget still takes min_reps; max_reps caps a generous one. */
+    counter c = {0, 0, 0};
+    bench_budget b = {0.0, 3, 100, 1};
+    bench_timing t;
+    CU_ASSERT_EQUAL_FATAL(bench_measure(&b, count_call, &c, &t, NULL), BST_OK);
+    CU_ASSERT_EQUAL(t.warmup, 1);
+    CU_ASSERT_EQUAL(t.n_samples, 3);
+    CU_ASSERT_EQUAL(t.stats.n, 3);
+    CU_ASSERT_EQUAL(c.calls, 4);
+    CU_ASSERT_EQUAL(c.last, 3); /* iterations count every call, warm-up included */
+    bench_timing_free(&t);
+
+    counter c2 = {0, 0, 0};
+    bench_budget b2 = {10.0, 3, 7, 4};
+    CU_ASSERT_EQUAL_FATAL(bench_measure(&b2, count_call, &c2, &t, NULL), BST_OK);
+    CU_ASSERT_EQUAL(t.n_samples, 7);
+    CU_ASSERT_TRUE(t.warmup >= 1 && t.warmup <= 4);
+    CU_ASSERT_EQUAL(c2.calls, t.warmup + 7);
+    bench_timing_free(&t);
+
+    counter c3 = {0, 0, 3};
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL(bench_measure(&b, count_call, &c3, &t, &e), BST_ERR_BACKEND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "failed"));
+    bench_timing_free(&t);
+}
+
+/* --- machine ------------------------------------------------------------------------------- */
+
+static void test_parse_size(void)
+{
+    uint64_t v = 0;
+    CU_ASSERT_TRUE(bench_parse_size("48K", &v) && v == 49152);
+    CU_ASSERT_TRUE(bench_parse_size("32768K\n", &v) && v == 33554432);
+    CU_ASSERT_TRUE(bench_parse_size("2M", &v) && v == 2097152);
+    CU_ASSERT_TRUE(bench_parse_size("512", &v) && v == 512);
+    CU_ASSERT_FALSE(bench_parse_size("", &v));
+    CU_ASSERT_FALSE(bench_parse_size("K", &v));
+    CU_ASSERT_FALSE(bench_parse_size("12X", &v));
+    CU_ASSERT_FALSE(bench_parse_size("-4K", &v));
+    CU_ASSERT_FALSE(bench_parse_size("99999999999999999999K", &v));
+}
+
+static void test_cpuinfo(void)
+{
+    /* Two cores with two hyperthreads each: four processors, two physical cores. */
+    const char *text =
+        "processor\t: 0\nvendor_id\t: GenuineTest\nmodel name\t: Test CPU @ 3.0GHz\n"
+        "physical id\t: 0\ncore id\t: 0\n"
+        "flags\t\t: fpu vmx sse sse2 ssse3 sse4_2 avx avx2 fma f16c avx512f avx512_vnni "
+        "amx_tile hypervisor\n\n"
+        "processor\t: 1\nvendor_id\t: GenuineTest\nmodel name\t: Test CPU @ 3.0GHz\n"
+        "physical id\t: 0\ncore id\t: 1\nflags\t\t: fpu sse\n\n"
+        "processor\t: 2\nphysical id\t: 0\ncore id\t: 0\n\n"
+        "processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
+    bench_machine m;
+    memset(&m, 0, sizeof m);
+    bench_machine_parse_cpuinfo(text, &m);
+    CU_ASSERT_STRING_EQUAL(m.cpu_model, "Test CPU @ 3.0GHz");
+    CU_ASSERT_STRING_EQUAL(m.cpu_vendor, "GenuineTest");
+    CU_ASSERT_EQUAL(m.physical_cores, 2);
+    const char *want[] = {"sse",  "sse2",    "ssse3",       "sse4_2",  "avx",
+                          "avx2", "fma",     "f16c",        "avx512f", "avx512_vnni",
+                          "amx_tile"};
+    CU_ASSERT_EQUAL_FATAL(m.n_isa, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        CU_ASSERT_STRING_EQUAL(m.isa[i], want[i]);
+}
+
+static bool write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    bool ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static void make_cache(const char *root, int idx, const char *level, const char *type,
+                       const char *size)
+{
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/index%d", root, idx);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/level", dir);
+    CU_ASSERT_TRUE(write_text(path, level));
+    snprintf(path, sizeof path, "%s/type", dir);
+    CU_ASSERT_TRUE(write_text(path, type));
+    snprintf(path, sizeof path, "%s/size", dir);
+    CU_ASSERT_TRUE(write_text(path, size));
+    snprintf(path, sizeof path, "%s/shared_cpu_list", dir);
+    CU_ASSERT_TRUE(write_text(path, "0-1\n"));
+}
+
+static void test_read_caches(void)
+{
+    char root[] = "/tmp/bastion-test-bench-cache-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(root));
+    make_cache(root, 0, "1\n", "Data\n", "48K\n");
+    make_cache(root, 1, "1\n", "Instruction\n", "32K\n");
+    make_cache(root, 2, "2\n", "Unified\n", "1024K\n");
+    make_cache(root, 3, "3\n", "Unified\n", "32768K\n");
+    bench_machine m;
+    memset(&m, 0, sizeof m);
+    bench_machine_read_caches(root, &m);
+    CU_ASSERT_EQUAL(m.n_caches, 4);
+    CU_ASSERT_EQUAL(m.llc_bytes, 33554432u);
+    CU_ASSERT_EQUAL(m.caches[0].level, 1);
+    CU_ASSERT_EQUAL(m.caches[3].level, 3);
+    CU_ASSERT_STRING_EQUAL(m.caches[3].shared_cpus, "0-1");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+
+    /* A machine whose only caches are L1/L2: the LLC is L2. */
+    bench_machine m2;
+    memset(&m2, 0, sizeof m2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(strcpy(root, "/tmp/bastion-test-bench-cache-XXXXXX")));
+    make_cache(root, 0, "1\n", "Data\n", "32K\n");
+    make_cache(root, 1, "2\n", "Unified\n", "2M\n");
+    bench_machine_read_caches(root, &m2);
+    CU_ASSERT_EQUAL(m2.llc_bytes, 2097152u);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+static void test_cold_copies(void)
+{
+    const uint64_t llc = 32u << 20;
+    CU_ASSERT_EQUAL(bench_cold_copies(1u << 20, llc), 128); /* 4 x 32 MiB of 1 MiB copies */
+    CU_ASSERT_EQUAL(bench_cold_copies(3u << 20, llc), 43);  /* rounded up */
+    CU_ASSERT_EQUAL(bench_cold_copies(300u << 20, llc), 1);
+    CU_ASSERT_EQUAL(bench_cold_copies(16, llc), 4096); /* capped */
+    CU_ASSERT_EQUAL(bench_cold_copies(1u << 20, 0), 1); /* LLC unknown: no rotation */
+}
+
+/* --- cases --------------------------------------------------------------------------------- */
+
+static void test_parse_shape(void)
+{
+    bench_case c;
+    char why[160];
+    memset(&c, 0, sizeof c);
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x1x14336", &c, why, sizeof why));
+    CU_ASSERT_EQUAL(c.rank, 3);
+    CU_ASSERT_EQUAL(c.dims[0], 4096);
+    CU_ASSERT_EQUAL(c.dims[1], 1);
+    CU_ASSERT_EQUAL(c.dims[2], 14336);
+    CU_ASSERT_STRING_EQUAL(c.shape, "4096x1x14336");
+    CU_ASSERT_TRUE(bench_parse_shape("576", &c, why, sizeof why) && c.rank == 1);
+    const char *bad[] = {"", "x", "4096x", "x4096", "4096x0x1", "1x2x3x4x5", "12a", "-1x2",
+                         "99999999999x1", "4096 x 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        why[0] = '\0';
+        CU_ASSERT_FALSE(bench_parse_shape(bad[i], &c, why, sizeof why));
+        CU_ASSERT_TRUE(why[0] != '\0');
+    }
+}
+
+static void test_select(void)
+{
+    bench_case_list l;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    bench_selection all = {NULL, NULL, NULL, 0, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&all, &l, &e), BST_OK);
+    /* The default set holds the model's head, the standard GEMV and the 2048^3 GEMM. */
+    bool head = false, gemv = false, gemm = false;
+    for (size_t i = 0; i < l.n; i++) {
+        const bench_case *c = &l.items[i];
+        head = head || (c->op == BST_OP_MATMUL && c->dtype == BST_DTYPE_Q8_0 &&
+                        strcmp(c->shape, "49152x1x576") == 0);
+        gemv = gemv || (c->op == BST_OP_MATMUL && c->dtype == BST_DTYPE_Q4_0 &&
+                        strcmp(c->shape, "4096x1x14336") == 0);
+        gemm = gemm || strcmp(c->shape, "2048x2048x2048") == 0;
+    }
+    CU_ASSERT_TRUE(head && gemv && gemm);
+    size_t n_all = l.n;
+    bench_case_list_free(&l);
+
+    bench_selection q = {"matmul", "q4_1", NULL, 0, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&q, &l, &e), BST_OK);
+    CU_ASSERT_TRUE(l.n > 0 && l.n < n_all);
+    for (size_t i = 0; i < l.n; i++)
+        CU_ASSERT_TRUE(l.items[i].op == BST_OP_MATMUL && l.items[i].dtype == BST_DTYPE_Q4_1);
+    bench_case_list_free(&l);
+
+    const char *shapes[] = {"4096x1x14336", "64x2x32"};
+    bench_selection u = {NULL, "q4_1,f32", shapes, 2, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&u, &l, &e), BST_OK);
+    CU_ASSERT_EQUAL(l.n, 4); /* two shapes x two dtypes, matmul by default */
+    bench_case_list_free(&l);
+
+    bench_selection bad_op = {"matmull", NULL, NULL, 0, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_op, &l, &e), BST_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "matmull"));
+    bench_selection bad_dt = {NULL, "q4_9", NULL, 0, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_dt, &l, &e), BST_ERR_PARSE);
+    const char *odd_k[] = {"64x1x100"};
+    bench_selection blk = {"matmul", "q4_1", odd_k, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&blk, &l, &e), BST_ERR_PARSE);
+    const char *two[] = {"64x64"};
+    bench_selection no_fit = {"matmul", NULL, two, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&no_fit, &l, &e), BST_ERR_PARSE);
+    bench_selection none = {"silu", "q4_1", NULL, 0, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&none, &l, &e), BST_ERR_NOT_FOUND);
+}
+
+static void test_geometry(void)
+{
+    bench_case c;
+    char why[160];
+    memset(&c, 0, sizeof c);
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("1536x1x576", &c, why, sizeof why));
+    c.op = BST_OP_MATMUL;
+    c.dtype = BST_DTYPE_Q4_1;
+    bench_geometry g;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+    CU_ASSERT_EQUAL(g.n_in, 2);
+    CU_ASSERT_EQUAL(g.weight, 1);
+    CU_ASSERT_DOUBLE_EQUAL(g.flops, 2.0 * 1536 * 576, 0.0);
+    /* q4_1: 20 bytes per 32 elements; activations and output in f32. */
+    CU_ASSERT_EQUAL(g.size[1], 1536u * 18u * 20u);
+    CU_ASSERT_EQUAL(g.size[0], 576u * 4u);
+    CU_ASSERT_EQUAL(g.size[2], 1536u * 4u);
+    CU_ASSERT_DOUBLE_EQUAL(g.bytes, 552960.0 + 2304.0 + 6144.0, 0.0);
+    CU_ASSERT_EQUAL(g.in[1].shape[0], 1536);
+    CU_ASSERT_EQUAL(g.in[1].shape[1], 576);
+    CU_ASSERT_EQUAL(g.in[1].strides[1], 20);
+    CU_ASSERT_EQUAL(g.in[1].strides[0], 360);
+    CU_ASSERT_EQUAL(g.in[0].shape[0], 1);
+    CU_ASSERT_EQUAL(g.out.shape[1], 1536);
+    CU_ASSERT_EQUAL(g.out.binding, 2);
+    CU_ASSERT_STRING_EQUAL(g.text, "f32[1,576], q4_1[1536,576] -> f32[1,1536]");
+
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4x9x64", &c, why, sizeof why));
+    c.op = BST_OP_ROPE;
+    c.dtype = BST_DTYPE_F32;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+    CU_ASSERT_EQUAL(g.n_in, 2);
+    CU_ASSERT_EQUAL(g.in[1].dtype, BST_DTYPE_I32);
+    CU_ASSERT_EQUAL(g.weight, -1);
+    CU_ASSERT_EQUAL_FATAL(g.n_attrs, 3);
+    for (uint32_t i = 1; i < g.n_attrs; i++) /* the ABI wants attributes sorted by key */
+        CU_ASSERT_TRUE(g.attrs[i - 1].key < g.attrs[i].key);
+    CU_ASSERT_EQUAL(g.attrs[2].key, BST_ATTR_ROPE_DIMS);
+    CU_ASSERT_EQUAL(g.attrs[2].ints[0], 64);
+
+    /* Probes are smaller and scale back to the same work. */
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x512x14336", &c, why, sizeof why));
+    c.op = BST_OP_MATMUL;
+    bench_case p;
+    double scale = 0;
+    CU_ASSERT_TRUE_FATAL(bench_case_probe(&c, &p, &scale));
+    CU_ASSERT_EQUAL(p.dims[2], 14336);
+    CU_ASSERT_TRUE(p.dims[0] < 4096);
+    bench_geometry pg;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&p, &pg, NULL), BST_OK);
+    CU_ASSERT_TRUE(near(pg.flops * scale, 2.0 * 4096 * 512 * 14336, 1e-12));
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("576x1x576", &c, why, sizeof why));
+    CU_ASSERT_FALSE(bench_case_probe(&c, &p, &scale));
+}
+
+static void test_fill_valid(void)
+{
+    bench_case c;
+    char why[160];
+    memset(&c, 0, sizeof c);
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("8x1x64", &c, why, sizeof why));
+    c.op = BST_OP_MATMUL;
+    const bst_dtype types[] = {BST_DTYPE_Q4_0, BST_DTYPE_Q4_1, BST_DTYPE_Q5_1, BST_DTYPE_Q8_0,
+                               BST_DTYPE_F16};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        c.dtype = types[t];
+        bench_geometry g;
+        CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+        uint8_t *w = malloc((size_t)g.size[1]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+        bench_fill_input(&g, 1, w, 42);
+        uint32_t bb = bst_dtype_block_bytes(types[t]);
+        bool has_min = types[t] == BST_DTYPE_Q4_1 || types[t] == BST_DTYPE_Q5_1;
+        uint32_t step = types[t] == BST_DTYPE_F16 ? 2 : bb;
+        for (uint64_t off = 0; off < g.size[1]; off += step) {
+            uint16_t h;
+            memcpy(&h, w + off, 2);
+            unsigned exp = (h >> 10) & 0x1Fu;
+            CU_ASSERT_TRUE(exp != 0 && exp != 0x1F); /* normal: no zero, denormal, inf, NaN */
+            if (types[t] != BST_DTYPE_F16)
+                CU_ASSERT_EQUAL(h >> 15, 0); /* block scales are positive */
+            if (has_min) {
+                memcpy(&h, w + off + 2, 2);
+                exp = (h >> 10) & 0x1Fu;
+                CU_ASSERT_TRUE(exp != 0 && exp != 0x1F);
+            }
+        }
+        free(w);
+    }
+}
+
+/* --- the schema, checked independently of the writer ---------------------------------------- */
+
+typedef enum jt { T_STR, T_INT, T_NUM, T_BOOL, T_OBJ, T_ARR, T_HEX } jt;
+
+typedef struct checker {
+    int errors;
+} checker;
+
+static void bad(checker *k, const char *path, const char *key, const char *what)
+{
+    if (k->errors++ < 5)
+        fprintf(stderr, "  schema: %s.%s: %s\n", path, key, what);
+}
+
+static bool is_hex16(const char *s)
+{
+    if (strncmp(s, "0x", 2) != 0 || strlen(s) != 18)
+        return false;
+    for (const char *p = s + 2; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+/* The value of `key` if present with type t (or null when nullable); NULL otherwise. */
+static json_object *need(checker *k, json_object *o, const char *path, const char *key, jt t,
+                         bool nullable)
+{
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(o, key, &v)) {
+        bad(k, path, key, "missing");
+        return NULL;
+    }
+    if (!v) {
+        if (!nullable)
+            bad(k, path, key, "null");
+        return NULL;
+    }
+    json_type jt_ = json_object_get_type(v);
+    bool ok = false;
+    switch (t) {
+    case T_STR:
+        ok = jt_ == json_type_string;
+        break;
+    case T_HEX:
+        ok = jt_ == json_type_string && is_hex16(json_object_get_string(v));
+        break;
+    case T_INT:
+        ok = jt_ == json_type_int;
+        break;
+    case T_NUM:
+        ok = jt_ == json_type_int || jt_ == json_type_double;
+        break;
+    case T_BOOL:
+        ok = jt_ == json_type_boolean;
+        break;
+    case T_OBJ:
+        ok = jt_ == json_type_object;
+        break;
+    case T_ARR:
+        ok = jt_ == json_type_array;
+        break;
+    }
+    if (!ok) {
+        bad(k, path, key, "wrong type");
+        return NULL;
+    }
+    return v;
+}
+
+static void check_fields(checker *k, json_object *o, const char *path, const char *const *keys,
+                         jt t)
+{
+    for (size_t i = 0; keys[i]; i++)
+        need(k, o, path, keys[i], t, false);
+}
+
+static void check_timing(checker *k, json_object *o, const char *path)
+{
+    need(k, o, path, "first_ns", T_INT, false);
+    need(k, o, path, "warmup", T_INT, false);
+    json_object *s = need(k, o, path, "samples_ns", T_ARR, false);
+    for (size_t i = 0; s && i < json_object_array_length(s); i++)
+        if (!json_object_is_type(json_object_array_get_idx(s, i), json_type_int))
+            bad(k, path, "samples_ns", "not all integers");
+    json_object *st = need(k, o, path, "stats", T_OBJ, false);
+    if (st) {
+        need(k, st, path, "n", T_INT, false);
+        static const char *const nums[] = {"median_ns", "min_ns", "max_ns", "mean_ns",
+                                           "stddev_ns", NULL};
+        check_fields(k, st, path, nums, T_NUM);
+    }
+}
+
+static void check_result(checker *k, json_object *r, const char *p)
+{
+    static const char *const strs[] = {"op",     "dtype",   "shape",  "label", "tensors",
+                                       "backend", "device_name", "variant", "status", "reason",
+                                       NULL};
+    check_fields(k, r, p, strs, T_STR);
+    need(k, r, p, "device", T_INT, false);
+    need(k, r, p, "variant_hash", T_HEX, false);
+    need(k, r, p, "cache_cold", T_BOOL, false);
+    need(k, r, p, "weight_bound", T_BOOL, false);
+    need(k, r, p, "weight_copies", T_INT, false);
+    need(k, r, p, "flops", T_NUM, false);
+    need(k, r, p, "bytes", T_NUM, false);
+    need(k, r, p, "compile_ns", T_INT, false);
+    need(k, r, p, "prepare_ns", T_INT, false);
+    json_object *st = need(k, r, p, "status", T_STR, false);
+    const char *status = st ? json_object_get_string(st) : "";
+    static const char *const statuses[] = {"ok", "skipped", "unsupported", "failed", NULL};
+    bool known = false;
+    for (size_t i = 0; statuses[i]; i++)
+        known = known || strcmp(status, statuses[i]) == 0;
+    if (!known)
+        bad(k, p, "status", "not one of ok, skipped, unsupported, failed");
+    bool ok = strcmp(status, "ok") == 0;
+    json_object *t = need(k, r, p, "timing", T_OBJ, !ok);
+    if (t)
+        check_timing(k, t, p);
+    need(k, r, p, "gflops", T_NUM, !ok);
+    need(k, r, p, "gbs", T_NUM, !ok);
+    json_object *b = need(k, r, p, "baseline", T_OBJ, false);
+    if (b) {
+        need(k, b, p, "bandwidth_fraction", T_NUM, true);
+        need(k, b, p, "sgemm_ratio", T_NUM, true);
+    }
+}
+
+/* Every field bench/SCHEMA.md lists as required for an ops document. Returns the error count. */
+static int check_doc(json_object *root)
+{
+    checker k = {0};
+    const char *p = "$";
+    json_object *schema = need(&k, root, p, "schema", T_STR, false);
+    if (schema && strcmp(json_object_get_string(schema), "bastion.bench/1") != 0)
+        bad(&k, p, "schema", "not bastion.bench/1");
+    need(&k, root, p, "kind", T_STR, false);
+    need(&k, root, p, "created", T_STR, false);
+    need(&k, root, p, "command", T_STR, false);
+    json_object *b = need(&k, root, p, "bastion", T_OBJ, false);
+    if (b) {
+        need(&k, b, "bastion", "version", T_STR, false);
+        need(&k, b, "bastion", "git_commit", T_STR, false);
+    }
+    json_object *s = need(&k, root, p, "settings", T_OBJ, false);
+    if (s) {
+        static const char *const ints[] = {"threads", "min_reps", "max_reps", "max_warmup", NULL};
+        check_fields(&k, s, "settings", ints, T_INT);
+        need(&k, s, "settings", "budget_s", T_NUM, false);
+        need(&k, s, "settings", "quick", T_BOOL, false);
+    }
+    json_object *m = need(&k, root, p, "machine", T_OBJ, false);
+    if (m) {
+        static const char *const strs[] = {"cpu_model", "cpu_vendor", "os", NULL};
+        static const char *const ints[] = {"logical_cpus", "physical_cores", "llc_bytes",
+                                           "memory_bytes", NULL};
+        check_fields(&k, m, "machine", strs, T_STR);
+        check_fields(&k, m, "machine", ints, T_INT);
+        json_object *isa = need(&k, m, "machine", "isa", T_ARR, false);
+        for (size_t i = 0; isa && i < json_object_array_length(isa); i++)
+            if (!json_object_is_type(json_object_array_get_idx(isa, i), json_type_string))
+                bad(&k, "machine", "isa", "not all strings");
+        json_object *caches = need(&k, m, "machine", "caches", T_ARR, false);
+        for (size_t i = 0; caches && i < json_object_array_length(caches); i++) {
+            json_object *c = json_object_array_get_idx(caches, i);
+            need(&k, c, "machine.caches[]", "level", T_INT, false);
+            need(&k, c, "machine.caches[]", "type", T_STR, false);
+            need(&k, c, "machine.caches[]", "size_bytes", T_INT, false);
+            need(&k, c, "machine.caches[]", "shared_cpus", T_STR, false);
+        }
+    }
+    json_object *plugins = need(&k, root, p, "plugins", T_ARR, false);
+    for (size_t i = 0; plugins && i < json_object_array_length(plugins); i++) {
+        json_object *pl = json_object_array_get_idx(plugins, i);
+        static const char *const strs[] = {"name", "state", "version", "path", "detail", NULL};
+        check_fields(&k, pl, "plugins[]", strs, T_STR);
+        need(&k, pl, "plugins[]", "abi_version", T_INT, false);
+    }
+    json_object *devices = need(&k, root, p, "devices", T_ARR, false);
+    size_t n_dev = devices ? json_object_array_length(devices) : 0;
+    for (size_t i = 0; i < n_dev; i++) {
+        json_object *d = json_object_array_get_idx(devices, i);
+        static const char *const strs[] = {"backend", "name", "vendor", "kind",
+                                           "driver_version", NULL};
+        static const char *const ints[] = {"index", "memory_bytes", "max_alloc_bytes",
+                                           "max_binding_bytes", NULL};
+        static const char *const bools[] = {"unified_memory", "self_threaded", NULL};
+        check_fields(&k, d, "devices[]", strs, T_STR);
+        check_fields(&k, d, "devices[]", ints, T_INT);
+        check_fields(&k, d, "devices[]", bools, T_BOOL);
+        need(&k, d, "devices[]", "fingerprint", T_HEX, false);
+    }
+    json_object *bl = need(&k, root, p, "baselines", T_OBJ, false);
+    if (bl) {
+        json_object *bw = need(&k, bl, "baselines", "bandwidth", T_OBJ, false);
+        if (bw) {
+            const char *bp = "baselines.bandwidth";
+            json_object *measured = need(&k, bw, bp, "measured", T_BOOL, false);
+            bool mz = measured && json_object_get_boolean(measured);
+            need(&k, bw, bp, "reason", T_STR, false);
+            need(&k, bw, bp, "bytes", T_INT, false);
+            need(&k, bw, bp, "threads", T_INT, false);
+            need(&k, bw, bp, "gbs", T_NUM, !mz);
+            json_object *t = need(&k, bw, bp, "timing", T_OBJ, !mz);
+            if (t)
+                check_timing(&k, t, bp);
+        }
+        json_object *sg = need(&k, bl, "baselines", "sgemm", T_OBJ, false);
+        if (sg) {
+            const char *sp = "baselines.sgemm";
+            need(&k, sg, sp, "available", T_BOOL, false);
+            need(&k, sg, sp, "library", T_STR, false);
+            json_object *cases = need(&k, sg, sp, "cases", T_ARR, false);
+            for (size_t i = 0; cases && i < json_object_array_length(cases); i++) {
+                json_object *c = json_object_array_get_idx(cases, i);
+                static const char *const ints[] = {"m", "n", "k", "copies", NULL};
+                check_fields(&k, c, "sgemm.cases[]", ints, T_INT);
+                need(&k, c, "sgemm.cases[]", "routine", T_STR, false);
+                need(&k, c, "sgemm.cases[]", "gflops", T_NUM, true);
+                json_object *t = need(&k, c, "sgemm.cases[]", "timing", T_OBJ, false);
+                if (t)
+                    check_timing(&k, t, "sgemm.cases[].timing");
+            }
+        }
+    }
+    json_object *model = NULL;
+    if (json_object_object_get_ex(root, "model", &model)) {
+        need(&k, root, p, "model", T_OBJ, false);
+        static const char *const strs[] = {"path", "name", "architecture", "file_hash", NULL};
+        static const char *const ints[] = {"file_bytes", "n_params", NULL};
+        if (model) {
+            check_fields(&k, model, "model", strs, T_STR);
+            check_fields(&k, model, "model", ints, T_INT);
+        }
+        json_object *rows = need(&k, root, p, "model_results", T_ARR, false);
+        for (size_t i = 0; rows && i < json_object_array_length(rows); i++) {
+            json_object *r = json_object_array_get_idx(rows, i);
+            const char *mp = "model_results[]";
+            static const char *const mstrs[] = {"backends", "status", "reason", NULL};
+            static const char *const mints[] = {"n_prompt", "n_gen", "reps", "threads",
+                                                "peak_rss_bytes", NULL};
+            static const char *const mnums[] = {"load_s", "session_s", "pp_cold_tps",
+                                                "tg_cold_tps", "pp_tps", "tg_tps",
+                                                "weight_bytes_per_token", "roofline_tps",
+                                                "roofline_fraction", NULL};
+            check_fields(&k, r, mp, mstrs, T_STR);
+            check_fields(&k, r, mp, mints, T_INT);
+            for (size_t f = 0; mnums[f]; f++)
+                need(&k, r, mp, mnums[f], T_NUM, true);
+            json_object *t = need(&k, r, mp, "pp_timing", T_OBJ, true);
+            if (t)
+                check_timing(&k, t, "model_results[].pp_timing");
+            t = need(&k, r, mp, "tg_timing", T_OBJ, true);
+            if (t)
+                check_timing(&k, t, "model_results[].tg_timing");
+        }
+    }
+    json_object *results = need(&k, root, p, "results", T_ARR, false);
+    for (size_t i = 0; results && i < json_object_array_length(results); i++) {
+        json_object *r = json_object_array_get_idx(results, i);
+        char rp[32];
+        snprintf(rp, sizeof rp, "results[%zu]", i);
+        if (!json_object_is_type(r, json_type_object)) {
+            bad(&k, rp, "", "not an object");
+            continue;
+        }
+        check_result(&k, r, rp);
+        json_object *dev = NULL;
+        if (json_object_object_get_ex(r, "device", &dev) && dev) {
+            int64_t d = json_object_get_int64(dev);
+            if (d < -1 || d >= (int64_t)n_dev)
+                bad(&k, rp, "device", "not an index into devices");
+        }
+    }
+    return k.errors;
+}
+
+/* --- running the command ------------------------------------------------------------------- */
+
+static char tmp_dir[128];
+
+/* A path in this run's temporary directory; the caller owns `path`. */
+static const char *tmp_path(const char *name, char *path, size_t size)
+{
+    if (!tmp_dir[0]) {
+        snprintf(tmp_dir, sizeof tmp_dir, "/tmp/bastion-test-bench-XXXXXX");
+        if (!mkdtemp(tmp_dir))
+            tmp_dir[0] = '\0';
+    }
+    snprintf(path, size, "%s/%s", tmp_dir, name);
+    return path;
+}
+
+/* Runs $BASTION_BIN with args (NULL-terminated), stdout into `out_file` (or /dev/null), stderr
+ * inherited. Returns the exit status, -1 if it did not exit normally. */
+static int run_bastion(const char *out_file, const char *const *args)
+{
+    const char *bin = getenv("BASTION_BIN");
+    if (!bin)
+        bin = "bastion";
+    const char *argv[32];
+    size_t n = 0;
+    argv[n++] = bin;
+    for (size_t i = 0; args[i] && n + 1 < sizeof argv / sizeof argv[0]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_file ? out_file : "/dev/null",
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int rc = posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        fprintf(stderr, "cannot spawn %s: %s\n", bin, strerror(rc));
+        return -1;
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) < 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+#define RUN(out, ...) run_bastion(out, (const char *const[]){__VA_ARGS__, NULL})
+
+static double jnum(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, key, &v) && v ? json_object_get_double(v) : NAN;
+}
+
+static json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* stats agree with samples_ns. */
+static void check_timing_consistent(json_object *t)
+{
+    json_object *st = jget(t, "stats"), *s = jget(t, "samples_ns");
+    size_t n = json_object_array_length(s);
+    CU_ASSERT_EQUAL(n, (size_t)jnum(st, "n"));
+    CU_ASSERT_TRUE_FATAL(n >= 1);
+    int64_t *v = malloc(n * sizeof *v);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = json_object_get_int64(json_object_array_get_idx(s, i));
+        sum += (double)v[i];
+    }
+    qsort(v, n, sizeof *v, cmp_i64);
+    double median = n % 2 ? (double)v[n / 2] : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
+    CU_ASSERT_TRUE(near(jnum(st, "median_ns"), median, 1e-9));
+    CU_ASSERT_TRUE(near(jnum(st, "min_ns"), (double)v[0], 1e-9));
+    CU_ASSERT_TRUE(near(jnum(st, "max_ns"), (double)v[n - 1], 1e-9));
+    CU_ASSERT_TRUE(near(jnum(st, "mean_ns"), sum / (double)n, 1e-9));
+    CU_ASSERT_TRUE(jnum(t, "warmup") >= 1);
+    free(v);
+}
+
+/* The numbers of one ok result agree with each other and with the baselines. */
+static void check_consistency(json_object *root, json_object *r, double bw_gbs)
+{
+    json_object *t = jget(r, "timing");
+    check_timing_consistent(t);
+    double median = jnum(jget(t, "stats"), "median_ns");
+    CU_ASSERT_TRUE(near(jnum(r, "gflops"), jnum(r, "flops") / median, 1e-9));
+    CU_ASSERT_TRUE(near(jnum(r, "gbs"), jnum(r, "bytes") / median, 1e-9));
+    json_object *b = jget(r, "baseline");
+    double frac = jnum(b, "bandwidth_fraction");
+    if (!isnan(frac))
+        CU_ASSERT_TRUE(near(frac, jnum(r, "gbs") / bw_gbs, 1e-9));
+    /* A cache-cold GEMV has the fraction; ops without a weight never do. */
+    bool cold = json_object_get_boolean(jget(r, "cache_cold"));
+    bool wb = json_object_get_boolean(jget(r, "weight_bound"));
+    CU_ASSERT_EQUAL(!isnan(frac), cold && wb);
+    const char *op = json_object_get_string(jget(r, "op"));
+    if (strcmp(op, "matmul") != 0)
+        CU_ASSERT_FALSE(cold || wb);
+    double ratio = jnum(b, "sgemm_ratio");
+    if (!isnan(ratio)) {
+        /* The sgemm case of the same shape, and the ratio of the medians. */
+        json_object *cases = jget(jget(jget(root, "baselines"), "sgemm"), "cases");
+        const char *shape = json_object_get_string(jget(r, "shape"));
+        bool found = false;
+        for (size_t i = 0; i < json_object_array_length(cases); i++) {
+            json_object *c = json_object_array_get_idx(cases, i);
+            char cs[64];
+            snprintf(cs, sizeof cs, "%lldx%lldx%lld", (long long)jnum(c, "m"),
+                     (long long)jnum(c, "n"), (long long)jnum(c, "k"));
+            if (strcmp(cs, shape) != 0)
+                continue;
+            found = true;
+            double sm = jnum(jget(jget(c, "timing"), "stats"), "median_ns");
+            CU_ASSERT_TRUE(near(ratio, sm / median, 1e-9));
+        }
+        CU_ASSERT_TRUE(found);
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "dtype")), "f32");
+    }
+}
+
+static void test_ops_quick_json(void)
+{
+    char json_buf[256], md_buf[256];
+    const char *json_path = tmp_path("quick.json", json_buf, sizeof json_buf);
+    const char *md_path = tmp_path("quick.md", md_buf, sizeof md_buf);
+    int rc = RUN(md_path, "bench", "ops", "--quick", "--backend", "cpu", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    json_object *root = json_object_from_file(json_path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(root, "kind")), "ops");
+    CU_ASSERT_TRUE(json_object_get_boolean(jget(jget(root, "settings"), "quick")));
+
+    json_object *bw = jget(jget(root, "baselines"), "bandwidth");
+    CU_ASSERT_TRUE_FATAL(json_object_get_boolean(jget(bw, "measured")));
+    double bw_gbs = jnum(bw, "gbs");
+    CU_ASSERT_TRUE(bw_gbs > 0);
+    /* The read covers at least 4x the LLC the machine section states (64 MiB floor). */
+    double llc = jnum(jget(root, "machine"), "llc_bytes");
+    CU_ASSERT_TRUE(jnum(bw, "bytes") >= fmax(4 * llc, 64.0 * 1048576) * 0.99);
+    CU_ASSERT_TRUE(near(bw_gbs, jnum(bw, "bytes") / jnum(jget(jget(bw, "timing"), "stats"),
+                                                         "median_ns"), 1e-9));
+
+    json_object *results = jget(root, "results");
+    size_t n = json_object_array_length(results), ok = 0;
+    bool q41 = false, f32_ratio = false;
+    for (size_t i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(results, i);
+        const char *status = json_object_get_string(jget(r, "status"));
+        if (strcmp(json_object_get_string(jget(r, "backend")), "cpu") == 0) {
+            /* The CPU reference backend runs every op of the quick set. */
+            CU_ASSERT_STRING_EQUAL(status, "ok");
+        }
+        if (strcmp(status, "ok") != 0)
+            continue;
+        ok++;
+        check_consistency(root, r, bw_gbs);
+        const char *op = json_object_get_string(jget(r, "op"));
+        const char *dt = json_object_get_string(jget(r, "dtype"));
+        if (strcmp(op, "matmul") == 0 && strcmp(dt, "q4_1") == 0) {
+            q41 = true;
+            CU_ASSERT_TRUE(json_object_get_boolean(jget(r, "cache_cold")));
+            CU_ASSERT_TRUE(jnum(r, "weight_copies") > 1);
+        }
+        if (!isnan(jnum(jget(r, "baseline"), "sgemm_ratio")))
+            f32_ratio = true;
+    }
+    CU_ASSERT_TRUE(ok >= 5);
+    CU_ASSERT_TRUE(q41);
+    bool have_blas = json_object_get_boolean(jget(jget(jget(root, "baselines"), "sgemm"),
+                                                  "available"));
+    CU_ASSERT_EQUAL(f32_ratio, have_blas);
+    json_object_put(root);
+
+    /* The reader takes what the writer wrote, and writing it again gives a valid document. */
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_EQUAL(d.results.n, n);
+    char *text = NULL;
+    CU_ASSERT_EQUAL_FATAL(bench_doc_to_string(&d, &text, &e), BST_OK);
+    json_object *again = json_tokener_parse(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(again);
+    CU_ASSERT_EQUAL(check_doc(again), 0);
+    json_object_put(again);
+    free(text);
+    bench_doc_free(&d);
+
+    /* The Markdown printed next to --json FILE names every measured case. */
+    size_t size = 0;
+    char *md = bst_test_read_file(md_path, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(md);
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "| matmul | q4_1 | 576x1x576 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "memory read bandwidth"));
+    free(md);
+}
+
+static void test_ops_cli_errors(void)
+{
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "ops", "--op", "nosuchop"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "ops", "--shape", "12x"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "ops", "--budget", "-1"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "ops", "--op", "matmul", "--shape", "64x64"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "nosuch"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "report"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "report", "/nonexistent/x.json"), 1);
+}
+
+/* A user shape on one op: exactly the cases asked for, in order. */
+static void test_ops_user_shape(void)
+{
+    char json_buf[256];
+    const char *json_path = tmp_path("user.json", json_buf, sizeof json_buf);
+    int rc = RUN(NULL, "bench", "ops", "--backend", "cpu", "--op", "matmul", "--dtype", "q8_0",
+                 "--shape", "64x1x64,32x3x64", "--budget", "0.01", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(d.results.n, 2);
+    CU_ASSERT_STRING_EQUAL(d.results.items[0].shape, "64x1x64");
+    CU_ASSERT_STRING_EQUAL(d.results.items[1].shape, "32x3x64");
+    CU_ASSERT_STRING_EQUAL(d.results.items[1].tensors, "f32[3,64], q8_0[32,64] -> f32[3,32]");
+    CU_ASSERT_STRING_EQUAL(d.results.items[0].dtype, "q8_0");
+    CU_ASSERT_TRUE(d.budget.seconds > 0.0099 && d.budget.seconds < 0.0101);
+    CU_ASSERT_EQUAL(d.baselines.n_sgemm, 0); /* no f32 matmul, no sgemm */
+    CU_ASSERT_PTR_NOT_NULL(strstr(d.command, "bastion bench ops"));
+    bench_doc_free(&d);
+}
+
+static json_object *result0(json_object *root)
+{
+    return json_object_array_get_idx(jget(root, "results"), 0);
+}
+
+static void mut_no_schema(json_object *root) { json_object_object_del(root, "schema"); }
+
+static void mut_median_string(json_object *root)
+{
+    json_object *st = jget(jget(result0(root), "timing"), "stats");
+    json_object_object_add(st, "median_ns", json_object_new_string("100000"));
+}
+
+static void mut_bad_status(json_object *root)
+{
+    json_object_object_add(result0(root), "status", json_object_new_string("great"));
+}
+
+static void mut_device_range(json_object *root)
+{
+    json_object_object_add(result0(root), "device", json_object_new_int(7));
+}
+
+static void mut_no_fingerprint(json_object *root)
+{
+    json_object *dev = json_object_array_get_idx(jget(root, "devices"), 0);
+    json_object_object_add(dev, "fingerprint", json_object_new_int(42));
+}
+
+static void mut_ok_without_timing(json_object *root)
+{
+    json_object_object_add(result0(root), "timing", NULL);
+}
+
+/* The validator, and the reader, reject documents with a field missing or mistyped. */
+static void test_schema_rejects(void)
+{
+    const char *path = bst_test_fixture("bench/a.json");
+    json_object *good = json_object_from_file(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(good);
+    CU_ASSERT_EQUAL(check_doc(good), 0);
+    json_object_put(good);
+
+    static const struct {
+        const char *what;
+        void (*fn)(json_object *);
+    } cases[] = {
+        {"schema missing", mut_no_schema},
+        {"median a string", mut_median_string},
+        {"unknown status", mut_bad_status},
+        {"device out of range", mut_device_range},
+        {"fingerprint a number", mut_no_fingerprint},
+        {"ok result without timing", mut_ok_without_timing},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_object *root = json_object_from_file(path);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+        cases[i].fn(root);
+        int errors = check_doc(root);
+        if (errors == 0)
+            fprintf(stderr, "validator accepted: %s\n", cases[i].what);
+        CU_ASSERT_TRUE(errors > 0);
+        bench_doc d;
+        bench_error e;
+        memset(&e, 0, sizeof e);
+        CU_ASSERT_EQUAL(bench_doc_parse(json_object_to_json_string(root), &d, &e),
+                        BST_ERR_FORMAT);
+        CU_ASSERT_TRUE(e.msg[0] != '\0');
+        json_object_put(root);
+    }
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL(bench_doc_parse("{\"schema\": \"bastion.bench/2\"}", &d, &e), BST_ERR_FORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "bastion.bench/2"));
+    CU_ASSERT_EQUAL(bench_doc_parse("[1, 2", &d, &e), BST_ERR_FORMAT);
+}
+
+/* --- reports and comparisons on hand-written documents ------------------------------------- */
+
+static char *report_text(const char *fixture, bench_format f)
+{
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    if (bench_doc_load(bst_test_fixture(fixture), &d, &e) != BST_OK) {
+        fprintf(stderr, "load %s: %s\n", fixture, e.msg);
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    if (!out) {
+        bench_doc_free(&d);
+        return NULL;
+    }
+    bst_status st = bench_report(&d, f, out, &e);
+    fclose(out);
+    bench_doc_free(&d);
+    if (st != BST_OK) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void test_report_csv(void)
+{
+    char *csv = report_text("bench/a.json", BENCH_FORMAT_CSV);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(csv);
+    const char *header =
+        "op,dtype,shape,label,backend,device,device_name,variant,status,reason,n,median_ns,"
+        "min_ns,max_ns,mean_ns,stddev_ns,gflops,gbs,bandwidth_fraction,sgemm_ratio,compile_ns,"
+        "prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes\n";
+    CU_ASSERT_EQUAL(strncmp(csv, header, strlen(header)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,q4_1,1536x1x576,smollm2 ffn_gate/up decode,cpu,0,"
+                                       "Test CPU,ref,ok,,3,100000,99000,101000,100000,1000,"
+                                       "17.6947,5.61408,0.280704,,12000,3000,150000,1,240,"
+                                       "1.76947e+06,561408\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,f32,576x1x576,quick f32 gemv,cpu,0,Test CPU,"
+                                       "tile&pack,ok,,3,40000,40000,40000,40000,0,16.5888,"
+                                       "33.2928,1.66464,1.25,"));
+    /* A skipped case: no numbers but its counts. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,f32,4096x512x14336,std gemm,cpu,0,Test CPU,ref,"
+                                       "skipped,estimated 3.5 s per call (from a 16x512x14336 "
+                                       "probe) is over the 1 s budget,,,,,,,,,,,,,,1,1,"
+                                       "6.01295e+10,2.7263e+08\n"));
+    size_t lines = 0;
+    for (const char *p = csv; *p; p++)
+        lines += *p == '\n';
+    CU_ASSERT_EQUAL(lines, 6); /* header + five results */
+    free(csv);
+}
+
+static void test_report_md(void)
+{
+    char *md = report_text("bench/a.json", BENCH_FORMAT_MD);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(md);
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "# Bastion benchmark (ops)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "commit 0123456789ab,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "memory read bandwidth (baseline): 20 GB/s"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "| matmul | q4_1 | 1536x1x576 | smollm2 ffn_gate/up decode "
+                                      "| cpu:0 | ref | 100 µs | 99 µs | 101 µs | 1 µs | 17.69 "
+                                      "| 5.614 | 0.28 | - | 12 µs | 150 µs |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "| 1.66 | 1.25 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "- matmul f32 4096x512x14336 on cpu:0 variant ref: skipped: "
+                                      "estimated 3.5 s"));
+    free(md);
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+static void test_report_svg(void)
+{
+    char *svg = report_text("bench/a.json", BENCH_FORMAT_SVG);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(svg);
+    CU_ASSERT_EQUAL(strncmp(svg, "<svg xmlns=\"http://www.w3.org/2000/svg\"", 39), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(svg, "</svg>\n"));
+    CU_ASSERT_EQUAL(count(svg, "fill=\"#4a7fb5\""), 4); /* one bar per measured result */
+    /* Groups per backend and op, each scaled to its own best. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(svg, ">cpu / matmul (GFLOP/s)</text>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(svg, ">cpu / add (GB/s)</text>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(svg, ">cpu / silu (GB/s)</text>"));
+    CU_ASSERT_EQUAL(count(svg, "width=\"460.0\""), 3); /* best of each of the three groups */
+    CU_ASSERT_EQUAL(count(svg, "width=\"431.2\""), 1); /* 16.5888 / 17.69472 of 460 */
+    CU_ASSERT_PTR_NOT_NULL(strstr(svg, "tile&amp;pack"));
+    CU_ASSERT_PTR_NULL(strstr(svg, "tile&pack"));
+    free(svg);
+}
+
+static char *compare_text(double threshold, bench_compare_summary *sum)
+{
+    bench_doc a, b;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    if (bench_doc_load(bst_test_fixture("bench/a.json"), &a, &e) != BST_OK)
+        return NULL;
+    if (bench_doc_load(bst_test_fixture("bench/b.json"), &b, &e) != BST_OK) {
+        bench_doc_free(&a);
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    bst_status st = out ? bench_compare(&a, &b, threshold, out, sum, &e) : BST_ERR_IO;
+    if (out)
+        fclose(out);
+    bench_doc_free(&a);
+    bench_doc_free(&b);
+    if (st != BST_OK) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static const char *line_with(const char *text, const char *needle, char *buf, size_t n)
+{
+    const char *p = strstr(text, needle);
+    if (!p)
+        return "";
+    if (*p == '\n')
+        p++;
+    while (p > text && p[-1] != '\n')
+        p--;
+    const char *end = strchr(p, '\n');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len >= n)
+        len = n - 1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static void test_compare(void)
+{
+    bench_compare_summary s;
+    char *text = compare_text(5.0, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(s.matched, 3);
+    CU_ASSERT_EQUAL(s.regressions, 1);
+    CU_ASSERT_EQUAL(s.improvements, 1);
+    CU_ASSERT_EQUAL(s.noisy, 1);
+    CU_ASSERT_EQUAL(s.only_a, 1);
+    CU_ASSERT_EQUAL(s.only_b, 1);
+    char line[256];
+    /* 120 us against 100 us: 1.2, flagged. */
+    line_with(text, "1536x1x576", line, sizeof line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "1.200"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "REGRESSION"));
+    /* 515 ns against 500: 1.03, within the threshold; its spread marks it noisy. */
+    line_with(text, "\nadd ", line, sizeof line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "1.030"));
+    CU_ASSERT_PTR_NULL(strstr(line, "REGRESSION"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "(noisy)"));
+    line_with(text, "tile&pack", line, sizeof line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "0.900"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "improvement"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "Measured only in A:\n  silu f32 1x1536"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "Measured only in B:\n  rms_norm f32 1x576"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "Noise threshold 5%"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "B/A 0.950")); /* bandwidth 19 vs 20 GB/s */
+    free(text);
+
+    /* A looser threshold flags nothing: 1.2 < 1.25 and 0.9 > 1/1.25. */
+    text = compare_text(25.0, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(s.regressions, 0);
+    CU_ASSERT_EQUAL(s.improvements, 0);
+    CU_ASSERT_PTR_NULL(strstr(text, "  REGRESSION")); /* no verdict in the table */
+    free(text);
+}
+
+/* Whole-model rows compare tokens per second: fewer is slower. */
+static void test_compare_model(void)
+{
+    bench_doc a, b;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(bst_test_fixture("bench/model_a.json"), &a, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(bst_test_fixture("bench/model_b.json"), &b, &e), BST_OK);
+    CU_ASSERT_TRUE(a.has_model);
+    CU_ASSERT_EQUAL(a.n_model_results, 1);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    bench_compare_summary s;
+    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &s, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_EQUAL(s.matched, 2);
+    CU_ASSERT_EQUAL(s.regressions, 1);
+    CU_ASSERT_EQUAL(s.improvements, 1);
+    char line[256];
+    /* pp512: 5 s -> 4 s per prompt, 102.40 -> 128.00 tok/s. */
+    line_with(buf, "pp512", line, sizeof line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "102.40"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "128.00"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "1.250"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "improvement"));
+    /* tg128: 10 s -> 11 s, 12.80 -> 11.64 tok/s. */
+    line_with(buf, "tg128", line, sizeof line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "12.80"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "11.64"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "0.909"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "REGRESSION"));
+    free(buf);
+    bench_doc_free(&a);
+    bench_doc_free(&b);
+}
+
+static void test_cli_report_compare(void)
+{
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s", bst_test_fixture("bench/a.json"));
+    snprintf(b, sizeof b, "%s", bst_test_fixture("bench/b.json"));
+    char out_buf[256];
+    const char *out = tmp_path("report.svg", out_buf, sizeof out_buf);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "report", a, "--format", "svg", "-o", out), 0);
+    size_t size = 0;
+    char *svg = bst_test_read_file(out, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(svg);
+    CU_ASSERT_EQUAL(strncmp(svg, "<svg", 4), 0);
+    free(svg);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "report", a, "--format", "csv"), 0);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "report", a, "--format", "pdf"), 2);
+    /* compare: exit 1 when something regressed, 0 when nothing did. */
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "compare", a, b), 1);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "compare", a, b, "--threshold", "25"), 0);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "compare", b, b), 0);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "compare", a), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "compare", a, b, "--threshold", "x"), 2);
+}
+
+/* --- bench model on the default model ------------------------------------------------------ */
+
+/* Weight bytes one token reads, counted with the library's own GGUF reader: every tensor, but
+ * one row of an input embedding that has a separate output head. */
+static double expected_weight_bytes(const char *path)
+{
+    bsti_gguf *g = NULL;
+    if (bsti_gguf_open(path, NULL, &g) != BST_OK)
+        return NAN;
+    double total = 0.0;
+    for (uint64_t i = 0; i < bsti_gguf_tensor_count(g); i++)
+        total += (double)bsti_gguf_tensor_at(g, i)->size;
+    const bsti_gguf_tensor *embd = bsti_gguf_tensor_find(g, "token_embd.weight");
+    if (embd && bsti_gguf_tensor_find(g, "output.weight"))
+        total += (double)embd->size / (double)embd->shape[0] - (double)embd->size;
+    bsti_gguf_close(g);
+    return total;
+}
+
+static void expected_hash(const char *path, char *out, size_t size)
+{
+    snprintf(out, size, "?");
+#ifdef BENCH_HAVE_LIBCRYPTO
+    size_t n = 0;
+    char *data = bst_test_read_file(path, &n);
+    unsigned char d[32];
+    unsigned int dl = 0;
+    if (data && EVP_Digest(data, n, d, &dl, EVP_sha256(), NULL) == 1 && dl == 32) {
+        size_t used = (size_t)snprintf(out, size, "sha256:");
+        for (unsigned i = 0; i < 32; i++)
+            used += (size_t)snprintf(out + used, size - used, "%02x", d[i]);
+    }
+    free(data);
+#endif
+}
+
+static void test_model_bench(void)
+{
+    const char *model = getenv("BASTION_MODEL");
+    if (!model || !*model) {
+        fprintf(stderr, "\n  BASTION_MODEL is not set: bench model not exercised\n");
+        return;
+    }
+    struct stat sb;
+    if (stat(model, &sb) != 0)
+        fprintf(stderr, "\n  %s is missing: run tools/fetch-model.sh\n", model);
+    CU_ASSERT_EQUAL_FATAL(stat(model, &sb), 0);
+    char json_buf[256];
+    const char *json_path = tmp_path("model.json", json_buf, sizeof json_buf);
+    int rc = RUN(NULL, "bench", "model", "-m", model, "-p", "8", "-n", "4", "-r", "2", "--backend",
+                 "cpu", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    json_object *root = json_object_from_file(json_path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(root, "kind")), "model");
+    json_object *m = jget(root, "model");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(m, "architecture")), "llama");
+    CU_ASSERT_EQUAL((int64_t)jnum(m, "file_bytes"), (int64_t)sb.st_size);
+#ifdef BENCH_HAVE_LIBCRYPTO
+    char hash[80];
+    expected_hash(model, hash, sizeof hash);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(m, "file_hash")), hash);
+#endif
+    json_object *rows = jget(root, "model_results");
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(rows), 1);
+    json_object *r = json_object_array_get_idx(rows, 0);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "status")), "ok");
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "backends")), "cpu");
+    CU_ASSERT_EQUAL((int)jnum(r, "n_prompt"), 8);
+    CU_ASSERT_EQUAL((int)jnum(r, "n_gen"), 4);
+    json_object *pp = jget(r, "pp_timing"), *tg = jget(r, "tg_timing");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pp);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tg);
+    CU_ASSERT_EQUAL(json_object_array_length(jget(pp, "samples_ns")), 2); /* -r 2 */
+    check_timing_consistent(pp);
+    check_timing_consistent(tg);
+    double pp_med = jnum(jget(pp, "stats"), "median_ns"), tg_med = jnum(jget(tg, "stats"),
+                                                                        "median_ns");
+    CU_ASSERT_TRUE(near(jnum(r, "pp_tps"), 8 / (pp_med * 1e-9), 1e-9));
+    CU_ASSERT_TRUE(near(jnum(r, "tg_tps"), 4 / (tg_med * 1e-9), 1e-9));
+    CU_ASSERT_TRUE(near(jnum(r, "pp_cold_tps"), 8 / (jnum(pp, "first_ns") * 1e-9), 1e-9));
+    CU_ASSERT_TRUE(near(jnum(r, "tg_cold_tps"), 4 / (jnum(tg, "first_ns") * 1e-9), 1e-9));
+    /* The roofline: measured bandwidth over the weight bytes of a token. */
+    double wbytes = jnum(r, "weight_bytes_per_token");
+    CU_ASSERT_TRUE(near(wbytes, expected_weight_bytes(model), 1e-12));
+    double bw = jnum(jget(jget(root, "baselines"), "bandwidth"), "gbs");
+    CU_ASSERT_TRUE(near(jnum(r, "roofline_tps"), bw * 1e9 / wbytes, 1e-9));
+    CU_ASSERT_TRUE(near(jnum(r, "roofline_fraction"), jnum(r, "tg_tps") / jnum(r, "roofline_tps"),
+                        1e-9));
+    CU_ASSERT_TRUE(jnum(r, "peak_rss_bytes") > 0);
+    CU_ASSERT_TRUE(jnum(r, "session_s") >= 0 && jnum(r, "load_s") >= 0);
+    json_object_put(root);
+
+    /* The reader takes it back, and its Markdown has the model row. */
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_EQUAL(d.n_model_results, 1);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_report(&d, BENCH_FORMAT_MD, out, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| cpu | "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp8 |"));
+    free(buf);
+    bench_doc_free(&d);
+
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-p", "0", "-n", "0"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", "/nonexistent.gguf", "-p", "1", "-n", "1"),
+                    1);
+}
+
+static void cleanup(void)
+{
+    if (tmp_dir[0]) {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+        CU_ASSERT_EQUAL(system(cmd), 0);
+    }
+}
+
+int main(void)
+{
+    static const bst_test_case cases[] = {
+        {"stats", test_stats},
+        {"measure_loop", test_measure_loop},
+        {"parse_size", test_parse_size},
+        {"cpuinfo", test_cpuinfo},
+        {"read_caches", test_read_caches},
+        {"cold_copies", test_cold_copies},
+        {"parse_shape", test_parse_shape},
+        {"select", test_select},
+        {"geometry", test_geometry},
+        {"fill_valid", test_fill_valid},
+        {"schema_rejects", test_schema_rejects},
+        {"ops_quick_json", test_ops_quick_json},
+        {"ops_user_shape", test_ops_user_shape},
+        {"ops_cli_errors", test_ops_cli_errors},
+        {"report_csv", test_report_csv},
+        {"report_md", test_report_md},
+        {"report_svg", test_report_svg},
+        {"compare", test_compare},
+        {"compare_model", test_compare_model},
+        {"cli_report_compare", test_cli_report_compare},
+        {"model_bench", test_model_bench},
+        {"cleanup", cleanup},
+        {NULL, NULL},
+    };
+    return bst_test_run_suite("bench", cases);
+}

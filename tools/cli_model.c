@@ -1,0 +1,83 @@
+/*
+ * tools/cli_model.c — helpers shared by `bastion run` and `bastion perplexity`.
+ */
+#include "cli_model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+int cli_model_open(const char *cmd, const cli_model_options *o, bst_context **out_ctx,
+                   bst_model **out_model, double *out_load_ms)
+{
+    *out_ctx = NULL;
+    *out_model = NULL;
+    double t0 = cli_now_ms();
+    bst_context_options co = {0};
+    co.struct_size = sizeof co;
+    co.n_threads = o->n_threads;
+    co.backends = o->backends;
+    co.plugin_paths = o->plugin_path;
+    bst_context *ctx = NULL;
+    bst_status st = bst_context_create(&co, &ctx);
+    if (st != BST_OK)
+        return cli_lib_error(cmd, st, "creating the context");
+    if (bst_context_device_count(ctx) == 0) {
+        cli_error(cmd, "no backend device is available (see 'bastion backends')");
+        bst_context_destroy(ctx);
+        return CLI_EXIT_FAIL;
+    }
+    bst_model_options mo = {0};
+    mo.struct_size = sizeof mo;
+    mo.no_mmap = o->no_mmap;
+    bst_model *model = NULL;
+    st = bst_model_load(ctx, o->path, &mo, &model);
+    if (st != BST_OK) {
+        int rc = cli_lib_error(cmd, st, "loading the model");
+        bst_context_destroy(ctx);
+        return rc;
+    }
+    *out_ctx = ctx;
+    *out_model = model;
+    *out_load_ms = cli_now_ms() - t0;
+    return CLI_EXIT_OK;
+}
+
+bool cli_parse_float(const char *text, float *out_value)
+{
+    if (!text || !*text)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || fabs(v) > 1e30)
+        return false;
+    *out_value = (float)v;
+    return true;
+}
+
+bool cli_parse_u32(const char *text, uint32_t *out_value)
+{
+    uint64_t v;
+    if (!cli_parse_u64(text, &v) || v > UINT32_MAX)
+        return false;
+    *out_value = (uint32_t)v;
+    return true;
+}
+
+double cli_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+uint64_t cli_peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+}

@@ -1,0 +1,30 @@
+/*
+ * tools/cli_model.h — what the model subcommands (run, perplexity) share: opening a context and
+ * a model from the usual options, number parsing for floats and 32-bit counts, timing and peak
+ * memory.
+ */
+#ifndef BASTION_TOOLS_CLI_MODEL_H
+#define BASTION_TOOLS_CLI_MODEL_H
+
+#include "cli.h"
+
+typedef struct cli_model_options {
+    const char *path;        /* -m */
+    const char *backends;    /* --backend, NULL = default selection */
+    const char *plugin_path; /* --plugin-path */
+    uint32_t n_threads;      /* --threads, 0 = all CPUs */
+    bool no_mmap;            /* --no-mmap */
+} cli_model_options;
+
+/* Creates the context and loads the model; on failure reports it and returns CLI_EXIT_FAIL with
+ * nothing to free. *out_load_ms is the wall time of both. */
+int cli_model_open(const char *cmd, const cli_model_options *o, bst_context **out_ctx,
+                   bst_model **out_model, double *out_load_ms);
+
+bool cli_parse_float(const char *text, float *out_value); /* finite decimal */
+bool cli_parse_u32(const char *text, uint32_t *out_value);
+
+double cli_now_ms(void);          /* monotonic clock */
+uint64_t cli_peak_rss_bytes(void); /* getrusage(RUSAGE_SELF).ru_maxrss */
+
+#endif /* BASTION_TOOLS_CLI_MODEL_H */
