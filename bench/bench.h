@@ -58,7 +58,8 @@ BST_MUST_CHECK bst_status bench_stats_compute(const uint64_t *samples, uint32_t 
 
 /* How long to measure one case: warm-up calls (at least one; more, up to max_warmup, while they
  * take under 5% of the budget), then timed calls until `seconds` have passed and at least
- * min_reps were taken, or max_reps were taken. */
+ * min_reps were taken — min_reps yields when the next call would end past twice the budget —
+ * or max_reps were taken. seconds = 0 takes exactly min_reps (at most max_reps). */
 typedef struct bench_budget {
     double seconds;
     uint32_t min_reps, max_reps, max_warmup;

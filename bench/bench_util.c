@@ -124,9 +124,18 @@ bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user, be
         out->warmup++;
     }
 
+    /* min_reps holds past the budget, but not past twice the budget: a case whose single call
+     * takes about the whole budget (its estimate was low) gets one or two samples, not a
+     * minute of them. A zero budget means "exactly min_reps" (bench model). */
     uint32_t cap = 0;
-    uint64_t spent = 0;
-    while (out->n_samples < max_reps && (out->n_samples < min_reps || spent < budget_ns)) {
+    uint64_t spent = 0, last = 0;
+    while (out->n_samples < max_reps) {
+        if (spent >= budget_ns) {
+            if (out->n_samples >= min_reps)
+                break;
+            if (budget_ns > 0 && out->n_samples > 0 && spent + last > 2 * budget_ns)
+                break;
+        }
         t0 = bench_now_ns();
         st = fn(user, it++, e);
         t1 = bench_now_ns();
@@ -135,7 +144,8 @@ bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user, be
         st = push_sample(out, &cap, t1 - t0, e);
         if (st != BST_OK)
             return st;
-        spent += t1 - t0;
+        last = t1 - t0;
+        spent += last;
     }
     return bench_stats_compute(out->samples_ns, out->n_samples, &out->stats, e);
 }

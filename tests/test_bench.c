@@ -96,6 +96,13 @@ static void test_measure_loop(void)
     CU_ASSERT_EQUAL(c2.calls, t.warmup + 7);
     bench_timing_free(&t);
 
+    /* Calls of about the whole budget: min_reps gives way rather than doubling the time. */
+    counter slow = {0, 0, 0};
+    bench_budget tight = {1e-9, 5, 100, 1};
+    CU_ASSERT_EQUAL_FATAL(bench_measure(&tight, count_call, &slow, &t, NULL), BST_OK);
+    CU_ASSERT_EQUAL(t.n_samples, 1);
+    bench_timing_free(&t);
+
     counter c3 = {0, 0, 3};
     bench_error e;
     memset(&e, 0, sizeof e);

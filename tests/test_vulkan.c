@@ -47,8 +47,11 @@ static void on_log(void *user, bst_log_level level, const char *message)
         validation_errors++;
         printf("\n  %s", message);
     }
-    if (strstr(message, "vulkan: validation layer enabled"))
+    if (strstr(message, "vulkan: validation layer enabled")) {
+        if (!validation_seen)
+            printf("\n  %s", message);
         validation_seen = true;
+    }
     if (level >= BST_LOG_WARN && !strstr(message, "vulkan validation"))
         printf("\n  log: %s", message);
     size_t n = strlen(message);
@@ -1063,7 +1066,12 @@ static void test_validation(void)
 
 static void test_no_validation_errors(void)
 {
-    /* Everything above ran with the validation layer on. */
+    /* Everything above ran with the validation layer on. (Without a device the loader's own
+     * "no drivers" message counts as one: nothing to check then.) */
+    vt probe;
+    if (!vt_open(&probe))
+        return;
+    vt_close(&probe);
     printf("\n  validation errors in this process: %u", validation_errors);
     CU_ASSERT_EQUAL(validation_errors, 0);
 }

@@ -36,14 +36,15 @@ void cli_usage_run(FILE *out)
             "                          instead of the model's\n"
             "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
             "  -b, --batch-size N      prompt tokens evaluated at once (default 512)\n"
-            "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+            "      --temp T            sampling temperature (default 0: greedy, the same text\n"
+            "                          on every run; llama.cpp samples at 0.8)\n"
             "      --top-k K           keep the K most likely tokens; 0 = off (default 40)\n"
             "      --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
             "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"
             "      --repeat-penalty R  penalty for recent tokens; 1 = off (default 1)\n"
             "      --repeat-last-n N   tokens the penalty looks back at (default 64)\n"
-            "  -s, --seed S            sampling seed (default: from the clock; printed with\n"
-            "                          --json)\n"
+            "  -s, --seed S            sampling seed for --temp > 0 (default: from the clock;\n"
+            "                          printed with --json)\n"
             "      --kv-type T         KV cache dtype: f32 (default) or f16 (half the memory)\n"
             "      --backend LIST      backends to use, comma-separated, in priority order\n"
             "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
@@ -364,7 +365,10 @@ int cli_cmd_run(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.n_predict = DEFAULT_N_PREDICT;
     o.sp.struct_size = sizeof o.sp;
-    o.sp.temperature = 0.8f;
+    /* Greedy by default: the answer a user first sees (and a script depends on) is the same on
+     * every run and every machine; small models also answer best that way. The other defaults
+     * are llama.cpp's and apply once --temp is given. */
+    o.sp.temperature = 0.0f;
     o.sp.top_k = 40;
     o.sp.top_p = 0.95f;
     o.sp.min_p = 0.05f;

@@ -27,6 +27,32 @@ static bst_status check_all_aligned(ocl_run *r)
     return ocl_check_aligned(r, &r->out, "output");
 }
 
+/* Row-major without gaps at the run-time extents (a symbolic middle dim leaves gaps). */
+static bool dense_f32(const ocl_tensor *t)
+{
+    if (t->dtype != BST_DTYPE_F32 || t->offset % 4 != 0)
+        return false;
+    int64_t want = 4;
+    for (int d = 3; d >= 0; d--) {
+        if (t->ne[d] > 1 && t->nb[d] != want)
+            return false;
+        want *= t->ne[d];
+    }
+    return true;
+}
+
+/* b repeats along a's outer dims only: its dims are 1 up to some d0, a's from there on. */
+static bool suffix_broadcast(const ocl_tensor *b, const ocl_tensor *a)
+{
+    int d = 0;
+    while (d < 4 && b->ne[d] == 1 && a->ne[d] != 1)
+        d++;
+    for (; d < 4; d++)
+        if (b->ne[d] != a->ne[d])
+            return false;
+    return true;
+}
+
 static uint32_t fam_elem(const ocl_run *r)
 {
     (void)r;
@@ -53,12 +79,28 @@ static bst_status check_binary(ocl_run *r)
 
 static bst_status prepare_binary(ocl_run *r)
 {
-    return ocl_kernel_create(r, OCL_FAM_ELEM, "k_binary", &r->node->k[0]);
+    bst_status st = ocl_kernel_create(r, OCL_FAM_ELEM, "k_binary", &r->node->k[0]);
+    return st ? st : ocl_kernel_create(r, OCL_FAM_ELEM, "k_binary_flat", &r->node->k[1]);
 }
 
 static bst_status launch_binary(ocl_run *r)
 {
     const ocl_tensor *a = &r->in[0], *b = &r->in[1], *o = &r->out;
+    if (dense_f32(a) && dense_f32(b) && dense_f32(o) && suffix_broadcast(b, a)) {
+        ocl_args g;
+        ocl_args_begin(&g, r, r->node->k[1]);
+        ocl_arg_mem(&g, a->mem);
+        ocl_arg_i64(&g, (int64_t)(a->offset / 4));
+        ocl_arg_mem(&g, b->mem);
+        ocl_arg_i64(&g, (int64_t)(b->offset / 4));
+        ocl_arg_i64(&g, ocl_numel(b));
+        ocl_arg_mem(&g, o->mem);
+        ocl_arg_i64(&g, (int64_t)(o->offset / 4));
+        ocl_arg_i64(&g, ocl_numel(o));
+        ocl_arg_i32(&g, r->node->op == BST_OP_MUL);
+        bst_status st = ocl_args_end(&g, "k_binary_flat");
+        return st ? st : launch_flat(r, r->node->k[1], "k_binary_flat", ocl_numel(o));
+    }
     int64_t bnb[4];
     for (int d = 0; d < 4; d++)
         bnb[d] = b->ne[d] == 1 ? 0 : b->nb[d];
@@ -100,20 +142,35 @@ static bst_status check_unary(ocl_run *r)
 
 static bst_status prepare_unary(ocl_run *r)
 {
-    return ocl_kernel_create(r, OCL_FAM_ELEM, "k_unary", &r->node->k[0]);
+    bst_status st = ocl_kernel_create(r, OCL_FAM_ELEM, "k_unary", &r->node->k[0]);
+    return st ? st : ocl_kernel_create(r, OCL_FAM_ELEM, "k_unary_flat", &r->node->k[1]);
 }
 
+/* k[0] is k_unary; k[1], when created, the flat kernel for dense f32 tensors. */
 static bst_status launch_unary_op(ocl_run *r, int op)
 {
     const ocl_tensor *x = &r->in[0], *o = &r->out;
+    float scale = (float)ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0);
     ocl_args g;
+    if (r->node->k[1] && dense_f32(x) && dense_f32(o)) {
+        ocl_args_begin(&g, r, r->node->k[1]);
+        ocl_arg_mem(&g, x->mem);
+        ocl_arg_i64(&g, (int64_t)(x->offset / 4));
+        ocl_arg_mem(&g, o->mem);
+        ocl_arg_i64(&g, (int64_t)(o->offset / 4));
+        ocl_arg_i64(&g, ocl_numel(o));
+        ocl_arg_i32(&g, op);
+        ocl_arg_f32(&g, scale);
+        bst_status st = ocl_args_end(&g, "k_unary_flat");
+        return st ? st : launch_flat(r, r->node->k[1], "k_unary_flat", ocl_numel(o));
+    }
     ocl_args_begin(&g, r, r->node->k[0]);
     ocl_arg_tensor(&g, x, NULL, true);
     ocl_arg_tensor(&g, o, NULL, true);
     ocl_arg_long4(&g, o->ne);
     ocl_arg_i64(&g, ocl_numel(o));
     ocl_arg_i32(&g, op);
-    ocl_arg_f32(&g, (float)ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0));
+    ocl_arg_f32(&g, scale);
     bst_status st = ocl_args_end(&g, "k_unary");
     return st ? st : launch_flat(r, r->node->k[0], "k_unary", ocl_numel(o));
 }

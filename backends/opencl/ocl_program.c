@@ -106,9 +106,10 @@ uint64_t ocl_program_hash(ocl_device *dev, ocl_family f)
 
 /* --- cache location --- */
 
-/* mkdir -p of `path` from byte `from` on (the part this plugin owns), each new directory 0700.
- * An existing directory of ours keeps only owner permissions; one owned by someone else is not
- * used. */
+/* mkdir -p of `path`, whose first `from` bytes name the base directory (BASTION_CACHE_DIR, or
+ * the XDG cache): each missing directory is created 0700. The directories below the base are
+ * this plugin's: one owned by someone else is not used, and one of ours keeps only owner
+ * permissions. The base itself is only created when missing, never changed. */
 static bool make_dirs(char *path, size_t from)
 {
     for (size_t i = from; ; i++) {
@@ -122,9 +123,9 @@ static bool make_dirs(char *path, size_t from)
         struct stat sb;
         if (ok)
             ok = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-        if (ok && i >= from && sb.st_uid != geteuid())
+        if (ok && i > from && sb.st_uid != geteuid())
             ok = false;
-        if (ok && i >= from && (sb.st_mode & 077) != 0)
+        if (ok && i > from && (sb.st_mode & 077) != 0)
             ok = chmod(path, 0700) == 0;
         path[i] = c;
         if (!ok)
@@ -150,7 +151,7 @@ bool ocl_cache_dir(char *buf, size_t cap)
             from = strlen(xdg);
         } else if (home && home[0] == '/') {
             n = snprintf(buf, cap, "%s/.cache/bastion/opencl", home);
-            from = strlen(home);
+            from = strlen(home) + strlen("/.cache");
         } else {
             return false;
         }

@@ -166,6 +166,7 @@ typedef struct vkb_device {
     VkSemaphore timeline;        /* orders every submission, on both queues */
     uint64_t timeline_value;     /* last value signalled */
     bool timestamps;
+    uint64_t timestamp_mask; /* timestampValidBits of the compute family */
 
     vkb_pool pools[VKB_POOL_COUNT];
     vkb_buffer *staging; /* host pool, grown on demand */
@@ -217,14 +218,17 @@ enum { VKB_SRC_NONE = 0, VKB_SRC_OUT = 1, VKB_SRC_IN0 = 2 /* + input index */ };
 
 /* How a dispatch counts its work items from the run-time extents. */
 typedef enum vkb_items {
-    VKB_ITEMS_ELEMS,  /* elements of slot 0 (invocations) */
-    VKB_ITEMS_UNITS,  /* elements or blocks of slot 0 (invocations) */
-    VKB_ITEMS_BLOCKS, /* blocks of slot 0 (invocations) */
-    VKB_ITEMS_ROPE,   /* pairs and passed-through elements of slot 0 (invocations) */
-    VKB_ITEMS_ROWS0,  /* rows of slot 0 (workgroups) */
-    VKB_ITEMS_ROWS1,  /* rows of slot 1 (workgroups) */
-    VKB_ITEMS_ROWS2,  /* rows of slot 2 (workgroups) */
-    VKB_ITEMS_MM      /* output tiles of a matmul (workgroups; tile in mm_tile) */
+    /* counted in invocations: */
+    VKB_ITEMS_ELEMS,    /* elements of slot 0 */
+    VKB_ITEMS_UNITS,    /* elements or blocks of slot 0 */
+    VKB_ITEMS_BLOCKS,   /* blocks of slot 0 */
+    VKB_ITEMS_ROPE,     /* pairs and passed-through elements of slot 0 */
+    VKB_ITEMS_MM_PATCH, /* output patches of a matmul (patch in mm_tile) */
+    /* counted in workgroups: */
+    VKB_ITEMS_ROWS0, /* rows of slot 0 */
+    VKB_ITEMS_ROWS1, /* rows of slot 1 */
+    VKB_ITEMS_ROWS2, /* rows of slot 2 */
+    VKB_ITEMS_MM     /* output tiles of a matmul (tile in mm_tile) */
 } vkb_items;
 
 typedef struct vkb_dispatch {
@@ -232,7 +236,7 @@ typedef struct vkb_dispatch {
     uint32_t pipe; /* index into the device's pipes */
     vkb_items items;
     uint32_t wg;
-    uint32_t mm_tile[2]; /* rows of a, rows of b per workgroup (VKB_ITEMS_MM) */
+    uint32_t mm_tile[2]; /* rows of a, rows of b per workgroup or invocation (VKB_ITEMS_MM*) */
     uint8_t src[4];      /* VKB_SRC_* per slot */
     bool shift_out;      /* slot 0 is argmax's output: its dims sit one to the right */
     vkb_push push;

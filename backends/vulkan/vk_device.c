@@ -44,7 +44,7 @@ static bool forced(const char *list, const char *word)
     return false;
 }
 
-static void pick_queues(vkb_device *d, bool *out_timestamps)
+static void pick_queues(vkb_device *d, uint32_t *out_timestamp_bits)
 {
     uint32_t n = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(d->pd, &n, NULL);
@@ -68,7 +68,7 @@ static void pick_queues(vkb_device *d, bool *out_timestamps)
             transfer = i;
     d->qf_compute = compute;
     d->qf_transfer = transfer == UINT32_MAX ? compute : transfer;
-    *out_timestamps = qf[compute].timestampValidBits > 0;
+    *out_timestamp_bits = qf[compute].timestampValidBits;
 }
 
 static bst_status create_logical(vkb_device *d, bool s16)
@@ -218,9 +218,10 @@ bst_status vkb_device_open(void *ctx, uint32_t index, void **out_device)
     d->max_groups = groups < 65535u ? groups : 65535u;
     d->max_tensor_bytes = d->phys->info.max_binding_bytes;
 
-    bool timestamps = false;
-    pick_queues(d, &timestamps);
-    d->timestamps = timestamps && d->props.limits.timestampPeriod > 0.0f;
+    uint32_t ts_bits = 0;
+    pick_queues(d, &ts_bits);
+    d->timestamps = ts_bits > 0 && d->props.limits.timestampPeriod > 0.0f;
+    d->timestamp_mask = ts_bits >= 64 ? UINT64_MAX : (UINT64_C(1) << ts_bits) - 1;
     bst_status st = create_logical(d, (d->variant & VKB_VAR_S16) != 0);
     if (st == BST_OK)
         st = create_sync(d);

@@ -175,7 +175,7 @@ static VkResult create_instance(vkb_ctx *c)
         .engineVersion = 1,
         .apiVersion = loader_version >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3 : VK_API_VERSION_1_2,
     };
-    const char *layers[1], *exts[1];
+    const char *layers[1], *exts[2];
     uint32_t n_layers = 0, n_exts = 0;
     VkDebugUtilsMessengerCreateInfoEXT dbg = {
         .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
@@ -188,7 +188,7 @@ static VkResult create_instance(vkb_ctx *c)
         .pUserData = c,
     };
     const char *want = secure_getenv("BASTION_VULKAN_VALIDATION");
-    bool validation = want && strcmp(want, "1") == 0;
+    bool validation = want && strcmp(want, "1") == 0, debug_utils = false, sync = false;
     if (validation) {
         if (!has_layer(VALIDATION_LAYER)) {
             vkb_host->log(BST_LOG_WARN, "vulkan: BASTION_VULKAN_VALIDATION=1 but %s is not "
@@ -197,14 +197,30 @@ static VkResult create_instance(vkb_ctx *c)
             validation = false;
         } else {
             layers[n_layers++] = VALIDATION_LAYER;
-            if (has_instance_extension(VALIDATION_LAYER, VK_EXT_DEBUG_UTILS_EXTENSION_NAME) ||
-                has_instance_extension(NULL, VK_EXT_DEBUG_UTILS_EXTENSION_NAME))
+            debug_utils =
+                has_instance_extension(VALIDATION_LAYER, VK_EXT_DEBUG_UTILS_EXTENSION_NAME) ||
+                has_instance_extension(NULL, VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+            if (debug_utils)
                 exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+            sync = has_instance_extension(VALIDATION_LAYER,
+                                          VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME);
+            if (sync)
+                exts[n_exts++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME;
         }
     }
+    /* Synchronization validation too: it checks the copies, fills and indirect reads around
+     * the dispatches (shader accesses through device addresses are beyond what it tracks). */
+    VkValidationFeatureEnableEXT enables[1] = {
+        VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
+    VkValidationFeaturesEXT features = {
+        .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+        .pNext = debug_utils ? &dbg : NULL,
+        .enabledValidationFeatureCount = 1,
+        .pEnabledValidationFeatures = enables,
+    };
     VkInstanceCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-        .pNext = n_exts ? &dbg : NULL,
+        .pNext = sync ? (const void *)&features : debug_utils ? (const void *)&dbg : NULL,
         .pApplicationInfo = &app,
         .enabledLayerCount = n_layers,
         .ppEnabledLayerNames = layers,
@@ -216,14 +232,15 @@ static VkResult create_instance(vkb_ctx *c)
         c->instance = VK_NULL_HANDLE;
         return r;
     }
-    if (n_exts) {
+    if (debug_utils) {
         PFN_vkCreateDebugUtilsMessengerEXT create = (PFN_vkCreateDebugUtilsMessengerEXT)
             vkGetInstanceProcAddr(c->instance, "vkCreateDebugUtilsMessengerEXT");
         if (!create || create(c->instance, &dbg, NULL, &c->messenger) != VK_SUCCESS)
             c->messenger = VK_NULL_HANDLE;
     }
     if (validation)
-        vkb_host->log(BST_LOG_INFO, "vulkan: validation layer enabled (%s)%s", VALIDATION_LAYER,
+        vkb_host->log(BST_LOG_INFO, "vulkan: validation layer enabled (%s%s)%s", VALIDATION_LAYER,
+                      sync ? ", synchronization validation" : "",
                       c->messenger ? ", errors reported through the log" : ", no messenger");
     return VK_SUCCESS;
 }

@@ -205,9 +205,10 @@ static bst_status plan_all(vkb_device *d, vkb_exec *e, const bst_partition_desc 
             st = vkb_check(d, s);
         for (uint32_t k = 0; st == BST_OK && k <= n->n_inputs; k++) {
             const bst_tensor_desc *t = k < n->n_inputs ? &n->in[k] : &n->out;
-            if (t->binding >= part->n_bindings)
-                st = BST_ERR_INVALID_ARG,
+            if (t->binding >= part->n_bindings) {
+                st = BST_ERR_INVALID_ARG;
                 snprintf(s->msg, sizeof s->msg, "binding %u of %u", t->binding, part->n_bindings);
+            }
         }
         if (st == BST_OK)
             st = vkb_plan_node(d, s, n->variant, &plans[i], s->msg, sizeof s->msg);
@@ -370,6 +371,7 @@ static uint64_t count_items(const vkb_dispatch *dp, const vkb_tensor *slot[4])
     case VKB_ITEMS_ROWS0: return rows(o);
     case VKB_ITEMS_ROWS1: return rows(slot[1]);
     case VKB_ITEMS_ROWS2: return rows(slot[2]);
+    case VKB_ITEMS_MM_PATCH:
     case VKB_ITEMS_MM: {
         const vkb_tensor *a = slot[1], *b = slot[2];
         return (uint64_t)(a->ne[0] * a->ne[1]) * ceil_div((uint64_t)a->ne[2], dp->mm_tile[0]) *
@@ -448,7 +450,7 @@ static bst_status write_records(vkb_device *d, vkb_exec *e, void *const *buffers
                          (unsigned long long)items);
                 break;
             }
-            bool per_group = dp->items >= VKB_ITEMS_ROWS0;
+            bool per_group = dp->items >= VKB_ITEMS_ROWS0; /* see vkb_items */
             uint64_t groups = per_group ? items : ceil_div(items, dp->wg);
             if (groups > d->max_groups)
                 groups = d->max_groups;
@@ -491,10 +493,11 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
     bst_status st = vkb_alive(d, "execute");
     if (st != BST_OK)
         return st;
+    /* Bindings no node uses may hold anything (serial 0 stands for "not ours"). */
     bool same = e->records_valid && e->rec_n_tokens == n_tokens && e->rec_n_kv == n_kv;
     for (uint32_t i = 0; i < e->n_bindings && same; i++) {
         vkb_buffer *b = vkb_buffer_get(d, buffers[i]);
-        same = b && b->serial == e->rec_serials[i];
+        same = (b ? b->serial : 0) == e->rec_serials[i];
     }
     if (!same) {
         e->records_valid = false;
@@ -525,8 +528,10 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
     if (e->queries) {
         uint64_t ts[2];
         if (vkGetQueryPoolResults(d->device, e->queries, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                  VK_QUERY_RESULT_64_BIT) == VK_SUCCESS && ts[1] >= ts[0])
-            e->last_ns = (uint64_t)((double)(ts[1] - ts[0]) * (double)d->props.limits.timestampPeriod);
+                                  VK_QUERY_RESULT_64_BIT) == VK_SUCCESS) {
+            uint64_t ticks = (ts[1] - ts[0]) & d->timestamp_mask; /* wraps within valid bits */
+            e->last_ns = (uint64_t)((double)ticks * (double)d->props.limits.timestampPeriod);
+        }
     }
     if (pw[0] != 0) {
         uint32_t rec = pw[1], node = 0;

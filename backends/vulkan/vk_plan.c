@@ -22,6 +22,7 @@ enum { SPEC_WG = 0, SPEC_T0 = 1, SPEC_OP = 5, SPEC_X = 6 };
 /* Matmul tile shapes. */
 #define VEC_WG 64u
 #define VEC_NR 2u
+#define ROWS_RN 4u
 #define TILE_BM 32u
 #define TILE_BN 32u
 #define TILE_TM 4u
@@ -106,6 +107,21 @@ static bool out_is_in0(const vkb_shapes *s)
     return true;
 }
 
+/* Workgroup size of a row-reduction kernel: enough invocations to cover the row a few elements
+ * each, no more; every barrier costs all of them. A device that runs workgroups in software
+ * (lavapipe) gets one subgroup per workgroup: its barriers are coroutine switches, and a row per
+ * SIMD subgroup is what it does best. */
+static uint32_t row_wg(const vkb_device *dev, int64_t row)
+{
+    uint32_t sg = dev->phys->subgroup_size;
+    bool software = dev->phys->info.kind == BST_DEVICE_CPU;
+    uint32_t cap = software ? (sg >= 8 && sg <= 128 ? sg : 8u) : 128u;
+    uint32_t wg = cap < 32u ? cap : 32u;
+    while (wg < cap && (int64_t)wg * 4 < row)
+        wg *= 2;
+    return wg;
+}
+
 static uint32_t unit_bytes(uint32_t dtype)
 {
     uint32_t bs, bb;
@@ -170,12 +186,13 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
         break;
     case BST_OP_RMS_NORM:
     case BST_OP_LAYER_NORM:
-        d = add(p, s, VKS_NORM, 128, VKB_ITEMS_ROWS0, OUT, A, 0, 0);
+        d = add(p, s, VKS_NORM, row_wg(dev, s->out.ne[3]), VKB_ITEMS_ROWS0, OUT, A, 0, 0);
         p->key[0].spec[SPEC_OP] = n->op == BST_OP_LAYER_NORM;
         d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_EPS, 0.0);
         break;
     case BST_OP_SOFTMAX:
-        d = add(p, s, VKS_SOFTMAX, 128, VKB_ITEMS_ROWS0, OUT, A, n->n_inputs == 2 ? B : 0, 0);
+        d = add(p, s, VKS_SOFTMAX, row_wg(dev, s->out.ne[3]), VKB_ITEMS_ROWS0, OUT, A,
+                n->n_inputs == 2 ? B : 0, 0);
         p->key[0].spec[SPEC_X] = n->n_inputs == 2;
         d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_SCALE, 1.0);
         break;
@@ -188,7 +205,7 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
         break;
     }
     case BST_OP_ARGMAX:
-        d = add(p, s, VKS_ARGMAX, 128, VKB_ITEMS_ROWS1, OUT, A, 0, 0);
+        d = add(p, s, VKS_ARGMAX, row_wg(dev, s->in[0].ne[3]), VKB_ITEMS_ROWS1, OUT, A, 0, 0);
         d->shift_out = true; /* out has one dim less: its dims line up with x's outer ones */
         for (int j = 0; j < 3; j++)
             d->push.nb[0][j] = (uint32_t)s->out.nb[j + 1];
@@ -205,7 +222,13 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
             d->mm_tile[0] = mr;
             d->mm_tile[1] = VEC_NR;
         } else if (kind == MM_ROWS) {
-            add(p, s, VKS_MATMUL_ROWS, 64, VKB_ITEMS_ELEMS, OUT, A, B, 0);
+            int64_t m = s->in[0].ne[2];
+            uint32_t rm = m <= 1 ? 1u : m <= 2 ? 2u : 4u;
+            d = add(p, s, VKS_MATMUL_ROWS, 64, VKB_ITEMS_MM_PATCH, OUT, A, B, 0);
+            p->key[0].spec[SPEC_X] = rm;
+            p->key[0].spec[SPEC_X + 1] = ROWS_RN;
+            d->mm_tile[0] = rm;
+            d->mm_tile[1] = ROWS_RN;
         } else {
             uint32_t wg = (TILE_BM / TILE_TM) * (TILE_BN / TILE_TN);
             d = add(p, s, VKS_MATMUL_TILED, wg, VKB_ITEMS_MM, OUT, A, B, 0);

@@ -83,3 +83,38 @@ kernel void k_concat(cbuf a, ulong ao, long4 anb, int adt, cbuf b, ulong bo, lon
     }
     st_at(o, oo, onb, c.s0, c.s1, c.s2, c.s3, v, odt);
 }
+
+/* Fast paths for contiguous f32 tensors (the common case: residual adds, norm weights, the
+ * FFN's silu and gate product): a flat index, no dims to split. b repeats every nb elements
+ * (nb == total: same shape; a trailing-dims weight otherwise). */
+kernel void k_binary_flat(global const float *a, ulong ao, global const float *b, ulong bo,
+                          long nb, global float *o, ulong oo, long total, int mul)
+{
+    long g = get_global_id(0);
+    if (g >= total)
+        return;
+    /* same shape: no modulo; else a 32-bit one when it fits (64-bit division is slow) */
+    long bi = nb == total ? g : total <= 0xffffffffL ? (long)((uint)g % (uint)nb) : g % nb;
+    float x = a[ao + g], y = b[bo + bi];
+    o[oo + g] = mul ? x * y : x + y;
+}
+
+kernel void k_unary_flat(global const float *x, ulong xo, global float *o, ulong oo, long total,
+                         int op, float scale)
+{
+    long g = get_global_id(0);
+    if (g >= total)
+        return;
+    float v = x[xo + g], z;
+    if (op == UN_SCALE) {
+        z = v * scale;
+    } else if (op == UN_SILU) {
+        z = v / (1.0f + exp(-v));
+    } else if (op == UN_GELU) {
+        const float k = 0.7978845608028654f;
+        z = 0.5f * v * (1.0f + tanh(k * (v + 0.044715f * v * v * v)));
+    } else {
+        z = v;
+    }
+    o[oo + g] = z;
+}

@@ -34,6 +34,84 @@ inline float dot_block(cbuf a, long ar, long as, int adt, long k, const float *w
     return s;
 }
 
+/* Elements 4c..4c+3 of a contiguous f32, f16 or bf16 row. */
+inline float4 ld_vec4(cbuf row, long c, int dt)
+{
+    if (dt == DT_F32)
+        return vload4(c, (global const float *)row);
+    if (dt == DT_F16)
+        return vload_half4(c, (global const half *)row);
+    return as_float4(convert_uint4(vload4(c, (global const ushort *)row)) << 16);
+}
+
+inline float hsum16(float16 v)
+{
+    float8 a = v.lo + v.hi;
+    float4 b = a.lo + a.hi;
+    return (b.x + b.y) + (b.z + b.w);
+}
+
+/* The fifth bits of 16 elements (qh bits sh..sh+15) as 0 or 16. */
+inline float16 q5_high(uint qh, uint sh)
+{
+    const uint16 bit = (uint16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return convert_float16((((uint16)(qh >> sh)) >> bit) & (uint16)1) * 16.0f;
+}
+
+/* Block b (any block type) unpacked into its 32 integer codes (lo: elements 0..15, hi:
+ * 16..31), its scale d and minimum mn (0 for the symmetric types): element j = d * code + mn.
+ * Unpacked once per block and reused for every row of a, with 16-wide vector arithmetic. */
+inline void unpack_q(cbuf b, float16 *lo, float16 *hi, float *d, float *mn, int dt)
+{
+    *d = ld_half(b);
+    *mn = 0.0f;
+    switch (dt) {
+    case DT_Q4_0: {
+        uchar16 q = vload16(0, b + 2);
+        *lo = convert_float16(q & (uchar16)15) - 8.0f;
+        *hi = convert_float16(q >> (uchar16)4) - 8.0f;
+        break;
+    }
+    case DT_Q4_1: {
+        uchar16 q = vload16(0, b + 4);
+        *lo = convert_float16(q & (uchar16)15);
+        *hi = convert_float16(q >> (uchar16)4);
+        *mn = ld_half(b + 2);
+        break;
+    }
+    case DT_Q5_0: {
+        uint qh = ld_u32le(b + 2);
+        uchar16 q = vload16(0, b + 6);
+        *lo = convert_float16(q & (uchar16)15) + q5_high(qh, 0) - 16.0f;
+        *hi = convert_float16(q >> (uchar16)4) + q5_high(qh, 16) - 16.0f;
+        break;
+    }
+    case DT_Q5_1: {
+        uint qh = ld_u32le(b + 4);
+        uchar16 q = vload16(0, b + 8);
+        *lo = convert_float16(q & (uchar16)15) + q5_high(qh, 0);
+        *hi = convert_float16(q >> (uchar16)4) + q5_high(qh, 16);
+        *mn = ld_half(b + 2);
+        break;
+    }
+    default: /* DT_Q8_0 */
+        *lo = convert_float16(as_char16(vload16(0, b + 2)));
+        *hi = convert_float16(as_char16(vload16(0, b + 18)));
+        break;
+    }
+}
+
+/* An unpacked block dotted with 32 contiguous f32 values at ap. */
+inline float dot_unpacked(global const float *ap, float16 lo, float16 hi, float d, float mn,
+                          int dt)
+{
+    float16 a0 = vload16(0, ap), a1 = vload16(1, ap);
+    float s = d * (hsum16(a0 * lo) + hsum16(a1 * hi));
+    if (dt == DT_Q4_1 || dt == DT_Q5_1)
+        s += mn * hsum16(a0 + a1);
+    return s;
+}
+
 inline void deq_block(cbuf b, float *y, int dt)
 {
     deq_half_block(b, 0, y, dt);
@@ -58,7 +136,19 @@ inline void gemv_body(cbuf a, ulong ao, long4 anb, int adt, cbuf b, ulong bo, lo
         for (int mm = 0; mm < GV_MC; mm++)
             acc[mm] = 0.0f;
         if (live) {
-            if (dt_is_block(DT)) {
+            if (dt_is_block(DT) && adt == DT_F32 && anb.s3 == 4) {
+                for (long blk = lane; blk < K / QK; blk += GV_LANES) {
+                    float16 lo, hi;
+                    float d, mn;
+                    unpack_q(b + br + blk * bnb.s3, &lo, &hi, &d, &mn, DT);
+                    for (int mm = 0; mm < GV_MC; mm++)
+                        if (m0 + mm < M)
+                            acc[mm] += dot_unpacked((global const float *)(a + ab +
+                                                                           (m0 + mm) * anb.s2) +
+                                                        blk * QK,
+                                                    lo, hi, d, mn, DT);
+                }
+            } else if (dt_is_block(DT)) {
                 for (long blk = lane; blk < K / QK; blk += GV_LANES) {
                     float w[QK];
                     deq_block(b + br + blk * bnb.s3, w, DT);
@@ -68,7 +158,23 @@ inline void gemv_body(cbuf a, ulong ao, long4 anb, int adt, cbuf b, ulong bo, lo
                                                  blk * QK, w);
                 }
             } else {
-                for (long k = lane; k < K; k += GV_LANES) {
+                /* Contiguous rows: four elements per lane and step with vector loads (lanes
+                 * read consecutive 16-byte chunks); the remainder, and strided views, one by
+                 * one. */
+                long kv = 0;
+                if (adt == DT_F32 && anb.s3 == 4 && bnb.s3 == (DT == DT_F32 ? 4 : 2)) {
+                    kv = K / 4 * 4;
+                    for (long c = lane; c < K / 4; c += GV_LANES) {
+                        float4 w = ld_vec4(b + br, c, DT);
+                        for (int mm = 0; mm < GV_MC; mm++)
+                            if (m0 + mm < M)
+                                acc[mm] += dot(vload4(c, (global const float *)(a + ab +
+                                                                               (m0 + mm) *
+                                                                                   anb.s2)),
+                                               w);
+                    }
+                }
+                for (long k = kv + lane; k < K; k += GV_LANES) {
                     float w = ld_elem(b, br, k, bnb.s3, DT);
                     for (int mm = 0; mm < GV_MC; mm++)
                         if (m0 + mm < M)
