@@ -382,6 +382,35 @@ BST_MUST_CHECK bst_status bench_doc_parse(const char *text, bench_doc *out, benc
 /* Progress: what is starting now ("loading the model", "generation"). */
 typedef void (*bench_info_fn)(void *user, const char *what);
 
+/* --- profiles (`--profile FILE`) ------------------------------------------------------------ */
+
+/* Events kept for the trace; the summary counts past it. */
+#define BENCH_PROFILE_MAX_EVENTS 250000u
+
+typedef struct bench_profile bench_profile;
+
+BST_MUST_CHECK bst_status bench_profile_create(bench_profile **out, bench_error *e);
+void bench_profile_destroy(bench_profile *p);
+/* Starts a trace process named `name` whose threads are ctx's devices; the records that follow
+ * belong to it. */
+BST_MUST_CHECK bst_status bench_profile_begin(bench_profile *p, const char *name,
+                                              const bst_context *ctx, bench_error *e);
+/* A bst_profile_fn; user is the bench_profile. */
+void bench_profile_record(void *user, const bst_profile_record *record);
+/* The Chrome trace (Trace Event Format JSON). */
+BST_MUST_CHECK bst_status bench_profile_write_trace(const bench_profile *p, const char *path,
+                                                    bench_error *e);
+/* The top_n op/kernel pairs (or partitions, when only partitions were profiled) by total wall
+ * time, then one line of totals:
+ *   profile: top N of M op/kernel pairs by total time (...)
+ *     total_ms  share  calls  avg_us  device_ms  GB/s  op/kernel@backend
+ *     <ms> <pct>% <calls> <us> <ms or -> <GB/s>  <op>[/<variant>]@<backend>
+ *   profile: P partition runs X ms, N node runs Y ms, C copies Z ms (B bytes); E trace events
+ */
+void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n);
+/* "nodes" or "partitions". */
+bool bench_profile_parse_level(const char *text, bst_profile_level *out);
+
 typedef struct bench_model_options {
     const char *path;
     uint32_t n_prompt, n_gen; /* tokens of the pp and tg tests; 0 skips a test */
@@ -392,6 +421,10 @@ typedef struct bench_model_options {
     const char *plugin_paths;
     bench_info_fn info;
     void *info_user;
+    /* When set: after the measured repetitions of each selection, one more pp and tg repetition
+     * runs with profiling at `profile_level` into it (the measured numbers stay unprofiled). */
+    bench_profile *profile;
+    bst_profile_level profile_level;
 } bench_model_options;
 
 /* Fills d's model section, bandwidth baseline and model_results (one per backend set). A set

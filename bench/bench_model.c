@@ -8,10 +8,9 @@
  *
  * The roofline: generating a token reads every weight once (the KV cache aside), so the fastest
  * possible generation is the measured read bandwidth divided by the weight bytes per token.
- * Those bytes are counted from the GGUF tensor table, read here with a small bounded walker of
- * the file header (the library's own reader is internal to libbastion, which this tool links as
- * a shared library): every tensor counts fully, except an input embedding that has a separate
- * output head, of which a token reads one row.
+ * The library counts those bytes when it loads the model (bst_model_info.weight_bytes_per_token:
+ * every weight, except an input embedding that has a separate output head, of which a token
+ * reads one row).
  */
 #include "bench.h"
 
@@ -24,188 +23,6 @@
 #ifdef BENCH_HAVE_LIBCRYPTO
 #include <openssl/evp.h>
 #endif
-
-/* --- GGUF tensor table --------------------------------------------------------------------- */
-
-typedef struct gg {
-    FILE *f;
-    char why[256];
-} gg;
-
-static bool gg_read(gg *g, void *dst, size_t n)
-{
-    if (fread(dst, 1, n, g->f) != n) {
-        snprintf(g->why, sizeof g->why, "the GGUF header is truncated");
-        return false;
-    }
-    return true;
-}
-
-static bool gg_u32(gg *g, uint32_t *v) { return gg_read(g, v, 4); }
-static bool gg_u64(gg *g, uint64_t *v) { return gg_read(g, v, 8); }
-
-static bool gg_skip(gg *g, uint64_t n)
-{
-    if (n > (UINT64_C(1) << 40) || fseeko(g->f, (off_t)n, SEEK_CUR) != 0) {
-        snprintf(g->why, sizeof g->why, "the GGUF header has an impossible length");
-        return false;
-    }
-    return true;
-}
-
-/* A string into buf (truncated to size - 1), the rest skipped. */
-static bool gg_str(gg *g, char *buf, size_t size)
-{
-    uint64_t len;
-    if (!gg_u64(g, &len))
-        return false;
-    if (len > (UINT64_C(1) << 30)) {
-        snprintf(g->why, sizeof g->why, "a GGUF string of %llu bytes", (unsigned long long)len);
-        return false;
-    }
-    size_t keep = len < size - 1 ? (size_t)len : size - 1;
-    if (!gg_read(g, buf, keep))
-        return false;
-    buf[keep] = '\0';
-    return gg_skip(g, len - keep);
-}
-
-/* Bytes of a scalar GGUF value type; 0 for string/array/unknown. */
-static uint64_t scalar_size(uint32_t type)
-{
-    static const uint8_t sizes[13] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-    return type < 13 ? sizes[type] : 0;
-}
-
-static bool gg_skip_value(gg *g, uint32_t type, int depth)
-{
-    if (type == 8) { /* string */
-        uint64_t len;
-        return gg_u64(g, &len) && gg_skip(g, len);
-    }
-    if (type == 9) { /* array */
-        uint32_t et;
-        uint64_t n;
-        if (!gg_u32(g, &et) || !gg_u64(g, &n))
-            return false;
-        if (depth > 2 || n > (UINT64_C(1) << 32)) {
-            snprintf(g->why, sizeof g->why, "a GGUF array is too deep or too long");
-            return false;
-        }
-        uint64_t es = scalar_size(et);
-        if (es)
-            return n <= (UINT64_C(1) << 40) / es && gg_skip(g, n * es);
-        for (uint64_t i = 0; i < n; i++)
-            if (!gg_skip_value(g, et, depth + 1))
-                return false;
-        return true;
-    }
-    uint64_t s = scalar_size(type);
-    if (!s) {
-        snprintf(g->why, sizeof g->why, "unknown GGUF value type %u", type);
-        return false;
-    }
-    return gg_skip(g, s);
-}
-
-/* ggml tensor types: elements per block and bytes per block; {0, 0} when unknown. */
-static void ggml_type_geometry(uint32_t type, uint64_t *bs, uint64_t *bb)
-{
-    static const struct {
-        uint32_t id, bs, bb;
-    } table[] = {{0, 1, 4},      {1, 1, 2},      {2, 32, 18},    {3, 32, 20},   {6, 32, 22},
-                 {7, 32, 24},    {8, 32, 34},    {9, 32, 36},    {10, 256, 84}, {11, 256, 110},
-                 {12, 256, 144}, {13, 256, 176}, {14, 256, 210}, {15, 256, 292}, {24, 1, 1},
-                 {25, 1, 2},     {26, 1, 4},     {27, 1, 8},     {28, 1, 8},    {30, 1, 2}};
-    *bs = *bb = 0;
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (table[i].id == type) {
-            *bs = table[i].bs;
-            *bb = table[i].bb;
-        }
-}
-
-/* Bytes of weights one generated token reads. False with `why` when the file cannot tell. */
-static bool weight_bytes_per_token(const char *path, double *out, char *why, size_t why_size)
-{
-    gg g = {fopen(path, "rb"), ""};
-    if (!g.f) {
-        snprintf(why, why_size, "cannot read '%s': %s", path, strerror(errno));
-        return false;
-    }
-    bool ok = false;
-    char magic[4];
-    uint32_t version = 0;
-    uint64_t n_tensors = 0, n_kv = 0;
-    double total = 0.0, embd_bytes = 0.0, embd_row = 0.0;
-    bool has_output = false, has_embd = false;
-    if (!gg_read(&g, magic, 4) || memcmp(magic, "GGUF", 4) != 0) {
-        snprintf(g.why, sizeof g.why, "not a GGUF file");
-        goto done;
-    }
-    if (!gg_u32(&g, &version) || version < 2 || version > 3) {
-        snprintf(g.why, sizeof g.why, "GGUF version %u is not 2 or 3", version);
-        goto done;
-    }
-    if (!gg_u64(&g, &n_tensors) || !gg_u64(&g, &n_kv))
-        goto done;
-    if (n_tensors > 1000000 || n_kv > 1000000) {
-        snprintf(g.why, sizeof g.why, "implausible tensor or key count");
-        goto done;
-    }
-    for (uint64_t i = 0; i < n_kv; i++) {
-        char key[8];
-        uint32_t type;
-        if (!gg_str(&g, key, sizeof key) || !gg_u32(&g, &type) || !gg_skip_value(&g, type, 0))
-            goto done;
-    }
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        char name[128];
-        uint32_t n_dims, type;
-        uint64_t dims[8], offset;
-        if (!gg_str(&g, name, sizeof name) || !gg_u32(&g, &n_dims))
-            goto done;
-        if (n_dims == 0 || n_dims > 8) {
-            snprintf(g.why, sizeof g.why, "tensor '%s' has %u dims", name, n_dims);
-            goto done;
-        }
-        double elems = 1.0;
-        for (uint32_t d = 0; d < n_dims; d++) {
-            if (!gg_u64(&g, &dims[d]))
-                goto done;
-            elems *= (double)dims[d];
-        }
-        if (!gg_u32(&g, &type) || !gg_u64(&g, &offset))
-            goto done;
-        uint64_t bs, bb;
-        ggml_type_geometry(type, &bs, &bb);
-        if (!bs) {
-            snprintf(g.why, sizeof g.why, "tensor '%s' has ggml type %u, unknown here", name,
-                     type);
-            goto done;
-        }
-        double bytes = elems / (double)bs * (double)bb;
-        total += bytes;
-        if (strcmp(name, "output.weight") == 0)
-            has_output = true;
-        if (strcmp(name, "token_embd.weight") == 0) {
-            has_embd = true;
-            embd_bytes = bytes;
-            embd_row = (double)dims[0] / (double)bs * (double)bb; /* ne[0]: one row */
-        }
-    }
-    /* With a separate output head a token reads one embedding row; tied, the head reads the
-     * whole table. */
-    if (has_embd && has_output)
-        total += embd_row - embd_bytes;
-    *out = total;
-    ok = true;
-done:
-    if (!ok)
-        snprintf(why, why_size, "%s", g.why);
-    fclose(g.f);
-    return ok;
-}
 
 /* The model file's identity: SHA-256 (the hash model hubs publish) when this build has
  * libcrypto, else 64-bit FNV-1a; the prefix says which. Also counts the file's bytes. */
@@ -299,7 +116,7 @@ static double seconds_since(uint64_t t0) { return (double)(bench_now_ns() - t0) 
 
 /* One backend selection; problems become the row's status and reason. */
 static void run_selection(const bench_model_options *o, const char *backends, double bw_gbs,
-                          double wbytes, bench_model_result *r, bench_model_info *model_info)
+                          bench_model_result *r, bench_model_info *model_info)
 {
     bench_info_fn info = o->info;
     void *info_user = o->info_user;
@@ -310,8 +127,8 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     r->reps = o->reps;
     r->threads = o->threads;
     r->load_s = r->session_s = NAN;
-    r->weight_bytes_per_token = wbytes;
-    r->roofline_tps = wbytes > 0 && bw_gbs > 0 ? bw_gbs * 1e9 / wbytes : NAN;
+    r->weight_bytes_per_token = NAN;
+    r->roofline_tps = NAN;
     r->roofline_fraction = NAN;
     r->pp_cold_tps = r->tg_cold_tps = r->pp_tps = r->tg_tps = NAN; /* a test not run has none */
 
@@ -357,6 +174,13 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     if (st != BST_OK || mi.n_vocab == 0) {
         bench_lib_fail(&e, st != BST_OK ? st : BST_ERR_FORMAT, "model info");
         goto done;
+    }
+    if (mi.struct_size >= offsetof(bst_model_info, weight_bytes_per_token) +
+                              sizeof mi.weight_bytes_per_token &&
+        mi.weight_bytes_per_token > 0) {
+        double wbytes = (double)mi.weight_bytes_per_token;
+        r->weight_bytes_per_token = wbytes;
+        r->roofline_tps = bw_gbs > 0 ? bw_gbs * 1e9 / wbytes : NAN;
     }
     if (!model_info->architecture[0]) {
         snprintf(model_info->name, sizeof model_info->name, "%s", mi.name ? mi.name : "");
@@ -418,6 +242,35 @@ static void run_selection(const bench_model_options *o, const char *backends, do
         if (isfinite(r->roofline_tps))
             r->roofline_fraction = r->tg_tps / r->roofline_tps;
     }
+    if (o->profile) {
+        /* One extra repetition of each test, profiled, after the measured ones: per-node
+         * profiling slows the run, and the numbers above must not pay for it. */
+        char lane[160];
+        snprintf(lane, sizeof lane, "bench model --backend %s",
+                 backends && backends[0] ? backends : "(default)");
+        if (info)
+            info(info_user, "profiling one repetition");
+        st = bench_profile_begin(o->profile, lane, ctx, &e);
+        if (st == BST_OK) {
+            st = bst_session_set_profiling(session, o->profile_level, bench_profile_record,
+                                           o->profile);
+            if (st != BST_OK)
+                bench_lib_fail(&e, st, "enabling profiling");
+        }
+        if (st == BST_OK && o->n_prompt) {
+            m.n = o->n_prompt;
+            st = pp_call(&m, 0, &e);
+        }
+        if (st == BST_OK && o->n_gen) {
+            m.n = o->n_gen;
+            st = tg_call(&m, 0, &e);
+        }
+        bst_status off = bst_session_set_profiling(session, BST_PROFILE_OFF, NULL, NULL);
+        if (st == BST_OK && off != BST_OK)
+            st = bench_lib_fail(&e, off, "disabling profiling");
+        if (st != BST_OK)
+            goto done;
+    }
     snprintf(r->status, sizeof r->status, "ok");
 done:
     if (strcmp(r->status, "ok") != 0)
@@ -439,10 +292,6 @@ bst_status bench_run_model(const bench_model_options *o, const bench_machine *ma
     if (doc->model.file_bytes == 0)
         return bench_fail(e, BST_ERR_IO, "cannot read '%s': %s", o->path, strerror(errno));
     doc->has_model = true;
-    double wbytes = NAN;
-    char why[256] = "";
-    if (!weight_bytes_per_token(o->path, &wbytes, why, sizeof why))
-        wbytes = NAN;
 
     if (o->info)
         o->info(o->info_user, "measuring memory bandwidth");
@@ -461,10 +310,10 @@ bst_status bench_run_model(const bench_model_options *o, const bench_machine *ma
         return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "model results: out of memory");
     for (uint32_t i = 0; i < n; i++) {
         bench_model_result *r = &doc->model_results[doc->n_model_results++];
-        run_selection(o, o->n_backend_sets ? o->backend_sets[i] : NULL, bw, wbytes, r,
-                      &doc->model);
-        if (!isfinite(wbytes) && strcmp(r->status, "ok") == 0)
-            snprintf(r->reason, sizeof r->reason, "no roofline: %.200s", why);
+        run_selection(o, o->n_backend_sets ? o->backend_sets[i] : NULL, bw, r, &doc->model);
+        if (!isfinite(r->weight_bytes_per_token) && strcmp(r->status, "ok") == 0)
+            snprintf(r->reason, sizeof r->reason, "no roofline: the library reports no weight "
+                     "bytes per token");
     }
 
     return BST_OK;

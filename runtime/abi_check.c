@@ -134,7 +134,10 @@ PIN(bst_context_options, struct_size, 0);
 PIN(bst_context_options, n_threads, 4);
 PIN(bst_context_options, backends, 8);
 PIN(bst_context_options, plugin_paths, 16);
-PIN_SIZE(bst_context_options, 24);
+PIN(bst_context_options, tune_mode, 24); /* v2 */
+PIN(bst_context_options, no_cache, 28);
+PIN(bst_context_options, tune_db_path, 32);
+PIN_SIZE(bst_context_options, 40);
 
 PIN(bst_plugin_record, struct_size, 0);
 PIN(bst_plugin_record, state, 4);

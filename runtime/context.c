@@ -34,7 +34,9 @@ BST_API bst_status bst_context_create(const bst_context_options *options,
         return bsti_fail(BST_ERR_INVALID_ARG, "bst_context_create: out_context is NULL");
     *out_context = NULL;
     uint32_t n_threads = 0;
-    const char *backends = NULL, *plugin_paths = NULL;
+    const char *backends = NULL, *plugin_paths = NULL, *tune_db_path = NULL;
+    uint32_t tune_mode = BST_TUNE_OFF;
+    bool no_cache = false;
     if (options) {
         if (options->struct_size < V1_END(bst_context_options, n_threads))
             return bsti_fail(BST_ERR_INVALID_ARG,
@@ -46,18 +48,35 @@ BST_API bst_status bst_context_create(const bst_context_options *options,
             backends = options->backends;
         if (BST_HAS_FIELD(options, bst_context_options, plugin_paths))
             plugin_paths = options->plugin_paths;
+        if (BST_HAS_FIELD(options, bst_context_options, tune_mode)) {
+            tune_mode = options->tune_mode;
+            if (tune_mode > BST_TUNE_FROZEN)
+                return bsti_fail(BST_ERR_INVALID_ARG, "bst_context_create: unknown tune_mode %u",
+                                 tune_mode);
+        }
+        if (BST_HAS_FIELD(options, bst_context_options, no_cache))
+            no_cache = options->no_cache;
+        if (BST_HAS_FIELD(options, bst_context_options, tune_db_path))
+            tune_db_path = options->tune_db_path;
     }
     pthread_once(&omp_once, set_omp_policy);
 
     bst_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_context_create: out of memory");
+    ctx->tune_mode = tune_mode;
+    ctx->tune_no_cache = no_cache;
+    if (tune_db_path && !(ctx->tune_db_path = strdup(tune_db_path))) {
+        free(ctx);
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_context_create: out of memory");
+    }
     /* The pool is shared by the process: the newest context's setting applies to later jobs. */
     bsti_pool_set_threads(n_threads);
     ctx->n_threads = bsti_pool_threads();
     bst_status st = bsti_loader_load(ctx, backends, plugin_paths);
     if (st != BST_OK) {
         bsti_loader_release(ctx);
+        free(ctx->tune_db_path);
         free(ctx);
         return st;
     }
@@ -69,6 +88,7 @@ BST_API void bst_context_destroy(bst_context *context)
 {
     if (!context)
         return;
+    bsti_tune_context_release(context);
     bsti_loader_release(context);
     free(context);
 }

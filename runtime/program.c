@@ -2,7 +2,8 @@
  * runtime/program.c — turns a graph into a program for a context's devices: clone, verify,
  * infer shapes, lower what no backend runs whole, place every node, partition, plan memory,
  * allocate and fill device buffers, compile each partition (program_mem.c and program_run.c do
- * the last three). Also destroy and describe.
+ * the last three). Also destroy and describe. bst_program_create itself is in program_replace.c:
+ * it calls bsti_prog_build again without a device that failed (placement skips p->excluded).
  *
  * Placement is the static priority rule, used before any tuning data exists: a compute node goes
  * to the first device, in the context's priority order, whose backend's query offers at least
@@ -12,6 +13,7 @@
  * into the descriptors of the nodes that read them.
  */
 #include "runtime/program_internal.h"
+#include "runtime/tune.h"
 
 #include "graph/status.h"
 
@@ -54,9 +56,10 @@ const char *bsti_prog_device_label(const bst_context *ctx, uint32_t d, char *buf
 
 void bsti_prog_clear_error(void) { (void)bsti_fail(BST_OK, "%s", ""); }
 
-bst_status bsti_prog_backend_error(const bst_program *p, uint32_t d, bst_status st,
+bst_status bsti_prog_backend_error(bst_program *p, uint32_t d, bst_status st,
                                    const char *fmt, ...)
 {
+    p->failed_device = d;
     if (st <= BST_OK || st >= BST_STATUS_COUNT) {
         (void)bsti_fail(BST_ERR_BACKEND, "backend returned invalid status %d", (int)st);
         st = BST_ERR_BACKEND;
@@ -143,13 +146,19 @@ static uint32_t query_device(bst_context *ctx, const bst_graph *g, uint32_t id, 
     return count;
 }
 
+static bool is_excluded(const bst_program *p, uint32_t d)
+{
+    return p->excluded && p->excluded[d];
+}
+
 /* Lowering's keep callback: a high-level node stays whole when some device has a fused kernel. */
 static bool keep_if_fused(void *user, const bst_graph *g, uint32_t id)
 {
-    bst_context *ctx = user;
+    const bst_program *p = user;
+    bst_context *ctx = p->ctx;
     for (uint32_t d = 0; d < ctx->n_devices; d++) {
         const char *why;
-        if (query_device(ctx, g, id, d, NULL, &why) > 0)
+        if (!is_excluded(p, d) && query_device(ctx, g, id, d, NULL, &why) > 0)
             return true;
     }
     return false;
@@ -199,7 +208,19 @@ static bst_status place_nodes(bst_program *p)
         n->variant = 0;
         if (is_source_op(n->op) || bsti_prog_is_alias_op(n->op))
             continue;
+        bool tuned = false;
+        if (ctx->tune_mode != BST_TUNE_OFF && (st = bsti_tune_place_node(p, id, &tuned)) != BST_OK)
+            break;
+        /* A device that failed this program is never chosen again, measured fastest or not. */
+        if (tuned && n->device < ctx->n_devices && !is_excluded(p, n->device))
+            continue;
+        n->device = BSTI_NONE;
+        n->variant = 0;
         for (uint32_t d = 0; d < ctx->n_devices; d++) {
+            if (is_excluded(p, d)) {
+                why[d] = "failed earlier, excluded";
+                continue;
+            }
             if (query_device(ctx, g, id, d, p->variant_names[id], &why[d]) > 0) {
                 n->device = d;
                 break;
@@ -295,24 +316,32 @@ static bst_status plan(bst_program *p)
     return BST_OK;
 }
 
-bst_status bst_program_create(bst_context *context, const bst_graph *graph,
-                              bst_program **out_program)
+bst_status bsti_prog_build(bst_context *context, const bst_graph *graph, const bool *excluded,
+                           bst_program **out_program, uint32_t *out_failed_device)
 {
-    if (out_program)
-        *out_program = NULL;
-    if (!context || !graph || !out_program)
-        return bsti_fail(BST_ERR_INVALID_ARG, "bst_program_create: NULL argument");
+    *out_program = NULL;
+    *out_failed_device = BSTI_NONE;
     bst_program *p = calloc(1, sizeof *p);
     if (!p)
         return bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_program_create: out of memory");
     p->ctx = context;
-    bst_status st = bsti_graph_clone(graph, &p->g);
+    p->failed_device = BSTI_NONE;
+    p->excluded = calloc(context->n_devices ? context->n_devices : 1, sizeof *p->excluded);
+    if (!p->excluded) {
+        free(p);
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "bst_program_create: out of memory");
+    }
+    if (excluded)
+        memcpy(p->excluded, excluded, context->n_devices * sizeof *p->excluded);
+    bst_status st = bsti_graph_clone(graph, &p->source);
+    if (st == BST_OK)
+        st = bsti_graph_clone(graph, &p->g);
     if (st == BST_OK)
         st = bsti_pass_verify(p->g);
     if (st == BST_OK)
         st = bsti_pass_infer_shapes(p->g);
     if (st == BST_OK)
-        st = bsti_pass_lower(p->g, keep_if_fused, context);
+        st = bsti_pass_lower(p->g, keep_if_fused, p);
     /* Lowering repeats work (ffn_swiglu and attention both start with matmuls of one input);
      * CSE merges it, DCE drops what that leaves unused. */
     if (st == BST_OK)
@@ -336,6 +365,7 @@ bst_status bst_program_create(bst_context *context, const bst_graph *graph,
     if (st == BST_OK)
         st = bsti_prog_compile(p);
     if (st != BST_OK) {
+        *out_failed_device = p->failed_device;
         bst_program_destroy(p);
         return st;
     }
@@ -357,11 +387,14 @@ void bst_program_destroy(bst_program *program)
     free(p->pparts);
     bsti_memplan_free(&p->plan);
     bsti_partitioning_free(&p->parts);
+    bsti_tune_report_free(p->tune);
     free(p->variant_names);
     free(p->root);
     free(p->holder);
     free(p->devs);
     free(p->staging);
+    free(p->excluded);
+    bst_graph_destroy(p->source);
     bst_graph_destroy(p->g);
     free(p);
 }

@@ -53,6 +53,14 @@ struct bst_program {
     uint8_t *staging;          /* host bounce buffer for cross-device copies */
     uint64_t staging_size;
     int64_t sym_bound[BST_SYM_COUNT];
+    /* runtime/profile.c: NULL unless profiling is set; freed with the executables. */
+    struct bsti_prog_profile *profile;
+    /* Re-placement (program_replace.c): */
+    bst_graph *source;       /* clone of the caller's graph, rebuilt from when a device fails */
+    bool *excluded;          /* per device: failed for this program, placement skips it */
+    uint32_t failed_device;  /* device of the last backend failure, BSTI_NONE if none */
+    bool lost_contents, lost_state; /* last run re-placed, but inputs/states did not come along */
+    struct bsti_tune_report *tune; /* kernel selection's choices and why (tune.h); NULL if off */
 };
 
 /* Storage for one node's backend descriptor (inputs, output, attributes), binding 0 offset 0. */
@@ -75,10 +83,18 @@ const char *bsti_prog_device_label(const bst_context *ctx, uint32_t d, char *buf
 
 /* Turns a backend's failure into a status whose message names the backend, the device and what
  * was being done; a backend that returned an out-of-range status or left no message is covered. */
-bst_status bsti_prog_backend_error(const bst_program *p, uint32_t d, bst_status st,
+bst_status bsti_prog_backend_error(bst_program *p, uint32_t d, bst_status st,
                                    const char *fmt, ...) BST_PRINTF(4, 5);
+/* (It also records d in p->failed_device, which re-placement reads.) */
 /* Clears the thread's message before a backend call, so a failure without a message shows. */
 void bsti_prog_clear_error(void);
+
+/* program.c: the whole create pipeline with the devices in `excluded` (per device, may be NULL)
+ * skipped by placement. On failure *out_program is NULL and *out_failed_device names the device
+ * whose backend call failed (BSTI_NONE when the failure was not a backend's). */
+BST_MUST_CHECK bst_status bsti_prog_build(bst_context *ctx, const bst_graph *graph,
+                                          const bool *excluded, bst_program **out_program,
+                                          uint32_t *out_failed_device);
 
 /* program_mem.c */
 BST_MUST_CHECK bst_status bsti_prog_alloc_buffers(bst_program *p);
@@ -94,5 +110,14 @@ BST_MUST_CHECK bst_status bsti_prog_copy(bst_program *p, uint32_t src_dev,
 /* program_run.c */
 BST_MUST_CHECK bst_status bsti_prog_compile(bst_program *p);
 void bsti_prog_free_executables(bst_program *p);
+/* Writes `size` bytes at the start of input v on every device that holds it. */
+BST_MUST_CHECK bst_status bsti_prog_write_input(bst_program *p, uint32_t v, const char *name,
+                                                const void *data, uint64_t size);
+/* program_replace.c: bsti_prog_write_input, re-placing the program when a device failed. */
+BST_MUST_CHECK bst_status bsti_prog_set_input_replacing(bst_program *p, uint32_t v,
+                                                        const char *name, const void *data,
+                                                        uint64_t size);
+/* One run, no re-placement (bst_program_run in program_replace.c wraps it). */
+BST_MUST_CHECK bst_status bsti_prog_run_once(bst_program *p, const bst_run_params *params);
 
 #endif /* BASTION_RUNTIME_PROGRAM_INTERNAL_H */

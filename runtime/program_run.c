@@ -9,6 +9,7 @@
  * keeps just the handle array each execute needs.
  */
 #include "runtime/program_internal.h"
+#include "runtime/profile.h"
 
 #include "graph/status.h"
 
@@ -120,6 +121,7 @@ void bsti_prog_free_executables(bst_program *p)
 {
     if (!p->pparts)
         return;
+    bsti_prog_profile_free(p);
     for (uint32_t pi = 0; pi < p->parts.n_parts; pi++) {
         bsti_prog_part *pp = &p->pparts[pi];
         if (pp->executable) {
@@ -169,18 +171,19 @@ static bst_status resolve_params(const bst_program *p, const bst_run_params *in,
     return BST_OK;
 }
 
-bst_status bst_program_run(bst_program *program, const bst_run_params *params)
+bst_status bsti_prog_run_once(bst_program *p, const bst_run_params *params)
 {
-    if (!program)
-        return bsti_fail(BST_ERR_INVALID_ARG, "bst_program_run: NULL program");
-    bst_program *p = program;
     bst_run_params rp;
     bst_status st = resolve_params(p, params, &rp);
     if (st != BST_OK)
         return st;
+    const bool prof = bsti_prog_profiling(p);
+    if (prof)
+        bsti_prog_profile_begin_run(p, &rp);
     for (uint32_t pi = 0; pi < p->parts.n_parts; pi++) {
         bsti_prog_part *pp = &p->pparts[pi];
         for (uint32_t t = 0; t < pp->n_transfers; t++) {
+            uint64_t t0 = prof ? bsti_prog_profile_now_ns() : 0;
             const bsti_prog_transfer *x = &pp->transfers[t];
             const bsti_value_loc *src = bsti_memplan_find(&p->plan, x->root, x->src_device);
             const bsti_value_loc *dst = bsti_memplan_find(&p->plan, x->root, pp->device);
@@ -190,9 +193,17 @@ bst_status bst_program_run(bst_program *program, const bst_run_params *params)
             st = bsti_prog_copy(p, x->src_device, src, pp->device, dst, src->size);
             if (st != BST_OK)
                 return bsti_fail_context(st, "partition %u", pi);
+            if (prof)
+                bsti_prog_profile_copy(p, pi, x->src_device, src->size, t0);
         }
         if (!pp->executable)
             continue;
+        if (prof) {
+            st = bsti_prog_profile_execute(p, pi);
+            if (st != BST_OK)
+                return st;
+            continue;
+        }
         const bsti_device *dev = &p->ctx->devices[pp->device];
         bsti_prog_clear_error();
         st = dev->plugin->api.execute(dev->handle, pp->executable, pp->bindings, pp->n_bindings,
@@ -232,8 +243,8 @@ static uint32_t find_input(const bst_program *p, const char *name)
     return BSTI_NONE;
 }
 
-static bst_status write_input(bst_program *p, uint32_t v, const char *name, const void *data,
-                              uint64_t size)
+bst_status bsti_prog_write_input(bst_program *p, uint32_t v, const char *name, const void *data,
+                                 uint64_t size)
 {
     for (uint32_t d = 0; d < p->ctx->n_devices; d++) {
         const bsti_value_loc *loc = bsti_memplan_find(&p->plan, v, d);
@@ -262,7 +273,7 @@ bst_status bst_program_set_input(bst_program *program, const char *name, const v
     bst_status st = check_size(p, v, "input", name, size);
     if (st != BST_OK)
         return st;
-    return write_input(p, v, name, data, size);
+    return bsti_prog_set_input_replacing(p, v, name, data, size);
 }
 
 bst_status bsti_program_set_input_prefix(bst_program *program, const char *name,
@@ -281,7 +292,7 @@ bst_status bsti_program_set_input_prefix(bst_program *program, const char *name,
     if (size > bytes)
         return bsti_fail(BST_ERR_INVALID_ARG, "input \"%s\" holds %llu bytes; %llu given", name,
                          (unsigned long long)bytes, (unsigned long long)size);
-    return size ? write_input(p, v, name, data, size) : BST_OK;
+    return size ? bsti_prog_set_input_replacing(p, v, name, data, size) : BST_OK;
 }
 
 /* Copies a strided tensor at `src` (its first byte) into contiguous `dst`. */

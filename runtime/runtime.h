@@ -32,6 +32,7 @@ typedef struct bsti_device {
     bool open_failed;
     bst_status open_status; /* when open_failed: the status every later bsti_device_get returns */
     char *open_error;       /* when open_failed: its message, owned */
+    bool replace_warned;    /* work was re-placed away from it and that was logged (once) */
 } bsti_device;
 
 struct bst_context {
@@ -40,7 +41,23 @@ struct bst_context {
     uint32_t n_plugins;
     bsti_device *devices; /* loaded plugins' devices, in backend priority order */
     uint32_t n_devices;
+    /* Kernel selection (runtime/tune_*.c). The database opens on the first tuned program. */
+    uint32_t tune_mode;         /* bst_tune_mode */
+    bool tune_no_cache;         /* in-memory database only */
+    bool tune_db_failed;        /* opening failed once: tune without a database from then on */
+    char *tune_db_path;         /* owned; NULL = default */
+    struct bsti_tune_db *tune_db; /* owned, NULL until first use */
+    uint64_t *tune_fresh;         /* key hashes measured by this context (full mode: once each) */
+    uint32_t n_tune_fresh, cap_tune_fresh;
 };
+
+/* Closes the context's tuning database (runtime/tune_place.c). */
+void bsti_tune_context_release(bst_context *ctx);
+/* bst_program_explain of several programs in one document (runtime/tune_explain.c); NULL
+ * programs are skipped. Free *out_text with bst_free. */
+BST_MUST_CHECK bst_status bsti_tune_explain_programs(const bst_program *const *programs,
+                                                     const char *const *names, uint32_t n,
+                                                     bool json, char **out_text);
 
 /* The host service table handed to every plugin (lives for the whole process). */
 const bst_host_api *bsti_host_api(void);
@@ -66,6 +83,12 @@ BST_MUST_CHECK bst_status bsti_program_set_input_prefix(bst_program *program, co
 BST_MUST_CHECK bst_status bsti_program_get_output_range(bst_program *program, const char *name,
                                                         uint64_t offset, void *dst,
                                                         uint64_t size);
+
+/* After a bst_program_run that failed because the program was re-placed off a failed device
+ * whose memory could not be read back (runtime/program_replace.c): true, once, with
+ * *out_state_lost saying whether a state was lost (a KV cache then starts empty) as well as
+ * inputs. The program works on its new placement once its inputs are set again. */
+bool bsti_program_take_lost(bst_program *program, bool *out_state_lost);
 
 /* --- test-only fault injection (runtime/host.c) --- */
 /* Makes the next `countdown`-th call (1 = next) of host->fault(site) return `status`, once; a

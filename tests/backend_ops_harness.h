@@ -168,4 +168,8 @@ void bo_node_build(const bo_case *c, bo_node *n);
  * -1 when the case did not pass to begin with). Frees the case. */
 int bo_selftest(bo_case *c, uint32_t dev);
 
+/* The fused ATTENTION family (tests/backend_ops_attention.c): runs its cases between
+ * bo_family_begin and bo_family_end and returns the latter. */
+int bo_attention_family(void);
+
 #endif /* BASTION_TESTS_BACKEND_OPS_HARNESS_H */

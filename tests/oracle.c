@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 /* --- small IEEE formats ------------------------------------------------------------------ */
 
@@ -269,6 +270,58 @@ void oracle_concat(const double *a, const int64_t *a_dims, const double *b,
         for (int64_t i = 0; i < nb; i++)
             dst[na + i] = b[o * nb + i];
     }
+}
+
+void oracle_attention(const double *q, int64_t t, int64_t hq, int64_t d, const double *k,
+                      const double *v, int64_t s, int64_t hkv, const double *mask, int64_t m_rows,
+                      int64_t m_cols, double scale, bool causal, int64_t window, double *out)
+{
+    int64_t group = hkv ? hq / hkv : 1;
+    double *w = malloc((size_t)(s > 0 ? s : 1) * sizeof *w);
+    if (!w)
+        abort(); /* test code: nothing sensible to do */
+    for (int64_t i = 0; i < t; i++) {
+        int64_t pos = s - t + i;
+        for (int64_t h = 0; h < hq; h++) {
+            const double *qr = q + (i * hq + h) * d;
+            int64_t kh = h / group;
+            double mx = -INFINITY;
+            for (int64_t j = 0; j < s; j++) {
+                bool hidden = (causal && j > pos) || (window > 0 && j <= pos - window);
+                double sc = -INFINITY;
+                if (!hidden) {
+                    const double *kr = k + (j * hkv + kh) * d;
+                    double dot = 0.0;
+                    for (int64_t c = 0; c < d; c++)
+                        dot += qr[c] * kr[c];
+                    sc = dot * scale;
+                    if (mask)
+                        sc += mask[(m_rows == 1 ? 0 : i) * m_cols + (m_cols == 1 ? 0 : j)];
+                }
+                w[j] = sc;
+                if (sc > mx)
+                    mx = sc;
+            }
+            double *o = out + (i * hq + h) * d;
+            for (int64_t c = 0; c < d; c++)
+                o[c] = 0.0;
+            if (mx == -INFINITY) /* every key removed */
+                continue;
+            double sum = 0.0;
+            for (int64_t j = 0; j < s; j++) {
+                w[j] = w[j] == -INFINITY ? 0.0 : exp(w[j] - mx);
+                sum += w[j];
+            }
+            for (int64_t j = 0; j < s; j++) {
+                if (w[j] == 0.0)
+                    continue;
+                const double *vr = v + (j * hkv + kh) * d;
+                for (int64_t c = 0; c < d; c++)
+                    o[c] += w[j] / sum * vr[c];
+            }
+        }
+    }
+    free(w);
 }
 
 void oracle_argmax(const double *x, int64_t rows, int64_t n, int32_t *out)

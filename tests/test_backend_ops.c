@@ -17,6 +17,8 @@
  *   matmul (a f32; b f32/f16/bf16/q*; batched)          NMSE <= 5e-4 (DESIGN.md's bound for f32
  *                                                      matmul and attention; a backend may
  *                                                      round a to b's type or to q8 blocks)
+ *   attention (fused; k/v f32/f16/bf16; not on the     NMSE <= 5e-4
+ *   CPU reference backend, which lowers it)
  *   f16/bf16 outputs: cast, set_rows                   the oracle rounded to the type (ties to
  *                                                      even): exact on the CPU reference
  *                                                      backend, <= 1 ulp on other backends
@@ -1289,6 +1291,10 @@ static void test_harness_selftest(void)
     }
 }
 
+/* ---- ATTENTION (fused; tests/backend_ops_attention.c) -------------------------------------- */
+
+static void test_attention(void) { CU_ASSERT_EQUAL(bo_attention_family(), 0); }
+
 /* ---- devices, coverage, summary ------------------------------------------------------------ */
 
 static void test_devices(void)
@@ -1315,6 +1321,10 @@ static void test_summary(void)
 
 int main(void)
 {
+    /* The GPU-style backends offer fused attention on CPU-type devices (PoCL, lavapipe) only on
+     * request; ask before the harness creates its context, unless the caller said otherwise. */
+    setenv("BASTION_OPENCL_FUSED", "1", 0);
+    setenv("BASTION_VULKAN_FUSED", "1", 0);
     static const bst_test_case cases[] = {
         {"devices", test_devices},
         {"harness_selftest", test_harness_selftest},
@@ -1333,6 +1343,7 @@ int main(void)
         {"cont", test_cont},
         {"argmax", test_argmax},
         {"set_rows", test_set_rows},
+        {"attention", test_attention},
         {"view_ops", test_view_ops},
         {"invalid_nodes", test_invalid_nodes},
         {"cpu_coverage", test_cpu_coverage},

@@ -358,6 +358,9 @@ static void test_perplexity_bad_baseline(void)
 
 int main(void)
 {
+    /* The CLI runs the CPU backend's reference kernels: the answers asserted here are the
+     * model's under exact f32 arithmetic (see test_session.c). */
+    setenv("BASTION_CPU_KERNELS", "ref", 1);
     paths_init();
     static const bst_test_case cases[] = {
         {"run streams the answer and a timing line", test_run_streams_answer},

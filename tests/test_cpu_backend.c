@@ -341,6 +341,98 @@ static void test_query(void)
     CU_ASSERT_EQUAL(n, 0);
 }
 
+/* Whether /proc/cpuinfo's flags line (the kernel's view, which already drops features whose
+ * register state the OS does not enable) lists every flag in `want`. */
+static bool cpuinfo_has(const char *const *want, size_t n)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return false;
+    static char line[8192];
+    bool found = false, all = false;
+    while (!found && fgets(line, sizeof line, f))
+        if (strncmp(line, "flags", 5) == 0)
+            found = true;
+    fclose(f);
+    if (!found)
+        return false;
+    all = true;
+    for (size_t i = 0; i < n && all; i++) {
+        char pat[64];
+        snprintf(pat, sizeof pat, " %s", want[i]);
+        const char *p = line;
+        bool hit = false;
+        while ((p = strstr(p, pat)) != NULL && !hit) {
+            char end = p[strlen(pat)];
+            hit = end == ' ' || end == '\n' || end == '\0';
+            p++;
+        }
+        all = hit;
+    }
+    return all;
+}
+
+static uint32_t matmul_variants(void *device, bst_dtype wt, bst_kernel_variant *v, uint32_t cap)
+{
+    int64_t sa[2] = {3, 64}, sw[2] = {5, 64}, so[2] = {3, 5};
+    bst_tensor_desc ta = mk(BST_DTYPE_F32, 2, sa), tw = mk(wt, 2, sw), to = mk(BST_DTYPE_F32, 2, so);
+    const bst_tensor_desc *ins[2] = {&ta, &tw};
+    bst_node_desc nd = {.struct_size = sizeof nd, .op = BST_OP_MATMUL, .n_inputs = 2,
+                        .inputs = ins, .output = &to};
+    memset(v, 0, sizeof *v * cap);
+    for (uint32_t i = 0; i < cap; i++)
+        v[i].struct_size = sizeof v[i];
+    uint32_t n = 0;
+    CU_ASSERT_EQUAL(api.query(device, &nd, v, sizeof *v, cap, &n), BST_OK);
+    return n;
+}
+
+static bool offers(const bst_kernel_variant *v, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Quantized matmuls get the fast variants this machine can run (checked against /proc/cpuinfo,
+ * independently of the plugin's cpuid code), best first, "ref" last; other weights only "ref";
+ * BASTION_CPU_KERNELS=ref restricts a device opened under it to "ref". */
+static void test_kernel_variants(void)
+{
+    NEED_PLUGIN();
+    bst_kernel_variant v[8];
+    static const char *const avx2[] = {"avx2", "fma", "f16c"};
+    static const char *const vnni[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                                       "avx512_vnni"};
+    const bool has_avx2 = cpuinfo_has(avx2, 3), has_vnni = cpuinfo_has(vnni, 7);
+    static const bst_dtype quant[] = {BST_DTYPE_Q4_0, BST_DTYPE_Q4_1, BST_DTYPE_Q8_0};
+    for (size_t q = 0; q < 3; q++) {
+        uint32_t n = matmul_variants(dev, quant[q], v, 8);
+        CU_ASSERT_EQUAL_FATAL(n, 2u + has_avx2 + has_vnni);
+        CU_ASSERT_STRING_EQUAL(v[n - 1].name, "ref");
+        CU_ASSERT_STRING_EQUAL(v[n - 2].name, "q8x2dot_scalar");
+        CU_ASSERT_EQUAL(offers(v, n, "q8x2dot_avx2"), has_avx2);
+        CU_ASSERT_EQUAL(offers(v, n, "q8x2dot_avx512vnni"), has_vnni);
+        if (has_vnni)
+            CU_ASSERT_STRING_EQUAL(v[0].name, "q8x2dot_avx512vnni");
+        for (uint32_t i = 0; i + 1 < n; i++)
+            CU_ASSERT_NOT_EQUAL(v[i].source_hash, v[i + 1].source_hash);
+    }
+    CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_Q5_0, v, 8), 1);
+    CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_F32, v, 8), 1);
+    /* A capacity smaller than the list: the count is still the whole list. */
+    CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_Q4_1, v, 1), 2u + has_avx2 + has_vnni);
+
+    CU_ASSERT_EQUAL_FATAL(setenv("BASTION_CPU_KERNELS", "ref", 1), 0);
+    void *ref_dev = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.device_open(api.ctx, 0, &ref_dev), BST_OK);
+    unsetenv("BASTION_CPU_KERNELS");
+    CU_ASSERT_EQUAL(matmul_variants(ref_dev, BST_DTYPE_Q4_1, v, 8), 1);
+    CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
+    api.device_close(ref_dev);
+}
+
 /* --- ops --- */
 
 static void test_add_mul_broadcast(void)
@@ -873,6 +965,7 @@ int main(void)
         {"device", test_device},
         {"buffers", test_buffers},
         {"query", test_query},
+        {"kernel variants", test_kernel_variants},
         {"add/mul broadcast", test_add_mul_broadcast},
         {"scale/silu/gelu", test_unary},
         {"matmul", test_matmul},

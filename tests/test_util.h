@@ -15,7 +15,8 @@ typedef struct bst_test_case {
 } bst_test_case;
 
 /* Registers `cases` (terminated by {NULL, NULL}) as one suite, runs it verbosely and returns the
- * process exit code: 0 only when every test ran and passed. */
+ * process exit code: 0 only when every test ran and passed. With BASTION_TEST_CASES=SUBSTRING
+ * set, only the cases whose name contains SUBSTRING are registered (none matching fails). */
 int bst_test_run_suite(const char *suite_name, const bst_test_case *cases);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer; NULL on failure. */

@@ -9,7 +9,7 @@
  * device lost and sticky, pipeline creation failure); the forced fallback paths (32-bit word
  * access, shared-memory reductions, staged memory); and every run in this process under the
  * Khronos validation layer, whose errors reach the log and must number zero after a set of
- * test_backend_ops-like cases.
+ * test_backend_ops-like cases and the fused attention family.
  *
  * Without a Vulkan device (or without the backend: BASTION_VULKAN_BUILT undefined) the tests
  * say so and pass; with the backend built, a plugin that does not load is a failure.
@@ -1058,6 +1058,9 @@ static void test_validation(void)
     case_argmax();
     case_add_concat();
     CU_ASSERT_EQUAL(bo_family_end(), 0);
+    /* Fused attention (offered on lavapipe because main sets BASTION_VULKAN_FUSED): its record
+     * has the fifth slot (the mask) no other shader uses. */
+    CU_ASSERT_EQUAL(bo_attention_family(), 0);
     bo_print_summary();
     bo_shutdown();
     printf("\n  validation errors so far: %u", validation_errors);
@@ -1081,6 +1084,7 @@ int main(void)
     /* Every context this process creates runs under the Khronos validation layer. */
     setenv("BASTION_VULKAN_VALIDATION", "1", 1);
     setenv("BASTION_BACKENDS", "cpu,vulkan", 1); /* the harness' context in test_validation */
+    setenv("BASTION_VULKAN_FUSED", "1", 1);      /* attention is offered on CPU-type devices */
     bst_set_log_callback(on_log, NULL, BST_LOG_DEBUG);
     static const bst_test_case cases[] = {
         {"devices", test_devices},

@@ -41,6 +41,10 @@ int cli_cmd_run(int argc, char **argv);
 void cli_usage_run(FILE *out);
 int cli_cmd_perplexity(int argc, char **argv);
 void cli_usage_perplexity(FILE *out);
+int cli_cmd_explain(int argc, char **argv);
+void cli_usage_explain(FILE *out);
+int cli_cmd_tune(int argc, char **argv);
+void cli_usage_tune(FILE *out);
 
 /* "bastion <cmd>: message" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) BST_PRINTF(2, 3);

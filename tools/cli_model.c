@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -20,6 +21,8 @@ int cli_model_open(const char *cmd, const cli_model_options *o, bst_context **ou
     co.n_threads = o->n_threads;
     co.backends = o->backends;
     co.plugin_paths = o->plugin_path;
+    co.tune_mode = o->tune_mode;
+    co.no_cache = o->no_cache;
     bst_context *ctx = NULL;
     bst_status st = bst_context_create(&co, &ctx);
     if (st != BST_OK)
@@ -80,4 +83,15 @@ uint64_t cli_peak_rss_bytes(void)
     if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
         return 0;
     return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+}
+
+bool cli_parse_tune(const char *text, uint32_t *out_mode)
+{
+    static const char *const names[] = {"off", "cached", "full", "frozen"};
+    for (uint32_t i = 0; text && i < 4; i++)
+        if (strcmp(text, names[i]) == 0) {
+            *out_mode = i;
+            return true;
+        }
+    return false;
 }

@@ -14,7 +14,12 @@ typedef struct cli_model_options {
     const char *plugin_path; /* --plugin-path */
     uint32_t n_threads;      /* --threads, 0 = all CPUs */
     bool no_mmap;            /* --no-mmap */
+    bool no_cache;           /* --no-cache: tune in memory, nothing on disk */
+    uint32_t tune_mode;      /* --tune: bst_tune_mode (0 = off) */
 } cli_model_options;
+
+/* "off", "cached", "full", "frozen" -> bst_tune_mode. */
+bool cli_parse_tune(const char *text, uint32_t *out_mode);
 
 /* Creates the context and loads the model; on failure reports it and returns CLI_EXIT_FAIL with
  * nothing to free. *out_load_ms is the wall time of both. */

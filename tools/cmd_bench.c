@@ -67,6 +67,14 @@ void cli_usage_bench(FILE *out)
             "  -r, --reps N        warm repetitions of each test (default 5)\n"
             "  --backend LIST      a backend selection; repeat for one row per selection\n"
             "  --threads N, --json FILE, --plugin-path DIRS   as for bench ops\n"
+            "  --profile FILE      after the measured repetitions, run one more pp and tg\n"
+            "                      repetition profiled and write its per-node timings as a\n"
+            "                      Chrome trace (chrome://tracing, Perfetto) to FILE, with a\n"
+            "                      top-N summary on stderr; the measured numbers stay\n"
+            "                      unprofiled\n"
+            "  --profile-level L   nodes (default: each node compiled and run alone, timed)\n"
+            "                      or partitions (what normally runs, timed per partition)\n"
+            "  --profile-top N     rows of the summary (default 10)\n"
             "\n"
             "Options of bench report:\n"
             "  --format F          md (default), csv or svg (a bar chart per backend and op)\n"
@@ -340,13 +348,18 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
         {"n-gen", required_argument, NULL, 'n'},    {"reps", required_argument, NULL, 'r'},
         {"backend", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
         {"json", required_argument, NULL, 'j'},     {"plugin-path", required_argument, NULL, 'P'},
+        {"profile", required_argument, NULL, 'F'},  {"profile-level", required_argument, NULL, 'L'},
+        {"profile-top", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
+    const char *profile_path = NULL;
+    uint32_t profile_top = 10;
     bench_model_options mo;
     memset(&mo, 0, sizeof mo);
     mo.n_prompt = 512;
     mo.n_gen = 128;
     mo.reps = 5;
+    mo.profile_level = BST_PROFILE_NODES;
     const char *sets[MAX_SETS];
     const char *json = NULL;
     opterr = 0;
@@ -389,6 +402,20 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
         case 'P':
             mo.plugin_paths = optarg;
             break;
+        case 'F':
+            profile_path = optarg;
+            break;
+        case 'L':
+            if (!bench_profile_parse_level(optarg, &mo.profile_level))
+                return cli_usage_error(CMD, "--profile-level is nodes or partitions, not '%s'",
+                                       optarg);
+            break;
+        case 'T':
+            if (!cli_parse_u64(optarg, &v) || v == 0 || v > 1000)
+                return cli_usage_error(CMD, "--profile-top: '%s' is not a count in 1..1000",
+                                       optarg);
+            profile_top = (uint32_t)v;
+            break;
         default:
             return cli_getopt_error(CMD, c, argv);
         }
@@ -430,8 +457,15 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     }
     st = bench_doc_add_context(&doc, ctx, &e);
     bst_context_destroy(ctx);
+    if (st == BST_OK && profile_path)
+        st = bench_profile_create(&mo.profile, &e);
     if (st == BST_OK)
         st = bench_run_model(&mo, &doc.machine, &doc, &e);
+    if (st == BST_OK && mo.profile) {
+        st = bench_profile_write_trace(mo.profile, profile_path, &e);
+        if (st == BST_OK)
+            bench_profile_summary(mo.profile, stderr, profile_top);
+    }
     if (prog.tty)
         fprintf(stderr, "\r\033[K");
     if (st != BST_OK) {
@@ -455,6 +489,7 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
                   failed == 1 ? "" : "s");
     rc = failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 done:
+    bench_profile_destroy(mo.profile);
     bench_doc_free(&doc);
     return rc;
 }

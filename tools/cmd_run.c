@@ -6,6 +6,7 @@
  * --json prints one machine-readable object instead (schema "bastion.run/1"). Ctrl-C stops
  * generation cleanly (the stop reason says "cancelled").
  */
+#include "bench.h"
 #include "cli_model.h"
 
 #include <getopt.h>
@@ -50,8 +51,21 @@ void cli_usage_run(FILE *out)
             "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
             "  -t, --threads N         CPU threads (default: all)\n"
             "      --no-mmap           read the model into memory instead of mapping it\n"
+            "      --tune MODE         kernel selection: off (default: static backend priority,\n"
+            "                          each backend's first kernel), cached (measured times from\n"
+            "                          the tuning database, measuring what it lacks), full\n"
+            "                          (measure all again), frozen (database only); see\n"
+            "                          'bastion explain' and 'bastion tune'\n"
+            "      --no-cache          tune in memory only: read and write no database file\n"
             "      --json              print one JSON object (text, tokens, timings, peak RSS)\n"
             "                          instead of streaming\n"
+            "      --profile FILE      write per-node timings (device, kernel, time, bytes) as\n"
+            "                          a Chrome trace (chrome://tracing, Perfetto) to FILE and\n"
+            "                          a top-N summary to stderr. Each node then runs alone, so\n"
+            "                          the run is slower than without --profile\n"
+            "      --profile-level L   nodes (default) or partitions (what normally runs, timed\n"
+            "                          per partition: no slowdown, coarser)\n"
+            "      --profile-top N     rows of the summary (default 10)\n"
             "  -h, --help              show this help\n",
             DEFAULT_N_PREDICT);
 }
@@ -65,6 +79,9 @@ typedef struct run_opts {
     uint32_t n_predict, n_ctx, n_batch, kv_type;
     bst_sampler_params sp;
     bool seed_given;
+    const char *profile;
+    bst_profile_level profile_level;
+    uint32_t profile_top;
 } run_opts;
 
 /* Collected output: the streamed text and the token ids. */
@@ -246,7 +263,6 @@ static int print_json(const run_opts *o, const run_out *out, const bst_generate_
 
 static int generate(const run_opts *o, bst_context *ctx, bst_model *model, double load_ms)
 {
-    (void)ctx;
     char *prompt = NULL;
     int32_t *ids = NULL;
     uint32_t n_ids = 0;
@@ -281,6 +297,28 @@ static int generate(const run_opts *o, bst_context *ctx, bst_model *model, doubl
     if (so.n_ctx == 0)
         so.n_ctx = info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;
 
+    bench_profile *prof = NULL;
+    if (o->profile) {
+        bench_error e;
+        memset(&e, 0, sizeof e);
+        bst_status pst = bench_profile_create(&prof, &e);
+        if (pst == BST_OK)
+            pst = bench_profile_begin(prof, "bastion run", ctx, &e);
+        if (pst == BST_OK) {
+            pst = bst_session_set_profiling(session, o->profile_level, bench_profile_record,
+                                            prof);
+            if (pst != BST_OK)
+                bench_lib_fail(&e, pst, "enabling profiling");
+        }
+        if (pst != BST_OK) {
+            cli_error(CMD, "%s", e.msg);
+            bench_profile_destroy(prof);
+            bst_session_destroy(session);
+            free(ids);
+            return CLI_EXIT_FAIL;
+        }
+    }
+
     run_out out = {.stream = !o->json};
     bst_generate_stats stats = {0};
     stats.struct_size = sizeof stats;
@@ -312,6 +350,17 @@ static int generate(const run_opts *o, bst_context *ctx, bst_model *model, doubl
                 per_second(stats.n_generated, stats.generate_seconds), stats.n_generated,
                 stop_name(stats.stop_reason));
     }
+    if (prof && rc == CLI_EXIT_OK) {
+        bench_error e;
+        memset(&e, 0, sizeof e);
+        if (bench_profile_write_trace(prof, o->profile, &e) != BST_OK) {
+            cli_error(CMD, "%s", e.msg);
+            rc = CLI_EXIT_FAIL;
+        } else {
+            bench_profile_summary(prof, stderr, o->profile_top);
+        }
+    }
+    bench_profile_destroy(prof);
     bst_session_destroy(session);
     free(ids);
     free(out.text);
@@ -335,7 +384,12 @@ int cli_cmd_run(int argc, char **argv)
         OPT_BACKEND,
         OPT_PLUGIN_PATH,
         OPT_NO_MMAP,
-        OPT_JSON
+        OPT_TUNE,
+        OPT_NO_CACHE,
+        OPT_JSON,
+        OPT_PROFILE,
+        OPT_PROFILE_LEVEL,
+        OPT_PROFILE_TOP
     };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},
@@ -358,12 +412,23 @@ int cli_cmd_run(int argc, char **argv)
         {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
         {"no-mmap", no_argument, NULL, OPT_NO_MMAP},
+        {"tune", required_argument, NULL, OPT_TUNE},
+        {"no-cache", no_argument, NULL, OPT_NO_CACHE},
         {"json", no_argument, NULL, OPT_JSON},
+        {"profile", required_argument, NULL, OPT_PROFILE},
+        {"profile-level", required_argument, NULL, OPT_PROFILE_LEVEL},
+        {"profile-top", required_argument, NULL, OPT_PROFILE_TOP},
         {NULL, 0, NULL, 0},
     };
     run_opts o;
     memset(&o, 0, sizeof o);
     o.n_predict = DEFAULT_N_PREDICT;
+    o.profile_level = BST_PROFILE_NODES;
+    /* Static priority until measured placement compares whole-graph plans: per-node choices
+     * can move single ops to an emulated device and pay more in copies than they save, and a
+     * first run measures for tens of seconds. `--tune=cached` opts in. */
+    o.model.tune_mode = BST_TUNE_OFF;
+    o.profile_top = 10;
     o.sp.struct_size = sizeof o.sp;
     /* Greedy by default: the answer a user first sees (and a script depends on) is the same on
      * every run and every machine; small models also answer best that way. The other defaults
@@ -466,8 +531,29 @@ int cli_cmd_run(int argc, char **argv)
         case OPT_NO_MMAP:
             o.model.no_mmap = true;
             break;
+        case OPT_TUNE:
+            if (!cli_parse_tune(optarg, &o.model.tune_mode))
+                return cli_usage_error(CMD, "--tune is off, cached, full or frozen, not '%s'",
+                                       optarg);
+            break;
+        case OPT_NO_CACHE:
+            o.model.no_cache = true;
+            break;
         case OPT_JSON:
             o.json = true;
+            break;
+        case OPT_PROFILE:
+            o.profile = optarg;
+            break;
+        case OPT_PROFILE_LEVEL:
+            if (!bench_profile_parse_level(optarg, &o.profile_level))
+                return cli_usage_error(CMD, "--profile-level is nodes or partitions, not '%s'",
+                                       optarg);
+            break;
+        case OPT_PROFILE_TOP:
+            if (!cli_parse_u32(optarg, &o.profile_top) || o.profile_top == 0)
+                return cli_usage_error(CMD, "--profile-top needs a positive count, not '%s'",
+                                       optarg);
             break;
         default:
             return cli_getopt_error(CMD, c, argv);

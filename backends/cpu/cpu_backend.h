@@ -38,8 +38,11 @@ typedef struct cpu_ctx {
 
 typedef struct cpu_device {
     uint32_t magic;
+    bool ref_only; /* BASTION_CPU_KERNELS=ref: offer only the reference kernels */
     bst_device_info info;
 } cpu_device;
+
+struct cpu_q8dot_impl; /* cpu_q8dot.h */
 
 typedef struct cpu_buffer {
     uint32_t magic;
@@ -58,6 +61,8 @@ typedef struct cpu_node {
     bst_tensor_desc in[BST_MAX_INPUTS];
     bst_tensor_desc out;
     bst_attr attrs[BST_MAX_ATTRS];
+    const struct cpu_q8dot_impl *q8dot; /* the chosen variant when it is a q8dot one, else NULL
+                                           (the reference kernel) */
 } cpu_node;
 
 typedef struct cpu_executable {
@@ -173,6 +178,11 @@ CPU_KERNEL(argmax);
 CPU_KERNEL(set_rows);
 CPU_KERNEL(alias); /* view, reshape, permute, transpose: memory is aliased by the planner */
 #undef CPU_KERNEL
+
+/* --- fast variants (cpu_kernels_q8dot.c) --- */
+/* The q8dot variants that apply to r's node (checked, shapes bound), best first; at most cap. */
+uint32_t cpu_q8dot_variants(const cpu_run *r, const struct cpu_q8dot_impl **out, uint32_t cap);
+bst_status cpu_run_q8dot(cpu_run *r, const struct cpu_q8dot_impl *impl);
 
 /* --- entry points used by the api table (cpu_buffer.c, cpu_exec.c) --- */
 bst_status cpu_buffer_alloc(void *device, uint64_t size, void **out_buffer);

@@ -118,6 +118,10 @@ bst_status cpu_buffer_read(void *device, void *buffer, uint64_t offset, void *ds
     bst_status st = range_ok("buffer_read", b, offset, size);
     if (st != BST_OK)
         return st;
+    /* Lets tests make a device's memory unreadable, as a lost GPU's is. */
+    st = cpu_injected_fault("read");
+    if (st != BST_OK)
+        return st;
     if (size && !dst) {
         cpu_host->set_error("cpu: buffer_read: NULL destination");
         return BST_ERR_INVALID_ARG;

@@ -8,6 +8,7 @@
  * it read or write out of bounds.
  */
 #include "cpu_backend.h"
+#include "cpu_q8dot.h"
 #include "cpu_source_hash.h"
 
 #include <stdio.h>
@@ -263,9 +264,13 @@ static bst_status resolve_node(cpu_run *r, const bind_env *env, const cpu_node *
 
 /* --- query --- */
 
-static uint64_t variant_hash(const cpu_node *n)
+static uint64_t variant_hash(const cpu_node *n, const char *variant)
 {
     uint64_t h = CPU_SOURCE_HASH ^ UINT64_C(0xcbf29ce484222325);
+    for (const char *c = variant; *c; c++) {
+        h ^= (uint8_t)*c;
+        h *= UINT64_C(0x100000001b3);
+    }
     uint32_t key[2 + BST_MAX_INPUTS] = {(uint32_t)n->op, n->out.dtype};
     for (uint32_t i = 0; i < n->n_inputs; i++)
         key[2 + i] = n->in[i].dtype;
@@ -286,10 +291,24 @@ static bst_status check_node(cpu_run *r, const cpu_node *n)
     return impl_of(n->op)->check(r);
 }
 
+#define MAX_FAST 4
+
+/* The variants of a checked node (r resolved by check_node), in the order query offers them:
+ * the fast ones that apply, best first, then "ref" (out[count - 1] == NULL). Variant indices in
+ * compile follow this order. */
+static uint32_t node_variants(const cpu_device *dev, const cpu_run *r,
+                              const cpu_q8dot_impl **out)
+{
+    uint32_t n = 0;
+    if (!dev || dev->magic != CPU_MAGIC_DEVICE || !dev->ref_only)
+        n = cpu_q8dot_variants(r, out, MAX_FAST);
+    out[n++] = NULL;
+    return n;
+}
+
 bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant *out_variants,
                      size_t stride, uint32_t capacity, uint32_t *out_count)
 {
-    (void)device;
     if (!out_count || !node || (capacity && !out_variants)) {
         cpu_host->set_error("cpu: query: NULL argument");
         return BST_ERR_INVALID_ARG;
@@ -312,14 +331,16 @@ bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant
             cpu_host->set_error("cpu: query: %s", r->msg);
         } else {
             if (st == BST_OK) {
-                *out_count = 1;
-                if (capacity) {
+                const cpu_q8dot_impl *fast[MAX_FAST + 1];
+                uint32_t count = node_variants(device, r, fast);
+                *out_count = count;
+                for (uint32_t i = 0; i < count && i < capacity; i++) {
                     bst_kernel_variant v;
                     memset(&v, 0, sizeof v);
                     v.struct_size = (uint32_t)sizeof v;
-                    snprintf(v.name, sizeof v.name, "ref");
-                    v.source_hash = variant_hash(n);
-                    memcpy(out_variants, &v, sizeof v);
+                    snprintf(v.name, sizeof v.name, "%s", fast[i] ? fast[i]->name : "ref");
+                    v.source_hash = variant_hash(n, v.name);
+                    memcpy((uint8_t *)out_variants + i * stride, &v, sizeof v);
                 }
             }
             st = BST_OK;
@@ -359,7 +380,6 @@ void cpu_executable_free(void *device, void *executable)
 
 bst_status cpu_compile(void *device, const bst_partition_desc *partition, void **out_executable)
 {
-    (void)device;
     if (!partition || !out_executable) {
         cpu_host->set_error("cpu: compile: NULL argument");
         return BST_ERR_INVALID_ARG;
@@ -398,11 +418,17 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
         cpu_node *n = &nodes[i];
         const bst_node_desc *src = partition->nodes[i];
         st = copy_node(r, src, n);
-        if (st == BST_OK && src->variant != 0)
-            st = cpu_fail(r, BST_ERR_INVALID_ARG, "variant %u does not exist (only 0)",
-                          src->variant);
         if (st == BST_OK)
             st = check_node(r, n);
+        if (st == BST_OK) {
+            const cpu_q8dot_impl *fast[MAX_FAST + 1];
+            uint32_t count = node_variants(device, r, fast);
+            if (src->variant >= count)
+                st = cpu_fail(r, BST_ERR_INVALID_ARG, "variant %u does not exist (%u offered)",
+                              src->variant, count);
+            else
+                n->q8dot = fast[src->variant];
+        }
         for (uint32_t k = 0; st == BST_OK && k <= n->n_inputs; k++) {
             const bst_tensor_desc *d = k < n->n_inputs ? &n->in[k] : &n->out;
             if (d->binding >= partition->n_bindings)
@@ -520,7 +546,7 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
             r->slot_floats = e->slot_floats;
             r->n_workers = workers;
             r->shared = cpu_slot(r, workers, 0);
-            st = impl->run(r);
+            st = n->q8dot ? cpu_run_q8dot(r, n->q8dot) : impl->run(r);
             if (st == BST_OK)
                 st = cpu_async_result(r, impl->name);
         }

@@ -141,7 +141,8 @@ enum {
     VKB_REC_ITEMS = 3,
     VKB_REC_SLOT0 = 4, /* per slot: base lo, base hi, rem, 0, ne[4] */
     VKB_REC_SLOT_WORDS = 8,
-    VKB_REC_WORDS = 4 + 4 * 8,
+    VKB_REC_SLOTS = 5, /* slot 4 (attention's mask) has no push-constant strides */
+    VKB_REC_WORDS = 4 + VKB_REC_SLOTS * 8,
     VKB_PARAM_HEADER_WORDS = 16 /* word 0 status flags, word 1 failing record, rest reserved */
 };
 
@@ -181,6 +182,10 @@ typedef struct vkb_device {
     uint32_t n_pipes, cap_pipes;
 
     bool lost; /* VK_ERROR_DEVICE_LOST seen: every later call fails the same way */
+    /* Fused ops (attention) are offered: by default on GPUs, on CPU-type devices (lavapipe) only
+     * with BASTION_VULKAN_FUSED=1, since the runtime keeps a high-level op whole when any device
+     * accepts it, which would take attention away from the native CPU backend. */
+    bool offer_fused;
 } vkb_device;
 
 /* --- nodes and tensors --------------------------------------------------------------------- */
@@ -237,11 +242,15 @@ typedef struct vkb_dispatch {
     vkb_items items;
     uint32_t wg;
     uint32_t mm_tile[2]; /* rows of a, rows of b per workgroup or invocation (VKB_ITEMS_MM*) */
-    uint8_t src[4];      /* VKB_SRC_* per slot */
+    uint8_t src[VKB_REC_SLOTS]; /* VKB_SRC_* per slot */
     bool shift_out;      /* slot 0 is argmax's output: its dims sit one to the right */
     vkb_push push;
     uint32_t rec; /* word index of the record */
 } vkb_dispatch;
+
+/* Largest attention head dim: one workgroup holds the query in shared memory and each
+ * invocation ceil(D / workgroup size) accumulators. */
+#define VKB_ATT_MAX_D 256
 
 /* Planning one node (vk_plan.c): the dispatches it needs and the static data they read. */
 #define VKB_MAX_NODE_DISPATCH 2

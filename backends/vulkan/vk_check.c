@@ -6,6 +6,8 @@
  * node elsewhere:
  *  - outputs: f32/f16/bf16 (i32 for argmax); block types only from quantize, set_rows and a
  *    same-dtype cont;
+ *  - attention (the one fused op) only where the device offers fused ops (vkb_device), with
+ *    plain float inputs and a head dim of at most VKB_ATT_MAX_D;
  *  - every tensor's offset and strides are multiples of its element's alignment (4 bytes for
  *    f32/i32, 2 for f16/bf16 and block types), strides are not negative;
  *  - a tensor's byte span fits the device's max_binding_bytes (shaders use 32-bit offsets
@@ -79,7 +81,7 @@ static const op_info ops[BST_OP_COUNT] = {
     [BST_OP_CONT] = {"cont", 1, 1},         [BST_OP_VIEW] = {"view", 1, 1},
     [BST_OP_RESHAPE] = {"reshape", 1, 1},   [BST_OP_PERMUTE] = {"permute", 1, 1},
     [BST_OP_TRANSPOSE] = {"transpose", 1, 1}, [BST_OP_ARGMAX] = {"argmax", 1, 1},
-    [BST_OP_SET_ROWS] = {"set_rows", 3, 3},
+    [BST_OP_SET_ROWS] = {"set_rows", 3, 3}, [BST_OP_ATTENTION] = {"attention", 3, 4},
 };
 
 static const op_info *op_of(uint32_t op)
@@ -579,6 +581,50 @@ static bst_status check_set_rows(vkb_shapes *s)
     return BST_OK;
 }
 
+/* Fused attention (shaders/attention.comp): q[T,Hq,D], k/v[S,Hkv,D] and the optional mask in
+ * plain float dtypes, any strides; the head dim bounded by what one workgroup keeps in shared
+ * memory and registers. */
+static bst_status check_attention(const vkb_device *d, vkb_shapes *s)
+{
+    if (!d->offer_fused)
+        FAIL(BST_ERR_UNSUPPORTED,
+             "fused attention is not offered on this CPU-type device (BASTION_VULKAN_FUSED=1)");
+    const vkb_tensor *q = &s->in[0], *k = &s->in[1], *v = &s->in[2], *o = &s->out;
+    const char *names[4] = {"q", "k", "v", "mask"};
+    for (uint32_t i = 0; i < s->node->n_inputs; i++)
+        if (!is_plain_float(s->in[i].dtype))
+            FAIL(BST_ERR_UNSUPPORTED, "%s dtype %s: attention reads f32, f16 or bf16", names[i],
+                 vkb_dtype_name(s->in[i].dtype));
+    bst_status st = need_plain_out(s);
+    if (st != BST_OK)
+        return st;
+    if (q->rank != 3 || k->rank != 3 || v->rank != 3 || o->rank != 3)
+        FAIL(BST_ERR_SHAPE, "q, k, v and the output must be [T, H, D]");
+    int64_t T = q->ne[1], Hq = q->ne[2], D = q->ne[3], S = k->ne[1], Hkv = k->ne[2];
+    if (k->ne[3] != D || v->ne[3] != D || v->ne[1] != S || v->ne[2] != Hkv)
+        FAIL(BST_ERR_SHAPE, "k and v must be [S, Hkv, %lld] alike", (long long)D);
+    if (Hkv == 0 ? Hq != 0 : Hq % Hkv != 0)
+        FAIL(BST_ERR_SHAPE, "%lld query heads do not group over %lld kv heads", (long long)Hq,
+             (long long)Hkv);
+    if (o->ne[1] != T || o->ne[2] != Hq || o->ne[3] != D)
+        FAIL(BST_ERR_SHAPE, "output must be [T, Hq, D] like q");
+    if (D < 1 || D > VKB_ATT_MAX_D)
+        FAIL(BST_ERR_UNSUPPORTED, "head dim %lld outside 1..%d", (long long)D, VKB_ATT_MAX_D);
+    if (S > INT32_MAX || T > INT32_MAX)
+        FAIL(BST_ERR_UNSUPPORTED, "T %lld or S %lld does not fit the shader's 32-bit positions",
+             (long long)T, (long long)S);
+    if (s->node->n_inputs == 4) {
+        const vkb_tensor *m = &s->in[3];
+        if (m->rank > 2 || (m->ne[2] != 1 && m->ne[2] != T) || (m->ne[3] != 1 && m->ne[3] != S))
+            FAIL(BST_ERR_SHAPE, "mask must broadcast to [T, S]");
+    }
+    if (!isfinite(vkb_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
+        FAIL(BST_ERR_INVALID_ARG, "scale is not finite");
+    if (vkb_attr_int(s->node, BST_ATTR_WINDOW, 0) < 0)
+        FAIL(BST_ERR_INVALID_ARG, "window is negative");
+    return BST_OK;
+}
+
 /* The planner gives an alias its input's memory; running "nothing" on descriptors that say
  * otherwise would silently produce garbage. */
 static bst_status check_alias(vkb_shapes *s)
@@ -624,6 +670,7 @@ bst_status vkb_check(const vkb_device *d, vkb_shapes *s)
     case BST_OP_CONCAT: st = check_concat(s); break;
     case BST_OP_ARGMAX: st = check_argmax(s); break;
     case BST_OP_SET_ROWS: st = check_set_rows(s); break;
+    case BST_OP_ATTENTION: st = check_attention(d, s); break;
     case BST_OP_VIEW:
     case BST_OP_RESHAPE:
     case BST_OP_PERMUTE:

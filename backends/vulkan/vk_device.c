@@ -8,6 +8,8 @@
  * its fallback paths, so tests can cover them on any machine: "no-s16" (packed 32-bit words
  * instead of 16/8-bit storage), "no-subgroup" (shared-memory reductions), "staging" (never map
  * device memory: uploads and downloads through staging buffers and copy commands).
+ * BASTION_VULKAN_FUSED=1 / 0 offers fused attention on a CPU-type device (lavapipe) / hides it
+ * on a GPU.
  */
 #include "vk_backend.h"
 
@@ -214,6 +216,9 @@ bst_status vkb_device_open(void *ctx, uint32_t index, void **out_device)
         d->variant &= ~(uint32_t)VKB_VAR_S16;
     if (forced(force, "no-subgroup"))
         d->variant &= ~(uint32_t)VKB_VAR_SG;
+    const char *fused = secure_getenv("BASTION_VULKAN_FUSED");
+    d->offer_fused = fused && fused[0] ? strcmp(fused, "0") != 0
+                                       : d->phys->info.kind != BST_DEVICE_CPU;
     uint32_t groups = d->props.limits.maxComputeWorkGroupCount[0];
     d->max_groups = groups < 65535u ? groups : 65535u;
     d->max_tensor_bytes = d->phys->info.max_binding_bytes;
@@ -242,6 +247,9 @@ bst_status vkb_device_open(void *ctx, uint32_t index, void **out_device)
                   d->phys->subgroup_size, (d->variant & VKB_VAR_S16) ? "16/8-bit" : "32-bit word",
                   (d->variant & VKB_VAR_SG) ? "subgroup" : "shared-memory",
                   d->pools[VKB_POOL_DEVICE].mapped ? "mapped device" : "staged device");
+    if (d->offer_fused != (d->phys->info.kind != BST_DEVICE_CPU))
+        vkb_host->log(BST_LOG_INFO, "vulkan: fused ops %s on \"%s\" (BASTION_VULKAN_FUSED)",
+                      d->offer_fused ? "offered" : "not offered", d->phys->info.name);
     *out_device = d;
     return BST_OK;
 }

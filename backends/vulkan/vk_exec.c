@@ -353,7 +353,7 @@ static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 static uint64_t rows(const vkb_tensor *t) { return (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2]); }
 
 /* Work items of a dispatch at the run's extents (see vkb_items). */
-static uint64_t count_items(const vkb_dispatch *dp, const vkb_tensor *slot[4])
+static uint64_t count_items(const vkb_dispatch *dp, const vkb_tensor *slot[VKB_REC_SLOTS])
 {
     const vkb_tensor *o = slot[0];
     switch (dp->items) {
@@ -427,9 +427,9 @@ static bst_status write_records(vkb_device *d, vkb_exec *e, void *const *buffers
         for (; st == BST_OK && k < e->n_dispatch && e->dispatch[k].node == i; k++) {
             const vkb_dispatch *dp = &e->dispatch[k];
             uint32_t *rec = pw + dp->rec;
-            const vkb_tensor *slot[4] = {NULL, NULL, NULL, NULL};
+            const vkb_tensor *slot[VKB_REC_SLOTS] = {NULL, NULL, NULL, NULL, NULL};
             memset(rec, 0, VKB_REC_WORDS * sizeof *rec);
-            for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < VKB_REC_SLOTS; j++) {
                 uint8_t src = dp->src[j];
                 if (src == VKB_SRC_NONE)
                     continue;

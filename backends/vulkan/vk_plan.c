@@ -9,7 +9,7 @@
  *   "tiled": shared-memory tiles of a and b (prompt-sized a on GPUs);
  *   "rows":  one invocation per output element, no barriers (software rasterizers: lavapipe).
  * query offers all three, ordered by preference for the node and device (mm_kind_of); kernel
- * selection measures them. Every other op has one kernel.
+ * selection measures them. Every other op has one kernel; attention (fused) is one shader too.
  */
 #include "vk_backend.h"
 
@@ -56,6 +56,8 @@ const char *vkb_variant_name(const vkb_device *d, const vkb_shapes *s, uint32_t 
     }
     if (vkb_is_alias_op(op))
         return "vk_alias";
+    if (op == BST_OP_ATTENTION)
+        return "vk_attention";
     return "vk_shader";
 }
 
@@ -120,6 +122,17 @@ static uint32_t row_wg(const vkb_device *dev, int64_t row)
     while (wg < cap && (int64_t)wg * 4 < row)
         wg *= 2;
     return wg;
+}
+
+/* Workgroup size of fused attention: the keys scored per chunk, one per invocation. Software
+ * devices get one subgroup (as row_wg: their barriers are coroutine switches, and there is one
+ * chunk-wide barrier set per WG keys); GPUs 64 invocations. */
+static uint32_t attention_wg(const vkb_device *dev)
+{
+    uint32_t sg = dev->phys->subgroup_size;
+    if (dev->phys->info.kind == BST_DEVICE_CPU)
+        return sg >= 8 && sg <= 128 ? sg : 8u;
+    return 64u;
 }
 
 static uint32_t unit_bytes(uint32_t dtype)
@@ -239,6 +252,24 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
             d->mm_tile[0] = TILE_BM;
             d->mm_tile[1] = TILE_BN;
         }
+        break;
+    }
+    case BST_OP_ATTENTION: {
+        uint32_t wg = attention_wg(dev), dim = (uint32_t)s->in[0].ne[3]; /* checked: 1..256 */
+        d = add(p, s, VKS_ATTENTION, wg, VKB_ITEMS_ROWS1, OUT, A, B, C);
+        if (n->n_inputs == 4) {
+            d->src[4] = VKB_SRC_IN0 + 3;
+            p->key[0].spec[SPEC_X] = 1;
+            p->key[0].spec[SPEC_X + 1] = s->in[3].dtype;
+            d->push.u[2] = (uint32_t)s->in[3].nb[2]; /* checked: 0 <= stride < 2^32 */
+            d->push.u[3] = (uint32_t)s->in[3].nb[3];
+        }
+        p->key[0].spec[SPEC_X + 2] = dim;
+        p->key[0].spec[SPEC_X + 3] = (dim + wg - 1) / wg;
+        int64_t window = vkb_attr_int(n, BST_ATTR_WINDOW, 0); /* checked: >= 0 */
+        d->push.u[0] = vkb_attr_int(n, BST_ATTR_CAUSAL, 0) != 0;
+        d->push.u[1] = (uint32_t)(window > INT32_MAX ? INT32_MAX : window); /* > S: no effect */
+        d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_SCALE, 1.0 / sqrt((double)dim));
         break;
     }
     case BST_OP_VIEW:

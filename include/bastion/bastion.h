@@ -45,7 +45,27 @@ typedef struct bst_context_options {
     const char *backends;
     /* Extra directories searched first, ':'-separated; NULL for none. */
     const char *plugin_paths;
+    /* v2+ (read only when struct_size covers it) */
+    uint32_t tune_mode; /* bst_tune_mode: how programs choose kernels; 0 = off */
+    bool no_cache;      /* tune in memory only: nothing is read from or written to disk */
+    uint8_t reserved_tune[3];
+    /* Tuning database file; NULL = $BASTION_CACHE_DIR/tuning.db, else
+     * $XDG_CACHE_HOME/bastion/tuning.db, else ~/.cache/bastion/tuning.db. */
+    const char *tune_db_path;
 } bst_context_options;
+
+/* How bst_program_create chooses each node's device and kernel variant.
+ * OFF: static priority (first device whose backend accepts the node, variant 0).
+ * CACHED: the fastest candidate by the tuning database, measuring the rows it lacks.
+ * FULL: measure every candidate again and overwrite the rows.
+ * FROZEN: rows only, never measure; a node with a missing row falls back to static priority and
+ * is reported (a WARN log line and bst_program_explain). */
+typedef enum bst_tune_mode {
+    BST_TUNE_OFF = 0,
+    BST_TUNE_CACHED = 1,
+    BST_TUNE_FULL = 2,
+    BST_TUNE_FROZEN = 3
+} bst_tune_mode;
 
 /* Creates a context: discovers plugins (explicit paths, then BASTION_BACKEND_PATH, then
  * <libdir>/bastion/backends, then the build tree when uninstalled), negotiates their ABI and
@@ -126,6 +146,12 @@ BST_API BST_MUST_CHECK bst_status bst_program_get_output(bst_program *program, c
  * bst_free. */
 BST_API BST_MUST_CHECK bst_status bst_program_describe(const bst_program *program,
                                                        char **out_text);
+/* Why each node runs where it does: chosen backend/kernel and its measured time, the runners-up
+ * with theirs, the transfer cost charged, and whether the tuning database had the row (hit),
+ * measured it (miss) or lacked it in frozen mode. Text, or a JSON document when `json`. Free
+ * with bst_free. */
+BST_API BST_MUST_CHECK bst_status bst_program_explain(const bst_program *program, bool json,
+                                                      char **out_text);
 
 /* ---------------------------------------------------------------------------------------------
  * Models and sessions: load a GGUF model, tokenize, generate.
@@ -166,6 +192,11 @@ typedef struct bst_model_info {
     uint32_t reserved;
     uint64_t n_params;
     uint64_t file_bytes;
+    /* v2+ (written only when struct_size covers it): bytes of weights one token reads: every
+     * matrix and norm, and of the token embedding one row, unless it is also the output head
+     * (tied embeddings), which reads the whole table. With the memory bandwidth it gives the
+     * roofline of generation. */
+    uint64_t weight_bytes_per_token;
 } bst_model_info;
 
 BST_API BST_MUST_CHECK bst_status bst_model_get_info(const bst_model *model,
@@ -215,6 +246,10 @@ BST_API BST_MUST_CHECK bst_status bst_session_create(bst_model *model,
                                                      const bst_session_options *options,
                                                      bst_session **out_session);
 BST_API void bst_session_destroy(bst_session *session);
+/* bst_program_explain for the session's programs (the decode/prompt body, then the output
+ * head). JSON: {"programs":[{"name":"body",...},{"name":"head",...}]}. Free with bst_free. */
+BST_API BST_MUST_CHECK bst_status bst_session_explain(const bst_session *session, bool json,
+                                                      char **out_text);
 /* Forgets all tokens (position back to 0). */
 BST_API void bst_session_reset(bst_session *session);
 BST_API uint32_t bst_session_position(const bst_session *session);
@@ -266,6 +301,82 @@ BST_API BST_MUST_CHECK bst_status bst_generate(bst_session *session, const int32
                                                bst_token_fn on_token, void *user,
                                                const volatile int *cancel,
                                                bst_generate_stats *out_stats);
+
+/* ---------------------------------------------------------------------------------------------
+ * Profiling: timings of a program's partitions, nodes and cross-device copies, handed to a
+ * callback as the program runs.
+ *
+ * BST_PROFILE_PARTITIONS does not change what runs: each partition's executable is timed with the
+ * wall clock around execute, plus the backend's own time (last_execute_ns) when it reports one.
+ * Its cost is two clock reads and a callback per partition.
+ *
+ * BST_PROFILE_NODES gives per-node times. Enabling it compiles every partition a second time as
+ * one executable per node (the same kernel variants over the same memory and bindings; memory
+ * grows by what the backend keeps per executable). While it is on, runs execute those one-node
+ * executables in the partition's order instead of the partition's executable: the results are
+ * the same, but every node pays its own execute (launch, synchronization, thread-pool wake-up)
+ * and the backend cannot overlap or fuse nodes, so node times add up to more than an
+ * unprofiled run of the partition. The partition record then spans its nodes. Turning
+ * profiling off frees the one-node executables; unprofiled runs are exactly as before.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum bst_profile_level {
+    BST_PROFILE_OFF = 0,
+    BST_PROFILE_PARTITIONS = 1,
+    BST_PROFILE_NODES = 2
+} bst_profile_level;
+
+typedef enum bst_profile_kind {
+    BST_PROFILE_PARTITION = 0,
+    BST_PROFILE_NODE = 1,
+    BST_PROFILE_COPY = 2 /* a value copied to the partition's device before it runs */
+} bst_profile_kind;
+
+typedef struct bst_profile_record {
+    uint32_t struct_size;
+    uint32_t kind;       /* bst_profile_kind */
+    uint32_t partition;  /* index of the partition in the program */
+    uint32_t node;       /* NODE: the node's id, as bst_program_describe prints it; else
+                          * UINT32_MAX */
+    uint32_t device;     /* index for bst_context_device (COPY: the destination) */
+    uint32_t src_device; /* COPY: the source device; else == device */
+    uint32_t op;         /* NODE: bst_op; else 0 */
+    uint32_t n_nodes;    /* compute nodes covered: PARTITION its count, NODE 1, COPY 0 */
+    const char *name;    /* NODE: op name ("matmul"); "partition"; "copy" */
+    const char *backend; /* plugin name of `device` */
+    const char *variant; /* NODE: kernel variant name; else "" */
+    const char *label;   /* the program's label (bst_program_set_profiling); "" for none */
+    uint64_t run;        /* the program's profiled runs, counted from 0 */
+    uint64_t start_ns;   /* CLOCK_MONOTONIC when the host began the call */
+    uint64_t wall_ns;    /* host wall time of the call (PARTITION at NODES level: from its
+                          * first node's start to its last node's end) */
+    uint64_t device_ns;  /* the backend's own time of the execute(s) (last_execute_ns), 0 when
+                          * it reports none */
+    /* Bytes the work must move at this run's extents: NODE every input read once and the
+     * output written once (GET_ROWS reads only the rows it gathers, SET_ROWS writes only the
+     * rows it sets and does not read dst); PARTITION the sum over its nodes; COPY the bytes
+     * copied. */
+    uint64_t bytes;
+    int64_t n_tokens, n_kv; /* the run's symbolic-dim values */
+} bst_profile_record;
+
+/* Called on the thread running the program, once per record, in execution order (a PARTITION
+ * record after its NODE records). The record and its strings are valid only during the call. */
+typedef void (*bst_profile_fn)(void *user, const bst_profile_record *record);
+
+/* Sets the program's profiling level and callback; `label` (copied; NULL = "") names the
+ * program in its records. BST_PROFILE_OFF (fn may then be NULL) stops profiling. Enabling
+ * BST_PROFILE_NODES compiles the one-node executables now; when that fails, the program keeps
+ * its previous setting. */
+BST_API BST_MUST_CHECK bst_status bst_program_set_profiling(bst_program *program,
+                                                            bst_profile_level level,
+                                                            const char *label,
+                                                            bst_profile_fn fn, void *user);
+
+/* The same for every program of the session (labelled "body" and "head"). */
+BST_API BST_MUST_CHECK bst_status bst_session_set_profiling(bst_session *session,
+                                                            bst_profile_level level,
+                                                            bst_profile_fn fn, void *user);
 
 #ifdef __cplusplus
 }

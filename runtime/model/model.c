@@ -280,6 +280,24 @@ static bst_status bind_tensors(bst_model *m)
     return st;
 }
 
+/* Bytes of weights one token reads, from the bound tensors: a token gathers one row of the
+ * embedding table, but when the table is also the output head the head reads all of it. The
+ * reader bounds every tensor's size by the file size, so the sum cannot overflow. */
+static uint64_t weight_bytes_per_token(const bst_model *m)
+{
+    uint64_t total = m->output_norm->size + m->output->size;
+    if (m->output != m->tok_embd)
+        total += m->tok_embd->size / (uint64_t)m->tok_embd->shape[0];
+    for (uint32_t il = 0; il < m->hp.n_layers; il++) {
+        const bsti_llama_layer *L = &m->layers[il];
+        const bsti_gguf_tensor *ts[] = {L->attn_norm, L->wq,       L->wk,     L->wv,      L->wo,
+                                        L->ffn_norm,  L->ffn_gate, L->ffn_up, L->ffn_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            total += ts[i]->size;
+    }
+    return total;
+}
+
 /* --- load --- */
 
 static bool report(const bst_model_options *o, float fraction)
@@ -331,6 +349,7 @@ static bst_status load(bst_model *m, const char *path, const bst_model_options *
             n *= (uint64_t)t->shape[d]; /* the reader bounds each tensor by the file size */
         m->n_params += n;
     }
+    m->weight_bytes_per_token = weight_bytes_per_token(m);
     if (!report(o, 1.0f))
         return bsti_fail(BST_ERR_INVALID_ARG, "cancelled");
     return BST_OK;
@@ -408,6 +427,7 @@ bst_status bst_model_get_info(const bst_model *model, bst_model_info *out_info)
         .n_ctx_train = hp->n_ctx_train,
         .n_params = model->n_params,
         .file_bytes = bsti_gguf_file_size(model->file),
+        .weight_bytes_per_token = model->weight_bytes_per_token,
     };
     memcpy(out_info, &info, info.struct_size);
     return BST_OK;

@@ -48,6 +48,7 @@ struct bst_model {
     char *arch;                     /* "llama" */
     char *name;                     /* general.name or "" */
     uint64_t n_params;
+    uint64_t weight_bytes_per_token; /* see bst_model_info */
     pthread_mutex_t lock;
 };
 

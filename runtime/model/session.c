@@ -17,6 +17,10 @@
  * outputs (bsti_program_set_input_prefix / bsti_program_get_output_range): a decode step moves
  * one token, one mask row and one row of logits, not n_batch of them.
  *
+ * A device that fails mid-conversation: the executor re-places the program on another device,
+ * carrying the KV cache over when the failed device can still read it. When it cannot, the
+ * session evaluates its history again on the new placement (recover_lost) and goes on.
+ *
  * Thread-safety: one thread at a time per session. Program runs of all sessions of a model are
  * serialized by the model's lock (the plugin ABI allows one thread at a time per device).
  */
@@ -238,6 +242,41 @@ static bst_status eval_chunk(bst_session *s, const int32_t *tokens, uint32_t n, 
     return st;
 }
 
+/* The body's device failed and the executor moved the programs to another device, but the KV
+ * cache could not be read back: evaluates the history again on the new placement, so the
+ * conversation goes on where it was. False when nothing was lost (st is then the failure). */
+static bool recover_lost(bst_session *s, bst_status *st)
+{
+    bool body_state = false, head_state = false;
+    bool body = bsti_program_take_lost(s->body, &body_state);
+    bool head = bsti_program_take_lost(s->head, &head_state);
+    if (!body && !head)
+        return false;
+    if (!body_state && !head_state) {
+        *st = BST_OK; /* only inputs were lost: the retried chunk sets them again */
+        return true;
+    }
+    const uint32_t n_hist = s->pos;
+    bsti_log(BST_LOG_WARN, "session: the KV cache was lost with its device; evaluating the %u "
+             "tokens of the history again", n_hist);
+    s->pos = 0;
+    *st = BST_OK;
+    while (s->pos < n_hist && *st == BST_OK) {
+        uint32_t n = n_hist - s->pos < s->n_batch ? n_hist - s->pos : s->n_batch;
+        *st = eval_chunk(s, s->history + s->pos, n, NULL, false);
+        if (*st == BST_OK)
+            s->pos += n;
+    }
+    if (*st != BST_OK) {
+        /* The cache holds only part of the history: start the conversation over. */
+        s->pos = 0;
+        s->have_logits = false;
+        *st = bsti_fail_context(*st, "re-evaluating the history after the KV cache was lost "
+                                "(the session was reset)");
+    }
+    return true;
+}
+
 bst_status bst_session_eval(bst_session *session, const int32_t *tokens, uint32_t n_tokens,
                             bool all_logits, float *out_logits)
 {
@@ -257,10 +296,19 @@ bst_status bst_session_eval(bst_session *session, const int32_t *tokens, uint32_
     const uint32_t start = s->pos;
     const bool had_logits = s->have_logits;
     bst_status st = BST_OK;
+    bool recovered = false;
     for (uint32_t done = 0; done < n_tokens && st == BST_OK;) {
         uint32_t n = n_tokens - done < s->n_batch ? n_tokens - done : s->n_batch;
         float *all = out_logits && all_logits ? out_logits + (size_t)done * n_vocab : NULL;
         st = eval_chunk(s, tokens + done, n, all, done + n == n_tokens);
+        /* A device failed and its contents were lost: once per call, restore and retry. */
+        if (st != BST_OK && !recovered && recover_lost(s, &st)) {
+            recovered = true;
+            if (st == BST_OK)
+                st = eval_chunk(s, tokens + done, n, all, done + n == n_tokens);
+            else
+                return st;
+        }
         if (st == BST_OK) {
             memcpy(s->history + s->pos, tokens + done, (size_t)n * sizeof *tokens);
             s->pos += n;
@@ -410,4 +458,38 @@ bst_status bst_generate(bst_session *session, const int32_t *prompt, uint32_t n_
         memcpy(out_stats, &stats, size);
     }
     return st;
+}
+
+/* --- profiling --- */
+
+bst_status bst_session_set_profiling(bst_session *session, bst_profile_level level,
+                                     bst_profile_fn fn, void *user)
+{
+    if (!session)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_set_profiling: NULL session");
+    bst_session *s = session;
+    /* Enabling NODES compiles on the model's devices: serialized like every program call. */
+    pthread_mutex_lock(&s->model->lock);
+    bst_status st = bst_program_set_profiling(s->body, level, "body", fn, user);
+    if (st == BST_OK) {
+        st = bst_program_set_profiling(s->head, level, "head", fn, user);
+        if (st != BST_OK) {
+            /* Turning profiling off cannot fail: it only frees. */
+            bst_status off = bst_program_set_profiling(s->body, BST_PROFILE_OFF, NULL, NULL, NULL);
+            (void)off;
+        }
+    }
+    pthread_mutex_unlock(&s->model->lock);
+    return st == BST_OK ? BST_OK : bsti_fail_context(st, "bst_session_set_profiling");
+}
+
+bst_status bst_session_explain(const bst_session *session, bool json, char **out_text)
+{
+    if (out_text)
+        *out_text = NULL;
+    if (!session || !out_text)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_explain: NULL argument");
+    const bst_program *programs[2] = {session->body, session->head};
+    const char *const names[2] = {"body", "head"};
+    return bsti_tune_explain_programs(programs, names, 2, json, out_text);
 }

@@ -1,0 +1,29 @@
+/*
+ * backends/cpu/cpu_isa.h — which instruction-set extensions this CPU and its OS let us use.
+ *
+ * Detected once at runtime (cpuid for what the core implements, xgetbv for whether the OS saves
+ * the AVX / AVX-512 / AMX register state across context switches), so one build runs everywhere
+ * and the ISA-specific kernels (compiled in their own files with their own -m flags) are only
+ * called when both say yes. AMX is reported only: using it on Linux also needs a per-process
+ * permission request (arch_prctl ARCH_REQ_XCOMP_PERM), and no kernel uses it yet.
+ */
+#ifndef BASTION_CPU_ISA_H
+#define BASTION_CPU_ISA_H
+
+#include <stdint.h>
+
+enum {
+    CPU_ISA_AVX2 = 1u << 0,       /* AVX2 + FMA + F16C, OS saves YMM state */
+    CPU_ISA_AVX512 = 1u << 1,     /* AVX-512 F + BW + VL, OS saves ZMM/opmask state */
+    CPU_ISA_AVX512VNNI = 1u << 2, /* AVX-512 VNNI (vpdpbusd), with CPU_ISA_AVX512 */
+    CPU_ISA_AVXVNNI = 1u << 3,    /* VEX-encoded AVX-VNNI, with CPU_ISA_AVX2 */
+    CPU_ISA_AVX512BF16 = 1u << 4, /* with CPU_ISA_AVX512 */
+    CPU_ISA_AMX = 1u << 5,        /* AMX tile + int8 implemented and XTILE state enabled by the OS */
+};
+
+/* The CPU_ISA_* bits of this machine (computed once, thread-safe). */
+uint32_t cpu_isa_mask(void);
+/* A readable list such as "avx2 avx512 avx512vnni", or "scalar". */
+const char *cpu_isa_string(uint32_t mask, char *buf, unsigned cap);
+
+#endif /* BASTION_CPU_ISA_H */

@@ -1,0 +1,155 @@
+/*
+ * The q8x2dot matmul variants (see cpu_q8dot.h): out[..., m, n] = sum_k a[..., m, k] * b[n, k] for
+ * a block-quantized weight b (q4_0, q4_1, q8_0) without batch dims.
+ *
+ * Per call: every row of a is quantized once to q8 blocks (rows in parallel); then the weight's
+ * rows are split over the host pool, and each weight row, unpacked one block at a time, is dotted
+ * with up to CPU_Q8_MAX_ROWS activation rows at once, so a prompt's rows share each weight load.
+ * Activations are rounded to ~16 bits per block (two int8 planes), so results are close to but
+ * not bit-identical with the f32 reference kernel; "ref" stays the oracle.
+ */
+#include "cpu_backend.h"
+#include "cpu_isa.h"
+#include "cpu_q8dot.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Best first: the order query offers them in. */
+static const cpu_q8dot_impl *const all_impls[] = {
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    &cpu_q8dot_avx512vnni,
+#endif
+#ifdef CPU_HAVE_AVX2_KERNELS
+    &cpu_q8dot_avx2,
+#endif
+    &cpu_q8dot_scalar,
+};
+
+static cpu_q8dot_fn fn_for(const cpu_q8dot_impl *impl, bst_dtype t)
+{
+    switch (t) {
+    case BST_DTYPE_Q4_0: return impl->q4_0;
+    case BST_DTYPE_Q4_1: return impl->q4_1;
+    case BST_DTYPE_Q8_0: return impl->q8_0;
+    default: return NULL;
+    }
+}
+
+uint32_t cpu_q8dot_variants(const cpu_run *r, const cpu_q8dot_impl **out, uint32_t cap)
+{
+    if (r->node->op != BST_OP_MATMUL)
+        return 0;
+    const cpu_tensor *a = &r->in[0], *b = &r->in[1];
+    if (b->ne[0] != 1 || b->ne[1] != 1 || !fn_for(&cpu_q8dot_scalar, b->dtype) ||
+        (a->dtype != BST_DTYPE_F32 && a->dtype != BST_DTYPE_F16 && a->dtype != BST_DTYPE_BF16))
+        return 0;
+    const uint32_t isa = cpu_isa_mask();
+    uint32_t n = 0;
+    for (size_t i = 0; i < sizeof all_impls / sizeof all_impls[0] && n < cap; i++)
+        if ((all_impls[i]->isa & isa) == all_impls[i]->isa && fn_for(all_impls[i], b->dtype))
+            out[n++] = all_impls[i];
+    return n;
+}
+
+typedef struct q8_job {
+    const cpu_q8dot_impl *impl;
+    cpu_q8dot_fn fn;
+    cpu_q8_block *qa; /* rows x nb blocks */
+    int64_t rows, nb;
+} q8_job;
+
+/* Row `row` of a (all batch dims flattened, outermost first) as its (i0, i1, m). */
+static void split_row(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1, int64_t *m)
+{
+    *m = row % t->ne[2];
+    *i1 = (row / t->ne[2]) % t->ne[1];
+    *i0 = row / t->ne[2] / t->ne[1];
+}
+
+/* hi as ggml's quantize_row_q8_1 (amax / 127 steps, half away from zero), lo the residual in
+ * steps 256 times finer; d is stored per unit of lo so that x ~= d * (256 * hi + lo). */
+static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    const q8_job *job = r->aux;
+    const cpu_tensor *a = &r->in[0];
+    for (int64_t row = begin; row < end; row++) {
+        int64_t i0, i1, m;
+        split_row(a, row, &i0, &i1, &m);
+        const float *x = cpu_load_row(r, a, i0, i1, m, cpu_slot(r, w, 2), cpu_slot(r, w, 3));
+        cpu_q8_block *q = job->qa + row * job->nb;
+        for (int64_t i = 0; i < job->nb; i++, x += CPU_Q8_QK) {
+            float amax = 0.0f;
+            for (int j = 0; j < CPU_Q8_QK; j++)
+                amax = fmaxf(amax, fabsf(x[j])); /* a NaN does not poison d */
+            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            int32_t sum = 0;
+            for (int j = 0; j < CPU_Q8_QK; j++) {
+                float v = roundf(x[j] * id);
+                int hv = v != v ? 0 : v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v;
+                float res = roundf((x[j] * id - (float)hv) * 256.0f);
+                int lv = res != res ? 0 : res > 127.0f ? 127 : res < -127.0f ? -127 : (int)res;
+                q[i].hi[j] = (int8_t)hv;
+                q[i].lo[j] = (int8_t)lv;
+                sum += 256 * hv + lv;
+            }
+            q[i].d = d / 256.0f;
+            q[i].s = q[i].d * (float)sum;
+        }
+    }
+}
+
+/* Weight rows [begin, end) against every activation row, in tiles: a tile of weight rows (at most
+ * ~64 KiB, so it stays in L2) is swept by groups of CPU_Q8_MAX_ROWS activation rows, each group
+ * reused across the whole tile. Untiled, a prompt's activations (hundreds of KiB to MiB) would be
+ * streamed again for every weight row. */
+static void dot_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const q8_job *job = r->aux;
+    const cpu_tensor *a = &r->in[0], *b = &r->in[1], *o = &r->out;
+    const int64_t row_bytes = b->nb[2] > 0 ? b->nb[2] : 1;
+    int64_t tile = (int64_t)65536 / row_bytes;
+    tile = tile < 1 ? 1 : tile > 64 ? 64 : tile;
+    float res[CPU_Q8_MAX_ROWS];
+    for (int64_t n0 = begin; n0 < end; n0 += tile) {
+        const int64_t n1 = end - n0 < tile ? end : n0 + tile;
+        for (int64_t row = 0; row < job->rows; row += CPU_Q8_MAX_ROWS) {
+            int64_t mc = job->rows - row < CPU_Q8_MAX_ROWS ? job->rows - row : CPU_Q8_MAX_ROWS;
+            uint8_t *dst[CPU_Q8_MAX_ROWS];
+            for (int64_t j = 0; j < mc; j++) {
+                int64_t i0, i1, m;
+                split_row(a, row + j, &i0, &i1, &m);
+                dst[j] = o->data + i0 * o->nb[0] + i1 * o->nb[1] + m * o->nb[2];
+            }
+            for (int64_t n = n0; n < n1; n++) {
+                job->fn(cpu_row_ptr(b, 0, 0, n), job->qa + row * job->nb, job->nb, mc, res);
+                for (int64_t j = 0; j < mc; j++)
+                    memcpy(dst[j] + n * o->nb[3], &res[j], sizeof(float));
+            }
+        }
+    }
+}
+
+bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
+{
+    const cpu_tensor *a = &r->in[0], *b = &r->in[1];
+    q8_job job = {impl, fn_for(impl, b->dtype), NULL, a->ne[0] * a->ne[1] * a->ne[2],
+                  a->ne[3] / CPU_Q8_QK};
+    if (!job.fn || b->ne[0] != 1 || b->ne[1] != 1)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s does not handle this matmul", impl->name);
+    size_t bytes;
+    if (__builtin_mul_overflow((size_t)job.rows, (size_t)job.nb * sizeof(cpu_q8_block), &bytes))
+        return cpu_fail(r, BST_ERR_OVERFLOW, "a is too large to quantize");
+    job.qa = cpu_host->alloc(bytes ? bytes : 1, 64);
+    if (!job.qa)
+        return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes to quantize a",
+                        bytes);
+    r->aux = &job;
+    cpu_parallel(r, job.rows, cpu_grain(a->ne[3] * 4), quantize_rows);
+    if (cpu_async_result(r, "quantizing a") == BST_OK)
+        cpu_parallel(r, b->ne[2], cpu_grain(a->ne[3] / 4 * (job.rows + 1)), dot_rows);
+    cpu_host->free(job.qa);
+    r->aux = NULL;
+    return BST_OK;
+}

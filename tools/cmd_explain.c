@@ -1,0 +1,153 @@
+/*
+ * tools/cmd_explain.c — `bastion explain`: compiles a model's session the way `bastion run`
+ * does (kernel selection in the chosen tune mode, default cached) and prints, per node, the
+ * chosen backend and kernel, its measured time, the runners-up with theirs, the transfer cost
+ * charged, and whether the tuning database had the row.
+ *
+ * The default batch bound is 1: the session's body program is then the decode graph (one token
+ * per step), which is where a generation spends its time; -b N explains the prompt graph of a
+ * batch of N as `bastion run -b N` compiles it.
+ */
+#include "cli.h"
+#include "cli_model.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CMD "explain"
+
+void cli_usage_explain(FILE *out)
+{
+    fprintf(out,
+            "Usage: bastion explain -m MODEL.gguf [options]\n"
+            "\n"
+            "Compiles the model's graphs and prints, for every node, the backend and kernel\n"
+            "chosen, its measured time, the runners-up and their times, the transfer cost\n"
+            "charged for inputs on another device, and whether the tuning database had the row\n"
+            "(hit), it was measured now (miss-measured), or frozen mode lacked it.\n"
+            "\n"
+            "Options:\n"
+            "  -m, --model FILE        GGUF model file (required)\n"
+            "      --json              one JSON document instead of text\n"
+            "      --tune MODE         off, cached (default: use rows, measure misses), full\n"
+            "                          (measure everything again) or frozen (rows only)\n"
+            "      --no-cache          keep measurements in memory: nothing read or written\n"
+            "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
+            "  -b, --batch-size N      tokens per step the graph is compiled for (default 1:\n"
+            "                          the decode graph)\n"
+            "      --backend LIST      backends to use, comma-separated, in priority order\n"
+            "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
+            "  -t, --threads N         CPU threads (default: all)\n"
+            "  -h, --help              show this help\n"
+            "\n"
+            "The database is $BASTION_CACHE_DIR/tuning.db, else\n"
+            "$XDG_CACHE_HOME/bastion/tuning.db, else ~/.cache/bastion/tuning.db.\n");
+}
+
+int cli_cmd_explain(int argc, char **argv)
+{
+    enum { OPT_JSON = 256, OPT_TUNE, OPT_NO_CACHE, OPT_BACKEND, OPT_PLUGIN_PATH };
+    static const struct option options[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"tune", required_argument, NULL, OPT_TUNE},
+        {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+        {"ctx-size", required_argument, NULL, 'c'},
+        {"batch-size", required_argument, NULL, 'b'},
+        {"backend", required_argument, NULL, OPT_BACKEND},
+        {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
+        {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    cli_model_options mo;
+    memset(&mo, 0, sizeof mo);
+    mo.tune_mode = BST_TUNE_CACHED;
+    bool json = false;
+    uint32_t n_ctx = 0, n_batch = 1;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":m:c:b:t:h", options, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            mo.path = optarg;
+            break;
+        case OPT_JSON:
+            json = true;
+            break;
+        case OPT_TUNE:
+            if (!cli_parse_tune(optarg, &mo.tune_mode))
+                return cli_usage_error(CMD, "--tune is off, cached, full or frozen, not '%s'",
+                                       optarg);
+            break;
+        case OPT_NO_CACHE:
+            mo.no_cache = true;
+            break;
+        case 'c':
+            if (!cli_parse_u32(optarg, &n_ctx) || n_ctx == 0)
+                return cli_usage_error(CMD, "--ctx-size needs a positive count, not '%s'",
+                                       optarg);
+            break;
+        case 'b':
+            if (!cli_parse_u32(optarg, &n_batch) || n_batch == 0)
+                return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
+                                       optarg);
+            break;
+        case OPT_BACKEND:
+            mo.backends = optarg;
+            break;
+        case OPT_PLUGIN_PATH:
+            mo.plugin_path = optarg;
+            break;
+        case 't':
+            if (!cli_parse_u32(optarg, &mo.n_threads) || mo.n_threads == 0)
+                return cli_usage_error(CMD, "--threads needs a positive count, not '%s'",
+                                       optarg);
+            break;
+        case 'h':
+            cli_usage_explain(stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_getopt_error(CMD, c, argv);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!mo.path)
+        return cli_usage_error(CMD, "a model is required (-m MODEL.gguf)");
+
+    bst_context *ctx = NULL;
+    bst_model *model = NULL;
+    double load_ms = 0.0;
+    int rc = cli_model_open(CMD, &mo, &ctx, &model, &load_ms);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    bst_session_options so;
+    memset(&so, 0, sizeof so);
+    so.struct_size = sizeof so;
+    so.n_ctx = n_ctx;
+    so.n_batch = n_batch;
+    double t0 = cli_now_ms();
+    bst_session *session = NULL;
+    bst_status st = bst_session_create(model, &so, &session);
+    double compile_ms = cli_now_ms() - t0;
+    char *text = NULL;
+    if (st == BST_OK)
+        st = bst_session_explain(session, json, &text);
+    if (st != BST_OK) {
+        rc = cli_lib_error(CMD, st, "explaining the model's graphs");
+    } else {
+        fputs(text, stdout);
+        if (!json)
+            printf("# session compiled (placement and tuning included) in %.2f s\n",
+                   compile_ms / 1e3);
+        rc = CLI_EXIT_OK;
+    }
+    bst_free(text);
+    bst_session_destroy(session);
+    bst_model_destroy(model);
+    bst_context_destroy(ctx);
+    return rc;
+}

@@ -1,0 +1,150 @@
+/*
+ * tools/cmd_tune.c — `bastion tune`: fills the tuning database for a model's shapes ahead of
+ * time, so the first `bastion run` does not measure. It compiles the graphs `bastion run` and
+ * `bastion explain` compile — the decode graph (batch 1) and the prompt graph (batch
+ * --batch-size, default 512) — in cached mode (rows already there are kept) or full mode
+ * (--full: measured again).
+ *
+ * The budget is checked between graphs: a graph whose measurement has started is finished, so
+ * the run may exceed --budget by the time of one graph (a few seconds on two cores for the
+ * default model).
+ */
+#include "cli.h"
+#include "cli_model.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CMD "tune"
+
+void cli_usage_tune(FILE *out)
+{
+    fprintf(out,
+            "Usage: bastion tune -m MODEL.gguf [options]\n"
+            "\n"
+            "Measures every kernel candidate of the model's decode and prompt graphs on every\n"
+            "backend and stores the times in the tuning database, so later runs start without\n"
+            "measuring ('bastion run --tune=cached' and '--tune=frozen' read them).\n"
+            "\n"
+            "Options:\n"
+            "  -m, --model FILE        GGUF model file (required)\n"
+            "      --budget SECONDS    stop starting new graphs after this long (default 60)\n"
+            "      --full              measure again even where rows exist\n"
+            "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
+            "  -b, --batch-size N      prompt batch the prompt graph is compiled for (default 512)\n"
+            "      --backend LIST      backends to use, comma-separated, in priority order\n"
+            "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
+            "  -t, --threads N         CPU threads (default: all)\n"
+            "  -h, --help              show this help\n");
+}
+
+int cli_cmd_tune(int argc, char **argv)
+{
+    enum { OPT_BUDGET = 256, OPT_FULL, OPT_BACKEND, OPT_PLUGIN_PATH };
+    static const struct option options[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"budget", required_argument, NULL, OPT_BUDGET},
+        {"full", no_argument, NULL, OPT_FULL},
+        {"ctx-size", required_argument, NULL, 'c'},
+        {"batch-size", required_argument, NULL, 'b'},
+        {"backend", required_argument, NULL, OPT_BACKEND},
+        {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
+        {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    cli_model_options mo;
+    memset(&mo, 0, sizeof mo);
+    mo.tune_mode = BST_TUNE_CACHED;
+    uint32_t n_ctx = 0, n_batch = 512, budget_s = 60;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":m:c:b:t:h", options, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            mo.path = optarg;
+            break;
+        case OPT_BUDGET:
+            if (!cli_parse_u32(optarg, &budget_s) || budget_s == 0)
+                return cli_usage_error(CMD, "--budget needs a positive number of seconds, not "
+                                       "'%s'", optarg);
+            break;
+        case OPT_FULL:
+            mo.tune_mode = BST_TUNE_FULL;
+            break;
+        case 'c':
+            if (!cli_parse_u32(optarg, &n_ctx) || n_ctx == 0)
+                return cli_usage_error(CMD, "--ctx-size needs a positive count, not '%s'",
+                                       optarg);
+            break;
+        case 'b':
+            if (!cli_parse_u32(optarg, &n_batch) || n_batch == 0)
+                return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
+                                       optarg);
+            break;
+        case OPT_BACKEND:
+            mo.backends = optarg;
+            break;
+        case OPT_PLUGIN_PATH:
+            mo.plugin_path = optarg;
+            break;
+        case 't':
+            if (!cli_parse_u32(optarg, &mo.n_threads) || mo.n_threads == 0)
+                return cli_usage_error(CMD, "--threads needs a positive count, not '%s'",
+                                       optarg);
+            break;
+        case 'h':
+            cli_usage_tune(stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_getopt_error(CMD, c, argv);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!mo.path)
+        return cli_usage_error(CMD, "a model is required (-m MODEL.gguf)");
+
+    bst_context *ctx = NULL;
+    bst_model *model = NULL;
+    double load_ms = 0.0;
+    int rc = cli_model_open(CMD, &mo, &ctx, &model, &load_ms);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    double t0 = cli_now_ms();
+    const uint32_t batches[2] = {1, n_batch};
+    const char *const names[2] = {"decode graph", "prompt graph"};
+    rc = CLI_EXIT_OK;
+    for (uint32_t i = 0; i < 2 && rc == CLI_EXIT_OK; i++) {
+        if (i == 1 && n_batch == 1)
+            break;
+        double elapsed = (cli_now_ms() - t0) / 1e3;
+        if (elapsed >= (double)budget_s) {
+            fprintf(stderr, "bastion tune: budget of %u s used up; %s not tuned\n", budget_s,
+                    names[i]);
+            break;
+        }
+        bst_session_options so;
+        memset(&so, 0, sizeof so);
+        so.struct_size = sizeof so;
+        so.n_ctx = n_ctx;
+        so.n_batch = batches[i];
+        double g0 = cli_now_ms();
+        bst_session *session = NULL;
+        bst_status st = bst_session_create(model, &so, &session);
+        if (st != BST_OK) {
+            rc = cli_lib_error(CMD, st, "tuning the model's graphs");
+            break;
+        }
+        printf("tuned %s (batch %u) in %.2f s\n", names[i], batches[i], (cli_now_ms() - g0) / 1e3);
+        fflush(stdout);
+        bst_session_destroy(session);
+    }
+    if (rc == CLI_EXIT_OK)
+        printf("total %.2f s\n", (cli_now_ms() - t0) / 1e3);
+    bst_model_destroy(model);
+    bst_context_destroy(ctx);
+    return rc;
+}
