@@ -85,6 +85,48 @@ uint64_t cli_peak_rss_bytes(void)
     return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
 }
 
+int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o)
+{
+    switch (c) {
+    case 'm':
+        o->path = arg;
+        return CLI_EXIT_OK;
+    case 't':
+        if (!cli_parse_u32(arg, &o->n_threads) || o->n_threads == 0)
+            return cli_usage_error(cmd, "--threads needs a positive count, not '%s'", arg);
+        return CLI_EXIT_OK;
+    case CLI_OPT_BACKEND:
+        o->backends = arg;
+        return CLI_EXIT_OK;
+    case CLI_OPT_PLUGIN_PATH:
+        o->plugin_path = arg;
+        return CLI_EXIT_OK;
+    case CLI_OPT_NO_MMAP:
+        o->no_mmap = true;
+        return CLI_EXIT_OK;
+    case CLI_OPT_TUNE:
+        if (!cli_parse_tune(arg, &o->tune_mode))
+            return cli_usage_error(cmd, "--tune is off, cached, full or frozen, not '%s'", arg);
+        return CLI_EXIT_OK;
+    case CLI_OPT_NO_CACHE:
+        o->no_cache = true;
+        return CLI_EXIT_OK;
+    default:
+        return -1;
+    }
+}
+
+bool cli_parse_kv_type(const char *text, uint32_t *out_dtype)
+{
+    if (strcmp(text, "f32") == 0)
+        *out_dtype = BST_DTYPE_F32;
+    else if (strcmp(text, "f16") == 0)
+        *out_dtype = BST_DTYPE_F16;
+    else
+        return false;
+    return true;
+}
+
 bool cli_parse_tune(const char *text, uint32_t *out_mode)
 {
     static const char *const names[] = {"off", "cached", "full", "frozen"};

@@ -18,6 +18,23 @@ typedef struct cli_model_options {
     uint32_t tune_mode;      /* --tune: bst_tune_mode (0 = off) */
 } cli_model_options;
 
+/* getopt_long ids of the options the model subcommands share: above every short option
+ * character and below each command's own ids (which start at 256). */
+enum {
+    CLI_OPT_BACKEND = 200,
+    CLI_OPT_PLUGIN_PATH,
+    CLI_OPT_NO_MMAP,
+    CLI_OPT_TUNE,
+    CLI_OPT_NO_CACHE,
+};
+
+/* Applies one shared option (-m, -t and the CLI_OPT_* ids) to `o`. Returns -1 when `c` is not one
+ * of them, CLI_EXIT_OK when it was applied, or the usage-error exit code. */
+int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o);
+
+/* "f32" / "f16" -> the KV cache dtype (--kv-type). */
+bool cli_parse_kv_type(const char *text, uint32_t *out_dtype);
+
 /* "off", "cached", "full", "frozen" -> bst_tune_mode. */
 bool cli_parse_tune(const char *text, uint32_t *out_mode);
 

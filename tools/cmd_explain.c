@@ -47,16 +47,16 @@ void cli_usage_explain(FILE *out)
 
 int cli_cmd_explain(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_TUNE, OPT_NO_CACHE, OPT_BACKEND, OPT_PLUGIN_PATH };
+    enum { OPT_JSON = 256 };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},
         {"json", no_argument, NULL, OPT_JSON},
-        {"tune", required_argument, NULL, OPT_TUNE},
-        {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+        {"tune", required_argument, NULL, CLI_OPT_TUNE},
+        {"no-cache", no_argument, NULL, CLI_OPT_NO_CACHE},
         {"ctx-size", required_argument, NULL, 'c'},
         {"batch-size", required_argument, NULL, 'b'},
-        {"backend", required_argument, NULL, OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
+        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
+        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -71,19 +71,8 @@ int cli_cmd_explain(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":m:c:b:t:h", options, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            mo.path = optarg;
-            break;
         case OPT_JSON:
             json = true;
-            break;
-        case OPT_TUNE:
-            if (!cli_parse_tune(optarg, &mo.tune_mode))
-                return cli_usage_error(CMD, "--tune is off, cached, full or frozen, not '%s'",
-                                       optarg);
-            break;
-        case OPT_NO_CACHE:
-            mo.no_cache = true;
             break;
         case 'c':
             if (!cli_parse_u32(optarg, &n_ctx) || n_ctx == 0)
@@ -95,22 +84,17 @@ int cli_cmd_explain(int argc, char **argv)
                 return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
                                        optarg);
             break;
-        case OPT_BACKEND:
-            mo.backends = optarg;
-            break;
-        case OPT_PLUGIN_PATH:
-            mo.plugin_path = optarg;
-            break;
-        case 't':
-            if (!cli_parse_u32(optarg, &mo.n_threads) || mo.n_threads == 0)
-                return cli_usage_error(CMD, "--threads needs a positive count, not '%s'",
-                                       optarg);
-            break;
         case 'h':
             cli_usage_explain(stdout);
             return CLI_EXIT_OK;
-        default:
-            return cli_getopt_error(CMD, c, argv);
+        default: {
+            int rc = cli_model_option(CMD, c, optarg, &mo);
+            if (rc < 0)
+                return cli_getopt_error(CMD, c, argv);
+            if (rc != CLI_EXIT_OK)
+                return rc;
+            break;
+        }
         }
     }
     if (optind < argc)

@@ -434,9 +434,6 @@ int cli_cmd_perplexity(int argc, char **argv)
         OPT_SAVE,
         OPT_BASE,
         OPT_KV_TYPE,
-        OPT_BACKEND,
-        OPT_PLUGIN_PATH,
-        OPT_NO_MMAP,
         OPT_JSON
     };
     static const struct option options[] = {
@@ -449,10 +446,10 @@ int cli_cmd_perplexity(int argc, char **argv)
         {"save-logits", required_argument, NULL, OPT_SAVE},
         {"kl-base", required_argument, NULL, OPT_BASE},
         {"kv-type", required_argument, NULL, OPT_KV_TYPE},
-        {"backend", required_argument, NULL, OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
+        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
+        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
-        {"no-mmap", no_argument, NULL, OPT_NO_MMAP},
+        {"no-mmap", no_argument, NULL, CLI_OPT_NO_MMAP},
         {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };
@@ -463,9 +460,6 @@ int cli_cmd_perplexity(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":m:f:c:b:t:", options, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            o.model.path = optarg;
-            break;
         case 'f':
             o.text_path = optarg;
             break;
@@ -490,32 +484,20 @@ int cli_cmd_perplexity(int argc, char **argv)
             o.base_path = optarg;
             break;
         case OPT_KV_TYPE:
-            if (strcmp(optarg, "f32") == 0)
-                o.kv_type = BST_DTYPE_F32;
-            else if (strcmp(optarg, "f16") == 0)
-                o.kv_type = BST_DTYPE_F16;
-            else
+            if (!cli_parse_kv_type(optarg, &o.kv_type))
                 return cli_usage_error(CMD, "--kv-type is f32 or f16, not '%s'", optarg);
-            break;
-        case OPT_BACKEND:
-            o.model.backends = optarg;
-            break;
-        case OPT_PLUGIN_PATH:
-            o.model.plugin_path = optarg;
-            break;
-        case 't':
-            if (!cli_parse_u32(optarg, &o.model.n_threads) || o.model.n_threads == 0)
-                return cli_usage_error(CMD, "--threads needs a positive count, not '%s'",
-                                       optarg);
-            break;
-        case OPT_NO_MMAP:
-            o.model.no_mmap = true;
             break;
         case OPT_JSON:
             o.json = true;
             break;
-        default:
-            return cli_getopt_error(CMD, c, argv);
+        default: {
+            int rc = cli_model_option(CMD, c, optarg, &o.model);
+            if (rc < 0)
+                return cli_getopt_error(CMD, c, argv);
+            if (rc != CLI_EXIT_OK)
+                return rc;
+            break;
+        }
         }
     }
     if (optind < argc)

@@ -381,11 +381,6 @@ int cli_cmd_run(int argc, char **argv)
         OPT_REPEAT,
         OPT_REPEAT_N,
         OPT_KV_TYPE,
-        OPT_BACKEND,
-        OPT_PLUGIN_PATH,
-        OPT_NO_MMAP,
-        OPT_TUNE,
-        OPT_NO_CACHE,
         OPT_JSON,
         OPT_PROFILE,
         OPT_PROFILE_LEVEL,
@@ -408,12 +403,12 @@ int cli_cmd_run(int argc, char **argv)
         {"repeat-last-n", required_argument, NULL, OPT_REPEAT_N},
         {"seed", required_argument, NULL, 's'},
         {"kv-type", required_argument, NULL, OPT_KV_TYPE},
-        {"backend", required_argument, NULL, OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
+        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
+        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
-        {"no-mmap", no_argument, NULL, OPT_NO_MMAP},
-        {"tune", required_argument, NULL, OPT_TUNE},
-        {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+        {"no-mmap", no_argument, NULL, CLI_OPT_NO_MMAP},
+        {"tune", required_argument, NULL, CLI_OPT_TUNE},
+        {"no-cache", no_argument, NULL, CLI_OPT_NO_CACHE},
         {"json", no_argument, NULL, OPT_JSON},
         {"profile", required_argument, NULL, OPT_PROFILE},
         {"profile-level", required_argument, NULL, OPT_PROFILE_LEVEL},
@@ -445,9 +440,6 @@ int cli_cmd_run(int argc, char **argv)
     uint64_t u64;
     while ((c = getopt_long(argc, argv, ":m:p:n:c:b:s:t:", options, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            o.model.path = optarg;
-            break;
         case 'p':
             o.prompt = optarg;
             break;
@@ -510,34 +502,8 @@ int cli_cmd_run(int argc, char **argv)
             o.seed_given = true;
             break;
         case OPT_KV_TYPE:
-            if (strcmp(optarg, "f32") == 0)
-                o.kv_type = BST_DTYPE_F32;
-            else if (strcmp(optarg, "f16") == 0)
-                o.kv_type = BST_DTYPE_F16;
-            else
+            if (!cli_parse_kv_type(optarg, &o.kv_type))
                 return cli_usage_error(CMD, "--kv-type is f32 or f16, not '%s'", optarg);
-            break;
-        case OPT_BACKEND:
-            o.model.backends = optarg;
-            break;
-        case OPT_PLUGIN_PATH:
-            o.model.plugin_path = optarg;
-            break;
-        case 't':
-            if (!cli_parse_u32(optarg, &o.model.n_threads) || o.model.n_threads == 0)
-                return cli_usage_error(CMD, "--threads needs a positive count, not '%s'",
-                                       optarg);
-            break;
-        case OPT_NO_MMAP:
-            o.model.no_mmap = true;
-            break;
-        case OPT_TUNE:
-            if (!cli_parse_tune(optarg, &o.model.tune_mode))
-                return cli_usage_error(CMD, "--tune is off, cached, full or frozen, not '%s'",
-                                       optarg);
-            break;
-        case OPT_NO_CACHE:
-            o.model.no_cache = true;
             break;
         case OPT_JSON:
             o.json = true;
@@ -555,8 +521,14 @@ int cli_cmd_run(int argc, char **argv)
                 return cli_usage_error(CMD, "--profile-top needs a positive count, not '%s'",
                                        optarg);
             break;
-        default:
-            return cli_getopt_error(CMD, c, argv);
+        default: {
+            int rc = cli_model_option(CMD, c, optarg, &o.model);
+            if (rc < 0)
+                return cli_getopt_error(CMD, c, argv);
+            if (rc != CLI_EXIT_OK)
+                return rc;
+            break;
+        }
         }
     }
     if (optind < argc)

@@ -41,15 +41,15 @@ void cli_usage_tune(FILE *out)
 
 int cli_cmd_tune(int argc, char **argv)
 {
-    enum { OPT_BUDGET = 256, OPT_FULL, OPT_BACKEND, OPT_PLUGIN_PATH };
+    enum { OPT_BUDGET = 256, OPT_FULL };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},
         {"budget", required_argument, NULL, OPT_BUDGET},
         {"full", no_argument, NULL, OPT_FULL},
         {"ctx-size", required_argument, NULL, 'c'},
         {"batch-size", required_argument, NULL, 'b'},
-        {"backend", required_argument, NULL, OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, OPT_PLUGIN_PATH},
+        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
+        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -63,9 +63,6 @@ int cli_cmd_tune(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":m:c:b:t:h", options, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            mo.path = optarg;
-            break;
         case OPT_BUDGET:
             if (!cli_parse_u32(optarg, &budget_s) || budget_s == 0)
                 return cli_usage_error(CMD, "--budget needs a positive number of seconds, not "
@@ -84,22 +81,17 @@ int cli_cmd_tune(int argc, char **argv)
                 return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
                                        optarg);
             break;
-        case OPT_BACKEND:
-            mo.backends = optarg;
-            break;
-        case OPT_PLUGIN_PATH:
-            mo.plugin_path = optarg;
-            break;
-        case 't':
-            if (!cli_parse_u32(optarg, &mo.n_threads) || mo.n_threads == 0)
-                return cli_usage_error(CMD, "--threads needs a positive count, not '%s'",
-                                       optarg);
-            break;
         case 'h':
             cli_usage_tune(stdout);
             return CLI_EXIT_OK;
-        default:
-            return cli_getopt_error(CMD, c, argv);
+        default: {
+            int rc = cli_model_option(CMD, c, optarg, &mo);
+            if (rc < 0)
+                return cli_getopt_error(CMD, c, argv);
+            if (rc != CLI_EXIT_OK)
+                return rc;
+            break;
+        }
         }
     }
     if (optind < argc)
