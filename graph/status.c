@@ -51,7 +51,7 @@ BST_API const char *bst_status_name(bst_status status)
         "BST_ERR_FORMAT",   "BST_ERR_PARSE",       "BST_ERR_UNSUPPORTED",   "BST_ERR_ABI",
         "BST_ERR_NOT_FOUND", "BST_ERR_NO_DEVICE",  "BST_ERR_DEVICE_LOST",   "BST_ERR_DEVICE_OOM",
         "BST_ERR_COMPILE",  "BST_ERR_BACKEND",     "BST_ERR_OVERFLOW",      "BST_ERR_SHAPE",
-        "BST_ERR_GRAPH",    "BST_ERR_INTERNAL",
+        "BST_ERR_GRAPH",    "BST_ERR_INTERNAL",    "BST_ERR_TIMEOUT",
     };
     _Static_assert(sizeof names / sizeof names[0] == BST_STATUS_COUNT, "status name per status");
     if ((unsigned)status >= BST_STATUS_COUNT)

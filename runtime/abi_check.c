@@ -127,7 +127,17 @@ PIN(bst_backend_api, compile, 136);
 PIN(bst_backend_api, executable_free, 144);
 PIN(bst_backend_api, execute, 152);
 PIN(bst_backend_api, last_execute_ns, 160);
-PIN_SIZE(bst_backend_api, 168);
+PIN(bst_backend_api, event_create, 168); /* v2 */
+PIN(bst_backend_api, event_destroy, 176);
+PIN(bst_backend_api, execute_async, 184);
+PIN(bst_backend_api, event_wait, 192);
+PIN_SIZE(bst_backend_api, 200);
+
+PIN(bst_event_point, struct_size, 0); /* v2 */
+PIN(bst_event_point, reserved, 4);
+PIN(bst_event_point, event, 8);
+PIN(bst_event_point, value, 16);
+PIN_SIZE(bst_event_point, 24);
 
 /* Public embedding structs (bastion.h): same growth rule, since applications fill them. */
 PIN(bst_context_options, struct_size, 0);

@@ -34,6 +34,10 @@ typedef struct bsti_prog_part {
 typedef struct bsti_prog_device {
     bool used;   /* some partition or buffer lives here */
     void *arena; /* scratch arena buffer, NULL when the plan needs none */
+    /* program_events.c: the device's timeline event (NULL: its backend has none, execute is
+     * synchronous), the last value submitted work signals, and the last one the host saw. */
+    void *event;
+    uint64_t submitted, reached;
 } bsti_prog_device;
 
 struct bst_program {
@@ -117,6 +121,16 @@ BST_MUST_CHECK bst_status bsti_prog_write_input(bst_program *p, uint32_t v, cons
 BST_MUST_CHECK bst_status bsti_prog_set_input_replacing(bst_program *p, uint32_t v,
                                                         const char *name, const void *data,
                                                         uint64_t size);
+/* program_events.c: events per device (ABI v2), waits, and running one partition. */
+BST_MUST_CHECK bst_status bsti_prog_events_create(bst_program *p);
+void bsti_prog_events_destroy(bst_program *p);
+/* Waits until device d's submitted partitions are complete (no-op without pending work). */
+BST_MUST_CHECK bst_status bsti_prog_wait_device(bst_program *p, uint32_t d);
+/* The same for every device; returns the first failure after waiting for all. */
+BST_MUST_CHECK bst_status bsti_prog_wait_all(bst_program *p);
+/* Runs (or, with events, submits) partition pi. */
+BST_MUST_CHECK bst_status bsti_prog_execute(bst_program *p, uint32_t pi,
+                                            const bst_run_params *rp);
 /* One run, no re-placement (bst_program_run in program_replace.c wraps it). */
 BST_MUST_CHECK bst_status bsti_prog_run_once(bst_program *p, const bst_run_params *params);
 

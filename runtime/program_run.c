@@ -114,7 +114,7 @@ bst_status bsti_prog_compile(bst_program *p)
         if (st != BST_OK)
             return st;
     }
-    return BST_OK;
+    return bsti_prog_events_create(p);
 }
 
 void bsti_prog_free_executables(bst_program *p)
@@ -122,6 +122,7 @@ void bsti_prog_free_executables(bst_program *p)
     if (!p->pparts)
         return;
     bsti_prog_profile_free(p);
+    bsti_prog_events_destroy(p);
     for (uint32_t pi = 0; pi < p->parts.n_parts; pi++) {
         bsti_prog_part *pp = &p->pparts[pi];
         if (pp->executable) {
@@ -171,7 +172,17 @@ static bst_status resolve_params(const bst_program *p, const bst_run_params *in,
     return BST_OK;
 }
 
+static bst_status run_partitions(bst_program *p, const bst_run_params *params);
+
 bst_status bsti_prog_run_once(bst_program *p, const bst_run_params *params)
+{
+    bst_status st = run_partitions(p, params);
+    /* Nothing is left running when the caller gets control back, failed run or not. */
+    bst_status waited = bsti_prog_wait_all(p);
+    return st != BST_OK ? st : waited;
+}
+
+static bst_status run_partitions(bst_program *p, const bst_run_params *params)
 {
     bst_run_params rp;
     bst_status st = resolve_params(p, params, &rp);
@@ -190,7 +201,11 @@ bst_status bsti_prog_run_once(bst_program *p, const bst_run_params *params)
             if (!src || !dst)
                 return bsti_fail(BST_ERR_INTERNAL, "program: copy of %%%u has no location",
                                  x->root);
-            st = bsti_prog_copy(p, x->src_device, src, pp->device, dst, src->size);
+            st = bsti_prog_wait_device(p, x->src_device);
+            if (st == BST_OK)
+                st = bsti_prog_wait_device(p, pp->device);
+            if (st == BST_OK)
+                st = bsti_prog_copy(p, x->src_device, src, pp->device, dst, src->size);
             if (st != BST_OK)
                 return bsti_fail_context(st, "partition %u", pi);
             if (prof)
@@ -204,12 +219,9 @@ bst_status bsti_prog_run_once(bst_program *p, const bst_run_params *params)
                 return st;
             continue;
         }
-        const bsti_device *dev = &p->ctx->devices[pp->device];
-        bsti_prog_clear_error();
-        st = dev->plugin->api.execute(dev->handle, pp->executable, pp->bindings, pp->n_bindings,
-                                      &rp);
+        st = bsti_prog_execute(p, pi, &rp);
         if (st != BST_OK)
-            return bsti_prog_backend_error(p, pp->device, st, "partition %u: execute", pi);
+            return st;
     }
     return BST_OK;
 }

@@ -476,6 +476,73 @@ static void test_bad_ids(void)
     vt_close(&v);
 }
 
+/* --- events (ABI v2) ----------------------------------------------------------------------- */
+
+/* Two executables chained on the device through one event, a failure found only when the work
+ * is done (an id outside the table) returned by event_wait, and a wait that times out. */
+static void test_events(void)
+{
+    vt v;
+    if (!vt_open(&v))
+        return;
+    CU_ASSERT_FATAL(v.api->event_create && v.api->event_destroy && v.api->execute_async &&
+                    v.api->event_wait);
+    void *ev = NULL;
+    CU_ASSERT_EQUAL_FATAL(v.api->event_create(v.dev, &ev), BST_OK);
+    vt_node n1, n2;
+    scale_node(&n1, 2.0f);
+    scale_node(&n2, -0.5f);
+    void *e1 = NULL, *e2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(compile1(&v, &n1, 2, 0, &e1), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(compile1(&v, &n2, 2, 0, &e2), BST_OK);
+    float x[8 * 64];
+    fill(x, 8 * 64, 0.3f);
+    void *bx = alloc_write(&v, x, sizeof x), *by = alloc_write(&v, NULL, sizeof x),
+         *bz = alloc_write(&v, NULL, sizeof x);
+    void *b1[2] = {bx, by}, *b2[2] = {by, bz};
+    bst_run_params p = {.struct_size = sizeof p, .n_tokens = 8, .n_kv = 8};
+    bst_event_point sig1 = {.struct_size = sizeof sig1, .event = ev, .value = 1};
+    bst_event_point sig2 = {.struct_size = sizeof sig2, .event = ev, .value = 2};
+    CU_ASSERT_EQUAL(v.api->execute_async(v.dev, e1, b1, 2, &p, NULL, 0, 0, &sig1), BST_OK);
+    CU_ASSERT_EQUAL(v.api->execute_async(v.dev, e2, b2, 2, &p, &sig1, sizeof sig1, 1, &sig2),
+                    BST_OK);
+    CU_ASSERT_EQUAL(v.api->event_wait(v.dev, ev, 2, UINT64_MAX), BST_OK);
+    CU_ASSERT(check_scaled(&v, bz, x, -1.0f, 8, 0.0f));
+    /* Nothing will ever signal 3. */
+    CU_ASSERT_EQUAL(v.api->event_wait(v.dev, ev, 3, 1000000), BST_ERR_TIMEOUT);
+
+    const int64_t st[2] = {4, 8}, si[1] = {3}, so[2] = {3, 8};
+    vt_node g;
+    node_init(&g, BST_OP_GET_ROWS, 2);
+    g.in[0] = tdesc(BST_DTYPE_F32, 2, st, 0);
+    g.in[1] = tdesc(BST_DTYPE_I32, 1, si, 1);
+    g.out = tdesc(BST_DTYPE_F32, 2, so, 2);
+    void *e3 = NULL;
+    CU_ASSERT_EQUAL_FATAL(compile1(&v, &g, 3, 0, &e3), BST_OK);
+    int32_t bad[3] = {0, 9, 1};
+    void *b3[3] = {alloc_write(&v, x, 32 * 4), alloc_write(&v, bad, sizeof bad),
+                   alloc_write(&v, NULL, 3 * 8 * 4)};
+    bst_event_point sig4 = {.struct_size = sizeof sig4, .event = ev, .value = 4};
+    CU_ASSERT_EQUAL(v.api->execute_async(v.dev, e3, b3, 3, &p, NULL, 0, 0, &sig4), BST_OK);
+    bst_status s = v.api->event_wait(v.dev, ev, 4, UINT64_MAX);
+    printf("\n  late failure through event_wait: %s: %s", bst_status_name(s), bst_last_error());
+    CU_ASSERT_EQUAL(s, BST_ERR_INVALID_ARG);
+    CU_ASSERT(strstr(bst_last_error(), "outside") != NULL);
+    /* An event of no device, and a foreign pointer, are refused. */
+    bst_event_point foreign = {.struct_size = sizeof foreign, .event = bx, .value = 1};
+    CU_ASSERT_EQUAL(v.api->execute_async(v.dev, e1, b1, 2, &p, &foreign, sizeof foreign, 1, NULL),
+                    BST_ERR_INVALID_ARG);
+
+    v.api->executable_free(v.dev, e1);
+    v.api->executable_free(v.dev, e2);
+    v.api->executable_free(v.dev, e3);
+    void *all[6] = {bx, by, bz, b3[0], b3[1], b3[2]};
+    for (int i = 0; i < 6; i++)
+        v.api->buffer_free(v.dev, all[i]);
+    v.api->event_destroy(v.dev, ev);
+    vt_close(&v);
+}
+
 /* --- i8 / i32 inputs (not in test_backend_ops) ------------------------------------------------ */
 
 static void test_integer_inputs(void)
@@ -1090,6 +1157,7 @@ int main(void)
         {"devices", test_devices},
         {"rerun with other buffers and extents", test_rerun},
         {"bad ids", test_bad_ids},
+        {"events", test_events},
         {"integer inputs", test_integer_inputs},
         {"pipeline cache", test_pipeline_cache},
         {"faults", test_faults},

@@ -518,12 +518,13 @@ BST_BACKEND_ENTRY
         host->set_error("opencl: entry: NULL output table");
         return BST_ERR_INVALID_ARG;
     }
-    if (out->struct_size < sizeof(bst_backend_api)) {
-        host->set_error("opencl: backend table of %u bytes is smaller than the %zu this plugin "
-                        "fills",
-                        out->struct_size, sizeof(bst_backend_api));
+    if (out->struct_size < BST_BACKEND_API_SIZE_V1) {
+        host->set_error("opencl: backend table of %u bytes is smaller than version 1's %zu",
+                        out->struct_size, (size_t)BST_BACKEND_API_SIZE_V1);
         return BST_ERR_ABI;
     }
+    /* An older host's table is smaller: only the fields it has are written. */
+    const uint32_t host_struct_size = out->struct_size;
     ocl_host = host;
     ocl_ctx *ctx = host->alloc(sizeof *ctx, 64);
     if (!ctx) {
@@ -533,7 +534,9 @@ BST_BACKEND_ENTRY
     memset(ctx, 0, sizeof *ctx);
     ctx->magic = OCL_MAGIC_CTX;
 
-    out->struct_size = (uint32_t)sizeof(bst_backend_api);
+    out->struct_size = host_struct_size < sizeof(bst_backend_api)
+                           ? host_struct_size
+                           : (uint32_t)sizeof(bst_backend_api);
     out->abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
     out->name = OCL_BACKEND_NAME;
     out->version = OCL_BACKEND_VERSION;

@@ -45,6 +45,7 @@ enum {
     VKB_MAGIC_DEVICE = 0x564b4244u, /* "DBKV" */
     VKB_MAGIC_BUFFER = 0x564b4242u, /* "BBKV" */
     VKB_MAGIC_EXEC = 0x564b4245u,   /* "EBKV" */
+    VKB_MAGIC_EVENT = 0x564b4256u,  /* "VBKV" */
 };
 
 /* Shader variant bits (index into vks_table's second dimension). */
@@ -186,6 +187,9 @@ typedef struct vkb_device {
      * with BASTION_VULKAN_FUSED=1, since the runtime keeps a high-level op whole when any device
      * accepts it, which would take attention away from the native CPU backend. */
     bool offer_fused;
+    /* vk_events.c: executables submitted by execute_async whose finish checks are still due. */
+    struct vkb_exec **inflight;
+    uint32_t n_inflight, cap_inflight;
 } vkb_device;
 
 /* --- nodes and tensors --------------------------------------------------------------------- */
@@ -279,7 +283,33 @@ typedef struct vkb_exec {
     int64_t rec_n_tokens, rec_n_kv;
     uint64_t *rec_serials; /* per binding */
     uint64_t last_ns;
+    /* vk_events.c: the d->timeline value its execute_async submission signals, 0 when no run is
+     * in flight (its finish checks have not been made yet). */
+    uint64_t inflight_value;
 } vkb_exec;
+
+/* --- vk_exec.c ----------------------------------------------------------------------------- */
+bool vkb_exec_valid(const vkb_device *d, const vkb_exec *e);
+/* Checks a run's arguments and writes its dispatch records (waiting for e's previous run). */
+bst_status vkb_exec_prepare(vkb_device *d, vkb_exec *e, void *const *buffers, uint32_t n_buffers,
+                            const bst_run_params *params);
+/* After e's submission completed: device time (wall_ns without timestamps) and the shaders'
+ * out-of-range flag. */
+bst_status vkb_exec_finish(vkb_device *d, vkb_exec *e, uint64_t wall_ns);
+
+/* --- vk_events.c --------------------------------------------------------------------------- */
+bst_status vkb_event_create(void *device, void **out_event);
+void vkb_event_destroy(void *device, void *event);
+bst_status vkb_execute_async(void *device, void *executable, void *const *buffers,
+                             uint32_t n_buffers, const bst_run_params *params,
+                             const bst_event_point *waits, size_t waits_stride, uint32_t n_waits,
+                             const bst_event_point *signal);
+bst_status vkb_event_wait(void *device, void *event, uint64_t value, uint64_t timeout_ns);
+/* Waits for e's run in flight, if any, and makes its finish checks. */
+bst_status vkb_exec_settle(vkb_device *d, vkb_exec *e);
+/* Makes the finish checks of every run in flight that has completed; the first failure. */
+bst_status vkb_settle_completed(vkb_device *d);
+void vkb_events_close(vkb_device *d);
 
 /* --- vk_entry.c ---------------------------------------------------------------------------- */
 /* Maps a VkResult to a status with a message naming `what`; marks the device lost on
@@ -296,8 +326,25 @@ bst_status vkb_device_open(void *ctx, uint32_t index, void **out_device);
 void vkb_device_close(void *device);
 /* Fails with BST_ERR_DEVICE_LOST (and a message) once the device was lost. */
 bst_status vkb_alive(vkb_device *d, const char *what);
-/* Submits `cb` on the compute or transfer queue after every earlier submission and waits for
- * it (fault site `fault_site` may be NULL). */
+/* Extra semaphore points of one submission (ABI events). */
+#define VKB_MAX_WAITS 16
+typedef struct vkb_sync {
+    uint32_t n_wait;
+    VkSemaphore wait[VKB_MAX_WAITS];
+    uint64_t wait_value[VKB_MAX_WAITS];
+    VkSemaphore signal; /* VK_NULL_HANDLE: none */
+    uint64_t signal_value;
+} vkb_sync;
+/* Submits `cb` (may be VK_NULL_HANDLE: only semaphore operations) on the compute or transfer
+ * queue after every earlier submission, plus `extra`'s points (may be NULL), and returns; it
+ * signals d->timeline at the new d->timeline_value. Fault site `fault_site` may be NULL. */
+bst_status vkb_submit(vkb_device *d, bool transfer, VkCommandBuffer cb, const vkb_sync *extra,
+                      const char *fault_site, const char *what);
+/* Waits for `sem` to reach `value`. UINT64_MAX waits up to the submit timeout, after which the
+ * device counts as lost; a finite timeout that passes gives BST_ERR_TIMEOUT. */
+bst_status vkb_wait_semaphore(vkb_device *d, VkSemaphore sem, uint64_t value, uint64_t timeout_ns,
+                              const char *what);
+/* vkb_submit without extra points, then waits for it. */
 bst_status vkb_submit_wait(vkb_device *d, bool transfer, VkCommandBuffer cb,
                            const char *fault_site, const char *what);
 /* Begins / ends the device's one-shot transfer command buffer. */

@@ -170,6 +170,7 @@ void vkb_device_close(void *device)
     d->magic = 0;
     if (d->device) {
         (void)vkDeviceWaitIdle(d->device); /* a lost device still gets torn down */
+        vkb_events_close(d);
         vkb_pipelines_destroy(d);
         vkb_memory_destroy(d);
         if (d->layout)
@@ -254,47 +255,78 @@ bst_status vkb_device_open(void *ctx, uint32_t index, void **out_device)
     return BST_OK;
 }
 
-bst_status vkb_submit_wait(vkb_device *d, bool transfer, VkCommandBuffer cb,
-                           const char *fault_site, const char *what)
+bst_status vkb_submit(vkb_device *d, bool transfer, VkCommandBuffer cb, const vkb_sync *extra,
+                      const char *fault_site, const char *what)
 {
     bst_status st = vkb_alive(d, what);
     if (st != BST_OK)
         return st;
-    uint64_t wait_value = d->timeline_value, signal_value = d->timeline_value + 1;
+    /* Every submission waits on the previous one, whichever queue ran it: a full memory
+     * dependency, so what a transfer wrote is visible to the next dispatch and the other way
+     * round. `extra` adds the caller's own wait and signal points. */
+    VkSemaphore waits[1 + VKB_MAX_WAITS], signals[2];
+    uint64_t wait_values[1 + VKB_MAX_WAITS], signal_values[2];
+    VkPipelineStageFlags stages[1 + VKB_MAX_WAITS];
+    uint32_t n_waits = 1, n_signals = 1;
+    waits[0] = d->timeline;
+    wait_values[0] = d->timeline_value;
+    signals[0] = d->timeline;
+    signal_values[0] = d->timeline_value + 1;
+    if (extra) {
+        for (uint32_t i = 0; i < extra->n_wait; i++) {
+            waits[n_waits] = extra->wait[i];
+            wait_values[n_waits++] = extra->wait_value[i];
+        }
+        if (extra->signal) {
+            signals[n_signals] = extra->signal;
+            signal_values[n_signals++] = extra->signal_value;
+        }
+    }
+    for (uint32_t i = 0; i < n_waits; i++)
+        stages[i] = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
     VkTimelineSemaphoreSubmitInfo tl = {
         .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
-        .waitSemaphoreValueCount = 1,
-        .pWaitSemaphoreValues = &wait_value,
-        .signalSemaphoreValueCount = 1,
-        .pSignalSemaphoreValues = &signal_value,
+        .waitSemaphoreValueCount = n_waits,
+        .pWaitSemaphoreValues = wait_values,
+        .signalSemaphoreValueCount = n_signals,
+        .pSignalSemaphoreValues = signal_values,
     };
-    /* Waiting on the previous submission, whichever queue ran it, is a full memory dependency:
-     * what a transfer wrote is visible to the next dispatch and the other way round. */
-    VkPipelineStageFlags stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
     VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .pNext = &tl,
-        .waitSemaphoreCount = 1,
-        .pWaitSemaphores = &d->timeline,
-        .pWaitDstStageMask = &stage,
-        .commandBufferCount = 1,
-        .pCommandBuffers = &cb,
-        .signalSemaphoreCount = 1,
-        .pSignalSemaphores = &d->timeline,
+        .waitSemaphoreCount = n_waits,
+        .pWaitSemaphores = waits,
+        .pWaitDstStageMask = stages,
+        .commandBufferCount = cb ? 1u : 0u,
+        .pCommandBuffers = cb ? &cb : NULL,
+        .signalSemaphoreCount = n_signals,
+        .pSignalSemaphores = signals,
     };
     VkResult r = fault_site ? vkb_fault(fault_site) : VK_SUCCESS;
     if (r == VK_SUCCESS)
         r = vkQueueSubmit(transfer ? d->q_transfer : d->q_compute, 1, &si, VK_NULL_HANDLE);
     if (r != VK_SUCCESS)
         return vkb_result(d, r, what);
-    d->timeline_value = signal_value;
+    d->timeline_value = signal_values[0];
+    return BST_OK;
+}
+
+bst_status vkb_wait_semaphore(vkb_device *d, VkSemaphore sem, uint64_t value, uint64_t timeout_ns,
+                              const char *what)
+{
     VkSemaphoreWaitInfo wi = {
         .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO,
         .semaphoreCount = 1,
-        .pSemaphores = &d->timeline,
-        .pValues = &signal_value,
+        .pSemaphores = &sem,
+        .pValues = &value,
     };
-    r = vkWaitSemaphores(d->device, &wi, SUBMIT_TIMEOUT_NS);
+    bool forever = timeout_ns == UINT64_MAX;
+    VkResult r = vkWaitSemaphores(d->device, &wi, forever ? SUBMIT_TIMEOUT_NS : timeout_ns);
+    if (r == VK_TIMEOUT && !forever) {
+        vkb_host->set_error("vulkan: %s: not finished after %llu ns", what,
+                            (unsigned long long)timeout_ns);
+        return BST_ERR_TIMEOUT;
+    }
     if (r == VK_TIMEOUT) {
         d->lost = true;
         vkb_host->set_error("vulkan: %s did not finish within %llu s; device \"%s\" is treated "
@@ -304,6 +336,15 @@ bst_status vkb_submit_wait(vkb_device *d, bool transfer, VkCommandBuffer cb,
         return BST_ERR_DEVICE_LOST;
     }
     return vkb_result(d, r, what);
+}
+
+bst_status vkb_submit_wait(vkb_device *d, bool transfer, VkCommandBuffer cb,
+                           const char *fault_site, const char *what)
+{
+    bst_status st = vkb_submit(d, transfer, cb, NULL, fault_site, what);
+    if (st != BST_OK)
+        return st;
+    return vkb_wait_semaphore(d, d->timeline, d->timeline_value, UINT64_MAX, what);
 }
 
 bst_status vkb_oneshot_begin(vkb_device *d, VkCommandBuffer *out_cb)

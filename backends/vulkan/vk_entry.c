@@ -579,12 +579,13 @@ BST_BACKEND_ENTRY
         host->set_error("vulkan: entry: NULL output table");
         return BST_ERR_INVALID_ARG;
     }
-    if (out->struct_size < sizeof(bst_backend_api)) {
-        host->set_error("vulkan: backend table of %u bytes is smaller than the %zu this plugin "
-                        "fills",
-                        out->struct_size, sizeof(bst_backend_api));
+    if (out->struct_size < BST_BACKEND_API_SIZE_V1) {
+        host->set_error("vulkan: backend table of %u bytes is smaller than version 1's %zu",
+                        out->struct_size, (size_t)BST_BACKEND_API_SIZE_V1);
         return BST_ERR_ABI;
     }
+    /* An older host's table is smaller: only the fields it has are written. */
+    const uint32_t host_struct_size = out->struct_size;
     vkb_host = host;
     vkb_ctx *c = host->alloc(sizeof *c, 64);
     if (!c) {
@@ -605,7 +606,9 @@ BST_BACKEND_ENTRY
         pin_new_libraries(&before);
     lib_list_free(&before);
 
-    out->struct_size = (uint32_t)sizeof(bst_backend_api);
+    out->struct_size = host_struct_size < sizeof(bst_backend_api)
+                           ? host_struct_size
+                           : (uint32_t)sizeof(bst_backend_api);
     out->abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
     out->name = VKB_NAME;
     out->version = VKB_VERSION;
@@ -627,5 +630,13 @@ BST_BACKEND_ENTRY
     out->executable_free = vkb_executable_free;
     out->execute = vkb_execute;
     out->last_execute_ns = vkb_last_execute_ns;
+    /* Version 2's events only when the host speaks it and its struct has room for them. */
+    if (out->abi_version >= 2 && host_struct_size >= offsetof(bst_backend_api, event_wait) +
+                                                       sizeof out->event_wait) {
+        out->event_create = vkb_event_create;
+        out->event_destroy = vkb_event_destroy;
+        out->execute_async = vkb_execute_async;
+        out->event_wait = vkb_event_wait;
+    }
     return BST_OK;
 }

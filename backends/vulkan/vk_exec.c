@@ -85,6 +85,9 @@ void vkb_executable_free(void *device, void *executable)
     vkb_exec *e = executable;
     if (!e || e->magic != VKB_MAGIC_EXEC || !d || e->dev != d)
         return;
+    /* The host frees only what no submitted work uses; this covers a caller that did not wait. */
+    if (vkb_exec_settle(d, e) != BST_OK)
+        vkb_host->log(BST_LOG_WARN, "vulkan: an executable's last run failed unnoticed");
     e->magic = 0;
     if (e->cb)
         vkFreeCommandBuffers(d->device, d->cp_compute, 1, &e->cb);
@@ -466,15 +469,9 @@ static bst_status write_records(vkb_device *d, vkb_exec *e, void *const *buffers
     return st;
 }
 
-bst_status vkb_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
-                       const bst_run_params *params)
+bst_status vkb_exec_prepare(vkb_device *d, vkb_exec *e, void *const *buffers, uint32_t n_buffers,
+                            const bst_run_params *params)
 {
-    vkb_device *d = device;
-    vkb_exec *e = executable;
-    if (!d || d->magic != VKB_MAGIC_DEVICE || !e || e->magic != VKB_MAGIC_EXEC || e->dev != d) {
-        vkb_host->set_error("vulkan: execute: not a vulkan executable of this device");
-        return BST_ERR_INVALID_ARG;
-    }
     if (n_buffers < e->n_bindings || (n_buffers && !buffers)) {
         vkb_host->set_error("vulkan: execute: %u buffers for %u bindings", n_buffers,
                             e->n_bindings);
@@ -491,6 +488,10 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
         n_kv = params->n_kv;
     }
     bst_status st = vkb_alive(d, "execute");
+    if (st != BST_OK)
+        return st;
+    /* The parameter memory is rewritten below: an earlier run of e must be over. */
+    st = vkb_exec_settle(d, e);
     if (st != BST_OK)
         return st;
     /* Bindings no node uses may hold anything (serial 0 stands for "not ours"). */
@@ -514,17 +515,12 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
     }
     uint32_t *pw = params_words(e);
     pw[0] = pw[1] = 0;
-    uint64_t t0 = now_ns();
-    if (e->n_dispatch > 0) {
-        st = vkb_submit_wait(d, false, e->cb, "execute", "execute");
-        if (st != BST_OK)
-            return st;
-    } else {
-        VkResult r = vkb_fault("execute");
-        if (r != VK_SUCCESS)
-            return vkb_result(d, r, "execute");
-    }
-    e->last_ns = now_ns() - t0;
+    return BST_OK;
+}
+
+bst_status vkb_exec_finish(vkb_device *d, vkb_exec *e, uint64_t wall_ns)
+{
+    e->last_ns = wall_ns;
     if (e->queries) {
         uint64_t ts[2];
         if (vkGetQueryPoolResults(d->device, e->queries, 0, 2, sizeof ts, ts, sizeof ts[0],
@@ -533,6 +529,7 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
             e->last_ns = (uint64_t)((double)ticks * (double)d->props.limits.timestampPeriod);
         }
     }
+    uint32_t *pw = params_words(e);
     if (pw[0] != 0) {
         uint32_t rec = pw[1], node = 0;
         for (uint32_t k = 0; k < e->n_dispatch; k++)
@@ -544,6 +541,36 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
         return BST_ERR_INVALID_ARG;
     }
     return BST_OK;
+}
+
+bool vkb_exec_valid(const vkb_device *d, const vkb_exec *e)
+{
+    return d && d->magic == VKB_MAGIC_DEVICE && e && e->magic == VKB_MAGIC_EXEC && e->dev == d;
+}
+
+bst_status vkb_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
+                       const bst_run_params *params)
+{
+    vkb_device *d = device;
+    vkb_exec *e = executable;
+    if (!vkb_exec_valid(d, e)) {
+        vkb_host->set_error("vulkan: execute: not a vulkan executable of this device");
+        return BST_ERR_INVALID_ARG;
+    }
+    bst_status st = vkb_exec_prepare(d, e, buffers, n_buffers, params);
+    if (st != BST_OK)
+        return st;
+    uint64_t t0 = now_ns();
+    if (e->n_dispatch > 0) {
+        st = vkb_submit_wait(d, false, e->cb, "execute", "execute");
+        if (st != BST_OK)
+            return st;
+    } else {
+        VkResult r = vkb_fault("execute");
+        if (r != VK_SUCCESS)
+            return vkb_result(d, r, "execute");
+    }
+    return vkb_exec_finish(d, e, now_ns() - t0);
 }
 
 bst_status vkb_last_execute_ns(void *device, void *executable, uint64_t *out_ns)

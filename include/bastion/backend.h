@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 /* ABI version this header describes; BST_ABI_VERSION_MIN is the oldest a host accepts. */
-#define BST_ABI_VERSION 1u
+#define BST_ABI_VERSION 2u
 #define BST_ABI_VERSION_MIN 1u
 
 /* True when a struct written with size `s->struct_size` contains `field`. */
@@ -67,6 +67,7 @@ typedef enum bst_status {
     BST_ERR_SHAPE = 15,        /* shapes or dtypes do not satisfy an op's rule */
     BST_ERR_GRAPH = 16,        /* graph structure is invalid (cycle, undefined value, ...) */
     BST_ERR_INTERNAL = 17,     /* a bug in Bastion: please report */
+    BST_ERR_TIMEOUT = 18,      /* a wait ended before its event was reached (v2+) */
     BST_STATUS_COUNT
 } bst_status;
 
@@ -293,6 +294,15 @@ typedef struct bst_run_params {
     int64_t pos;      /* position of the first token */
 } bst_run_params;
 
+/* A point on an event's timeline (v2+). An event is a 64-bit counter that only grows, as a Vulkan
+ * timeline semaphore or an IREE semaphore: it is "reached" once its value is >= `value`. */
+typedef struct bst_event_point {
+    uint32_t struct_size;
+    uint32_t reserved;
+    void *event; /* from event_create of the same backend */
+    uint64_t value;
+} bst_event_point;
+
 /* A run of nodes on one device, compiled as a whole. Nodes are in execution order. Tensors that
  * the partition reads or writes refer to buffers through bst_tensor_desc.binding. */
 typedef struct bst_partition_desc {
@@ -395,7 +405,39 @@ typedef struct bst_backend_api {
     /* Optional: device time of the last execute of `executable`, in ns (fallback: wall clock). */
     BST_MUST_CHECK bst_status (*last_execute_ns)(void *device, void *executable,
                                                  uint64_t *out_ns);
+
+    /* v2+: timeline events, all optional. A backend that offers them sets all four, and the host
+     * then lets work on its devices run behind the host's back: consecutive partitions on one
+     * device are chained on the device, and the host waits only where it needs a result (a
+     * transfer to another device, a read, the end of a run). Without them the host calls
+     * execute, which returns when the work is complete.
+     *
+     * event_create: a new event on `device` with value 0. event_destroy: the host calls it only
+     * when no submitted work still waits on or signals the event. */
+    BST_MUST_CHECK bst_status (*event_create)(void *device, void **out_event);
+    void (*event_destroy)(void *device, void *event);
+    /* Submits a compiled partition to start once every wait point is reached (`waits` holds
+     * `n_waits` points of this backend's events on this device, with byte stride
+     * `waits_stride`), and to set `signal->event` to `signal->value` when its results are
+     * complete. May return before the work runs. Until the signal is reached the host leaves the
+     * bound buffers alone (no read, write, copy or free); `buffers` and `params` themselves are
+     * only read during the call. A failure found later (device lost, out of memory) is returned
+     * by the event_wait that waits for the signal, with its message. Signal values of one event
+     * only grow. */
+    BST_MUST_CHECK bst_status (*execute_async)(void *device, void *executable,
+                                               void *const *buffers, uint32_t n_buffers,
+                                               const bst_run_params *params,
+                                               const bst_event_point *waits, size_t waits_stride,
+                                               uint32_t n_waits, const bst_event_point *signal);
+    /* Blocks the calling thread until `event` reaches `value` or `timeout_ns` passes
+     * (BST_ERR_TIMEOUT; UINT64_MAX waits forever). Thread-safe. */
+    BST_MUST_CHECK bst_status (*event_wait)(void *device, void *event, uint64_t value,
+                                            uint64_t timeout_ns);
 } bst_backend_api;
+
+/* Size of a version-1 bst_backend_api: a plugin fills the fields that fit in the host's
+ * struct_size (at least this much) and writes back the smaller of the host's size and its own. */
+#define BST_BACKEND_API_SIZE_V1 offsetof(bst_backend_api, event_create)
 
 /* The plugin's one exported symbol. `host` lives until the process ends. The plugin fills `out`
  * (whose struct_size the host set) or returns an error (BST_ERR_ABI when no version overlaps)

@@ -8,12 +8,21 @@
  *   TINY_N_DEVICES     0 gives a plugin that loads fine but finds no device
  *   TINY_STRUCT_SIZE   struct_size to report, e.g. that of an older header lacking compile
  *   TINY_NULL_EXECUTE  leaves the required execute function NULL
+ *   TINY_EVENTS        speaks ABI version 2 and offers events: execute_async hands the work to a
+ *                      worker thread that waits for the wait points, sleeps TINY_EVENTS ms (so a
+ *                      host that reads too early reads stale data) and then signals; the fault
+ *                      site "execute_async" makes that late work fail
  * Observable side effects go through the host's log (INFO, prefixed "<name>: "): the test counts
  * device_open/device_close/destroy calls there, since a plugin exports nothing but its entry.
  */
 #include <bastion/backend.h>
 
+#include <stdio.h>
 #include <string.h>
+#ifdef TINY_EVENTS
+#include <pthread.h>
+#include <time.h>
+#endif
 
 #ifndef TINY_NAME
 #define TINY_NAME "tiny"
@@ -72,7 +81,11 @@ static bst_status tiny_enumerate(void *ctx, bst_device_info *out_infos, size_t s
         bst_device_info mine;
         memset(&mine, 0, sizeof mine);
         mine.struct_size = sizeof mine;
+#ifdef TINY_EVENTS
+        mine.kind = BST_DEVICE_ACCEL; /* may run beside the CPU device */
+#else
         mine.kind = BST_DEVICE_CPU;
+#endif
         strcpy(mine.name, TINY_NAME " test device");
         strcpy(mine.vendor, "bastion-tests");
         strcpy(mine.driver_version, "1.0");
@@ -334,6 +347,9 @@ static bst_status tiny_execute(void *device, void *executable, void *const *buff
     tiny_device *d = device;
     const bst_host_api *host = d->ctx->host;
     tiny_exec *e = executable;
+#ifdef TINY_EVENTS
+    host->log(BST_LOG_INFO, TINY_NAME ": execute (synchronous)");
+#endif
     bst_status fault = host->fault("execute");
     if (fault != BST_OK) {
         host->set_error(TINY_NAME ": execute failed (injected fault)");
@@ -360,6 +376,187 @@ static bst_status tiny_execute(void *device, void *executable, void *const *buff
 }
 #endif
 
+#ifdef TINY_EVENTS
+/* --- events: one worker thread per plugin runs submitted work in order --- */
+
+typedef struct tiny_event {
+    uint64_t value;
+    bst_status failed; /* a late failure, reported by event_wait */
+    char msg[128];
+} tiny_event;
+
+typedef struct tiny_job {
+    struct tiny_job *next;
+    const bst_host_api *host;
+    tiny_exec *exec;
+    tiny_buffer *buffers[8];
+    uint32_t n_waits;
+    tiny_event *wait[4];
+    uint64_t wait_value[4];
+    tiny_event *signal;
+    uint64_t signal_value;
+} tiny_job;
+
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ev_cond = PTHREAD_COND_INITIALIZER;
+static tiny_job *queue_head, *queue_tail;
+static bool worker_started;
+
+static bool waits_reached(const tiny_job *j)
+{
+    for (uint32_t i = 0; i < j->n_waits; i++)
+        if (j->wait[i]->value < j->wait_value[i])
+            return false;
+    return true;
+}
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&ev_lock);
+    for (;;) {
+        while (!queue_head || !waits_reached(queue_head))
+            pthread_cond_wait(&ev_cond, &ev_lock);
+        tiny_job *j = queue_head;
+        queue_head = j->next;
+        if (!queue_head)
+            queue_tail = NULL;
+        pthread_mutex_unlock(&ev_lock);
+
+        struct timespec delay = {0, (long)(TINY_EVENTS) * 1000000L};
+        nanosleep(&delay, NULL);
+        bst_status st = j->host->fault("execute_async");
+        for (uint32_t i = 0; st == BST_OK && i < j->exec->n_steps; i++) {
+            const tiny_step *s = &j->exec->steps[i];
+            const float *in = (const float *)(const void *)(j->buffers[s->in_binding]->data +
+                                                            s->in_offset);
+            float *out = (float *)(void *)(j->buffers[s->out_binding]->data + s->out_offset);
+            for (int64_t k = 0; k < s->count; k++)
+                out[k] = in[k] * s->scale;
+        }
+
+        pthread_mutex_lock(&ev_lock);
+        if (j->signal) {
+            if (st != BST_OK) {
+                j->signal->failed = st;
+                snprintf(j->signal->msg, sizeof j->signal->msg,
+                         TINY_NAME ": queued work failed (injected fault)");
+            }
+            j->signal->value = j->signal_value;
+        }
+        pthread_cond_broadcast(&ev_cond);
+        j->host->free(j);
+    }
+    return NULL;
+}
+
+static bst_status tiny_event_create(void *device, void **out_event)
+{
+    tiny_device *d = device;
+    tiny_event *ev = d->ctx->host->alloc(sizeof *ev, sizeof(void *));
+    if (!ev) {
+        d->ctx->host->set_error(TINY_NAME ": out of memory");
+        return BST_ERR_OUT_OF_MEMORY;
+    }
+    memset(ev, 0, sizeof *ev);
+    *out_event = ev;
+    d->ctx->host->log(BST_LOG_INFO, TINY_NAME ": event_create");
+    return BST_OK;
+}
+
+static void tiny_event_destroy(void *device, void *event)
+{
+    tiny_device *d = device;
+    d->ctx->host->free(event);
+}
+
+static bst_status tiny_execute_async(void *device, void *executable, void *const *buffers,
+                                     uint32_t n_buffers, const bst_run_params *params,
+                                     const bst_event_point *waits, size_t waits_stride,
+                                     uint32_t n_waits, const bst_event_point *signal)
+{
+    (void)params;
+    tiny_device *d = device;
+    const bst_host_api *host = d->ctx->host;
+    tiny_exec *e = executable;
+    if (n_buffers < e->n_bindings || e->n_bindings > 8 || n_waits > 4) {
+        host->set_error(TINY_NAME ": %u buffers for %u bindings, %u waits", n_buffers,
+                        e->n_bindings, n_waits);
+        return BST_ERR_INVALID_ARG;
+    }
+    for (uint32_t i = 0; i < e->n_steps; i++) {
+        const tiny_step *s = &e->steps[i];
+        uint64_t bytes = (uint64_t)s->count * 4u;
+        if (!in_range(buffers[s->in_binding], s->in_offset, bytes) ||
+            !in_range(buffers[s->out_binding], s->out_offset, bytes)) {
+            host->set_error(TINY_NAME ": step %u reaches outside its buffers", i);
+            return BST_ERR_INVALID_ARG;
+        }
+    }
+    tiny_job *j = host->alloc(sizeof *j, sizeof(void *));
+    if (!j) {
+        host->set_error(TINY_NAME ": out of memory");
+        return BST_ERR_OUT_OF_MEMORY;
+    }
+    memset(j, 0, sizeof *j);
+    j->host = host;
+    j->exec = e;
+    for (uint32_t i = 0; i < e->n_bindings; i++)
+        j->buffers[i] = buffers[i];
+    j->n_waits = n_waits;
+    for (uint32_t i = 0; i < n_waits; i++) {
+        const bst_event_point *w =
+            (const bst_event_point *)(const void *)((const char *)waits + i * waits_stride);
+        j->wait[i] = w->event;
+        j->wait_value[i] = w->value;
+    }
+    if (signal) {
+        j->signal = signal->event;
+        j->signal_value = signal->value;
+    }
+    host->log(BST_LOG_INFO, TINY_NAME ": execute_async");
+    pthread_mutex_lock(&ev_lock);
+    if (!worker_started) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker_main, NULL) != 0) {
+            pthread_mutex_unlock(&ev_lock);
+            host->free(j);
+            host->set_error(TINY_NAME ": no worker thread");
+            return BST_ERR_BACKEND;
+        }
+        pthread_detach(t);
+        worker_started = true;
+    }
+    if (queue_tail)
+        queue_tail->next = j;
+    else
+        queue_head = j;
+    queue_tail = j;
+    pthread_cond_broadcast(&ev_cond);
+    pthread_mutex_unlock(&ev_lock);
+    return BST_OK;
+}
+
+static bst_status tiny_event_wait(void *device, void *event, uint64_t value, uint64_t timeout_ns)
+{
+    tiny_device *d = device;
+    tiny_event *ev = event;
+    (void)timeout_ns; /* work always finishes within TINY_EVENTS ms */
+    d->ctx->host->log(BST_LOG_INFO, TINY_NAME ": event_wait");
+    pthread_mutex_lock(&ev_lock);
+    while (ev->value < value)
+        pthread_cond_wait(&ev_cond, &ev_lock);
+    bst_status st = ev->failed;
+    char msg[sizeof ev->msg];
+    memcpy(msg, ev->msg, sizeof msg);
+    ev->failed = BST_OK;
+    pthread_mutex_unlock(&ev_lock);
+    if (st != BST_OK)
+        d->ctx->host->set_error("%s", msg);
+    return st;
+}
+#endif
+
 BST_BACKEND_ENTRY
 {
     if (host_abi < 1) {
@@ -375,7 +572,16 @@ BST_BACKEND_ENTRY
     bst_backend_api api;
     memset(&api, 0, sizeof api);
     api.struct_size = sizeof api;
+#ifdef TINY_EVENTS
+    api.abi_version = host_abi < 2 ? host_abi : 2;
+    api.event_create = tiny_event_create;
+    api.event_destroy = tiny_event_destroy;
+    api.execute_async = tiny_execute_async;
+    api.event_wait = tiny_event_wait;
+#else
+    api.struct_size = (uint32_t)BST_BACKEND_API_SIZE_V1; /* built as a version-1 plugin */
     api.abi_version = 1;
+#endif
     api.name = TINY_NAME;
     api.version = "1.0-test";
     api.ctx = t;
@@ -392,6 +598,9 @@ BST_BACKEND_ENTRY
     api.executable_free = tiny_executable_free;
 #ifndef TINY_NULL_EXECUTE
     api.execute = tiny_execute;
+#endif
+#ifdef TINY_EVENTS
+    host->log(BST_LOG_INFO, TINY_NAME ": entry, ABI %u", api.abi_version);
 #endif
 #ifdef TINY_STRUCT_SIZE
     /* Pretend to be built against an older, shorter header. */
