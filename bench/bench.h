@@ -315,6 +315,22 @@ typedef struct bench_plugin {
     uint32_t abi_version;
 } bench_plugin;
 
+/* Device memory of one model row on one device (bst_session_memory). */
+#define BENCH_MAX_MODEL_DEVICES 8
+typedef struct bench_model_memory {
+    int32_t device; /* index into the document's devices, -1 when not found there */
+    char backend[32], device_name[128];
+    uint64_t arena_bytes, weight_bytes, state_bytes, io_bytes, total_bytes;
+} bench_model_memory;
+
+/* Which kernels a model row ran: nodes per (op, device, kernel variant) over the session's
+ * programs, and how many of them the tuning database answered (hit) or were measured now. */
+#define BENCH_MAX_MODEL_KERNELS 48
+typedef struct bench_model_kernel {
+    char op[24], device[160], kernel[48];
+    uint32_t nodes, hits, measured;
+} bench_model_kernel;
+
 /* Model benchmark results (bench model): one per backend selection. */
 typedef struct bench_model_result {
     char backends[64]; /* the --backend list this row ran with, "" = default */
@@ -330,6 +346,16 @@ typedef struct bench_model_result {
     double roofline_tps;     /* bandwidth baseline / weight bytes per token */
     double roofline_fraction; /* tg_tps / roofline_tps */
     uint64_t peak_rss_bytes;
+    /* Added within /1 (optional to readers: absent in older documents). */
+    char engine[16];          /* "bastion"; "llama.cpp" for rows bench/llama_cpp_compare.sh adds */
+    char tune_mode[8];        /* "off", "cached", "full", "frozen" */
+    char tune_cache[16];      /* "off", "hit", "miss", "partial", "frozen-miss" (see SCHEMA.md) */
+    uint32_t tune_hits, tune_measured, tune_frozen_misses; /* nodes, over the session's programs */
+    double tune_s;            /* part of session_s spent measuring candidates; NaN when unknown */
+    uint32_t n_memory;        /* devices the session holds memory on */
+    bench_model_memory memory[BENCH_MAX_MODEL_DEVICES];
+    uint32_t n_kernels;
+    bench_model_kernel kernels[BENCH_MAX_MODEL_KERNELS];
 } bench_model_result;
 
 typedef struct bench_model_info {
@@ -347,6 +373,9 @@ typedef struct bench_doc {
     uint32_t threads;
     bench_budget budget;
     bool quick;
+    /* Added within /1: model documents only ("" in ops documents, written as null). */
+    char tune_mode[8];
+    bool tune_no_cache;
     bench_machine machine;
     uint32_t n_plugins;
     bench_plugin *plugins;
@@ -408,6 +437,8 @@ BST_MUST_CHECK bst_status bench_profile_write_trace(const bench_profile *p, cons
  *   profile: P partition runs X ms, N node runs Y ms, C copies Z ms (B bytes); E trace events
  */
 void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n);
+/* "off", "cached", "full", "frozen" <-> bst_tune_mode. */
+const char *bench_tune_mode_name(uint32_t mode);
 /* "nodes" or "partitions". */
 bool bench_profile_parse_level(const char *text, bst_profile_level *out);
 
@@ -425,6 +456,12 @@ typedef struct bench_model_options {
      * runs with profiling at `profile_level` into it (the measured numbers stay unprofiled). */
     bench_profile *profile;
     bst_profile_level profile_level;
+    uint32_t tune_mode; /* bst_tune_mode of every row's context */
+    bool no_cache;      /* tune in memory only */
+    bool quick_bandwidth; /* a short bandwidth measurement (--quick) */
+    /* The document's devices, to index the memory rows (may be NULL / 0). */
+    const bench_device *devices;
+    uint32_t n_devices;
 } bench_model_options;
 
 /* Fills d's model section, bandwidth baseline and model_results (one per backend set). A set

@@ -271,6 +271,41 @@ static json_object *model_result_json(const bench_model_result *r)
     put(o, "roofline_tps", jnum(r->roofline_tps));
     put(o, "roofline_fraction", ok ? jnum(r->roofline_fraction) : NULL);
     put(o, "peak_rss_bytes", jint((int64_t)r->peak_rss_bytes));
+    put(o, "engine", jstr(r->engine[0] ? r->engine : "bastion"));
+    put(o, "tune_mode", r->tune_mode[0] ? jstr(r->tune_mode) : NULL);
+    put(o, "tune_cache", r->tune_cache[0] ? jstr(r->tune_cache) : NULL);
+    put(o, "tune_hits", jint(r->tune_hits));
+    put(o, "tune_measured", jint(r->tune_measured));
+    put(o, "tune_frozen_misses", jint(r->tune_frozen_misses));
+    put(o, "tune_s", jnum(r->tune_s));
+    json_object *mem = json_object_new_array();
+    for (uint32_t i = 0; i < r->n_memory; i++) {
+        const bench_model_memory *m = &r->memory[i];
+        json_object *j = json_object_new_object();
+        put(j, "device", jint(m->device));
+        put(j, "backend", jstr(m->backend));
+        put(j, "device_name", jstr(m->device_name));
+        put(j, "arena_bytes", jint((int64_t)m->arena_bytes));
+        put(j, "weight_bytes", jint((int64_t)m->weight_bytes));
+        put(j, "state_bytes", jint((int64_t)m->state_bytes));
+        put(j, "io_bytes", jint((int64_t)m->io_bytes));
+        put(j, "total_bytes", jint((int64_t)m->total_bytes));
+        json_object_array_add(mem, j);
+    }
+    put(o, "device_memory", mem);
+    json_object *ks = json_object_new_array();
+    for (uint32_t i = 0; i < r->n_kernels; i++) {
+        const bench_model_kernel *k = &r->kernels[i];
+        json_object *j = json_object_new_object();
+        put(j, "op", jstr(k->op));
+        put(j, "device", jstr(k->device));
+        put(j, "kernel", jstr(k->kernel));
+        put(j, "nodes", jint(k->nodes));
+        put(j, "hits", jint(k->hits));
+        put(j, "measured", jint(k->measured));
+        json_object_array_add(ks, j);
+    }
+    put(o, "kernels", ks);
     return o;
 }
 
@@ -292,6 +327,8 @@ static json_object *doc_json(const bench_doc *d)
     put(s, "max_reps", jint(d->budget.max_reps));
     put(s, "max_warmup", jint(d->budget.max_warmup));
     put(s, "quick", json_object_new_boolean(d->quick));
+    put(s, "tune_mode", d->tune_mode[0] ? jstr(d->tune_mode) : NULL);
+    put(s, "tune_no_cache", json_object_new_boolean(d->tune_no_cache));
     put(o, "settings", s);
     put(o, "machine", machine_json(&d->machine));
     json_object *plugins = json_object_new_array();
@@ -716,6 +753,77 @@ static void read_result(reader *r, json_object *o, const char *p, bench_result *
     }
 }
 
+/* True when `key` is present and not null: fields added within /1 are optional to readers. */
+static bool present(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, key, &v) && v != NULL;
+}
+
+/* The model-row fields added within /1 (engine, tuning, device memory); absent ones keep their
+ * "unknown" values. */
+static void read_model_additions(reader *r, json_object *o, const char *p, bench_model_result *x)
+{
+    x->tune_s = NAN;
+    snprintf(x->engine, sizeof x->engine, "bastion");
+    if (present(o, "engine"))
+        get_str(r, o, p, "engine", x->engine, sizeof x->engine);
+    if (present(o, "tune_mode"))
+        get_str(r, o, p, "tune_mode", x->tune_mode, sizeof x->tune_mode);
+    if (present(o, "tune_cache"))
+        get_str(r, o, p, "tune_cache", x->tune_cache, sizeof x->tune_cache);
+    if (present(o, "tune_hits"))
+        x->tune_hits = (uint32_t)get_uint(r, o, p, "tune_hits");
+    if (present(o, "tune_measured"))
+        x->tune_measured = (uint32_t)get_uint(r, o, p, "tune_measured");
+    if (present(o, "tune_frozen_misses"))
+        x->tune_frozen_misses = (uint32_t)get_uint(r, o, p, "tune_frozen_misses");
+    if (present(o, "tune_s"))
+        x->tune_s = get_num(r, o, p, "tune_s", false);
+    json_object *mem = present(o, "device_memory")
+                           ? field(r, o, p, "device_memory", json_type_array, false)
+                           : NULL;
+    size_t n = mem ? json_object_array_length(mem) : 0;
+    for (size_t i = 0; i < n && i < BENCH_MAX_MODEL_DEVICES && r->st == BST_OK; i++) {
+        json_object *j = json_object_array_get_idx(mem, i);
+        char mp[80];
+        snprintf(mp, sizeof mp, "%s.device_memory[%zu]", p, i);
+        if (!json_object_is_type(j, json_type_object)) {
+            rfail(r, "", mp, "expected an object");
+            return;
+        }
+        bench_model_memory *m = &x->memory[x->n_memory++];
+        int64_t dev = get_int(r, j, mp, "device");
+        m->device = dev < -1 || dev > INT32_MAX ? -1 : (int32_t)dev;
+        get_str(r, j, mp, "backend", m->backend, sizeof m->backend);
+        get_str(r, j, mp, "device_name", m->device_name, sizeof m->device_name);
+        m->arena_bytes = get_uint(r, j, mp, "arena_bytes");
+        m->weight_bytes = get_uint(r, j, mp, "weight_bytes");
+        m->state_bytes = get_uint(r, j, mp, "state_bytes");
+        m->io_bytes = get_uint(r, j, mp, "io_bytes");
+        m->total_bytes = get_uint(r, j, mp, "total_bytes");
+    }
+    json_object *ks = present(o, "kernels") ? field(r, o, p, "kernels", json_type_array, false)
+                                            : NULL;
+    n = ks ? json_object_array_length(ks) : 0;
+    for (size_t i = 0; i < n && i < BENCH_MAX_MODEL_KERNELS && r->st == BST_OK; i++) {
+        json_object *j = json_object_array_get_idx(ks, i);
+        char kp[80];
+        snprintf(kp, sizeof kp, "%s.kernels[%zu]", p, i);
+        if (!json_object_is_type(j, json_type_object)) {
+            rfail(r, "", kp, "expected an object");
+            return;
+        }
+        bench_model_kernel *k = &x->kernels[x->n_kernels++];
+        get_str(r, j, kp, "op", k->op, sizeof k->op);
+        get_str(r, j, kp, "device", k->device, sizeof k->device);
+        get_str(r, j, kp, "kernel", k->kernel, sizeof k->kernel);
+        k->nodes = (uint32_t)get_uint(r, j, kp, "nodes");
+        k->hits = (uint32_t)get_uint(r, j, kp, "hits");
+        k->measured = (uint32_t)get_uint(r, j, kp, "measured");
+    }
+}
+
 static void read_model(reader *r, json_object *root, bench_doc *d)
 {
     json_object *m = NULL;
@@ -777,6 +885,7 @@ static void read_model(reader *r, json_object *root, bench_doc *d)
         x->roofline_tps = get_num(r, o, p, "roofline_tps", true);
         x->roofline_fraction = get_num(r, o, p, "roofline_fraction", true);
         x->peak_rss_bytes = get_uint(r, o, p, "peak_rss_bytes");
+        read_model_additions(r, o, p, x);
     }
 }
 
@@ -812,6 +921,10 @@ bst_status bench_doc_parse(const char *text, bench_doc *d, bench_error *e)
         d->budget.max_reps = (uint32_t)get_uint(&r, s, "settings", "max_reps");
         d->budget.max_warmup = (uint32_t)get_uint(&r, s, "settings", "max_warmup");
         d->quick = get_bool(&r, s, "settings", "quick");
+        if (present(s, "tune_mode"))
+            get_str(&r, s, "settings", "tune_mode", d->tune_mode, sizeof d->tune_mode);
+        if (present(s, "tune_no_cache"))
+            d->tune_no_cache = get_bool(&r, s, "settings", "tune_no_cache");
     }
     json_object *m = field(&r, root, "", "machine", json_type_object, false);
     if (m)

@@ -15,6 +15,7 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,8 +105,32 @@ static bst_status tg_call(void *user, uint64_t iteration, bench_error *e)
     return BST_OK;
 }
 
-static uint64_t peak_rss(void)
+/* Peak RSS per row: Linux resets the high-water mark (VmHWM) to the current RSS when "5" is
+ * written to /proc/self/clear_refs, so each row's peak excludes earlier rows and the bandwidth
+ * buffer. Where that is refused, the row's peak is the process's lifetime peak (getrusage). */
+static bool reset_peak_rss(void)
 {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f)
+        return false;
+    bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static uint64_t peak_rss(bool was_reset)
+{
+    if (was_reset) {
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        unsigned long long kb = 0;
+        bool found = false;
+        while (f && !found && fgets(line, sizeof line, f))
+            found = sscanf(line, "VmHWM: %llu kB", &kb) == 1;
+        if (f)
+            fclose(f);
+        if (found)
+            return (uint64_t)kb * 1024u;
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
         return 0;
@@ -113,6 +138,139 @@ static uint64_t peak_rss(void)
 }
 
 static double seconds_since(uint64_t t0) { return (double)(bench_now_ns() - t0) * 1e-9; }
+
+const char *bench_tune_mode_name(uint32_t mode)
+{
+    static const char *const names[] = {"off", "cached", "full", "frozen"};
+    return mode < 4 ? names[mode] : "?";
+}
+
+static const char *jstr_or(json_object *o, const char *key, const char *fallback)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : fallback;
+}
+
+/* Adds one explained node to the row's kernel summary. */
+static void count_kernel(bench_model_result *r, json_object *node)
+{
+    const char *op = jstr_or(node, "op", "?"), *dev = jstr_or(node, "device", "");
+    const char *kernel = jstr_or(node, "kernel", ""), *cache = jstr_or(node, "cache", "");
+    bench_model_kernel *k = NULL;
+    for (uint32_t i = 0; i < r->n_kernels && !k; i++)
+        if (strcmp(r->kernels[i].op, op) == 0 && strcmp(r->kernels[i].device, dev) == 0 &&
+            strcmp(r->kernels[i].kernel, kernel) == 0)
+            k = &r->kernels[i];
+    if (!k) {
+        if (r->n_kernels == BENCH_MAX_MODEL_KERNELS)
+            return;
+        k = &r->kernels[r->n_kernels++];
+        snprintf(k->op, sizeof k->op, "%s", op);
+        snprintf(k->device, sizeof k->device, "%s", dev);
+        snprintf(k->kernel, sizeof k->kernel, "%s", kernel);
+    }
+    k->nodes++;
+    k->hits += strcmp(cache, "hit") == 0;
+    k->measured += strcmp(cache, "miss-measured") == 0;
+}
+
+/* Kernel selection's account of the session, from bst_session_explain's JSON (the library's
+ * only report of it): per program the tune mode, nodes whose rows came from the database
+ * (hits), nodes measured now (misses) and frozen misses, and the seconds spent measuring
+ * ({"programs":[{"name":"body","explain":{"hits":...}}, ...]}), summed over the programs, and
+ * the nodes counted per (op, device, kernel). A failure leaves the counts at zero and tune_s
+ * NaN: it is not a reason to fail the row. */
+static void read_tune_report(const bst_session *session, bench_model_result *r)
+{
+    r->tune_s = NAN;
+    char *text = NULL;
+    if (bst_session_explain(session, true, &text) != BST_OK || !text)
+        return;
+    json_object *root = json_tokener_parse(text);
+    bst_free(text);
+    json_object *programs = NULL;
+    if (!root || !json_object_object_get_ex(root, "programs", &programs) ||
+        !json_object_is_type(programs, json_type_array)) {
+        json_object_put(root);
+        return;
+    }
+    double seconds = 0;
+    for (size_t i = 0; i < json_object_array_length(programs); i++) {
+        json_object *pg = json_object_array_get_idx(programs, i), *v = NULL;
+        /* {"name":..., "explain":{"tune_mode":..., "hits":...}} */
+        json_object *ex = NULL;
+        if (json_object_object_get_ex(pg, "explain", &ex) &&
+            json_object_is_type(ex, json_type_object))
+            pg = ex;
+        if (json_object_object_get_ex(pg, "hits", &v))
+            r->tune_hits += (uint32_t)json_object_get_int64(v);
+        if (json_object_object_get_ex(pg, "measured", &v))
+            r->tune_measured += (uint32_t)json_object_get_int64(v);
+        if (json_object_object_get_ex(pg, "frozen_misses", &v))
+            r->tune_frozen_misses += (uint32_t)json_object_get_int64(v);
+        if (json_object_object_get_ex(pg, "measure_seconds", &v))
+            seconds += json_object_get_double(v);
+        if (json_object_object_get_ex(pg, "nodes", &v) && json_object_is_type(v, json_type_array))
+            for (size_t n = 0; n < json_object_array_length(v); n++)
+                count_kernel(r, json_object_array_get_idx(v, n));
+    }
+    r->tune_s = seconds;
+    json_object_put(root);
+}
+
+/* One word for the row: did the database answer? Only nodes with a choice to make count
+ * (a node with a single candidate is neither hit nor miss). */
+static void classify_tune(bench_model_result *r)
+{
+    const char *c;
+    if (strcmp(r->tune_mode, "off") == 0)
+        c = "off";
+    else if (r->tune_frozen_misses)
+        c = "frozen-miss";
+    else if (r->tune_measured && r->tune_hits)
+        c = "partial";
+    else if (r->tune_measured)
+        c = "miss";
+    else
+        c = "hit";
+    snprintf(r->tune_cache, sizeof r->tune_cache, "%s", c);
+}
+
+/* Device memory the session holds, per device of the row's context that holds any, each
+ * matched to the document's device list by backend and fingerprint. */
+static void read_memory(const bench_model_options *o, const bst_context *ctx,
+                        const bst_session *session, bench_model_result *r)
+{
+    uint32_t n = bst_context_device_count(ctx);
+    for (uint32_t d = 0; d < n && r->n_memory < BENCH_MAX_MODEL_DEVICES; d++) {
+        bst_memory_usage u;
+        memset(&u, 0, sizeof u);
+        u.struct_size = sizeof u;
+        if (bst_session_memory(session, d, &u) != BST_OK || u.total_bytes == 0)
+            continue;
+        bst_device_info info;
+        memset(&info, 0, sizeof info);
+        info.struct_size = sizeof info;
+        const char *backend = NULL;
+        if (bst_context_device(ctx, d, &info, &backend) != BST_OK)
+            continue;
+        bench_model_memory *m = &r->memory[r->n_memory++];
+        m->device = -1;
+        for (uint32_t i = 0; i < o->n_devices; i++)
+            if (o->devices[i].fingerprint == info.fingerprint &&
+                strcmp(o->devices[i].backend, backend ? backend : "") == 0)
+                m->device = (int32_t)i;
+        snprintf(m->backend, sizeof m->backend, "%s", backend ? backend : "");
+        snprintf(m->device_name, sizeof m->device_name, "%s", info.name);
+        m->arena_bytes = u.arena_bytes;
+        m->weight_bytes = u.weight_bytes;
+        m->state_bytes = u.state_bytes;
+        m->io_bytes = u.io_bytes;
+        m->total_bytes = u.total_bytes;
+    }
+}
 
 /* One backend selection; problems become the row's status and reason. */
 static void run_selection(const bench_model_options *o, const char *backends, double bw_gbs,
@@ -131,6 +289,11 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     r->roofline_tps = NAN;
     r->roofline_fraction = NAN;
     r->pp_cold_tps = r->tg_cold_tps = r->pp_tps = r->tg_tps = NAN; /* a test not run has none */
+    r->tune_s = NAN;
+    bool rss_reset = reset_peak_rss();
+    snprintf(r->engine, sizeof r->engine, "bastion");
+    snprintf(r->tune_mode, sizeof r->tune_mode, "%s", bench_tune_mode_name(o->tune_mode));
+    snprintf(r->tune_cache, sizeof r->tune_cache, "%s", "");
 
     bst_context_options co;
     memset(&co, 0, sizeof co);
@@ -138,6 +301,8 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     co.n_threads = o->threads;
     co.backends = backends && backends[0] ? backends : NULL;
     co.plugin_paths = o->plugin_paths;
+    co.tune_mode = o->tune_mode;
+    co.no_cache = o->no_cache;
     bst_context *ctx = NULL;
     bst_model *model = NULL;
     bst_session *session = NULL;
@@ -203,6 +368,9 @@ static void run_selection(const bench_model_options *o, const char *backends, do
         goto done;
     }
     r->session_s = seconds_since(t0);
+    read_tune_report(session, r);
+    classify_tune(r);
+    read_memory(o, ctx, session, r);
 
     /* Token ids as llama-bench uses them: arbitrary but fixed, so every backend gets the same
      * input; speed does not depend on which tokens they are. */
@@ -275,7 +443,7 @@ static void run_selection(const bench_model_options *o, const char *backends, do
 done:
     if (strcmp(r->status, "ok") != 0)
         snprintf(r->reason, sizeof r->reason, "%s", e.msg);
-    r->peak_rss_bytes = peak_rss();
+    r->peak_rss_bytes = peak_rss(rss_reset);
     free(tokens);
     free(logits);
     bst_session_destroy(session);
@@ -295,7 +463,8 @@ bst_status bench_run_model(const bench_model_options *o, const bench_machine *ma
 
     if (o->info)
         o->info(o->info_user, "measuring memory bandwidth");
-    bench_budget bb = {1.0, 5, 1000, 10};
+    bench_budget bb = o->quick_bandwidth ? (bench_budget){0.2, 3, 100, 2}
+                                         : (bench_budget){1.0, 5, 1000, 10};
     bst_status st = bench_bandwidth_measure(bench_bandwidth_bytes(machine->llc_bytes), o->threads,
                                             &bb, &doc->baselines.bandwidth, e);
     if (st != BST_OK)

@@ -170,18 +170,19 @@ static void md_report(const bench_doc *d, FILE *out)
         md_cell(out, d->model.name[0] ? d->model.name : d->model.path);
         fprintf(out, " (%s)\n\n", d->model.file_hash);
         fprintf(out, "| backends | threads | pp | pp tok/s | tg | tg tok/s | cold pp tok/s | "
-                     "cold tg tok/s | roofline tok/s | x roofline | load | compile | peak RSS |\n");
-        fprintf(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+                     "cold tg tok/s | roofline tok/s | x roofline | load | compile | peak RSS | "
+                     "tuning | device memory |\n");
+        fprintf(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");
         for (uint32_t i = 0; i < d->n_model_results; i++) {
             const bench_model_result *m = &d->model_results[i];
             if (strcmp(m->status, "ok") != 0) {
                 fprintf(out, "| %s | %u | %s: ", m->backends[0] ? m->backends : "default",
                         m->threads, m->status);
                 md_cell(out, m->reason);
-                fprintf(out, " | | | | | | | | | | |\n");
+                fprintf(out, " | | | | | | | | | | | | |\n");
                 continue;
             }
-            char a[32], b[32], c[32], dd[32], f[32], g[32], h[32], rss[32];
+            char a[32], b[32], c[32], dd[32], f[32], g[32], h[32], rss[32], ld[32];
             fmt_num(m->pp_tps, "%.4g", a, sizeof a);
             fmt_num(m->tg_tps, "%.4g", b, sizeof b);
             fmt_num(m->pp_cold_tps, "%.4g", c, sizeof c);
@@ -189,15 +190,35 @@ static void md_report(const bench_doc *d, FILE *out)
             fmt_num(m->roofline_tps, "%.4g", f, sizeof f);
             fmt_num(m->roofline_fraction, "%.2f", g, sizeof g);
             fmt_num(m->session_s, "%.3g s", h, sizeof h);
-            bytes_text(m->peak_rss_bytes, rss, sizeof rss);
+            fmt_num(m->load_s, "%.3g s", ld, sizeof ld);
+            if (m->peak_rss_bytes)
+                bytes_text(m->peak_rss_bytes, rss, sizeof rss);
+            else
+                snprintf(rss, sizeof rss, "-");
             char pp[16] = "-", tg[16] = "-";
             if (m->n_prompt)
                 snprintf(pp, sizeof pp, "pp%u", m->n_prompt);
             if (m->n_gen)
                 snprintf(tg, sizeof tg, "tg%u", m->n_gen);
-            fprintf(out, "| %s | %u | %s | %s | %s | %s | %s | %s | %s | %s | %.3g s | %s | %s |\n",
+            fprintf(out, "| %s | %u | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ",
                     m->backends[0] ? m->backends : "default", m->threads, pp, a, tg, b, c, dd, f, g,
-                    m->load_s, h, rss);
+                    ld, h, rss);
+            /* tuning: mode and whether the database answered ("cached: hit") */
+            bool show_cache = m->tune_cache[0] && strcmp(m->tune_cache, m->tune_mode) != 0;
+            if (m->tune_mode[0])
+                fprintf(out, "%s%s%s", m->tune_mode, show_cache ? ": " : "",
+                        show_cache ? m->tune_cache : "");
+            else
+                fprintf(out, "-");
+            fprintf(out, " | ");
+            for (uint32_t k = 0; k < m->n_memory; k++) {
+                char tot[32];
+                bytes_text(m->memory[k].total_bytes, tot, sizeof tot);
+                fprintf(out, "%s", k ? ", " : "");
+                md_cell(out, m->memory[k].backend);
+                fprintf(out, " %s", tot);
+            }
+            fprintf(out, "%s |\n", m->n_memory ? "" : "-");
         }
     }
 }
@@ -269,6 +290,52 @@ static void csv_report(const bench_doc *d, FILE *out)
         csv_num(out, (double)r->weight_copies, false);
         csv_num(out, r->flops, false);
         csv_num(out, r->bytes, true);
+    }
+}
+
+/* Byte counts whole (not rounded to 6 digits); empty when unknown (0). */
+static void csv_bytes(FILE *out, uint64_t v, bool last)
+{
+    char buf[32] = "";
+    if (v)
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    csv_field(out, buf, last);
+}
+
+/* A model document's rows (its `results` are empty): one line per row, the numbers a
+ * spreadsheet compares; device memory is the sum over the row's devices. */
+static void csv_model_report(const bench_doc *d, FILE *out)
+{
+    fputs("engine,backends,status,reason,threads,n_prompt,n_gen,reps,pp_tps,tg_tps,pp_cold_tps,"
+          "tg_cold_tps,load_s,session_s,tune_mode,tune_cache,tune_s,roofline_tps,"
+          "roofline_fraction,peak_rss_bytes,device_memory_bytes\n",
+          out);
+    for (uint32_t i = 0; i < d->n_model_results; i++) {
+        const bench_model_result *m = &d->model_results[i];
+        uint64_t mem = 0;
+        for (uint32_t k = 0; k < m->n_memory; k++)
+            mem += m->memory[k].total_bytes;
+        csv_field(out, m->engine[0] ? m->engine : "bastion", false);
+        csv_field(out, m->backends, false);
+        csv_field(out, m->status, false);
+        csv_field(out, m->reason, false);
+        csv_num(out, m->threads, false);
+        csv_num(out, m->n_prompt, false);
+        csv_num(out, m->n_gen, false);
+        csv_num(out, m->reps, false);
+        csv_num(out, m->pp_tps, false);
+        csv_num(out, m->tg_tps, false);
+        csv_num(out, m->pp_cold_tps, false);
+        csv_num(out, m->tg_cold_tps, false);
+        csv_num(out, m->load_s, false);
+        csv_num(out, m->session_s, false);
+        csv_field(out, m->tune_mode, false);
+        csv_field(out, m->tune_cache, false);
+        csv_num(out, m->tune_s, false);
+        csv_num(out, m->roofline_tps, false);
+        csv_num(out, m->roofline_fraction, false);
+        csv_bytes(out, m->peak_rss_bytes, false);
+        csv_bytes(out, mem, true);
     }
 }
 
@@ -397,7 +464,10 @@ bst_status bench_report(const bench_doc *d, bench_format f, FILE *out, bench_err
         md_report(d, out);
         break;
     case BENCH_FORMAT_CSV:
-        csv_report(d, out);
+        if (d->has_model && d->results.n == 0)
+            csv_model_report(d, out);
+        else
+            csv_report(d, out);
         break;
     case BENCH_FORMAT_SVG:
         svg_report(d, out);

@@ -27,6 +27,7 @@
  * are written only under the caller's serialization of runs on a context's devices).
  */
 #include "runtime/program_internal.h"
+#include "runtime/tune.h"
 
 #include "graph/status.h"
 
@@ -103,7 +104,7 @@ static bst_status build_replacing(bst_context *ctx, const bst_graph *graph, cons
     bst_status st;
     for (;;) {
         uint32_t fd = BSTI_NONE;
-        st = bsti_prog_build(ctx, graph, ex, out_program, &fd);
+        st = bsti_tune_build(ctx, graph, ex, out_program, &fd); /* tune_plan.c */
         if (st == BST_OK || fd >= nd || ex[fd] || !replaceable_at_create(st))
             break;
         failures_add(f, fd, st, bst_last_error());

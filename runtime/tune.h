@@ -34,15 +34,90 @@ typedef struct bsti_tune_node {
     bsti_tune_cand *cands;
 } bsti_tune_node;
 
+/* The whole-graph plans the check compares (runtime/tune_plan.c). Per-op times do not add up
+ * exactly (caches shared between neighbours, launch overlap, transfers the per-node model
+ * prices only roughly), so each distinct plan is run end to end before one is kept. */
+typedef enum bsti_plan_kind {
+    BSTI_PLAN_STATIC = 0, /* static priority: first accepting device, variant 0 */
+    BSTI_PLAN_PROMPT = 1, /* per-node optimum measured at the bound shapes (n_tokens = bound) */
+    BSTI_PLAN_DECODE = 2, /* per-node optimum measured with n_tokens = 1 (a decode step) */
+    BSTI_PLAN_BLEND = 3,  /* per-node optimum of decode_ns + prompt_ns / bound: both shapes */
+    BSTI_PLAN_COUNT = 4
+} bsti_plan_kind;
+
+const char *bsti_plan_kind_name(uint32_t kind);
+
+/* What the whole-graph check decided for a program, and on what evidence. */
+typedef struct bsti_plan_check {
+    uint8_t source;  /* 0 none (off, re-placement), 1 measured now, 2 database, 3 unchecked */
+    uint32_t chosen; /* bsti_plan_kind */
+    /* Per kind: 0 when not a candidate; same_as[k] != k when k placed every node as that kind
+     * did (it was then not measured twice). */
+    bool candidate[BSTI_PLAN_COUNT];
+    uint32_t same_as[BSTI_PLAN_COUNT];
+    uint64_t decode_ns[BSTI_PLAN_COUNT]; /* one decode step: n_tokens 1 at n_kv decode_n_kv */
+    uint64_t prompt_ns[BSTI_PLAN_COUNT]; /* one prompt chunk of prompt_tokens at pos 0 */
+    uint32_t prompt_tokens, decode_n_kv;
+    uint64_t check_ns; /* wall time building and measuring the alternatives */
+    uint64_t tuned_digest; /* placement of the tuned-prompt plan the check was made on */
+    /* A session's two programs (tune_plan.c, bsti_tune_build_split): the plan best at decode
+     * steps and the one best at prompt chunks, when running both beats `chosen` by more than
+     * SPLIT_GAIN; BSTI_PLAN_COUNT for both when there is no split. `role` says which of the two
+     * this program is (0 single, 1 decode, 2 prompt). */
+    uint32_t split_decode, split_prompt;
+    uint8_t role;
+} bsti_plan_check;
+
 typedef struct bsti_tune_report {
     uint32_t mode;
     uint32_t n_nodes;
     bsti_tune_node *nodes;
     uint32_t hits, measured, frozen_misses;
     uint64_t measure_ns; /* wall time spent measuring */
+    /* Memory placement counts (tune_place.c): the device each weight lives on (per node id,
+     * BSTI_NONE when not placed yet) and the bytes of weights placed per device. */
+    uint32_t *weight_home;
+    uint64_t *weight_bytes;
+    uint32_t second_copies; /* weights that had to be kept on two devices (logged) */
+    bsti_plan_check plan;
 } bsti_tune_report;
 
 void bsti_tune_report_free(bsti_tune_report *r);
+
+/* The plan kind bst_program_create builds on this thread (tune_plan.c sets it around each
+ * build; BSTI_PLAN_PROMPT otherwise). STATIC makes bsti_tune_place_node leave every node to
+ * the static rule; DECODE measures and keys symbolic n_tokens dims at 1. */
+void bsti_tune_set_plan_kind(uint32_t kind);
+uint32_t bsti_tune_plan_kind(void);
+
+/* The context's tuning database, opened on first use (in memory when the file cannot be used);
+ * NULL only when not even that works. */
+struct bsti_tune_db *bsti_tune_context_db(bst_context *ctx);
+
+/* bsti_prog_build with the whole-graph check (tune_plan.c): in cached/full mode it builds the
+ * distinct candidate plans, runs each end to end at a decode step and a prompt chunk, keeps the
+ * fastest and records it (and both measurements) in the database; cached and frozen reuse that
+ * row. Tune mode off, or a re-placement after a device failure (`excluded` non-empty), builds
+ * once as bsti_prog_build does: a running session is never measured. */
+BST_MUST_CHECK bst_status bsti_tune_build(bst_context *ctx, const bst_graph *graph,
+                                          const bool *excluded, bst_program **out_program,
+                                          uint32_t *out_failed_device);
+
+/* For a session (runtime/model/session.c): bsti_tune_build, but when the check finds that a
+ * decode-step plan and a prompt-chunk plan differ and running each for its shape beats the best
+ * single plan clearly, both are built: *out_program is the decode plan and *out_prompt the
+ * prompt plan, which the session runs for chunks of more than one token, copying KV cache rows
+ * between them (bsti_tune_sync_states). Otherwise *out_prompt is NULL. Tune mode off gives one
+ * program, as bst_program_create does. */
+BST_MUST_CHECK bst_status bsti_tune_build_split(bst_context *ctx, const bst_graph *graph,
+                                                bst_program **out_program,
+                                                bst_program **out_prompt);
+
+/* Copies rows [first, first + count) of every state of `src` into the state of the same name,
+ * type and shape in `dst` (rows = the outermost dim: a KV cache's positions). For a session
+ * whose decode and prompt programs share one conversation. */
+BST_MUST_CHECK bst_status bsti_tune_sync_states(bst_program *dst, bst_program *src,
+                                                uint64_t first, uint64_t count);
 
 /* Places compute node `id` by the context's tune mode. Sets *out_placed when it chose a device
  * and variant (node->device, node->variant, p->variant_names[id]); leaves it false when the

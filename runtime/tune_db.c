@@ -20,7 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+/* 1: kernel_times, transfer_times. 2: plan_checks (development only). 3: plan_checks with the
+ * decode/prompt split. Files of versions 1 and 2 are upgraded in place: their kernel and
+ * transfer rows stay valid; plan_checks is made anew. */
+#define SCHEMA_VERSION 3
 #define BUSY_TIMEOUT_MS 10000
 #define BUSY_RETRIES 20
 #define MAX_TEXT 512
@@ -45,7 +48,17 @@ static const char *const SCHEMA =
     " src_fp INTEGER NOT NULL, dst_fp INTEGER NOT NULL, src_plugin TEXT NOT NULL,"
     " dst_plugin TEXT NOT NULL, size_bucket INTEGER NOT NULL, bastion_version TEXT NOT NULL,"
     " ns INTEGER NOT NULL, ts INTEGER NOT NULL,"
-    " PRIMARY KEY(src_fp, dst_fp, src_plugin, dst_plugin, size_bucket, bastion_version));";
+    " PRIMARY KEY(src_fp, dst_fp, src_plugin, dst_plugin, size_bucket, bastion_version));"
+    "CREATE TABLE IF NOT EXISTS plan_checks("
+    " graph_hash INTEGER NOT NULL, env_hash INTEGER NOT NULL, bastion_version TEXT NOT NULL,"
+    " plan INTEGER NOT NULL, digest INTEGER NOT NULL,"
+    " static_decode_ns INTEGER NOT NULL, static_prompt_ns INTEGER NOT NULL,"
+    " prompt_decode_ns INTEGER NOT NULL, prompt_prompt_ns INTEGER NOT NULL,"
+    " decode_decode_ns INTEGER NOT NULL, decode_prompt_ns INTEGER NOT NULL,"
+    " blend_decode_ns INTEGER NOT NULL, blend_prompt_ns INTEGER NOT NULL,"
+    " prompt_tokens INTEGER NOT NULL, decode_n_kv INTEGER NOT NULL, ts INTEGER NOT NULL,"
+    " split_decode INTEGER NOT NULL, split_prompt INTEGER NOT NULL,"
+    " PRIMARY KEY(graph_hash, env_hash, bastion_version));";
 
 static bool is_corrupt(int rc)
 {
@@ -134,13 +147,22 @@ static int init_schema(bsti_tune_db *t, bst_status *out_st)
                             t->path, (long long)version, SCHEMA_VERSION);
         return SQLITE_OK;
     }
-    /* Empty (new) or an unknown older layout: start over; rows are only a cache. */
-    const char *reset = version < 0 ? "BEGIN IMMEDIATE; INSERT INTO schema_version VALUES(1); COMMIT;"
-                                    : "BEGIN IMMEDIATE; DELETE FROM kernel_times; DELETE FROM "
-                                      "transfer_times; DELETE FROM schema_version; INSERT INTO "
-                                      "schema_version VALUES(1); COMMIT;";
+    /* Empty (new), version 1 or 2 (kernel rows stay; plan_checks is made anew, the schema
+     * text creating it again below), or an unknown older layout: start over; rows are only a
+     * cache. */
+    const char *reset = version < 0 ? "BEGIN IMMEDIATE; INSERT INTO schema_version VALUES(3); COMMIT;"
+                        : version == 1 || version == 2
+                            ? "BEGIN IMMEDIATE; DROP TABLE IF EXISTS plan_checks; UPDATE "
+                              "schema_version SET version=3; COMMIT;"
+                            : "BEGIN IMMEDIATE; DELETE FROM kernel_times; DELETE FROM "
+                              "transfer_times; DELETE FROM plan_checks; DELETE FROM "
+                              "schema_version; INSERT INTO schema_version VALUES(3); COMMIT;";
     rc = sqlite3_exec(t->db, reset, NULL, NULL, &err);
     sqlite3_free(err);
+    if (rc == SQLITE_OK && (version == 1 || version == 2)) {
+        rc = sqlite3_exec(t->db, SCHEMA, NULL, NULL, &err);
+        sqlite3_free(err);
+    }
     if (rc != SQLITE_OK) {
         sqlite3_exec(t->db, "ROLLBACK", NULL, NULL, NULL);
         *out_st = sql_fail(t, rc, "writing the schema version");
@@ -452,4 +474,138 @@ bst_status bsti_tune_db_count(bsti_tune_db *db, uint64_t *out_rows)
     if (is_corrupt(rc))
         return rebuild(db, rc);
     return sql_fail(db, rc, "count");
+}
+
+/* --- whole-graph plans --- */
+
+typedef struct plan_key {
+    uint64_t graph_hash, env_hash;
+    const char *version;
+} plan_key;
+
+static void bind_plan_cb(sqlite3_stmt *s, const void *key)
+{
+    const plan_key *k = key;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)k->graph_hash);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)k->env_hash);
+    bind_text(s, 3, k->version);
+}
+
+static bool ns_ok(int64_t v) { return v >= 0 && (uint64_t)v <= BSTI_TUNE_MAX_NS; }
+
+bst_status bsti_tune_db_get_plan(bsti_tune_db *db, uint64_t graph_hash, uint64_t env_hash,
+                                 const char *bastion_version, bsti_plan_row *out_row,
+                                 bool *out_found)
+{
+    if (!db || !out_row || !out_found)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bsti_tune_db_get_plan: NULL argument");
+    *out_found = false;
+    memset(out_row, 0, sizeof *out_row);
+    if (!db->db)
+        return bsti_fail(BST_ERR_IO, "tuning database %s is not open", db->path);
+    plan_key k = {graph_hash, env_hash, bastion_version};
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db,
+                                "SELECT plan, digest, static_decode_ns, static_prompt_ns, "
+                                "prompt_decode_ns, prompt_prompt_ns, decode_decode_ns, "
+                                "decode_prompt_ns, blend_decode_ns, blend_prompt_ns, "
+                                "prompt_tokens, decode_n_kv, ts, split_decode, split_prompt FROM "
+                                "plan_checks WHERE graph_hash=?1 AND env_hash=?2 AND "
+                                "bastion_version=?3",
+                                -1, &s, NULL);
+    enum {
+        NS0 = 2,
+        PT = 2 + 2 * BSTI_TUNE_PLAN_KINDS,
+        NKV = PT + 1,
+        TS = PT + 2,
+        SD = PT + 3,
+        SP = PT + 4,
+        NCOL = PT + 5
+    };
+    int64_t c[NCOL];
+    bool found = false;
+    if (rc == SQLITE_OK) {
+        bind_plan_cb(s, &k);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            for (int i = 0; i < NCOL; i++)
+                c[i] = sqlite3_column_type(s, i) == SQLITE_INTEGER ? sqlite3_column_int64(s, i)
+                                                                   : -1;
+            found = true;
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_OK)
+        return is_corrupt(rc) ? rebuild(db, rc) : sql_fail(db, rc, "plan lookup");
+    if (!found)
+        return BST_OK;
+    /* Untrusted: the chosen plan must be a known kind with a measurement of its own. */
+    bool ok = c[0] >= 0 && c[0] < BSTI_TUNE_PLAN_KINDS && c[PT] >= 1 && c[PT] <= (1 << 20) &&
+              c[NKV] >= 1 && c[NKV] <= (1 << 24) && c[TS] >= 0;
+    for (int i = NS0; i < PT && ok; i++)
+        ok = ns_ok(c[i]);
+    if (ok)
+        ok = c[NS0 + 2 * c[0]] > 0 || c[NS0 + 1 + 2 * c[0]] > 0;
+    /* A split names two different measured plans, or none (both = the kind count). */
+    if (ok && !(c[SD] == BSTI_TUNE_PLAN_KINDS && c[SP] == BSTI_TUNE_PLAN_KINDS))
+        ok = c[SD] >= 0 && c[SD] < BSTI_TUNE_PLAN_KINDS && c[SP] >= 0 &&
+             c[SP] < BSTI_TUNE_PLAN_KINDS && c[SD] != c[SP] && c[NS0 + 2 * c[SD]] > 0 &&
+             c[NS0 + 1 + 2 * c[SP]] > 0;
+    if (!ok) {
+        bsti_log(BST_LOG_WARN, "tuning database %s: ignoring an invalid plan row (plan %lld)",
+                 db->path, (long long)c[0]);
+        return BST_OK;
+    }
+    out_row->plan = (uint32_t)c[0];
+    out_row->digest = (uint64_t)c[1];
+    for (int k2 = 0; k2 < BSTI_TUNE_PLAN_KINDS; k2++) {
+        out_row->decode_ns[k2] = (uint64_t)c[NS0 + 2 * k2];
+        out_row->prompt_ns[k2] = (uint64_t)c[NS0 + 1 + 2 * k2];
+    }
+    out_row->prompt_tokens = (uint32_t)c[PT];
+    out_row->decode_n_kv = (uint32_t)c[NKV];
+    out_row->timestamp = c[TS];
+    out_row->split_decode = (uint32_t)c[SD];
+    out_row->split_prompt = (uint32_t)c[SP];
+    *out_found = true;
+    return BST_OK;
+}
+
+bst_status bsti_tune_db_put_plan(bsti_tune_db *db, uint64_t graph_hash, uint64_t env_hash,
+                                 const char *bastion_version, const bsti_plan_row *row)
+{
+    if (!db || !row)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bsti_tune_db_put_plan: NULL argument");
+    if (row->plan >= BSTI_TUNE_PLAN_KINDS || row->prompt_tokens == 0 || row->decode_n_kv == 0)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bsti_tune_db_put_plan: invalid row (plan %u)",
+                         row->plan);
+    enum { NS0 = 2, PT = 2 + 2 * BSTI_TUNE_PLAN_KINDS, NCOL = PT + 5 };
+    bool no_split = row->split_decode == BSTI_TUNE_PLAN_KINDS &&
+                    row->split_prompt == BSTI_TUNE_PLAN_KINDS;
+    if (!no_split && (row->split_decode >= BSTI_TUNE_PLAN_KINDS ||
+                      row->split_prompt >= BSTI_TUNE_PLAN_KINDS ||
+                      row->split_decode == row->split_prompt))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bsti_tune_db_put_plan: invalid split (%u, %u)",
+                         row->split_decode, row->split_prompt);
+    int64_t vals[NCOL];
+    vals[0] = row->plan;
+    vals[1] = (int64_t)row->digest;
+    for (int k = 0; k < BSTI_TUNE_PLAN_KINDS; k++) {
+        if (row->decode_ns[k] > BSTI_TUNE_MAX_NS || row->prompt_ns[k] > BSTI_TUNE_MAX_NS)
+            return bsti_fail(BST_ERR_INVALID_ARG, "bsti_tune_db_put_plan: implausible time");
+        vals[NS0 + 2 * k] = (int64_t)row->decode_ns[k];
+        vals[NS0 + 1 + 2 * k] = (int64_t)row->prompt_ns[k];
+    }
+    vals[PT] = row->prompt_tokens;
+    vals[PT + 1] = row->decode_n_kv;
+    vals[PT + 2] = row->timestamp ? row->timestamp : (int64_t)time(NULL);
+    vals[PT + 3] = row->split_decode;
+    vals[PT + 4] = row->split_prompt;
+    plan_key k = {graph_hash, env_hash, bastion_version};
+    return write_row(db, "INSERT OR REPLACE INTO plan_checks VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,"
+                         "?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+                     bind_plan_cb, &k, vals, NCOL, 4);
 }

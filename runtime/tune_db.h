@@ -74,6 +74,31 @@ BST_MUST_CHECK bst_status bsti_tune_db_get_transfer(bsti_tune_db *db, const bsti
 BST_MUST_CHECK bst_status bsti_tune_db_put_transfer(bsti_tune_db *db, const bsti_transfer_key *key,
                                                     uint64_t ns);
 
+/* The whole-graph plan a program should use (runtime/tune_plan.c), keyed by the graph's
+ * digest, a digest of everything about the machine that tuning keys (devices, drivers,
+ * plugins, threads, ISA) and the Bastion version; `digest` identifies the per-node placement
+ * the plan produced, so a row whose plan no longer places the same way is measured again.
+ * Times are per plan kind (0 = not measured). */
+#define BSTI_TUNE_PLAN_KINDS 4
+typedef struct bsti_plan_row {
+    uint32_t plan;   /* bsti_plan_kind */
+    uint64_t digest; /* of the chosen plan's placement */
+    uint64_t decode_ns[BSTI_TUNE_PLAN_KINDS], prompt_ns[BSTI_TUNE_PLAN_KINDS];
+    uint32_t prompt_tokens, decode_n_kv;
+    int64_t timestamp;
+    /* A session may run two programs sharing its KV cache rows: the plan best at decode steps
+     * and the one best at prompt chunks, when that split beats `plan` clearly. Both
+     * BSTI_TUNE_PLAN_KINDS when there is no split. */
+    uint32_t split_decode, split_prompt;
+} bsti_plan_row;
+
+BST_MUST_CHECK bst_status bsti_tune_db_get_plan(bsti_tune_db *db, uint64_t graph_hash,
+                                                uint64_t env_hash, const char *bastion_version,
+                                                bsti_plan_row *out_row, bool *out_found);
+BST_MUST_CHECK bst_status bsti_tune_db_put_plan(bsti_tune_db *db, uint64_t graph_hash,
+                                                uint64_t env_hash, const char *bastion_version,
+                                                const bsti_plan_row *row);
+
 /* Rows in the kernel table (tests and `bastion tune` report it). */
 BST_MUST_CHECK bst_status bsti_tune_db_count(bsti_tune_db *db, uint64_t *out_rows);
 

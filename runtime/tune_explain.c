@@ -148,6 +148,74 @@ static void explain_node(const bst_program *p, uint32_t id, bool json, bool firs
     sb_printf(b, "\n");
 }
 
+static const char *plan_source_name(uint8_t source)
+{
+    static const char *const names[] = {"none", "measured", "database", "unchecked"};
+    return source < 4 ? names[source] : "?";
+}
+
+/* The whole-graph check (tune_plan.c): which plan was kept, on what evidence. */
+static void explain_plan(const bsti_tune_report *r, bool json, sbuf *b)
+{
+    const bsti_plan_check *c = r ? &r->plan : NULL;
+    if (!c || c->source == 0) {
+        if (json)
+            sb_printf(b, "\"plan\":null,");
+        return;
+    }
+    if (json) {
+        sb_printf(b, "\"plan\":{\"chosen\":\"%s\",\"source\":\"%s\",\"prompt_tokens\":%u,"
+                  "\"decode_n_kv\":%u,\"check_seconds\":%.3f,\"weight_second_copies\":%u,"
+                  "\"candidates\":[",
+                  bsti_plan_kind_name(c->chosen), plan_source_name(c->source), c->prompt_tokens,
+                  c->decode_n_kv, (double)c->check_ns / 1e9, r->second_copies);
+        bool first = true;
+        for (uint32_t k = 0; k < BSTI_PLAN_COUNT; k++) {
+            if (!c->candidate[k])
+                continue;
+            sb_printf(b, "%s{\"plan\":\"%s\",\"decode_ns\":%llu,\"prompt_ns\":%llu,"
+                      "\"same_as\":\"%s\",\"chosen\":%s}",
+                      first ? "" : ",", bsti_plan_kind_name(k),
+                      (unsigned long long)c->decode_ns[k], (unsigned long long)c->prompt_ns[k],
+                      bsti_plan_kind_name(c->same_as[k]), k == c->chosen ? "true" : "false");
+            first = false;
+        }
+        sb_printf(b, "],\"split\":");
+        if (c->split_decode < BSTI_PLAN_COUNT)
+            sb_printf(b, "{\"decode\":\"%s\",\"prompt\":\"%s\",\"role\":\"%s\"}",
+                      bsti_plan_kind_name(c->split_decode), bsti_plan_kind_name(c->split_prompt),
+                      c->role == 1 ? "decode" : c->role == 2 ? "prompt" : "single");
+        else
+            sb_printf(b, "null");
+        sb_printf(b, "},");
+        return;
+    }
+    sb_printf(b, "# whole-graph plan: %s (%s)", bsti_plan_kind_name(c->chosen),
+              plan_source_name(c->source));
+    if (c->source == 3) {
+        sb_printf(b, ": no plan row, per-node rows used unchecked\n");
+        return;
+    }
+    sb_printf(b, "; decode step (n_kv %u) / prompt chunk (%u tokens):", c->decode_n_kv,
+              c->prompt_tokens);
+    for (uint32_t k = 0; k < BSTI_PLAN_COUNT; k++) {
+        if (!c->candidate[k])
+            continue;
+        sb_printf(b, " %s%s %.3f ms / %.3f ms", k == c->chosen ? "*" : "", bsti_plan_kind_name(k),
+                  (double)c->decode_ns[k] / 1e6, (double)c->prompt_ns[k] / 1e6);
+        if (c->same_as[k] != k)
+            sb_printf(b, " (= %s)", bsti_plan_kind_name(c->same_as[k]));
+        sb_printf(b, ";");
+    }
+    if (c->source == 1)
+        sb_printf(b, " check took %.2f s", (double)c->check_ns / 1e9);
+    if (c->split_decode < BSTI_PLAN_COUNT)
+        sb_printf(b, " split: %s for decode steps, %s for prompt chunks (this program: %s)",
+                  bsti_plan_kind_name(c->split_decode), bsti_plan_kind_name(c->split_prompt),
+                  c->role == 1 ? "decode" : c->role == 2 ? "prompt" : "single");
+    sb_printf(b, "\n");
+}
+
 /* Appends one program's explanation to b. */
 static void explain_into(const bst_program *p, bool json, sbuf *b)
 {
@@ -155,14 +223,17 @@ static void explain_into(const bst_program *p, bool json, sbuf *b)
     uint32_t mode = p->ctx->tune_mode;
     if (json) {
         sb_printf(b, "{\"tune_mode\":\"%s\",\"hits\":%u,\"measured\":%u,\"frozen_misses\":%u,"
-                  "\"measure_seconds\":%.3f,\"nodes\":[",
+                  "\"measure_seconds\":%.3f,",
                   mode_name(mode), r ? r->hits : 0, r ? r->measured : 0,
                   r ? r->frozen_misses : 0, r ? (double)r->measure_ns / 1e9 : 0.0);
+        explain_plan(r, true, b);
+        sb_printf(b, "\"nodes\":[");
     } else {
         sb_printf(b, "# tune mode %s: %u nodes from the database, %u measured, %u frozen misses, "
                   "%.2f s measuring\n",
                   mode_name(mode), r ? r->hits : 0, r ? r->measured : 0,
                   r ? r->frozen_misses : 0, r ? (double)r->measure_ns / 1e9 : 0.0);
+        explain_plan(r, false, b);
     }
     bool first = true;
     for (uint32_t id = 0; id < p->g->n_nodes; id++) {

@@ -275,6 +275,8 @@ bst_status bsti_tune_measure_node(bst_program *p, uint32_t id, uint32_t d, uint3
     memset(&params, 0, sizeof params);
     params.struct_size = (uint32_t)sizeof params;
     params.n_tokens = p->sym_bound[BST_SYM_N_TOKENS] > 0 ? p->sym_bound[BST_SYM_N_TOKENS] : 1;
+    if (bsti_tune_plan_kind() == BSTI_PLAN_DECODE)
+        params.n_tokens = 1; /* the decode plan's shape: kernels honour run-time extents */
     params.n_kv = p->sym_bound[BST_SYM_N_KV] > 0 ? p->sym_bound[BST_SYM_N_KV] : 1;
     params.pos = 0;
     uint64_t samples[MAX_SAMPLES];

@@ -11,9 +11,16 @@
  * caller wherever they live, and weights are uploaded once, at program creation. Nodes are
  * placed in topological order, so producers' devices are known when a consumer is costed.
  *
- * "Ops follow their weights until measured otherwise": in cached/full mode every candidate is
- * measured before placement, so the measurement decides; with no measurement (frozen miss) the
- * static priority rule applies, which keeps a weight and its consumer on one device.
+ * Memory: a weight lives on the device of its first consumer; a later consumer's candidates on
+ * other devices are not measured (they would need a second copy), unless no device holding it
+ * has a kernel for that consumer, and then the copy is logged and counted (explain's
+ * weight_second_copies). A candidate whose device's memory (weights placed there so far plus
+ * this node's new ones, at their dtype size) or largest allocation would be exceeded is
+ * dropped too. Within those limits the measurement decides; with no measurement (frozen miss)
+ * the first allowed candidate in priority order is taken.
+ *
+ * Plan kinds (tune.h): STATIC leaves every node to the static rule; DECODE measures and keys at
+ * n_tokens = 1; BLEND costs each candidate decode_ns + prompt_ns / bound from both rows.
  *
  * Not tuned (static priority): ops with effects (set_rows), whose output aliases state and whose
  * timing alone would be misleading. Measurement failures drop that candidate with a debug log.
@@ -39,6 +46,8 @@ void bsti_tune_report_free(bsti_tune_report *r)
     for (uint32_t i = 0; r->nodes && i < r->n_nodes; i++)
         free(r->nodes[i].cands);
     free(r->nodes);
+    free(r->weight_home);
+    free(r->weight_bytes);
     free(r);
 }
 
@@ -56,6 +65,22 @@ void bsti_tune_context_release(bst_context *ctx)
 }
 
 static uint64_t fnv(uint64_t h, const void *data, size_t n);
+
+static _Thread_local uint32_t plan_kind = BSTI_PLAN_PROMPT;
+
+void bsti_tune_set_plan_kind(uint32_t kind)
+{
+    plan_kind = kind < BSTI_PLAN_COUNT ? kind : BSTI_PLAN_PROMPT;
+}
+
+uint32_t bsti_tune_plan_kind(void) { return plan_kind; }
+
+const char *bsti_plan_kind_name(uint32_t kind)
+{
+    static const char *const names[BSTI_PLAN_COUNT] = {"static", "tuned-prompt", "tuned-decode",
+                                                       "tuned-blend"};
+    return kind < BSTI_PLAN_COUNT ? names[kind] : "?";
+}
 
 static uint64_t fnv_str(uint64_t h, const char *s)
 {
@@ -105,7 +130,7 @@ static void remember_fresh(bst_context *ctx, uint64_t h)
 
 /* The context's database, opened on first use. A file that cannot be used (unwritable
  * directory, newer schema) is reported once; tuning then keeps its rows in memory. */
-static bsti_tune_db *context_db(bst_context *ctx)
+bsti_tune_db *bsti_tune_context_db(bst_context *ctx)
 {
     if (ctx->tune_db)
         return ctx->tune_db;
@@ -166,8 +191,11 @@ static void append_shape(char *buf, size_t cap, size_t *len, const bsti_type *t)
 {
     append(buf, cap, len, "[");
     for (uint32_t i = 0; i < t->rank && i < BST_MAX_DIMS; i++) {
-        /* Symbolic dims are keyed by bucket (never padded); fixed dims exactly. */
-        if (t->sym[i] != BST_SYM_NONE)
+        /* Symbolic dims are keyed by bucket (never padded); fixed dims exactly. A decode plan
+         * measures at n_tokens = 1, and keys it so. */
+        if (t->sym[i] == BST_SYM_N_TOKENS && plan_kind == BSTI_PLAN_DECODE)
+            append(buf, cap, len, "%s~1", i ? "," : "");
+        else if (t->sym[i] != BST_SYM_NONE)
             append(buf, cap, len, "%s~%lld", i ? "," : "", (long long)bucket_dim(t->shape[i]));
         else
             append(buf, cap, len, "%s%lld", i ? "," : "", (long long)t->shape[i]);
@@ -340,60 +368,115 @@ static bst_status ensure_report(bst_program *p)
     }
     p->tune->n_nodes = p->g->n_nodes;
     p->tune->mode = p->ctx->tune_mode;
+    p->tune->weight_home = malloc((p->g->n_nodes ? p->g->n_nodes : 1) * sizeof(uint32_t));
+    p->tune->weight_bytes = calloc(p->ctx->n_devices ? p->ctx->n_devices : 1, sizeof(uint64_t));
+    if (!p->tune->weight_home || !p->tune->weight_bytes) {
+        bsti_tune_report_free(p->tune);
+        p->tune = NULL;
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "tuning: out of memory");
+    }
+    for (uint32_t i = 0; i < p->g->n_nodes; i++)
+        p->tune->weight_home[i] = BSTI_NONE;
     return BST_OK;
 }
 
-bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
+/* --- memory: ops follow their weights, one copy of each weight --- */
+
+/* Why a candidate device may not take a node. */
+enum { FIT_OK = 0, FIT_SECOND_COPY = 1, FIT_NO_MEMORY = 2 };
+
+/* Bytes weight root w costs on a device: its size in its dtype. (A backend that repacks at
+ * prepare_weight may use somewhat more; the memory planner and the backend's own allocation
+ * catch the rest.) */
+static uint64_t weight_cost(const bst_program *p, uint32_t w)
 {
-    *out_placed = false;
-    bst_context *ctx = p->ctx;
-    bsti_node *n = &p->g->nodes[id];
-    const bsti_op_info *info = bsti_op_get(n->op);
-    if (ctx->tune_mode == BST_TUNE_OFF || !info || info->has_effect ||
-        (n->flags & BSTI_NODE_EFFECT))
-        return BST_OK;
-    bst_status st = ensure_report(p);
-    if (st != BST_OK)
-        return st;
-    bsti_tune_node *rn = &p->tune->nodes[id];
+    uint64_t bytes = 0;
+    if (bsti_type_nbytes(&p->g->nodes[w].type, &bytes) != BST_OK)
+        return UINT64_MAX;
+    return bytes;
+}
 
-    /* Candidates: every variant of every device that accepts the node. */
-    uint32_t cap = ctx->n_devices * MAX_VARIANTS;
-    bsti_tune_cand *cands = calloc(cap ? cap : 1, sizeof *cands);
-    bst_kernel_variant *vars = calloc((size_t)(ctx->n_devices ? ctx->n_devices : 1) * MAX_VARIANTS,
-                                      sizeof *vars);
-    if (!cands || !vars) {
-        free(cands);
-        free(vars);
-        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "tuning: out of memory");
+/* Whether node id's weights can live on device d: none of them already lives on another
+ * device (that would be a second copy), and the ones new to d fit its memory and its largest
+ * allocation. */
+static int weights_fit(const bst_program *p, uint32_t id, uint32_t d)
+{
+    const bsti_tune_report *r = p->tune;
+    const bsti_node *n = &p->g->nodes[id];
+    const bst_device_info *info = &p->ctx->devices[d].info;
+    uint64_t extra = 0;
+    int why = FIT_OK;
+    for (uint32_t i = 0; i < n->n_inputs; i++) {
+        uint32_t w = p->root[n->inputs[i]];
+        if (p->g->nodes[w].op != BST_OP_WEIGHT)
+            continue;
+        if (r->weight_home[w] == d)
+            continue;
+        if (r->weight_home[w] != BSTI_NONE)
+            why = FIT_SECOND_COPY;
+        uint64_t c = weight_cost(p, w);
+        if (c == UINT64_MAX || (info->max_alloc_bytes && c > info->max_alloc_bytes))
+            return FIT_NO_MEMORY;
+        extra += c;
     }
-    uint32_t nc = 0;
-    for (uint32_t d = 0; d < ctx->n_devices; d++) {
-        bst_kernel_variant *dv = &vars[(size_t)d * MAX_VARIANTS];
-        uint32_t count = query_all(p, id, d, dv);
-        for (uint32_t v = 0; v < count; v++) {
-            cands[nc].device = d;
-            cands[nc].variant = v;
-            memcpy(cands[nc].name, dv[v].name, sizeof cands[nc].name);
-            nc++;
+    if (info->memory_bytes && r->weight_bytes[d] + extra > info->memory_bytes)
+        return FIT_NO_MEMORY;
+    return why;
+}
+
+/* Records that node id (placed on d) reads its weights there. */
+static void home_weights(bst_program *p, uint32_t id, uint32_t d)
+{
+    bsti_tune_report *r = p->tune;
+    const bsti_node *n = &p->g->nodes[id];
+    for (uint32_t i = 0; i < n->n_inputs; i++) {
+        uint32_t w = p->root[n->inputs[i]];
+        if (p->g->nodes[w].op != BST_OP_WEIGHT || r->weight_home[w] == d)
+            continue;
+        if (r->weight_home[w] != BSTI_NONE) {
+            char a[200], b[200];
+            r->second_copies++;
+            bsti_log(BST_LOG_INFO, "placement: weight \"%s\" is kept on %s as well as on %s: "
+                     "node %%%u (%s) has no kernel on the weight's device",
+                     p->g->nodes[w].name ? p->g->nodes[w].name : "?",
+                     bsti_prog_device_label(p->ctx, d, a, sizeof a),
+                     bsti_prog_device_label(p->ctx, r->weight_home[w], b, sizeof b), id,
+                     bst_op_name(n->op) ? bst_op_name(n->op) : "?");
+            continue; /* the weight's home stays where it was first placed */
         }
+        r->weight_home[w] = d;
+        uint64_t c = weight_cost(p, w);
+        r->weight_bytes[d] += c == UINT64_MAX ? 0 : c;
     }
-    rn->cands = cands;
-    rn->n_cands = nc;
-    if (nc == 0) { /* the static rule reports what every device said */
-        free(vars);
-        return BST_OK;
-    }
+}
 
-    bsti_tune_db *db = context_db(ctx);
+/* What timing the candidates of one node found. */
+typedef struct timing {
+    bool frozen_miss, measured;
+    uint32_t usable;
+} timing;
+
+/* Fills kernel_ns (0: unknown) and hit of every fitting candidate of node id from the database,
+ * or measures it, at the shapes of the current plan kind. */
+static bst_status time_cands(bst_program *p, uint32_t id, bsti_tune_cand *cands, uint32_t nc,
+                             uint32_t n_fit, const uint8_t *fit, const bst_kernel_variant *vars,
+                             bsti_tune_db *db, node_key_text *out_kt, timing *out)
+{
+    bst_context *ctx = p->ctx;
+    bst_status st = BST_OK;
     node_key_text kt;
     node_key(p->g, id, &kt);
+    *out_kt = kt;
     uint64_t isa = bsti_tune_isa_mask();
     bool frozen_miss = false, measured = false;
     uint32_t usable = 0;
     uint64_t best_known = 0;
-    for (uint32_t c = 0; c < nc && nc > 1; c++) {
+    for (uint32_t c = 0; c < nc && n_fit > 1; c++) {
         bsti_tune_cand *cd = &cands[c];
+        cd->kernel_ns = 0;
+        cd->hit = false;
+        if (fit[c] != FIT_OK)
+            continue;
         bsti_tune_key key;
         fill_key(ctx, &kt, cd->device, &vars[(size_t)cd->device * MAX_VARIANTS + cd->variant], isa,
                  &key);
@@ -436,19 +519,158 @@ bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
                 best_known = cd->kernel_ns;
         }
     }
+    out->frozen_miss = frozen_miss;
+    out->measured = measured;
+    out->usable = usable;
+    (void)st;
+    return BST_OK;
+}
+
+bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
+{
+    *out_placed = false;
+    bst_context *ctx = p->ctx;
+    bsti_node *n = &p->g->nodes[id];
+    const bsti_op_info *info = bsti_op_get(n->op);
+    if (ctx->tune_mode == BST_TUNE_OFF || plan_kind == BSTI_PLAN_STATIC || !info ||
+        info->has_effect || (n->flags & BSTI_NODE_EFFECT))
+        return BST_OK;
+    bst_status st = ensure_report(p);
+    if (st != BST_OK)
+        return st;
+    bsti_tune_node *rn = &p->tune->nodes[id];
+
+    /* Candidates: every variant of every device that accepts the node. */
+    uint32_t cap = ctx->n_devices * MAX_VARIANTS;
+    bsti_tune_cand *cands = calloc(cap ? cap : 1, sizeof *cands);
+    bst_kernel_variant *vars = calloc((size_t)(ctx->n_devices ? ctx->n_devices : 1) * MAX_VARIANTS,
+                                      sizeof *vars);
+    if (!cands || !vars) {
+        free(cands);
+        free(vars);
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "tuning: out of memory");
+    }
+    uint32_t nc = 0;
+    for (uint32_t d = 0; d < ctx->n_devices; d++) {
+        bst_kernel_variant *dv = &vars[(size_t)d * MAX_VARIANTS];
+        uint32_t count = query_all(p, id, d, dv);
+        for (uint32_t v = 0; v < count; v++) {
+            cands[nc].device = d;
+            cands[nc].variant = v;
+            memcpy(cands[nc].name, dv[v].name, sizeof cands[nc].name);
+            nc++;
+        }
+    }
+    rn->cands = cands;
+    rn->n_cands = nc;
+    if (nc == 0) { /* the static rule reports what every device said */
+        free(vars);
+        return BST_OK;
+    }
+    /* Ops follow their weights: a candidate that would need a second copy of a weight, or more
+     * memory than its device has, is not measured. When every candidate needs a second copy
+     * (no kernel on the weight's device), the copy is allowed and logged. */
+    uint8_t *fit = calloc(nc, 1);
+    if (!fit) {
+        free(vars);
+        return bsti_fail(BST_ERR_OUT_OF_MEMORY, "tuning: out of memory");
+    }
+    bool any_ok = false, any_copy = false;
+    for (uint32_t c = 0; c < nc; c++) {
+        fit[c] = (uint8_t)weights_fit(p, id, cands[c].device);
+        any_ok = any_ok || fit[c] == FIT_OK;
+        any_copy = any_copy || fit[c] == FIT_SECOND_COPY;
+    }
+    if (!any_ok && any_copy)
+        for (uint32_t c = 0; c < nc; c++)
+            if (fit[c] == FIT_SECOND_COPY)
+                fit[c] = FIT_OK;
+    uint32_t n_fit = 0, first_fit = nc;
+    for (uint32_t c = 0; c < nc; c++)
+        if (fit[c] == FIT_OK) {
+            n_fit++;
+            first_fit = first_fit < nc ? first_fit : c;
+        }
+    if (n_fit == 0) { /* nothing fits: the static rule places it, memory planning reports it */
+        free(fit);
+        free(vars);
+        return BST_OK;
+    }
+
+    bsti_tune_db *db = bsti_tune_context_db(ctx);
+    node_key_text kt;
+    timing tm = {0};
+    if (n_fit > 1 && plan_kind == BSTI_PLAN_BLEND) {
+        /* The per-token cost of both shapes the program runs: a decode step (n_tokens 1) plus
+         * a bound-sized prompt chunk divided by its tokens. */
+        uint64_t *decode = calloc(nc, sizeof *decode);
+        bool *dhit = calloc(nc, sizeof *dhit);
+        if (!decode || !dhit) {
+            free(decode);
+            free(dhit);
+            free(fit);
+            free(vars);
+            return bsti_fail(BST_ERR_OUT_OF_MEMORY, "tuning: out of memory");
+        }
+        timing td = {0};
+        plan_kind = BSTI_PLAN_DECODE;
+        st = time_cands(p, id, cands, nc, n_fit, fit, vars, db, &kt, &td);
+        for (uint32_t c = 0; c < nc; c++) {
+            decode[c] = cands[c].kernel_ns;
+            dhit[c] = cands[c].hit;
+        }
+        plan_kind = BSTI_PLAN_PROMPT;
+        if (st == BST_OK && !td.frozen_miss)
+            st = time_cands(p, id, cands, nc, n_fit, fit, vars, db, &kt, &tm);
+        plan_kind = BSTI_PLAN_BLEND;
+        int64_t bound = p->sym_bound[BST_SYM_N_TOKENS] > 1 ? p->sym_bound[BST_SYM_N_TOKENS] : 1;
+        tm.frozen_miss = tm.frozen_miss || td.frozen_miss;
+        tm.measured = tm.measured || td.measured;
+        tm.usable = 0;
+        for (uint32_t c = 0; c < nc; c++) {
+            bsti_tune_cand *cd = &cands[c];
+            cd->kernel_ns = decode[c] && cd->kernel_ns ? decode[c] + cd->kernel_ns / (uint64_t)bound
+                                                       : 0;
+            cd->hit = cd->hit && dhit[c];
+            tm.usable += cd->kernel_ns != 0;
+        }
+        free(decode);
+        free(dhit);
+    } else if (n_fit > 1) {
+        st = time_cands(p, id, cands, nc, n_fit, fit, vars, db, &kt, &tm);
+    } else {
+        node_key(p->g, id, &kt);
+    }
+    if (st != BST_OK) {
+        free(fit);
+        free(vars);
+        return st;
+    }
+    const bool frozen_miss = tm.frozen_miss, measured = tm.measured;
+    const uint32_t usable = tm.usable;
     free(vars);
-    if (nc > 1 && (frozen_miss || usable == 0)) {
+    if (n_fit > 1 && (frozen_miss || usable == 0)) {
         rn->how = BSTI_TUNE_HOW_FROZEN_MISS;
         if (frozen_miss && p->tune->frozen_misses++ == 0)
             bsti_log(BST_LOG_WARN, "frozen tuning: no row for %%%u %s %s %s; static priority "
                      "used for it (bst_program_explain lists every such node)",
                      id, kt.op, kt.dtypes, kt.shape);
-        return BST_OK; /* the caller's static rule places it */
+        /* Static priority among the devices the node's weights allow: the first one, its
+         * first variant (candidates come in priority order). */
+        uint32_t c0 = first_fit;
+        free(fit);
+        n->device = cands[c0].device;
+        n->variant = cands[c0].variant;
+        memcpy(p->variant_names[id], cands[c0].name, sizeof p->variant_names[id]);
+        p->variant_names[id][sizeof p->variant_names[id] - 1] = '\0';
+        home_weights(p, id, n->device);
+        *out_placed = true;
+        return BST_OK;
     }
-    uint32_t best = 0;
+    uint32_t best = first_fit;
     uint64_t best_cost = UINT64_MAX;
     for (uint32_t c = 0; c < nc; c++) {
-        if (nc > 1 && cands[c].kernel_ns == 0)
+        if (fit[c] != FIT_OK || (n_fit > 1 && cands[c].kernel_ns == 0))
             continue;
         cands[c].transfer_ns = transfers_for(p, db, id, cands[c].device);
         uint64_t cost = cands[c].kernel_ns + cands[c].transfer_ns;
@@ -457,8 +679,9 @@ bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
             best = c;
         }
     }
+    free(fit);
     rn->chosen = best;
-    rn->how = nc == 1 ? BSTI_TUNE_HOW_ONLY
+    rn->how = n_fit == 1 ? BSTI_TUNE_HOW_ONLY
                       : (measured ? BSTI_TUNE_HOW_MEASURED : BSTI_TUNE_HOW_HIT);
     if (rn->how == BSTI_TUNE_HOW_HIT)
         p->tune->hits++;
@@ -468,6 +691,7 @@ bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
     n->variant = cands[best].variant;
     memcpy(p->variant_names[id], cands[best].name, sizeof p->variant_names[id]);
     p->variant_names[id][sizeof p->variant_names[id] - 1] = '\0';
+    home_weights(p, id, n->device);
     *out_placed = true;
     return BST_OK;
 }

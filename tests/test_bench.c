@@ -460,6 +460,53 @@ static void check_fields(checker *k, json_object *o, const char *path, const cha
         need(k, o, path, keys[i], t, false);
 }
 
+/* A field added within /1 after its first version: optional to readers, so checked only when
+ * present (the writer of this build always writes them; test_model_bench checks that). */
+static json_object *opt(checker *k, json_object *o, const char *path, const char *key, jt t,
+                        bool nullable)
+{
+    if (!json_object_object_get_ex(o, key, NULL))
+        return NULL;
+    return need(k, o, path, key, t, nullable);
+}
+
+static const char *const tune_modes[] = {"off", "cached", "full", "frozen", NULL};
+static const char *const tune_caches[] = {"off", "hit", "miss", "partial", "frozen-miss", NULL};
+
+static bool one_of(const char *s, const char *const *set)
+{
+    for (size_t i = 0; set[i]; i++)
+        if (strcmp(s, set[i]) == 0)
+            return true;
+    return false;
+}
+
+/* model_results[].device_memory: one object per device, totals adding up. */
+static void check_device_memory(checker *k, json_object *arr, size_t n_dev)
+{
+    const char *mp = "model_results[].device_memory[]";
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        json_object *m = json_object_array_get_idx(arr, i);
+        if (!json_object_is_type(m, json_type_object)) {
+            bad(k, mp, "", "not an object");
+            continue;
+        }
+        static const char *const strs[] = {"backend", "device_name", NULL};
+        static const char *const ints[] = {"device",      "arena_bytes", "weight_bytes",
+                                           "state_bytes", "io_bytes",    "total_bytes", NULL};
+        check_fields(k, m, mp, strs, T_STR);
+        check_fields(k, m, mp, ints, T_INT);
+        int64_t d = json_object_get_int64(json_object_object_get(m, "device"));
+        if (d < -1 || d >= (int64_t)n_dev)
+            bad(k, mp, "device", "not an index into devices");
+        int64_t sum = 0;
+        for (size_t f = 1; f < 5; f++)
+            sum += json_object_get_int64(json_object_object_get(m, ints[f]));
+        if (sum != json_object_get_int64(json_object_object_get(m, "total_bytes")))
+            bad(k, mp, "total_bytes", "not arena + weight + state + io");
+    }
+}
+
 static void check_timing(checker *k, json_object *o, const char *path)
 {
     need(k, o, path, "first_ns", T_INT, false);
@@ -535,6 +582,10 @@ static int check_doc(json_object *root)
         check_fields(&k, s, "settings", ints, T_INT);
         need(&k, s, "settings", "budget_s", T_NUM, false);
         need(&k, s, "settings", "quick", T_BOOL, false);
+        json_object *tm = opt(&k, s, "settings", "tune_mode", T_STR, true);
+        if (tm && !one_of(json_object_get_string(tm), tune_modes))
+            bad(&k, "settings", "tune_mode", "not off, cached, full or frozen");
+        opt(&k, s, "settings", "tune_no_cache", T_BOOL, false);
     }
     json_object *m = need(&k, root, p, "machine", T_OBJ, false);
     if (m) {
@@ -640,6 +691,29 @@ static int check_doc(json_object *root)
             t = need(&k, r, mp, "tg_timing", T_OBJ, true);
             if (t)
                 check_timing(&k, t, "model_results[].tg_timing");
+            opt(&k, r, mp, "engine", T_STR, false);
+            json_object *tm = opt(&k, r, mp, "tune_mode", T_STR, true);
+            if (tm && !one_of(json_object_get_string(tm), tune_modes))
+                bad(&k, mp, "tune_mode", "not off, cached, full or frozen");
+            json_object *tc = opt(&k, r, mp, "tune_cache", T_STR, true);
+            if (tc && !one_of(json_object_get_string(tc), tune_caches))
+                bad(&k, mp, "tune_cache", "not off, hit, miss, partial or frozen-miss");
+            static const char *const tints[] = {"tune_hits", "tune_measured",
+                                                "tune_frozen_misses", NULL};
+            for (size_t f = 0; tints[f]; f++)
+                opt(&k, r, mp, tints[f], T_INT, false);
+            opt(&k, r, mp, "tune_s", T_NUM, true);
+            json_object *dm = opt(&k, r, mp, "device_memory", T_ARR, false);
+            if (dm)
+                check_device_memory(&k, dm, n_dev);
+            json_object *ks = opt(&k, r, mp, "kernels", T_ARR, false);
+            for (size_t j = 0; ks && j < json_object_array_length(ks); j++) {
+                json_object *kn = json_object_array_get_idx(ks, j);
+                static const char *const kstrs[] = {"op", "device", "kernel", NULL};
+                static const char *const kints[] = {"nodes", "hits", "measured", NULL};
+                check_fields(&k, kn, "model_results[].kernels[]", kstrs, T_STR);
+                check_fields(&k, kn, "model_results[].kernels[]", kints, T_INT);
+            }
         }
     }
     json_object *results = need(&k, root, p, "results", T_ARR, false);
@@ -1256,6 +1330,99 @@ static double expected_weight_bytes(const char *path)
     return total;
 }
 
+/* Bytes of an f32 KV cache of n_ctx rows: K and V of every layer, n_kv_heads x head_dim wide. */
+static double expected_kv_bytes(const char *path, uint32_t n_ctx)
+{
+    bsti_gguf *g = NULL;
+    if (bsti_gguf_open(path, NULL, &g) != BST_OK)
+        return NAN;
+    uint32_t layers = 0, embd = 0, heads = 0, kv_heads = 0;
+    bool ok = bsti_gguf_get_u32(g, "llama.block_count", &layers) == BST_OK &&
+              bsti_gguf_get_u32(g, "llama.embedding_length", &embd) == BST_OK &&
+              bsti_gguf_get_u32(g, "llama.attention.head_count", &heads) == BST_OK &&
+              bsti_gguf_get_u32(g, "llama.attention.head_count_kv", &kv_heads) == BST_OK &&
+              heads > 0;
+    bsti_gguf_close(g);
+    return ok ? 2.0 * layers * n_ctx * (double)kv_heads * (embd / heads) * 4.0 : NAN;
+}
+
+/* The fields added within /1 to a model row, for a run with --tune `mode` on one backend. */
+static void check_model_additions(json_object *root, json_object *r, const char *mode,
+                                  const char *backend)
+{
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(jget(root, "settings"), "tune_mode")),
+                           mode);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "engine")), "bastion");
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "tune_mode")), mode);
+    const char *cache = json_object_get_string(jget(r, "tune_cache"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+    double hits = jnum(r, "tune_hits"), measured = jnum(r, "tune_measured");
+    double frozen = jnum(r, "tune_frozen_misses"), tune_s = jnum(r, "tune_s");
+    /* The one-word summary follows from the counts (bench/SCHEMA.md). */
+    if (strcmp(mode, "off") == 0) {
+        CU_ASSERT_STRING_EQUAL(cache, "off");
+        CU_ASSERT_TRUE(hits == 0 && measured == 0 && frozen == 0 && tune_s == 0);
+    } else if (frozen > 0) {
+        CU_ASSERT_STRING_EQUAL(cache, "frozen-miss");
+    } else if (measured > 0) {
+        CU_ASSERT_STRING_EQUAL(cache, hits > 0 ? "partial" : "miss");
+    } else {
+        CU_ASSERT_STRING_EQUAL(cache, "hit");
+    }
+    if (strcmp(mode, "frozen") == 0)
+        CU_ASSERT_EQUAL(measured, 0); /* frozen never measures */
+    /* Measuring is part of creating the session. */
+    CU_ASSERT_TRUE(tune_s >= 0 && tune_s <= jnum(r, "session_s") + 1e-3);
+    json_object *mem = jget(r, "device_memory");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mem);
+    CU_ASSERT_TRUE_FATAL(json_object_array_length(mem) >= 1);
+    json_object *devices = jget(root, "devices");
+    double state = 0, weights = 0;
+    for (size_t i = 0; i < json_object_array_length(mem); i++) {
+        json_object *m = json_object_array_get_idx(mem, i);
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(m, "backend")), backend);
+        int64_t d = (int64_t)jnum(m, "device");
+        CU_ASSERT_TRUE_FATAL(d >= 0 && (size_t)d < json_object_array_length(devices));
+        json_object *dev = json_object_array_get_idx(devices, (size_t)d);
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(dev, "backend")), backend);
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(dev, "name")),
+                               json_object_get_string(jget(m, "device_name")));
+        CU_ASSERT_TRUE(jnum(m, "total_bytes") > 0);
+        state += jnum(m, "state_bytes");
+        weights += jnum(m, "weight_bytes");
+    }
+    /* The kernel summary: every entry on this backend. */
+    json_object *ks = jget(r, "kernels");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ks);
+    CU_ASSERT_TRUE(json_object_array_length(ks) >= 1);
+    double khits = 0, kmeasured = 0;
+    bool has_matmul = false;
+    for (size_t i = 0; i < json_object_array_length(ks); i++) {
+        json_object *kn = json_object_array_get_idx(ks, i);
+        const char *dev = json_object_get_string(jget(kn, "device"));
+        CU_ASSERT_TRUE(strncmp(dev, backend, strlen(backend)) == 0 && dev[strlen(backend)] == '/');
+        CU_ASSERT_TRUE(jnum(kn, "nodes") >= 1);
+        CU_ASSERT_TRUE(jnum(kn, "hits") + jnum(kn, "measured") <= jnum(kn, "nodes"));
+        khits += jnum(kn, "hits");
+        kmeasured += jnum(kn, "measured");
+        has_matmul |= strcmp(json_object_get_string(jget(kn, "op")), "matmul") == 0;
+    }
+    CU_ASSERT_TRUE(has_matmul);
+    /* The row's counts also cover the alternative plans the whole-graph check built and threw
+     * away; the summary covers the program that ran. */
+    CU_ASSERT_TRUE(khits <= hits);
+    CU_ASSERT_TRUE(kmeasured <= measured);
+    /* The KV cache is the only state: f32, n_ctx = the longer test + 1 rows; twice when tuning
+     * split a prompt body (with its own copy of the cache) from the decode body. */
+    const char *model = getenv("BASTION_MODEL");
+    uint32_t longest = (uint32_t)fmax(jnum(r, "n_prompt"), jnum(r, "n_gen"));
+    double kv = expected_kv_bytes(model, longest + 1);
+    if (strcmp(mode, "off") == 0)
+        CU_ASSERT_TRUE(near(state, kv, 1e-12));
+    CU_ASSERT_TRUE(near(state, kv, 1e-12) || near(state, 2 * kv, 1e-12));
+    CU_ASSERT_TRUE(weights > 0);
+}
+
 static void expected_hash(const char *path, char *out, size_t size)
 {
     snprintf(out, size, "?");
@@ -1330,6 +1497,7 @@ static void test_model_bench(void)
                         1e-9));
     CU_ASSERT_TRUE(jnum(r, "peak_rss_bytes") > 0);
     CU_ASSERT_TRUE(jnum(r, "session_s") >= 0 && jnum(r, "load_s") >= 0);
+    check_model_additions(root, r, "off", "cpu");
     json_object_put(root);
 
     /* The reader takes it back, and its Markdown has the model row. */
@@ -1346,6 +1514,23 @@ static void test_model_bench(void)
     fclose(out);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| cpu | "));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp8 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| off | cpu "));
+    CU_ASSERT_EQUAL(d.model_results[0].n_memory, 1);
+    CU_ASSERT_STRING_EQUAL(d.model_results[0].tune_cache, "off");
+    CU_ASSERT_STRING_EQUAL(d.tune_mode, "off");
+    free(buf);
+    /* CSV of a model document: its rows, with the device memory summed. */
+    buf = NULL;
+    out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_report(&d, BENCH_FORMAT_CSV, out, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_TRUE(strncmp(buf, "engine,backends,status,", 23) == 0);
+    char mem_col[48];
+    snprintf(mem_col, sizeof mem_col, ",%llu\n",
+             (unsigned long long)d.model_results[0].memory[0].total_bytes);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nbastion,cpu,ok,,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, mem_col));
     free(buf);
     bench_doc_free(&d);
 
@@ -1353,6 +1538,138 @@ static void test_model_bench(void)
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-p", "0", "-n", "0"), 2);
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", "/nonexistent.gguf", "-p", "1", "-n", "1"),
                     1);
+}
+
+/* --- bst_program_memory / bst_session_memory (what bench model's device_memory reports) ----- */
+
+/* z = silu(x . w^T + b): x f32[2,3] input, w f32[4,3] weight, b f32[4] constant, z output; the
+ * matmul and the add are scratch values in the arena. */
+static void test_memory_api(void)
+{
+    static const float w[4][3] = {{1, 2, 3}, {4, 5, 6}, {7, 8, 9}, {1, 0, 1}};
+    static const float bias[4] = {1, 2, 3, 4};
+    bst_graph *g = NULL;
+    CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
+    int64_t xs[2] = {2, 3}, ws[2] = {4, 3}, bs[1] = {4};
+    bst_value vx, vw, vb, mm, y, z;
+    CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, xs, NULL, &vx) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_add_weight(g, "w", BST_DTYPE_F32, 2, ws, w, sizeof w, &vw) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_add_const(g, BST_DTYPE_F32, 1, bs, bias, sizeof bias, &vb) == BST_OK);
+    bst_value in[2] = {vx, vw};
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &mm) == BST_OK);
+    in[0] = mm;
+    in[1] = vb;
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_ADD, in, 2, NULL, 0, &y) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SILU, &y, 1, NULL, 0, &z) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_mark_output(g, z, "z") == BST_OK);
+    /* cpu first: everything lands there; a second backend's device, when there is one, holds
+     * nothing. */
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = 1, .backends = "cpu,opencl"};
+    bst_context *ctx = NULL;
+    CU_ASSERT_FATAL(bst_context_create(&o, &ctx) == BST_OK);
+    CU_ASSERT_FATAL(bst_context_device_count(ctx) >= 1);
+    bst_program *prog = NULL;
+    CU_ASSERT_FATAL(bst_program_create(ctx, g, &prog) == BST_OK);
+    bst_graph_destroy(g);
+
+    bst_memory_usage u;
+    memset(&u, 0, sizeof u);
+    u.struct_size = sizeof u;
+    CU_ASSERT_EQUAL_FATAL(bst_program_memory(prog, 0, &u), BST_OK);
+    CU_ASSERT_EQUAL(u.struct_size, sizeof u);
+    CU_ASSERT_EQUAL(u.io_bytes, 2 * 3 * 4 + 2 * 4 * 4); /* x and z */
+    CU_ASSERT_EQUAL(u.state_bytes, 0);
+    CU_ASSERT_TRUE(u.weight_bytes > 0);                  /* w and b, as the backend holds them */
+    CU_ASSERT_TRUE(u.arena_bytes >= 2 * 4 * 4);          /* at least one [2,4] scratch value */
+    CU_ASSERT_EQUAL(u.total_bytes, u.arena_bytes + u.weight_bytes + u.state_bytes + u.io_bytes);
+    for (uint32_t d = 1; d < bst_context_device_count(ctx); d++) {
+        bst_memory_usage other = {.struct_size = sizeof other};
+        CU_ASSERT_EQUAL(bst_program_memory(prog, d, &other), BST_OK);
+        CU_ASSERT_EQUAL(other.total_bytes, 0);
+    }
+
+    /* Errors name the problem and write nothing. */
+    uint32_t n_dev = bst_context_device_count(ctx);
+    bst_memory_usage e = {.struct_size = sizeof e, .arena_bytes = 7};
+    CU_ASSERT_EQUAL(bst_program_memory(prog, n_dev, &e), BST_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), "out of range"));
+    CU_ASSERT_EQUAL(e.arena_bytes, 7);
+    e.struct_size = 8;
+    CU_ASSERT_EQUAL(bst_program_memory(prog, 0, &e), BST_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), "struct_size"));
+    CU_ASSERT_EQUAL(e.arena_bytes, 7);
+    CU_ASSERT_EQUAL(bst_program_memory(NULL, 0, &u), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(bst_program_memory(prog, 0, NULL), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(bst_session_memory(NULL, 0, &u), BST_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), "bst_session_memory"));
+    bst_program_destroy(prog);
+    bst_context_destroy(ctx);
+}
+
+/* Runs bench model --quick with --tune `mode` against the tuning database in `cache_dir`; the
+ * row's JSON object (to json_object_put *out_root), or NULL. */
+static json_object *tuned_row(const char *model, const char *mode, json_object **out_root)
+{
+    char json_buf[256], name[64];
+    snprintf(name, sizeof name, "tune-%s.json", mode);
+    const char *json_path = tmp_path(name, json_buf, sizeof json_buf);
+    *out_root = NULL;
+    int rc = RUN(NULL, "bench", "model", "-m", model, "--quick", "-p", "4", "-n", "2", "-r", "1",
+                 "--backend", "cpu", "--tune", mode, "--json", json_path);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc != 0)
+        return NULL;
+    json_object *root = json_object_from_file(json_path);
+    CU_ASSERT_PTR_NOT_NULL(root);
+    if (!root)
+        return NULL;
+    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_TRUE(json_object_get_boolean(jget(jget(root, "settings"), "quick")));
+    *out_root = root;
+    return json_object_array_get_idx(jget(root, "model_results"), 0);
+}
+
+/* --tune: frozen on an empty database misses and measures nothing; cached then measures; a
+ * second cached run finds every row (hit). Each row's counts agree with its summary word. */
+static void test_model_tune(void)
+{
+    const char *model = getenv("BASTION_MODEL");
+    struct stat sb;
+    if (!model || !*model || stat(model, &sb) != 0) {
+        fprintf(stderr, "\n  BASTION_MODEL is not set or missing: bench model --tune not exercised\n");
+        return;
+    }
+    char dir_buf[256];
+    const char *dir = tmp_path("tune-cache", dir_buf, sizeof dir_buf);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    /* The spawned command inherits it: its own database, not the suite's or the user's. */
+    char *saved = getenv("BASTION_CACHE_DIR") ? strdup(getenv("BASTION_CACHE_DIR")) : NULL;
+    CU_ASSERT_EQUAL_FATAL(setenv("BASTION_CACHE_DIR", dir, 1), 0);
+
+    json_object *root = NULL, *r = tuned_row(model, "frozen", &root);
+    if (r) {
+        check_model_additions(root, r, "frozen", "cpu");
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "tune_cache")), "frozen-miss");
+    }
+    json_object_put(root);
+    r = tuned_row(model, "cached", &root);
+    if (r) {
+        check_model_additions(root, r, "cached", "cpu");
+        CU_ASSERT_TRUE(jnum(r, "tune_measured") > 0);
+    }
+    json_object_put(root);
+    r = tuned_row(model, "cached", &root);
+    if (r) {
+        check_model_additions(root, r, "cached", "cpu");
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "tune_cache")), "hit");
+        CU_ASSERT_TRUE(jnum(r, "tune_hits") > 0);
+    }
+    json_object_put(root);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "--tune", "sometimes"), 2);
+
+    int restored = saved ? setenv("BASTION_CACHE_DIR", saved, 1) : unsetenv("BASTION_CACHE_DIR");
+    CU_ASSERT_EQUAL(restored, 0);
+    free(saved);
 }
 
 static void cleanup(void)
@@ -1388,6 +1705,8 @@ int main(void)
         {"compare_model", test_compare_model},
         {"cli_report_compare", test_cli_report_compare},
         {"model_bench", test_model_bench},
+        {"model_tune", test_model_tune},
+        {"memory_api", test_memory_api},
         {"cleanup", cleanup},
         {NULL, NULL},
     };

@@ -395,8 +395,57 @@ static bool offers(const bst_kernel_variant *v, uint32_t n, const char *name)
     return false;
 }
 
+/* The ISA the plugin detects (its debug line on device open) agrees with /proc/cpuinfo for the
+ * extensions kernels are chosen by, including AVX-512 BF16, AVX-VNNI and AMX (the OS enabling
+ * the state is the plugin's extra condition, so a flag the plugin reports must be in cpuinfo). */
+static char isa_line[512];
+static void capture_isa(void *user, bst_log_level level, const char *message)
+{
+    (void)user;
+    (void)level;
+    const char *p = strstr(message, "(ISA: ");
+    if (p)
+        snprintf(isa_line, sizeof isa_line, " %s ", p + 6);
+}
+
+static bool isa_has(const char *name)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, " %s ", name);
+    return strstr(isa_line, pat) != NULL;
+}
+
+static void test_isa_detection(void)
+{
+    NEED_PLUGIN();
+    isa_line[0] = '\0';
+    bst_set_log_callback(capture_isa, NULL, BST_LOG_DEBUG);
+    void *d2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.device_open(api.ctx, 0, &d2), BST_OK);
+    bst_set_log_callback(NULL, NULL, BST_LOG_WARN);
+    api.device_close(d2);
+    char *paren = strchr(isa_line, ';');
+    if (!paren)
+        paren = strchr(isa_line, ')');
+    CU_ASSERT_PTR_NOT_NULL_FATAL(paren);
+    *paren = ' ';
+    paren[1] = '\0';
+    static const char *const bf16[] = {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"};
+    static const char *const avxvnni[] = {"avx2", "fma", "f16c", "avx_vnni"};
+    static const char *const amx[] = {"amx_tile", "amx_int8"};
+    static const char *const avx512[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw",
+                                         "avx512vl"};
+    /* cpuinfo lists what both the CPU and the kernel support, as the plugin's checks do. */
+    CU_ASSERT_EQUAL(isa_has("avx512"), cpuinfo_has(avx512, 6));
+    CU_ASSERT_EQUAL(isa_has("avx512bf16"), cpuinfo_has(bf16, 4));
+    CU_ASSERT_EQUAL(isa_has("avxvnni"), cpuinfo_has(avxvnni, 4));
+    if (isa_has("amx"))
+        CU_ASSERT_TRUE(cpuinfo_has(amx, 2));
+}
+
 /* Quantized matmuls get the fast variants this machine can run (checked against /proc/cpuinfo,
- * independently of the plugin's cpuid code), best first, "ref" last; other weights only "ref";
+ * independently of the plugin's cpuid code), best first, "ref" last: per ISA a packed "gemm_*"
+ * variant and a "q8x2dot_*" one; float weights get the gemm variants; other weights only "ref";
  * BASTION_CPU_KERNELS=ref restricts a device opened under it to "ref". */
 static void test_kernel_variants(void)
 {
@@ -406,29 +455,107 @@ static void test_kernel_variants(void)
     static const char *const vnni[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
                                        "avx512_vnni"};
     const bool has_avx2 = cpuinfo_has(avx2, 3), has_vnni = cpuinfo_has(vnni, 7);
+    const uint32_t per_kind = 1u + has_avx2 + has_vnni; /* gemm (or q8x2dot) variants */
     static const bst_dtype quant[] = {BST_DTYPE_Q4_0, BST_DTYPE_Q4_1, BST_DTYPE_Q8_0};
     for (size_t q = 0; q < 3; q++) {
         uint32_t n = matmul_variants(dev, quant[q], v, 8);
-        CU_ASSERT_EQUAL_FATAL(n, 2u + has_avx2 + has_vnni);
+        CU_ASSERT_EQUAL_FATAL(n, 2 * per_kind + 1);
         CU_ASSERT_STRING_EQUAL(v[n - 1].name, "ref");
         CU_ASSERT_STRING_EQUAL(v[n - 2].name, "q8x2dot_scalar");
+        CU_ASSERT_STRING_EQUAL(v[n - 3].name, "gemm_scalar");
         CU_ASSERT_EQUAL(offers(v, n, "q8x2dot_avx2"), has_avx2);
+        CU_ASSERT_EQUAL(offers(v, n, "gemm_avx2"), has_avx2);
         CU_ASSERT_EQUAL(offers(v, n, "q8x2dot_avx512vnni"), has_vnni);
+        CU_ASSERT_EQUAL(offers(v, n, "gemm_avx512"), has_vnni);
         if (has_vnni)
-            CU_ASSERT_STRING_EQUAL(v[0].name, "q8x2dot_avx512vnni");
+            CU_ASSERT_STRING_EQUAL(v[0].name, "gemm_avx512");
         for (uint32_t i = 0; i + 1 < n; i++)
             CU_ASSERT_NOT_EQUAL(v[i].source_hash, v[i + 1].source_hash);
     }
+    /* bf16 weights also get the vdpbf16ps variant where the CPU has AVX-512 BF16. */
+    static const char *const bf16[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                                       "avx512_bf16"};
+    const bool has_bf16 = cpuinfo_has(bf16, 7);
+    static const bst_dtype plain[] = {BST_DTYPE_F32, BST_DTYPE_F16, BST_DTYPE_BF16};
+    for (size_t p = 0; p < 3; p++) {
+        const bool is_bf16 = plain[p] == BST_DTYPE_BF16;
+        uint32_t n = matmul_variants(dev, plain[p], v, 8);
+        CU_ASSERT_EQUAL_FATAL(n, per_kind + 1 + (is_bf16 && has_bf16));
+        CU_ASSERT_STRING_EQUAL(v[n - 2].name, "gemm_scalar");
+        CU_ASSERT_FALSE(offers(v, n, "q8x2dot_scalar"));
+        CU_ASSERT_EQUAL(offers(v, n, "gemm_bf16dot_avx512"), is_bf16 && has_bf16);
+    }
     CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_Q5_0, v, 8), 1);
-    CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_F32, v, 8), 1);
     /* A capacity smaller than the list: the count is still the whole list. */
-    CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_Q4_1, v, 1), 2u + has_avx2 + has_vnni);
+    CU_ASSERT_EQUAL(matmul_variants(dev, BST_DTYPE_Q4_1, v, 1), 2 * per_kind + 1);
 
     CU_ASSERT_EQUAL_FATAL(setenv("BASTION_CPU_KERNELS", "ref", 1), 0);
     void *ref_dev = NULL;
     CU_ASSERT_EQUAL_FATAL(api.device_open(api.ctx, 0, &ref_dev), BST_OK);
     unsetenv("BASTION_CPU_KERNELS");
     CU_ASSERT_EQUAL(matmul_variants(ref_dev, BST_DTYPE_Q4_1, v, 8), 1);
+    CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
+    api.device_close(ref_dev);
+}
+
+/* Primitive-op fast variants (cpu_fast_prims.c): offered before "ref" where they apply, never
+ * with BASTION_CPU_KERNELS=ref, and a variant index past the list is refused at compile. */
+static uint32_t rope_variants(void *device, int64_t D, bst_kernel_variant *v, uint32_t cap)
+{
+    int64_t sx[3] = {4, 2, D}, sp[1] = {4};
+    bst_tensor_desc tx = mk(BST_DTYPE_F32, 3, sx), tp = mk(BST_DTYPE_I32, 1, sp),
+                    to = mk(BST_DTYPE_F32, 3, sx);
+    bst_attr a0 = attr_i(BST_ATTR_ROPE_MODE, 0), a1 = attr_f(BST_ATTR_ROPE_THETA, 10000.0),
+             a2 = attr_i(BST_ATTR_ROPE_DIMS, D);
+    const bst_attr *ats[3] = {&a0, &a1, &a2};
+    const bst_tensor_desc *ins[2] = {&tx, &tp};
+    bst_node_desc nd = {.struct_size = sizeof nd, .op = BST_OP_ROPE, .n_inputs = 2,
+                        .n_attrs = 3, .inputs = ins, .output = &to, .attrs = ats};
+    memset(v, 0, sizeof *v * cap);
+    for (uint32_t i = 0; i < cap; i++)
+        v[i].struct_size = sizeof v[i];
+    uint32_t n = 0;
+    CU_ASSERT_EQUAL(api.query(device, &nd, v, sizeof *v, cap, &n), BST_OK);
+    return n;
+}
+
+static void test_prim_variants(void)
+{
+    NEED_PLUGIN();
+    bst_kernel_variant v[4];
+    CU_ASSERT_EQUAL_FATAL(rope_variants(dev, 64, v, 4), 2);
+    CU_ASSERT_STRING_EQUAL(v[0].name, "rope_cached");
+    CU_ASSERT_STRING_EQUAL(v[1].name, "ref");
+    CU_ASSERT_NOT_EQUAL(v[0].source_hash, v[1].source_hash);
+    /* More rotated pairs than rope_cached keeps on its stack: the reference only. */
+    CU_ASSERT_EQUAL(rope_variants(dev, 1024, v, 4), 1);
+    CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
+
+    int64_t sx[3] = {2, 1, 6}, sp[1] = {2};
+    one_node n = {.op = BST_OP_ROPE, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 3, sx), mk(BST_DTYPE_I32, 1, sp)},
+                  .out = mk(BST_DTYPE_F32, 3, sx), .n_attrs = 3,
+                  .attrs = {attr_i(BST_ATTR_ROPE_MODE, 0), attr_f(BST_ATTR_ROPE_THETA, 10000.0),
+                            attr_i(BST_ATTR_ROPE_DIMS, 4)}};
+    const bst_tensor_desc *ins[2] = {&n.in[0], &n.in[1]};
+    const bst_attr *ats[3] = {&n.attrs[0], &n.attrs[1], &n.attrs[2]};
+    n.in[1].binding = 1;
+    n.out.binding = 2;
+    bst_node_desc nd = {.struct_size = sizeof nd, .op = BST_OP_ROPE, .n_inputs = 2,
+                        .n_attrs = 3, .inputs = ins, .output = &n.out, .attrs = ats,
+                        .variant = 2};
+    const bst_node_desc *nodes[1] = {&nd};
+    bst_partition_desc p = {.struct_size = sizeof p, .n_nodes = 1, .nodes = nodes,
+                            .n_bindings = 3};
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(api.compile(dev, &p, &exe), BST_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(exe);
+
+    CU_ASSERT_EQUAL_FATAL(setenv("BASTION_CPU_KERNELS", "ref", 1), 0);
+    void *ref_dev = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.device_open(api.ctx, 0, &ref_dev), BST_OK);
+    unsetenv("BASTION_CPU_KERNELS");
+    CU_ASSERT_EQUAL(rope_variants(ref_dev, 64, v, 4), 1);
     CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
     api.device_close(ref_dev);
 }
@@ -844,10 +971,15 @@ static void test_views_and_compile_errors(void)
     CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_OK);
     api.executable_free(dev, exe);
 
-    one_node u = {.op = BST_OP_ATTENTION, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)},
+    /* A source op is never the backend's to run; attention (run fused) with one input is
+     * malformed. */
+    one_node u = {.op = BST_OP_CONST, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)},
                   .out = mk(BST_DTYPE_F32, 2, s)};
     exe = NULL;
     CU_ASSERT_EQUAL(compile_one(&u, &exe), BST_ERR_UNSUPPORTED);
+    CU_ASSERT_PTR_NULL(exe);
+    u.op = BST_OP_ATTENTION;
+    CU_ASSERT_EQUAL(compile_one(&u, &exe), BST_ERR_INVALID_ARG);
     CU_ASSERT_PTR_NULL(exe);
     u.op = (bst_op)4242;
     CU_ASSERT_EQUAL(compile_one(&u, &exe), BST_ERR_UNSUPPORTED);
@@ -966,6 +1098,8 @@ int main(void)
         {"buffers", test_buffers},
         {"query", test_query},
         {"kernel variants", test_kernel_variants},
+        {"isa detection", test_isa_detection},
+        {"primitive variants", test_prim_variants},
         {"add/mul broadcast", test_add_mul_broadcast},
         {"scale/silu/gelu", test_unary},
         {"matmul", test_matmul},

@@ -26,7 +26,8 @@
  *
  * Environment: BASTION_MODEL (model path; default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf
  * derived from BASTION_FIXTURES), BASTION_TEST_BACKENDS ("cpu,opencl:f16,vulkan:kv16": backend
- * names, each optionally with its precision class; see backend_class below),
+ * names, each optionally with its precision class; see backend_class below; "a+b" tests backend
+ * a with b loaded after it for the ops a does not run, e.g. "npu-sim+cpu:f16"),
  * BASTION_CPU_KERNELS (the CPU plugin's kernel set; this suite defaults it to "ref", since exact
  * greedy equality is required of the reference kernels; with "all" the CPU backend runs its fast
  * variants, which are not bit-identical to the reference, and the greedy cases are skipped; the
@@ -523,10 +524,18 @@ static bool open_model(const char *backend, bst_context **out_ctx, bst_model **o
     *out_model = NULL;
     if (!model_present())
         return false;
+    /* "npu-sim+cpu": the backend under test, then fallbacks for the ops it does not run. */
+    char list[128], name[64];
+    snprintf(list, sizeof list, "%s", backend);
+    for (char *c = list; *c; c++)
+        if (*c == '+')
+            *c = ',';
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(backend, "+"), backend);
+    backend = name;
     bst_context_options o;
     memset(&o, 0, sizeof o);
     o.struct_size = sizeof o;
-    o.backends = backend;
+    o.backends = list;
     bst_context *ctx = NULL;
     if (bst_context_create(&o, &ctx) != BST_OK) {
         fprintf(stderr, "\ncontext for backend %s: %s\n", backend, bst_last_error());

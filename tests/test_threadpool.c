@@ -258,6 +258,35 @@ static void test_idle_pool_sleeps(void)
     bsti_pool_set_threads(0);
 }
 
+/* The decode pattern: thousands of tiny jobs back to back (workers spinning between them), then
+ * the process goes idle between requests. The workers' spin must end and they must sleep:
+ * measured as the CPU time the whole process uses over 200 ms while this thread sleeps (this
+ * thread's own CPU time is subtracted). A behavioural check, not a timing target: a pool that
+ * busy-waits while idle uses ~0.2 s per worker here. */
+static double thread_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void test_idle_after_burst_sleeps(void)
+{
+    bsti_pool_set_threads(2);
+    for (int i = 0; i < 3000; i++)
+        CU_ASSERT_TRUE_FATAL(run_coverage(8, 1));
+    double before = cpu_seconds() - thread_cpu_seconds();
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
+    double used = cpu_seconds() - thread_cpu_seconds() - before;
+    CU_ASSERT_TRUE(used < 0.02);
+    if (used >= 0.02)
+        fprintf(stderr, "\n  idle pool workers used %.3f s of CPU in 0.2 s\n", used);
+    /* And the sleeping workers wake up for the next job and share it. */
+    CU_ASSERT_TRUE(run_coverage(100000, 10));
+    bsti_pool_set_threads(0);
+}
+
 static void test_thread_count_setting(void)
 {
     bsti_pool_set_threads(5);
@@ -310,6 +339,7 @@ int main(void)
         {"back_to_back_small_jobs", test_back_to_back_small_jobs},
         {"concurrent_callers", test_concurrent_callers},
         {"idle_pool_sleeps", test_idle_pool_sleeps},
+        {"idle_after_burst_sleeps", test_idle_after_burst_sleeps},
         {"thread_count_setting", test_thread_count_setting},
         {"pool_after_fork", test_pool_after_fork},
         {NULL, NULL},

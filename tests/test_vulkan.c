@@ -14,6 +14,7 @@
  * Without a Vulkan device (or without the backend: BASTION_VULKAN_BUILT undefined) the tests
  * say so and pass; with the backend built, a plugin that does not load is a failure.
  */
+#include "backend_ops_devices.h"
 #include "backend_ops_harness.h"
 #include "graph/quant.h"
 #include "oracle.h"
@@ -1153,6 +1154,7 @@ int main(void)
     setenv("BASTION_BACKENDS", "cpu,vulkan", 1); /* the harness' context in test_validation */
     setenv("BASTION_VULKAN_FUSED", "1", 1);      /* attention is offered on CPU-type devices */
     bst_set_log_callback(on_log, NULL, BST_LOG_DEBUG);
+    bo_use_context_devices();
     static const bst_test_case cases[] = {
         {"devices", test_devices},
         {"rerun with other buffers and extents", test_rerun},

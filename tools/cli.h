@@ -45,6 +45,8 @@ int cli_cmd_explain(int argc, char **argv);
 void cli_usage_explain(FILE *out);
 int cli_cmd_tune(int argc, char **argv);
 void cli_usage_tune(FILE *out);
+int cli_cmd_conformance(int argc, char **argv);
+void cli_usage_conformance(FILE *out);
 
 /* "bastion <cmd>: message" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) BST_PRINTF(2, 3);

@@ -12,6 +12,7 @@
  */
 #include "bench.h"
 #include "cli.h"
+#include "cli_model.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -75,6 +76,14 @@ void cli_usage_bench(FILE *out)
             "  --profile-level L   nodes (default: each node compiled and run alone, timed)\n"
             "                      or partitions (what normally runs, timed per partition)\n"
             "  --profile-top N     rows of the summary (default 10)\n"
+            "  --tune MODE         kernel selection: off (default: static priority), cached\n"
+            "                      (database rows, measuring misses), full (measure all\n"
+            "                      again) or frozen (rows only); each row records the mode,\n"
+            "                      whether the database answered (hit/miss), and the seconds\n"
+            "                      spent measuring (part of the compile time)\n"
+            "  --no-cache          tune in memory only: nothing read from or written to disk\n"
+            "  --quick             -p 16 -n 8 -r 2 and a short bandwidth measurement (seconds;\n"
+            "                      what tests run); explicit -p/-n/-r win\n"
             "\n"
             "Options of bench report:\n"
             "  --format F          md (default), csv or svg (a bar chart per backend and op)\n"
@@ -350,9 +359,12 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
         {"json", required_argument, NULL, 'j'},     {"plugin-path", required_argument, NULL, 'P'},
         {"profile", required_argument, NULL, 'F'},  {"profile-level", required_argument, NULL, 'L'},
         {"profile-top", required_argument, NULL, 'T'},
+        {"tune", required_argument, NULL, 'U'},     {"no-cache", no_argument, NULL, 'N'},
+        {"quick", no_argument, NULL, 'q'},
         {NULL, 0, NULL, 0},
     };
     const char *profile_path = NULL;
+    bool quick = false, p_set = false, n_set = false, r_set = false;
     uint32_t profile_top = 10;
     bench_model_options mo;
     memset(&mo, 0, sizeof mo);
@@ -376,15 +388,30 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
             if (!cli_parse_u64(optarg, &v) || v > 65536)
                 return cli_usage_error(CMD, "-%c: '%s' is not a token count in 0..65536", c,
                                        optarg);
-            if (c == 'p')
+            if (c == 'p') {
                 mo.n_prompt = (uint32_t)v;
-            else
+                p_set = true;
+            } else {
                 mo.n_gen = (uint32_t)v;
+                n_set = true;
+            }
             break;
         case 'r':
             if (!cli_parse_u64(optarg, &v) || v == 0 || v > 1000)
                 return cli_usage_error(CMD, "-r: '%s' is not a count in 1..1000", optarg);
             mo.reps = (uint32_t)v;
+            r_set = true;
+            break;
+        case 'U':
+            if (!cli_parse_tune(optarg, &mo.tune_mode))
+                return cli_usage_error(CMD, "--tune is off, cached, full or frozen, not '%s'",
+                                       optarg);
+            break;
+        case 'N':
+            mo.no_cache = true;
+            break;
+        case 'q':
+            quick = true;
             break;
         case 'b':
             if (mo.n_backend_sets == MAX_SETS)
@@ -424,6 +451,13 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
         return cli_usage_error(CMD, "bench model takes no operand ('%s')", argv[optind]);
     if (!mo.path)
         return cli_usage_error(CMD, "bench model needs -m MODEL.gguf");
+    if (quick) {
+        /* Seconds, not minutes: short tests, two warm repetitions; explicit values win. */
+        mo.n_prompt = p_set ? mo.n_prompt : 16;
+        mo.n_gen = n_set ? mo.n_gen : 8;
+        mo.reps = r_set ? mo.reps : 2;
+        mo.quick_bandwidth = true;
+    }
     if (mo.n_prompt == 0 && mo.n_gen == 0)
         return cli_usage_error(CMD, "-p 0 and -n 0 leave nothing to measure");
     mo.backend_sets = sets;
@@ -439,6 +473,9 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     doc.threads = mo.threads;
     doc.budget.min_reps = doc.budget.max_reps = mo.reps;
     doc.budget.max_warmup = 1;
+    doc.quick = quick;
+    snprintf(doc.tune_mode, sizeof doc.tune_mode, "%s", bench_tune_mode_name(mo.tune_mode));
+    doc.tune_no_cache = mo.no_cache;
     bench_machine_probe(&doc.machine);
     bench_error e;
     memset(&e, 0, sizeof e);
@@ -457,6 +494,8 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     }
     st = bench_doc_add_context(&doc, ctx, &e);
     bst_context_destroy(ctx);
+    mo.devices = doc.devices;
+    mo.n_devices = doc.n_devices;
     if (st == BST_OK && profile_path)
         st = bench_profile_create(&mo.profile, &e);
     if (st == BST_OK)

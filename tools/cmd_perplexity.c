@@ -48,6 +48,9 @@ void cli_usage_perplexity(FILE *out)
             "      --kl-base FILE      compare with a saved baseline: mean KL divergence\n"
             "                          KL(base || this) and top-1 agreement\n"
             "      --kv-type T         KV cache dtype: f32 (default) or f16 (half the memory)\n"
+            "      --tune MODE         kernel selection: off (default), cached, full or frozen\n"
+            "                          (compare a tuned placement with --kl-base)\n"
+            "      --no-cache          tune in memory only: read and write no database file\n"
             "      --backend LIST      backends to use, comma-separated, in priority order\n"
             "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
             "  -t, --threads N         CPU threads (default: all)\n"
@@ -450,6 +453,8 @@ int cli_cmd_perplexity(int argc, char **argv)
         {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
         {"no-mmap", no_argument, NULL, CLI_OPT_NO_MMAP},
+        {"tune", required_argument, NULL, CLI_OPT_TUNE},
+        {"no-cache", no_argument, NULL, CLI_OPT_NO_CACHE},
         {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };

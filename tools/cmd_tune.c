@@ -5,6 +5,10 @@
  * --batch-size, default 512) — in cached mode (rows already there are kept) or full mode
  * (--full: measured again).
  *
+ * Each graph's programs also get the whole-graph check (runtime/tune_plan.c): the candidate plans
+ * are run end to end and the kept plan is stored, so later runs only rebuild it; its line of
+ * `bastion explain` is printed per program.
+ *
  * The budget is checked between graphs: a graph whose measurement has started is finished, so
  * the run may exceed --budget by the time of one graph (a few seconds on two cores for the
  * default model).
@@ -131,6 +135,18 @@ int cli_cmd_tune(int argc, char **argv)
             break;
         }
         printf("tuned %s (batch %u) in %.2f s\n", names[i], batches[i], (cli_now_ms() - g0) / 1e3);
+        /* The whole-graph plan each program kept, from the session's explanation. */
+        char *text = NULL;
+        if (bst_session_explain(session, false, &text) == BST_OK && text) {
+            for (const char *line = text; line && *line;) {
+                const char *end = strchr(line, '\n');
+                int len = end ? (int)(end - line) : (int)strlen(line);
+                if (strncmp(line, "## program ", 11) == 0 || strncmp(line, "# whole-graph", 13) == 0)
+                    printf("  %.*s\n", len, line);
+                line = end ? end + 1 : NULL;
+            }
+        }
+        bst_free(text);
         fflush(stdout);
         bst_session_destroy(session);
     }

@@ -22,6 +22,8 @@ static const cli_command commands[] = {
      cli_usage_run_graph},
     {"bench", "benchmark ops per backend and kernel; reports and comparisons from JSON",
      cli_cmd_bench, cli_usage_bench},
+    {"conformance", "run the op conformance suite and ABI checks against one backend plugin",
+     cli_cmd_conformance, cli_usage_conformance},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -35,7 +37,7 @@ static void usage(FILE *out)
             "\n"
             "Commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\n"
             "Run 'bastion <command> --help' for a command's options.\n"

@@ -163,9 +163,10 @@ static bst_status cpu_device_open(void *ctx, uint32_t index, void **out_device)
      * ask for the reference kernels only; every other value keeps all variants. */
     const char *kernels = secure_getenv("BASTION_CPU_KERNELS");
     d->ref_only = kernels && strcmp(kernels, "ref") == 0;
-    if (kernels && !d->ref_only && strcmp(kernels, "all") != 0 && kernels[0])
-        cpu_host->log(BST_LOG_WARN, "cpu: BASTION_CPU_KERNELS=%s is not 'ref' or 'all'; "
-                      "offering all kernels", kernels);
+    d->no_fused = d->ref_only || (kernels && strcmp(kernels, "lowered") == 0);
+    if (kernels && !d->no_fused && strcmp(kernels, "all") != 0 && kernels[0])
+        cpu_host->log(BST_LOG_WARN, "cpu: BASTION_CPU_KERNELS=%s is not 'ref', 'lowered' or "
+                      "'all'; offering all kernels", kernels);
     char isa[96];
     cpu_host->log(BST_LOG_DEBUG, "cpu: opened device \"%s\" (ISA: %s%s)", d->info.name,
                   cpu_isa_string(cpu_isa_mask(), isa, sizeof isa),

@@ -39,6 +39,8 @@ typedef struct cpu_ctx {
 typedef struct cpu_device {
     uint32_t magic;
     bool ref_only; /* BASTION_CPU_KERNELS=ref: offer only the reference kernels */
+    bool no_fused; /* BASTION_CPU_KERNELS=lowered: fast primitives, no fused high-level ops
+                      (cpu_fused.h), so the runtime lowers them: for comparisons */
     bst_device_info info;
 } cpu_device;
 
@@ -63,6 +65,7 @@ typedef struct cpu_node {
     bst_attr attrs[BST_MAX_ATTRS];
     const struct cpu_q8dot_impl *q8dot; /* the chosen variant when it is a q8dot one, else NULL
                                            (the reference kernel) */
+    const struct cpu_fused_impl *fused; /* high-level ops: the chosen fused variant */
 } cpu_node;
 
 typedef struct cpu_executable {

@@ -8,6 +8,7 @@
  * it read or write out of bounds.
  */
 #include "cpu_backend.h"
+#include "cpu_fused.h"
 #include "cpu_q8dot.h"
 #include "cpu_source_hash.h"
 
@@ -45,11 +46,15 @@ static const op_impl impls[BST_OP_COUNT] = {
     [BST_OP_TRANSPOSE] = K("transpose", 1, 1, alias),
     [BST_OP_ARGMAX] = K("argmax", 1, 1, argmax),
     [BST_OP_SET_ROWS] = K("set_rows", 3, 3, set_rows),
+    /* High-level ops: fused variants only (cpu_fused.h), no "ref"; without one they are lowered. */
+    [BST_OP_ATTENTION] = {"attention", 3, 4, cpu_fused_check, cpu_fused_unchosen},
+    [BST_OP_FFN_SWIGLU] = {"ffn_swiglu", 4, 4, cpu_fused_check, cpu_fused_unchosen},
+    [BST_OP_RMS_NORM_MUL] = {"rms_norm_mul", 2, 2, cpu_fused_check, cpu_fused_unchosen},
 };
 #undef K
 
-/* Primitive ops only: sources and high-level ops are never ours to run (NULL), nor are ids
- * this build does not know. */
+/* Primitive ops and the fused high-level ones: sources are never ours to run (NULL), nor are
+ * ids this build does not know. */
 static const op_impl *impl_of(uint32_t op)
 {
     if (op >= BST_OP_COUNT || !impls[op].name)
@@ -291,17 +296,31 @@ static bst_status check_node(cpu_run *r, const cpu_node *n)
     return impl_of(n->op)->check(r);
 }
 
-#define MAX_FAST 4
+#define MAX_FAST 8 /* gemm + q8x2dot variants per ISA (cpu_kernels_q8dot.c) */
 
 /* The variants of a checked node (r resolved by check_node), in the order query offers them:
  * the fast ones that apply, best first, then "ref" (out[count - 1] == NULL). Variant indices in
  * compile follow this order. */
 static uint32_t node_variants(const cpu_device *dev, const cpu_run *r,
-                              const cpu_q8dot_impl **out)
+                              const cpu_q8dot_impl **out, const cpu_fused_impl **fused)
 {
     uint32_t n = 0;
-    if (!dev || dev->magic != CPU_MAGIC_DEVICE || !dev->ref_only)
+    if (cpu_fused_op(r->node->op)) { /* fused variants only, and none when told so */
+        bool dev_ok = dev && dev->magic == CPU_MAGIC_DEVICE;
+        if (!dev_ok || !dev->no_fused)
+            n = cpu_fused_variants(r, fused, MAX_FAST);
+        for (uint32_t i = 0; i < n; i++)
+            out[i] = NULL;
+        return n;
+    }
+    if (!dev || dev->magic != CPU_MAGIC_DEVICE || !dev->ref_only) {
         n = cpu_q8dot_variants(r, out, MAX_FAST);
+        /* Fast primitive variants (cpu_fast_prims.c) run through the fused entry. */
+        const uint32_t m = cpu_prim_variants(r, fused + n, MAX_FAST - n);
+        for (uint32_t i = n; i < n + m; i++)
+            out[i] = NULL;
+        n += m;
+    }
     out[n++] = NULL;
     return n;
 }
@@ -332,13 +351,15 @@ bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant
         } else {
             if (st == BST_OK) {
                 const cpu_q8dot_impl *fast[MAX_FAST + 1];
-                uint32_t count = node_variants(device, r, fast);
+                const cpu_fused_impl *fused[MAX_FAST + 1] = {0};
+                uint32_t count = node_variants(device, r, fast, fused);
                 *out_count = count;
                 for (uint32_t i = 0; i < count && i < capacity; i++) {
                     bst_kernel_variant v;
                     memset(&v, 0, sizeof v);
                     v.struct_size = (uint32_t)sizeof v;
-                    snprintf(v.name, sizeof v.name, "%s", fast[i] ? fast[i]->name : "ref");
+                    snprintf(v.name, sizeof v.name, "%s",
+                             fused[i] ? fused[i]->name : fast[i] ? fast[i]->name : "ref");
                     v.source_hash = variant_hash(n, v.name);
                     memcpy((uint8_t *)out_variants + i * stride, &v, sizeof v);
                 }
@@ -422,12 +443,15 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
             st = check_node(r, n);
         if (st == BST_OK) {
             const cpu_q8dot_impl *fast[MAX_FAST + 1];
-            uint32_t count = node_variants(device, r, fast);
-            if (src->variant >= count)
+            const cpu_fused_impl *fused[MAX_FAST + 1] = {0};
+            uint32_t count = node_variants(device, r, fast, fused);
+            if (src->variant >= count) {
                 st = cpu_fail(r, BST_ERR_INVALID_ARG, "variant %u does not exist (%u offered)",
                               src->variant, count);
-            else
+            } else {
                 n->q8dot = fast[src->variant];
+                n->fused = fused[src->variant];
+            }
         }
         for (uint32_t k = 0; st == BST_OK && k <= n->n_inputs; k++) {
             const bst_tensor_desc *d = k < n->n_inputs ? &n->in[k] : &n->out;
@@ -546,7 +570,9 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
             r->slot_floats = e->slot_floats;
             r->n_workers = workers;
             r->shared = cpu_slot(r, workers, 0);
-            st = n->q8dot ? cpu_run_q8dot(r, n->q8dot) : impl->run(r);
+            st = n->fused   ? cpu_fused_run(r, n->fused)
+                 : n->q8dot ? cpu_run_q8dot(r, n->q8dot)
+                            : impl->run(r);
             if (st == BST_OK)
                 st = cpu_async_result(r, impl->name);
         }

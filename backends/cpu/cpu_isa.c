@@ -10,6 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
@@ -36,7 +41,7 @@ static uint32_t detect(void)
     const bool tile_os = (xcr0 & 0x60000) == 0x60000;      /* XTILECFG, XTILEDATA */
     if (!ymm_os)
         return 0;
-    unsigned max_leaf = __get_cpuid_max(0, NULL);
+    unsigned max_leaf = (unsigned)__get_cpuid_max(0, NULL); /* int in clang's cpuid.h */
     if (max_leaf < 7)
         return 0;
     unsigned b7 = 0, c7 = 0, d7 = 0, a71 = 0, tmp;
@@ -78,6 +83,27 @@ uint32_t cpu_isa_mask(void)
         atomic_store_explicit(&cached, v, memory_order_release);
     }
     return v & ~0x80000000u;
+}
+
+bool cpu_isa_amx_permitted(void)
+{
+    /* 0: not asked yet, 1: granted, 2: refused or absent. */
+    static _Atomic int state = 0;
+    int v = atomic_load_explicit(&state, memory_order_acquire);
+    if (v == 0) {
+        bool ok = (cpu_isa_mask() & CPU_ISA_AMX) != 0;
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__)) && defined(SYS_arch_prctl)
+        /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18), Linux 5.16+; older kernels
+         * fail the call, and AMX then stays unused (its state is not saved for us). */
+        if (ok)
+            ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#elif !defined(_WIN32)
+        ok = false; /* no known way to ask this OS: do not use AMX */
+#endif
+        v = ok ? 1 : 2;
+        atomic_store_explicit(&state, v, memory_order_release);
+    }
+    return v == 1;
 }
 
 const char *cpu_isa_string(uint32_t mask, char *buf, unsigned cap)

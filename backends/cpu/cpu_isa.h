@@ -5,11 +5,13 @@
  * the AVX / AVX-512 / AMX register state across context switches), so one build runs everywhere
  * and the ISA-specific kernels (compiled in their own files with their own -m flags) are only
  * called when both say yes. AMX is reported only: using it on Linux also needs a per-process
- * permission request (arch_prctl ARCH_REQ_XCOMP_PERM), and no kernel uses it yet.
+ * permission request (arch_prctl ARCH_REQ_XCOMP_PERM, cpu_isa_amx_permitted), and no kernel uses
+ * it yet (the development machine has no AMX, so no AMX kernel could be tested).
  */
 #ifndef BASTION_CPU_ISA_H
 #define BASTION_CPU_ISA_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 enum {
@@ -23,6 +25,11 @@ enum {
 
 /* The CPU_ISA_* bits of this machine (computed once, thread-safe). */
 uint32_t cpu_isa_mask(void);
+/* Whether AMX tiles may be used by this process: CPU_ISA_AMX is in the mask AND (on Linux) the
+ * kernel granted the XTILEDATA state permission, requested once on the first call (the request
+ * enlarges this process's signal frames, so it is made only by code about to use AMX). Thread-safe;
+ * false everywhere AMX is absent. */
+bool cpu_isa_amx_permitted(void);
 /* A readable list such as "avx2 avx512 avx512vnni", or "scalar". */
 const char *cpu_isa_string(uint32_t mask, char *buf, unsigned cap);
 

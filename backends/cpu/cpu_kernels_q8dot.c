@@ -7,22 +7,32 @@
  * with up to CPU_Q8_MAX_ROWS activation rows at once, so a prompt's rows share each weight load.
  * Activations are rounded to ~16 bits per block (two int8 planes), so results are close to but
  * not bit-identical with the f32 reference kernel; "ref" stays the oracle.
+ *
+ * This file also keeps the list of all fast matmul variants query offers, including the packed
+ * "gemm_*" ones (cpu_gemm.h), and cpu_run_q8dot, the one entry that runs any of them.
  */
 #include "cpu_backend.h"
+#include "cpu_gemm.h"
 #include "cpu_isa.h"
 #include "cpu_q8dot.h"
 
-#include <math.h>
 #include <string.h>
 
-/* Best first: the order query offers them in. */
+/* Best first: the order query offers them in (a gemm variant runs its q8x2dot partner for few
+ * activation rows, so it is at least as good as that partner everywhere). */
 static const cpu_q8dot_impl *const all_impls[] = {
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    &cpu_gemm_avx512,
     &cpu_q8dot_avx512vnni,
 #endif
+#ifdef CPU_HAVE_AVX512BF16_KERNELS
+    &cpu_gemm_bf16dot_avx512, /* after the f32-exact gemm: it rounds activations to bf16 */
+#endif
 #ifdef CPU_HAVE_AVX2_KERNELS
+    &cpu_gemm_avx2,
     &cpu_q8dot_avx2,
 #endif
+    &cpu_gemm_scalar,
     &cpu_q8dot_scalar,
 };
 
@@ -41,20 +51,44 @@ uint32_t cpu_q8dot_variants(const cpu_run *r, const cpu_q8dot_impl **out, uint32
     if (r->node->op != BST_OP_MATMUL)
         return 0;
     const cpu_tensor *a = &r->in[0], *b = &r->in[1];
-    if (b->ne[0] != 1 || b->ne[1] != 1 || !fn_for(&cpu_q8dot_scalar, b->dtype) ||
-        (a->dtype != BST_DTYPE_F32 && a->dtype != BST_DTYPE_F16 && a->dtype != BST_DTYPE_BF16))
-        return 0;
+    const bool gemm = cpu_gemm_accepts(r);
+    const bool q8 = b->ne[0] == 1 && b->ne[1] == 1 && fn_for(&cpu_q8dot_scalar, b->dtype) &&
+                    (a->dtype == BST_DTYPE_F32 || a->dtype == BST_DTYPE_F16 ||
+                     a->dtype == BST_DTYPE_BF16);
     const uint32_t isa = cpu_isa_mask();
     uint32_t n = 0;
-    for (size_t i = 0; i < sizeof all_impls / sizeof all_impls[0] && n < cap; i++)
-        if ((all_impls[i]->isa & isa) == all_impls[i]->isa && fn_for(all_impls[i], b->dtype))
-            out[n++] = all_impls[i];
+    for (size_t i = 0; i < sizeof all_impls / sizeof all_impls[0] && n < cap; i++) {
+        const cpu_q8dot_impl *impl = all_impls[i];
+        const bool applies = impl->gemm ? gemm && (impl->gemm->kpack == 1 ||
+                                                    b->dtype == BST_DTYPE_BF16)
+                                        : q8 && fn_for(impl, b->dtype);
+        if (applies && (impl->isa & isa) == impl->isa)
+            out[n++] = impl;
+    }
     return n;
+}
+
+cpu_q8dot_multi_fn cpu_q8dot_multi(const cpu_q8dot_impl *impl, uint32_t t)
+{
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    if (impl == &cpu_q8dot_avx512vnni) {
+        switch (t) {
+        case BST_DTYPE_Q4_0: return cpu_q8z_multi_q4_0;
+        case BST_DTYPE_Q4_1: return cpu_q8z_multi_q4_1;
+        case BST_DTYPE_Q8_0: return cpu_q8z_multi_q8_0;
+        default: return NULL;
+        }
+    }
+#endif
+    (void)impl;
+    (void)t;
+    return NULL;
 }
 
 typedef struct q8_job {
     const cpu_q8dot_impl *impl;
     cpu_q8dot_fn fn;
+    cpu_q8dot_multi_fn multi; /* one activation row: several weight rows per call */
     cpu_q8_block *qa; /* rows x nb blocks */
     int64_t rows, nb;
 } q8_job;
@@ -67,35 +101,18 @@ static void split_row(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1
     *i0 = row / t->ne[2] / t->ne[1];
 }
 
-/* hi as ggml's quantize_row_q8_1 (amax / 127 steps, half away from zero), lo the residual in
- * steps 256 times finer; d is stored per unit of lo so that x ~= d * (256 * hi + lo). */
+/* Each activation row is quantized by the impl's quantizer (cpu_q8dot.h: all produce the same
+ * blocks), the portable one where the impl has none. */
 static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
     const q8_job *job = r->aux;
     const cpu_tensor *a = &r->in[0];
+    const cpu_q8_quant_fn quant = job->impl->quant ? job->impl->quant : cpu_q8_quantize_scalar;
     for (int64_t row = begin; row < end; row++) {
         int64_t i0, i1, m;
         split_row(a, row, &i0, &i1, &m);
         const float *x = cpu_load_row(r, a, i0, i1, m, cpu_slot(r, w, 2), cpu_slot(r, w, 3));
-        cpu_q8_block *q = job->qa + row * job->nb;
-        for (int64_t i = 0; i < job->nb; i++, x += CPU_Q8_QK) {
-            float amax = 0.0f;
-            for (int j = 0; j < CPU_Q8_QK; j++)
-                amax = fmaxf(amax, fabsf(x[j])); /* a NaN does not poison d */
-            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-            int32_t sum = 0;
-            for (int j = 0; j < CPU_Q8_QK; j++) {
-                float v = roundf(x[j] * id);
-                int hv = v != v ? 0 : v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v;
-                float res = roundf((x[j] * id - (float)hv) * 256.0f);
-                int lv = res != res ? 0 : res > 127.0f ? 127 : res < -127.0f ? -127 : (int)res;
-                q[i].hi[j] = (int8_t)hv;
-                q[i].lo[j] = (int8_t)lv;
-                sum += 256 * hv + lv;
-            }
-            q[i].d = d / 256.0f;
-            q[i].s = q[i].d * (float)sum;
-        }
+        quant(x, job->qa + row * job->nb, job->nb);
     }
 }
 
@@ -112,6 +129,19 @@ static void dot_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     int64_t tile = (int64_t)65536 / row_bytes;
     tile = tile < 1 ? 1 : tile > 64 ? 64 : tile;
     float res[CPU_Q8_MAX_ROWS];
+    if (job->multi && job->rows == 1) {
+        float one[64];
+        int64_t i0, i1, m;
+        split_row(a, 0, &i0, &i1, &m);
+        uint8_t *dst = o->data + i0 * o->nb[0] + i1 * o->nb[1] + m * o->nb[2];
+        for (int64_t n0 = begin; n0 < end; n0 += tile) {
+            const int64_t n1 = end - n0 < tile ? end : n0 + tile;
+            job->multi(cpu_row_ptr(b, 0, 0, n0), b->nb[2], n1 - n0, job->qa, job->nb, one);
+            for (int64_t n = n0; n < n1; n++)
+                memcpy(dst + n * o->nb[3], &one[n - n0], sizeof(float));
+        }
+        return;
+    }
     for (int64_t n0 = begin; n0 < end; n0 += tile) {
         const int64_t n1 = end - n0 < tile ? end : n0 + tile;
         for (int64_t row = 0; row < job->rows; row += CPU_Q8_MAX_ROWS) {
@@ -133,9 +163,11 @@ static void dot_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 
 bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
 {
+    if (impl->gemm)
+        return cpu_run_gemm(r, impl);
     const cpu_tensor *a = &r->in[0], *b = &r->in[1];
-    q8_job job = {impl, fn_for(impl, b->dtype), NULL, a->ne[0] * a->ne[1] * a->ne[2],
-                  a->ne[3] / CPU_Q8_QK};
+    q8_job job = {impl, fn_for(impl, b->dtype), cpu_q8dot_multi(impl, b->dtype), NULL,
+                  a->ne[0] * a->ne[1] * a->ne[2], a->ne[3] / CPU_Q8_QK};
     if (!job.fn || b->ne[0] != 1 || b->ne[1] != 1)
         return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s does not handle this matmul", impl->name);
     size_t bytes;

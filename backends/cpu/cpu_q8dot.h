@@ -16,6 +16,15 @@
  * The block loops exist once per ISA, each in its own file compiled with that ISA's flags
  * (cpu_q8dot_avx2.c, cpu_q8dot_avx512.c) and called only when cpu_isa_mask() says the machine
  * and OS support it; cpu_q8dot_scalar.c is the portable one.
+ *
+ * The same impl table also describes the packed-GEMM variants (cpu_gemm.h): an impl with `gemm`
+ * set is a "gemm_*" variant. The entry by which the executor (and fused kernels) run any fast
+ * matmul variant stays cpu_run_q8dot(r, impl) (cpu_backend.h), whatever the impl's kind.
+ * Note for fused kernels (cpu_fused_ffn.c): the block loops' signature (cpu_q8dot_fn) and
+ * cpu_q8_block are unchanged; with a prompt's worth of rows (>= 8), cpu_gemm_rows (cpu_gemm.h)
+ * multiplies raw f32 rows by a weight with the packed GEMM, several times faster than the block
+ * loops there; cpu_q8_quantize_* (below) are the activation quantizers, bit-identical to each
+ * other and to the one cpu_kernels_q8dot.c used before.
  */
 #ifndef BASTION_CPU_Q8DOT_H
 #define BASTION_CPU_Q8DOT_H
@@ -40,11 +49,45 @@ typedef struct cpu_q8_block {
 typedef void (*cpu_q8dot_fn)(const uint8_t *w, const cpu_q8_block *a, int64_t nb,
                              int64_t m_count, float *out);
 
+/* Quantizes nb blocks of 32 floats x to q into the blocks above: hi as ggml's quantize_row_q8_1
+ * (amax / 127 steps, rounded half away from zero, NaN to 0, clamped to +-127), lo the residual
+ * (x * id - hi) * 256 rounded the same way, d = amax / 127 / 256, s = d * sum(256 * hi + lo).
+ * Every implementation gives bit-identical blocks. */
+typedef void (*cpu_q8_quant_fn)(const float *x, cpu_q8_block *q, int64_t nb);
+void cpu_q8_quantize_scalar(const float *x, cpu_q8_block *q, int64_t nb);
+#ifdef CPU_HAVE_AVX2_KERNELS
+void cpu_q8_quantize_avx2(const float *x, cpu_q8_block *q, int64_t nb);
+#endif
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+void cpu_q8_quantize_avx512(const float *x, cpu_q8_block *q, int64_t nb);
+#endif
+
 typedef struct cpu_q8dot_impl {
     const char *name; /* the kernel variant's name */
     uint32_t isa;     /* CPU_ISA_* bits it needs */
     cpu_q8dot_fn q4_0, q4_1, q8_0;
+    /* gemm_* variants only (NULL in q8x2dot ones): the packed GEMM micro-kernel, and the q8x2dot
+     * impl run instead when a quantized weight meets few activation rows. */
+    const struct cpu_gemm_kernel *gemm;
+    const struct cpu_q8dot_impl *small;
+    cpu_q8_quant_fn quant; /* the activation quantizer it uses (NULL: cpu_q8_quantize_scalar) */
 } cpu_q8dot_impl;
+
+/* out[r] = dot(weight row w + r * w_stride (nb blocks), ONE activation row a) for r < n_rows:
+ * the decode case, where consecutive weight rows share each load of the activation blocks. */
+typedef void (*cpu_q8dot_multi_fn)(const uint8_t *w, int64_t w_stride, int64_t n_rows,
+                                   const cpu_q8_block *a, int64_t nb, float *out);
+/* impl's multi-row loop for weight dtype t (bst_dtype), or NULL (then call its cpu_q8dot_fn per
+ * row). Only the AVX-512 VNNI impl has them. */
+cpu_q8dot_multi_fn cpu_q8dot_multi(const struct cpu_q8dot_impl *impl, uint32_t t);
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+void cpu_q8z_multi_q4_0(const uint8_t *w, int64_t ws, int64_t n, const cpu_q8_block *a,
+                        int64_t nb, float *out);
+void cpu_q8z_multi_q4_1(const uint8_t *w, int64_t ws, int64_t n, const cpu_q8_block *a,
+                        int64_t nb, float *out);
+void cpu_q8z_multi_q8_0(const uint8_t *w, int64_t ws, int64_t n, const cpu_q8_block *a,
+                        int64_t nb, float *out);
+#endif
 
 extern const cpu_q8dot_impl cpu_q8dot_scalar;
 #ifdef CPU_HAVE_AVX2_KERNELS
@@ -52,6 +95,18 @@ extern const cpu_q8dot_impl cpu_q8dot_avx2;
 #endif
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
 extern const cpu_q8dot_impl cpu_q8dot_avx512vnni;
+#endif
+
+/* The gemm_* variants (cpu_gemm_f32.c), best first. */
+extern const cpu_q8dot_impl cpu_gemm_scalar;
+#ifdef CPU_HAVE_AVX2_KERNELS
+extern const cpu_q8dot_impl cpu_gemm_avx2;
+#endif
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+extern const cpu_q8dot_impl cpu_gemm_avx512;
+#endif
+#ifdef CPU_HAVE_AVX512BF16_KERNELS
+extern const cpu_q8dot_impl cpu_gemm_bf16dot_avx512;
 #endif
 
 /* IEEE half to float, for the portable code (the SIMD files use F16C). */

@@ -65,4 +65,45 @@ static void dot_q8_0(const uint8_t *w, const cpu_q8_block *a, int64_t nb, int64_
     }
 }
 
-const cpu_q8dot_impl cpu_q8dot_scalar = {"q8x2dot_scalar", 0, dot_q4_0, dot_q4_1, dot_q8_0};
+/* round-half-away-from-zero of v (not NaN) as roundf does, without libm, saturated to +-128
+ * (the callers clamp to +-127; v may be infinite when d is subnormal): the truncation's remainder
+ * is exact in float. */
+static inline int32_t round_away(float v)
+{
+    v = v > 128.0f ? 128.0f : v < -128.0f ? -128.0f : v;
+    int32_t t = (int32_t)v;
+    const float f = v - (float)t;
+    return t + (f >= 0.5f) - (f <= -0.5f);
+}
+
+static inline int32_t clamp127(int32_t v)
+{
+    return v > 127 ? 127 : v < -127 ? -127 : v;
+}
+
+void cpu_q8_quantize_scalar(const float *x, cpu_q8_block *q, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += CPU_Q8_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < CPU_Q8_QK; j++) {
+            const float ax = x[j] < 0.0f ? -x[j] : x[j];
+            amax = ax > amax ? ax : amax; /* a NaN does not poison d */
+        }
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < CPU_Q8_QK; j++) {
+            const float v = x[j] * id; /* |v| <= 127 * (1 + 2^-23), or NaN (x NaN or inf) */
+            const int32_t hv = v != v ? 0 : clamp127(round_away(v));
+            const float res = (v - (float)hv) * 256.0f; /* |res| <= 128 */
+            const int32_t lv = res != res ? 0 : clamp127(round_away(res));
+            q[i].hi[j] = (int8_t)hv;
+            q[i].lo[j] = (int8_t)lv;
+            sum += 256 * hv + lv;
+        }
+        q[i].d = d / 256.0f;
+        q[i].s = q[i].d * (float)sum;
+    }
+}
+
+const cpu_q8dot_impl cpu_q8dot_scalar = {"q8x2dot_scalar", 0, dot_q4_0, dot_q4_1, dot_q8_0,
+                                         NULL, NULL, cpu_q8_quantize_scalar};

@@ -27,13 +27,16 @@
 
 #include <bastion/backend.h>
 
+#include "bst_backend_common.h"
+
 #define OCL_BACKEND_NAME "opencl"
 #define OCL_BACKEND_VERSION "0.1.0"
 #define OCL_MAX_DEVICES 16
 #define OCL_MSG_MAX 2048
 
-/* The host's services, set once by bst_backend_entry. */
+/* The host's services, set once by bst_backend_entry; ocl_plugin.host is the same table. */
 extern const bst_host_api *ocl_host;
+extern bstc_plugin ocl_plugin;
 
 enum {
     OCL_MAGIC_CTX = 0x4f434c43u,    /* "CLCO" */
@@ -137,11 +140,11 @@ bst_status ocl_program_get(ocl_device *dev, ocl_family f, cl_program *out_progra
 /* Source hash of family f as built for dev (kernel text + build options + host code). */
 uint64_t ocl_program_hash(ocl_device *dev, ocl_family f);
 void ocl_programs_release(ocl_device *dev);
-/* Directory of the program cache ($BASTION_CACHE_DIR/opencl, else
- * ($XDG_CACHE_HOME or ~/.cache)/bastion/opencl) into buf; false when none can be named. */
-bool ocl_cache_dir(char *buf, size_t cap);
 
 /* --- buffers (ocl_buffer.c) --- */
+/* The device behind a handle the host passed, or NULL after "opencl: <what>: not an opencl
+ * device". */
+ocl_device *ocl_device_of(void *device, const char *what);
 ocl_buffer *ocl_buffer_get(void *handle);
 bst_status ocl_buffer_alloc(void *device, uint64_t size, void **out_buffer);
 void ocl_buffer_free(void *device, void *buffer);
@@ -160,13 +163,12 @@ bst_status ocl_prepare_weight(void *device, const bst_tensor_desc *tensor, const
 
 /* One node of a compiled partition: a deep copy of the descriptors plus its kernels. */
 typedef struct ocl_node {
-    bst_op op;
-    uint32_t n_inputs;
-    uint32_t n_attrs;
-    uint32_t variant;
-    bst_tensor_desc in[BST_MAX_INPUTS];
-    bst_tensor_desc out;
-    bst_attr attrs[BST_MAX_ATTRS];
+    union { /* the descriptors (bst_backend_common.h), fields reachable directly */
+        bstc_node base;
+        struct {
+            BSTC_NODE_FIELDS
+        };
+    };
     bool symbolic; /* some extent is bound at execute: shape arguments are set then */
     cl_kernel k[OCL_NODE_KERNELS];
     cl_mem aux; /* per-node device table (rope frequencies, set_rows skip list) */
@@ -210,15 +212,9 @@ bst_status ocl_execute(void *device, void *executable, void *const *buffers, uin
                        const bst_run_params *params);
 bst_status ocl_last_execute_ns(void *device, void *executable, uint64_t *out_ns);
 
-/* --- dtypes and attributes (ocl_graph.c) --- */
-bool ocl_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes);
-const char *ocl_dtype_name(uint32_t dtype);
-bool ocl_is_block(uint32_t dtype);
+/* --- dtypes and shapes (ocl_graph.c; geometry, names, attributes: bst_backend_common.h) --- */
 bool ocl_is_float_in(uint32_t dtype); /* f32, f16, bf16 or a block type */
 bool ocl_is_plain_out(uint32_t dtype); /* f32, f16, bf16 */
-const bst_attr *ocl_attr(const ocl_node *n, bst_attr_key key);
-double ocl_attr_float(const ocl_node *n, bst_attr_key key, double fallback);
-int64_t ocl_attr_int(const ocl_node *n, bst_attr_key key, int64_t fallback);
 bool ocl_same_shape(const ocl_tensor *a, const ocl_tensor *b);
 int64_t ocl_rows(const ocl_tensor *t); /* ne[0] * ne[1] * ne[2] */
 int64_t ocl_numel(const ocl_tensor *t);

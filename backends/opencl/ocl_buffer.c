@@ -16,7 +16,7 @@ ocl_buffer *ocl_buffer_get(void *handle)
     return b;
 }
 
-static ocl_device *device_of(void *device, const char *what)
+ocl_device *ocl_device_of(void *device, const char *what)
 {
     ocl_device *d = device;
     if (!d || d->magic != OCL_MAGIC_DEVICE) {
@@ -78,7 +78,7 @@ static bst_status new_buffer(ocl_device *d, cl_mem_flags flags, uint64_t size, v
 
 bst_status ocl_buffer_alloc(void *device, uint64_t size, void **out_buffer)
 {
-    ocl_device *d = device_of(device, "buffer_alloc");
+    ocl_device *d = ocl_device_of(device, "buffer_alloc");
     if (!d || !out_buffer) {
         if (d)
             ocl_host->set_error("opencl: buffer_alloc: NULL output");
@@ -120,7 +120,7 @@ void ocl_buffer_free(void *device, void *buffer)
 bst_status ocl_buffer_write(void *device, void *buffer, uint64_t offset, const void *src,
                             uint64_t size)
 {
-    ocl_device *d = device_of(device, "buffer_write");
+    ocl_device *d = ocl_device_of(device, "buffer_write");
     ocl_buffer *b = d ? buffer_of(buffer, "buffer_write") : NULL;
     if (!b)
         return BST_ERR_INVALID_ARG;
@@ -149,7 +149,7 @@ bst_status ocl_buffer_write(void *device, void *buffer, uint64_t offset, const v
 
 bst_status ocl_buffer_read(void *device, void *buffer, uint64_t offset, void *dst, uint64_t size)
 {
-    ocl_device *d = device_of(device, "buffer_read");
+    ocl_device *d = ocl_device_of(device, "buffer_read");
     ocl_buffer *b = d ? buffer_of(buffer, "buffer_read") : NULL;
     if (!b)
         return BST_ERR_INVALID_ARG;
@@ -175,7 +175,7 @@ bst_status ocl_buffer_read(void *device, void *buffer, uint64_t offset, void *ds
 bst_status ocl_buffer_copy(void *device, void *dst, uint64_t dst_offset, void *src,
                            uint64_t src_offset, uint64_t size)
 {
-    ocl_device *d = device_of(device, "buffer_copy");
+    ocl_device *d = ocl_device_of(device, "buffer_copy");
     ocl_buffer *db = d ? buffer_of(dst, "buffer_copy") : NULL;
     ocl_buffer *sb = db ? buffer_of(src, "buffer_copy") : NULL;
     if (!sb)
@@ -223,7 +223,7 @@ bst_status ocl_prepare_weight(void *device, const bst_tensor_desc *tensor, const
                               uint64_t size, void **out_buffer, uint64_t *out_bytes,
                               uint32_t *out_layout)
 {
-    ocl_device *d = device_of(device, "prepare_weight");
+    ocl_device *d = ocl_device_of(device, "prepare_weight");
     if (!d)
         return BST_ERR_INVALID_ARG;
     if (!out_buffer || !out_bytes || !out_layout || !tensor || (size && !data)) {

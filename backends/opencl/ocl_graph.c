@@ -19,7 +19,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct ocl_executable {
     uint32_t magic;
@@ -42,42 +41,10 @@ bst_status ocl_fail(ocl_run *r, bst_status status, const char *fmt, ...)
 
 /* --- dtypes --- */
 
-typedef struct dtype_info {
-    const char *name;
-    uint32_t block_size, block_bytes;
-} dtype_info;
-
-static const dtype_info dtypes[BST_DTYPE_COUNT] = {
-    [BST_DTYPE_F32] = {"f32", 1, 4},    [BST_DTYPE_F16] = {"f16", 1, 2},
-    [BST_DTYPE_BF16] = {"bf16", 1, 2},  [BST_DTYPE_I32] = {"i32", 1, 4},
-    [BST_DTYPE_I8] = {"i8", 1, 1},      [BST_DTYPE_Q4_0] = {"q4_0", 32, 18},
-    [BST_DTYPE_Q4_1] = {"q4_1", 32, 20}, [BST_DTYPE_Q5_0] = {"q5_0", 32, 22},
-    [BST_DTYPE_Q5_1] = {"q5_1", 32, 24}, [BST_DTYPE_Q8_0] = {"q8_0", 32, 34},
-};
-
-bool ocl_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes)
-{
-    if (dtype >= BST_DTYPE_COUNT || !dtypes[dtype].name)
-        return false;
-    *out_block_size = dtypes[dtype].block_size;
-    *out_block_bytes = dtypes[dtype].block_bytes;
-    return true;
-}
-
-const char *ocl_dtype_name(uint32_t dtype)
-{
-    return dtype < BST_DTYPE_COUNT && dtypes[dtype].name ? dtypes[dtype].name : "invalid";
-}
-
-bool ocl_is_block(uint32_t dtype)
-{
-    return dtype < BST_DTYPE_COUNT && dtypes[dtype].block_size > 1;
-}
-
 bool ocl_is_float_in(uint32_t dtype)
 {
     return dtype == BST_DTYPE_F32 || dtype == BST_DTYPE_F16 || dtype == BST_DTYPE_BF16 ||
-           ocl_is_block(dtype);
+           bstc_dtype_is_block(dtype);
 }
 
 bool ocl_is_plain_out(uint32_t dtype)
@@ -85,31 +52,7 @@ bool ocl_is_plain_out(uint32_t dtype)
     return dtype == BST_DTYPE_F32 || dtype == BST_DTYPE_F16 || dtype == BST_DTYPE_BF16;
 }
 
-/* --- attributes, shapes --- */
-
-const bst_attr *ocl_attr(const ocl_node *n, bst_attr_key key)
-{
-    for (uint32_t i = 0; i < n->n_attrs; i++)
-        if (n->attrs[i].key == (uint32_t)key)
-            return &n->attrs[i];
-    return NULL;
-}
-
-double ocl_attr_float(const ocl_node *n, bst_attr_key key, double fallback)
-{
-    const bst_attr *a = ocl_attr(n, key);
-    if (!a)
-        return fallback;
-    return a->kind == BST_ATTR_KIND_FLOAT ? a->f : (double)a->ints[0];
-}
-
-int64_t ocl_attr_int(const ocl_node *n, bst_attr_key key, int64_t fallback)
-{
-    const bst_attr *a = ocl_attr(n, key);
-    if (!a || a->kind == BST_ATTR_KIND_FLOAT)
-        return fallback;
-    return a->ints[0];
-}
+/* --- shapes --- */
 
 bool ocl_same_shape(const ocl_tensor *a, const ocl_tensor *b)
 {
@@ -127,7 +70,7 @@ bst_status ocl_need_float_in(ocl_run *r, const ocl_tensor *t, const char *what)
 {
     if (!ocl_is_float_in(t->dtype))
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "%s dtype %s is not a float or block type", what,
-                        ocl_dtype_name(t->dtype));
+                        bstc_dtype_name(t->dtype));
     return BST_OK;
 }
 
@@ -135,7 +78,7 @@ bst_status ocl_need_plain_out(ocl_run *r)
 {
     if (!ocl_is_plain_out(r->out.dtype))
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "output dtype %s is not f32, f16 or bf16",
-                        ocl_dtype_name(r->out.dtype));
+                        bstc_dtype_name(r->out.dtype));
     return BST_OK;
 }
 
@@ -149,10 +92,9 @@ bst_status ocl_need_same_shape(ocl_run *r, const ocl_tensor *a, const char *what
 bst_status ocl_check_aligned(ocl_run *r, const ocl_tensor *t, const char *what)
 {
     /* The natural alignment of what kernels load: elements, or a block's f16 fields. */
-    uint32_t bs, bb;
-    if (!ocl_dtype_geometry(t->dtype, &bs, &bb))
+    int64_t align = bstc_dtype_align(t->dtype);
+    if (align == 0)
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "%s has invalid dtype", what);
-    int64_t align = bs > 1 ? 2 : (int64_t)bb;
     bool ok = t->offset % (uint64_t)align == 0;
     for (int d = 0; d < 4; d++)
         if (t->ne[d] > 1 && t->nb[d] % align != 0)
@@ -160,7 +102,7 @@ bst_status ocl_check_aligned(ocl_run *r, const ocl_tensor *t, const char *what)
     if (!ok)
         return ocl_fail(r, BST_ERR_UNSUPPORTED,
                         "%s (%s) has an offset or stride that is not a multiple of %lld bytes",
-                        what, ocl_dtype_name(t->dtype), (long long)align);
+                        what, bstc_dtype_name(t->dtype), (long long)align);
     return BST_OK;
 }
 
@@ -174,100 +116,21 @@ uint32_t ocl_one_variant(const ocl_run *r, const char **out_names, uint32_t cap)
 
 /* --- descriptors --- */
 
-static bst_status check_desc(ocl_run *r, const bst_tensor_desc *d, const char *what)
+static bool arity(uint32_t op, bstc_op_arity *out)
 {
-    uint32_t bs, bb;
-    if (!ocl_dtype_geometry(d->dtype, &bs, &bb))
-        return ocl_fail(r, BST_ERR_UNSUPPORTED, "%s has unknown dtype %u", what, d->dtype);
-    if (d->layout != BST_LAYOUT_NATIVE)
-        return ocl_fail(r, BST_ERR_UNSUPPORTED, "%s has layout %u; only native is supported",
-                        what, d->layout);
-    if (d->rank > BST_MAX_DIMS)
-        return ocl_fail(r, BST_ERR_SHAPE, "%s has rank %u", what, d->rank);
-    for (uint32_t i = 0; i < d->rank; i++) {
-        if (d->shape[i] < 0 || d->shape[i] > (INT64_C(1) << 40))
-            return ocl_fail(r, BST_ERR_SHAPE, "%s dim %u (%lld) is out of range", what, i,
-                            (long long)d->shape[i]);
-        if (d->strides[i] < -(INT64_C(1) << 48) || d->strides[i] > (INT64_C(1) << 48))
-            return ocl_fail(r, BST_ERR_SHAPE, "%s stride %u is out of range", what, i);
-        if (d->sym[i] >= BST_SYM_COUNT)
-            return ocl_fail(r, BST_ERR_UNSUPPORTED, "%s dim %u has unknown symbol %u", what, i,
-                            d->sym[i]);
-    }
-    if (bs > 1 && (d->rank == 0 || d->shape[d->rank - 1] % bs != 0 ||
-                   d->strides[d->rank - 1] != (int64_t)bb))
-        return ocl_fail(r, BST_ERR_SHAPE,
-                        "%s (%s) must have whole, contiguous blocks along its innermost dim",
-                        what, ocl_dtype_name(d->dtype));
-    return BST_OK;
-}
-
-static bst_status copy_desc(ocl_run *r, const bst_tensor_desc *src, bst_tensor_desc *dst,
-                            const char *what)
-{
-    if (!src)
-        return ocl_fail(r, BST_ERR_INVALID_ARG, "%s descriptor is NULL", what);
-    if (src->struct_size < sizeof(bst_tensor_desc))
-        return ocl_fail(r, BST_ERR_ABI, "%s descriptor has struct_size %u < %zu", what,
-                        src->struct_size, sizeof(bst_tensor_desc));
-    memcpy(dst, src, sizeof *dst);
-    dst->struct_size = (uint32_t)sizeof *dst;
-    return check_desc(r, dst, what);
+    const ocl_op_impl *impl = ocl_op_of(op);
+    if (!impl)
+        return false;
+    *out = (bstc_op_arity){impl->name, impl->min_inputs, impl->max_inputs};
+    return true;
 }
 
 static bst_status copy_node(ocl_run *r, const bst_node_desc *src, ocl_node *dst)
 {
     memset(dst, 0, sizeof *dst);
-    if (!src)
-        return ocl_fail(r, BST_ERR_INVALID_ARG, "node descriptor is NULL");
-    if (src->struct_size < sizeof(bst_node_desc))
-        return ocl_fail(r, BST_ERR_ABI, "node descriptor has struct_size %u < %zu",
-                        src->struct_size, sizeof(bst_node_desc));
-    const ocl_op_impl *impl = ocl_op_of(src->op);
-    if (!impl)
-        return ocl_fail(r, BST_ERR_UNSUPPORTED, "op %u is not a primitive op of this backend",
-                        src->op);
-    dst->op = (bst_op)src->op;
-    dst->variant = src->variant;
-    if (src->n_inputs < impl->min_inputs || src->n_inputs > impl->max_inputs)
-        return ocl_fail(r, BST_ERR_INVALID_ARG, "%s takes %u..%u inputs, got %u", impl->name,
-                        impl->min_inputs, impl->max_inputs, src->n_inputs);
-    if (src->n_attrs > BST_MAX_ATTRS)
-        return ocl_fail(r, BST_ERR_INVALID_ARG, "%u attributes (at most %d)", src->n_attrs,
-                        BST_MAX_ATTRS);
-    if ((src->n_inputs && !src->inputs) || (src->n_attrs && !src->attrs))
-        return ocl_fail(r, BST_ERR_INVALID_ARG, "NULL input or attribute array");
-    dst->n_inputs = src->n_inputs;
-    char what[32];
-    for (uint32_t i = 0; i < src->n_inputs; i++) {
-        snprintf(what, sizeof what, "input %u", i);
-        bst_status st = copy_desc(r, src->inputs[i], &dst->in[i], what);
-        if (st != BST_OK)
-            return st;
-    }
-    bst_status st = copy_desc(r, src->output, &dst->out, "output");
-    if (st != BST_OK)
-        return st;
-    for (uint32_t i = 0; i < src->n_attrs; i++) {
-        const bst_attr *a = src->attrs[i];
-        if (!a || a->struct_size < sizeof(bst_attr))
-            return ocl_fail(r, BST_ERR_ABI, "attribute %u is NULL or too small", i);
-        if (a->key == BST_ATTR_NONE || a->key >= BST_ATTR_COUNT)
-            return ocl_fail(r, BST_ERR_UNSUPPORTED, "unknown attribute key %u", a->key);
-        if (a->kind > BST_ATTR_KIND_INTS ||
-            (a->kind == BST_ATTR_KIND_INTS && a->count > BST_MAX_DIMS))
-            return ocl_fail(r, BST_ERR_INVALID_ARG, "attribute %u has a bad kind or count", i);
-        memcpy(&dst->attrs[i], a, sizeof(bst_attr));
-        dst->attrs[i].struct_size = (uint32_t)sizeof(bst_attr);
-    }
-    dst->n_attrs = src->n_attrs;
-    for (uint32_t i = 0; i <= dst->n_inputs; i++) {
-        const bst_tensor_desc *d = i < dst->n_inputs ? &dst->in[i] : &dst->out;
-        for (uint32_t k = 0; k < d->rank; k++)
-            if (d->sym[k] != BST_SYM_NONE)
-                dst->symbolic = true;
-    }
-    return BST_OK;
+    bst_status st = bstc_copy_node(src, arity, NULL, &dst->base, r->msg, sizeof r->msg);
+    dst->symbolic = st == BST_OK && bstc_node_symbolic(&dst->base);
+    return st;
 }
 
 /* --- resolution --- */
@@ -278,25 +141,11 @@ typedef struct bind_env {
     const bst_run_params *params;
 } bind_env;
 
-/* Byte range [lo, hi) that t touches, relative to its first element. */
-static bool byte_span(const ocl_tensor *t, int64_t *out_lo, int64_t *out_hi)
+static bool has_elements(const ocl_tensor *t)
 {
-    uint32_t bs, bb;
-    if (!ocl_dtype_geometry(t->dtype, &bs, &bb))
-        return false;
-    int64_t lo = 0, hi = (int64_t)bb;
-    for (int d = 0; d < 4; d++) {
-        int64_t count = d == 3 ? t->ne[3] / bs : t->ne[d];
-        int64_t ext;
-        if (count <= 1)
-            continue;
-        if (__builtin_mul_overflow(count - 1, t->nb[d], &ext))
+    for (int d = 0; d < 4; d++)
+        if (t->ne[d] == 0)
             return false;
-        if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi))
-            return false;
-    }
-    *out_lo = lo;
-    *out_hi = hi;
     return true;
 }
 
@@ -307,34 +156,12 @@ static bst_status resolve(ocl_run *r, const bind_env *env, const bst_tensor_desc
     t->dtype = d->dtype;
     t->rank = d->rank;
     t->offset = d->offset;
-    uint32_t pad = BST_MAX_DIMS - d->rank;
-    for (int i = 0; i < 4; i++) {
-        t->ne[i] = 1;
-        t->nb[i] = 0;
-    }
-    bool empty = false;
-    for (uint32_t i = 0; i < d->rank; i++) {
-        int64_t n = d->shape[i];
-        if (d->sym[i] != BST_SYM_NONE && env->buffers) {
-            int64_t v = d->sym[i] == BST_SYM_N_TOKENS ? env->params->n_tokens : env->params->n_kv;
-            if (v < 0 || v > n)
-                return ocl_fail(r, BST_ERR_INVALID_ARG,
-                                "%s dim %u: %s = %lld is outside 0..%lld (its bound)", what, i,
-                                d->sym[i] == BST_SYM_N_TOKENS ? "n_tokens" : "n_kv",
-                                (long long)v, (long long)n);
-            n = v;
-        }
-        t->ne[pad + i] = n;
-        t->nb[pad + i] = d->strides[i];
-        empty = empty || n == 0;
-    }
-    uint32_t bs = 1, bb = 1;
-    ocl_dtype_geometry(d->dtype, &bs, &bb);
-    if (t->ne[3] % bs != 0)
-        return ocl_fail(r, BST_ERR_SHAPE, "%s innermost extent %lld is not whole %s blocks", what,
-                        (long long)t->ne[3], ocl_dtype_name(d->dtype));
+    bst_status st = bstc_pad_dims(d, env->buffers ? env->params : NULL, t->ne, t->nb, what,
+                                  r->msg, sizeof r->msg);
+    if (st != BST_OK)
+        return st;
     int64_t lo, hi;
-    if (!byte_span(t, &lo, &hi))
+    if (!bstc_byte_span(t->dtype, t->ne, t->nb, &lo, &hi))
         return ocl_fail(r, BST_ERR_OVERFLOW, "%s: its byte range overflows", what);
     if (!env->buffers)
         return BST_OK;
@@ -348,17 +175,8 @@ static bst_status resolve(ocl_run *r, const bind_env *env, const bst_tensor_desc
     if (writable && b->read_only)
         return ocl_fail(r, BST_ERR_INVALID_ARG, "%s: binding %u is a read-only weight", what,
                         d->binding);
-    if (d->offset > b->size)
-        return ocl_fail(r, BST_ERR_INVALID_ARG, "%s: offset %llu is past the %llu-byte buffer",
-                        what, (unsigned long long)d->offset, (unsigned long long)b->size);
-    if (!empty && ((int64_t)d->offset + lo < 0 || hi > (int64_t)(b->size - d->offset)))
-        return ocl_fail(r, BST_ERR_INVALID_ARG,
-                        "%s at offset %llu with its shape and strides reaches outside its "
-                        "%llu-byte buffer (binding %u)",
-                        what, (unsigned long long)d->offset, (unsigned long long)b->size,
-                        d->binding);
     t->mem = b->mem;
-    return BST_OK;
+    return bstc_check_in_buffer(d, t->ne, t->nb, b->size, what, r->msg, sizeof r->msg);
 }
 
 static bst_status resolve_node(ocl_run *r, const bind_env *env, ocl_node *n)
@@ -373,14 +191,6 @@ static bst_status resolve_node(ocl_run *r, const bind_env *env, ocl_node *n)
             return st;
     }
     return resolve(r, env, &n->out, &r->out, !impl->alias, "output");
-}
-
-static bool has_elements(const ocl_tensor *t)
-{
-    for (int d = 0; d < 4; d++)
-        if (t->ne[d] == 0)
-            return false;
-    return true;
 }
 
 /* --- arguments and launches --- */
@@ -518,16 +328,6 @@ bst_status ocl_kernel_create(ocl_run *r, ocl_family f, const char *name, cl_kern
 
 /* --- query --- */
 
-static ocl_device *device_of(void *device, const char *what)
-{
-    ocl_device *d = device;
-    if (!d || d->magic != OCL_MAGIC_DEVICE) {
-        ocl_host->set_error("opencl: %s: not an opencl device", what);
-        return NULL;
-    }
-    return d;
-}
-
 /* Builds the families a node needs; a failed build is the query's error (with the log). */
 static bst_status need_families(ocl_run *r, const ocl_op_impl *impl)
 {
@@ -568,19 +368,12 @@ static uint64_t variant_hash(ocl_run *r, const ocl_op_impl *impl, const char *na
 bst_status ocl_query(void *device, const bst_node_desc *node, bst_kernel_variant *out_variants,
                      size_t stride, uint32_t capacity, uint32_t *out_count)
 {
-    ocl_device *d = device_of(device, "query");
+    ocl_device *d = ocl_device_of(device, "query");
     if (!d)
         return BST_ERR_INVALID_ARG;
-    if (!out_count || !node || (capacity && !out_variants)) {
-        ocl_host->set_error("opencl: query: NULL argument");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_count = 0;
-    if (capacity && stride < sizeof(bst_kernel_variant)) {
-        ocl_host->set_error("opencl: query: stride %zu < %zu", stride, sizeof(bst_kernel_variant));
-        return BST_ERR_ABI;
-    }
-    bst_status st = ocl_device_usable(d, "query");
+    bst_status st = bstc_query_args(&ocl_plugin, node, out_variants, stride, capacity, out_count);
+    if (st == BST_OK)
+        st = ocl_device_usable(d, "query");
     if (st != BST_OK)
         return st;
     ocl_run *r = ocl_host->alloc(sizeof *r, 64);
@@ -609,14 +402,8 @@ bst_status ocl_query(void *device, const bst_node_desc *node, bst_kernel_variant
         const char *names[4];
         uint32_t nv = impl->variants(r, names, 4);
         *out_count = nv;
-        for (uint32_t i = 0; i < nv && i < capacity; i++) {
-            bst_kernel_variant v;
-            memset(&v, 0, sizeof v);
-            v.struct_size = (uint32_t)sizeof v;
-            snprintf(v.name, sizeof v.name, "%s", names[i]);
-            v.source_hash = variant_hash(r, impl, names[i]);
-            memcpy((char *)out_variants + (size_t)i * stride, &v, sizeof v);
-        }
+        for (uint32_t i = 0; i < nv && i < capacity; i++)
+            bstc_put_variant(out_variants, stride, i, names[i], variant_hash(r, impl, names[i]));
     }
     ocl_host->free(r);
     ocl_host->free(n);
@@ -663,11 +450,8 @@ static bst_status compile_node(ocl_run *r, ocl_executable *e, const bst_node_des
     bind_env env = {0};
     if ((st = resolve_node(r, &env, n)) != BST_OK || (st = impl->check(r)) != BST_OK)
         return st;
-    for (uint32_t k = 0; k <= n->n_inputs; k++) {
-        const bst_tensor_desc *d = k < n->n_inputs ? &n->in[k] : &n->out;
-        if (d->binding >= n_bindings)
-            return ocl_fail(r, BST_ERR_INVALID_ARG, "binding %u of %u", d->binding, n_bindings);
-    }
+    if ((st = bstc_check_bindings(&n->base, n_bindings, r->msg, sizeof r->msg)) != BST_OK)
+        return st;
     const char *names[4];
     uint32_t nv = impl->variants(r, names, 4);
     if (n->variant >= nv)
@@ -689,7 +473,7 @@ static bst_status compile_node(ocl_run *r, ocl_executable *e, const bst_node_des
 
 bst_status ocl_compile(void *device, const bst_partition_desc *partition, void **out_executable)
 {
-    ocl_device *d = device_of(device, "compile");
+    ocl_device *d = ocl_device_of(device, "compile");
     if (!d)
         return BST_ERR_INVALID_ARG;
     if (!partition || !out_executable) {
@@ -697,16 +481,9 @@ bst_status ocl_compile(void *device, const bst_partition_desc *partition, void *
         return BST_ERR_INVALID_ARG;
     }
     *out_executable = NULL;
-    if (partition->struct_size < sizeof(bst_partition_desc)) {
-        ocl_host->set_error("opencl: compile: partition descriptor of %u bytes is too small",
-                            partition->struct_size);
-        return BST_ERR_ABI;
-    }
-    if (partition->n_nodes && !partition->nodes) {
-        ocl_host->set_error("opencl: compile: NULL node array");
-        return BST_ERR_INVALID_ARG;
-    }
-    bst_status st = ocl_device_usable(d, "compile");
+    bst_status st = bstc_check_partition(&ocl_plugin, partition);
+    if (st == BST_OK)
+        st = ocl_device_usable(d, "compile");
     if (st != BST_OK)
         return st;
     cl_int inj = ocl_injected_cl_error("compile");
@@ -762,13 +539,6 @@ bst_status ocl_compile(void *device, const bst_partition_desc *partition, void *
 
 /* --- execute --- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
-
 /* After a failure mid-sequence: let what was enqueued finish, so no kernel still runs on buffers
  * the caller may free next. */
 static void drain(ocl_device *d) { (void)clFinish(d->queue); }
@@ -776,7 +546,7 @@ static void drain(ocl_device *d) { (void)clFinish(d->queue); }
 bst_status ocl_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
                        const bst_run_params *params)
 {
-    ocl_device *d = device_of(device, "execute");
+    ocl_device *d = ocl_device_of(device, "execute");
     if (!d)
         return BST_ERR_INVALID_ARG;
     ocl_executable *e = executable;
@@ -788,15 +558,10 @@ bst_status ocl_execute(void *device, void *executable, void *const *buffers, uin
         ocl_host->set_error("opencl: execute: NULL buffer array");
         return BST_ERR_INVALID_ARG;
     }
-    bst_run_params none = {.struct_size = (uint32_t)sizeof none, .n_tokens = -1, .n_kv = -1};
-    if (!params) {
-        params = &none;
-    } else if (params->struct_size < sizeof(bst_run_params)) {
-        ocl_host->set_error("opencl: execute: run params of %u bytes are too small",
-                            params->struct_size);
-        return BST_ERR_ABI;
-    }
-    bst_status st = ocl_device_usable(d, "execute");
+    bst_run_params run;
+    bst_status st = bstc_run_params(&ocl_plugin, params, &run);
+    if (st == BST_OK)
+        st = ocl_device_usable(d, "execute");
     if (st != BST_OK)
         return st;
     ocl_run *r = ocl_host->alloc(sizeof *r, 64);
@@ -804,9 +569,9 @@ bst_status ocl_execute(void *device, void *executable, void *const *buffers, uin
         ocl_host->set_error("opencl: execute: out of memory");
         return BST_ERR_OUT_OF_MEMORY;
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bstc_now_ns();
     static const void *const no_buffers[1] = {NULL};
-    bind_env env = {buffers ? buffers : (void *const *)no_buffers, n_buffers, params};
+    bind_env env = {buffers ? buffers : (void *const *)no_buffers, n_buffers, &run};
     cl_int err = ocl_injected_cl_error("execute");
     if (err != CL_SUCCESS) {
         ocl_host->free(r);
@@ -852,7 +617,7 @@ bst_status ocl_execute(void *device, void *executable, void *const *buffers, uin
                                   NULL);
     else
         err = clFinish(d->queue);
-    e->last_ns = now_ns() - t0;
+    e->last_ns = bstc_now_ns() - t0;
     if (err != CL_SUCCESS)
         return ocl_cl_fail(d, err, "execute: waiting for the kernels");
     if (flag) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 const bst_host_api *ocl_host;
+bstc_plugin ocl_plugin = {.name = OCL_BACKEND_NAME};
 
 /* --- errors --- */
 
@@ -155,16 +156,6 @@ bst_status ocl_device_usable(ocl_device *dev, const char *what)
 
 /* --- device description --- */
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 static void info_string(cl_device_id d, cl_device_info what, char *buf, size_t cap)
 {
     size_t got = 0;
@@ -258,10 +249,10 @@ static bool describe(cl_platform_id p, cl_device_id d, ocl_dev_entry *e, char *w
     info->max_binding_bytes = max_alloc;
     info->unified_memory = unified != CL_FALSE;
     info->self_threaded = (type & CL_DEVICE_TYPE_CPU) != 0; /* a CPU driver runs its own threads */
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    h = fnv1a(h, pname, strlen(pname) + 1);
-    h = fnv1a(h, info->name, strlen(info->name) + 1);
-    h = fnv1a(h, info->driver_version, strlen(info->driver_version) + 1);
+    uint64_t h = BSTC_FNV_SEED;
+    h = bstc_fnv1a(h, pname, strlen(pname) + 1);
+    h = bstc_fnv1a(h, info->name, strlen(info->name) + 1);
+    h = bstc_fnv1a(h, info->driver_version, strlen(info->driver_version) + 1);
     info->fingerprint = h;
 
     e->caps.local_mem = lmem;
@@ -356,31 +347,18 @@ static bst_status ocl_enumerate(void *ctx, bst_device_info *out_infos, size_t st
                                 uint32_t capacity, uint32_t *out_count)
 {
     ocl_ctx *c = ctx;
-    if (!c || c->magic != OCL_MAGIC_CTX || !out_count || (capacity > 0 && !out_infos)) {
+    if (!c || c->magic != OCL_MAGIC_CTX) {
         ocl_host->set_error("opencl: enumerate: bad argument");
         return BST_ERR_INVALID_ARG;
     }
     bst_status st = ctx_enumerate(c);
     if (st != BST_OK)
         return st;
-    *out_count = c->n_devices;
-    if (c->n_devices == 0) {
-        /* Not an error: the loader records "no device", and this says which. */
+    if (c->n_devices == 0) /* Not an error: the loader records "no device", and this says which. */
         ocl_host->set_error("no OpenCL device (no OpenCL platform with a usable device; "
                             "install an ICD such as pocl-opencl-icd or a GPU driver)");
-        return BST_OK;
-    }
-    if (capacity == 0)
-        return BST_OK;
-    if (stride < sizeof(bst_device_info) || out_infos->struct_size < sizeof(bst_device_info)) {
-        ocl_host->set_error("opencl: enumerate: stride %zu / struct_size %u smaller than the %zu "
-                            "bytes of bst_device_info",
-                            stride, out_infos->struct_size, sizeof(bst_device_info));
-        return BST_ERR_ABI;
-    }
-    for (uint32_t i = 0; i < c->n_devices && i < capacity; i++)
-        memcpy((char *)out_infos + (size_t)i * stride, &c->devs[i].info, sizeof(bst_device_info));
-    return BST_OK;
+    return bstc_enumerate_out(&ocl_plugin, out_infos, stride, capacity, out_count,
+                              &c->devs[0].info, sizeof c->devs[0], c->n_devices);
 }
 
 static int broken_family_from_env(void)
@@ -494,69 +472,40 @@ static void ocl_device_close(void *device)
     device_release(d);
 }
 
-static bool host_usable(const bst_host_api *host)
-{
-    return host->log && host->set_error && host->alloc && host->free;
-}
-
 BST_BACKEND_ENTRY
 {
-    if (!host || host->struct_size < sizeof(bst_host_api))
-        return BST_ERR_ABI;
-    if (host_abi < BST_ABI_VERSION_MIN) {
-        if (host->set_error)
-            host->set_error("opencl: host ABI %u is older than the oldest this plugin speaks (%u)",
-                            host_abi, BST_ABI_VERSION_MIN);
-        return BST_ERR_ABI;
-    }
-    if (!host_usable(host)) {
-        if (host->set_error)
-            host->set_error("opencl: host service table lacks a required service");
-        return BST_ERR_ABI;
-    }
-    if (!out) {
-        host->set_error("opencl: entry: NULL output table");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (out->struct_size < BST_BACKEND_API_SIZE_V1) {
-        host->set_error("opencl: backend table of %u bytes is smaller than version 1's %zu",
-                        out->struct_size, (size_t)BST_BACKEND_API_SIZE_V1);
-        return BST_ERR_ABI;
-    }
-    /* An older host's table is smaller: only the fields it has are written. */
-    const uint32_t host_struct_size = out->struct_size;
+    uint32_t host_struct_size = 0;
+    bst_status st = bstc_entry_begin(&ocl_plugin, host, host_abi, out, 0, &host_struct_size);
+    if (st != BST_OK)
+        return st;
     ocl_host = host;
-    ocl_ctx *ctx = host->alloc(sizeof *ctx, 64);
-    if (!ctx) {
-        host->set_error("opencl: entry: out of memory");
+    ocl_ctx *ctx = bstc_alloc_zero(&ocl_plugin, sizeof *ctx, "entry");
+    if (!ctx)
         return BST_ERR_OUT_OF_MEMORY;
-    }
-    memset(ctx, 0, sizeof *ctx);
     ctx->magic = OCL_MAGIC_CTX;
 
-    out->struct_size = host_struct_size < sizeof(bst_backend_api)
-                           ? host_struct_size
-                           : (uint32_t)sizeof(bst_backend_api);
-    out->abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
-    out->name = OCL_BACKEND_NAME;
-    out->version = OCL_BACKEND_VERSION;
-    out->ctx = ctx;
-    out->destroy = ocl_destroy;
-    out->enumerate = ocl_enumerate;
-    out->device_open = ocl_device_open;
-    out->device_close = ocl_device_close;
-    out->set_num_threads = NULL; /* OpenCL has no portable way to resize a driver's threads */
-    out->query = ocl_query;
-    out->buffer_alloc = ocl_buffer_alloc;
-    out->buffer_free = ocl_buffer_free;
-    out->buffer_write = ocl_buffer_write;
-    out->buffer_read = ocl_buffer_read;
-    out->buffer_copy = ocl_buffer_copy;
-    out->buffer_map = NULL; /* a CL 1.2 mapping cannot stay valid while kernels run */
-    out->prepare_weight = ocl_prepare_weight;
-    out->compile = ocl_compile;
-    out->executable_free = ocl_executable_free;
-    out->execute = ocl_execute;
-    out->last_execute_ns = ocl_last_execute_ns;
+    const bst_backend_api api = {
+        .name = OCL_BACKEND_NAME,
+        .version = OCL_BACKEND_VERSION,
+        .ctx = ctx,
+        .destroy = ocl_destroy,
+        .enumerate = ocl_enumerate,
+        .device_open = ocl_device_open,
+        .device_close = ocl_device_close,
+        .set_num_threads = NULL, /* OpenCL has no portable way to resize a driver's threads */
+        .query = ocl_query,
+        .buffer_alloc = ocl_buffer_alloc,
+        .buffer_free = ocl_buffer_free,
+        .buffer_write = ocl_buffer_write,
+        .buffer_read = ocl_buffer_read,
+        .buffer_copy = ocl_buffer_copy,
+        .buffer_map = NULL, /* a CL 1.2 mapping cannot stay valid while kernels run */
+        .prepare_weight = ocl_prepare_weight,
+        .compile = ocl_compile,
+        .executable_free = ocl_executable_free,
+        .execute = ocl_execute,
+        .last_execute_ns = ocl_last_execute_ns,
+    };
+    bstc_entry_publish(out, host_struct_size, host_abi, &api);
     return BST_OK;
 }

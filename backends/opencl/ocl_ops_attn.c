@@ -39,10 +39,10 @@ static bst_status check_attention(ocl_run *r)
         if (m->rank > 2 || (m->ne[2] != 1 && m->ne[2] != T) || (m->ne[3] != 1 && m->ne[3] != S))
             return ocl_fail(r, BST_ERR_SHAPE, "mask must broadcast to [T, S]");
     }
-    double scale = ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0 / sqrt((double)(D ? D : 1)));
+    double scale = bstc_attr_float(&r->node->base, BST_ATTR_SCALE, 1.0 / sqrt((double)(D ? D : 1)));
     if (!isfinite(scale))
         return ocl_fail(r, BST_ERR_INVALID_ARG, "scale is not finite");
-    if (ocl_attr_int(r->node, BST_ATTR_WINDOW, 0) < 0)
+    if (bstc_attr_int(&r->node->base, BST_ATTR_WINDOW, 0) < 0)
         return ocl_fail(r, BST_ERR_INVALID_ARG, "window is negative");
     for (uint32_t i = 0; i < r->node->n_inputs; i++)
         if ((st = ocl_check_aligned(r, &r->in[i], "input")))
@@ -71,7 +71,7 @@ static bst_status launch_attention(ocl_run *r)
         for (int d = 2; d < 4; d++)
             mnb[d] = m->ne[d] != 1 ? m->nb[d] : 0;
     int64_t T = q->ne[1], Hq = q->ne[2], D = q->ne[3], S = k->ne[1], Hkv = k->ne[2];
-    double scale = ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0 / sqrt((double)(D ? D : 1)));
+    double scale = bstc_attr_float(&r->node->base, BST_ATTR_SCALE, 1.0 / sqrt((double)(D ? D : 1)));
     ocl_args g;
     ocl_args_begin(&g, r, r->node->k[0]);
     ocl_arg_tensor(&g, q, NULL, true);
@@ -86,8 +86,8 @@ static bst_status launch_attention(ocl_run *r)
     ocl_arg_i64(&g, S);
     ocl_arg_i64(&g, Hkv ? Hq / Hkv : 1);
     ocl_arg_f32(&g, (float)scale);
-    ocl_arg_i32(&g, ocl_attr_int(r->node, BST_ATTR_CAUSAL, 0) != 0);
-    ocl_arg_i64(&g, ocl_attr_int(r->node, BST_ATTR_WINDOW, 0));
+    ocl_arg_i32(&g, bstc_attr_int(&r->node->base, BST_ATTR_CAUSAL, 0) != 0);
+    ocl_arg_i64(&g, bstc_attr_int(&r->node->base, BST_ATTR_WINDOW, 0));
     ocl_arg_local(&g, (size_t)(D ? D : 1) * sizeof(cl_float));
     ocl_arg_local(&g, ATT_WG * sizeof(cl_float));
     ocl_arg_local(&g, ATT_WG * sizeof(cl_float));

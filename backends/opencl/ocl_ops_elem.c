@@ -132,9 +132,9 @@ static bst_status check_unary(ocl_run *r)
         (st = ocl_need_same_shape(r, &r->in[0], "x")))
         return st;
     if (r->node->op == BST_OP_SCALE) {
-        if (!ocl_attr(r->node, BST_ATTR_SCALE))
+        if (!bstc_attr(&r->node->base, BST_ATTR_SCALE))
             return ocl_fail(r, BST_ERR_INVALID_ARG, "missing attribute scale");
-        if (!isfinite(ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0)))
+        if (!isfinite(bstc_attr_float(&r->node->base, BST_ATTR_SCALE, 1.0)))
             return ocl_fail(r, BST_ERR_INVALID_ARG, "scale is not finite");
     }
     return check_all_aligned(r);
@@ -150,7 +150,7 @@ static bst_status prepare_unary(ocl_run *r)
 static bst_status launch_unary_op(ocl_run *r, int op)
 {
     const ocl_tensor *x = &r->in[0], *o = &r->out;
-    float scale = (float)ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0);
+    float scale = (float)bstc_attr_float(&r->node->base, BST_ATTR_SCALE, 1.0);
     ocl_args g;
     if (r->node->k[1] && dense_f32(x) && dense_f32(o)) {
         ocl_args_begin(&g, r, r->node->k[1]);
@@ -203,7 +203,7 @@ static conv_kind conv_of(const ocl_run *r)
 {
     if (r->node->op == BST_OP_CONT && r->in[0].dtype == r->out.dtype)
         return CONV_COPY;
-    return ocl_is_block(r->out.dtype) ? CONV_QUANT : CONV_PLAIN;
+    return bstc_dtype_is_block(r->out.dtype) ? CONV_QUANT : CONV_PLAIN;
 }
 
 static bst_status check_convert(ocl_run *r)
@@ -215,23 +215,23 @@ static bst_status check_convert(ocl_run *r)
         return st;
     if (!loadable(x->dtype))
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "x dtype %s cannot be read",
-                        ocl_dtype_name(x->dtype));
+                        bstc_dtype_name(x->dtype));
     if (op == BST_OP_CONT) {
-        if (x->dtype != o->dtype && !ocl_is_plain_out(o->dtype) && !ocl_is_block(o->dtype))
-            return ocl_fail(r, BST_ERR_UNSUPPORTED, "cont into %s", ocl_dtype_name(o->dtype));
+        if (x->dtype != o->dtype && !ocl_is_plain_out(o->dtype) && !bstc_dtype_is_block(o->dtype))
+            return ocl_fail(r, BST_ERR_UNSUPPORTED, "cont into %s", bstc_dtype_name(o->dtype));
         return check_all_aligned(r);
     }
-    int64_t want = ocl_attr_int(r->node, BST_ATTR_DTYPE, -1);
+    int64_t want = bstc_attr_int(&r->node->base, BST_ATTR_DTYPE, -1);
     if (want != (int64_t)o->dtype)
         return ocl_fail(r, BST_ERR_INVALID_ARG, "attribute dtype %lld does not match output %s",
-                        (long long)want, ocl_dtype_name(o->dtype));
-    bool block = ocl_is_block(o->dtype);
+                        (long long)want, bstc_dtype_name(o->dtype));
+    bool block = bstc_dtype_is_block(o->dtype);
     if (op == BST_OP_CAST && (block || !ocl_is_plain_out(o->dtype)))
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "cast to %s (use quantize for block types)",
-                        ocl_dtype_name(o->dtype));
+                        bstc_dtype_name(o->dtype));
     if (op == BST_OP_QUANTIZE && !block)
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "quantize to %s: not a block type",
-                        ocl_dtype_name(o->dtype));
+                        bstc_dtype_name(o->dtype));
     return check_all_aligned(r);
 }
 
@@ -256,7 +256,7 @@ static bst_status prepare_convert(ocl_run *r)
 bst_status ocl_launch_copy(ocl_run *r, cl_kernel k, const ocl_tensor *x, const ocl_tensor *o)
 {
     uint32_t bs, bb;
-    if (!ocl_dtype_geometry(o->dtype, &bs, &bb))
+    if (!bstc_dtype_geometry(o->dtype, &bs, &bb))
         return ocl_fail(r, BST_ERR_INTERNAL, "copy of an invalid dtype");
     int64_t ne[4] = {o->ne[0], o->ne[1], o->ne[2], o->ne[3] / bs};
     int64_t total = ne[0] * ne[1] * ne[2] * ne[3];
@@ -304,7 +304,7 @@ const ocl_op_impl ocl_op_cont = {"cont", 1, 1, false, check_convert, ocl_one_var
 
 static int concat_axis(const ocl_run *r)
 {
-    int64_t axis = ocl_attr_int(r->node, BST_ATTR_AXIS, -1);
+    int64_t axis = bstc_attr_int(&r->node->base, BST_ATTR_AXIS, -1);
     return (int)(axis + (BST_MAX_DIMS - (int64_t)r->out.rank)); /* in padded dims */
 }
 
@@ -315,7 +315,7 @@ static bst_status check_concat(ocl_run *r)
     if ((st = ocl_need_float_in(r, a, "a")) || (st = ocl_need_float_in(r, b, "b")) ||
         (st = ocl_need_plain_out(r)))
         return st;
-    int64_t axis = ocl_attr_int(r->node, BST_ATTR_AXIS, -1);
+    int64_t axis = bstc_attr_int(&r->node->base, BST_ATTR_AXIS, -1);
     if (a->rank != o->rank || b->rank != o->rank || o->rank == 0 || axis < 0 ||
         axis >= (int64_t)o->rank)
         return ocl_fail(r, BST_ERR_SHAPE, "concat of rank %u and %u into %u along axis %lld",
@@ -362,7 +362,7 @@ static bst_status check_alias(ocl_run *r)
     const bst_tensor_desc *x = &r->node->in[0], *o = &r->node->out;
     uint64_t extra = 0;
     if (r->node->op == BST_OP_VIEW) {
-        int64_t off = ocl_attr_int(r->node, BST_ATTR_OFFSET, 0);
+        int64_t off = bstc_attr_int(&r->node->base, BST_ATTR_OFFSET, 0);
         if (off < 0)
             return ocl_fail(r, BST_ERR_INVALID_ARG, "view offset %lld is negative",
                             (long long)off);

@@ -18,11 +18,11 @@ static bst_status check_matmul(ocl_run *r)
 {
     const ocl_tensor *a = &r->in[0], *b = &r->in[1], *o = &r->out;
     if (!ocl_is_float_in(a->dtype) || !ocl_is_float_in(b->dtype))
-        return ocl_fail(r, BST_ERR_UNSUPPORTED, "matmul of %s and %s", ocl_dtype_name(a->dtype),
-                        ocl_dtype_name(b->dtype));
+        return ocl_fail(r, BST_ERR_UNSUPPORTED, "matmul of %s and %s", bstc_dtype_name(a->dtype),
+                        bstc_dtype_name(b->dtype));
     if (o->dtype != BST_DTYPE_F32)
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "matmul writes f32, not %s",
-                        ocl_dtype_name(o->dtype));
+                        bstc_dtype_name(o->dtype));
     if (a->rank < 2 || b->rank < 2 || b->rank > a->rank || o->rank != a->rank)
         return ocl_fail(r, BST_ERR_SHAPE, "matmul ranks a %u, b %u, out %u", a->rank, b->rank,
                         o->rank);
@@ -82,7 +82,7 @@ static uint32_t fam_matmul(const ocl_run *r)
 static bst_status prepare_matmul(ocl_run *r)
 {
     char name[32];
-    const char *dt = ocl_dtype_name(r->in[1].dtype);
+    const char *dt = bstc_dtype_name(r->in[1].dtype);
     bool gemv = variant_is_gemv(r);
     snprintf(name, sizeof name, "k_%s_%s", gemv ? "gemv" : "tiled", dt);
     bst_status st = ocl_kernel_create(r, OCL_FAM_MATMUL, name, &r->node->k[0]);

@@ -49,9 +49,9 @@ static bst_status check_norm(ocl_run *r)
         return st;
     if (r->in[0].rank == 0)
         return ocl_fail(r, BST_ERR_SHAPE, "x must have at least one dim");
-    if (!ocl_attr(r->node, BST_ATTR_EPS))
+    if (!bstc_attr(&r->node->base, BST_ATTR_EPS))
         return ocl_fail(r, BST_ERR_INVALID_ARG, "missing attribute eps");
-    double e = ocl_attr_float(r->node, BST_ATTR_EPS, 0.0);
+    double e = bstc_attr_float(&r->node->base, BST_ATTR_EPS, 0.0);
     if (!isfinite(e) || e < 0)
         return ocl_fail(r, BST_ERR_INVALID_ARG, "eps %g must be finite and >= 0", e);
     return check_aligned_all(r);
@@ -71,7 +71,7 @@ static bst_status launch_norm(ocl_run *r)
     ocl_arg_tensor(&g, o, NULL, true);
     ocl_arg_long4(&g, x->ne);
     ocl_arg_i32(&g, r->node->op == BST_OP_LAYER_NORM);
-    ocl_arg_f32(&g, (float)ocl_attr_float(r->node, BST_ATTR_EPS, 0.0));
+    ocl_arg_f32(&g, (float)bstc_attr_float(&r->node->base, BST_ATTR_EPS, 0.0));
     ocl_arg_local(&g, NORM_WG * sizeof(cl_float));
     bst_status st = ocl_args_end(&g, "k_norm");
     return st ? st : launch_rows(r, r->node->k[0], "k_norm", ocl_rows(x));
@@ -91,7 +91,7 @@ static bst_status check_softmax(ocl_run *r)
         return st;
     if (r->in[0].rank == 0)
         return ocl_fail(r, BST_ERR_SHAPE, "x must have at least one dim");
-    if (!isfinite(ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0)))
+    if (!isfinite(bstc_attr_float(&r->node->base, BST_ATTR_SCALE, 1.0)))
         return ocl_fail(r, BST_ERR_INVALID_ARG, "scale is not finite");
     if (r->node->n_inputs == 2) {
         const ocl_tensor *x = &r->in[0], *m = &r->in[1];
@@ -128,7 +128,7 @@ static bst_status launch_softmax(ocl_run *r)
     ocl_arg_i32(&g, has_mask);
     ocl_arg_tensor(&g, o, NULL, true);
     ocl_arg_long4(&g, x->ne);
-    ocl_arg_f32(&g, (float)ocl_attr_float(r->node, BST_ATTR_SCALE, 1.0));
+    ocl_arg_f32(&g, (float)bstc_attr_float(&r->node->base, BST_ATTR_SCALE, 1.0));
     ocl_arg_local(&g, NORM_WG * sizeof(cl_float));
     bst_status st = ocl_args_end(&g, "k_softmax");
     return st ? st : launch_rows(r, r->node->k[0], "k_softmax", ocl_rows(x));
@@ -151,12 +151,12 @@ static bst_status check_rope(ocl_run *r)
         return ocl_fail(r, BST_ERR_SHAPE, "pos must be i32[T] with T = %lld",
                         (long long)x->ne[1]);
     const ocl_node *n = r->node;
-    if (!ocl_attr(n, BST_ATTR_ROPE_MODE) || !ocl_attr(n, BST_ATTR_ROPE_THETA) ||
-        !ocl_attr(n, BST_ATTR_ROPE_DIMS))
+    if (!bstc_attr(&n->base, BST_ATTR_ROPE_MODE) || !bstc_attr(&n->base, BST_ATTR_ROPE_THETA) ||
+        !bstc_attr(&n->base, BST_ATTR_ROPE_DIMS))
         return ocl_fail(r, BST_ERR_INVALID_ARG, "needs rope_mode, rope_theta and rope_dims");
-    int64_t mode = ocl_attr_int(n, BST_ATTR_ROPE_MODE, -1);
-    double theta = ocl_attr_float(n, BST_ATTR_ROPE_THETA, 0.0);
-    int64_t dims = ocl_attr_int(n, BST_ATTR_ROPE_DIMS, 0);
+    int64_t mode = bstc_attr_int(&n->base, BST_ATTR_ROPE_MODE, -1);
+    double theta = bstc_attr_float(&n->base, BST_ATTR_ROPE_THETA, 0.0);
+    int64_t dims = bstc_attr_int(&n->base, BST_ATTR_ROPE_DIMS, 0);
     if (mode != 0 && mode != 2)
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "rope mode %lld (0 normal, 2 neox)",
                         (long long)mode);
@@ -174,8 +174,8 @@ static bst_status prepare_rope(ocl_run *r)
     bst_status st = ocl_kernel_create(r, OCL_FAM_NORM, "k_rope", &n->k[0]);
     if (st != BST_OK)
         return st;
-    double theta = ocl_attr_float(n, BST_ATTR_ROPE_THETA, 10000.0);
-    int64_t dims = ocl_attr_int(n, BST_ATTR_ROPE_DIMS, 2), half = dims / 2;
+    double theta = bstc_attr_float(&n->base, BST_ATTR_ROPE_THETA, 10000.0);
+    int64_t dims = bstc_attr_int(&n->base, BST_ATTR_ROPE_DIMS, 2), half = dims / 2;
     cl_float2 *tab = ocl_host->alloc((size_t)half * sizeof *tab, 64);
     if (!tab)
         return ocl_fail(r, BST_ERR_OUT_OF_MEMORY, "rope frequency table");
@@ -211,8 +211,8 @@ static bst_status launch_rope(ocl_run *r)
     ocl_arg_long4(&g, x->ne);
     ocl_arg_i64(&g, total);
     ocl_arg_mem(&g, r->node->aux);
-    ocl_arg_i32(&g, (int32_t)ocl_attr_int(r->node, BST_ATTR_ROPE_DIMS, 2));
-    ocl_arg_i32(&g, ocl_attr_int(r->node, BST_ATTR_ROPE_MODE, 0) == 2);
+    ocl_arg_i32(&g, (int32_t)bstc_attr_int(&r->node->base, BST_ATTR_ROPE_DIMS, 2));
+    ocl_arg_i32(&g, bstc_attr_int(&r->node->base, BST_ATTR_ROPE_MODE, 0) == 2);
     bst_status st = ocl_args_end(&g, "k_rope");
     if (st != BST_OK)
         return st;

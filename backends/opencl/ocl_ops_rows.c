@@ -37,7 +37,7 @@ static bst_status check_get_rows(ocl_run *r)
 {
     const ocl_tensor *t = &r->in[0], *ids = &r->in[1], *o = &r->out;
     if (!loadable(t->dtype))
-        return ocl_fail(r, BST_ERR_UNSUPPORTED, "table dtype %s", ocl_dtype_name(t->dtype));
+        return ocl_fail(r, BST_ERR_UNSUPPORTED, "table dtype %s", bstc_dtype_name(t->dtype));
     bst_status st = ocl_need_plain_out(r);
     if (st != BST_OK)
         return st;
@@ -93,9 +93,9 @@ static int row_dim(const ocl_run *r) { return BST_MAX_DIMS - (int)r->in[0].rank;
 static bst_status check_set_rows(ocl_run *r)
 {
     const ocl_tensor *dst = &r->in[0], *src = &r->in[1], *ids = &r->in[2], *o = &r->out;
-    if ((!ocl_is_plain_out(dst->dtype) && !ocl_is_block(dst->dtype)) || !loadable(src->dtype))
+    if ((!ocl_is_plain_out(dst->dtype) && !bstc_dtype_is_block(dst->dtype)) || !loadable(src->dtype))
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "set_rows of %s into %s",
-                        ocl_dtype_name(src->dtype), ocl_dtype_name(dst->dtype));
+                        bstc_dtype_name(src->dtype), bstc_dtype_name(dst->dtype));
     if (dst->rank < 2 || src->rank != dst->rank)
         return ocl_fail(r, BST_ERR_SHAPE,
                         "dst (rank %u) and src (rank %u) must have the same rank >= 2", dst->rank,
@@ -119,13 +119,13 @@ static bst_status check_set_rows(ocl_run *r)
 static uint32_t fam_set_rows(const ocl_run *r)
 {
     return (1u << OCL_FAM_ROWS) | (1u << OCL_FAM_ELEM) |
-           (ocl_is_block(r->out.dtype) ? 1u << OCL_FAM_QUANT : 0u);
+           (bstc_dtype_is_block(r->out.dtype) ? 1u << OCL_FAM_QUANT : 0u);
 }
 
 static bst_status prepare_set_rows(ocl_run *r)
 {
     ocl_node *n = r->node;
-    bool block = ocl_is_block(r->out.dtype);
+    bool block = bstc_dtype_is_block(r->out.dtype);
     bst_status st;
     if ((st = ocl_kernel_create(r, OCL_FAM_ROWS, "k_set_rows_prep", &n->k[0])) ||
         (st = ocl_kernel_create(r, block ? OCL_FAM_QUANT : OCL_FAM_ROWS,
@@ -188,7 +188,7 @@ static bst_status launch_set_rows(ocl_run *r)
         (st = launch_flat(r, n->k[0], "k_set_rows_prep", n_ids)))
         return st;
 
-    bool block = ocl_is_block(o->dtype);
+    bool block = bstc_dtype_is_block(o->dtype);
     int64_t items = block ? ocl_rows(src) * (src->ne[3] / 32) : ocl_numel(src);
     const char *name = block ? "k_set_rows_q" : "k_set_rows";
     ocl_args_begin(&g, r, n->k[1]);
@@ -219,7 +219,7 @@ static bst_status check_argmax(ocl_run *r)
         return st;
     if (o->dtype != BST_DTYPE_I32)
         return ocl_fail(r, BST_ERR_UNSUPPORTED, "argmax writes i32, not %s",
-                        ocl_dtype_name(o->dtype));
+                        bstc_dtype_name(o->dtype));
     if (x->rank < 1 || o->rank != x->rank - 1)
         return ocl_fail(r, BST_ERR_SHAPE, "output rank must be x's rank - 1");
     for (int d = 0; d < 3; d++)

@@ -27,6 +27,8 @@
 #include "ocl_backend.h"
 #include "ocl_kernels.h"
 
+#include "bst_backend_cache.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -65,18 +67,6 @@ const char *ocl_family_name(ocl_family f)
     return (unsigned)f < OCL_FAM_COUNT ? families[f].name : "?";
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
-#define FNV_SEED UINT64_C(0xcbf29ce484222325)
-
 /* The strings that make up family f's program on dev. */
 static uint32_t family_sources(const ocl_device *dev, ocl_family f, const char **out)
 {
@@ -95,77 +85,22 @@ uint64_t ocl_program_hash(ocl_device *dev, ocl_family f)
         return dev->prog[f].source_hash;
     const char *src[3];
     uint32_t n = family_sources(dev, f, src);
-    uint64_t h = fnv1a(FNV_SEED, dev->build_options, strlen(dev->build_options) + 1);
+    uint64_t h = bstc_fnv1a(BSTC_FNV_SEED, dev->build_options, strlen(dev->build_options) + 1);
     uint64_t host = OCL_HOST_HASH; /* the host code that sets the kernels' arguments */
-    h = fnv1a(h, &host, sizeof host);
+    h = bstc_fnv1a(h, &host, sizeof host);
     for (uint32_t i = 0; i < n; i++)
-        h = fnv1a(h, src[i], strlen(src[i]) + 1);
+        h = bstc_fnv1a(h, src[i], strlen(src[i]) + 1);
     dev->prog[f].source_hash = h ? h : 1;
     return dev->prog[f].source_hash;
 }
 
 /* --- cache location --- */
 
-/* mkdir -p of `path`, whose first `from` bytes name the base directory (BASTION_CACHE_DIR, or
- * the XDG cache): each missing directory is created 0700. The directories below the base are
- * this plugin's: one owned by someone else is not used, and one of ours keeps only owner
- * permissions. The base itself is only created when missing, never changed. */
-static bool make_dirs(char *path, size_t from)
-{
-    for (size_t i = from; ; i++) {
-        char c = path[i];
-        if (c != '/' && c != '\0')
-            continue;
-        if (i == 0)
-            continue;
-        path[i] = '\0';
-        bool ok = mkdir(path, 0700) == 0 || errno == EEXIST;
-        struct stat sb;
-        if (ok)
-            ok = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-        if (ok && i > from && sb.st_uid != geteuid())
-            ok = false;
-        if (ok && i > from && (sb.st_mode & 077) != 0)
-            ok = chmod(path, 0700) == 0;
-        path[i] = c;
-        if (!ok)
-            return false;
-        if (c == '\0')
-            return true;
-    }
-}
-
-bool ocl_cache_dir(char *buf, size_t cap)
-{
-    const char *own = secure_getenv("BASTION_CACHE_DIR");
-    int n;
-    size_t from;
-    if (own && own[0]) {
-        n = snprintf(buf, cap, "%s/opencl", own);
-        from = strlen(own);
-    } else {
-        const char *xdg = secure_getenv("XDG_CACHE_HOME");
-        const char *home = secure_getenv("HOME");
-        if (xdg && xdg[0] == '/') {
-            n = snprintf(buf, cap, "%s/bastion/opencl", xdg);
-            from = strlen(xdg);
-        } else if (home && home[0] == '/') {
-            n = snprintf(buf, cap, "%s/.cache/bastion/opencl", home);
-            from = strlen(home) + strlen("/.cache");
-        } else {
-            return false;
-        }
-    }
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    return make_dirs(buf, from);
-}
-
 static bool cache_path(ocl_device *dev, ocl_family f, uint64_t key, char *buf, size_t cap)
 {
     (void)dev;
     char dir[3072];
-    if (!ocl_cache_dir(dir, sizeof dir))
+    if (!bstc_cache_dir("opencl", dir, sizeof dir))
         return false;
     int n = snprintf(buf, cap, "%s/%s-%016llx.bin", dir, families[f].name,
                      (unsigned long long)key);
@@ -174,71 +109,13 @@ static bool cache_path(ocl_device *dev, ocl_family f, uint64_t key, char *buf, s
 
 static uint64_t cache_key(ocl_device *dev, ocl_family f)
 {
-    uint64_t h = FNV_SEED;
-    h = fnv1a(h, dev->caps.platform_name, strlen(dev->caps.platform_name) + 1);
-    h = fnv1a(h, dev->info.name, strlen(dev->info.name) + 1);
-    h = fnv1a(h, dev->info.driver_version, strlen(dev->info.driver_version) + 1);
-    h = fnv1a(h, dev->build_options, strlen(dev->build_options) + 1);
+    uint64_t h = BSTC_FNV_SEED;
+    h = bstc_fnv1a(h, dev->caps.platform_name, strlen(dev->caps.platform_name) + 1);
+    h = bstc_fnv1a(h, dev->info.name, strlen(dev->info.name) + 1);
+    h = bstc_fnv1a(h, dev->info.driver_version, strlen(dev->info.driver_version) + 1);
+    h = bstc_fnv1a(h, dev->build_options, strlen(dev->build_options) + 1);
     uint64_t src = ocl_program_hash(dev, f);
-    return fnv1a(h, &src, sizeof src);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static bool read_all(int fd, void *buf, size_t n)
-{
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t got = read(fd, p, n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return false;
-        p += got;
-        n -= (size_t)got;
-    }
-    return true;
-}
-
-static bool write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t put = write(fd, p, n);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put <= 0)
-            return false;
-        p += put;
-        n -= (size_t)put;
-    }
-    return true;
+    return bstc_fnv1a(h, &src, sizeof src);
 }
 
 /* The validated binary of a cache entry (host->alloc'd), or NULL with the reason logged. */
@@ -254,22 +131,22 @@ static uint8_t *cache_load(const char *path, uint64_t key, size_t *out_size)
     uint64_t size = 0;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         why = "not a regular file";
-    } else if ((uint64_t)sb.st_size < CACHE_HEADER || !read_all(fd, hdr, sizeof hdr)) {
+    } else if ((uint64_t)sb.st_size < CACHE_HEADER || !bstc_read_all(fd, hdr, sizeof hdr)) {
         why = "shorter than its header";
     } else if (memcmp(hdr, CACHE_MAGIC, 8) != 0) {
         why = "bad magic";
-    } else if (get_u32(hdr + 8) != CACHE_VERSION || get_u32(hdr + 12) != CACHE_HEADER) {
+    } else if (bstc_get_u32(hdr + 8) != CACHE_VERSION || bstc_get_u32(hdr + 12) != CACHE_HEADER) {
         why = "unknown format version";
-    } else if (get_u64(hdr + 16) != key) {
+    } else if (bstc_get_u64(hdr + 16) != key) {
         why = "key mismatch";
-    } else if ((size = get_u64(hdr + 24)) == 0 || size > CACHE_MAX_BINARY ||
+    } else if ((size = bstc_get_u64(hdr + 24)) == 0 || size > CACHE_MAX_BINARY ||
                (uint64_t)sb.st_size != CACHE_HEADER + size) {
         why = "binary size disagrees with the file";
     } else if (!(bin = ocl_host->alloc((size_t)size, 16))) {
         why = "out of memory";
-    } else if (!read_all(fd, bin, (size_t)size)) {
+    } else if (!bstc_read_all(fd, bin, (size_t)size)) {
         why = "read failed";
-    } else if (fnv1a(FNV_SEED, bin, (size_t)size) != get_u64(hdr + 32)) {
+    } else if (bstc_fnv1a(BSTC_FNV_SEED, bin, (size_t)size) != bstc_get_u64(hdr + 32)) {
         why = "checksum mismatch";
     }
     close(fd);
@@ -285,29 +162,16 @@ static uint8_t *cache_load(const char *path, uint64_t key, size_t *out_size)
 
 static void cache_store(const char *path, uint64_t key, const uint8_t *bin, size_t size)
 {
-    char tmp[4096];
-    int n = snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        ocl_host->log(BST_LOG_DEBUG, "opencl: cannot write program cache %s: %s", tmp,
-                      strerror(errno));
-        return;
-    }
     uint8_t hdr[CACHE_HEADER];
     memcpy(hdr, CACHE_MAGIC, 8);
-    put_u32(hdr + 8, CACHE_VERSION);
-    put_u32(hdr + 12, CACHE_HEADER);
-    put_u64(hdr + 16, key);
-    put_u64(hdr + 24, size);
-    put_u64(hdr + 32, fnv1a(FNV_SEED, bin, size));
-    bool ok = write_all(fd, hdr, sizeof hdr) && write_all(fd, bin, size);
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        ocl_host->log(BST_LOG_DEBUG, "opencl: cannot write program cache %s", path);
-        unlink(tmp);
-    }
+    bstc_put_u32(hdr + 8, CACHE_VERSION);
+    bstc_put_u32(hdr + 12, CACHE_HEADER);
+    bstc_put_u64(hdr + 16, key);
+    bstc_put_u64(hdr + 24, size);
+    bstc_put_u64(hdr + 32, bstc_fnv1a(BSTC_FNV_SEED, bin, size));
+    if (!bstc_write_file_atomic(path, hdr, sizeof hdr, bin, size))
+        ocl_host->log(BST_LOG_DEBUG, "opencl: cannot write program cache %s: %s", path,
+                      strerror(errno));
 }
 
 /* --- building --- */

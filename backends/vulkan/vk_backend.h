@@ -28,6 +28,8 @@
 
 #include <bastion/backend.h>
 
+#include "bst_backend_common.h"
+
 #include <vulkan/vulkan.h>
 
 #include <stdatomic.h>
@@ -37,8 +39,9 @@
 #define VKB_NAME "vulkan"
 #define VKB_VERSION "0.1.0"
 
-/* The host's services, set once by bst_backend_entry. */
+/* The host's services, set once by bst_backend_entry; vkb_plugin.host is the same table. */
 extern const bst_host_api *vkb_host;
+extern bstc_plugin vkb_plugin;
 
 enum {
     VKB_MAGIC_CTX = 0x564b4243u,    /* "CBKV" */
@@ -195,15 +198,7 @@ typedef struct vkb_device {
 /* --- nodes and tensors --------------------------------------------------------------------- */
 
 /* One node of a partition, deep-copied (the host's pointers live only during the call). */
-typedef struct vkb_node {
-    bst_op op;
-    uint32_t n_inputs;
-    uint32_t n_attrs;
-    uint32_t variant;
-    bst_tensor_desc in[BST_MAX_INPUTS];
-    bst_tensor_desc out;
-    bst_attr attrs[BST_MAX_ATTRS];
-} vkb_node;
+typedef bstc_node vkb_node;
 
 /* A tensor padded to four dims (outermost first), with its extents for one run. */
 typedef struct vkb_tensor {
@@ -318,8 +313,6 @@ bst_status vkb_result(vkb_device *dev, VkResult r, const char *what);
 /* The VkResult a test asked `site` to fail with (host->fault), or VK_SUCCESS. */
 VkResult vkb_fault(const char *site);
 const char *vkb_result_name(VkResult r);
-uint64_t vkb_fnv1a(uint64_t h, const void *data, size_t n);
-#define VKB_FNV_SEED UINT64_C(0xcbf29ce484222325)
 
 /* --- vk_device.c --------------------------------------------------------------------------- */
 bst_status vkb_device_open(void *ctx, uint32_t index, void **out_device);
@@ -385,13 +378,10 @@ void vkb_pipelines_destroy(vkb_device *d);
 bst_status vkb_pipeline_get(vkb_device *d, const vkb_pipe_key *key, uint32_t *out_index);
 /* Hash of the SPIR-V a key would run plus its constants: the kernel variant's source hash. */
 uint64_t vkb_pipeline_hash(const vkb_device *d, const vkb_pipe_key *key);
-/* The directory holding the pipeline cache: $BASTION_CACHE_DIR/vulkan, else ($XDG_CACHE_HOME or
- * ~/.cache)/bastion/vulkan; directories it creates get mode 0700. False when there is none. */
-bool vkb_cache_dir(char *out, size_t cap);
 
 /* --- vk_check.c ---------------------------------------------------------------------------- */
-/* Copies and validates the host's node descriptor (msg gets the reason on failure). */
-bst_status vkb_copy_node(const bst_node_desc *src, vkb_node *dst, char *msg, size_t cap);
+/* The ops this backend runs and their input counts (for bstc_copy_node). */
+bool vkb_arity(uint32_t op, bstc_op_arity *out);
 /* Fills s from n's descriptors: symbolic dims at their bounds, or (bind) at n_tokens / n_kv,
  * which must lie within the bounds. */
 bst_status vkb_shapes_resolve(vkb_shapes *s, const vkb_node *n, bool bind, int64_t n_tokens,
@@ -400,13 +390,6 @@ bst_status vkb_shapes_resolve(vkb_shapes *s, const vkb_node *n, bool bind, int64
 bst_status vkb_check(const vkb_device *d, vkb_shapes *s);
 bool vkb_is_alias_op(uint32_t op);
 const char *vkb_op_name(uint32_t op);
-const char *vkb_dtype_name(uint32_t dtype);
-bool vkb_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes);
-const bst_attr *vkb_attr(const vkb_node *n, bst_attr_key key);
-double vkb_attr_float(const vkb_node *n, bst_attr_key key, double fallback);
-int64_t vkb_attr_int(const vkb_node *n, bst_attr_key key, int64_t fallback);
-/* Byte range [lo, hi) a tensor touches relative to its first element; false on overflow. */
-bool vkb_byte_span(const vkb_tensor *t, int64_t *out_lo, int64_t *out_hi);
 
 /* --- vk_plan.c ----------------------------------------------------------------------------- */
 /* The dispatches running node `n` (checked at bound shapes) with matmul variant `variant`. */

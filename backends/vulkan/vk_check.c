@@ -1,9 +1,9 @@
 /*
- * What the Vulkan backend accepts: copying the host's node descriptors, binding symbolic dims,
- * and one check per op that serves query (at bound shapes), compile (the same) and execute (at
- * the run's extents). The op rules are those of backend.h and the CPU reference backend; on top
- * of them come this backend's own limits, reported as "unsupported" so the runtime places the
- * node elsewhere:
+ * What the Vulkan backend accepts: its op table (the descriptors themselves are copied and
+ * checked by bst_backend_common.h), binding symbolic dims, and one check per op that serves
+ * query (at bound shapes), compile (the same) and execute (at the run's extents). The op rules
+ * are those of backend.h and the CPU reference backend; on top of them come this backend's own
+ * limits, reported as "unsupported" so the runtime places the node elsewhere:
  *  - outputs: f32/f16/bf16 (i32 for argmax); block types only from quantize, set_rows and a
  *    same-dtype cont;
  *  - attention (the one fused op) only where the device offers fused ops (vkb_device), with
@@ -17,45 +17,10 @@
 #include "vk_backend.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-typedef struct dtype_info {
-    const char *name;
-    uint32_t block_size, block_bytes, align;
-} dtype_info;
-
-static const dtype_info dtypes[BST_DTYPE_COUNT] = {
-    [BST_DTYPE_F32] = {"f32", 1, 4, 4},     [BST_DTYPE_F16] = {"f16", 1, 2, 2},
-    [BST_DTYPE_BF16] = {"bf16", 1, 2, 2},   [BST_DTYPE_I32] = {"i32", 1, 4, 4},
-    [BST_DTYPE_I8] = {"i8", 1, 1, 1},       [BST_DTYPE_Q4_0] = {"q4_0", 32, 18, 2},
-    [BST_DTYPE_Q4_1] = {"q4_1", 32, 20, 2}, [BST_DTYPE_Q5_0] = {"q5_0", 32, 22, 2},
-    [BST_DTYPE_Q5_1] = {"q5_1", 32, 24, 2}, [BST_DTYPE_Q8_0] = {"q8_0", 32, 34, 2},
-};
-
-static const dtype_info *dt(uint32_t dtype)
-{
-    return dtype < BST_DTYPE_COUNT && dtypes[dtype].name ? &dtypes[dtype] : NULL;
-}
-
-bool vkb_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes)
-{
-    const dtype_info *d = dt(dtype);
-    if (!d)
-        return false;
-    *out_block_size = d->block_size;
-    *out_block_bytes = d->block_bytes;
-    return true;
-}
-
-const char *vkb_dtype_name(uint32_t dtype)
-{
-    const dtype_info *d = dt(dtype);
-    return d ? d->name : "invalid";
-}
-
-static bool is_block(uint32_t dtype) { return dt(dtype) && dt(dtype)->block_size > 1; }
+static bool is_block(uint32_t dtype) { return bstc_dtype_is_block(dtype); }
 static bool is_plain_float(uint32_t t)
 {
     return t == BST_DTYPE_F32 || t == BST_DTYPE_F16 || t == BST_DTYPE_BF16;
@@ -101,159 +66,24 @@ bool vkb_is_alias_op(uint32_t op)
            op == BST_OP_TRANSPOSE;
 }
 
-/* --- attributes ---------------------------------------------------------------------------- */
-
-const bst_attr *vkb_attr(const vkb_node *n, bst_attr_key key)
+bool vkb_arity(uint32_t op, bstc_op_arity *out)
 {
-    for (uint32_t i = 0; i < n->n_attrs; i++)
-        if (n->attrs[i].key == (uint32_t)key)
-            return &n->attrs[i];
-    return NULL;
-}
-
-double vkb_attr_float(const vkb_node *n, bst_attr_key key, double fallback)
-{
-    const bst_attr *a = vkb_attr(n, key);
-    if (!a)
-        return fallback;
-    return a->kind == BST_ATTR_KIND_FLOAT ? a->f : (double)a->ints[0];
-}
-
-int64_t vkb_attr_int(const vkb_node *n, bst_attr_key key, int64_t fallback)
-{
-    const bst_attr *a = vkb_attr(n, key);
-    if (!a || a->kind == BST_ATTR_KIND_FLOAT)
-        return fallback;
-    return a->ints[0];
-}
-
-/* --- descriptors --------------------------------------------------------------------------- */
-
-static bst_status fail(char *msg, size_t cap, bst_status st, const char *fmt, ...)
-    BST_PRINTF(4, 5);
-static bst_status fail(char *msg, size_t cap, bst_status st, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, cap, fmt, ap);
-    va_end(ap);
-    return st;
-}
-
-static bst_status copy_desc(const bst_tensor_desc *src, bst_tensor_desc *dst, const char *what,
-                            char *msg, size_t cap)
-{
-    if (!src)
-        return fail(msg, cap, BST_ERR_INVALID_ARG, "%s descriptor is NULL", what);
-    if (src->struct_size < sizeof(bst_tensor_desc))
-        return fail(msg, cap, BST_ERR_ABI, "%s descriptor has struct_size %u < %zu", what,
-                    src->struct_size, sizeof(bst_tensor_desc));
-    memcpy(dst, src, sizeof *dst);
-    dst->struct_size = (uint32_t)sizeof *dst;
-    const dtype_info *d = dt(dst->dtype);
-    if (!d)
-        return fail(msg, cap, BST_ERR_UNSUPPORTED, "%s has unknown dtype %u", what, dst->dtype);
-    if (dst->layout != BST_LAYOUT_NATIVE)
-        return fail(msg, cap, BST_ERR_UNSUPPORTED, "%s has layout %u; only native", what,
-                    dst->layout);
-    if (dst->rank > BST_MAX_DIMS)
-        return fail(msg, cap, BST_ERR_SHAPE, "%s has rank %u", what, dst->rank);
-    for (uint32_t i = 0; i < dst->rank; i++) {
-        if (dst->shape[i] < 0)
-            return fail(msg, cap, BST_ERR_SHAPE, "%s dim %u is negative", what, i);
-        if (dst->sym[i] >= BST_SYM_COUNT)
-            return fail(msg, cap, BST_ERR_UNSUPPORTED, "%s dim %u has unknown symbol %u", what,
-                        i, dst->sym[i]);
-    }
-    if (d->block_size > 1 &&
-        (dst->rank == 0 || dst->shape[dst->rank - 1] % d->block_size != 0 ||
-         dst->strides[dst->rank - 1] != (int64_t)d->block_bytes))
-        return fail(msg, cap, BST_ERR_SHAPE,
-                    "%s (%s) must have whole, contiguous blocks along its innermost dim", what,
-                    d->name);
-    return BST_OK;
-}
-
-bst_status vkb_copy_node(const bst_node_desc *src, vkb_node *dst, char *msg, size_t cap)
-{
-    memset(dst, 0, sizeof *dst);
-    if (!src)
-        return fail(msg, cap, BST_ERR_INVALID_ARG, "node descriptor is NULL");
-    if (src->struct_size < sizeof(bst_node_desc))
-        return fail(msg, cap, BST_ERR_ABI, "node descriptor has struct_size %u < %zu",
-                    src->struct_size, sizeof(bst_node_desc));
-    const op_info *o = op_of(src->op);
+    const op_info *o = op_of(op);
     if (!o)
-        return fail(msg, cap, BST_ERR_UNSUPPORTED, "op %u is not a primitive op of this backend",
-                    src->op);
-    dst->op = (bst_op)src->op;
-    dst->variant = src->variant;
-    if (src->n_inputs < o->min_inputs || src->n_inputs > o->max_inputs)
-        return fail(msg, cap, BST_ERR_INVALID_ARG, "%s takes %u..%u inputs, got %u", o->name,
-                    o->min_inputs, o->max_inputs, src->n_inputs);
-    if (src->n_attrs > BST_MAX_ATTRS)
-        return fail(msg, cap, BST_ERR_INVALID_ARG, "%u attributes (at most %d)", src->n_attrs,
-                    BST_MAX_ATTRS);
-    if ((src->n_inputs && !src->inputs) || (src->n_attrs && !src->attrs))
-        return fail(msg, cap, BST_ERR_INVALID_ARG, "NULL input or attribute array");
-    dst->n_inputs = src->n_inputs;
-    char what[32];
-    for (uint32_t i = 0; i < src->n_inputs; i++) {
-        snprintf(what, sizeof what, "input %u", i);
-        bst_status st = copy_desc(src->inputs[i], &dst->in[i], what, msg, cap);
-        if (st != BST_OK)
-            return st;
-    }
-    bst_status st = copy_desc(src->output, &dst->out, "output", msg, cap);
-    if (st != BST_OK)
-        return st;
-    for (uint32_t i = 0; i < src->n_attrs; i++) {
-        const bst_attr *a = src->attrs[i];
-        if (!a || a->struct_size < sizeof(bst_attr))
-            return fail(msg, cap, BST_ERR_ABI, "attribute %u is NULL or too small", i);
-        if (a->key == BST_ATTR_NONE || a->key >= BST_ATTR_COUNT)
-            return fail(msg, cap, BST_ERR_UNSUPPORTED, "unknown attribute key %u", a->key);
-        if (a->kind > BST_ATTR_KIND_INTS ||
-            (a->kind == BST_ATTR_KIND_INTS && a->count > BST_MAX_DIMS))
-            return fail(msg, cap, BST_ERR_INVALID_ARG, "attribute %u has a bad kind or count", i);
-        memcpy(&dst->attrs[i], a, sizeof(bst_attr));
-        dst->attrs[i].struct_size = (uint32_t)sizeof(bst_attr);
-    }
-    dst->n_attrs = src->n_attrs;
-    return BST_OK;
+        return false;
+    *out = (bstc_op_arity){o->name, o->min_inputs, o->max_inputs};
+    return true;
 }
 
 /* --- shapes -------------------------------------------------------------------------------- */
 
-static bst_status resolve(vkb_shapes *s, const bst_tensor_desc *d, vkb_tensor *t, bool bind,
-                          int64_t n_tokens, int64_t n_kv, const char *what)
+static bst_status resolve(vkb_shapes *s, const bst_tensor_desc *d, vkb_tensor *t,
+                          const bst_run_params *params, const char *what)
 {
     memset(t, 0, sizeof *t);
     t->dtype = d->dtype;
     t->rank = d->rank;
-    uint32_t pad = BST_MAX_DIMS - d->rank;
-    for (int i = 0; i < 4; i++)
-        t->ne[i] = 1;
-    for (uint32_t i = 0; i < d->rank; i++) {
-        int64_t n = d->shape[i];
-        if (d->sym[i] != BST_SYM_NONE && bind) {
-            int64_t v = d->sym[i] == BST_SYM_N_TOKENS ? n_tokens : n_kv;
-            if (v < 0 || v > n)
-                return fail(s->msg, sizeof s->msg, BST_ERR_INVALID_ARG,
-                            "%s dim %u: %s = %lld is outside 0..%lld (its bound)", what, i,
-                            d->sym[i] == BST_SYM_N_TOKENS ? "n_tokens" : "n_kv", (long long)v,
-                            (long long)n);
-            n = v;
-        }
-        t->ne[pad + i] = n;
-        t->nb[pad + i] = d->strides[i];
-    }
-    const dtype_info *di = dt(d->dtype);
-    if (t->ne[3] % di->block_size != 0)
-        return fail(s->msg, sizeof s->msg, BST_ERR_SHAPE,
-                    "%s innermost extent %lld is not whole %s blocks", what, (long long)t->ne[3],
-                    di->name);
-    return BST_OK;
+    return bstc_pad_dims(d, params, t->ne, t->nb, what, s->msg, sizeof s->msg);
 }
 
 bst_status vkb_shapes_resolve(vkb_shapes *s, const vkb_node *n, bool bind, int64_t n_tokens,
@@ -261,65 +91,44 @@ bst_status vkb_shapes_resolve(vkb_shapes *s, const vkb_node *n, bool bind, int64
 {
     s->node = n;
     s->msg[0] = '\0';
+    const bst_run_params run = {
+        .struct_size = (uint32_t)sizeof run, .n_tokens = n_tokens, .n_kv = n_kv};
+    const bst_run_params *params = bind ? &run : NULL;
     char what[32];
     for (uint32_t i = 0; i < n->n_inputs; i++) {
         snprintf(what, sizeof what, "input %u", i);
-        bst_status st = resolve(s, &n->in[i], &s->in[i], bind, n_tokens, n_kv, what);
+        bst_status st = resolve(s, &n->in[i], &s->in[i], params, what);
         if (st != BST_OK)
             return st;
     }
-    return resolve(s, &n->out, &s->out, bind, n_tokens, n_kv, "output");
+    return resolve(s, &n->out, &s->out, params, "output");
 }
 
-bool vkb_byte_span(const vkb_tensor *t, int64_t *out_lo, int64_t *out_hi)
-{
-    const dtype_info *d = dt(t->dtype);
-    if (!d)
-        return false;
-    int64_t lo = 0, hi = d->block_bytes;
-    for (int i = 0; i < 4; i++) {
-        int64_t count = i == 3 ? t->ne[3] / d->block_size : t->ne[i];
-        int64_t ext;
-        if (count <= 1)
-            continue;
-        if (__builtin_mul_overflow(count - 1, t->nb[i], &ext))
-            return false;
-        if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi))
-            return false;
-    }
-    *out_lo = lo;
-    *out_hi = hi;
-    return true;
-}
+#define FAIL(st, ...) return bstc_msg(s->msg, sizeof s->msg, st, __VA_ARGS__)
 
 /* This backend's addressing limits for one tensor (see the file comment). */
 static bst_status check_addressing(const vkb_device *d, vkb_shapes *s, const bst_tensor_desc *desc,
                                    const vkb_tensor *t, const char *what)
 {
-    const dtype_info *di = dt(t->dtype);
-    if (desc->offset % di->align != 0)
-        return fail(s->msg, sizeof s->msg, BST_ERR_UNSUPPORTED,
-                    "%s offset %llu is not a multiple of %u bytes", what,
-                    (unsigned long long)desc->offset, di->align);
+    const uint32_t align = bstc_dtype_align(t->dtype);
+    if (desc->offset % align != 0)
+        FAIL(BST_ERR_UNSUPPORTED, "%s offset %llu is not a multiple of %u bytes", what,
+             (unsigned long long)desc->offset, align);
     for (int i = 0; i < 4; i++) {
         if (t->ne[i] <= 1)
             continue;
-        if (t->nb[i] < 0 || t->nb[i] % di->align != 0)
-            return fail(s->msg, sizeof s->msg, BST_ERR_UNSUPPORTED,
-                        "%s stride %lld is negative or not a multiple of %u bytes", what,
-                        (long long)t->nb[i], di->align);
+        if (t->nb[i] < 0 || t->nb[i] % align != 0)
+            FAIL(BST_ERR_UNSUPPORTED, "%s stride %lld is negative or not a multiple of %u bytes",
+                 what, (long long)t->nb[i], align);
     }
     int64_t lo, hi;
-    if (!vkb_byte_span(t, &lo, &hi) || (uint64_t)hi > d->max_tensor_bytes)
-        return fail(s->msg, sizeof s->msg, BST_ERR_UNSUPPORTED,
-                    "%s spans more than the %llu bytes one tensor may address here", what,
-                    (unsigned long long)d->max_tensor_bytes);
+    if (!bstc_byte_span(t->dtype, t->ne, t->nb, &lo, &hi) || (uint64_t)hi > d->max_tensor_bytes)
+        FAIL(BST_ERR_UNSUPPORTED, "%s spans more than the %llu bytes one tensor may address here",
+             what, (unsigned long long)d->max_tensor_bytes);
     return BST_OK;
 }
 
 /* --- op rules ------------------------------------------------------------------------------ */
-
-#define FAIL(st, ...) return fail(s->msg, sizeof s->msg, st, __VA_ARGS__)
 
 static bool same_shape(const vkb_tensor *a, const vkb_tensor *b)
 {
@@ -335,7 +144,7 @@ static bst_status need_numeric(vkb_shapes *s, const vkb_tensor *t, const char *w
 {
     if (!is_numeric(t->dtype))
         FAIL(BST_ERR_UNSUPPORTED, "%s dtype %s is not a float or block type", what,
-             vkb_dtype_name(t->dtype));
+             bstc_dtype_name(t->dtype));
     return BST_OK;
 }
 
@@ -344,7 +153,7 @@ static bst_status need_plain_out(vkb_shapes *s)
 {
     if (!is_plain_float(s->out.dtype))
         FAIL(BST_ERR_UNSUPPORTED, "output dtype %s: this backend writes f32, f16 or bf16 here",
-             vkb_dtype_name(s->out.dtype));
+             bstc_dtype_name(s->out.dtype));
     return BST_OK;
 }
 
@@ -402,9 +211,9 @@ static bst_status check_unary(vkb_shapes *s)
     if (st != BST_OK)
         return st;
     if (s->node->op == BST_OP_SCALE) {
-        if (!vkb_attr(s->node, BST_ATTR_SCALE))
+        if (!bstc_attr(s->node, BST_ATTR_SCALE))
             FAIL(BST_ERR_INVALID_ARG, "missing attribute scale");
-        if (!isfinite(vkb_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
+        if (!isfinite(bstc_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
             FAIL(BST_ERR_INVALID_ARG, "scale is not finite");
     }
     return BST_OK;
@@ -417,7 +226,7 @@ static bst_status check_matmul(vkb_shapes *s)
     if ((st = need_numeric(s, a, "a")) || (st = need_numeric(s, b, "b")))
         return st;
     if (o->dtype != BST_DTYPE_F32)
-        FAIL(BST_ERR_UNSUPPORTED, "matmul writes f32, not %s", vkb_dtype_name(o->dtype));
+        FAIL(BST_ERR_UNSUPPORTED, "matmul writes f32, not %s", bstc_dtype_name(o->dtype));
     if (a->rank < 2 || b->rank < 2 || b->rank > a->rank || o->rank != a->rank)
         FAIL(BST_ERR_SHAPE, "matmul ranks a %u, b %u, out %u", a->rank, b->rank, o->rank);
     if (a->ne[3] != b->ne[3])
@@ -443,9 +252,9 @@ static bst_status check_norm(vkb_shapes *s)
         return st;
     if (s->in[0].rank == 0)
         FAIL(BST_ERR_SHAPE, "x must have at least one dim");
-    if (!vkb_attr(s->node, BST_ATTR_EPS))
+    if (!bstc_attr(s->node, BST_ATTR_EPS))
         FAIL(BST_ERR_INVALID_ARG, "missing attribute eps");
-    double e = vkb_attr_float(s->node, BST_ATTR_EPS, 0.0);
+    double e = bstc_attr_float(s->node, BST_ATTR_EPS, 0.0);
     if (!isfinite(e) || e < 0)
         FAIL(BST_ERR_INVALID_ARG, "eps %g must be finite and >= 0", e);
     return BST_OK;
@@ -462,12 +271,12 @@ static bst_status check_rope(vkb_shapes *s)
         FAIL(BST_ERR_SHAPE, "x must be [T, H, D], got rank %u", x->rank);
     if (pos->dtype != BST_DTYPE_I32 || pos->rank != 1 || pos->ne[3] != x->ne[1])
         FAIL(BST_ERR_SHAPE, "pos must be i32[T] with T = %lld", (long long)x->ne[1]);
-    if (!vkb_attr(n, BST_ATTR_ROPE_MODE) || !vkb_attr(n, BST_ATTR_ROPE_THETA) ||
-        !vkb_attr(n, BST_ATTR_ROPE_DIMS))
+    if (!bstc_attr(n, BST_ATTR_ROPE_MODE) || !bstc_attr(n, BST_ATTR_ROPE_THETA) ||
+        !bstc_attr(n, BST_ATTR_ROPE_DIMS))
         FAIL(BST_ERR_INVALID_ARG, "needs rope_mode, rope_theta and rope_dims");
-    int64_t mode = vkb_attr_int(n, BST_ATTR_ROPE_MODE, -1);
-    double theta = vkb_attr_float(n, BST_ATTR_ROPE_THETA, 0.0);
-    int64_t dims = vkb_attr_int(n, BST_ATTR_ROPE_DIMS, 0);
+    int64_t mode = bstc_attr_int(n, BST_ATTR_ROPE_MODE, -1);
+    double theta = bstc_attr_float(n, BST_ATTR_ROPE_THETA, 0.0);
+    int64_t dims = bstc_attr_int(n, BST_ATTR_ROPE_DIMS, 0);
     if (mode != 0 && mode != 2)
         FAIL(BST_ERR_UNSUPPORTED, "rope mode %lld (0 normal, 2 neox)", (long long)mode);
     if (!isfinite(theta) || theta <= 0)
@@ -485,7 +294,7 @@ static bst_status check_softmax(vkb_shapes *s)
         return st;
     if (s->in[0].rank == 0)
         FAIL(BST_ERR_SHAPE, "x must have at least one dim");
-    if (!isfinite(vkb_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
+    if (!isfinite(bstc_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
         FAIL(BST_ERR_INVALID_ARG, "scale is not finite");
     if (s->node->n_inputs == 2) {
         if ((st = need_numeric(s, &s->in[1], "mask")) != BST_OK)
@@ -506,15 +315,15 @@ static bst_status check_convert(vkb_shapes *s)
             return BST_OK; /* a byte copy, any dtype */
         return need_plain_out(s);
     }
-    int64_t want = vkb_attr_int(s->node, BST_ATTR_DTYPE, -1);
+    int64_t want = bstc_attr_int(s->node, BST_ATTR_DTYPE, -1);
     if (want != (int64_t)o->dtype)
         FAIL(BST_ERR_INVALID_ARG, "attribute dtype %lld does not match output %s",
-             (long long)want, vkb_dtype_name(o->dtype));
+             (long long)want, bstc_dtype_name(o->dtype));
     if (op == BST_OP_CAST && !is_plain_float(o->dtype))
         FAIL(BST_ERR_UNSUPPORTED, "cast to %s (use quantize for block types)",
-             vkb_dtype_name(o->dtype));
+             bstc_dtype_name(o->dtype));
     if (op == BST_OP_QUANTIZE && !is_block(o->dtype))
-        FAIL(BST_ERR_UNSUPPORTED, "quantize to %s: not a block type", vkb_dtype_name(o->dtype));
+        FAIL(BST_ERR_UNSUPPORTED, "quantize to %s: not a block type", bstc_dtype_name(o->dtype));
     return BST_OK;
 }
 
@@ -525,7 +334,7 @@ static bst_status check_concat(vkb_shapes *s)
     if ((st = need_numeric(s, a, "a")) || (st = need_numeric(s, b, "b")) ||
         (st = need_plain_out(s)))
         return st;
-    int64_t axis = vkb_attr_int(s->node, BST_ATTR_AXIS, -1);
+    int64_t axis = bstc_attr_int(s->node, BST_ATTR_AXIS, -1);
     if (a->rank != o->rank || b->rank != o->rank || o->rank == 0 || axis < 0 ||
         axis >= (int64_t)o->rank)
         FAIL(BST_ERR_SHAPE, "concat of rank %u and %u into %u along axis %lld", a->rank, b->rank,
@@ -546,7 +355,7 @@ static bst_status check_argmax(vkb_shapes *s)
     if (st != BST_OK)
         return st;
     if (o->dtype != BST_DTYPE_I32)
-        FAIL(BST_ERR_UNSUPPORTED, "argmax writes i32, not %s", vkb_dtype_name(o->dtype));
+        FAIL(BST_ERR_UNSUPPORTED, "argmax writes i32, not %s", bstc_dtype_name(o->dtype));
     if (x->rank < 1 || o->rank != x->rank - 1)
         FAIL(BST_ERR_SHAPE, "output rank must be x's rank - 1");
     for (int d = 0; d < 3; d++)
@@ -563,7 +372,7 @@ static bst_status check_set_rows(vkb_shapes *s)
 {
     const vkb_tensor *dst = &s->in[0], *src = &s->in[1], *ids = &s->in[2], *o = &s->out;
     if (!is_plain_float(dst->dtype) && !is_block(dst->dtype))
-        FAIL(BST_ERR_UNSUPPORTED, "set_rows into %s", vkb_dtype_name(dst->dtype));
+        FAIL(BST_ERR_UNSUPPORTED, "set_rows into %s", bstc_dtype_name(dst->dtype));
     if (dst->rank < 2 || src->rank != dst->rank)
         FAIL(BST_ERR_SHAPE, "dst (rank %u) and src (rank %u) must have the same rank >= 2",
              dst->rank, src->rank);
@@ -594,7 +403,7 @@ static bst_status check_attention(const vkb_device *d, vkb_shapes *s)
     for (uint32_t i = 0; i < s->node->n_inputs; i++)
         if (!is_plain_float(s->in[i].dtype))
             FAIL(BST_ERR_UNSUPPORTED, "%s dtype %s: attention reads f32, f16 or bf16", names[i],
-                 vkb_dtype_name(s->in[i].dtype));
+                 bstc_dtype_name(s->in[i].dtype));
     bst_status st = need_plain_out(s);
     if (st != BST_OK)
         return st;
@@ -618,9 +427,9 @@ static bst_status check_attention(const vkb_device *d, vkb_shapes *s)
         if (m->rank > 2 || (m->ne[2] != 1 && m->ne[2] != T) || (m->ne[3] != 1 && m->ne[3] != S))
             FAIL(BST_ERR_SHAPE, "mask must broadcast to [T, S]");
     }
-    if (!isfinite(vkb_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
+    if (!isfinite(bstc_attr_float(s->node, BST_ATTR_SCALE, 1.0)))
         FAIL(BST_ERR_INVALID_ARG, "scale is not finite");
-    if (vkb_attr_int(s->node, BST_ATTR_WINDOW, 0) < 0)
+    if (bstc_attr_int(s->node, BST_ATTR_WINDOW, 0) < 0)
         FAIL(BST_ERR_INVALID_ARG, "window is negative");
     return BST_OK;
 }
@@ -632,7 +441,7 @@ static bst_status check_alias(vkb_shapes *s)
     const bst_tensor_desc *x = &s->node->in[0], *o = &s->node->out;
     uint64_t extra = 0;
     if (s->node->op == BST_OP_VIEW) {
-        int64_t off = vkb_attr_int(s->node, BST_ATTR_OFFSET, 0);
+        int64_t off = bstc_attr_int(s->node, BST_ATTR_OFFSET, 0);
         if (off < 0)
             FAIL(BST_ERR_INVALID_ARG, "view offset %lld is negative", (long long)off);
         extra = (uint64_t)off;

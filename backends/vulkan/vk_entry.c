@@ -17,16 +17,7 @@
 #include <string.h>
 
 const bst_host_api *vkb_host;
-
-uint64_t vkb_fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
+bstc_plugin vkb_plugin = {.name = VKB_NAME};
 
 /* --- results ------------------------------------------------------------------------------- */
 
@@ -466,11 +457,11 @@ static bool describe(VkPhysicalDevice pd, vkb_phys *out)
     /* lavapipe and friends run their own thread pool sized at start-up. */
     info->self_threaded = p->deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
 
-    uint64_t h = VKB_FNV_SEED;
-    h = vkb_fnv1a(h, p->pipelineCacheUUID, VK_UUID_SIZE);
-    h = vkb_fnv1a(h, &p->driverVersion, sizeof p->driverVersion);
-    h = vkb_fnv1a(h, &p->deviceID, sizeof p->deviceID);
-    h = vkb_fnv1a(h, &p->vendorID, sizeof p->vendorID);
+    uint64_t h = BSTC_FNV_SEED;
+    h = bstc_fnv1a(h, p->pipelineCacheUUID, VK_UUID_SIZE);
+    h = bstc_fnv1a(h, &p->driverVersion, sizeof p->driverVersion);
+    h = bstc_fnv1a(h, &p->deviceID, sizeof p->deviceID);
+    h = bstc_fnv1a(h, &p->vendorID, sizeof p->vendorID);
     info->fingerprint = h;
     return true;
 }
@@ -529,70 +520,24 @@ static bst_status vkb_enumerate(void *ctx, bst_device_info *out_infos, size_t st
                                 uint32_t capacity, uint32_t *out_count)
 {
     vkb_ctx *c = ctx;
-    if (!c || c->magic != VKB_MAGIC_CTX || !out_count || (capacity > 0 && !out_infos)) {
+    if (!c || c->magic != VKB_MAGIC_CTX) {
         vkb_host->set_error("vulkan: enumerate: bad argument");
         return BST_ERR_INVALID_ARG;
     }
-    *out_count = c->n_phys;
-    if (capacity == 0 || c->n_phys == 0)
-        return BST_OK;
-    if (stride < sizeof(bst_device_info)) {
-        vkb_host->set_error("vulkan: enumerate: stride %zu smaller than the %zu bytes of "
-                            "bst_device_info",
-                            stride, sizeof(bst_device_info));
-        return BST_ERR_ABI;
-    }
-    for (uint32_t i = 0; i < c->n_phys && i < capacity; i++) {
-        bst_device_info *slot = (bst_device_info *)(void *)((uint8_t *)out_infos + i * stride);
-        if (slot->struct_size < sizeof(bst_device_info)) {
-            vkb_host->set_error("vulkan: enumerate: struct_size %u smaller than %zu",
-                                slot->struct_size, sizeof(bst_device_info));
-            return BST_ERR_ABI;
-        }
-        memcpy(slot, &c->phys[i].info, sizeof(bst_device_info));
-    }
-    return BST_OK;
-}
-
-static bool host_usable(const bst_host_api *host)
-{
-    return host->log && host->set_error && host->alloc && host->free;
+    return bstc_enumerate_out(&vkb_plugin, out_infos, stride, capacity, out_count,
+                              c->n_phys ? &c->phys[0].info : NULL, sizeof c->phys[0], c->n_phys);
 }
 
 BST_BACKEND_ENTRY
 {
-    if (!host || host->struct_size < sizeof(bst_host_api))
-        return BST_ERR_ABI;
-    if (host_abi < BST_ABI_VERSION_MIN) {
-        if (host->set_error)
-            host->set_error("vulkan: host ABI %u is older than the oldest this plugin speaks "
-                            "(%u)",
-                            host_abi, BST_ABI_VERSION_MIN);
-        return BST_ERR_ABI;
-    }
-    if (!host_usable(host)) {
-        if (host->set_error)
-            host->set_error("vulkan: host service table lacks a required service");
-        return BST_ERR_ABI;
-    }
-    if (!out) {
-        host->set_error("vulkan: entry: NULL output table");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (out->struct_size < BST_BACKEND_API_SIZE_V1) {
-        host->set_error("vulkan: backend table of %u bytes is smaller than version 1's %zu",
-                        out->struct_size, (size_t)BST_BACKEND_API_SIZE_V1);
-        return BST_ERR_ABI;
-    }
-    /* An older host's table is smaller: only the fields it has are written. */
-    const uint32_t host_struct_size = out->struct_size;
+    uint32_t host_struct_size = 0;
+    bst_status st = bstc_entry_begin(&vkb_plugin, host, host_abi, out, 0, &host_struct_size);
+    if (st != BST_OK)
+        return st;
     vkb_host = host;
-    vkb_ctx *c = host->alloc(sizeof *c, 64);
-    if (!c) {
-        host->set_error("vulkan: entry: out of memory");
+    vkb_ctx *c = bstc_alloc_zero(&vkb_plugin, sizeof *c, "entry");
+    if (!c)
         return BST_ERR_OUT_OF_MEMORY;
-    }
-    memset(c, 0, sizeof *c);
     c->magic = VKB_MAGIC_CTX;
     atomic_init(&c->validation_errors, 0);
     lib_list before = {0};
@@ -606,37 +551,33 @@ BST_BACKEND_ENTRY
         pin_new_libraries(&before);
     lib_list_free(&before);
 
-    out->struct_size = host_struct_size < sizeof(bst_backend_api)
-                           ? host_struct_size
-                           : (uint32_t)sizeof(bst_backend_api);
-    out->abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
-    out->name = VKB_NAME;
-    out->version = VKB_VERSION;
-    out->ctx = c;
-    out->destroy = vkb_destroy;
-    out->enumerate = vkb_enumerate;
-    out->device_open = vkb_device_open;
-    out->device_close = vkb_device_close;
-    out->set_num_threads = NULL; /* lavapipe sizes its pool from LP_NUM_THREADS at start-up */
-    out->query = vkb_query;
-    out->buffer_alloc = vkb_buffer_alloc;
-    out->buffer_free = vkb_buffer_free;
-    out->buffer_write = vkb_buffer_write;
-    out->buffer_read = vkb_buffer_read;
-    out->buffer_copy = vkb_buffer_copy;
-    out->buffer_map = vkb_buffer_map;
-    out->prepare_weight = NULL; /* the host's buffer_alloc + buffer_write is what we would do */
-    out->compile = vkb_compile;
-    out->executable_free = vkb_executable_free;
-    out->execute = vkb_execute;
-    out->last_execute_ns = vkb_last_execute_ns;
-    /* Version 2's events only when the host speaks it and its struct has room for them. */
-    if (out->abi_version >= 2 && host_struct_size >= offsetof(bst_backend_api, event_wait) +
-                                                       sizeof out->event_wait) {
-        out->event_create = vkb_event_create;
-        out->event_destroy = vkb_event_destroy;
-        out->execute_async = vkb_execute_async;
-        out->event_wait = vkb_event_wait;
-    }
+    const bst_backend_api api = {
+        .name = VKB_NAME,
+        .version = VKB_VERSION,
+        .ctx = c,
+        .destroy = vkb_destroy,
+        .enumerate = vkb_enumerate,
+        .device_open = vkb_device_open,
+        .device_close = vkb_device_close,
+        .set_num_threads = NULL, /* lavapipe sizes its pool from LP_NUM_THREADS at start-up */
+        .query = vkb_query,
+        .buffer_alloc = vkb_buffer_alloc,
+        .buffer_free = vkb_buffer_free,
+        .buffer_write = vkb_buffer_write,
+        .buffer_read = vkb_buffer_read,
+        .buffer_copy = vkb_buffer_copy,
+        .buffer_map = vkb_buffer_map,
+        .prepare_weight = NULL, /* the host's buffer_alloc + buffer_write is what we would do */
+        .compile = vkb_compile,
+        .executable_free = vkb_executable_free,
+        .execute = vkb_execute,
+        .last_execute_ns = vkb_last_execute_ns,
+        /* Version 2's events: written only when the host speaks it and has room for them. */
+        .event_create = vkb_event_create,
+        .event_destroy = vkb_event_destroy,
+        .execute_async = vkb_execute_async,
+        .event_wait = vkb_event_wait,
+    };
+    bstc_entry_publish(out, host_struct_size, host_abi, &api);
     return BST_OK;
 }

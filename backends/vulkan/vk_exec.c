@@ -14,7 +14,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 /* --- query --------------------------------------------------------------------------------- */
 
@@ -22,25 +21,22 @@ bst_status vkb_query(void *device, const bst_node_desc *node, bst_kernel_variant
                      size_t stride, uint32_t capacity, uint32_t *out_count)
 {
     vkb_device *d = device;
-    if (!d || d->magic != VKB_MAGIC_DEVICE || !out_count || !node ||
-        (capacity && !out_variants)) {
-        vkb_host->set_error("vulkan: query: bad argument");
+    bst_status st = bstc_query_args(&vkb_plugin, node, out_variants, stride, capacity, out_count);
+    if (st != BST_OK)
+        return st;
+    if (!d || d->magic != VKB_MAGIC_DEVICE) {
+        vkb_host->set_error("vulkan: query: not a vulkan device");
         return BST_ERR_INVALID_ARG;
-    }
-    *out_count = 0;
-    if (capacity && stride < sizeof(bst_kernel_variant)) {
-        vkb_host->set_error("vulkan: query: stride %zu < %zu", stride, sizeof(bst_kernel_variant));
-        return BST_ERR_ABI;
     }
     vkb_node *n = vkb_host->alloc(sizeof *n, 64);
     vkb_shapes *s = vkb_host->alloc(sizeof *s, 64);
-    bst_status st = BST_ERR_OUT_OF_MEMORY;
+    st = BST_ERR_OUT_OF_MEMORY;
     if (!n || !s) {
         vkb_host->set_error("vulkan: query: out of memory");
         goto done;
     }
     s->msg[0] = '\0';
-    st = vkb_copy_node(node, n, s->msg, sizeof s->msg);
+    st = bstc_copy_node(node, vkb_arity, NULL, n, s->msg, sizeof s->msg);
     if (st == BST_OK)
         st = vkb_shapes_resolve(s, n, false, 0, 0);
     if (st == BST_OK)
@@ -56,17 +52,12 @@ bst_status vkb_query(void *device, const bst_node_desc *node, bst_kernel_variant
             char msg[128];
             if (vkb_plan_node(d, s, v, &plan, msg, sizeof msg) != BST_OK)
                 continue;
-            uint64_t h = vkb_fnv1a(VKB_FNV_SEED, VKB_VERSION, sizeof VKB_VERSION);
+            uint64_t h = bstc_fnv1a(BSTC_FNV_SEED, VKB_VERSION, sizeof VKB_VERSION);
             for (uint32_t k = 0; k < plan.n; k++) {
                 uint64_t ph = vkb_pipeline_hash(d, &plan.key[k]);
-                h = vkb_fnv1a(h, &ph, sizeof ph);
+                h = bstc_fnv1a(h, &ph, sizeof ph);
             }
-            bst_kernel_variant kv;
-            memset(&kv, 0, sizeof kv);
-            kv.struct_size = (uint32_t)sizeof kv;
-            snprintf(kv.name, sizeof kv.name, "%s", vkb_variant_name(d, s, v));
-            kv.source_hash = h;
-            memcpy((uint8_t *)out_variants + v * stride, &kv, sizeof kv);
+            bstc_put_variant(out_variants, stride, v, vkb_variant_name(d, s, v), h);
         }
         *out_count = count;
     }
@@ -201,18 +192,13 @@ static bst_status plan_all(vkb_device *d, vkb_exec *e, const bst_partition_desc 
     for (uint32_t i = 0; i < part->n_nodes; i++) {
         vkb_node *n = &e->nodes[i];
         const bst_node_desc *src = part->nodes[i];
-        bst_status st = vkb_copy_node(src, n, s->msg, sizeof s->msg);
+        bst_status st = bstc_copy_node(src, vkb_arity, NULL, n, s->msg, sizeof s->msg);
         if (st == BST_OK)
             st = vkb_shapes_resolve(s, n, false, 0, 0);
         if (st == BST_OK)
             st = vkb_check(d, s);
-        for (uint32_t k = 0; st == BST_OK && k <= n->n_inputs; k++) {
-            const bst_tensor_desc *t = k < n->n_inputs ? &n->in[k] : &n->out;
-            if (t->binding >= part->n_bindings) {
-                st = BST_ERR_INVALID_ARG;
-                snprintf(s->msg, sizeof s->msg, "binding %u of %u", t->binding, part->n_bindings);
-            }
-        }
+        if (st == BST_OK)
+            st = bstc_check_bindings(n, part->n_bindings, s->msg, sizeof s->msg);
         if (st == BST_OK)
             st = vkb_plan_node(d, s, n->variant, &plans[i], s->msg, sizeof s->msg);
         if (st != BST_OK) {
@@ -249,16 +235,9 @@ bst_status vkb_compile(void *device, const bst_partition_desc *part, void **out_
         return BST_ERR_INVALID_ARG;
     }
     *out_executable = NULL;
-    if (part->struct_size < sizeof(bst_partition_desc)) {
-        vkb_host->set_error("vulkan: compile: partition descriptor of %u bytes is too small",
-                            part->struct_size);
-        return BST_ERR_ABI;
-    }
-    if (part->n_nodes && !part->nodes) {
-        vkb_host->set_error("vulkan: compile: NULL node array");
-        return BST_ERR_INVALID_ARG;
-    }
-    bst_status st = vkb_alive(d, "compile");
+    bst_status st = bstc_check_partition(&vkb_plugin, part);
+    if (st == BST_OK)
+        st = vkb_alive(d, "compile");
     if (st != BST_OK)
         return st;
     /* An injected failure takes the path of a failed vkCreateComputePipelines. */
@@ -344,13 +323,6 @@ fail:
 
 /* --- execute ------------------------------------------------------------------------------- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 static uint64_t rows(const vkb_tensor *t) { return (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2]); }
@@ -363,7 +335,7 @@ static uint64_t count_items(const vkb_dispatch *dp, const vkb_tensor *slot[VKB_R
     case VKB_ITEMS_ELEMS: return rows(o) * (uint64_t)o->ne[3];
     case VKB_ITEMS_UNITS: {
         uint32_t bs = 1, bb = 1;
-        vkb_dtype_geometry(o->dtype, &bs, &bb);
+        bstc_dtype_geometry(o->dtype, &bs, &bb);
         return rows(o) * (uint64_t)(o->ne[3] / bs);
     }
     case VKB_ITEMS_BLOCKS: return rows(o) * (uint64_t)(o->ne[3] / 32);
@@ -407,25 +379,17 @@ static bst_status write_records(vkb_device *d, vkb_exec *e, void *const *buffers
             const bst_tensor_desc *desc = t < n->n_inputs ? &n->in[t] : &n->out;
             const vkb_tensor *ten = t < n->n_inputs ? &s->in[t] : &s->out;
             vkb_buffer *b = vkb_buffer_get(d, buffers[desc->binding]);
-            int64_t lo = 0, hi = 0;
-            bool empty = ten->ne[0] * ten->ne[1] * ten->ne[2] * ten->ne[3] == 0;
-            if (!b) {
-                st = BST_ERR_INVALID_ARG;
-                snprintf(s->msg, sizeof s->msg, "binding %u is not a buffer of this device",
-                         desc->binding);
-            } else if (desc->offset > b->size ||
-                       (!empty && (!vkb_byte_span(ten, &lo, &hi) || lo < 0 ||
-                                   (uint64_t)hi > b->size - desc->offset))) {
-                st = BST_ERR_INVALID_ARG;
-                snprintf(s->msg, sizeof s->msg,
-                         "%s %u at offset %llu with its shape and strides reaches outside its "
-                         "%llu-byte buffer (binding %u)",
-                         t < n->n_inputs ? "input" : "output", t < n->n_inputs ? t : 0,
-                         (unsigned long long)desc->offset, (unsigned long long)b->size,
-                         desc->binding);
-            } else {
+            char what[32] = "output";
+            if (t < n->n_inputs)
+                snprintf(what, sizeof what, "input %u", t);
+            if (!b)
+                st = bstc_msg(s->msg, sizeof s->msg, BST_ERR_INVALID_ARG,
+                              "binding %u is not a buffer of this device", desc->binding);
+            else
+                st = bstc_check_in_buffer(desc, ten->ne, ten->nb, b->size, what, s->msg,
+                                          sizeof s->msg);
+            if (st == BST_OK)
                 addr[t] = vkb_address(b, desc->offset);
-            }
         }
         for (; st == BST_OK && k < e->n_dispatch && e->dispatch[k].node == i; k++) {
             const vkb_dispatch *dp = &e->dispatch[k];
@@ -477,19 +441,13 @@ bst_status vkb_exec_prepare(vkb_device *d, vkb_exec *e, void *const *buffers, ui
                             e->n_bindings);
         return BST_ERR_INVALID_ARG;
     }
-    int64_t n_tokens = -1, n_kv = -1;
-    if (params) {
-        if (params->struct_size < sizeof(bst_run_params)) {
-            vkb_host->set_error("vulkan: execute: run params of %u bytes are too small",
-                                params->struct_size);
-            return BST_ERR_ABI;
-        }
-        n_tokens = params->n_tokens;
-        n_kv = params->n_kv;
-    }
-    bst_status st = vkb_alive(d, "execute");
+    bst_run_params run;
+    bst_status st = bstc_run_params(&vkb_plugin, params, &run);
+    if (st == BST_OK)
+        st = vkb_alive(d, "execute");
     if (st != BST_OK)
         return st;
+    const int64_t n_tokens = run.n_tokens, n_kv = run.n_kv;
     /* The parameter memory is rewritten below: an earlier run of e must be over. */
     st = vkb_exec_settle(d, e);
     if (st != BST_OK)
@@ -560,7 +518,7 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
     bst_status st = vkb_exec_prepare(d, e, buffers, n_buffers, params);
     if (st != BST_OK)
         return st;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bstc_now_ns();
     if (e->n_dispatch > 0) {
         st = vkb_submit_wait(d, false, e->cb, "execute", "execute");
         if (st != BST_OK)
@@ -570,7 +528,7 @@ bst_status vkb_execute(void *device, void *executable, void *const *buffers, uin
         if (r != VK_SUCCESS)
             return vkb_result(d, r, "execute");
     }
-    return vkb_exec_finish(d, e, now_ns() - t0);
+    return vkb_exec_finish(d, e, bstc_now_ns() - t0);
 }
 
 bst_status vkb_last_execute_ns(void *device, void *executable, uint64_t *out_ns)

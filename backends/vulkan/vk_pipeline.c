@@ -12,6 +12,8 @@
  */
 #include "vk_backend.h"
 
+#include "bst_backend_cache.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,80 +26,7 @@
 #define CACHE_HEADER_BYTES 64u
 #define CACHE_MAX_BYTES (UINT64_C(256) << 20)
 
-/* --- cache directory ----------------------------------------------------------------------- */
-
-static bool make_dir(const char *path)
-{
-    if (mkdir(path, 0700) == 0)
-        return true;
-    if (errno != EEXIST)
-        return false;
-    struct stat s;
-    return stat(path, &s) == 0 && S_ISDIR(s.st_mode);
-}
-
-/* mkdir -p with mode 0700 for every directory it creates. */
-static bool make_dirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        bool ok = make_dir(path);
-        *p = '/';
-        if (!ok)
-            return false;
-    }
-    return make_dir(path);
-}
-
-bool vkb_cache_dir(char *out, size_t cap)
-{
-    /* The same rule as the other caches: $BASTION_CACHE_DIR is Bastion's cache directory,
-     * otherwise it is bastion/ under the XDG cache home. */
-    const char *own = secure_getenv("BASTION_CACHE_DIR");
-    const char *xdg = secure_getenv("XDG_CACHE_HOME"), *home = secure_getenv("HOME");
-    int n;
-    if (own && own[0] == '/')
-        n = snprintf(out, cap, "%s/vulkan", own);
-    else if (xdg && xdg[0] == '/')
-        n = snprintf(out, cap, "%s/bastion/vulkan", xdg);
-    else if (home && home[0] == '/')
-        n = snprintf(out, cap, "%s/.cache/bastion/vulkan", home);
-    else
-        return false;
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    if (!make_dirs(out))
-        return false;
-    struct stat s;
-    if (stat(out, &s) != 0 || !S_ISDIR(s.st_mode) || s.st_uid != geteuid())
-        return false;
-    if ((s.st_mode & 077) != 0 && chmod(out, 0700) != 0)
-        return false;
-    return true;
-}
-
 /* --- cache file ---------------------------------------------------------------------------- */
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p) { return get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
 /* Header: magic[8], header bytes, vendor id, device id, driver version, uuid[16], data bytes,
  * data hash, 8 reserved bytes; all little-endian. */
@@ -105,13 +34,13 @@ static void make_header(const vkb_device *d, uint64_t data_bytes, uint64_t hash,
 {
     memset(h, 0, CACHE_HEADER_BYTES);
     memcpy(h, CACHE_MAGIC, 8);
-    put_u32(h + 8, CACHE_HEADER_BYTES);
-    put_u32(h + 12, d->props.vendorID);
-    put_u32(h + 16, d->props.deviceID);
-    put_u32(h + 20, d->props.driverVersion);
+    bstc_put_u32(h + 8, CACHE_HEADER_BYTES);
+    bstc_put_u32(h + 12, d->props.vendorID);
+    bstc_put_u32(h + 16, d->props.deviceID);
+    bstc_put_u32(h + 20, d->props.driverVersion);
     memcpy(h + 24, d->props.pipelineCacheUUID, VK_UUID_SIZE);
-    put_u64(h + 40, data_bytes);
-    put_u64(h + 48, hash);
+    bstc_put_u64(h + 40, data_bytes);
+    bstc_put_u64(h + 48, hash);
 }
 
 /* Why `file` (size bytes) is not a valid cache for this device, or NULL when it is. */
@@ -119,23 +48,23 @@ static const char *cache_problem(const vkb_device *d, const uint8_t *file, uint6
 {
     if (size < CACHE_HEADER_BYTES || memcmp(file, CACHE_MAGIC, 8) != 0)
         return "not a Bastion pipeline cache";
-    if (get_u32(file + 8) != CACHE_HEADER_BYTES)
+    if (bstc_get_u32(file + 8) != CACHE_HEADER_BYTES)
         return "unknown header version";
-    if (get_u32(file + 12) != d->props.vendorID || get_u32(file + 16) != d->props.deviceID)
+    if (bstc_get_u32(file + 12) != d->props.vendorID || bstc_get_u32(file + 16) != d->props.deviceID)
         return "made for another device";
-    if (get_u32(file + 20) != d->props.driverVersion)
+    if (bstc_get_u32(file + 20) != d->props.driverVersion)
         return "made by another driver version";
     if (memcmp(file + 24, d->props.pipelineCacheUUID, VK_UUID_SIZE) != 0)
         return "pipelineCacheUUID differs";
-    uint64_t data = get_u64(file + 40);
+    uint64_t data = bstc_get_u64(file + 40);
     if (data != size - CACHE_HEADER_BYTES)
         return "truncated or oversized";
     const uint8_t *vk = file + CACHE_HEADER_BYTES;
-    if (vkb_fnv1a(VKB_FNV_SEED, vk, (size_t)data) != get_u64(file + 48))
+    if (bstc_fnv1a(BSTC_FNV_SEED, vk, (size_t)data) != bstc_get_u64(file + 48))
         return "data corrupt (hash mismatch)";
     /* The driver's own header: VkPipelineCacheHeaderVersionOne. */
-    if (data < 32 || get_u32(vk) < 32 || get_u32(vk + 4) != VK_PIPELINE_CACHE_HEADER_VERSION_ONE ||
-        get_u32(vk + 8) != d->props.vendorID || get_u32(vk + 12) != d->props.deviceID ||
+    if (data < 32 || bstc_get_u32(vk) < 32 || bstc_get_u32(vk + 4) != VK_PIPELINE_CACHE_HEADER_VERSION_ONE ||
+        bstc_get_u32(vk + 8) != d->props.vendorID || bstc_get_u32(vk + 12) != d->props.deviceID ||
         memcmp(vk + 16, d->props.pipelineCacheUUID, VK_UUID_SIZE) != 0)
         return "driver cache header does not match this device";
     return NULL;
@@ -169,15 +98,9 @@ static void load_cache_file(const vkb_device *d, uint8_t **out_data, size_t *out
         why = "too large";
     else if (!(buf = vkb_host->alloc((size_t)s.st_size + 1, 64)))
         why = "out of host memory";
-    size_t got = 0;
-    while (!why && got < (size_t)s.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)s.st_size - got);
-        if (n <= 0) {
-            why = "read error";
-            break;
-        }
-        got += (size_t)n;
-    }
+    size_t got = why ? 0 : (size_t)s.st_size;
+    if (!why && !bstc_read_all(fd, buf, got))
+        why = "read error";
     close(fd);
     if (!why)
         why = cache_problem(d, buf, got);
@@ -203,27 +126,12 @@ static void save_cache_file(vkb_device *d)
         return;
     VkResult r = vkGetPipelineCacheData(d->device, d->cache, &size, buf + CACHE_HEADER_BYTES);
     if (r == VK_SUCCESS) {
-        make_header(d, size, vkb_fnv1a(VKB_FNV_SEED, buf + CACHE_HEADER_BYTES, size), buf);
+        make_header(d, size, bstc_fnv1a(BSTC_FNV_SEED, buf + CACHE_HEADER_BYTES, size), buf);
         /* Written aside and renamed, so a reader never sees half a file. */
-        char tmp[sizeof d->cache_path + 16];
-        snprintf(tmp, sizeof tmp, "%s.XXXXXX", d->cache_path);
-        int fd = mkstemp(tmp);
-        bool ok = fd >= 0;
-        size_t total = size + CACHE_HEADER_BYTES, done = 0;
-        while (ok && done < total) {
-            ssize_t n = write(fd, buf + done, total - done);
-            ok = n > 0;
-            done += ok ? (size_t)n : 0;
-        }
-        if (fd >= 0 && close(fd) != 0)
-            ok = false;
-        if (ok && rename(tmp, d->cache_path) != 0)
-            ok = false;
-        if (!ok) {
+        size_t total = size + CACHE_HEADER_BYTES;
+        if (!bstc_write_file_atomic(d->cache_path, buf, total, NULL, 0)) {
             vkb_host->log(BST_LOG_WARN, "vulkan: cannot save the pipeline cache %s: %s",
                           d->cache_path, strerror(errno));
-            if (fd >= 0)
-                (void)unlink(tmp);
         } else {
             vkb_host->log(BST_LOG_DEBUG, "vulkan: saved %zu bytes of pipeline cache to %s", total,
                           d->cache_path);
@@ -236,7 +144,7 @@ bst_status vkb_pipelines_init(vkb_device *d)
 {
     char dir[sizeof d->cache_path - 64];
     d->cache_path[0] = '\0';
-    if (vkb_cache_dir(dir, sizeof dir)) {
+    if (bstc_cache_dir("vulkan", dir, sizeof dir)) {
         char uuid[2 * VK_UUID_SIZE + 1];
         for (unsigned i = 0; i < VK_UUID_SIZE; i++)
             snprintf(uuid + 2 * i, 3, "%02x", d->props.pipelineCacheUUID[i]);
@@ -307,8 +215,8 @@ static uint32_t variant_of(const vkb_device *d, uint32_t shader)
 uint64_t vkb_pipeline_hash(const vkb_device *d, const vkb_pipe_key *key)
 {
     const vks_blob *b = &vks_table[key->shader][variant_of(d, key->shader)];
-    uint64_t h = vkb_fnv1a(VKB_FNV_SEED, b->code, b->size);
-    return vkb_fnv1a(h, key, sizeof *key);
+    uint64_t h = bstc_fnv1a(BSTC_FNV_SEED, b->code, b->size);
+    return bstc_fnv1a(h, key, sizeof *key);
 }
 
 bst_status vkb_pipeline_get(vkb_device *d, const vkb_pipe_key *key, uint32_t *out_index)

@@ -138,7 +138,7 @@ static uint32_t attention_wg(const vkb_device *dev)
 static uint32_t unit_bytes(uint32_t dtype)
 {
     uint32_t bs, bb;
-    return vkb_dtype_geometry(dtype, &bs, &bb) ? bb : 4u;
+    return bstc_dtype_geometry(dtype, &bs, &bb) ? bb : 4u;
 }
 
 bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t variant,
@@ -164,7 +164,7 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
     case BST_OP_GELU:
         d = add(p, s, VKS_ELTWISE, 64, VKB_ITEMS_ELEMS, OUT, A, 0, 0);
         p->key[0].spec[SPEC_OP] = n->op == BST_OP_SCALE ? 2 : n->op == BST_OP_SILU ? 3 : 4;
-        d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_SCALE, 1.0);
+        d->push.f[0] = (float)bstc_attr_float(n, BST_ATTR_SCALE, 1.0);
         break;
     case BST_OP_CAST:
     case BST_OP_CONT:
@@ -179,7 +179,7 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
     case BST_OP_CONCAT:
         d = add(p, s, VKS_ELTWISE, 64, VKB_ITEMS_ELEMS, OUT, A, B, 0);
         p->key[0].spec[SPEC_OP] = 6;
-        d->push.u[0] = (uint32_t)(vkb_attr_int(n, BST_ATTR_AXIS, 0) + (BST_MAX_DIMS - s->out.rank));
+        d->push.u[0] = (uint32_t)(bstc_attr_int(n, BST_ATTR_AXIS, 0) + (BST_MAX_DIMS - s->out.rank));
         break;
     case BST_OP_QUANTIZE:
         add(p, s, VKS_QUANTIZE, 64, VKB_ITEMS_BLOCKS, OUT, A, 0, 0);
@@ -201,18 +201,18 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
     case BST_OP_LAYER_NORM:
         d = add(p, s, VKS_NORM, row_wg(dev, s->out.ne[3]), VKB_ITEMS_ROWS0, OUT, A, 0, 0);
         p->key[0].spec[SPEC_OP] = n->op == BST_OP_LAYER_NORM;
-        d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_EPS, 0.0);
+        d->push.f[0] = (float)bstc_attr_float(n, BST_ATTR_EPS, 0.0);
         break;
     case BST_OP_SOFTMAX:
         d = add(p, s, VKS_SOFTMAX, row_wg(dev, s->out.ne[3]), VKB_ITEMS_ROWS0, OUT, A,
                 n->n_inputs == 2 ? B : 0, 0);
         p->key[0].spec[SPEC_X] = n->n_inputs == 2;
-        d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_SCALE, 1.0);
+        d->push.f[0] = (float)bstc_attr_float(n, BST_ATTR_SCALE, 1.0);
         break;
     case BST_OP_ROPE: {
         d = add(p, s, VKS_ROPE, 64, VKB_ITEMS_ROPE, OUT, A, B, 0);
-        int64_t dims = vkb_attr_int(n, BST_ATTR_ROPE_DIMS, 2);
-        p->key[0].spec[SPEC_OP] = (uint32_t)vkb_attr_int(n, BST_ATTR_ROPE_MODE, 0);
+        int64_t dims = bstc_attr_int(n, BST_ATTR_ROPE_DIMS, 2);
+        p->key[0].spec[SPEC_OP] = (uint32_t)bstc_attr_int(n, BST_ATTR_ROPE_MODE, 0);
         d->push.u[0] = (uint32_t)dims;
         p->aux_words = (uint32_t)dims; /* two words per rotated pair */
         break;
@@ -266,10 +266,10 @@ bst_status vkb_plan_node(const vkb_device *dev, const vkb_shapes *s, uint32_t va
         }
         p->key[0].spec[SPEC_X + 2] = dim;
         p->key[0].spec[SPEC_X + 3] = (dim + wg - 1) / wg;
-        int64_t window = vkb_attr_int(n, BST_ATTR_WINDOW, 0); /* checked: >= 0 */
-        d->push.u[0] = vkb_attr_int(n, BST_ATTR_CAUSAL, 0) != 0;
+        int64_t window = bstc_attr_int(n, BST_ATTR_WINDOW, 0); /* checked: >= 0 */
+        d->push.u[0] = bstc_attr_int(n, BST_ATTR_CAUSAL, 0) != 0;
         d->push.u[1] = (uint32_t)(window > INT32_MAX ? INT32_MAX : window); /* > S: no effect */
-        d->push.f[0] = (float)vkb_attr_float(n, BST_ATTR_SCALE, 1.0 / sqrt((double)dim));
+        d->push.f[0] = (float)bstc_attr_float(n, BST_ATTR_SCALE, 1.0 / sqrt((double)dim));
         break;
     }
     case BST_OP_VIEW:
@@ -290,8 +290,8 @@ void vkb_plan_aux(const vkb_node *n, const vkb_plan *p, uint32_t *out)
         return;
     /* Per rotated pair i: base^(-2i/dims) radians per position as a 64-bit fixed-point
      * fraction of a turn (see shaders/rope.comp). */
-    const double theta = vkb_attr_float(n, BST_ATTR_ROPE_THETA, 10000.0);
-    const int64_t dims = vkb_attr_int(n, BST_ATTR_ROPE_DIMS, 2);
+    const double theta = bstc_attr_float(n, BST_ATTR_ROPE_THETA, 10000.0);
+    const int64_t dims = bstc_attr_int(n, BST_ATTR_ROPE_DIMS, 2);
     const double two_pi = 6.283185307179586476925286766559;
     for (int64_t i = 0; i < dims / 2; i++) {
         double turns = pow(theta, -2.0 * (double)i / (double)dims) / two_pi;

@@ -387,8 +387,9 @@ typedef struct bst_backend_api {
     BST_MUST_CHECK bst_status (*buffer_map)(void *device, void *buffer, void **out_ptr);
 
     /* Optional: makes a device copy of a weight, possibly repacked (fallback: buffer_alloc +
-     * buffer_write in native layout). `data` stays valid until the process ends (mmap'd file), so
-     * unified-memory devices may keep pointing at it. Reports the bytes it costs and the layout. */
+     * buffer_write in native layout). `data` stays valid at least until the buffer returned here
+     * is freed (usually the mmap'd model file), so unified-memory devices may keep pointing at it
+     * instead of copying. Reports the bytes it costs and the layout. */
     BST_MUST_CHECK bst_status (*prepare_weight)(void *device, const bst_tensor_desc *tensor,
                                                 const void *data, uint64_t size,
                                                 void **out_buffer, uint64_t *out_bytes,

@@ -153,6 +153,27 @@ BST_API BST_MUST_CHECK bst_status bst_program_describe(const bst_program *progra
 BST_API BST_MUST_CHECK bst_status bst_program_explain(const bst_program *program, bool json,
                                                       char **out_text);
 
+/* Device memory a program holds on one device: the scratch arena the memory planner packed
+ * (the peak of intermediates alive at once) and the persistent buffers beside it. Host-side
+ * staging and the one-node executables of BST_PROFILE_NODES are not counted. */
+typedef struct bst_memory_usage {
+    uint32_t struct_size;
+    uint32_t reserved;
+    uint64_t arena_bytes;  /* the scratch arena */
+    uint64_t weight_bytes; /* weights and constants as the device holds them (a backend that
+                            * uses the mapped file in place reports what it costs it) */
+    uint64_t state_bytes;  /* states: the KV cache */
+    uint64_t io_bytes;     /* graph inputs and outputs */
+    uint64_t total_bytes;  /* the sum: what the program holds on the device, all at once */
+} bst_memory_usage;
+
+/* Fills *out_usage (its struct_size set by the caller; fields past it are not written) for
+ * device `device` (an index for bst_context_device); a device the program does not use gives
+ * zeros. Reflects the program's current placement (after a re-placement, the new one). Same
+ * thread rules as the program. */
+BST_API BST_MUST_CHECK bst_status bst_program_memory(const bst_program *program, uint32_t device,
+                                                     bst_memory_usage *out_usage);
+
 /* ---------------------------------------------------------------------------------------------
  * Models and sessions: load a GGUF model, tokenize, generate.
  *
@@ -250,6 +271,11 @@ BST_API void bst_session_destroy(bst_session *session);
  * head). JSON: {"programs":[{"name":"body",...},{"name":"head",...}]}. Free with bst_free. */
 BST_API BST_MUST_CHECK bst_status bst_session_explain(const bst_session *session, bool json,
                                                       char **out_text);
+/* bst_program_memory summed over the session's programs (body, with the KV cache; a prompt
+ * body with its own copy of the cache when tuning split one off; head): what the session holds
+ * on `device` at once. */
+BST_API BST_MUST_CHECK bst_status bst_session_memory(const bst_session *session, uint32_t device,
+                                                     bst_memory_usage *out_usage);
 /* Forgets all tokens (position back to 0). */
 BST_API void bst_session_reset(bst_session *session);
 BST_API uint32_t bst_session_position(const bst_session *session);

@@ -13,6 +13,12 @@
  * also keeps the KV cache in one place: a program's state is its own, and separate bucket
  * programs would each need their own copy of the cache (the executor has no shared states).
  *
+ * With tuning on, the body may come as two programs (runtime/tune_plan.c): when the whole-graph
+ * check measured that decode steps and prompt chunks want different plans and running each for
+ * its shape is clearly faster, prompt_body runs chunks of more than one token and body the
+ * decode steps; the KV rows one wrote are copied into the other before it next runs. Both are
+ * resolved at creation, never mid-generation.
+ *
  * Each step writes only the rows it uses of the inputs and reads only the rows it needs of the
  * outputs (bsti_program_set_input_prefix / bsti_program_get_output_range): a decode step moves
  * one token, one mask row and one row of logits, not n_batch of them.
@@ -29,6 +35,7 @@
 #include "graph/status.h"
 #include "runtime/model/sampler.h"
 #include "runtime/runtime.h"
+#include "runtime/tune.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -50,6 +57,12 @@ struct bst_session {
     bst_dtype kv_type;
     uint32_t pos;
     bst_program *body, *head;
+    /* Tuning may find that prompt chunks want another plan than decode steps (runtime/
+     * tune_plan.c): prompt_body then runs chunks of more than one token, body the rest, and
+     * each is brought up to date with the KV rows the other wrote before it runs: rows_in[i]
+     * rows (from position 0) are current in body (0) and prompt_body (1). NULL otherwise. */
+    bst_program *prompt_body;
+    uint32_t rows_in[2];
     int32_t *ids;       /* n_batch */
     int32_t *positions; /* n_batch */
     float *mask;        /* n_batch rows of n_ctx */
@@ -73,6 +86,7 @@ void bst_session_destroy(bst_session *session)
     bst_session *s = session;
     if (s->body || s->head) {
         pthread_mutex_lock(&s->model->lock);
+        bst_program_destroy(s->prompt_body);
         bst_program_destroy(s->body);
         bst_program_destroy(s->head);
         pthread_mutex_unlock(&s->model->lock);
@@ -103,7 +117,7 @@ static bst_status compile(bst_session *s)
         st = bsti_llama_build_head(m, s->head_rows, &head);
     if (st == BST_OK) {
         pthread_mutex_lock(&m->lock);
-        st = bst_program_create(m->ctx, body, &s->body);
+        st = bsti_tune_build_split(m->ctx, body, &s->body, &s->prompt_body);
         if (st == BST_OK)
             st = bst_program_create(m->ctx, head, &s->head);
         pthread_mutex_unlock(&m->lock);
@@ -206,20 +220,32 @@ static bst_status eval_chunk(bst_session *s, const int32_t *tokens, uint32_t n, 
     bst_run_params rp = {.struct_size = (uint32_t)sizeof rp, .n_tokens = n, .n_kv = n_kv,
                          .pos = pos};
     pthread_mutex_lock(&s->model->lock);
-    bst_status st = bsti_program_set_input_prefix(s->body, BSTI_LLAMA_TOKENS, s->ids,
-                                                  (uint64_t)n * sizeof *s->ids);
+    const uint32_t which = s->prompt_body && n > 1 ? 1 : 0;
+    bst_program *body = which ? s->prompt_body : s->body;
+    bst_status st = BST_OK;
+    if (s->prompt_body) { /* rows past pos are stale (a reset, a re-evaluation) */
+        for (uint32_t i = 0; i < 2; i++)
+            s->rows_in[i] = s->rows_in[i] < pos ? s->rows_in[i] : pos;
+        st = bsti_tune_sync_states(body, which ? s->body : s->prompt_body, s->rows_in[which],
+                                   pos - s->rows_in[which]);
+    }
     if (st == BST_OK)
-        st = bsti_program_set_input_prefix(s->body, BSTI_LLAMA_POS, s->positions,
+        st = bsti_program_set_input_prefix(body, BSTI_LLAMA_TOKENS, s->ids,
+                                           (uint64_t)n * sizeof *s->ids);
+    if (st == BST_OK)
+        st = bsti_program_set_input_prefix(body, BSTI_LLAMA_POS, s->positions,
                                            (uint64_t)n * sizeof *s->positions);
     if (st == BST_OK)
-        st = bsti_program_set_input_prefix(s->body, BSTI_LLAMA_MASK, s->mask,
+        st = bsti_program_set_input_prefix(body, BSTI_LLAMA_MASK, s->mask,
                                            (uint64_t)n * s->n_ctx * sizeof *s->mask);
     if (st == BST_OK)
-        st = bst_program_run(s->body, &rp);
+        st = bst_program_run(body, &rp);
+    if (st == BST_OK && s->prompt_body)
+        s->rows_in[which] = pos + n;
     /* Only the rows whose logits are wanted go through the head, HEAD_ROWS at a time. */
     const uint32_t first = all ? 0 : last ? n - 1 : n;
     if (st == BST_OK && first < n)
-        st = bsti_program_get_output_range(s->body, BSTI_LLAMA_HIDDEN,
+        st = bsti_program_get_output_range(body, BSTI_LLAMA_HIDDEN,
                                            (uint64_t)first * E * sizeof(float), s->hidden,
                                            (uint64_t)(n - first) * E * sizeof(float));
     for (uint32_t r = first; r < n && st == BST_OK;) {
@@ -250,6 +276,11 @@ static bool recover_lost(bst_session *s, bst_status *st)
     bool body_state = false, head_state = false;
     bool body = bsti_program_take_lost(s->body, &body_state);
     bool head = bsti_program_take_lost(s->head, &head_state);
+    bool prompt_state = false;
+    if (s->prompt_body && bsti_program_take_lost(s->prompt_body, &prompt_state)) {
+        body = true;
+        body_state = body_state || prompt_state;
+    }
     if (!body && !head)
         return false;
     if (!body_state && !head_state) {
@@ -473,9 +504,20 @@ bst_status bst_session_set_profiling(bst_session *session, bst_profile_level lev
     bst_status st = bst_program_set_profiling(s->body, level, "body", fn, user);
     if (st == BST_OK) {
         st = bst_program_set_profiling(s->head, level, "head", fn, user);
+        if (st == BST_OK && s->prompt_body) { /* tuning's prompt-chunk program (tune_plan.c) */
+            st = bst_program_set_profiling(s->prompt_body, level, "prompt-body", fn, user);
+            if (st != BST_OK) {
+                bst_status off = bst_program_set_profiling(s->head, BST_PROFILE_OFF, NULL, NULL,
+                                                           NULL);
+                (void)off;
+            }
+        }
         if (st != BST_OK) {
             /* Turning profiling off cannot fail: it only frees. */
             bst_status off = bst_program_set_profiling(s->body, BST_PROFILE_OFF, NULL, NULL, NULL);
+            (void)off;
+            if (s->prompt_body)
+                off = bst_program_set_profiling(s->prompt_body, BST_PROFILE_OFF, NULL, NULL, NULL);
             (void)off;
         }
     }
@@ -489,7 +531,40 @@ bst_status bst_session_explain(const bst_session *session, bool json, char **out
         *out_text = NULL;
     if (!session || !out_text)
         return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_explain: NULL argument");
-    const bst_program *programs[2] = {session->body, session->head};
-    const char *const names[2] = {"body", "head"};
-    return bsti_tune_explain_programs(programs, names, 2, json, out_text);
+    const bst_program *programs[3] = {session->body, session->prompt_body, session->head};
+    const char *const names[3] = {"body", "prompt-body", "head"};
+    return bsti_tune_explain_programs(programs, names, 3, json, out_text);
+}
+
+bst_status bst_session_memory(const bst_session *session, uint32_t device,
+                              bst_memory_usage *out_usage)
+{
+    if (!session || !out_usage)
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_memory: NULL argument");
+    if (out_usage->struct_size < sizeof(bst_memory_usage))
+        return bsti_fail(BST_ERR_INVALID_ARG, "bst_session_memory: struct_size %u is too small "
+                         "(at least %zu)", out_usage->struct_size, sizeof(bst_memory_usage));
+    /* Every program the session holds at once: body (with the KV cache), the prompt body when
+     * tuning split one off (with its own copy of the cache), and the head. */
+    const bst_program *programs[3] = {session->body, session->prompt_body, session->head};
+    bst_memory_usage u;
+    memset(&u, 0, sizeof u);
+    for (int i = 0; i < 3; i++) {
+        if (!programs[i])
+            continue;
+        bst_memory_usage part;
+        memset(&part, 0, sizeof part);
+        part.struct_size = (uint32_t)sizeof part;
+        bst_status st = bst_program_memory(programs[i], device, &part);
+        if (st != BST_OK)
+            return bsti_fail_context(st, "bst_session_memory");
+        u.arena_bytes += part.arena_bytes;
+        u.weight_bytes += part.weight_bytes;
+        u.state_bytes += part.state_bytes;
+        u.io_bytes += part.io_bytes;
+        u.total_bytes += part.total_bytes;
+    }
+    u.struct_size = out_usage->struct_size;
+    memcpy(out_usage, &u, sizeof u);
+    return BST_OK;
 }

@@ -12,6 +12,10 @@
  *                      worker thread that waits for the wait points, sleeps TINY_EVENTS ms (so a
  *                      host that reads too early reads stale data) and then signals; the fault
  *                      site "execute_async" makes that late work fail
+ *   TINY_SLOW_VARIANT  offers two kernel variants for SCALE, the first ("scale_slow", what static
+ *                      priority takes) correct but sleeping TINY_SLOW_VARIANT ms per execute,
+ *                      the second the normal "scale_f32": kernel selection must never keep the
+ *                      slow one (tests/test_tune.c)
  * Observable side effects go through the host's log (INFO, prefixed "<name>: "): the test counts
  * device_open/device_close/destroy calls there, since a plugin exports nothing but its entry.
  */
@@ -21,6 +25,9 @@
 #include <string.h>
 #ifdef TINY_EVENTS
 #include <pthread.h>
+#include <time.h>
+#endif
+#if defined(TINY_SLOW_VARIANT) && !defined(TINY_EVENTS)
 #include <time.h>
 #endif
 
@@ -48,6 +55,7 @@ typedef struct tiny_buffer {
 } tiny_buffer;
 
 typedef struct tiny_step {
+    uint32_t variant; /* 0 sleeps first when TINY_SLOW_VARIANT */
     float scale;
     int64_t count;
     uint32_t in_binding, out_binding;
@@ -183,16 +191,21 @@ static bst_status tiny_query(void *device, const bst_node_desc *node,
     *out_count = 0;
     if (!supported(node, &scale, &count))
         return BST_OK;
-    *out_count = 1;
-    if (capacity >= 1) {
-        bst_kernel_variant *v = out_variants;
-        (void)stride;
+#ifdef TINY_SLOW_VARIANT
+    static const char *const names[] = {"scale_slow", "scale_f32"};
+#else
+    static const char *const names[] = {"scale_f32"};
+#endif
+    const uint32_t n = (uint32_t)(sizeof names / sizeof names[0]);
+    *out_count = n;
+    for (uint32_t k = 0; k < n && k < capacity; k++) {
+        bst_kernel_variant *v = (bst_kernel_variant *)(void *)((char *)out_variants + k * stride);
         uint32_t host_size = v->struct_size;
         bst_kernel_variant mine;
         memset(&mine, 0, sizeof mine);
         mine.struct_size = sizeof mine;
-        strcpy(mine.name, "scale_f32");
-        mine.source_hash = VARIANT_HASH;
+        strcpy(mine.name, names[k]);
+        mine.source_hash = VARIANT_HASH + k;
         memcpy(v, &mine, host_size < sizeof mine ? host_size : sizeof mine);
         v->struct_size = host_size < sizeof mine ? host_size : (uint32_t)sizeof mine;
     }
@@ -295,7 +308,12 @@ static bst_status tiny_compile(void *device, const bst_partition_desc *partition
     for (uint32_t i = 0; i < partition->n_nodes; i++) {
         const bst_node_desc *node = partition->nodes[i];
         tiny_step *s = &steps[i];
-        if (!node || node->variant != 0 || !supported(node, &s->scale, &s->count) ||
+#ifdef TINY_SLOW_VARIANT
+        const uint32_t max_variant = 1;
+#else
+        const uint32_t max_variant = 0;
+#endif
+        if (!node || node->variant > max_variant || !supported(node, &s->scale, &s->count) ||
             node->inputs[0]->binding >= partition->n_bindings ||
             node->output->binding >= partition->n_bindings) {
             host->free(e);
@@ -303,6 +321,7 @@ static bst_status tiny_compile(void *device, const bst_partition_desc *partition
             host->set_error(TINY_NAME ": node %u is not a supported SCALE", i);
             return BST_ERR_UNSUPPORTED;
         }
+        s->variant = node->variant;
         s->in_binding = node->inputs[0]->binding;
         s->in_offset = node->inputs[0]->offset;
         s->out_binding = node->output->binding;
@@ -370,6 +389,12 @@ static bst_status tiny_execute(void *device, void *executable, void *const *buff
         }
         scale_job job = {(const float *)(const void *)(in->data + s->in_offset),
                          (float *)(void *)(out->data + s->out_offset), s->scale};
+#ifdef TINY_SLOW_VARIANT
+        if (s->variant == 0) {
+            struct timespec delay = {0, (long)(TINY_SLOW_VARIANT) * 1000000L};
+            nanosleep(&delay, NULL);
+        }
+#endif
         host->parallel_for(s->count, 1024, scale_range, &job);
     }
     return BST_OK;

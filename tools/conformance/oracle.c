@@ -1,6 +1,6 @@
 /*
- * tests/oracle.c — double-precision reference semantics of the primitive ops, from the op
- * comments in include/bastion/backend.h. Deliberately naive (straight loops, double
+ * tools/conformance/oracle.c — double-precision reference semantics of the primitive ops, from
+ * the op comments in include/bastion/backend.h. Deliberately naive (straight loops, double
  * accumulation, libm in double): its job is to be obviously right, not fast.
  */
 #include "oracle.h"

@@ -1,10 +1,10 @@
 /*
- * tests/backend_ops_attention.c — the fused ATTENTION family of test_backend_ops: the shapes the
- * default model runs (GQA 9 query / 3 kv heads of dim 64, a decode row and a 5-token prompt,
- * up to 70 keys), causal, sliding window, additive masks (random, with a fully removed row, and
- * broadcast), f16/bf16 KV caches, q/k/v as strided views of a cache, and T / S as symbolic
- * extents bound at run time; compared with tests/oracle.c's double-precision attention at
- * NMSE <= 5e-4 (DESIGN.md's bound for attention in f32).
+ * tools/conformance/backend_ops_attention.c — the fused ATTENTION family of the op conformance
+ * cases: the shapes the default model runs (GQA 9 query / 3 kv heads of dim 64, a decode row and a
+ * 5-token prompt, up to 70 keys), causal, sliding window, additive masks (random, with a fully
+ * removed row, and broadcast), f16/bf16 KV caches, q/k/v as strided views of a cache, and T / S as
+ * symbolic extents bound at run time; compared with oracle.c's double-precision attention at NMSE
+ * <= 5e-4 (DESIGN.md's bound for attention in f32).
  *
  * ATTENTION is a high-level op: the CPU reference backend has no fused kernel (the runtime
  * lowers it there), so its NOT_SUPPORTED is expected and these cases are marked cpu_optional.
@@ -164,6 +164,10 @@ int bo_attention_family(void)
         {3, 19, 4, 4, 16, 0, 0, F32, true, 0, AM_NONE, 0, 1.0, AL_CONTIG, AL_CONTIG},
         {2, 23, 2, 1, 80, 0, 0, BF16, true, 0, AM_NONE, 0, 1.0, AL_HEAD_MAJOR, AL_PADDED},
         {4, 9, 6, 2, 128, 0, 0, F16, false, 0, AM_NONE, 0, 1.0, AL_CONTIG, AL_CONTIG},
+        /* prompts whose units fill the CPU's 16-lane tile (cpu_att_tile): bf16 with all lanes
+         * used and two key blocks; a fresh causal prompt over many units */
+        {8, 100, 2, 1, 80, 0, 0, BF16, true, 0, AM_NONE, 0, 1.0, AL_CONTIG, AL_PADDED},
+        {40, 40, 9, 3, 64, 0, 0, F16, true, 0, AM_NONE, 0, 1.0, AL_CONTIG, AL_HEAD_MAJOR},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
         case_attention(&specs[i], 1000u + i);

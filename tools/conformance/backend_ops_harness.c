@@ -1,23 +1,27 @@
 /*
- * tests/backend_ops_harness.c — runs hand-built one-node partitions on every loaded device with
- * guard bytes around every tensor, and judges the results. See backend_ops_harness.h.
+ * tools/conformance/backend_ops_harness.c — runs hand-built one-node partitions on every
+ * registered device with guard bytes around every tensor, and judges the results. See
+ * backend_ops_harness.h.
  *
  * Why the ABI level and not bst_program: the program layer would hide what a kernel does to
  * the bytes around its output (its buffers are planned and packed), and would place each node on
  * one backend only. Here every device gets the same node, and every byte of every buffer is
  * checked after the run.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
 #include "backend_ops_harness.h"
 
 #include "graph/quant.h"
 #include "oracle.h"
-#include "runtime/runtime.h"
 
+#include <bastion/bastion.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_DEVICES 64
 #define MAX_VARIANTS 16
@@ -477,9 +481,14 @@ void bo_case_free(bo_case *c)
 
 /* --- devices ------------------------------------------------------------------------------- */
 
+/* The harness knows devices only through what its caller registers (bo_device_add): the tests
+ * register every device of a runtime context, `bastion conformance` the devices of the plugins
+ * it loaded itself. So this file needs no runtime internals. */
 static struct {
-    bool init;
-    bst_context *ctx;
+    bool init_done;
+    void (*init)(void);
+    void (*fini)(void);
+    const char *(*last_error)(void);
     uint32_t n;
     void *handle[MAX_DEVICES];
     const bst_backend_api *api[MAX_DEVICES];
@@ -490,38 +499,39 @@ static struct {
 
 static void devices_init(void)
 {
+    if (g_dev.init_done)
+        return;
+    g_dev.init_done = true;
     if (g_dev.init)
-        return;
-    g_dev.init = true;
-    bst_context_options opt;
-    memset(&opt, 0, sizeof opt);
-    opt.struct_size = sizeof opt;
-    if (bst_context_create(&opt, &g_dev.ctx) != BST_OK) {
-        fprintf(stderr, "backend_ops: bst_context_create failed: %s\n", bst_last_error());
-        g_dev.ctx = NULL;
-        return;
-    }
-    bst_context *ctx = g_dev.ctx;
-    g_dev.n = ctx->n_devices < MAX_DEVICES ? ctx->n_devices : MAX_DEVICES;
-    for (uint32_t i = 0; i < g_dev.n; i++) {
-        bsti_device *d = &ctx->devices[i];
-        snprintf(g_dev.label[i], sizeof g_dev.label[i], "%s:%u", d->plugin->name,
-                 d->index_in_plugin);
-        g_dev.is_cpu[i] = strcmp(d->plugin->name, "cpu") == 0;
-        g_dev.api[i] = &d->plugin->api;
-        void *h = NULL;
-        if (bsti_device_get(ctx, i, &h) != BST_OK || !h) {
-            fprintf(stderr, "backend_ops: device %s (%s) failed to open: %s\n", g_dev.label[i],
-                    d->info.name, bst_last_error());
-            g_dev.open_failures++;
-            h = NULL;
-        }
-        g_dev.handle[i] = h;
-    }
-    printf("\nbackend_ops: %u device(s):", g_dev.n);
-    for (uint32_t i = 0; i < g_dev.n; i++)
-        printf(" %s (%s)", g_dev.label[i], ctx->devices[i].info.name);
-    printf("\n");
+        g_dev.init();
+}
+
+void bo_set_device_source(void (*init)(void), void (*fini)(void))
+{
+    g_dev.init = init;
+    g_dev.fini = fini;
+}
+
+void bo_set_last_error(const char *(*fn)(void)) { g_dev.last_error = fn; }
+
+static const char *last_error(void)
+{
+    const char *m = g_dev.last_error ? g_dev.last_error() : bst_last_error();
+    return m ? m : "";
+}
+
+uint32_t bo_device_add(const bst_backend_api *api, void *handle, const char *label, bool is_cpu)
+{
+    if (g_dev.n == MAX_DEVICES)
+        harness_bug("too many devices");
+    uint32_t i = g_dev.n++;
+    g_dev.api[i] = api;
+    g_dev.handle[i] = handle;
+    g_dev.is_cpu[i] = is_cpu;
+    snprintf(g_dev.label[i], sizeof g_dev.label[i], "%s", label);
+    if (!handle)
+        g_dev.open_failures++;
+    return i;
 }
 
 uint32_t bo_device_count(void)
@@ -562,10 +572,23 @@ uint32_t bo_device_open_failures(void)
 
 void bo_shutdown(void)
 {
-    if (g_dev.ctx)
-        bst_context_destroy(g_dev.ctx);
+    void (*fini)(void) = g_dev.init_done ? g_dev.fini : NULL;
     memset(&g_dev, 0, sizeof g_dev);
-    g_dev.init = true; /* never re-create after shutdown */
+    g_dev.init_done = true; /* never re-create after shutdown */
+    if (fini)
+        fini();
+}
+
+/* --- hooks --------------------------------------------------------------------------------- */
+
+static bo_hooks g_hooks;
+
+void bo_set_hooks(const bo_hooks *h)
+{
+    if (h)
+        g_hooks = *h;
+    else
+        memset(&g_hooks, 0, sizeof g_hooks);
 }
 
 /* --- summary ------------------------------------------------------------------------------- */
@@ -1066,8 +1089,16 @@ static const char *status_str(bst_status s)
 
 /* Compiles variant `variant` of the case on device `dev`, runs it and reads every buffer back
  * into *out_after (caller frees with free_buffers). Returns false with `why` on an API error. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const layout *L,
-                         uint8_t *const *init, uint8_t ***out_after, char *why, size_t n)
+                         uint8_t *const *init, uint8_t ***out_after, uint64_t *out_exec_ns,
+                         char *why, size_t n)
 {
     const bst_backend_api *api = g_dev.api[dev];
     void *h = g_dev.handle[dev];
@@ -1088,19 +1119,19 @@ static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const
     bool ok = false;
     bst_status s = api->compile(h, &part, &exe);
     if (s != BST_OK) {
-        snprintf(why, n, "compile failed: %s: %s", status_str(s), bst_last_error());
+        snprintf(why, n, "compile failed: %s: %s", status_str(s), last_error());
         goto done;
     }
     for (uint32_t b = 0; b < L->n_bindings; b++) {
         s = api->buffer_alloc(h, L->size[b], &bufs[b]);
         if (s != BST_OK) {
             snprintf(why, n, "buffer_alloc(%llu) failed: %s: %s",
-                     (unsigned long long)L->size[b], status_str(s), bst_last_error());
+                     (unsigned long long)L->size[b], status_str(s), last_error());
             goto done;
         }
         s = api->buffer_write(h, bufs[b], 0, init[b], L->size[b]);
         if (s != BST_OK) {
-            snprintf(why, n, "buffer_write failed: %s: %s", status_str(s), bst_last_error());
+            snprintf(why, n, "buffer_write failed: %s: %s", status_str(s), last_error());
             goto done;
         }
     }
@@ -1110,9 +1141,12 @@ static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const
     params.n_tokens = c->n_tokens;
     params.n_kv = c->n_kv;
     params.pos = 0;
+    uint64_t t0 = now_ns();
     s = api->execute(h, exe, bufs, L->n_bindings, &params);
+    if (out_exec_ns)
+        *out_exec_ns = now_ns() - t0;
     if (s != BST_OK) {
-        snprintf(why, n, "execute failed: %s: %s", status_str(s), bst_last_error());
+        snprintf(why, n, "execute failed: %s: %s", status_str(s), last_error());
         goto done;
     }
     after = xcalloc(L->n_bindings, sizeof *after);
@@ -1120,7 +1154,7 @@ static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const
         after[b] = xmalloc((size_t)L->size[b]);
         s = api->buffer_read(h, bufs[b], 0, after[b], L->size[b]);
         if (s != BST_OK) {
-            snprintf(why, n, "buffer_read failed: %s: %s", status_str(s), bst_last_error());
+            snprintf(why, n, "buffer_read failed: %s: %s", status_str(s), last_error());
             goto done;
         }
     }
@@ -1139,8 +1173,47 @@ done:
     return ok;
 }
 
+/* NMSE of `got` against `want` over the compared output elements (NAN without both). */
+static double nmse_of(const bo_case *c, const double *got, const double *want)
+{
+    if (!got || !want)
+        return NAN;
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < bo_tensor_numel(&c->out); i++) {
+        if (!c->expect[i])
+            continue;
+        double e = got[i] - want[i];
+        num += e * e;
+        den += want[i] * want[i];
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+/* Hands one (device, variant) outcome to the result hook. `got` is the decoded output (NULL
+ * when the run failed before producing one), `cpu_ref` the CPU reference backend's output. */
+static void emit(const bo_case *c, uint32_t dev, const char *variant, bo_outcome outcome,
+                 const char *why, const double *got, const double *cpu_ref, uint64_t exec_ns)
+{
+    if (!g_hooks.result)
+        return;
+    bo_result r;
+    memset(&r, 0, sizeof r);
+    r.case_no = g_case_no - 1;
+    r.dev = dev;
+    r.c = c;
+    r.variant = variant;
+    r.outcome = outcome;
+    r.why = why;
+    r.nmse_ref = nmse_of(c, got, cpu_ref);
+    r.nmse_oracle = nmse_of(c, got, c->ref);
+    r.exec_ns = exec_ns;
+    g_hooks.result(g_hooks.ud, &r);
+}
+
 static void report_fail(const bo_case *c, uint32_t dev, const char *variant, const char *why)
 {
+    if (g_hooks.quiet)
+        return;
     printf("\n  FAIL %s %s %s [%s] variant %s: %s", g_dev.label[dev], op_name(c->op),
            c->dtype_label, c->what, variant, why);
 }
@@ -1161,16 +1234,19 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
                               &count);
     if (s != BST_OK) {
         snprintf(why, sizeof why, "query failed on a valid node: %s: %s", status_str(s),
-                 bst_last_error());
+                 last_error());
         report_fail(c, dev, "-", why);
         record(dev, c, R_FAIL);
+        emit(c, dev, "-", BO_FAIL, why, NULL, NULL, 0);
         return 1;
     }
     if (count == 0) {
         record(dev, c, R_UNSUPPORTED);
+        emit(c, dev, "-", BO_UNSUPPORTED, NULL, NULL, NULL, 0);
         if (is_cpu && !c->cpu_optional) {
             g_cpu_gaps++;
-            printf("\n  CPU GAP %s %s %s [%s]: the reference backend does not support it",
+            if (!g_hooks.quiet)
+                printf("\n  CPU GAP %s %s %s [%s]: the reference backend does not support it",
                    g_dev.label[dev], op_name(c->op), c->dtype_label, c->what);
         }
         return 0;
@@ -1187,8 +1263,11 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
         memcpy(vname, vars[v].name, sizeof vars[v].name);
         vname[sizeof vars[v].name] = '\0';
         uint8_t **after = NULL;
-        bool ok = execute_case(c, dev, v, &L, init, &after, why, sizeof why) &&
-                  check_run(c, &L, init, after, is_cpu, got, why, sizeof why);
+        uint64_t exec_ns = 0;
+        bool ran = execute_case(c, dev, v, &L, init, &after, &exec_ns, why, sizeof why);
+        bool ok = ran && check_run(c, &L, init, after, is_cpu, got, why, sizeof why);
+        const double *got_ok = ran ? got : NULL;
+        bool was_cpu_ref = false;
         if (ok && !is_cpu && *cpu_got)
             ok = compare_values(c, got, *cpu_got, c->metric == BO_ULP ? 1.0 : c->tol, true, why,
                                 sizeof why);
@@ -1196,8 +1275,13 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
          * with a faster CPU variant that quantizes activations. */
         if (ok && is_cpu && !*cpu_got && (strcmp(vname, "ref") == 0 || v + 1 == count)) {
             *cpu_got = got;
-            got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+            was_cpu_ref = true;
         }
+        if (g_hooks.result)
+            emit(c, dev, vname, ok ? BO_PASS : BO_FAIL, ok ? NULL : why, got_ok,
+                 was_cpu_ref ? NULL : *cpu_got, exec_ns);
+        if (was_cpu_ref)
+            got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
         free_buffers(after, L.n_bindings);
         record(dev, c, ok ? R_PASS : R_FAIL);
         if (!ok) {
@@ -1215,9 +1299,24 @@ int bo_run(bo_case *c)
     devices_init();
     if (!c->ref || !c->expect)
         harness_bug("case without a reference");
-    bool shared = (g_case_no++ % 3) == 2;
+    uint64_t case_no = g_case_no++;
+    bool shared = (case_no % 3) == 2;
     if (shared)
         bo_case_what(c, "; one binding");
+    if (g_hooks.select && !g_hooks.select(g_hooks.ud, case_no, c)) {
+        g_family_cases++;
+        bo_case_free(c);
+        return 0;
+    }
+    if (g_dev.n == 0) {
+        /* A suite that forgot bo_set_device_source would otherwise pass without running
+         * anything. */
+        fprintf(stderr, "backend_ops: no device registered (bo_set_device_source)\n");
+        g_family_cases++;
+        g_family_fails++;
+        bo_case_free(c);
+        return 1;
+    }
     double *cpu_got = NULL;
     int fails = 0;
     /* CPU devices first: their output is what the others are compared with. */
@@ -1263,7 +1362,7 @@ int bo_selftest(bo_case *c, uint32_t dev)
     int missed = -1;
     double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
     bool is_cpu = g_dev.is_cpu[dev];
-    if (!execute_case(c, dev, 0, &L, init, &after, why, sizeof why) ||
+    if (!execute_case(c, dev, 0, &L, init, &after, NULL, why, sizeof why) ||
         !check_run(c, &L, init, after, is_cpu, got, why, sizeof why)) {
         printf("\n  selftest: the uncorrupted case failed: %s", why);
         goto done;

@@ -1,11 +1,11 @@
 /*
- * tests/oracle.h — an independent double-precision model of the primitive ops, written from the
- * op semantics in include/bastion/backend.h (not from any backend's kernels). test_backend_ops
- * compares every backend against it.
+ * tools/conformance/oracle.h — an independent double-precision model of the primitive ops,
+ * written from the op semantics in include/bastion/backend.h (not from any backend's kernels).
+ * The op conformance harness compares every backend against it.
  *
  * Every function works on logical values: contiguous, row-major arrays of doubles in the op's
  * shape (outermost dim first), already converted from the tensor's storage dtype. The caller
- * (tests/backend_ops_harness.c) does the layout: strides, views, symbolic extents, dtypes.
+ * (backend_ops_harness.c) does the layout: strides, views, symbolic extents, dtypes.
  * Shapes are given as (rank, dims) pairs; nothing here allocates except where noted.
  *
  * The f16/bf16 helpers are written from IEEE 754 directly so that the rounding a backend applies

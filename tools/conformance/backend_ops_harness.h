@@ -1,7 +1,8 @@
 /*
- * tests/backend_ops_harness.h — the machinery behind test_backend_ops: builds one-node
+ * tools/conformance/backend_ops_harness.h — the op conformance machinery shared by
+ * tests/test_backend_ops.c and `bastion conformance` (tools/cmd_conformance.c): builds one-node
  * partitions by hand at the plugin ABI level, runs them on every device of every loaded backend
- * with guard bytes around each tensor, and checks the results against tests/oracle.c and
+ * with guard bytes around each tensor, and checks the results against oracle.c and
  * against the CPU reference backend.
  *
  * A test case (bo_case) holds its input tensors with their logical values, the output's type,
@@ -132,6 +133,54 @@ void bo_case_free(bo_case *c);
 
 /* --- families, summary, devices ------------------------------------------------------------ */
 
+/* The case families of tools/conformance/backend_ops_cases.c, in their fixed order (case
+ * numbers depend on it; new families are appended). run() builds and runs every case of the
+ * family between bo_family_begin and bo_family_end. */
+typedef struct bo_family {
+    const char *name;
+    void (*run)(void);
+} bo_family;
+const bo_family *bo_families(size_t *out_n);
+/* Runs the family `name`: its failure count (bo_family_end), or -1 when there is none. */
+int bo_family_run(const char *name);
+
+/* Where devices come from: `init` runs once, before the first use of a device, and registers
+ * devices with bo_device_add; `fini` (may be NULL) runs in bo_shutdown. Without a source the
+ * harness has no device: cases are built and numbered but run nowhere. */
+void bo_set_device_source(void (*init)(void), void (*fini)(void));
+/* Registers a device (handle NULL: it failed to open, counted by bo_device_open_failures).
+ * `api` must outlive the harness. Returns its index. */
+uint32_t bo_device_add(const bst_backend_api *api, void *handle, const char *label, bool is_cpu);
+/* The message that goes with a status a plugin returned (default bst_last_error). */
+void bo_set_last_error(const char *(*fn)(void));
+
+/* Per-run outcomes, for callers that report more than the summary table (the conformance
+ * tool). */
+typedef enum bo_outcome { BO_PASS, BO_FAIL, BO_UNSUPPORTED } bo_outcome;
+
+typedef struct bo_result {
+    uint64_t case_no;    /* position of the case in the family order */
+    uint32_t dev;        /* device index */
+    const bo_case *c;    /* valid during the callback only */
+    const char *variant; /* kernel variant name, "-" when none ran */
+    bo_outcome outcome;
+    const char *why;     /* failure reason, NULL on PASS / UNSUPPORTED */
+    double nmse_ref;     /* output vs the CPU reference backend's output; NAN when not compared */
+    double nmse_oracle;  /* output vs the double-precision oracle; NAN when no output */
+    uint64_t exec_ns;    /* wall time of the execute call */
+} bo_result;
+
+typedef struct bo_hooks {
+    /* Called before case `case_no` runs; false skips it (it still takes its number). */
+    bool (*select)(void *ud, uint64_t case_no, const bo_case *c);
+    /* Called after every (device, variant) run and for every NOT_SUPPORTED answer. */
+    void (*result)(void *ud, const bo_result *r);
+    void *ud;
+    bool quiet; /* no FAIL / CPU GAP lines on stdout */
+} bo_hooks;
+/* Installs hooks (copied); NULL removes them. */
+void bo_set_hooks(const bo_hooks *h);
+
 void bo_family_begin(const char *name);
 /* Failures since bo_family_begin; also counts a family with no case run at all as a failure. */
 int bo_family_end(void);
@@ -148,7 +197,7 @@ void *bo_device_handle(uint32_t i);
 const bst_backend_api *bo_device_api(uint32_t i);
 const char *bo_device_label(uint32_t i);
 bool bo_device_is_cpu(uint32_t i);
-/* Devices that failed to open (each is reported once). */
+/* Devices that failed to open. */
 uint32_t bo_device_open_failures(void);
 void bo_shutdown(void);
 
@@ -168,7 +217,7 @@ void bo_node_build(const bo_case *c, bo_node *n);
  * -1 when the case did not pass to begin with). Frees the case. */
 int bo_selftest(bo_case *c, uint32_t dev);
 
-/* The fused ATTENTION family (tests/backend_ops_attention.c): runs its cases between
+/* The fused ATTENTION family (backend_ops_attention.c): runs its cases between
  * bo_family_begin and bo_family_end and returns the latter. */
 int bo_attention_family(void);
 

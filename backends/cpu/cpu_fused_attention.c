@@ -1,0 +1,416 @@
+/*
+ * Fused ATTENTION for the CPU backend (see cpu_fused.h): flash-attention style, one pass over
+ * the keys with an online softmax.
+ *
+ * Work is split over (query head, block of up to ATT_TB query rows) units on the host pool. A
+ * unit walks its keys in blocks of ATT_KB: every query row of the unit scores the block (the
+ * block's K rows stay in L1 across the rows), then folds it into its running maximum m, sum l and
+ * accumulator acc: when the block raises the maximum, acc and l are rescaled by exp(m_old -
+ * m_new) first. Keys that CAUSAL / WINDOW hide from every row of the unit are never read; the
+ * rest of the hiding (and the optional additive mask) is applied per score. A row that sees no
+ * key at all gives zeros, as the lowered softmax does. K and V are read in their cache dtype
+ * (f32, f16, bf16) through the ISA's key-block loops; q is pre-multiplied by SCALE.
+ */
+#include "cpu_fused.h"
+
+#include <math.h>
+#include <string.h>
+
+#define ATT_TB 16   /* query rows per unit (positions x the heads of one kv head) */
+#define ATT_KB 64   /* keys per block */
+#define ATT_SPLIT_MIN 128 /* fewest keys per share when a unit's keys are split */
+#define ATT_MAX_D 1024
+
+static int kv_kind(bst_dtype t)
+{
+    return t == BST_DTYPE_F32 ? 0 : t == BST_DTYPE_F16 ? 1 : t == BST_DTYPE_BF16 ? 2 : -1;
+}
+
+static int64_t kind_bytes(int kind) { return kind == 0 ? 4 : 2; }
+
+bst_status cpu_fused_check_attention(cpu_run *r)
+{
+    const cpu_node *n = r->node;
+    const cpu_tensor *q = &r->in[0], *k = &r->in[1], *v = &r->in[2], *o = &r->out;
+    if (n->n_inputs < 3 || n->n_inputs > 4)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "attention takes 3 or 4 inputs");
+    if (q->rank != 3 || k->rank != 3 || v->rank != 3 || o->rank != 3)
+        return cpu_fail(r, BST_ERR_SHAPE, "q, k, v and the output must have rank 3");
+    if (q->dtype != BST_DTYPE_F32 || o->dtype != BST_DTYPE_F32)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "fused attention needs f32 q and output");
+    int kk = kv_kind(k->dtype), vk = kv_kind(v->dtype);
+    if (kk < 0 || vk < 0)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "fused attention reads f32/f16/bf16 k and v");
+    if (q->nb[3] != 4 || o->nb[3] != 4 || k->nb[3] != kind_bytes(kk) ||
+        v->nb[3] != kind_bytes(vk))
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "fused attention needs contiguous head rows");
+    const int64_t T = q->ne[1], Hq = q->ne[2], D = q->ne[3], S = k->ne[1], Hkv = k->ne[2];
+    if (k->ne[3] != D || v->ne[3] != D || v->ne[1] != S || v->ne[2] != Hkv)
+        return cpu_fail(r, BST_ERR_SHAPE, "k and v must both be [S,Hkv,D] with q's D");
+    if (Hkv == 0 || Hq % Hkv != 0)
+        return cpu_fail(r, BST_ERR_SHAPE, "Hq (%lld) must be a multiple of Hkv (%lld)",
+                        (long long)Hq, (long long)Hkv);
+    if (o->ne[1] != T || o->ne[2] != Hq || o->ne[3] != D)
+        return cpu_fail(r, BST_ERR_SHAPE, "output must be [T,Hq,D]");
+    if (D > ATT_MAX_D)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "head dim %lld > %d", (long long)D, ATT_MAX_D);
+    if (n->n_inputs == 4) {
+        const cpu_tensor *m = &r->in[3];
+        if (m->dtype != BST_DTYPE_F32 || m->rank > 2)
+            return cpu_fail(r, BST_ERR_UNSUPPORTED, "the mask must be f32 [T,S]");
+        if ((m->ne[2] != 1 && m->ne[2] != T) || (m->ne[3] != 1 && m->ne[3] != S))
+            return cpu_fail(r, BST_ERR_SHAPE, "mask [%lld,%lld] does not broadcast to [T,S]",
+                            (long long)m->ne[2], (long long)m->ne[3]);
+    }
+    double scale = cpu_attr_float(n, BST_ATTR_SCALE, 1.0 / sqrt((double)(D ? D : 1)));
+    if (!isfinite(scale))
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "scale %g is not finite", scale);
+    if (cpu_attr_int(n, BST_ATTR_WINDOW, 0) < 0)
+        return cpu_fail(r, BST_ERR_INVALID_ARG, "window must be >= 0");
+    return BST_OK;
+}
+
+/* --- portable key-block loops --- */
+
+static inline float half_to_float(const uint8_t *p)
+{
+    uint32_t h = (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+    uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400u)) {
+                man <<= 1;
+                exp--;
+            }
+            bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float elem(int kind, const uint8_t *row, int64_t i)
+{
+    if (kind == 0) {
+        float f;
+        memcpy(&f, row + i * 4, sizeof f);
+        return f;
+    }
+    if (kind == 1)
+        return half_to_float(row + i * 2);
+    uint32_t bits = ((uint32_t)row[i * 2] | ((uint32_t)row[i * 2 + 1] << 8)) << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+#define SCALAR_LOOPS(kind, sfx)                                                               \
+    static void dot_##sfx(const float *q, const uint8_t *k, int64_t ks, int64_t n, int64_t d, \
+                          float *out)                                                         \
+    {                                                                                         \
+        for (int64_t j = 0; j < n; j++) {                                                     \
+            const uint8_t *row = k + j * ks;                                                  \
+            float s = 0.0f;                                                                   \
+            for (int64_t i = 0; i < d; i++)                                                   \
+                s += q[i] * elem(kind, row, i);                                               \
+            out[j] = s;                                                                       \
+        }                                                                                     \
+    }                                                                                         \
+    static void axpy_##sfx(float *acc, const float *p, const uint8_t *v, int64_t vs,          \
+                           int64_t n, int64_t d)                                              \
+    {                                                                                         \
+        for (int64_t j = 0; j < n; j++) {                                                     \
+            if (p[j] == 0.0f)                                                                 \
+                continue;                                                                     \
+            const uint8_t *row = v + j * vs;                                                  \
+            for (int64_t i = 0; i < d; i++)                                                   \
+                acc[i] += p[j] * elem(kind, row, i);                                          \
+        }                                                                                     \
+    }
+SCALAR_LOOPS(0, f32)
+SCALAR_LOOPS(1, f16)
+SCALAR_LOOPS(2, bf16)
+#undef SCALAR_LOOPS
+
+static float exp_block(float *s, int64_t n, float m)
+{
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - m);
+        sum += s[j];
+    }
+    return sum;
+}
+
+const cpu_att_loops cpu_att_loops_scalar = {{dot_f32, dot_f16, dot_bf16},
+                                            {axpy_f32, axpy_f16, axpy_bf16},
+                                            exp_block, NULL};
+
+/* --- the driver --- */
+
+typedef struct att_job {
+    const cpu_att_loops *loops;
+    int kk, vk;
+    int64_t T, S, Hq, Hkv, D, window, G;
+    bool causal;
+    float scale;
+    const cpu_tensor *mask; /* NULL: none */
+    int64_t tb;             /* query positions per unit (each with its G heads) */
+    int64_t rows;           /* rows per unit: G * tb */
+    int64_t n_qblocks, n_split;
+    float *work; /* per worker: qs[rows*D], acc[rows*D], sc[rows*KB], m[rows], l[rows] */
+    size_t work_floats;
+    float *part; /* n_split > 1: per unit and row, m, l and acc[D] of its share of the keys */
+    bool tile;   /* units of >= ATT_TILE_MIN rows go to loops->tile (cpu_att_tile) */
+} att_job;
+
+#define ATT_TILE_MIN 8 /* fewer rows would leave most of the tile's lanes idle */
+
+static float mask_at(const cpu_tensor *m, int64_t t, int64_t j)
+{
+    const uint8_t *p = m->data + (m->ne[2] == 1 ? 0 : t * m->nb[2]) +
+                       (m->ne[3] == 1 ? 0 : j * m->nb[3]);
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
+/* The keys any query position in [t0, t1) may see (positions are S - T + t). */
+static void key_range(const att_job *job, int64_t t0, int64_t t1, int64_t *out_lo,
+                      int64_t *out_hi)
+{
+    int64_t jlo = 0, jhi = job->S;
+    const int64_t pos_first = job->S - job->T + t0, pos_last = job->S - job->T + t1 - 1;
+    if (job->causal && pos_last + 1 < jhi)
+        jhi = pos_last + 1 < 0 ? 0 : pos_last + 1;
+    if (job->window > 0 && pos_first - job->window + 1 > jlo)
+        jlo = pos_first - job->window + 1;
+    *out_lo = jlo;
+    *out_hi = jhi > jlo ? jhi : jlo;
+}
+
+/* Unit = (kv head, block of tb query positions, share of the keys). Its rows are every query
+ * head of the kv head's group at every position of the block, so each K/V row is read once for
+ * all of them while it is in L1. */
+static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
+{
+    const cpu_tensor *q = &r->in[0], *k = &r->in[1], *v = &r->in[2], *o = &r->out;
+    const int64_t D = job->D, S = job->S, T = job->T, G = job->G;
+    const int64_t split = unit % job->n_split, rest = unit / job->n_split;
+    const int64_t qb = rest % job->n_qblocks, kh = rest / job->n_qblocks;
+    const int64_t t0 = qb * job->tb, t1 = t0 + job->tb < T ? t0 + job->tb : T;
+    const int64_t rows = (t1 - t0) * G;
+    if (job->tile && rows >= ATT_TILE_MIN) {
+        cpu_att_tile tl;
+        memset(&tl, 0, sizeof tl);
+        tl.rows = (int)rows;
+        tl.D = D;
+        tl.scale = job->scale;
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t t = t0 + i / G, h = kh * G + i % G;
+            tl.q[i] = (const float *)(const void *)cpu_row_ptr(q, 0, t, h);
+            tl.out[i] = (float *)(void *)cpu_row_ptr(o, 0, t, h);
+            tl.pos[i] = (int32_t)(S - T + t);
+            if (job->mask)
+                tl.mask[i] = job->mask->data + (job->mask->ne[2] == 1 ? 0 : t * job->mask->nb[2]);
+        }
+        if (job->mask)
+            tl.mask_stride = job->mask->ne[3] == 1 ? 0 : job->mask->nb[3];
+        tl.k = cpu_row_ptr(k, 0, 0, kh);
+        tl.v = cpu_row_ptr(v, 0, 0, kh);
+        tl.ks = k->nb[1];
+        tl.vs = v->nb[1];
+        tl.kk = job->kk;
+        tl.vk = job->vk;
+        key_range(job, t0, t1, &tl.jlo, &tl.jhi);
+        tl.causal = job->causal;
+        tl.window = job->window;
+        job->loops->tile(&tl, work);
+        return;
+    }
+    float *qs = work, *acc = qs + job->rows * D, *sc = acc + job->rows * D,
+          *mx = sc + job->rows * ATT_KB, *sum = mx + job->rows;
+    for (int64_t i = 0; i < rows; i++) {
+        const int64_t t = t0 + i / G, h = kh * G + i % G;
+        const float *src = (const float *)(const void *)cpu_row_ptr(q, 0, t, h);
+        for (int64_t c = 0; c < D; c++)
+            qs[i * D + c] = src[c] * job->scale;
+        memset(acc + i * D, 0, (size_t)D * sizeof(float));
+        mx[i] = -INFINITY;
+        sum[i] = 0.0f;
+    }
+    int64_t jlo, jhi;
+    key_range(job, t0, t1, &jlo, &jhi);
+    if (job->n_split > 1) { /* this unit's share, in whole key blocks */
+        int64_t share = (jhi - jlo + job->n_split - 1) / job->n_split;
+        share = (share + ATT_KB - 1) / ATT_KB * ATT_KB;
+        const int64_t lo = jlo + split * share;
+        jhi = lo + share < jhi ? lo + share : jhi;
+        jlo = lo;
+    }
+    const uint8_t *kbase = cpu_row_ptr(k, 0, 0, kh), *vbase = cpu_row_ptr(v, 0, 0, kh);
+    const int64_t ks = k->nb[1], vs = v->nb[1];
+    for (int64_t j0 = jlo; j0 < jhi; j0 += ATT_KB) {
+        const int64_t n = jhi - j0 < ATT_KB ? jhi - j0 : ATT_KB;
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t t = t0 + i / G, pos = S - T + t;
+            float *s = sc + i * ATT_KB;
+            job->loops->dot[job->kk](qs + i * D, kbase + j0 * ks, ks, n, D, s);
+            float bmax = -INFINITY;
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t key = j0 + j;
+                if ((job->causal && key > pos) || (job->window > 0 && key <= pos - job->window))
+                    s[j] = -INFINITY;
+                else if (job->mask)
+                    s[j] += mask_at(job->mask, t, key);
+                bmax = s[j] > bmax ? s[j] : bmax;
+            }
+            if (bmax == -INFINITY)
+                continue; /* nothing visible to this row in this block */
+            const float mnew = bmax > mx[i] ? bmax : mx[i];
+            const float alpha = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - mnew);
+            const float bsum = job->loops->exp(s, n, mnew);
+            if (alpha != 1.0f) {
+                float *a = acc + i * D;
+                for (int64_t c = 0; c < D; c++)
+                    a[c] *= alpha;
+            }
+            sum[i] = sum[i] * alpha + bsum;
+            mx[i] = mnew;
+            job->loops->axpy[job->vk](acc + i * D, s, vbase + j0 * vs, vs, n, D);
+        }
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        if (job->n_split > 1) {
+            float *pr = job->part + ((size_t)unit * (size_t)job->rows + (size_t)i) * (size_t)(D + 2);
+            pr[0] = mx[i];
+            pr[1] = sum[i];
+            memcpy(pr + 2, acc + i * D, (size_t)D * sizeof(float));
+            continue;
+        }
+        const int64_t t = t0 + i / G, h = kh * G + i % G;
+        float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
+        const float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
+        for (int64_t c = 0; c < D; c++)
+            dst[c] = acc[i * D + c] * inv;
+    }
+}
+
+static void att_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    const att_job *job = r->aux;
+    float *work = job->work + (size_t)w * job->work_floats;
+    for (int64_t u = begin; u < end; u++)
+        att_unit(r, job, u, work);
+}
+
+/* Key-split units: each output row combines its shares, rescaled to their common maximum. */
+static void att_merge(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const att_job *job = r->aux;
+    const cpu_tensor *o = &r->out;
+    const int64_t D = job->D, G = job->G;
+    for (int64_t b = begin; b < end; b++) {
+        const int64_t qb = b % job->n_qblocks, kh = b / job->n_qblocks;
+        const int64_t t0 = qb * job->tb, t1 = t0 + job->tb < job->T ? t0 + job->tb : job->T;
+        for (int64_t i = 0; i < (t1 - t0) * G; i++) {
+            const int64_t t = t0 + i / G, h = kh * G + i % G;
+            float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
+            float m = -INFINITY, l = 0.0f;
+            for (int64_t sp = 0; sp < job->n_split; sp++) {
+                const float *pr = job->part + ((size_t)(b * job->n_split + sp) * (size_t)job->rows +
+                                               (size_t)i) * (size_t)(D + 2);
+                m = pr[0] > m ? pr[0] : m;
+            }
+            for (int64_t c = 0; c < D; c++)
+                dst[c] = 0.0f;
+            if (m == -INFINITY)
+                continue; /* no key visible at all: zeros */
+            for (int64_t sp = 0; sp < job->n_split; sp++) {
+                const float *pr = job->part + ((size_t)(b * job->n_split + sp) * (size_t)job->rows +
+                                               (size_t)i) * (size_t)(D + 2);
+                if (pr[0] == -INFINITY)
+                    continue;
+                const float f = expf(pr[0] - m);
+                l += pr[1] * f;
+                for (int64_t c = 0; c < D; c++)
+                    dst[c] += pr[2 + c] * f;
+            }
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            for (int64_t c = 0; c < D; c++)
+                dst[c] *= inv;
+        }
+    }
+}
+
+bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
+{
+    const cpu_tensor *q = &r->in[0], *k = &r->in[1];
+    att_job job;
+    memset(&job, 0, sizeof job);
+    job.loops = loops;
+    job.kk = kv_kind(k->dtype);
+    job.vk = kv_kind(r->in[2].dtype);
+    if (job.kk < 0 || job.vk < 0 || !loops->dot[job.kk] || !loops->axpy[job.vk] || !loops->exp)
+        return cpu_fail(r, BST_ERR_UNSUPPORTED, "no attention loops for these k/v dtypes");
+    job.T = q->ne[1];
+    job.Hq = q->ne[2];
+    job.D = q->ne[3];
+    job.S = k->ne[1];
+    job.Hkv = k->ne[2];
+    job.G = job.Hq / job.Hkv;
+    job.causal = cpu_attr_int(r->node, BST_ATTR_CAUSAL, 0) != 0;
+    job.window = cpu_attr_int(r->node, BST_ATTR_WINDOW, 0);
+    job.scale = (float)cpu_attr_float(r->node, BST_ATTR_SCALE, 1.0 / sqrt((double)job.D));
+    job.mask = r->node->n_inputs == 4 ? &r->in[3] : NULL;
+    job.tb = ATT_TB / job.G > 1 ? ATT_TB / job.G : 1;
+    job.rows = job.G * job.tb;
+    job.n_qblocks = (job.T + job.tb - 1) / job.tb;
+    const uint32_t workers = r->n_workers ? r->n_workers : 1;
+    /* Few units (decode: one per kv head) would leave threads idle: split the keys too, in
+     * shares of at least ATT_SPLIT_MIN, until there are about four units per worker. */
+    job.n_split = 1;
+    const int64_t blocks = job.Hkv * job.n_qblocks;
+    if (workers > 1 && blocks < 4 * (int64_t)workers) {
+        int64_t want = (4 * (int64_t)workers + blocks - 1) / blocks;
+        int64_t most = job.S / ATT_SPLIT_MIN;
+        job.n_split = want < most ? want : most;
+        if (job.n_split < 1)
+            job.n_split = 1;
+    }
+    const int64_t units = blocks * job.n_split;
+    /* The tile needs rows in its lanes, whole keys (no split), and positions that fit its
+     * int32 lanes. */
+    job.tile = loops->tile && job.n_split == 1 && job.rows <= CPU_ATT_TILE_ROWS &&
+               job.D % 16 == 0 && job.D <= CPU_ATT_TILE_MAX_D && job.S < INT32_MAX / 2 &&
+               job.window < INT32_MAX / 2;
+    /* 16 floats of padding keep each worker's area on its own cache lines (and 64-byte
+     * aligned). */
+    job.work_floats = (size_t)(job.rows * (2 * job.D + ATT_KB + 2) + 16);
+    if (job.tile && job.work_floats < CPU_ATT_TILE_WORK(job.D))
+        job.work_floats = CPU_ATT_TILE_WORK(job.D);
+    job.work_floats = (job.work_floats + 15) & ~(size_t)15;
+    size_t part_floats = job.n_split > 1 ? (size_t)units * (size_t)job.rows * (size_t)(job.D + 2)
+                                         : 0;
+    job.work = cpu_host->alloc((job.work_floats * workers + part_floats) * sizeof(float), 64);
+    if (!job.work)
+        return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate attention work areas");
+    job.part = job.n_split > 1 ? job.work + job.work_floats * workers : NULL;
+    r->aux = &job;
+    /* One unit is already D * keys * rows multiply-adds or more: hand them out one by one. */
+    cpu_parallel(r, units, 1, att_units);
+    if (job.n_split > 1)
+        cpu_parallel(r, blocks, 1, att_merge);
+    r->aux = NULL;
+    cpu_host->free(job.work);
+    return BST_OK;
+}

@@ -1,0 +1,230 @@
+/*
+ * Fused attention's key-block loops with AVX2 + FMA + F16C (see cpu_fused.h): 8 lanes per
+ * vector; f16 rows are widened with vcvtph2ps, bf16 by a 16-bit shift, so K/V stay in the
+ * cache's dtype in memory. Compiled with -mavx2 -mfma -mf16c and called only when cpu_isa_mask()
+ * has CPU_ISA_AVX2. Head dims that are not a multiple of 8 finish with a scalar tail.
+ */
+#include "cpu_fused.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define ALWAYS static inline __attribute__((always_inline))
+
+ALWAYS __m256 load8(int kind, const uint8_t *row, int64_t i)
+{
+    if (kind == 0)
+        return _mm256_loadu_ps((const float *)(const void *)(row + i * 4));
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(row + i * 2));
+    if (kind == 1)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+ALWAYS float load1(int kind, const uint8_t *row, int64_t i)
+{
+    if (kind == 0) {
+        float f;
+        memcpy(&f, row + i * 4, sizeof f);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, row + i * 2, sizeof h);
+    if (kind == 1)
+        return _cvtsh_ss(h);
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+ALWAYS float hsum(__m256 v)
+{
+    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+/* Sums of a0..a7 as one vector (lane i = sum of ai's lanes): a transposing hadd tree, cheaper
+ * than eight horizontal sums. */
+ALWAYS __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                    __m256 a7)
+{
+    __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20),
+                         _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+/* Eight (then four) keys at a time share each load of q. */
+ALWAYS void dot_any(int kind, const float *q, const uint8_t *k, int64_t ks, int64_t n, int64_t d,
+                    float *out)
+{
+    const int64_t d8 = d & ~(int64_t)7;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const uint8_t *r0 = k + j * ks;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+               a7 = a0;
+        for (int64_t i = 0; i < d8; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, load8(kind, r0, i), a0);
+            a1 = _mm256_fmadd_ps(qv, load8(kind, r0 + ks, i), a1);
+            a2 = _mm256_fmadd_ps(qv, load8(kind, r0 + 2 * ks, i), a2);
+            a3 = _mm256_fmadd_ps(qv, load8(kind, r0 + 3 * ks, i), a3);
+            a4 = _mm256_fmadd_ps(qv, load8(kind, r0 + 4 * ks, i), a4);
+            a5 = _mm256_fmadd_ps(qv, load8(kind, r0 + 5 * ks, i), a5);
+            a6 = _mm256_fmadd_ps(qv, load8(kind, r0 + 6 * ks, i), a6);
+            a7 = _mm256_fmadd_ps(qv, load8(kind, r0 + 7 * ks, i), a7);
+        }
+        _mm256_storeu_ps(out + j, hsum8(a0, a1, a2, a3, a4, a5, a6, a7));
+        for (int64_t i = d8; i < d; i++)
+            for (int u = 0; u < 8; u++)
+                out[j + u] += q[i] * load1(kind, r0 + u * ks, i);
+    }
+    for (; j + 4 <= n; j += 4) {
+        const uint8_t *r0 = k + j * ks, *r1 = r0 + ks, *r2 = r1 + ks, *r3 = r2 + ks;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < d8; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, load8(kind, r0, i), a0);
+            a1 = _mm256_fmadd_ps(qv, load8(kind, r1, i), a1);
+            a2 = _mm256_fmadd_ps(qv, load8(kind, r2, i), a2);
+            a3 = _mm256_fmadd_ps(qv, load8(kind, r3, i), a3);
+        }
+        float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+        for (int64_t i = d8; i < d; i++) {
+            s0 += q[i] * load1(kind, r0, i);
+            s1 += q[i] * load1(kind, r1, i);
+            s2 += q[i] * load1(kind, r2, i);
+            s3 += q[i] * load1(kind, r3, i);
+        }
+        out[j] = s0;
+        out[j + 1] = s1;
+        out[j + 2] = s2;
+        out[j + 3] = s3;
+    }
+    for (; j < n; j++) {
+        const uint8_t *row = k + j * ks;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t i = 0; i < d8; i += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(kind, row, i), a);
+        float s = hsum(a);
+        for (int64_t i = d8; i < d; i++)
+            s += q[i] * load1(kind, row, i);
+        out[j] = s;
+    }
+}
+
+/* The accumulator is walked in chunks of 64 floats held in registers across all n rows. */
+ALWAYS void axpy_any(int kind, float *acc, const float *p, const uint8_t *v, int64_t vs,
+                     int64_t n, int64_t d)
+{
+    const int64_t d8 = d & ~(int64_t)7;
+    int64_t i0 = 0;
+    for (; i0 + 64 <= d8; i0 += 64) {
+        __m256 c[8];
+        for (int u = 0; u < 8; u++)
+            c[u] = _mm256_loadu_ps(acc + i0 + 8 * u);
+        for (int64_t j = 0; j < n; j++) {
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            const uint8_t *row = v + j * vs;
+            for (int u = 0; u < 8; u++)
+                c[u] = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 8 * u), c[u]);
+        }
+        for (int u = 0; u < 8; u++)
+            _mm256_storeu_ps(acc + i0 + 8 * u, c[u]);
+    }
+    for (; i0 < d8; i0 += 8) {
+        __m256 c = _mm256_loadu_ps(acc + i0);
+        for (int64_t j = 0; j < n; j++)
+            c = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load8(kind, v + j * vs, i0), c);
+        _mm256_storeu_ps(acc + i0, c);
+    }
+    for (int64_t i = d8; i < d; i++) {
+        float c = acc[i];
+        for (int64_t j = 0; j < n; j++)
+            c += p[j] * load1(kind, v + j * vs, i);
+        acc[i] = c;
+    }
+}
+
+/* exp on 8 lanes: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial,
+ * 2^n through the exponent bits), relative error ~1e-7. Inputs are <= 0 here (scores minus
+ * their running maximum); below -87 the result is 0, as it is for -INFINITY. */
+ALWAYS __m256 exp8(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    const __m256 dead = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), lo);
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f),
+                                                _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)),
+                                  23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(dead, y);
+}
+
+static float exp_block(float *s, int64_t n, float m)
+{
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+        _mm256_storeu_ps(s + j, p);
+        acc = _mm256_add_ps(acc, p);
+    }
+    float sum = hsum(acc);
+    if (j < n) {
+        float tail[8];
+        for (int i = 0; i < 8; i++)
+            tail[i] = j + i < n ? s[j + i] - m : -INFINITY;
+        __m256 p = exp8(_mm256_loadu_ps(tail));
+        _mm256_storeu_ps(tail, p);
+        for (int64_t i = 0; j + i < n; i++) {
+            s[j + i] = tail[i];
+            sum += tail[i];
+        }
+    }
+    return sum;
+}
+
+#define LOOPS(kind, sfx)                                                                       \
+    static void dot_##sfx(const float *q, const uint8_t *k, int64_t ks, int64_t n, int64_t d,  \
+                          float *out)                                                          \
+    {                                                                                          \
+        dot_any(kind, q, k, ks, n, d, out);                                                    \
+    }                                                                                          \
+    static void axpy_##sfx(float *acc, const float *p, const uint8_t *v, int64_t vs, int64_t n, \
+                           int64_t d)                                                          \
+    {                                                                                          \
+        axpy_any(kind, acc, p, v, vs, n, d);                                                   \
+    }
+LOOPS(0, f32)
+LOOPS(1, f16)
+LOOPS(2, bf16)
+#undef LOOPS
+
+const cpu_att_loops cpu_att_loops_avx2 = {{dot_f32, dot_f16, dot_bf16},
+                                          {axpy_f32, axpy_f16, axpy_bf16}, exp_block, NULL};
+#ifdef CPU_HAVE_FUSED_AVX512
+const cpu_att_loops cpu_att_loops_avx512 = {{dot_f32, dot_f16, dot_bf16},
+                                            {axpy_f32, axpy_f16, axpy_bf16}, exp_block,
+                                            cpu_att_tile_avx512};
+#endif
+#else
+typedef int cpu_fused_attention_avx2_not_built; /* a translation unit may not be empty */
+#endif

@@ -1,0 +1,212 @@
+/*
+ * Fused attention's many-row tile with AVX-512 (see cpu_fused.h, cpu_att_tile): a prompt's unit
+ * of up to 16 query rows runs with one row per vector lane.
+ *
+ * Why: the per-row loops (cpu_fused_attention_avx2.c) widen every f16 K/V element again for each
+ * of a unit's rows and end each key's dot product with a horizontal sum, so a 512-token prefill
+ * was bound by loads and shuffles (~25 GFLOP/s). Here each K/V block is widened to f32 once per
+ * unit, q is held transposed (Qt[c] = the 16 rows' element c, pre-scaled), so the scores of one
+ * key for all rows are sum_c Qt[c] * k[c]: one multiply-add with a broadcast K element per step,
+ * no horizontal sums. The online softmax (running maximum m, sum l, rescale by exp(m_old -
+ * m_new)) is lane-wise, and the accumulator is held transposed too (Acc[c] = the rows' element
+ * c), updated by sum_j p_j * v_j[c] with broadcast V elements. Compiled with the AVX-512 flags and
+ * called only when cpu_isa_mask() has CPU_ISA_AVX512.
+ */
+#include "cpu_fused.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define R CPU_ATT_TILE_ROWS
+#define KB CPU_ATT_TILE_KB
+
+/* exp on 16 lanes: the Cephes expf of the AVX2 loops (relative error ~1e-7); inputs below -87
+ * (and -INFINITY) give 0. */
+static inline __m512 exp16(__m512 x)
+{
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    const __mmask16 dead = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), lo);
+    __m512 fx = _mm512_roundscale_ps(
+        _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps((__mmask16)~dead, y);
+}
+
+/* n rows of D elements (D % 16 == 0) from src (row stride in bytes) into dst as f32. */
+static void widen_block(int kind, const uint8_t *src, int64_t stride, int64_t n, int64_t D,
+                        float *dst)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = src + j * stride;
+        float *d = dst + j * D;
+        if (kind == 0) {
+            memcpy(d, row, (size_t)D * sizeof(float));
+        } else if (kind == 1) {
+            for (int64_t c = 0; c < D; c += 16)
+                _mm512_storeu_ps(d + c, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                            (const __m256i *)(const void *)(row + c * 2))));
+        } else {
+            for (int64_t c = 0; c < D; c += 16)
+                _mm512_storeu_ps(d + c, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                            _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                                                (const __m256i *)(const void *)(row + c * 2))),
+                                            16)));
+        }
+    }
+}
+
+/* S[j] = the rows' scores against key j (Kf row j), for j < n. */
+static void scores(const float *Qt, const float *Kf, int64_t n, int64_t D, float *S)
+{
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const float *k = Kf + j * D;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+               a7 = a0;
+        for (int64_t c = 0; c < D; c++) {
+            const __m512 q = _mm512_loadu_ps(Qt + c * R);
+            a0 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[c]), a0);
+            a1 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[D + c]), a1);
+            a2 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[2 * D + c]), a2);
+            a3 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[3 * D + c]), a3);
+            a4 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[4 * D + c]), a4);
+            a5 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[5 * D + c]), a5);
+            a6 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[6 * D + c]), a6);
+            a7 = _mm512_fmadd_ps(q, _mm512_set1_ps(k[7 * D + c]), a7);
+        }
+        _mm512_storeu_ps(S + (j + 0) * R, a0);
+        _mm512_storeu_ps(S + (j + 1) * R, a1);
+        _mm512_storeu_ps(S + (j + 2) * R, a2);
+        _mm512_storeu_ps(S + (j + 3) * R, a3);
+        _mm512_storeu_ps(S + (j + 4) * R, a4);
+        _mm512_storeu_ps(S + (j + 5) * R, a5);
+        _mm512_storeu_ps(S + (j + 6) * R, a6);
+        _mm512_storeu_ps(S + (j + 7) * R, a7);
+    }
+    for (; j < n; j++) {
+        const float *k = Kf + j * D;
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t c = 0; c < D; c++)
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(Qt + c * R), _mm512_set1_ps(k[c]), a);
+        _mm512_storeu_ps(S + j * R, a);
+    }
+}
+
+/* Acc[c] = Acc[c] * alpha + sum_j P[j] * Vf[j][c], 16 columns at a time held in registers. */
+static void accumulate(float *Acc, __m512 alpha, const float *P, const float *Vf, int64_t n,
+                       int64_t D)
+{
+    for (int64_t c0 = 0; c0 < D; c0 += 16) {
+        __m512 a[16];
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++)
+            a[u] = _mm512_mul_ps(_mm512_loadu_ps(Acc + (c0 + u) * R), alpha);
+        for (int64_t j = 0; j < n; j++) {
+            const __m512 p = _mm512_loadu_ps(P + j * R);
+            const float *v = Vf + j * D + c0;
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++)
+                a[u] = _mm512_fmadd_ps(p, _mm512_set1_ps(v[u]), a[u]);
+        }
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++)
+            _mm512_storeu_ps(Acc + (c0 + u) * R, a[u]);
+    }
+}
+
+void cpu_att_tile_avx512(const cpu_att_tile *t, float *work)
+{
+    const int64_t D = t->D;
+    const int rows = t->rows;
+    float *Qt = work, *Acc = Qt + D * R, *Kf = Acc + D * R, *Vf = Kf + KB * D, *S = Vf + KB * D,
+          *Mt = S + KB * R;
+    const bool masked = t->mask[0] != NULL;
+    for (int64_t c = 0; c < D; c++)
+        for (int i = 0; i < R; i++)
+            Qt[c * R + i] = i < rows ? t->q[i][c] * t->scale : 0.0f;
+    memset(Acc, 0, (size_t)(D * R) * sizeof(float));
+    int32_t pos[R];
+    for (int i = 0; i < R; i++)
+        pos[i] = t->pos[i < rows ? i : 0]; /* idle lanes: q = 0, never written out */
+    const __m512i posv = _mm512_loadu_si512(pos);
+    const __m512i oldest = _mm512_sub_epi32(posv, _mm512_set1_epi32((int32_t)t->window));
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps();
+    __m512 m = ninf, l = zero;
+    for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
+        const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
+        if (masked) {
+            /* Mt[j] = the rows' mask values for key j0 + j (idle lanes copy row 0). */
+            for (int i = 0; i < R; i++) {
+                const uint8_t *p = t->mask[i < rows ? i : 0] + j0 * t->mask_stride;
+                for (int64_t j = 0; j < n; j++)
+                    memcpy(&Mt[j * R + i], p + j * t->mask_stride, sizeof(float));
+            }
+            /* A block the mask hides from every row (a prompt's future keys) is skipped. */
+            __mmask16 seen = 0;
+            const __m512 ninf_ = _mm512_set1_ps(-INFINITY);
+            for (int64_t j = 0; j < n; j++)
+                seen |= _mm512_cmp_ps_mask(_mm512_loadu_ps(Mt + j * R), ninf_, _CMP_NEQ_UQ);
+            if (!seen)
+                continue;
+        }
+        widen_block(t->kk, t->k + j0 * t->ks, t->ks, n, D, Kf);
+        widen_block(t->vk, t->v + j0 * t->vs, t->vs, n, D, Vf);
+        scores(Qt, Kf, n, D, S);
+        __m512 bmax = ninf;
+        for (int64_t j = 0; j < n; j++) {
+            const __m512i key = _mm512_set1_epi32((int32_t)(j0 + j));
+            __mmask16 hide = 0;
+            if (t->causal)
+                hide |= _mm512_cmpgt_epi32_mask(key, posv);
+            if (t->window > 0)
+                hide |= _mm512_cmple_epi32_mask(key, oldest);
+            __m512 sc = _mm512_loadu_ps(S + j * R);
+            if (masked)
+                sc = _mm512_add_ps(sc, _mm512_loadu_ps(Mt + j * R));
+            const __m512 s = _mm512_mask_mov_ps(sc, hide, ninf);
+            _mm512_storeu_ps(S + j * R, s);
+            bmax = _mm512_max_ps(bmax, s);
+        }
+        const __m512 mnew = _mm512_max_ps(m, bmax);
+        /* Lanes that have seen no key yet keep m = -inf: subtract 0 there (exp(-inf) = 0), not
+         * -inf (which would give NaN). */
+        const __m512 mref =
+            _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, ninf, _CMP_EQ_OQ), zero);
+        const __m512 alpha = exp16(_mm512_sub_ps(m, mref));
+        __m512 psum = zero;
+        for (int64_t j = 0; j < n; j++) {
+            const __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(S + j * R), mref));
+            _mm512_storeu_ps(S + j * R, p);
+            psum = _mm512_add_ps(psum, p);
+        }
+        l = _mm512_fmadd_ps(l, alpha, psum);
+        m = mnew;
+        accumulate(Acc, alpha, S, Vf, n, D);
+    }
+    const __m512 inv =
+        _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l, zero, _CMP_GT_OQ), _mm512_set1_ps(1.0f), l);
+    float col[R];
+    for (int64_t c = 0; c < D; c++) {
+        _mm512_storeu_ps(col, _mm512_mul_ps(_mm512_loadu_ps(Acc + c * R), inv));
+        for (int i = 0; i < rows; i++)
+            t->out[i][c] = col[i];
+    }
+}
+#else
+typedef int cpu_fused_attention_avx512_not_built; /* a translation unit may not be empty */
+#endif

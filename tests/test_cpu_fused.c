@@ -1,0 +1,398 @@
+/*
+ * tests/test_cpu_fused.c — the CPU backend's fused kernels for the high-level ops (ATTENTION,
+ * RMS_NORM_MUL, FFN_SWIGLU; backends/cpu/cpu_fused.h), run through bst_program on the real CPU
+ * plugin: placement must keep the ops whole and pick a fused_* variant, and the results must
+ * match naive double-precision implementations of backend.h's definitions written here (and the
+ * lowered graph, run with BASTION_CPU_KERNELS=lowered, which hides the fused variants).
+ * Shapes cross the kernels' internal block sizes (16 query rows, 64 keys, 4 activation rows).
+ * Bounds: NMSE <= 5e-4 (DESIGN.md's attention / quantized matmul bound) where activations are
+ * quantized, 1e-9 for the f32 norm and attention (measured values are printed).
+ */
+#include "graph/ir.h"
+#include "graph/quant.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OK(call)                                                                                 \
+    do {                                                                                         \
+        bst_status st_ = (call);                                                                 \
+        if (st_ != BST_OK)                                                                       \
+            fprintf(stderr, "\n  %s: %s\n", #call, bst_last_error());                            \
+        CU_ASSERT_EQUAL_FATAL(st_, BST_OK);                                                      \
+    } while (0)
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static float frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rng_state >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+static void fill(float *x, size_t n, float amp)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = amp * frand();
+}
+
+static bst_attr a_float(bst_attr_key key, double f)
+{
+    bst_attr a = {.struct_size = sizeof a, .key = key, .kind = BST_ATTR_KIND_FLOAT, .count = 1};
+    a.f = f;
+    return a;
+}
+
+static bst_attr a_int(bst_attr_key key, int64_t v)
+{
+    bst_attr a = {.struct_size = sizeof a, .key = key, .kind = BST_ATTR_KIND_INT, .count = 1};
+    a.ints[0] = v;
+    return a;
+}
+
+static double nmse(const float *got, const double *want, size_t n)
+{
+    double err = 0.0, ref = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        err += d * d;
+        ref += want[i] * want[i];
+    }
+    return ref > 0 ? err / ref : err;
+}
+
+/* Named input of a test graph. */
+typedef struct feed {
+    const char *name;
+    const void *data;
+    size_t bytes;
+} feed;
+
+/* Builds a program for g on the CPU backend (kernels = value of BASTION_CPU_KERNELS, NULL for
+ * the default), feeds it, runs it, reads output "y" and says whether any node ran a fused_*
+ * variant. */
+static bool run_graph(const bst_graph *g, const char *kernels, const feed *feeds, uint32_t n_feeds,
+                      float *out, size_t n_out)
+{
+    if (kernels) {
+        CU_ASSERT_FATAL(setenv("BASTION_CPU_KERNELS", kernels, 1) == 0);
+    } else {
+        unsetenv("BASTION_CPU_KERNELS");
+    }
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = 2, .backends = "cpu"};
+    bst_context *ctx = NULL;
+    OK(bst_context_create(&o, &ctx));
+    bst_program *p = NULL;
+    OK(bst_program_create(ctx, g, &p)); /* the device opens (and reads the variable) here */
+    unsetenv("BASTION_CPU_KERNELS");
+    for (uint32_t i = 0; i < n_feeds; i++)
+        OK(bst_program_set_input(p, feeds[i].name, feeds[i].data, feeds[i].bytes));
+    OK(bst_program_run(p, NULL));
+    OK(bst_program_get_output(p, "y", out, n_out * sizeof(float)));
+    char *text = NULL;
+    OK(bst_program_describe(p, &text));
+    bool fused = strstr(text, "fused_") != NULL;
+    bst_free(text);
+    bst_program_destroy(p);
+    bst_context_destroy(ctx);
+    return fused;
+}
+
+/* --- attention --- */
+
+typedef struct attn_case {
+    int64_t T, S, Hq, Hkv, D;
+    bool causal;
+    int64_t window;
+    bool mask;
+    bst_dtype kv;
+} attn_case;
+
+static float round_half(float x)
+{
+    uint16_t h;
+    float f;
+    OK(bsti_quantize(BST_DTYPE_F16, &x, &h, 1));
+    OK(bsti_dequantize(BST_DTYPE_F16, &h, &f, 1));
+    return f;
+}
+
+static void attention_ref(const attn_case *c, const float *q, const float *k, const float *v,
+                          const float *mask, double scale, double *out)
+{
+    const int64_t group = c->Hq / c->Hkv;
+    double *w = malloc((size_t)c->S * sizeof *w);
+    CU_ASSERT_FATAL(w != NULL);
+    for (int64_t t = 0; t < c->T; t++) {
+        const int64_t pos = c->S - c->T + t;
+        for (int64_t h = 0; h < c->Hq; h++) {
+            const int64_t kh = h / group;
+            double mx = -INFINITY, sum = 0.0;
+            for (int64_t j = 0; j < c->S; j++) {
+                bool hidden = (c->causal && j > pos) || (c->window > 0 && j <= pos - c->window);
+                double s = -INFINITY;
+                if (!hidden) {
+                    double dot = 0.0;
+                    for (int64_t d = 0; d < c->D; d++)
+                        dot += (double)q[(t * c->Hq + h) * c->D + d] *
+                               k[(j * c->Hkv + kh) * c->D + d];
+                    s = dot * scale + (mask ? mask[t * c->S + j] : 0.0);
+                }
+                w[j] = s;
+                mx = s > mx ? s : mx;
+            }
+            for (int64_t j = 0; j < c->S; j++) {
+                w[j] = mx == -INFINITY || w[j] == -INFINITY ? 0.0 : exp(w[j] - mx);
+                sum += w[j];
+            }
+            for (int64_t d = 0; d < c->D; d++) {
+                double acc = 0.0;
+                for (int64_t j = 0; j < c->S; j++)
+                    acc += w[j] * v[(j * c->Hkv + kh) * c->D + d];
+                out[(t * c->Hq + h) * c->D + d] = sum > 0 ? acc / sum : 0.0;
+            }
+        }
+    }
+    free(w);
+}
+
+static void check_attention(const attn_case *c)
+{
+    const size_t nq = (size_t)(c->T * c->Hq * c->D), nkv = (size_t)(c->S * c->Hkv * c->D);
+    const size_t nm = (size_t)(c->T * c->S);
+    float *q = malloc(nq * sizeof *q), *k = malloc(nkv * sizeof *k), *v = malloc(nkv * sizeof *v);
+    float *m = malloc(nm * sizeof *m), *got = malloc(nq * sizeof *got);
+    float *low = malloc(nq * sizeof *low);
+    uint16_t *kh = malloc(nkv * sizeof *kh), *vh = malloc(nkv * sizeof *vh);
+    double *want = malloc(nq * sizeof *want);
+    CU_ASSERT_FATAL(q && k && v && m && got && low && kh && vh && want);
+    fill(q, nq, 1.0f);
+    fill(k, nkv, 1.0f);
+    fill(v, nkv, 1.0f);
+    for (size_t i = 0; i < nm; i++)
+        m[i] = frand() < -0.6f ? -INFINITY : 0.5f * frand();
+    if (c->kv == BST_DTYPE_F16) { /* the reference sees the values the cache holds */
+        for (size_t i = 0; i < nkv; i++) {
+            k[i] = round_half(k[i]);
+            v[i] = round_half(v[i]);
+        }
+        OK(bsti_quantize(BST_DTYPE_F16, k, kh, (int64_t)nkv));
+        OK(bsti_quantize(BST_DTYPE_F16, v, vh, (int64_t)nkv));
+    }
+    const double scale = 1.0 / sqrt((double)c->D);
+    attention_ref(c, q, k, v, c->mask ? m : NULL, scale, want);
+
+    bst_graph *g = NULL;
+    OK(bst_graph_create(&g));
+    int64_t qs[3] = {c->T, c->Hq, c->D}, ks[3] = {c->S, c->Hkv, c->D}, ms[2] = {c->T, c->S};
+    bst_value in[4], y;
+    OK(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, qs, NULL, &in[0]));
+    OK(bst_graph_add_input(g, "k", c->kv, 3, ks, NULL, &in[1]));
+    OK(bst_graph_add_input(g, "v", c->kv, 3, ks, NULL, &in[2]));
+    if (c->mask)
+        OK(bst_graph_add_input(g, "m", BST_DTYPE_F32, 2, ms, NULL, &in[3]));
+    bst_attr attrs[3] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, c->causal),
+                         a_int(BST_ATTR_WINDOW, c->window)};
+    OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, c->mask ? 4 : 3, attrs, 3, &y));
+    OK(bst_graph_mark_output(g, y, "y"));
+    const bool f16 = c->kv == BST_DTYPE_F16;
+    const size_t kvb = nkv * (f16 ? 2 : 4);
+    feed feeds[4] = {{"q", q, nq * 4}, {"k", f16 ? (void *)kh : (void *)k, kvb},
+                     {"v", f16 ? (void *)vh : (void *)v, kvb}, {"m", m, nm * 4}};
+    const uint32_t n_feeds = c->mask ? 4 : 3;
+    CU_ASSERT(run_graph(g, NULL, feeds, n_feeds, got, nq));
+    CU_ASSERT(!run_graph(g, "lowered", feeds, n_feeds, low, nq));
+    double e = nmse(got, want, nq), el = nmse(low, want, nq);
+    printf("\n    attention T=%lld S=%lld %s: NMSE fused %.2e, lowered %.2e", (long long)c->T,
+           (long long)c->S, bst_dtype_name(c->kv), e, el);
+    CU_ASSERT(e <= 1e-9);
+    bst_graph_destroy(g);
+    free(q);
+    free(k);
+    free(v);
+    free(m);
+    free(got);
+    free(low);
+    free(kh);
+    free(vh);
+    free(want);
+}
+
+static void test_attention_prefill(void)
+{
+    /* 37 query rows (three blocks), 150 keys (three blocks), GQA 4 / 2 */
+    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F32});
+    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F16});
+}
+
+static void test_attention_decode(void)
+{
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F32});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F16});
+    /* keys split over threads: a window leaves some shares empty; a mask with removed keys */
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 70, false, BST_DTYPE_F16});
+    check_attention(&(attn_case){1, 700, 4, 1, 64, true, 0, true, BST_DTYPE_F32});
+}
+
+static void test_attention_window_mask(void)
+{
+    check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32});
+    check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16});
+    check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32});
+}
+
+/* --- rms_norm_mul --- */
+
+static void test_rms_norm_mul(void)
+{
+    enum { R = 7, E = 576 };
+    static float x[R * E], w[E], got[R * E], low[R * E];
+    static double want[R * E];
+    fill(x, R * E, 3.0f);
+    fill(w, E, 1.0f);
+    const double eps = 1e-5;
+    for (int r = 0; r < R; r++) {
+        double sq = 0.0;
+        for (int i = 0; i < E; i++)
+            sq += (double)x[r * E + i] * x[r * E + i];
+        double inv = 1.0 / sqrt(sq / E + eps);
+        for (int i = 0; i < E; i++)
+            want[r * E + i] = x[r * E + i] * inv * w[i];
+    }
+    bst_graph *g = NULL;
+    OK(bst_graph_create(&g));
+    int64_t xs[2] = {R, E}, ws[1] = {E};
+    bst_value in[2], y;
+    OK(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, xs, NULL, &in[0]));
+    OK(bst_graph_add_weight(g, "w", BST_DTYPE_F32, 1, ws, w, sizeof w, &in[1]));
+    bst_attr a = a_float(BST_ATTR_EPS, eps);
+    OK(bst_graph_add_op(g, BST_OP_RMS_NORM_MUL, in, 2, &a, 1, &y));
+    OK(bst_graph_mark_output(g, y, "y"));
+    feed f = {"x", x, sizeof x};
+    CU_ASSERT(run_graph(g, NULL, &f, 1, got, R * E));
+    CU_ASSERT(!run_graph(g, "lowered", &f, 1, low, R * E));
+    double e = nmse(got, want, R * E);
+    printf("\n    rms_norm_mul NMSE %.2e", e);
+    CU_ASSERT(e <= 1e-9);
+    bst_graph_destroy(g);
+}
+
+/* --- ffn_swiglu --- */
+
+static void check_ffn(bst_dtype wt, int64_t rows)
+{
+    enum { E = 128, F = 320 };
+    uint32_t bs, bb;
+    CU_ASSERT_FATAL(bsti_quant_geometry(wt, &bs, &bb));
+    static float g[F * E], u[F * E], d[E * F], gd[F * E], ud[F * E], dd[E * F];
+    fill(g, F * E, 0.2f);
+    fill(u, F * E, 0.2f);
+    fill(d, E * F, 0.2f);
+    size_t gb = (size_t)F * E / bs * bb, db = (size_t)E * F / bs * bb;
+    uint8_t *gq = malloc(gb), *uq = malloc(gb), *dq = malloc(db);
+    float *x = malloc((size_t)(rows * E) * sizeof *x), *got = malloc((size_t)(rows * E) * 4);
+    float *low = malloc((size_t)(rows * E) * 4);
+    double *want = malloc((size_t)(rows * E) * sizeof *want), *h = malloc(F * sizeof *h);
+    CU_ASSERT_FATAL(gq && uq && dq && x && got && low && want && h);
+    OK(bsti_quantize(wt, g, gq, F * E));
+    OK(bsti_quantize(wt, u, uq, F * E));
+    OK(bsti_quantize(wt, d, dq, E * F));
+    OK(bsti_dequantize(wt, gq, gd, F * E)); /* the reference uses the weights as stored */
+    OK(bsti_dequantize(wt, uq, ud, F * E));
+    OK(bsti_dequantize(wt, dq, dd, E * F));
+    fill(x, (size_t)(rows * E), 2.0f);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int n = 0; n < F; n++) {
+            double sg = 0.0, su = 0.0;
+            for (int i = 0; i < E; i++) {
+                sg += (double)x[r * E + i] * gd[n * E + i];
+                su += (double)x[r * E + i] * ud[n * E + i];
+            }
+            h[n] = sg / (1.0 + exp(-sg)) * su;
+        }
+        for (int n = 0; n < E; n++) {
+            double s = 0.0;
+            for (int i = 0; i < F; i++)
+                s += h[i] * dd[n * F + i];
+            want[r * E + n] = s;
+        }
+    }
+    bst_graph *gr = NULL;
+    OK(bst_graph_create(&gr));
+    int64_t xs[2] = {rows, E}, fe[2] = {F, E}, ef[2] = {E, F};
+    bst_value in[4], y;
+    OK(bst_graph_add_input(gr, "x", BST_DTYPE_F32, 2, xs, NULL, &in[0]));
+    OK(bst_graph_add_weight(gr, "gate", wt, 2, fe, gq, gb, &in[1]));
+    OK(bst_graph_add_weight(gr, "up", wt, 2, fe, uq, gb, &in[2]));
+    OK(bst_graph_add_weight(gr, "down", wt, 2, ef, dq, db, &in[3]));
+    OK(bst_graph_add_op(gr, BST_OP_FFN_SWIGLU, in, 4, NULL, 0, &y));
+    OK(bst_graph_mark_output(gr, y, "y"));
+    feed f = {"x", x, (size_t)(rows * E) * 4};
+    const size_t n = (size_t)(rows * E);
+    CU_ASSERT(run_graph(gr, NULL, &f, 1, got, n));
+    CU_ASSERT(!run_graph(gr, "lowered", &f, 1, low, n));
+    double e = nmse(got, want, n), el = nmse(low, want, n);
+    printf("\n    ffn_swiglu %s rows=%lld: NMSE fused %.2e, lowered %.2e", bst_dtype_name(wt),
+           (long long)rows, e, el);
+    CU_ASSERT(e <= 5e-4);
+    bst_graph_destroy(gr);
+    free(gq);
+    free(uq);
+    free(dq);
+    free(x);
+    free(got);
+    free(low);
+    free(want);
+    free(h);
+}
+
+static void test_ffn_swiglu(void)
+{
+    check_ffn(BST_DTYPE_Q4_1, 1);
+    check_ffn(BST_DTYPE_Q4_1, 7);
+    check_ffn(BST_DTYPE_Q4_0, 5);
+    check_ffn(BST_DTYPE_Q8_0, 9);
+    check_ffn(BST_DTYPE_Q4_1, 40);
+    check_ffn(BST_DTYPE_Q4_0, 50); /* the prompt path (packed GEMM) */
+}
+
+/* f32 weights have no fused FFN kernel: the node must be lowered, not refused. */
+static void test_ffn_f32_weights_lowered(void)
+{
+    enum { E = 64, F = 96 };
+    static float g[F * E], u[F * E], d[E * F], x[2 * E], got[2 * E];
+    fill(g, F * E, 0.2f);
+    fill(u, F * E, 0.2f);
+    fill(d, E * F, 0.2f);
+    fill(x, 2 * E, 1.0f);
+    bst_graph *gr = NULL;
+    OK(bst_graph_create(&gr));
+    int64_t xs[2] = {2, E}, fe[2] = {F, E}, ef[2] = {E, F};
+    bst_value in[4], y;
+    OK(bst_graph_add_input(gr, "x", BST_DTYPE_F32, 2, xs, NULL, &in[0]));
+    OK(bst_graph_add_weight(gr, "gate", BST_DTYPE_F32, 2, fe, g, sizeof g, &in[1]));
+    OK(bst_graph_add_weight(gr, "up", BST_DTYPE_F32, 2, fe, u, sizeof u, &in[2]));
+    OK(bst_graph_add_weight(gr, "down", BST_DTYPE_F32, 2, ef, d, sizeof d, &in[3]));
+    OK(bst_graph_add_op(gr, BST_OP_FFN_SWIGLU, in, 4, NULL, 0, &y));
+    OK(bst_graph_mark_output(gr, y, "y"));
+    feed f = {"x", x, sizeof x};
+    CU_ASSERT(!run_graph(gr, NULL, &f, 1, got, 2 * E));
+    bst_graph_destroy(gr);
+}
+
+int main(void)
+{
+    static const bst_test_case cases[] = {
+        {"attention_prefill", test_attention_prefill},
+        {"attention_decode", test_attention_decode},
+        {"attention_window_mask", test_attention_window_mask},
+        {"rms_norm_mul", test_rms_norm_mul},
+        {"ffn_swiglu", test_ffn_swiglu},
+        {"ffn_f32_weights_lowered", test_ffn_f32_weights_lowered},
+        {NULL, NULL},
+    };
+    return bst_test_run_suite("cpu_fused", cases);
+}
