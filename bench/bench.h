@@ -265,6 +265,13 @@ typedef struct bench_result {
     double bandwidth_fraction;  /* gbs / baseline bandwidth (cache-cold weight-bound cases);
                                    NaN when not applicable */
     double sgemm_ratio;         /* sgemm median / this median (> 1: faster); NaN when n/a */
+    /* Added within /1: the backend's own time of each timed call (last_execute_ns). "device"
+     * when the backend reported a non-zero time for every call (device_timing then holds one
+     * sample per sample of `timing`, first_ns/warmup as there), else "wall" (device_timing
+     * empty). gflops, gbs, bandwidth_fraction and sgemm_ratio come from the device median when
+     * time_source is "device", else from the wall median. */
+    char time_source[8];
+    bench_timing device_timing;
 } bench_result;
 
 typedef struct bench_result_list {
@@ -331,6 +338,19 @@ typedef struct bench_model_kernel {
     uint32_t nodes, hits, measured;
 } bench_model_kernel;
 
+/* Device time of one model row on one device (partition profiling, bench_model.c). */
+typedef struct bench_model_device_time {
+    int32_t device; /* index into the document's devices, -1 when not found there */
+    char backend[32], device_name[128];
+    uint32_t pp_partitions, tg_partitions; /* partition runs in the profiled repetition */
+    bool pp_all_device, tg_all_device;     /* every one of them reported a device time */
+    uint64_t pp_device_ns, tg_device_ns;   /* summed last_execute_ns of those runs */
+    uint64_t pp_wall_ns, tg_wall_ns;       /* summed host wall time around the same executes */
+    double pp_device_tps, tg_device_tps;   /* n_prompt / pp_device_ns, n_gen / tg_device_ns: the
+                                              device's own rate if it were the only one; NaN
+                                              when not every partition reported a time */
+} bench_model_device_time;
+
 /* Model benchmark results (bench model): one per backend selection. */
 typedef struct bench_model_result {
     char backends[64]; /* the --backend list this row ran with, "" = default */
@@ -356,6 +376,14 @@ typedef struct bench_model_result {
     bench_model_memory memory[BENCH_MAX_MODEL_DEVICES];
     uint32_t n_kernels;
     bench_model_kernel kernels[BENCH_MAX_MODEL_KERNELS];
+    /* Added within /1: device time of one extra pp and one extra tg repetition run with
+     * partition profiling (bench_model.c says why one), per device that ran partitions. */
+    uint32_t n_device_times;
+    bench_model_device_time device_times[BENCH_MAX_MODEL_DEVICES];
+    /* Sum over all devices' device times plus the copies' wall time, as if nothing overlapped:
+     * the whole run's time measured in device time (a modelled device's time counts as if it
+     * were real). NaN unless every partition of the test reported a device time. */
+    double pp_device_tps, tg_device_tps;
 } bench_model_result;
 
 typedef struct bench_model_info {

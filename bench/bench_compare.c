@@ -4,7 +4,12 @@
  * noise threshold and as an improvement when faster by as much (1 / (1 + t), symmetric in the
  * log). Cases match on op, dtype, shape, backend, device name and kernel variant — not on the
  * device index or fingerprint, so a run after a driver update still lines up with the one
- * before it. Model results match on their backend list and compare tokens per second.
+ * before it. Failing that, a case matches the one case of the same op, dtype, shape, backend
+ * and variant on a differently named device, when each document holds exactly one such case:
+ * the same plugin on another chip (npu-sim's npu-small against npu-large), printed with both
+ * device names. Times are device times (last_execute_ns) when both cases have them, else wall
+ * times; the "time" column says which. Model results match on their backend list and compare
+ * tokens per second, and device-time tokens per second where both rows have them.
  */
 #include "bench.h"
 
@@ -19,18 +24,53 @@ static bool same_case(const bench_result *a, const bench_result *b)
            strcmp(a->device_name, b->device_name) == 0 && strcmp(a->variant, b->variant) == 0;
 }
 
-static const bench_result *find(const bench_doc *d, const bench_result *key)
+static bool same_case_any_device(const bench_result *a, const bench_result *b)
+{
+    return strcmp(a->op, b->op) == 0 && strcmp(a->dtype, b->dtype) == 0 &&
+           strcmp(a->shape, b->shape) == 0 && strcmp(a->backend, b->backend) == 0 &&
+           strcmp(a->variant, b->variant) == 0;
+}
+
+/* Measured cases of d like key on any device; *out_last the last of them. */
+static uint32_t count_any_device(const bench_doc *d, const bench_result *key,
+                                 const bench_result **out_last)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < d->results.n; i++)
+        if (d->results.items[i].status == BENCH_OK &&
+            same_case_any_device(&d->results.items[i], key)) {
+            n++;
+            *out_last = &d->results.items[i];
+        }
+    return n;
+}
+
+/* key's case in d (key belongs to `own`): exact, else the unique one on another device. */
+static const bench_result *find(const bench_doc *d, const bench_doc *own, const bench_result *key)
 {
     for (size_t i = 0; i < d->results.n; i++)
         if (d->results.items[i].status == BENCH_OK && same_case(&d->results.items[i], key))
             return &d->results.items[i];
+    const bench_result *other = NULL, *self = NULL;
+    if (count_any_device(d, key, &other) == 1 && count_any_device(own, key, &self) == 1)
+        return other;
     return NULL;
 }
 
-static double spread(const bench_result *r)
+static bool has_device_time(const bench_result *r)
 {
-    double m = r->timing.stats.median_ns;
-    return m > 0 ? r->timing.stats.stddev_ns / m : 0.0;
+    return strcmp(r->time_source, "device") == 0 && r->device_timing.n_samples > 0;
+}
+
+static const bench_timing *compared_timing(const bench_result *r, bool device)
+{
+    return device ? &r->device_timing : &r->timing;
+}
+
+static double spread(const bench_timing *t)
+{
+    double m = t->stats.median_ns;
+    return m > 0 ? t->stats.stddev_ns / m : 0.0;
 }
 
 static void fmt_time(double ns, char *buf, size_t n)
@@ -81,19 +121,21 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
                 "Baseline memory bandwidth: A %.3g GB/s, B %.3g GB/s (B/A %.3f): when the "
                 "machine itself moved, every ratio moves with it.\n",
                 ba->gbs, bb->gbs, bb->gbs / ba->gbs);
-    fprintf(out, "\n%-8s %-6s %-14s %-10s %-16s %12s %12s %7s  %s\n", "op", "dtype", "shape",
-            "backend", "variant", "A median", "B median", "B/A", "verdict");
+    fprintf(out, "\n%-8s %-6s %-14s %-10s %-16s %-6s %12s %12s %7s  %s\n", "op", "dtype",
+            "shape", "backend", "variant", "time", "A median", "B median", "B/A", "verdict");
 
     for (size_t i = 0; i < a->results.n; i++) {
         const bench_result *ra = &a->results.items[i];
         if (ra->status != BENCH_OK)
             continue;
-        const bench_result *rb = find(b, ra);
+        const bench_result *rb = find(b, a, ra);
         if (!rb)
             continue;
         s.matched++;
-        double ratio = rb->timing.stats.median_ns / ra->timing.stats.median_ns;
-        bool noisy = spread(ra) > t || spread(rb) > t;
+        bool dev = has_device_time(ra) && has_device_time(rb);
+        const bench_timing *xa = compared_timing(ra, dev), *xb = compared_timing(rb, dev);
+        double ratio = xb->stats.median_ns / xa->stats.median_ns;
+        bool noisy = spread(xa) > t || spread(xb) > t;
         s.noisy += noisy;
         const char *verdict = "";
         if (ratio > slow) {
@@ -104,18 +146,20 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
             s.improvements++;
         }
         char ta[32], tb[32];
-        fmt_time(ra->timing.stats.median_ns, ta, sizeof ta);
-        fmt_time(rb->timing.stats.median_ns, tb, sizeof tb);
-        fprintf(out, "%-8s %-6s %-14s %-10s %-16s %12s %12s %7.3f  %s%s%s\n", ra->op, ra->dtype,
-                ra->shape, ra->backend, ra->variant, ta, tb, ratio, verdict,
-                noisy && verdict[0] ? " " : "", noisy ? "(noisy)" : "");
+        fmt_time(xa->stats.median_ns, ta, sizeof ta);
+        fmt_time(xb->stats.median_ns, tb, sizeof tb);
+        fprintf(out, "%-8s %-6s %-14s %-10s %-16s %-6s %12s %12s %7.3f  %s%s%s\n", ra->op,
+                ra->dtype, ra->shape, ra->backend, ra->variant, dev ? "device" : "wall", ta, tb,
+                ratio, verdict, noisy && verdict[0] ? " " : "", noisy ? "(noisy)" : "");
+        if (strcmp(ra->device_name, rb->device_name) != 0)
+            fprintf(out, "         (device: A %s, B %s)\n", ra->device_name, rb->device_name);
     }
     for (int side = 0; side < 2; side++) {
         const bench_doc *x = side ? b : a, *y = side ? a : b;
         bool header = false;
         for (size_t i = 0; i < x->results.n; i++) {
             const bench_result *r = &x->results.items[i];
-            if (r->status != BENCH_OK || find(y, r))
+            if (r->status != BENCH_OK || find(y, x, r))
                 continue;
             if (!header) {
                 fprintf(out, "\nMeasured only in %s:\n", side ? "B" : "A");
@@ -141,12 +185,14 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
                 ma->n_prompt != mb->n_prompt || ma->n_gen != mb->n_gen)
                 continue;
             if (!mheader) {
-                fprintf(out, "\n%-16s %-8s %12s %12s %7s  %s\n", "model backends", "test",
+                fprintf(out, "\n%-16s %-12s %12s %12s %7s  %s\n", "model backends", "test",
                         "A tok/s", "B tok/s", "B/A", "verdict");
                 mheader = true;
             }
-            const double va[2] = {ma->pp_tps, ma->tg_tps}, vb[2] = {mb->pp_tps, mb->tg_tps};
-            for (int k = 0; k < 2; k++) {
+            /* k = 2, 3: the rows' device-time rates (bench_model.c), where both have them. */
+            const double va[4] = {ma->pp_tps, ma->tg_tps, ma->pp_device_tps, ma->tg_device_tps},
+                         vb[4] = {mb->pp_tps, mb->tg_tps, mb->pp_device_tps, mb->tg_device_tps};
+            for (int k = 0; k < 4; k++) {
                 if (!(va[k] > 0) || !(vb[k] > 0))
                     continue;
                 s.matched++;
@@ -159,9 +205,11 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
                     verdict = "improvement";
                     s.improvements++;
                 }
-                char test[16];
-                snprintf(test, sizeof test, "%s%u", k ? "tg" : "pp", k ? ma->n_gen : ma->n_prompt);
-                fprintf(out, "%-16s %-8s %12.2f %12.2f %7.3f  %s\n",
+                char test[24];
+                bool tg = k % 2 == 1;
+                snprintf(test, sizeof test, "%s%u%s", tg ? "tg" : "pp",
+                         tg ? ma->n_gen : ma->n_prompt, k >= 2 ? " device" : "");
+                fprintf(out, "%-16s %-12s %12.2f %12.2f %7.3f  %s\n",
                         ma->backends[0] ? ma->backends : "default", test, va[k], vb[k],
                         vb[k] / va[k], verdict);
             }

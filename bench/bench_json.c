@@ -60,10 +60,18 @@ static const char *kind_name(uint32_t kind)
 
 bst_status bench_doc_add_context(bench_doc *d, const bst_context *ctx, bench_error *e)
 {
+    /* Called once per context a run uses (bench model: the default one, then each --backend
+     * set, since npu-sim loads only when named): records already listed are merged — a plugin
+     * by path (a later "loaded" record replaces an earlier one), a device by backend and
+     * fingerprint. */
     uint32_t np = bst_context_plugin_count(ctx), nd = bst_context_device_count(ctx);
-    d->plugins = calloc(np ? np : 1, sizeof *d->plugins);
-    d->devices = calloc(nd ? nd : 1, sizeof *d->devices);
-    if (!d->plugins || !d->devices)
+    bench_plugin *plugins = realloc(d->plugins, (d->n_plugins + np + 1) * sizeof *plugins);
+    if (plugins)
+        d->plugins = plugins;
+    bench_device *devices = realloc(d->devices, (d->n_devices + nd + 1) * sizeof *devices);
+    if (devices)
+        d->devices = devices;
+    if (!plugins || !devices)
         return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "device list: out of memory");
     for (uint32_t i = 0; i < np; i++) {
         bst_plugin_record rec;
@@ -71,7 +79,15 @@ bst_status bench_doc_add_context(bench_doc *d, const bst_context *ctx, bench_err
         rec.struct_size = sizeof rec;
         if (bst_context_plugin(ctx, i, &rec) != BST_OK)
             return bench_lib_fail(e, BST_ERR_INTERNAL, "plugin record");
-        bench_plugin *p = &d->plugins[d->n_plugins++];
+        bench_plugin *p = NULL;
+        for (uint32_t k = 0; k < d->n_plugins && !p; k++)
+            if (strcmp(d->plugins[k].path, rec.path ? rec.path : "") == 0)
+                p = &d->plugins[k];
+        if (p && rec.state != BST_PLUGIN_LOADED)
+            continue;
+        if (!p)
+            p = &d->plugins[d->n_plugins++];
+        memset(p, 0, sizeof *p);
         snprintf(p->name, sizeof p->name, "%s", rec.name ? rec.name : "");
         snprintf(p->state, sizeof p->state, "%s",
                  bst_plugin_state_name((bst_plugin_state)rec.state));
@@ -87,6 +103,12 @@ bst_status bench_doc_add_context(bench_doc *d, const bst_context *ctx, bench_err
         const char *backend = NULL;
         if (bst_context_device(ctx, i, &info, &backend) != BST_OK)
             return bench_lib_fail(e, BST_ERR_INTERNAL, "device info");
+        bool known = false;
+        for (uint32_t k = 0; k < d->n_devices && !known; k++)
+            known = d->devices[k].fingerprint == info.fingerprint &&
+                    strcmp(d->devices[k].backend, backend ? backend : "") == 0;
+        if (known)
+            continue;
         bench_device *v = &d->devices[d->n_devices++];
         snprintf(v->backend, sizeof v->backend, "%s", backend ? backend : "");
         snprintf(v->name, sizeof v->name, "%s", info.name);
@@ -244,6 +266,9 @@ static json_object *result_json(const bench_result *r)
     put(b, "bandwidth_fraction", ok ? jnum(r->bandwidth_fraction) : NULL);
     put(b, "sgemm_ratio", ok ? jnum(r->sgemm_ratio) : NULL);
     put(o, "baseline", b);
+    bool dev = ok && strcmp(r->time_source, "device") == 0;
+    put(o, "time_source", jstr(dev ? "device" : "wall"));
+    put(o, "device_timing", dev ? timing_json(&r->device_timing) : NULL);
     return o;
 }
 
@@ -306,6 +331,28 @@ static json_object *model_result_json(const bench_model_result *r)
         json_object_array_add(ks, j);
     }
     put(o, "kernels", ks);
+    json_object *dts = json_object_new_array();
+    for (uint32_t i = 0; i < r->n_device_times; i++) {
+        const bench_model_device_time *t = &r->device_times[i];
+        json_object *j = json_object_new_object();
+        put(j, "device", jint(t->device));
+        put(j, "backend", jstr(t->backend));
+        put(j, "device_name", jstr(t->device_name));
+        put(j, "pp_partitions", jint(t->pp_partitions));
+        put(j, "tg_partitions", jint(t->tg_partitions));
+        put(j, "pp_all_device", json_object_new_boolean(t->pp_all_device));
+        put(j, "tg_all_device", json_object_new_boolean(t->tg_all_device));
+        put(j, "pp_device_ns", jint((int64_t)t->pp_device_ns));
+        put(j, "tg_device_ns", jint((int64_t)t->tg_device_ns));
+        put(j, "pp_wall_ns", jint((int64_t)t->pp_wall_ns));
+        put(j, "tg_wall_ns", jint((int64_t)t->tg_wall_ns));
+        put(j, "pp_device_tps", jnum(t->pp_device_tps));
+        put(j, "tg_device_tps", jnum(t->tg_device_tps));
+        json_object_array_add(dts, j);
+    }
+    put(o, "device_times", dts);
+    put(o, "pp_device_tps", ok ? jnum(r->pp_device_tps) : NULL);
+    put(o, "tg_device_tps", ok ? jnum(r->tg_device_tps) : NULL);
     return o;
 }
 
@@ -751,6 +798,29 @@ static void read_result(reader *r, json_object *o, const char *p, bench_result *
         x->bandwidth_fraction = get_num(r, b, bp, "bandwidth_fraction", true);
         x->sgemm_ratio = get_num(r, b, bp, "sgemm_ratio", true);
     }
+    /* Added within /1: absent in older documents, which timed by wall clock only. */
+    snprintf(x->time_source, sizeof x->time_source, "wall");
+    json_object *ts = NULL;
+    if (json_object_object_get_ex(o, "time_source", &ts) && ts) {
+        get_str(r, o, p, "time_source", x->time_source, sizeof x->time_source);
+        if (r->st == BST_OK && strcmp(x->time_source, "device") != 0 &&
+            strcmp(x->time_source, "wall") != 0)
+            rfail(r, p, "time_source", "expected \"device\" or \"wall\"");
+    }
+    bool dev = r->st == BST_OK && strcmp(x->time_source, "device") == 0;
+    if (dev && !ok)
+        rfail(r, p, "time_source", "is \"device\" on a result that was not measured");
+    json_object *dt = NULL;
+    if (json_object_object_get_ex(o, "device_timing", &dt) && dt && !dev)
+        rfail(r, p, "device_timing", "present although time_source is not \"device\"");
+    dt = dev ? field(r, o, p, "device_timing", json_type_object, false) : NULL;
+    if (dt) {
+        char tp[64];
+        snprintf(tp, sizeof tp, "%s.device_timing", p);
+        get_timing(r, dt, tp, &x->device_timing);
+        if (r->st == BST_OK && x->device_timing.n_samples != x->timing.n_samples)
+            rfail(r, tp, "samples_ns", "differs in count from timing.samples_ns");
+    }
 }
 
 /* True when `key` is present and not null: fields added within /1 are optional to readers. */
@@ -821,6 +891,39 @@ static void read_model_additions(reader *r, json_object *o, const char *p, bench
         k->nodes = (uint32_t)get_uint(r, j, kp, "nodes");
         k->hits = (uint32_t)get_uint(r, j, kp, "hits");
         k->measured = (uint32_t)get_uint(r, j, kp, "measured");
+    }
+    x->pp_device_tps = x->tg_device_tps = NAN;
+    if (present(o, "pp_device_tps"))
+        x->pp_device_tps = get_num(r, o, p, "pp_device_tps", false);
+    if (present(o, "tg_device_tps"))
+        x->tg_device_tps = get_num(r, o, p, "tg_device_tps", false);
+    json_object *dts = present(o, "device_times")
+                           ? field(r, o, p, "device_times", json_type_array, false)
+                           : NULL;
+    n = dts ? json_object_array_length(dts) : 0;
+    for (size_t i = 0; i < n && i < BENCH_MAX_MODEL_DEVICES && r->st == BST_OK; i++) {
+        json_object *j = json_object_array_get_idx(dts, i);
+        char dp[80];
+        snprintf(dp, sizeof dp, "%s.device_times[%zu]", p, i);
+        if (!json_object_is_type(j, json_type_object)) {
+            rfail(r, "", dp, "expected an object");
+            return;
+        }
+        bench_model_device_time *t = &x->device_times[x->n_device_times++];
+        int64_t dev = get_int(r, j, dp, "device");
+        t->device = dev < -1 || dev > INT32_MAX ? -1 : (int32_t)dev;
+        get_str(r, j, dp, "backend", t->backend, sizeof t->backend);
+        get_str(r, j, dp, "device_name", t->device_name, sizeof t->device_name);
+        t->pp_partitions = (uint32_t)get_uint(r, j, dp, "pp_partitions");
+        t->tg_partitions = (uint32_t)get_uint(r, j, dp, "tg_partitions");
+        t->pp_all_device = get_bool(r, j, dp, "pp_all_device");
+        t->tg_all_device = get_bool(r, j, dp, "tg_all_device");
+        t->pp_device_ns = get_uint(r, j, dp, "pp_device_ns");
+        t->tg_device_ns = get_uint(r, j, dp, "tg_device_ns");
+        t->pp_wall_ns = get_uint(r, j, dp, "pp_wall_ns");
+        t->tg_wall_ns = get_uint(r, j, dp, "tg_wall_ns");
+        t->pp_device_tps = get_num(r, j, dp, "pp_device_tps", true);
+        t->tg_device_tps = get_num(r, j, dp, "tg_device_tps", true);
     }
 }
 

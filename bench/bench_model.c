@@ -11,6 +11,13 @@
  * The library counts those bytes when it loads the model (bst_model_info.weight_bytes_per_token:
  * every weight, except an input embedding that has a separate output head, of which a token
  * reads one row).
+ *
+ * Device time: after the measured repetitions, one more pp and one more tg repetition run with
+ * partition profiling (BST_PROFILE_PARTITIONS: the same executables, each timed by the wall
+ * clock and by the backend's last_execute_ns), and each device's times are summed. One
+ * repetition, not `reps`: profiling executes synchronously (no event chaining), so it cannot be
+ * the measured run, and a modelled device's time does not vary between runs. With
+ * `--profile-level partitions` that repetition is also the one written to the trace.
  */
 #include "bench.h"
 
@@ -272,6 +279,145 @@ static void read_memory(const bench_model_options *o, const bst_context *ctx,
     }
 }
 
+/* Device time of a profiled repetition: PARTITION records summed per context device, COPY
+ * records' wall time summed. Forwards every record to `forward` when set (--profile). */
+typedef struct time_acc {
+    bench_profile *forward;
+    struct {
+        uint32_t parts, with_device;
+        uint64_t device_ns, wall_ns;
+    } dev[BENCH_MAX_MODEL_DEVICES];
+    uint64_t copy_ns;
+    bool lost; /* a record for a device index past BENCH_MAX_MODEL_DEVICES */
+} time_acc;
+
+static void time_acc_record(void *user, const bst_profile_record *rec)
+{
+    time_acc *a = user;
+    if (a->forward)
+        bench_profile_record(a->forward, rec);
+    if (rec->kind == BST_PROFILE_COPY) {
+        a->copy_ns += rec->wall_ns;
+        return;
+    }
+    if (rec->kind != BST_PROFILE_PARTITION)
+        return;
+    if (rec->device >= BENCH_MAX_MODEL_DEVICES) {
+        a->lost = true;
+        return;
+    }
+    a->dev[rec->device].parts++;
+    a->dev[rec->device].with_device += rec->device_ns > 0;
+    a->dev[rec->device].device_ns += rec->device_ns;
+    a->dev[rec->device].wall_ns += rec->wall_ns;
+}
+
+/* The row's entry for context device `d`, added (matched to the document's devices as
+ * read_memory does) when new; NULL when the row is full or the device unknown. */
+static bench_model_device_time *device_time_entry(const bench_model_options *o,
+                                                  const bst_context *ctx, uint32_t d,
+                                                  bench_model_result *r, int32_t *slot)
+{
+    if (slot[d] >= 0)
+        return &r->device_times[slot[d]];
+    if (r->n_device_times >= BENCH_MAX_MODEL_DEVICES)
+        return NULL;
+    bst_device_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    const char *backend = NULL;
+    if (bst_context_device(ctx, d, &info, &backend) != BST_OK)
+        return NULL;
+    slot[d] = (int32_t)r->n_device_times;
+    bench_model_device_time *t = &r->device_times[r->n_device_times++];
+    memset(t, 0, sizeof *t);
+    t->device = -1;
+    for (uint32_t i = 0; i < o->n_devices; i++)
+        if (o->devices[i].fingerprint == info.fingerprint &&
+            strcmp(o->devices[i].backend, backend ? backend : "") == 0)
+            t->device = (int32_t)i;
+    snprintf(t->backend, sizeof t->backend, "%s", backend ? backend : "");
+    snprintf(t->device_name, sizeof t->device_name, "%s", info.name);
+    t->pp_device_tps = t->tg_device_tps = NAN;
+    return t;
+}
+
+/* Folds one test's accumulator into the row: per-device sums and, when every partition on every
+ * device reported a device time, the whole test's device-time rate (*out_tps). */
+static void store_device_times(const bench_model_options *o, const bst_context *ctx,
+                               const time_acc *a, bool pp, uint32_t n_tokens,
+                               bench_model_result *r, int32_t *slot, double *out_tps)
+{
+    bool all = !a->lost;
+    uint64_t total = a->copy_ns;
+    uint32_t parts = 0;
+    for (uint32_t d = 0; d < BENCH_MAX_MODEL_DEVICES; d++) {
+        if (!a->dev[d].parts)
+            continue;
+        bench_model_device_time *t = device_time_entry(o, ctx, d, r, slot);
+        bool dev_all = a->dev[d].with_device == a->dev[d].parts;
+        all = all && dev_all && t;
+        total += a->dev[d].device_ns;
+        parts += a->dev[d].parts;
+        if (!t)
+            continue;
+        double tps = dev_all && a->dev[d].device_ns
+                         ? n_tokens / ((double)a->dev[d].device_ns * 1e-9)
+                         : NAN;
+        if (pp) {
+            t->pp_partitions = a->dev[d].parts;
+            t->pp_all_device = dev_all;
+            t->pp_device_ns = a->dev[d].device_ns;
+            t->pp_wall_ns = a->dev[d].wall_ns;
+            t->pp_device_tps = tps;
+        } else {
+            t->tg_partitions = a->dev[d].parts;
+            t->tg_all_device = dev_all;
+            t->tg_device_ns = a->dev[d].device_ns;
+            t->tg_wall_ns = a->dev[d].wall_ns;
+            t->tg_device_tps = tps;
+        }
+    }
+    *out_tps = all && parts && total ? n_tokens / ((double)total * 1e-9) : NAN;
+}
+
+/* The profiled pp and tg repetitions (see the top of the file). */
+static bst_status device_time_reps(const bench_model_options *o, const bst_context *ctx,
+                                   bst_session *session, model_run *m, bench_model_result *r,
+                                   bench_error *e)
+{
+    time_acc a;
+    int32_t slot[BENCH_MAX_MODEL_DEVICES];
+    for (uint32_t i = 0; i < BENCH_MAX_MODEL_DEVICES; i++)
+        slot[i] = -1;
+    memset(&a, 0, sizeof a);
+    bool fwd = o->profile && o->profile_level == BST_PROFILE_PARTITIONS;
+    bst_status st = bst_session_set_profiling(session, BST_PROFILE_PARTITIONS, time_acc_record,
+                                              &a);
+    if (st != BST_OK)
+        return bench_lib_fail(e, st, "enabling partition profiling");
+    if (o->n_prompt) {
+        memset(&a, 0, sizeof a);
+        a.forward = fwd ? o->profile : NULL;
+        m->n = o->n_prompt;
+        st = pp_call(m, 0, e);
+        if (st == BST_OK)
+            store_device_times(o, ctx, &a, true, o->n_prompt, r, slot, &r->pp_device_tps);
+    }
+    if (st == BST_OK && o->n_gen) {
+        memset(&a, 0, sizeof a);
+        a.forward = fwd ? o->profile : NULL;
+        m->n = o->n_gen;
+        st = tg_call(m, 0, e);
+        if (st == BST_OK)
+            store_device_times(o, ctx, &a, false, o->n_gen, r, slot, &r->tg_device_tps);
+    }
+    bst_status off = bst_session_set_profiling(session, BST_PROFILE_OFF, NULL, NULL);
+    if (st == BST_OK && off != BST_OK)
+        st = bench_lib_fail(e, off, "disabling profiling");
+    return st;
+}
+
 /* One backend selection; problems become the row's status and reason. */
 static void run_selection(const bench_model_options *o, const char *backends, double bw_gbs,
                           bench_model_result *r, bench_model_info *model_info)
@@ -289,6 +435,7 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     r->roofline_tps = NAN;
     r->roofline_fraction = NAN;
     r->pp_cold_tps = r->tg_cold_tps = r->pp_tps = r->tg_tps = NAN; /* a test not run has none */
+    r->pp_device_tps = r->tg_device_tps = NAN;
     r->tune_s = NAN;
     bool rss_reset = reset_peak_rss();
     snprintf(r->engine, sizeof r->engine, "bastion");
@@ -410,12 +557,22 @@ static void run_selection(const bench_model_options *o, const char *backends, do
         if (isfinite(r->roofline_tps))
             r->roofline_fraction = r->tg_tps / r->roofline_tps;
     }
-    if (o->profile) {
+    char lane[160];
+    snprintf(lane, sizeof lane, "bench model --backend %s",
+             backends && backends[0] ? backends : "(default)");
+    if (info)
+        info(info_user, "device time (one profiled repetition)");
+    if (o->profile && o->profile_level == BST_PROFILE_PARTITIONS) {
+        st = bench_profile_begin(o->profile, lane, ctx, &e);
+        if (st != BST_OK)
+            goto done;
+    }
+    st = device_time_reps(o, ctx, session, &m, r, &e);
+    if (st != BST_OK)
+        goto done;
+    if (o->profile && o->profile_level != BST_PROFILE_PARTITIONS) {
         /* One extra repetition of each test, profiled, after the measured ones: per-node
          * profiling slows the run, and the numbers above must not pay for it. */
-        char lane[160];
-        snprintf(lane, sizeof lane, "bench model --backend %s",
-                 backends && backends[0] ? backends : "(default)");
         if (info)
             info(info_user, "profiling one repetition");
         st = bench_profile_begin(o->profile, lane, ctx, &e);

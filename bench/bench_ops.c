@@ -1,7 +1,9 @@
 /*
  * bench/bench_ops.c — times every case on every device and kernel variant, at the plugin ABI:
  * one node compiled as one partition, its tensors in device buffers, execute timed by wall clock
- * (launch and synchronization included, as the model pays them).
+ * (launch and synchronization included, as the model pays them), and by the backend's own clock
+ * (last_execute_ns) when it keeps one: a device's timestamps, or a simulated device's modelled
+ * time, which has nothing to do with the host time the simulation takes.
  *
  * Why the ABI and not bst_program: a program places each node on one backend and one kernel
  * variant; a benchmark must run the same node on every device and every variant side by side.
@@ -46,6 +48,11 @@ typedef struct run_state {
     void **wbuf;        /* weight copies on the device */
     uint8_t **whost;    /* their host data, kept while the device may point at it */
     bst_run_params params;
+    /* last_execute_ns after every call, warm-up included; dev_ok drops at the first call
+     * without one (no entry, an error, or 0). */
+    uint64_t *dev_ns;
+    size_t n_dev, cap_dev;
+    bool dev_ok;
 } run_state;
 
 static void build_node(run_state *s, const bench_geometry *g)
@@ -81,6 +88,9 @@ static void release(run_state *s)
         free(s->whost[i]);
     free(s->wbuf);
     free(s->whost);
+    free(s->dev_ns);
+    s->dev_ns = NULL;
+    s->n_dev = s->cap_dev = 0;
     memset(s->buf, 0, sizeof s->buf);
     s->exe = NULL;
     s->wbuf = NULL;
@@ -217,10 +227,63 @@ static bst_status exec_call(void *user, uint64_t iteration, bench_error *e)
     run_state *s = user;
     if (s->g->weight >= 0)
         s->buf[s->g->weight] = s->wbuf[iteration % s->copies];
-    bst_status st = s->d->api->execute(s->d->dev, s->exe, s->buf, s->g->n_in + 1, &s->params);
+    const bst_backend_api *api = s->d->api;
+    bst_status st = api->execute(s->d->dev, s->exe, s->buf, s->g->n_in + 1, &s->params);
     if (st != BST_OK)
         return bench_fail(e, st, "execute failed: %s: %s", status_str(st), bst_last_error());
+    if (!s->dev_ok)
+        return BST_OK;
+    uint64_t ns = 0;
+    if (!api->last_execute_ns || api->last_execute_ns(s->d->dev, s->exe, &ns) != BST_OK ||
+        ns == 0) {
+        s->dev_ok = false; /* no device time: the wall clock is the measure */
+        return BST_OK;
+    }
+    if (s->n_dev == s->cap_dev) {
+        size_t grown = s->cap_dev ? s->cap_dev * 2 : 64;
+        uint64_t *p = realloc(s->dev_ns, grown * sizeof *p);
+        if (!p)
+            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "device times: out of memory");
+        s->dev_ns = p;
+        s->cap_dev = grown;
+    }
+    s->dev_ns[s->n_dev++] = ns;
     return BST_OK;
+}
+
+/* The device times of the timed calls (those after the warm-up) into r->device_timing, and
+ * r->time_source; "wall" when some call had none.
+ * Only NPU-kind devices are rated by their own time: what a user waits for on a real CPU or GPU
+ * is the device's time plus launch and sync (DESIGN.md, "Kernel selection"), which is the wall
+ * time, and it keeps ratios against OpenBLAS (timed by wall clock) fair. The one NPU here is
+ * simulated, and its host time only says how fast the simulator is. */
+static bool device_timing(run_state *s, bench_result *r, char *why, size_t n)
+{
+    const bench_timing *t = &r->timing;
+    snprintf(r->time_source, sizeof r->time_source, "wall");
+    if (s->d->info.kind != BST_DEVICE_NPU)
+        return true;
+    if (!s->dev_ok || s->n_dev != (size_t)t->warmup + t->n_samples || t->warmup == 0)
+        return true;
+    bench_timing *d = &r->device_timing;
+    memset(d, 0, sizeof *d);
+    d->first_ns = s->dev_ns[0];
+    d->warmup = t->warmup;
+    d->samples_ns = malloc((t->n_samples ? t->n_samples : 1) * sizeof *d->samples_ns);
+    if (!d->samples_ns) {
+        snprintf(why, n, "device times: out of memory");
+        return false;
+    }
+    memcpy(d->samples_ns, s->dev_ns + t->warmup, t->n_samples * sizeof *d->samples_ns);
+    d->n_samples = t->n_samples;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    if (bench_stats_compute(d->samples_ns, d->n_samples, &d->stats, &e) != BST_OK) {
+        snprintf(why, n, "%s", e.msg);
+        return false;
+    }
+    snprintf(r->time_source, sizeof r->time_source, "device");
+    return true;
 }
 
 /* The variants `d` offers for the case's node; false with `why` when query itself failed. */
@@ -255,6 +318,7 @@ static bool time_variant(const device_ref *d, const bench_case *c, const bench_g
     memset(&s, 0, sizeof s);
     s.d = d;
     s.g = g;
+    s.dev_ok = d->api->last_execute_ns != NULL;
     bool ok = setup(&s, c, variant, copies, r, why, n);
     if (ok) {
         bench_error e;
@@ -264,6 +328,8 @@ static bool time_variant(const device_ref *d, const bench_case *c, const bench_g
             ok = false;
         }
     }
+    if (ok)
+        ok = device_timing(&s, r, why, n);
     release(&s);
     return ok;
 }
@@ -294,8 +360,10 @@ static double estimate(const device_ref *d, const bench_case *c, const char *nam
     bench_result tmp;
     memset(&tmp, 0, sizeof tmp);
     bool ok = time_variant(d, &p, &pg, vi, 1, &pb, &tmp, why, sizeof why);
+    /* Wall time: the budget is the host's time, whatever the device reports. */
     double est = ok ? tmp.timing.stats.median_ns * scale * 1e-9 : -1.0;
     bench_timing_free(&tmp.timing);
+    bench_timing_free(&tmp.device_timing);
     snprintf(probe_shape, shape_size, "%s", p.shape);
     return est;
 }
@@ -371,7 +439,10 @@ static bool weight_bound(const bench_geometry *g)
 
 static void derive(bench_result *r, const bench_case *c, const bench_baselines *bl)
 {
-    double med = r->timing.stats.median_ns;
+    /* The device's own time when it keeps one: that is what the device is worth (a modelled
+     * device's host time only says how fast the simulator is). */
+    bool dev = strcmp(r->time_source, "device") == 0 && r->device_timing.n_samples > 0;
+    double med = dev ? r->device_timing.stats.median_ns : r->timing.stats.median_ns;
     if (med <= 0.0)
         return;
     r->gflops = r->flops / med;
@@ -451,6 +522,8 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
             r->status = BENCH_FAILED;
             snprintf(r->reason, sizeof r->reason, "%s", why);
             bench_timing_free(&r->timing);
+            bench_timing_free(&r->device_timing);
+            snprintf(r->time_source, sizeof r->time_source, "wall");
         } else {
             r->status = BENCH_OK;
             derive(r, c, bl);

@@ -114,6 +114,59 @@ static void md_header(const bench_doc *d, FILE *out)
     fprintf(out, "\n");
 }
 
+/* The model rows' device times: per device, and the whole run's rate in device time. */
+static void md_model_device_times(const bench_doc *d, FILE *out)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < d->n_model_results; i++)
+        any = any || (strcmp(d->model_results[i].status, "ok") == 0 &&
+                      d->model_results[i].n_device_times > 0);
+    if (!any)
+        return;
+    fprintf(out, "\n### Device time (one profiled repetition of each test)\n\n");
+    fprintf(out, "| backends | device | pp partitions | pp device | pp device tok/s | pp wall in "
+                 "execute | tg partitions | tg device per token | tg device tok/s | tg wall in "
+                 "execute |\n");
+    fprintf(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for (uint32_t i = 0; i < d->n_model_results; i++) {
+        const bench_model_result *m = &d->model_results[i];
+        if (strcmp(m->status, "ok") != 0)
+            continue;
+        const char *name = m->backends[0] ? m->backends : "default";
+        for (uint32_t k = 0; k < m->n_device_times; k++) {
+            const bench_model_device_time *t = &m->device_times[k];
+            char pd[32] = "-", pt[32], pw[32] = "-", td[32] = "-", tt[32], tw[32] = "-";
+            if (t->pp_partitions) {
+                if (t->pp_all_device)
+                    fmt_time((double)t->pp_device_ns, pd, sizeof pd);
+                fmt_time((double)t->pp_wall_ns, pw, sizeof pw);
+            }
+            if (t->tg_partitions && m->n_gen) {
+                if (t->tg_all_device)
+                    fmt_time((double)t->tg_device_ns / m->n_gen, td, sizeof td);
+                fmt_time((double)t->tg_wall_ns / m->n_gen, tw, sizeof tw);
+            }
+            fmt_num(t->pp_device_tps, "%.4g", pt, sizeof pt);
+            fmt_num(t->tg_device_tps, "%.4g", tt, sizeof tt);
+            fprintf(out, "| %s | ", name);
+            md_cell(out, t->backend);
+            fprintf(out, "/");
+            md_cell(out, t->device_name);
+            fprintf(out, " | %u | %s | %s | %s | %u | %s | %s | %s |\n", t->pp_partitions, pd, pt,
+                    pw, t->tg_partitions, td, tt, tw);
+        }
+        char a[32], b[32];
+        fmt_num(m->pp_device_tps, "%.4g", a, sizeof a);
+        fmt_num(m->tg_device_tps, "%.4g", b, sizeof b);
+        fprintf(out, "| %s | all devices + copies | | | %s | | | | %s | |\n", name, a, b);
+    }
+    fprintf(out, "\ndevice: summed last_execute_ns of the device's partition runs (a simulated "
+                 "device's modelled time); device tok/s: tokens / that time, as if the device "
+                 "were alone; \"all devices + copies\": tokens / (every device's time + the "
+                 "copies' wall time), nothing overlapped. wall in execute: host time around "
+                 "the same executes.\n");
+}
+
 static void md_report(const bench_doc *d, FILE *out)
 {
     md_header(d, out);
@@ -122,8 +175,10 @@ static void md_report(const bench_doc *d, FILE *out)
         any = any || d->results.items[i].status == BENCH_OK;
     if (any) {
         fprintf(out, "| op | dtype | shape | case | device | variant | median | min | max | "
-                     "stddev | GFLOP/s | GB/s | x bandwidth | x sgemm | compile | first call |\n");
-        fprintf(out, "|---|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+                     "stddev | GFLOP/s | GB/s | x bandwidth | x sgemm | compile | first call | "
+                     "device median | device min | device max |\n");
+        fprintf(out, "|---|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+                     "\n");
     }
     for (size_t i = 0; i < d->results.n; i++) {
         const bench_result *r = &d->results.items[i];
@@ -146,9 +201,20 @@ static void md_report(const bench_doc *d, FILE *out)
         md_cell(out, r->label);
         fprintf(out, " | %s | ", dev);
         md_cell(out, r->variant);
-        fprintf(out, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", med, mn, mx, sd, gf,
-                gb, bw, sg, cp, first);
+        char dmed[32] = "-", dmin[32] = "-", dmax[32] = "-";
+        if (strcmp(r->time_source, "device") == 0 && r->device_timing.n_samples) {
+            fmt_time(r->device_timing.stats.median_ns, dmed, sizeof dmed);
+            fmt_time(r->device_timing.stats.min_ns, dmin, sizeof dmin);
+            fmt_time(r->device_timing.stats.max_ns, dmax, sizeof dmax);
+        }
+        fprintf(out, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", med,
+                mn, mx, sd, gf, gb, bw, sg, cp, first, dmed, dmin, dmax);
     }
+    if (any)
+        fprintf(out, "\nmedian/min/max/stddev: host wall time per call (launch and sync "
+                     "included); device: the backend's own time per call (last_execute_ns; "
+                     "modelled for a simulated device). GFLOP/s, GB/s and the ratios come from "
+                     "the device median where there is one, else from the wall median.\n");
     bool header = false;
     for (size_t i = 0; i < d->results.n; i++) {
         const bench_result *r = &d->results.items[i];
@@ -220,6 +286,7 @@ static void md_report(const bench_doc *d, FILE *out)
             }
             fprintf(out, "%s |\n", m->n_memory ? "" : "-");
         }
+        md_model_device_times(d, out);
     }
 }
 
@@ -256,7 +323,8 @@ static void csv_report(const bench_doc *d, FILE *out)
 {
     fputs("op,dtype,shape,label,backend,device,device_name,variant,status,reason,n,median_ns,"
           "min_ns,max_ns,mean_ns,stddev_ns,gflops,gbs,bandwidth_fraction,sgemm_ratio,"
-          "compile_ns,prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes\n",
+          "compile_ns,prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes,time_source,"
+          "device_median_ns,device_min_ns,device_max_ns\n",
           out);
     for (size_t i = 0; i < d->results.n; i++) {
         const bench_result *r = &d->results.items[i];
@@ -289,7 +357,12 @@ static void csv_report(const bench_doc *d, FILE *out)
         csv_field(out, r->cache_cold ? "1" : "0", false);
         csv_num(out, (double)r->weight_copies, false);
         csv_num(out, r->flops, false);
-        csv_num(out, r->bytes, true);
+        csv_num(out, r->bytes, false);
+        bool dt = ok && strcmp(r->time_source, "device") == 0 && r->device_timing.n_samples;
+        csv_field(out, dt ? "device" : "wall", false);
+        csv_num(out, dt ? r->device_timing.stats.median_ns : NAN, false);
+        csv_num(out, dt ? r->device_timing.stats.min_ns : NAN, false);
+        csv_num(out, dt ? r->device_timing.stats.max_ns : NAN, true);
     }
 }
 
@@ -308,7 +381,7 @@ static void csv_model_report(const bench_doc *d, FILE *out)
 {
     fputs("engine,backends,status,reason,threads,n_prompt,n_gen,reps,pp_tps,tg_tps,pp_cold_tps,"
           "tg_cold_tps,load_s,session_s,tune_mode,tune_cache,tune_s,roofline_tps,"
-          "roofline_fraction,peak_rss_bytes,device_memory_bytes\n",
+          "roofline_fraction,peak_rss_bytes,device_memory_bytes,pp_device_tps,tg_device_tps\n",
           out);
     for (uint32_t i = 0; i < d->n_model_results; i++) {
         const bench_model_result *m = &d->model_results[i];
@@ -335,7 +408,9 @@ static void csv_model_report(const bench_doc *d, FILE *out)
         csv_num(out, m->roofline_tps, false);
         csv_num(out, m->roofline_fraction, false);
         csv_bytes(out, m->peak_rss_bytes, false);
-        csv_bytes(out, mem, true);
+        csv_bytes(out, mem, false);
+        csv_num(out, m->pp_device_tps, false);
+        csv_num(out, m->tg_device_tps, true);
     }
 }
 

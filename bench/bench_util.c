@@ -190,7 +190,10 @@ void bench_result_list_free(bench_result_list *l)
     if (!l)
         return;
     for (size_t i = 0; i < l->n; i++)
+    {
         bench_timing_free(&l->items[i].timing);
+        bench_timing_free(&l->items[i].device_timing);
+    }
     free(l->items);
     memset(l, 0, sizeof *l);
 }
@@ -210,5 +213,6 @@ bench_result *bench_result_list_add(bench_result_list *l)
     r->device = -1;
     r->bandwidth_fraction = NAN;
     r->sgemm_ratio = NAN;
+    snprintf(r->time_source, sizeof r->time_source, "wall");
     return r;
 }

@@ -151,17 +151,80 @@ static bool is_excluded(const bst_program *p, uint32_t d)
     return p->excluded && p->excluded[d];
 }
 
-/* Lowering's keep callback: a high-level node stays whole when some device has a fused kernel. */
+/* Keeps every node but *user (lowering one node alone). */
+static bool keep_all_but(void *user, const bst_graph *g, uint32_t id)
+{
+    (void)g;
+    return id != *(const uint32_t *)user;
+}
+
+/* Lowering node `id` alone, on a copy: true when device d accepts every compute node its
+ * lowering makes. The lowered parts sit at ids [id, id + added] of the copy (lowering rebuilds
+ * the graph in order, one node for each kept one). */
+static bool accepts_lowered(bst_context *ctx, const bst_graph *g, uint32_t id, uint32_t d,
+                            bst_graph **lowered)
+{
+    if (!*lowered) {
+        bst_graph *copy = NULL;
+        uint32_t target = id;
+        if (bsti_graph_clone(g, &copy) != BST_OK)
+            return false;
+        if (bsti_pass_lower(copy, keep_all_but, &target) != BST_OK) {
+            bst_graph_destroy(copy);
+            return false;
+        }
+        *lowered = copy;
+    }
+    const bst_graph *lg = *lowered;
+    if (lg->n_nodes < g->n_nodes)
+        return false;
+    uint32_t last = id + (lg->n_nodes - g->n_nodes);
+    for (uint32_t part = id; part <= last; part++) {
+        const char *why;
+        bst_op op = lg->nodes[part].op;
+        if (is_source_op(op) || bsti_prog_is_alias_op(op))
+            continue;
+        if (query_device(ctx, lg, part, d, NULL, &why) == 0)
+            return false;
+    }
+    return true;
+}
+
+/* Lowering's keep callback. Tuned plans keep a high-level node whole when some device has a
+ * fused kernel for it: per-node tuning then chooses among the fused candidates, and the
+ * whole-graph check's "lowered" plan (every high-level node lowered) prices the alternative.
+ * The lowered plan keeps nothing. The static rule (tune off, or the static plan) keeps it whole
+ * only when the device static priority would choose for it fuses it: the first device, in
+ * priority order, that accepts the fused node or every one of its lowered parts. A device in
+ * front without a fused kernel thus runs the parts itself, rather than the node moving to a
+ * later device with transfers both ways. */
 static bool keep_if_fused(void *user, const bst_graph *g, uint32_t id)
 {
     const bst_program *p = user;
     bst_context *ctx = p->ctx;
+    uint32_t kind = bsti_tune_plan_kind();
+    if (ctx->tune_mode != BST_TUNE_OFF && kind == BSTI_PLAN_LOWERED)
+        return false;
+    bool static_rule = ctx->tune_mode == BST_TUNE_OFF || kind == BSTI_PLAN_STATIC;
+    bst_graph *lowered = NULL;
+    bool keep = false;
     for (uint32_t d = 0; d < ctx->n_devices; d++) {
         const char *why;
-        if (!is_excluded(p, d) && query_device(ctx, g, id, d, NULL, &why) > 0)
-            return true;
+        if (is_excluded(p, d))
+            continue;
+        /* Tuned placement does not consider emulated devices (tune.h): their fused kernels
+         * are no reason to keep a node whole. */
+        if (!static_rule && bsti_tune_device_emulated(ctx, d) && !bsti_tune_include_emulated())
+            continue;
+        if (query_device(ctx, g, id, d, NULL, &why) > 0) {
+            keep = true;
+            break;
+        }
+        if (static_rule && accepts_lowered(ctx, g, id, d, &lowered))
+            break; /* lowered here */
     }
-    return false;
+    bst_graph_destroy(lowered);
+    return keep;
 }
 
 static bst_status fail_unsupported(bst_program *p, uint32_t id, const char *const *why)

@@ -42,7 +42,9 @@ typedef enum bsti_plan_kind {
     BSTI_PLAN_PROMPT = 1, /* per-node optimum measured at the bound shapes (n_tokens = bound) */
     BSTI_PLAN_DECODE = 2, /* per-node optimum measured with n_tokens = 1 (a decode step) */
     BSTI_PLAN_BLEND = 3,  /* per-node optimum of decode_ns + prompt_ns / bound: both shapes */
-    BSTI_PLAN_COUNT = 4
+    BSTI_PLAN_LOWERED = 4, /* every high-level op lowered to primitives, then as BLEND: prices
+                            * "fused" against "lowered parts plus transfers" (DESIGN.md, IR) */
+    BSTI_PLAN_COUNT = 5
 } bsti_plan_kind;
 
 const char *bsti_plan_kind_name(uint32_t kind);
@@ -59,6 +61,10 @@ typedef struct bsti_plan_check {
     uint64_t prompt_ns[BSTI_PLAN_COUNT]; /* one prompt chunk of prompt_tokens at pos 0 */
     uint32_t prompt_tokens, decode_n_kv;
     uint64_t check_ns; /* wall time building and measuring the alternatives */
+    /* Per-node tuning done for all candidate plans together, the discarded ones included
+     * (the report's own hits/measured/measure_ns describe the kept program only). */
+    uint32_t all_hits, all_measured;
+    uint64_t all_measure_ns;
     uint64_t tuned_digest; /* placement of the tuned-prompt plan the check was made on */
     /* A session's two programs (tune_plan.c, bsti_tune_build_split): the plan best at decode
      * steps and the one best at prompt chunks, when running both beats `chosen` by more than
@@ -118,6 +124,26 @@ BST_MUST_CHECK bst_status bsti_tune_build_split(bst_context *ctx, const bst_grap
  * whose decode and prompt programs share one conversation. */
 BST_MUST_CHECK bst_status bsti_tune_sync_states(bst_program *dst, bst_program *src,
                                                 uint64_t first, uint64_t count);
+
+/* Devices that emulate a GPU API on the host CPU (PoCL's CPU device, Mesa's lavapipe: CPU-kind
+ * devices of the opencl and vulkan backends). Tuned placement leaves them out of its candidates
+ * whenever another device accepts the node, unless BASTION_TUNE_EMULATED=1: measuring them took
+ * most of a full tune on a CPU-only machine and they won no node (the native CPU backends run
+ * the same cores). tune=off and the static plan still use them by priority. */
+bool bsti_tune_device_emulated(const bst_context *ctx, uint32_t d);
+bool bsti_tune_include_emulated(void);
+
+/* What prepare_weight reported a weight costs on device d (out_bytes) against its native bytes,
+ * remembered per (device fingerprint, plugin, dtype) on this thread: placement then counts a
+ * weight's memory at the repacked size (oneDNN's s8 requantization, a plugin that pads rows)
+ * instead of the dtype size. Fed by every prepare_weight the runtime sees: measurement's weight
+ * copies (tune_measure.c) and the weights of each program built (bsti_tune_note_program). */
+void bsti_tune_note_weight_cost(const bst_context *ctx, uint32_t d, uint32_t dtype,
+                                uint64_t native_bytes, uint64_t out_bytes);
+void bsti_tune_note_program(const bst_program *p);
+/* native_bytes scaled by the largest ratio noted for (d, dtype); native_bytes when none. */
+uint64_t bsti_tune_weight_bytes(const bst_context *ctx, uint32_t d, uint32_t dtype,
+                                uint64_t native_bytes);
 
 /* Places compute node `id` by the context's tune mode. Sets *out_placed when it chose a device
  * and variant (node->device, node->variant, p->variant_names[id]); leaves it false when the

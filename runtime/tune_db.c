@@ -21,9 +21,9 @@
 #include <unistd.h>
 
 /* 1: kernel_times, transfer_times. 2: plan_checks (development only). 3: plan_checks with the
- * decode/prompt split. Files of versions 1 and 2 are upgraded in place: their kernel and
- * transfer rows stay valid; plan_checks is made anew. */
-#define SCHEMA_VERSION 3
+ * decode/prompt split. 4: plan_checks with the lowered plan's times. Files of versions 1 to 3
+ * are upgraded in place: their kernel and transfer rows stay valid; plan_checks is made anew. */
+#define SCHEMA_VERSION 4
 #define BUSY_TIMEOUT_MS 10000
 #define BUSY_RETRIES 20
 #define MAX_TEXT 512
@@ -56,6 +56,7 @@ static const char *const SCHEMA =
     " prompt_decode_ns INTEGER NOT NULL, prompt_prompt_ns INTEGER NOT NULL,"
     " decode_decode_ns INTEGER NOT NULL, decode_prompt_ns INTEGER NOT NULL,"
     " blend_decode_ns INTEGER NOT NULL, blend_prompt_ns INTEGER NOT NULL,"
+    " lowered_decode_ns INTEGER NOT NULL, lowered_prompt_ns INTEGER NOT NULL,"
     " prompt_tokens INTEGER NOT NULL, decode_n_kv INTEGER NOT NULL, ts INTEGER NOT NULL,"
     " split_decode INTEGER NOT NULL, split_prompt INTEGER NOT NULL,"
     " PRIMARY KEY(graph_hash, env_hash, bastion_version));";
@@ -147,19 +148,20 @@ static int init_schema(bsti_tune_db *t, bst_status *out_st)
                             t->path, (long long)version, SCHEMA_VERSION);
         return SQLITE_OK;
     }
-    /* Empty (new), version 1 or 2 (kernel rows stay; plan_checks is made anew, the schema
+    /* Empty (new), version 1 to 3 (kernel rows stay; plan_checks is made anew, the schema
      * text creating it again below), or an unknown older layout: start over; rows are only a
      * cache. */
-    const char *reset = version < 0 ? "BEGIN IMMEDIATE; INSERT INTO schema_version VALUES(3); COMMIT;"
-                        : version == 1 || version == 2
+    bool upgrade = version >= 1 && version <= 3;
+    const char *reset = version < 0 ? "BEGIN IMMEDIATE; INSERT INTO schema_version VALUES(4); COMMIT;"
+                        : upgrade
                             ? "BEGIN IMMEDIATE; DROP TABLE IF EXISTS plan_checks; UPDATE "
-                              "schema_version SET version=3; COMMIT;"
+                              "schema_version SET version=4; COMMIT;"
                             : "BEGIN IMMEDIATE; DELETE FROM kernel_times; DELETE FROM "
                               "transfer_times; DELETE FROM plan_checks; DELETE FROM "
-                              "schema_version; INSERT INTO schema_version VALUES(3); COMMIT;";
+                              "schema_version; INSERT INTO schema_version VALUES(4); COMMIT;";
     rc = sqlite3_exec(t->db, reset, NULL, NULL, &err);
     sqlite3_free(err);
-    if (rc == SQLITE_OK && (version == 1 || version == 2)) {
+    if (rc == SQLITE_OK && upgrade) {
         rc = sqlite3_exec(t->db, SCHEMA, NULL, NULL, &err);
         sqlite3_free(err);
     }
@@ -508,7 +510,8 @@ bst_status bsti_tune_db_get_plan(bsti_tune_db *db, uint64_t graph_hash, uint64_t
     int rc = sqlite3_prepare_v2(db->db,
                                 "SELECT plan, digest, static_decode_ns, static_prompt_ns, "
                                 "prompt_decode_ns, prompt_prompt_ns, decode_decode_ns, "
-                                "decode_prompt_ns, blend_decode_ns, blend_prompt_ns, "
+                                "decode_prompt_ns, blend_decode_ns, blend_prompt_ns, lowered_decode_ns, "
+                                "lowered_prompt_ns, "
                                 "prompt_tokens, decode_n_kv, ts, split_decode, split_prompt FROM "
                                 "plan_checks WHERE graph_hash=?1 AND env_hash=?2 AND "
                                 "bastion_version=?3",
@@ -606,6 +609,6 @@ bst_status bsti_tune_db_put_plan(bsti_tune_db *db, uint64_t graph_hash, uint64_t
     vals[PT + 4] = row->split_prompt;
     plan_key k = {graph_hash, env_hash, bastion_version};
     return write_row(db, "INSERT OR REPLACE INTO plan_checks VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,"
-                         "?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+                         "?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)",
                      bind_plan_cb, &k, vals, NCOL, 4);
 }

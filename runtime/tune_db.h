@@ -79,7 +79,7 @@ BST_MUST_CHECK bst_status bsti_tune_db_put_transfer(bsti_tune_db *db, const bsti
  * plugins, threads, ISA) and the Bastion version; `digest` identifies the per-node placement
  * the plan produced, so a row whose plan no longer places the same way is measured again.
  * Times are per plan kind (0 = not measured). */
-#define BSTI_TUNE_PLAN_KINDS 4
+#define BSTI_TUNE_PLAN_KINDS 5
 typedef struct bsti_plan_row {
     uint32_t plan;   /* bsti_plan_kind */
     uint64_t digest; /* of the chosen plan's placement */

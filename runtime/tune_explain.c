@@ -166,9 +166,11 @@ static void explain_plan(const bsti_tune_report *r, bool json, sbuf *b)
     if (json) {
         sb_printf(b, "\"plan\":{\"chosen\":\"%s\",\"source\":\"%s\",\"prompt_tokens\":%u,"
                   "\"decode_n_kv\":%u,\"check_seconds\":%.3f,\"weight_second_copies\":%u,"
-                  "\"candidates\":[",
+                  "\"all_plans_hits\":%u,\"all_plans_measured\":%u,"
+                  "\"all_plans_measure_seconds\":%.3f,\"candidates\":[",
                   bsti_plan_kind_name(c->chosen), plan_source_name(c->source), c->prompt_tokens,
-                  c->decode_n_kv, (double)c->check_ns / 1e9, r->second_copies);
+                  c->decode_n_kv, (double)c->check_ns / 1e9, r->second_copies, c->all_hits,
+                  c->all_measured, (double)c->all_measure_ns / 1e9);
         bool first = true;
         for (uint32_t k = 0; k < BSTI_PLAN_COUNT; k++) {
             if (!c->candidate[k])
@@ -208,7 +210,9 @@ static void explain_plan(const bsti_tune_report *r, bool json, sbuf *b)
         sb_printf(b, ";");
     }
     if (c->source == 1)
-        sb_printf(b, " check took %.2f s", (double)c->check_ns / 1e9);
+        sb_printf(b, " check took %.2f s (all candidate plans: %u nodes from the database, %u "
+                  "measured, %.2f s measuring);", (double)c->check_ns / 1e9, c->all_hits,
+                  c->all_measured, (double)c->all_measure_ns / 1e9);
     if (c->split_decode < BSTI_PLAN_COUNT)
         sb_printf(b, " split: %s for decode steps, %s for prompt chunks (this program: %s)",
                   bsti_plan_kind_name(c->split_decode), bsti_plan_kind_name(c->split_prompt),
@@ -223,16 +227,24 @@ static void explain_into(const bst_program *p, bool json, sbuf *b)
     uint32_t mode = p->ctx->tune_mode;
     if (json) {
         sb_printf(b, "{\"tune_mode\":\"%s\",\"hits\":%u,\"measured\":%u,\"frozen_misses\":%u,"
-                  "\"measure_seconds\":%.3f,",
+                  "\"measure_seconds\":%.3f,\"plan_check_seconds\":%.3f,"
+                  "\"emulated_devices\":\"%s\",",
                   mode_name(mode), r ? r->hits : 0, r ? r->measured : 0,
-                  r ? r->frozen_misses : 0, r ? (double)r->measure_ns / 1e9 : 0.0);
+                  r ? r->frozen_misses : 0, r ? (double)r->measure_ns / 1e9 : 0.0,
+                  r && r->plan.source == 1 ? (double)r->plan.check_ns / 1e9 : 0.0,
+                  mode == BST_TUNE_OFF ? "static" : bsti_tune_include_emulated() ? "measured"
+                                                                                : "left out");
         explain_plan(r, true, b);
         sb_printf(b, "\"nodes\":[");
     } else {
         sb_printf(b, "# tune mode %s: %u nodes from the database, %u measured, %u frozen misses, "
-                  "%.2f s measuring\n",
+                  "%.2f s measuring%s\n",
                   mode_name(mode), r ? r->hits : 0, r ? r->measured : 0,
-                  r ? r->frozen_misses : 0, r ? (double)r->measure_ns / 1e9 : 0.0);
+                  r ? r->frozen_misses : 0, r ? (double)r->measure_ns / 1e9 : 0.0,
+                  mode == BST_TUNE_OFF            ? ""
+                  : bsti_tune_include_emulated() ? "; emulated devices measured"
+                                                 : "; emulated devices (PoCL, lavapipe) left out "
+                                                   "unless BASTION_TUNE_EMULATED=1");
         explain_plan(r, false, b);
     }
     bool first = true;

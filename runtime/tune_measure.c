@@ -125,6 +125,7 @@ typedef struct bench_state {
     uint8_t **whost;
     uint32_t n_copies;
     int32_t weight; /* input index of the rotated weight, -1 for none */
+    uint64_t weight_cost; /* what prepare_weight said the first copy costs (0: not prepared) */
     void *exe;
 } bench_state;
 
@@ -192,6 +193,8 @@ static bst_status upload_weight(bench_state *s, uint32_t w, bst_tensor_desc *des
             uint32_t got = BST_LAYOUT_NATIVE;
             st = s->api->prepare_weight(s->dev, desc, s->whost[k], size, &s->wcopies[k], &cost,
                                         &got);
+            if (st == BST_OK && k == 0)
+                s->weight_cost = cost;
             if (st == BST_OK && k > 0 && got != layout)
                 st = bsti_fail(BST_ERR_BACKEND, "prepare_weight gave two layouts for one weight");
             layout = got;
@@ -247,6 +250,9 @@ bst_status bsti_tune_measure_node(bst_program *p, uint32_t id, uint32_t d, uint3
                 copies--;
             s.weight = (int32_t)i;
             st = upload_weight(&s, i, &ds.in[i], size, in->type.dtype, (uint32_t)copies);
+            if (st == BST_OK && s.weight_cost)
+                bsti_tune_note_weight_cost(p->ctx, d, (uint32_t)in->type.dtype, size,
+                                           s.weight_cost);
         } else {
             st = upload(&s, i, size, in->type.dtype);
         }

@@ -15,12 +15,17 @@
  * other devices are not measured (they would need a second copy), unless no device holding it
  * has a kernel for that consumer, and then the copy is logged and counted (explain's
  * weight_second_copies). A candidate whose device's memory (weights placed there so far plus
- * this node's new ones, at their dtype size) or largest allocation would be exceeded is
+ * this node's new ones, at the size prepare_weight reported for that dtype on that device when
+ * it has been seen, else at their dtype size) or largest allocation would be exceeded is
  * dropped too. Within those limits the measurement decides; with no measurement (frozen miss)
  * the first allowed candidate in priority order is taken.
  *
  * Plan kinds (tune.h): STATIC leaves every node to the static rule; DECODE measures and keys at
- * n_tokens = 1; BLEND costs each candidate decode_ns + prompt_ns / bound from both rows.
+ * n_tokens = 1; BLEND costs each candidate decode_ns + prompt_ns / bound from both rows; LOWERED
+ * (every high-level op lowered by program.c's keep callback) costs its primitives as BLEND.
+ *
+ * Emulated devices (PoCL's and lavapipe's CPU devices) are candidates only when no other device
+ * accepts the node, unless BASTION_TUNE_EMULATED=1 (tune.h, bsti_tune_device_emulated).
  *
  * Not tuned (static priority): ops with effects (set_rows), whose output aliases state and whose
  * timing alone would be misleading. Measurement failures drop that candidate with a debug log.
@@ -78,7 +83,7 @@ uint32_t bsti_tune_plan_kind(void) { return plan_kind; }
 const char *bsti_plan_kind_name(uint32_t kind)
 {
     static const char *const names[BSTI_PLAN_COUNT] = {"static", "tuned-prompt", "tuned-decode",
-                                                       "tuned-blend"};
+                                                       "tuned-blend", "lowered"};
     return kind < BSTI_PLAN_COUNT ? names[kind] : "?";
 }
 
@@ -262,6 +267,20 @@ static void fill_key(const bst_context *ctx, const node_key_text *t, uint32_t d,
     k->bastion_version = bst_version();
 }
 
+bool bsti_tune_device_emulated(const bst_context *ctx, uint32_t d)
+{
+    if (!ctx || d >= ctx->n_devices || ctx->devices[d].info.kind != BST_DEVICE_CPU)
+        return false;
+    const char *name = ctx->devices[d].plugin ? ctx->devices[d].plugin->name : NULL;
+    return name && (strcmp(name, "opencl") == 0 || strcmp(name, "vulkan") == 0);
+}
+
+bool bsti_tune_include_emulated(void)
+{
+    const char *v = getenv("BASTION_TUNE_EMULATED");
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
 /* The variants device d offers for node id (0 when it does not start or declines). */
 static uint32_t query_all(bst_program *p, uint32_t id, uint32_t d, bst_kernel_variant *vars)
 {
@@ -385,15 +404,84 @@ static bst_status ensure_report(bst_program *p)
 /* Why a candidate device may not take a node. */
 enum { FIT_OK = 0, FIT_SECOND_COPY = 1, FIT_NO_MEMORY = 2 };
 
-/* Bytes weight root w costs on a device: its size in its dtype. (A backend that repacks at
- * prepare_weight may use somewhat more; the memory planner and the backend's own allocation
- * catch the rest.) */
-static uint64_t weight_cost(const bst_program *p, uint32_t w)
+/* --- what weights cost on each device, as prepare_weight reported --- */
+
+#define MAX_WEIGHT_RATIOS 64
+
+typedef struct weight_ratio {
+    uint64_t fingerprint, plugin_hash;
+    uint32_t dtype;
+    double ratio; /* out_bytes / native bytes, the largest seen */
+} weight_ratio;
+
+/* Per thread, as plan_kind: a program is built on one thread, and the ratio is a property of
+ * the backend, not of a context. */
+static _Thread_local weight_ratio ratios[MAX_WEIGHT_RATIOS];
+static _Thread_local uint32_t n_ratios;
+
+static weight_ratio *find_ratio(const bst_context *ctx, uint32_t d, uint32_t dtype, bool add)
+{
+    if (!ctx || d >= ctx->n_devices)
+        return NULL;
+    const bsti_device *dev = &ctx->devices[d];
+    uint64_t fp = dev->info.fingerprint;
+    uint64_t ph = fnv_str(0xcbf29ce484222325ull, dev->plugin ? dev->plugin->name : NULL);
+    for (uint32_t i = 0; i < n_ratios; i++)
+        if (ratios[i].fingerprint == fp && ratios[i].plugin_hash == ph && ratios[i].dtype == dtype)
+            return &ratios[i];
+    if (!add || n_ratios == MAX_WEIGHT_RATIOS)
+        return NULL;
+    weight_ratio *r = &ratios[n_ratios++];
+    *r = (weight_ratio){.fingerprint = fp, .plugin_hash = ph, .dtype = dtype, .ratio = 0};
+    return r;
+}
+
+void bsti_tune_note_weight_cost(const bst_context *ctx, uint32_t d, uint32_t dtype,
+                                uint64_t native_bytes, uint64_t out_bytes)
+{
+    if (native_bytes == 0 || out_bytes == 0)
+        return;
+    weight_ratio *r = find_ratio(ctx, d, dtype, true);
+    double ratio = (double)out_bytes / (double)native_bytes;
+    if (r && ratio > r->ratio)
+        r->ratio = ratio;
+}
+
+void bsti_tune_note_program(const bst_program *p)
+{
+    if (!p || !p->buffer_bytes)
+        return;
+    for (uint32_t i = 0; i < p->plan.n_buffers; i++) {
+        const bsti_persistent_buffer *b = &p->plan.buffers[i];
+        const bsti_node *n = &p->g->nodes[b->value];
+        uint64_t native = 0;
+        if (n->op != BST_OP_WEIGHT || bsti_type_nbytes(&n->type, &native) != BST_OK ||
+            p->buffer_bytes[i] <= native)
+            continue; /* only what costs more than its dtype says is worth remembering */
+        bsti_tune_note_weight_cost(p->ctx, b->device, (uint32_t)n->type.dtype, native,
+                                   p->buffer_bytes[i]);
+    }
+}
+
+uint64_t bsti_tune_weight_bytes(const bst_context *ctx, uint32_t d, uint32_t dtype,
+                                uint64_t native_bytes)
+{
+    const weight_ratio *r = find_ratio(ctx, d, dtype, false);
+    if (!r || r->ratio <= 0)
+        return native_bytes;
+    double v = (double)native_bytes * r->ratio;
+    return v >= 1.8e19 ? UINT64_MAX : (uint64_t)v;
+}
+
+/* Bytes weight root w costs on device d: what prepare_weight reported for its dtype there
+ * (bsti_tune_weight_bytes), else its size in its dtype; the memory planner and the backend's
+ * own allocation catch what neither knew. */
+static uint64_t weight_cost(const bst_program *p, uint32_t w, uint32_t d)
 {
     uint64_t bytes = 0;
     if (bsti_type_nbytes(&p->g->nodes[w].type, &bytes) != BST_OK)
         return UINT64_MAX;
-    return bytes;
+    return bsti_tune_weight_bytes(p->ctx, d, (uint32_t)p->g->nodes[w].type.dtype, bytes);
 }
 
 /* Whether node id's weights can live on device d: none of them already lives on another
@@ -414,7 +502,7 @@ static int weights_fit(const bst_program *p, uint32_t id, uint32_t d)
             continue;
         if (r->weight_home[w] != BSTI_NONE)
             why = FIT_SECOND_COPY;
-        uint64_t c = weight_cost(p, w);
+        uint64_t c = weight_cost(p, w, d);
         if (c == UINT64_MAX || (info->max_alloc_bytes && c > info->max_alloc_bytes))
             return FIT_NO_MEMORY;
         extra += c;
@@ -445,7 +533,7 @@ static void home_weights(bst_program *p, uint32_t id, uint32_t d)
             continue; /* the weight's home stays where it was first placed */
         }
         r->weight_home[w] = d;
-        uint64_t c = weight_cost(p, w);
+        uint64_t c = weight_cost(p, w, d);
         r->weight_bytes[d] += c == UINT64_MAX ? 0 : c;
     }
 }
@@ -561,6 +649,19 @@ bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
             nc++;
         }
     }
+    /* Emulated devices only when nothing else takes the node (or asked for). */
+    if (!bsti_tune_include_emulated()) {
+        uint32_t kept = 0;
+        for (uint32_t c = 0; c < nc; c++)
+            kept += !bsti_tune_device_emulated(ctx, cands[c].device);
+        if (kept > 0 && kept < nc) {
+            uint32_t w = 0;
+            for (uint32_t c = 0; c < nc; c++)
+                if (!bsti_tune_device_emulated(ctx, cands[c].device))
+                    cands[w++] = cands[c];
+            nc = w;
+        }
+    }
     rn->cands = cands;
     rn->n_cands = nc;
     if (nc == 0) { /* the static rule reports what every device said */
@@ -600,7 +701,9 @@ bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
     bsti_tune_db *db = bsti_tune_context_db(ctx);
     node_key_text kt;
     timing tm = {0};
-    if (n_fit > 1 && plan_kind == BSTI_PLAN_BLEND) {
+    const int64_t bound_tokens = p->sym_bound[BST_SYM_N_TOKENS];
+    const uint32_t kind = plan_kind;
+    if (n_fit > 1 && (kind == BSTI_PLAN_BLEND || (kind == BSTI_PLAN_LOWERED && bound_tokens > 1))) {
         /* The per-token cost of both shapes the program runs: a decode step (n_tokens 1) plus
          * a bound-sized prompt chunk divided by its tokens. */
         uint64_t *decode = calloc(nc, sizeof *decode);
@@ -622,8 +725,8 @@ bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool *out_placed)
         plan_kind = BSTI_PLAN_PROMPT;
         if (st == BST_OK && !td.frozen_miss)
             st = time_cands(p, id, cands, nc, n_fit, fit, vars, db, &kt, &tm);
-        plan_kind = BSTI_PLAN_BLEND;
-        int64_t bound = p->sym_bound[BST_SYM_N_TOKENS] > 1 ? p->sym_bound[BST_SYM_N_TOKENS] : 1;
+        plan_kind = kind;
+        int64_t bound = bound_tokens > 1 ? bound_tokens : 1;
         tm.frozen_miss = tm.frozen_miss || td.frozen_miss;
         tm.measured = tm.measured || td.measured;
         tm.usable = 0;

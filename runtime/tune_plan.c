@@ -12,7 +12,12 @@
  *                 with a bound above 1): a decode step may want other kernels than a prompt;
  *   tuned-blend   per-node optimum of the per-token cost of both shapes (decode_ns +
  *                 prompt_ns / bound), from the rows the two above measured: the best one
- *                 program can do for both, since a session runs one program for both.
+ *                 program can do for both, since a session runs one program for both;
+ *   lowered       every high-level op (attention, ffn_swiglu, rms_norm_mul) lowered to its
+ *                 primitives, which are then placed as tuned-blend places nodes (as tuned-prompt
+ *                 when n_tokens is not symbolic). The other tuned plans keep a high-level op
+ *                 whole when some device fuses it, so this candidate is what prices "fused"
+ *                 against "lowered parts plus transfers" (DESIGN.md, "The IR").
  * Plans that place every node identically are measured once.
  *
  * Each is timed on the real program with representative inputs (i32 inputs zero, so every token
@@ -55,7 +60,7 @@
 #define SPLIT_GAIN 0.15
 #define CHECK_BUDGET_NS 6000000000ull
 /* Bump when the candidates, the inputs or the score change: old rows then miss. */
-#define CHECK_VERSION 1u
+#define CHECK_VERSION 2u
 
 static uint64_t now_ns(void)
 {
@@ -144,8 +149,8 @@ static uint64_t placement_digest(const bst_program *p)
     return h;
 }
 
-/* What building the candidates cost, summed over all of them: the kept program's report says
- * how many nodes were measured to make it, not only the ones of its own plan. */
+/* What building the candidates cost, summed over all of them (explain's plan section reports
+ * it next to the kept program's own counts). */
 typedef struct effort {
     uint32_t hits, measured, frozen_misses;
     uint64_t measure_ns;
@@ -158,6 +163,8 @@ static bst_status build_kind(bst_context *ctx, const bst_graph *graph, uint32_t 
     bsti_tune_set_plan_kind(kind);
     bst_status st = bsti_prog_build(ctx, graph, NULL, out_program, out_failed_device);
     bsti_tune_set_plan_kind(saved);
+    if (st == BST_OK) /* its weights' prepared sizes price memory in the builds that follow */
+        bsti_tune_note_program(*out_program);
     if (st == BST_OK && (*out_program)->tune) {
         const bsti_tune_report *r = (*out_program)->tune;
         e->hits += r->hits;
@@ -312,7 +319,10 @@ static double score(uint64_t decode_ns, uint64_t prompt_ns, uint32_t prompt_toke
     return (double)decode_ns + (double)prompt_ns / (double)(prompt_tokens ? prompt_tokens : 1);
 }
 
-/* Gives p a report (the static plan has none) and records the check and the effort. */
+/* Gives p a report (the static plan has none) and records the check. The report's own counts
+ * (hits, measured, frozen misses, measure time) stay those of p's build: they describe the kept
+ * program. What building every candidate cost, the discarded ones included, goes into the
+ * check's all_* fields. */
 static bst_status attach(bst_program *p, const bsti_plan_check *check, const effort *e)
 {
     if (!p->tune) {
@@ -322,10 +332,9 @@ static bst_status attach(bst_program *p, const bsti_plan_check *check, const eff
         p->tune->mode = p->ctx->tune_mode;
     }
     p->tune->plan = *check;
-    p->tune->hits = e->hits;
-    p->tune->measured = e->measured;
-    p->tune->frozen_misses = e->frozen_misses;
-    p->tune->measure_ns = e->measure_ns;
+    p->tune->plan.all_hits = e->hits;
+    p->tune->plan.all_measured = e->measured;
+    p->tune->plan.all_measure_ns = e->measure_ns;
     return BST_OK;
 }
 
@@ -389,10 +398,10 @@ static bst_status full_check(bst_context *ctx, const bst_graph *graph, bst_progr
      * earlier one by more than NOISE (static priority is last: a tuned plan is kept unless
      * static priority is measurably faster). */
     const uint32_t order[BSTI_PLAN_COUNT] = {BSTI_PLAN_PROMPT, BSTI_PLAN_BLEND, BSTI_PLAN_DECODE,
-                                             BSTI_PLAN_STATIC};
+                                             BSTI_PLAN_LOWERED, BSTI_PLAN_STATIC};
     for (uint32_t i = 1; i < BSTI_PLAN_COUNT; i++) {
         uint32_t k = order[i];
-        if (k != BSTI_PLAN_STATIC && s.bound_tokens <= 1)
+        if (k != BSTI_PLAN_STATIC && k != BSTI_PLAN_LOWERED && s.bound_tokens <= 1)
             continue; /* no decode shape apart from the bound */
         bst_program *alt = NULL;
         uint32_t fd = BSTI_NONE;

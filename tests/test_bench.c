@@ -558,6 +558,21 @@ static void check_result(checker *k, json_object *r, const char *p)
         need(k, b, p, "bandwidth_fraction", T_NUM, true);
         need(k, b, p, "sgemm_ratio", T_NUM, true);
     }
+    /* (added) time_source and device_timing: device_timing exactly when "device", which only
+     * a measured result can be. */
+    json_object *ts = opt(k, r, p, "time_source", T_STR, false);
+    bool dev = ts && strcmp(json_object_get_string(ts), "device") == 0;
+    if (ts && !dev && strcmp(json_object_get_string(ts), "wall") != 0)
+        bad(k, p, "time_source", "not device or wall");
+    if (dev && !ok)
+        bad(k, p, "time_source", "device on a result that was not measured");
+    json_object *dt = opt(k, r, p, "device_timing", T_OBJ, !dev);
+    if (dt && !dev)
+        bad(k, p, "device_timing", "present without time_source device");
+    if (dev && !json_object_object_get_ex(r, "device_timing", NULL))
+        bad(k, p, "device_timing", "missing");
+    if (dt)
+        check_timing(k, dt, p);
 }
 
 /* Every field bench/SCHEMA.md lists as required for an ops document. Returns the error count. */
@@ -714,6 +729,27 @@ static int check_doc(json_object *root)
                 check_fields(&k, kn, "model_results[].kernels[]", kstrs, T_STR);
                 check_fields(&k, kn, "model_results[].kernels[]", kints, T_INT);
             }
+            opt(&k, r, mp, "pp_device_tps", T_NUM, true);
+            opt(&k, r, mp, "tg_device_tps", T_NUM, true);
+            json_object *dts = opt(&k, r, mp, "device_times", T_ARR, false);
+            for (size_t j = 0; dts && j < json_object_array_length(dts); j++) {
+                json_object *dt = json_object_array_get_idx(dts, j);
+                const char *dp = "model_results[].device_times[]";
+                static const char *const dstrs[] = {"backend", "device_name", NULL};
+                static const char *const dints[] = {"device",        "pp_partitions",
+                                                    "tg_partitions", "pp_device_ns",
+                                                    "tg_device_ns",  "pp_wall_ns",
+                                                    "tg_wall_ns",    NULL};
+                static const char *const dbools[] = {"pp_all_device", "tg_all_device", NULL};
+                check_fields(&k, dt, dp, dstrs, T_STR);
+                check_fields(&k, dt, dp, dints, T_INT);
+                check_fields(&k, dt, dp, dbools, T_BOOL);
+                need(&k, dt, dp, "pp_device_tps", T_NUM, true);
+                need(&k, dt, dp, "tg_device_tps", T_NUM, true);
+                int64_t d = json_object_get_int64(json_object_object_get(dt, "device"));
+                if (d < -1 || d >= (int64_t)n_dev)
+                    bad(&k, dp, "device", "not an index into devices");
+            }
         }
     }
     json_object *results = need(&k, root, p, "results", T_ARR, false);
@@ -832,6 +868,26 @@ static void check_consistency(json_object *root, json_object *r, double bw_gbs)
     json_object *t = jget(r, "timing");
     check_timing_consistent(t);
     double median = jnum(jget(t, "stats"), "median_ns");
+    /* With device time: one device sample per wall sample, ordered stats, and the rates from
+     * the device median (bench/SCHEMA.md). No order between wall and device time: a modelled
+     * device's time may be above or below the host's. */
+    const char *source = json_object_get_string(jget(r, "time_source"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(source);
+    CU_ASSERT_TRUE(strcmp(source, "device") == 0 || strcmp(source, "wall") == 0);
+    json_object *dt = jget(r, "device_timing");
+    CU_ASSERT_EQUAL(strcmp(source, "device") == 0, dt != NULL);
+    if (dt) {
+        check_timing_consistent(dt);
+        CU_ASSERT_EQUAL(json_object_array_length(jget(dt, "samples_ns")),
+                        json_object_array_length(jget(t, "samples_ns")));
+        CU_ASSERT_EQUAL(jnum(dt, "warmup"), jnum(t, "warmup"));
+        json_object *st = jget(dt, "stats");
+        CU_ASSERT_TRUE(jnum(st, "min_ns") > 0);
+        CU_ASSERT_TRUE(jnum(st, "min_ns") <= jnum(st, "median_ns"));
+        CU_ASSERT_TRUE(jnum(st, "median_ns") <= jnum(st, "max_ns"));
+        CU_ASSERT_TRUE(jnum(dt, "first_ns") > 0);
+        median = jnum(st, "median_ns");
+    }
     CU_ASSERT_TRUE(near(jnum(r, "gflops"), jnum(r, "flops") / median, 1e-9));
     CU_ASSERT_TRUE(near(jnum(r, "gbs"), jnum(r, "bytes") / median, 1e-9));
     json_object *b = jget(r, "baseline");
@@ -1025,6 +1081,26 @@ static void mut_ok_without_timing(json_object *root)
     json_object_object_add(result0(root), "timing", NULL);
 }
 
+static void mut_bad_time_source(json_object *root)
+{
+    json_object_object_add(result0(root), "time_source", json_object_new_string("sundial"));
+}
+
+/* "device" promises device_timing. */
+static void mut_device_without_timing(json_object *root)
+{
+    json_object_object_add(result0(root), "time_source", json_object_new_string("device"));
+    json_object_object_add(result0(root), "device_timing", NULL);
+}
+
+/* device_timing on a wall-clock result. */
+static void mut_wall_with_device_timing(json_object *root)
+{
+    json_object *t = jget(result0(root), "timing");
+    json_object_object_add(result0(root), "time_source", json_object_new_string("wall"));
+    json_object_object_add(result0(root), "device_timing", json_object_get(t));
+}
+
 /* The validator, and the reader, reject documents with a field missing or mistyped. */
 static void test_schema_rejects(void)
 {
@@ -1044,6 +1120,9 @@ static void test_schema_rejects(void)
         {"device out of range", mut_device_range},
         {"fingerprint a number", mut_no_fingerprint},
         {"ok result without timing", mut_ok_without_timing},
+        {"unknown time_source", mut_bad_time_source},
+        {"time_source device without device_timing", mut_device_without_timing},
+        {"device_timing with time_source wall", mut_wall_with_device_timing},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         json_object *root = json_object_from_file(path);
@@ -1104,12 +1183,13 @@ static void test_report_csv(void)
     const char *header =
         "op,dtype,shape,label,backend,device,device_name,variant,status,reason,n,median_ns,"
         "min_ns,max_ns,mean_ns,stddev_ns,gflops,gbs,bandwidth_fraction,sgemm_ratio,compile_ns,"
-        "prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes\n";
+        "prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes,time_source,device_median_ns,"
+        "device_min_ns,device_max_ns\n";
     CU_ASSERT_EQUAL(strncmp(csv, header, strlen(header)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,q4_1,1536x1x576,smollm2 ffn_gate/up decode,cpu,0,"
                                        "Test CPU,ref,ok,,3,100000,99000,101000,100000,1000,"
                                        "17.6947,5.61408,0.280704,,12000,3000,150000,1,240,"
-                                       "1.76947e+06,561408\n"));
+                                       "1.76947e+06,561408,wall,,,\n"));
     CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,f32,576x1x576,quick f32 gemv,cpu,0,Test CPU,"
                                        "tile&pack,ok,,3,40000,40000,40000,40000,0,16.5888,"
                                        "33.2928,1.66464,1.25,"));
@@ -1117,7 +1197,7 @@ static void test_report_csv(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,f32,4096x512x14336,std gemm,cpu,0,Test CPU,ref,"
                                        "skipped,estimated 3.5 s per call (from a 16x512x14336 "
                                        "probe) is over the 1 s budget,,,,,,,,,,,,,,1,1,"
-                                       "6.01295e+10,2.7263e+08\n"));
+                                       "6.01295e+10,2.7263e+08,wall,,,\n"));
     size_t lines = 0;
     for (const char *p = csv; *p; p++)
         lines += *p == '\n';
@@ -1440,6 +1520,9 @@ static void expected_hash(const char *path, char *out, size_t size)
 #endif
 }
 
+static void check_model_device_times(json_object *root, json_object *r, uint32_t n_prompt,
+                                     uint32_t n_gen);
+
 static void test_model_bench(void)
 {
     const char *model = getenv("BASTION_MODEL");
@@ -1498,6 +1581,15 @@ static void test_model_bench(void)
     CU_ASSERT_TRUE(jnum(r, "peak_rss_bytes") > 0);
     CU_ASSERT_TRUE(jnum(r, "session_s") >= 0 && jnum(r, "load_s") >= 0);
     check_model_additions(root, r, "off", "cpu");
+    check_model_device_times(root, r, 8, 4);
+    /* The CPU backend reports its own time: one device, every partition timed. */
+    json_object *dts = jget(r, "device_times");
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(dts), 1);
+    json_object *dt0 = json_object_array_get_idx(dts, 0);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(dt0, "backend")), "cpu");
+    CU_ASSERT_TRUE(json_object_get_boolean(jget(dt0, "pp_all_device")));
+    CU_ASSERT_TRUE(json_object_get_boolean(jget(dt0, "tg_all_device")));
+    CU_ASSERT_TRUE(jnum(r, "pp_device_tps") > 0 && jnum(r, "tg_device_tps") > 0);
     json_object_put(root);
 
     /* The reader takes it back, and its Markdown has the model row. */
@@ -1515,6 +1607,8 @@ static void test_model_bench(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| cpu | "));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp8 |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| off | cpu "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "### Device time"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| cpu | all devices + copies |"));
     CU_ASSERT_EQUAL(d.model_results[0].n_memory, 1);
     CU_ASSERT_STRING_EQUAL(d.model_results[0].tune_cache, "off");
     CU_ASSERT_STRING_EQUAL(d.tune_mode, "off");
@@ -1527,7 +1621,7 @@ static void test_model_bench(void)
     fclose(out);
     CU_ASSERT_TRUE(strncmp(buf, "engine,backends,status,", 23) == 0);
     char mem_col[48];
-    snprintf(mem_col, sizeof mem_col, ",%llu\n",
+    snprintf(mem_col, sizeof mem_col, ",%llu,",
              (unsigned long long)d.model_results[0].memory[0].total_bytes);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nbastion,cpu,ok,,"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, mem_col));
@@ -1538,6 +1632,220 @@ static void test_model_bench(void)
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-p", "0", "-n", "0"), 2);
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", "/nonexistent.gguf", "-p", "1", "-n", "1"),
                     1);
+}
+
+/* --- device time (last_execute_ns): bench ops' device_timing, bench model's device_times ---- */
+
+/* model_results[].device_times against each other and the row (bench/SCHEMA.md): per device,
+ * the rates follow from the sums; the row's rate counts every device's time plus copies, so it
+ * is at most any one device's rate when every device reported. */
+static void check_model_device_times(json_object *root, json_object *r, uint32_t n_prompt,
+                                     uint32_t n_gen)
+{
+    json_object *dts = jget(r, "device_times");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dts);
+    size_t n = json_object_array_length(dts), n_dev = json_object_array_length(jget(root,
+                                                                                    "devices"));
+    CU_ASSERT_TRUE(n >= 1);
+    bool all_pp = true, all_tg = true;
+    double sum_pp = 0, sum_tg = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *t = json_object_array_get_idx(dts, i);
+        int64_t d = (int64_t)jnum(t, "device");
+        CU_ASSERT_TRUE(d >= 0 && (size_t)d < n_dev);
+        static const char *const tests[2] = {"pp", "tg"};
+        const uint32_t tokens[2] = {n_prompt, n_gen};
+        for (int k = 0; k < 2; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "%s_partitions", tests[k]);
+            double parts = jnum(t, key);
+            snprintf(key, sizeof key, "%s_all_device", tests[k]);
+            bool all = json_object_get_boolean(jget(t, key));
+            snprintf(key, sizeof key, "%s_device_ns", tests[k]);
+            double dev_ns = jnum(t, key);
+            snprintf(key, sizeof key, "%s_wall_ns", tests[k]);
+            double wall_ns = jnum(t, key);
+            snprintf(key, sizeof key, "%s_device_tps", tests[k]);
+            double tps = jnum(t, key);
+            CU_ASSERT_TRUE(parts >= 0 && dev_ns >= 0 && wall_ns >= 0);
+            if (parts > 0)
+                CU_ASSERT_TRUE(wall_ns > 0);
+            if (all && parts > 0 && dev_ns > 0)
+                CU_ASSERT_TRUE(near(tps, tokens[k] / (dev_ns * 1e-9), 1e-9));
+            if (!all)
+                CU_ASSERT_TRUE(isnan(tps));
+            if (parts > 0) {
+                if (k == 0) {
+                    all_pp = all_pp && all;
+                    sum_pp += dev_ns;
+                } else {
+                    all_tg = all_tg && all;
+                    sum_tg += dev_ns;
+                }
+            }
+        }
+    }
+    double pp = jnum(r, "pp_device_tps"), tg = jnum(r, "tg_device_tps");
+    CU_ASSERT_EQUAL(isnan(pp), !all_pp);
+    CU_ASSERT_EQUAL(isnan(tg), !all_tg);
+    if (all_pp && sum_pp > 0)
+        CU_ASSERT_TRUE(pp <= n_prompt / (sum_pp * 1e-9) * (1 + 1e-9));
+    if (all_tg && sum_tg > 0)
+        CU_ASSERT_TRUE(tg <= n_gen / (sum_tg * 1e-9) * (1 + 1e-9));
+}
+
+/* Whether this build has the npu-sim plugin (a note when not). */
+static bool have_npu_sim(void)
+{
+    const char *dir = getenv("BASTION_BACKEND_PATH");
+    char path[512];
+    snprintf(path, sizeof path, "%s/libbst-backend-npu-sim.so", dir ? dir : "");
+    struct stat sb;
+    if (dir && stat(path, &sb) == 0)
+        return true;
+    fprintf(stderr, "\n  npu-sim plugin not built: device time of a modelled device not "
+                    "exercised\n");
+    return false;
+}
+
+/* Runs `bastion` with BASTION_NPU_SIM_DEVICE=chip; restores the variable. */
+static int run_on_chip(const char *chip, const char *out, const char *const *args)
+{
+    const char *saved_env = getenv("BASTION_NPU_SIM_DEVICE");
+    char *saved = saved_env ? strdup(saved_env) : NULL;
+    if (setenv("BASTION_NPU_SIM_DEVICE", chip, 1) != 0) {
+        free(saved);
+        return -1;
+    }
+    int rc = run_bastion(out, args);
+    int restored = saved ? setenv("BASTION_NPU_SIM_DEVICE", saved, 1)
+                         : unsetenv("BASTION_NPU_SIM_DEVICE");
+    free(saved);
+    return restored == 0 ? rc : -1;
+}
+
+/* bench ops on the simulated NPU: its modelled time becomes device_timing, consistent with the
+ * wall samples, and bench compare lines the two shipped chips up. The one order asserted is
+ * between two outputs of the cost model (deterministic, not a measurement): the large chip's
+ * modelled GEMV is faster — a harness that fell back to wall time would not reliably see it. */
+static void test_ops_npu_sim_device_time(void)
+{
+    if (!have_npu_sim())
+        return;
+    static const char *const chips[2] = {"npu-small", "npu-large"};
+    char paths[2][256];
+    double dev_median[2] = {0, 0};
+    for (int c = 0; c < 2; c++) {
+        char name[32];
+        snprintf(name, sizeof name, "ops-%s.json", chips[c]);
+        tmp_path(name, paths[c], sizeof paths[c]);
+        int rc = run_on_chip(chips[c], NULL,
+                             (const char *const[]){"bench", "ops", "--backend", "npu-sim", "--op",
+                                                   "matmul", "--dtype", "q4_1", "--shape",
+                                                   "576x1x576", "--budget", "0.02", "--json",
+                                                   paths[c], NULL});
+        CU_ASSERT_EQUAL_FATAL(rc, 0);
+        json_object *root = json_object_from_file(paths[c]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+        CU_ASSERT_EQUAL(check_doc(root), 0);
+        json_object *results = jget(root, "results");
+        CU_ASSERT_EQUAL_FATAL(json_object_array_length(results), 1);
+        json_object *r = json_object_array_get_idx(results, 0);
+        CU_ASSERT_STRING_EQUAL_FATAL(json_object_get_string(jget(r, "status")), "ok");
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "time_source")), "device");
+        check_consistency(root, r, jnum(jget(jget(root, "baselines"), "bandwidth"), "gbs"));
+        dev_median[c] = jnum(jget(jget(r, "device_timing"), "stats"), "median_ns");
+        json_object_put(root);
+    }
+    CU_ASSERT_TRUE(dev_median[1] > 0 && dev_median[1] < dev_median[0]);
+
+    bench_doc a, b;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(paths[0], &a, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(paths[1], &b, &e), BST_OK);
+    CU_ASSERT_STRING_EQUAL(a.results.items[0].time_source, "device");
+    CU_ASSERT_EQUAL(a.results.items[0].device_timing.n_samples,
+                    a.results.items[0].timing.n_samples);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    bench_compare_summary sum;
+    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &sum, &e), BST_OK);
+    fclose(out);
+    /* Different device names, one case each: matched as the same plugin on another chip. */
+    CU_ASSERT_EQUAL(sum.matched, 1);
+    CU_ASSERT_EQUAL(sum.only_a + sum.only_b, 0);
+    CU_ASSERT_EQUAL(sum.improvements, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, " device "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "npu-small, B Simulated NPU npu-large"));
+    free(buf);
+    /* The Markdown shows the device columns. */
+    buf = NULL;
+    out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_report(&a, BENCH_FORMAT_MD, out, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| device median | device min | device max |"));
+    free(buf);
+    bench_doc_free(&a);
+    bench_doc_free(&b);
+}
+
+/* bench model with npu-sim,cpu: both devices in device_times, the NPU's time modelled. */
+static void test_model_npu_sim_device_time(void)
+{
+    const char *model = getenv("BASTION_MODEL");
+    if (!model || !*model || !have_npu_sim())
+        return;
+    char json_buf[256], trace_buf[256];
+    const char *json_path = tmp_path("model-npu.json", json_buf, sizeof json_buf);
+    const char *trace_path = tmp_path("model-npu-trace.json", trace_buf, sizeof trace_buf);
+    /* --profile-level partitions: the device-time repetition is also the traced one. */
+    int rc = run_on_chip("npu-large", NULL,
+                         (const char *const[]){"bench", "model", "-m", model, "--quick", "-p",
+                                               "4", "-n", "2", "-r", "1", "--backend",
+                                               "npu-sim,cpu", "--profile", trace_path,
+                                               "--profile-level", "partitions", "--json",
+                                               json_path, NULL});
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    json_object *trace = json_object_from_file(trace_path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(trace);
+    size_t size = 0;
+    char *trace_text = bst_test_read_file(trace_path, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(trace_text);
+    CU_ASSERT_PTR_NOT_NULL(strstr(trace_text, "\"device_us\""));
+    free(trace_text);
+    json_object_put(trace);
+    json_object *root = json_object_from_file(json_path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_EQUAL(check_doc(root), 0);
+    json_object *r = json_object_array_get_idx(jget(root, "model_results"), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL_FATAL(json_object_get_string(jget(r, "status")), "ok");
+    check_model_device_times(root, r, 4, 2);
+    json_object *dts = jget(r, "device_times");
+    bool npu = false;
+    for (size_t i = 0; i < json_object_array_length(dts); i++) {
+        json_object *t = json_object_array_get_idx(dts, i);
+        if (strcmp(json_object_get_string(jget(t, "backend")), "npu-sim") != 0)
+            continue;
+        npu = true;
+        CU_ASSERT_TRUE(jnum(t, "pp_partitions") > 0 && jnum(t, "tg_partitions") > 0);
+        CU_ASSERT_TRUE(json_object_get_boolean(jget(t, "pp_all_device")));
+        CU_ASSERT_TRUE(jnum(t, "tg_device_ns") > 0);
+        /* The row's devices now include the plugin that loads only when named. */
+        int64_t d = (int64_t)jnum(t, "device");
+        CU_ASSERT_TRUE_FATAL(d >= 0);
+        CU_ASSERT_STRING_EQUAL(
+            json_object_get_string(jget(json_object_array_get_idx(jget(root, "devices"),
+                                                                   (size_t)d),
+                                        "backend")),
+            "npu-sim");
+    }
+    CU_ASSERT_TRUE(npu);
+    json_object_put(root);
 }
 
 /* --- bst_program_memory / bst_session_memory (what bench model's device_memory reports) ----- */
@@ -1705,6 +2013,8 @@ int main(void)
         {"compare_model", test_compare_model},
         {"cli_report_compare", test_cli_report_compare},
         {"model_bench", test_model_bench},
+        {"ops_npu_sim_device_time", test_ops_npu_sim_device_time},
+        {"model_npu_sim_device_time", test_model_npu_sim_device_time},
         {"model_tune", test_model_tune},
         {"memory_api", test_memory_api},
         {"cleanup", cleanup},

@@ -10,6 +10,7 @@
 #include "test_util.h"
 
 #include "runtime/runtime.h"
+#include "runtime/tune.h"
 #include "runtime/tune_db.h"
 
 #include <bastion/bastion.h>
@@ -436,15 +437,21 @@ static long measured_count(const char *text)
     return at ? strtol(at + strlen("nodes from the database, "), NULL, 10) : -1;
 }
 
+/* Measured nodes over every candidate plan the whole-graph check built (the header counts only
+ * the kept program, which measures nothing itself when the static plan wins). */
+static long all_plans_measured(const char *text)
+{
+    const char *at = text ? strstr(text, "(all candidate plans: ") : NULL;
+    return at ? measured_count(at) : -1;
+}
+
 static void test_cached_measures_then_hits(void)
 {
     char path[512];
     snprintf(path, sizeof path, "%s", tmp_path("cached.db"));
     char *first = explain(BST_TUNE_CACHED, path, NULL);
-    /* Counted over every candidate plan built, whichever the whole-graph check kept. */
-    CU_ASSERT(measured_count(first) >= 1);
+    CU_ASSERT(all_plans_measured(first) >= 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(first, "# whole-graph plan: "));
-    CU_ASSERT_PTR_NOT_NULL(strstr(first, "(measured)"));
     int64_t rows = raw_count(path, "");
     CU_ASSERT(rows >= 2); /* at least two variants of the matmul */
     CU_ASSERT_EQUAL(raw_count_table(path, "plan_checks"), 1);
@@ -456,8 +463,7 @@ static void test_cached_measures_then_hits(void)
     CU_ASSERT_EQUAL(raw_count(path, ""), rows);
     /* Full mode measures again even though every row is there. */
     char *full = explain(BST_TUNE_FULL, path, NULL);
-    CU_ASSERT(measured_count(full) >= 1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(full, "(measured)"));
+    CU_ASSERT(all_plans_measured(full) >= 1);
     bst_free(first);
     bst_free(second);
     bst_free(full);
@@ -580,7 +586,7 @@ static void test_schema_v1_upgraded(void)
     bsti_plan_row row;
     CU_ASSERT(bsti_tune_db_get_plan(db, 1, 2, "x", &row, &found) == BST_OK && !found);
     bsti_tune_db_close(db);
-    CU_ASSERT_EQUAL(raw_count_table(path, "schema_version WHERE version = 3"), 1);
+    CU_ASSERT_EQUAL(raw_count_table(path, "schema_version WHERE version = 4"), 1);
     CU_ASSERT_EQUAL(raw_count_table(path, "plan_checks"), 0); /* made anew, and usable */
     /* A newer schema than this build knows is refused, not overwritten. */
     raw_exec(path, "UPDATE schema_version SET version = 99");
@@ -1040,7 +1046,10 @@ static void test_cli_explain(void)
     CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT_FATAL(out != NULL);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "{\"programs\":[{\"name\":\"body\""));
-    CU_ASSERT(count_after(out, "\"measured\":") >= 1);
+    /* Measured now: by the candidate plans together (the kept one may be static priority,
+     * which measures nothing itself). */
+    CU_ASSERT(count_after(out, "\"all_plans_measured\":") >= 1);
+    CU_ASSERT(count_after(out, "\"measured\":") <= count_after(out, "\"all_plans_measured\":"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"plan\":{\"chosen\":"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"op\":\"matmul\""));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"chosen\":true"));
@@ -1062,6 +1071,281 @@ static void test_cli_explain(void)
     CU_ASSERT_EQUAL(rc, 2);
     free(out);
     unsetenv("BASTION_CACHE_DIR");
+}
+
+/* --- fused vs lowered, emulated devices, weight memory --- */
+
+typedef bst_status (*query_fn)(void *, const bst_node_desc *, bst_kernel_variant *, size_t,
+                               uint32_t, uint32_t *);
+static query_fn real_query;
+static const uint32_t *declined_ops; /* ends with BST_OP_COUNT */
+
+static bst_status query_declining(void *device, const bst_node_desc *node,
+                                  bst_kernel_variant *out_variants, size_t stride,
+                                  uint32_t capacity, uint32_t *out_count)
+{
+    for (const uint32_t *op = declined_ops; op && *op != BST_OP_COUNT; op++)
+        if (node->op == *op) {
+            *out_count = 0;
+            return BST_OK;
+        }
+    return real_query(device, node, out_variants, stride, capacity, out_count);
+}
+
+/* A CPU-only context with a device named `name` in front: the real CPU plugin's table with a
+ * query that declines the ops in `declined` (as test_program.c's "cpu-nosilu"). */
+static bst_context *front_device_context(bst_tune_mode mode, const char *db_path,
+                                         const char *name, const uint32_t *declined)
+{
+    bst_context *ctx = tuned_context(mode, db_path);
+    uint32_t np = ctx->n_plugins, nd = ctx->n_devices;
+    ptrdiff_t owner[8];
+    CU_ASSERT_FATAL(nd <= 8);
+    for (uint32_t d = 0; d < nd; d++)
+        owner[d] = ctx->devices[d].plugin - ctx->plugins;
+    bsti_plugin *plugins = realloc(ctx->plugins, (np + 1) * sizeof *plugins);
+    CU_ASSERT_FATAL(plugins != NULL);
+    for (uint32_t d = 0; d < nd; d++)
+        ctx->devices[d].plugin = plugins + owner[d];
+    ctx->plugins = plugins;
+    bsti_plugin *cpu = ctx->devices[0].plugin;
+    CU_ASSERT_FATAL(strcmp(cpu->name, "cpu") == 0);
+    bsti_plugin *fake = &plugins[np];
+    *fake = *cpu;
+    fake->state = BST_PLUGIN_NOT_SELECTED;
+    fake->handle = NULL;
+    fake->name = strdup(name);
+    fake->path = strdup("");
+    fake->version = strdup("");
+    fake->detail = strdup("");
+    real_query = cpu->api.query;
+    declined_ops = declined;
+    fake->api.query = query_declining;
+    ctx->n_plugins = np + 1;
+    bsti_device *devices = calloc(nd + 1, sizeof *devices);
+    CU_ASSERT_FATAL(devices != NULL);
+    devices[0] = ctx->devices[0];
+    devices[0].plugin = fake;
+    devices[0].handle = NULL;
+    devices[0].open_failed = false;
+    devices[0].open_error = NULL;
+    memcpy(devices + 1, ctx->devices, nd * sizeof *devices);
+    free(ctx->devices);
+    ctx->devices = devices;
+    ctx->n_devices = nd + 1;
+    return ctx;
+}
+
+#define ATT_T 4
+#define ATT_H 2
+#define ATT_D 8
+
+/* y = attention(q, k, v) (causal, 2 heads of 8, 4 tokens) + q: one high-level node. */
+static bst_graph *attention_graph(void)
+{
+    bst_graph *g = NULL;
+    CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
+    int64_t s[3] = {ATT_T, ATT_H, ATT_D};
+    bst_value in[3], a = BST_VALUE_NONE, y = BST_VALUE_NONE;
+    CU_ASSERT_FATAL(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, s, NULL, &in[0]) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_add_input(g, "k", BST_DTYPE_F32, 3, s, NULL, &in[1]) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_add_input(g, "v", BST_DTYPE_F32, 3, s, NULL, &in[2]) == BST_OK);
+    bst_attr attrs[3] = {{.struct_size = sizeof(bst_attr), .key = BST_ATTR_SCALE,
+                          .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = 0.35355339},
+                         {.struct_size = sizeof(bst_attr), .key = BST_ATTR_CAUSAL,
+                          .kind = BST_ATTR_KIND_INT, .count = 1, .ints = {1}},
+                         {.struct_size = sizeof(bst_attr), .key = BST_ATTR_WINDOW,
+                          .kind = BST_ATTR_KIND_INT, .count = 1, .ints = {0}}};
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_ATTENTION, in, 3, attrs, 3, &a) == BST_OK);
+    bst_value b[2] = {a, in[0]};
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_ADD, b, 2, NULL, 0, &y) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
+    return g;
+}
+
+/* Runs the attention graph on ctx; returns its describe text, fills y. */
+static char *run_attention(bst_context *ctx, float y[ATT_T * ATT_H * ATT_D])
+{
+    enum { N = ATT_T * ATT_H * ATT_D };
+    bst_graph *g = attention_graph();
+    bst_program *p = NULL;
+    bst_status st = bst_program_create(ctx, g, &p);
+    if (st != BST_OK)
+        fprintf(stderr, "program_create: %s\n", bst_last_error());
+    CU_ASSERT_FATAL(st == BST_OK);
+    float q[N], k[N], v[N];
+    for (int i = 0; i < N; i++) {
+        q[i] = (float)((i * 7) % 11 - 5) * 0.125f;
+        k[i] = (float)((i * 5) % 13 - 6) * 0.1f;
+        v[i] = (float)((i * 3) % 7 - 3) * 0.25f;
+    }
+    CU_ASSERT(bst_program_set_input(p, "q", q, sizeof q) == BST_OK);
+    CU_ASSERT(bst_program_set_input(p, "k", k, sizeof k) == BST_OK);
+    CU_ASSERT(bst_program_set_input(p, "v", v, sizeof v) == BST_OK);
+    CU_ASSERT(bst_program_run(p, NULL) == BST_OK);
+    CU_ASSERT(bst_program_get_output(p, "y", y, N * sizeof *y) == BST_OK);
+    char *text = NULL;
+    CU_ASSERT_FATAL(bst_program_describe(p, &text) == BST_OK);
+    bst_program_destroy(p);
+    bst_graph_destroy(g);
+    return text;
+}
+
+/* How many describe lines run on a device whose label starts with `prefix`. */
+static int lines_on(const char *describe, const char *prefix)
+{
+    int n = 0;
+    char pat[128];
+    snprintf(pat, sizeof pat, "-> %s", prefix);
+    for (const char *at = describe; (at = strstr(at, pat)) != NULL; at += strlen(pat))
+        n++;
+    return n;
+}
+
+/* Static priority (tune off) with a device in front that has no fused attention but runs all
+ * of its parts: attention is lowered onto that device, not moved whole to the CPU behind it
+ * (which would cost transfers both ways). When the front device also lacks one of the parts,
+ * the CPU is the first device that can run it, and it takes the node whole, fused. The results
+ * match the CPU's fused kernel. */
+static void test_static_lowers_on_first_device(void)
+{
+    enum { N = ATT_T * ATT_H * ATT_D };
+    float want[N], got[N];
+    bst_context *ref = tuned_context(BST_TUNE_OFF, NULL);
+    char *text = run_attention(ref, want);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, " attention "));
+    bst_free(text);
+    bst_context_destroy(ref);
+
+    static const uint32_t no_fused[] = {BST_OP_ATTENTION, BST_OP_FFN_SWIGLU,
+                                        BST_OP_RMS_NORM_MUL, BST_OP_COUNT};
+    bst_context *ctx = front_device_context(BST_TUNE_OFF, NULL, "cpu-nofused", no_fused);
+    text = run_attention(ctx, got);
+    CU_ASSERT_PTR_NULL(strstr(text, " attention "));   /* lowered */
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, " softmax ")); /* into its parts */
+    CU_ASSERT(lines_on(text, "cpu-nofused/") > 3);
+    CU_ASSERT_EQUAL(lines_on(text, "cpu/"), 0); /* all of them on the front device */
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_DOUBLE_EQUAL(got[i], want[i], 1e-5);
+    bst_free(text);
+    bst_context_destroy(ctx);
+
+    static const uint32_t no_softmax[] = {BST_OP_ATTENTION, BST_OP_SOFTMAX, BST_OP_COUNT};
+    ctx = front_device_context(BST_TUNE_OFF, NULL, "cpu-nosoftmax", no_softmax);
+    text = run_attention(ctx, got);
+    const char *att = strstr(text, " attention ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(att);
+    CU_ASSERT(strncmp(strstr(att, "-> ") + 3, "cpu/", 4) == 0);
+    CU_ASSERT_PTR_NULL(strstr(text, " softmax "));
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_DOUBLE_EQUAL(got[i], want[i], 1e-5);
+    bst_free(text);
+    bst_context_destroy(ctx);
+}
+
+/* Full tuning checks a "lowered" whole-graph plan next to the fused ones: it is a measured
+ * candidate, recorded in plan_checks and shown by explain. The kept program's counts describe
+ * it alone (each of its tuned nodes is a hit or measured, as its node lines say), while the
+ * plan section sums the effort of every candidate. */
+static void test_lowered_plan_checked(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s", tmp_path("lowered.db"));
+    bst_context *ctx = tuned_context(BST_TUNE_FULL, path);
+    bst_graph *g = attention_graph();
+    bst_program *p = NULL;
+    CU_ASSERT_FATAL(bst_program_create(ctx, g, &p) == BST_OK);
+    char *text = NULL, *json = NULL;
+    CU_ASSERT_FATAL(bst_program_explain(p, false, &text) == BST_OK);
+    CU_ASSERT_FATAL(bst_program_explain(p, true, &json) == BST_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(json, "{\"plan\":\"lowered\",\"decode_ns\":"));
+    CU_ASSERT_PTR_NULL(strstr(json, "{\"plan\":\"lowered\",\"decode_ns\":0,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"plan_check_seconds\":"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, " lowered "));
+    CU_ASSERT_EQUAL(raw_count_table(path, "plan_checks WHERE lowered_decode_ns > 0"), 1);
+    long hits = count_after(json, "\"hits\":"), measured = count_after(json, "\"measured\":");
+    long all_hits = count_after(json, "\"all_plans_hits\":");
+    long all_measured = count_after(json, "\"all_plans_measured\":");
+    long node_hits = 0, node_measured = 0;
+    for (const char *at = json; (at = strstr(at, "\"cache\":\"")) != NULL; at += 9) {
+        node_hits += strncmp(at + 9, "hit\"", 4) == 0;
+        node_measured += strncmp(at + 9, "miss-measured\"", 14) == 0;
+    }
+    CU_ASSERT_EQUAL(hits, node_hits);
+    CU_ASSERT_EQUAL(measured, node_measured);
+    /* The fused attention's variants were compared (in the tuned-prompt plan at least; the
+     * kept plan may be static priority, which compares nothing). */
+    CU_ASSERT(all_hits + all_measured >= 1);
+    CU_ASSERT(all_hits >= hits && all_measured >= measured);
+    bst_free(text);
+    bst_free(json);
+    bst_program_destroy(p);
+    bst_graph_destroy(g);
+    bst_context_destroy(ctx);
+}
+
+/* A CPU-kind device of a GPU-API backend (here the CPU plugin's table under the name "vulkan",
+ * as lavapipe is) is left out of tuned placement's candidates unless BASTION_TUNE_EMULATED=1.
+ * Frozen mode on an empty database: candidates are listed, nothing is measured, and the per-node
+ * plan is kept (no whole-graph row), so the node's candidate list is what explain shows. */
+static void test_emulated_left_out(void)
+{
+    static const uint32_t none[] = {BST_OP_COUNT};
+    char path[512];
+    snprintf(path, sizeof path, "%s", tmp_path("emulated.db"));
+    for (int include = 0; include < 2; include++) {
+        if (include)
+            setenv("BASTION_TUNE_EMULATED", "1", 1);
+        else
+            unsetenv("BASTION_TUNE_EMULATED");
+        bst_context *ctx = front_device_context(BST_TUNE_FROZEN, path, "vulkan", none);
+        bst_graph *g = matmul_graph();
+        bst_program *p = NULL;
+        CU_ASSERT_FATAL(bst_program_create(ctx, g, &p) == BST_OK);
+        char *json = NULL;
+        CU_ASSERT_FATAL(bst_program_explain(p, true, &json) == BST_OK);
+        /* Candidates list device labels; the chosen device is one of them. */
+        const char *cands = strstr(json, "\"candidates\":[{\"device\":");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(cands);
+        bool lists_vulkan = strstr(cands, "\"vulkan/") != NULL;
+        CU_ASSERT_EQUAL(lists_vulkan, include == 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(cands, "\"cpu/"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(json, include ? "\"emulated_devices\":\"measured\""
+                                                    : "\"emulated_devices\":\"left out\""));
+        bst_free(json);
+        bst_program_destroy(p);
+        bst_graph_destroy(g);
+        bst_context_destroy(ctx);
+    }
+    unsetenv("BASTION_TUNE_EMULATED");
+}
+
+/* Placement counts a weight at the size prepare_weight reported for its dtype on the device:
+ * a front device whose memory holds the q4_1 weight at its dtype size but not at three times
+ * that (a noted repack ratio) does not get the matmul. Frozen mode on an empty database: no
+ * measurement, the first device the weight fits. */
+static void test_weight_memory_uses_prepared_size(void)
+{
+    static const uint32_t none[] = {BST_OP_COUNT};
+    bst_context *ctx = front_device_context(BST_TUNE_FROZEN, tmp_path("memory.db"), "cpu-small", none);
+    const uint64_t native = 128 * 256 / 32 * 20; /* q4_1[128,256]: 20 bytes per 32 */
+    CU_ASSERT_EQUAL(bsti_tune_weight_bytes(ctx, 0, BST_DTYPE_Q4_1, native), native);
+    bsti_tune_note_weight_cost(ctx, 0, BST_DTYPE_Q4_1, native, 3 * native);
+    CU_ASSERT_EQUAL(bsti_tune_weight_bytes(ctx, 0, BST_DTYPE_Q4_1, native), 3 * native);
+    CU_ASSERT_EQUAL(bsti_tune_weight_bytes(ctx, 0, BST_DTYPE_Q8_0, 1000), 1000);
+    ctx->devices[0].info.memory_bytes = 2 * native;
+    bst_graph *g = matmul_graph();
+    bst_program *p = NULL;
+    CU_ASSERT_FATAL(bst_program_create(ctx, g, &p) == BST_OK);
+    char *describe = NULL;
+    CU_ASSERT_FATAL(bst_program_describe(p, &describe) == BST_OK);
+    const char *mm = strstr(describe, " matmul ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mm);
+    CU_ASSERT(strncmp(strstr(mm, "-> ") + 3, "cpu/", 4) == 0);
+    bst_free(describe);
+    bst_program_destroy(p);
+    bst_graph_destroy(g);
+    bst_context_destroy(ctx);
 }
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -1095,6 +1379,10 @@ int main(void)
         {"weight_kept_once", test_weight_kept_once},
         {"check_survives_failing_runs", test_check_survives_failing_runs},
         {"cli_explain", test_cli_explain},
+        {"static_lowers_on_first_device", test_static_lowers_on_first_device},
+        {"lowered_plan_checked", test_lowered_plan_checked},
+        {"emulated_left_out", test_emulated_left_out},
+        {"weight_memory_uses_prepared_size", test_weight_memory_uses_prepared_size},
         {NULL, NULL},
     };
     int rc = bst_test_run_suite("tune", cases);

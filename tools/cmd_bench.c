@@ -37,7 +37,9 @@ void cli_usage_bench(FILE *out)
             "sgemm for f32 matmul). Weights are read cache-cold (rotated through copies larger\n"
             "than the LLC). A case over the device's limits, or whose single call would take\n"
             "longer than the budget (estimated from a smaller probe), is skipped with the\n"
-            "reason.\n"
+            "reason. A backend that keeps its own time (last_execute_ns: a device's\n"
+            "timestamps, or npu-sim's modelled time) gets device median/min/max next to the\n"
+            "wall times, and its GFLOP/s and GB/s come from the device time.\n"
             "\n"
             "Options of bench ops:\n"
             "  --backend LIST      backends, comma-separated (default: all found)\n"
@@ -59,7 +61,9 @@ void cli_usage_bench(FILE *out)
             "(pp: one batch of -p tokens from an empty cache) and generation (tg: -n single-\n"
             "token steps from an empty cache), -r warm repetitions after a cold one, with\n"
             "load and compile times, peak memory, and generation as a fraction of the\n"
-            "roofline (measured read bandwidth / weight bytes read per token).\n"
+            "roofline (measured read bandwidth / weight bytes read per token). One more pp and\n"
+            "tg repetition, timed per partition, gives each device's own time (npu-sim: the\n"
+            "modelled chip, BASTION_NPU_SIM_DEVICE) and device-time tok/s.\n"
             "\n"
             "Options of bench model:\n"
             "  -m, --model FILE    the GGUF model\n"
@@ -494,6 +498,16 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     }
     st = bench_doc_add_context(&doc, ctx, &e);
     bst_context_destroy(ctx);
+    /* And the devices of each --backend set: a plugin that loads only when named (npu-sim) is
+     * not in the default context, and the rows' device indices must find it. */
+    for (uint32_t i = 0; st == BST_OK && i < mo.n_backend_sets; i++) {
+        copt.backends = mo.backend_sets[i];
+        ctx = NULL;
+        if (bst_context_create(&copt, &ctx) == BST_OK)
+            st = bench_doc_add_context(&doc, ctx, &e);
+        bst_context_destroy(ctx); /* a set that fails here fails again as its row, with why */
+    }
+    ctx = NULL;
     mo.devices = doc.devices;
     mo.n_devices = doc.n_devices;
     if (st == BST_OK && profile_path)

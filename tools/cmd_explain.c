@@ -27,9 +27,12 @@ void cli_usage_explain(FILE *out)
             "charged for inputs on another device, and whether the tuning database had the row\n"
             "(hit), it was measured now (miss-measured), or frozen mode lacked it. Each\n"
             "program's header gives the whole-graph plan kept (static, tuned-prompt,\n"
-            "tuned-decode or tuned-blend), the decode-step and prompt-chunk times every\n"
-            "candidate plan measured end to end, and whether decode and prompt were split\n"
-            "over two programs (then listed as body and prompt-body).\n"
+            "tuned-decode, tuned-blend, or lowered: every attention, ffn_swiglu and\n"
+            "rms_norm_mul lowered to primitives), the decode-step and prompt-chunk times every\n"
+            "candidate plan measured end to end, how long that check took, and whether decode\n"
+            "and prompt were split over two programs (then listed as body and prompt-body).\n"
+            "The header's counts are the kept program's; the plan line adds what tuning all\n"
+            "candidate plans took.\n"
             "\n"
             "Options:\n"
             "  -m, --model FILE        GGUF model file (required)\n"
@@ -46,7 +49,9 @@ void cli_usage_explain(FILE *out)
             "  -h, --help              show this help\n"
             "\n"
             "The database is $BASTION_CACHE_DIR/tuning.db, else\n"
-            "$XDG_CACHE_HOME/bastion/tuning.db, else ~/.cache/bastion/tuning.db.\n");
+            "$XDG_CACHE_HOME/bastion/tuning.db, else ~/.cache/bastion/tuning.db.\n"
+            "Tuning leaves devices that emulate a GPU API on the CPU (PoCL, lavapipe) out of\n"
+            "the measured candidates unless BASTION_TUNE_EMULATED=1.\n");
 }
 
 int cli_cmd_explain(int argc, char **argv)

@@ -40,7 +40,10 @@ void cli_usage_tune(FILE *out)
             "      --backend LIST      backends to use, comma-separated, in priority order\n"
             "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
             "  -t, --threads N         CPU threads (default: all)\n"
-            "  -h, --help              show this help\n");
+            "  -h, --help              show this help\n"
+            "\n"
+            "Devices that emulate a GPU API on the CPU (PoCL's CPU device, lavapipe) are\n"
+            "measured only where no other device runs the op, unless BASTION_TUNE_EMULATED=1.\n");
 }
 
 int cli_cmd_tune(int argc, char **argv)

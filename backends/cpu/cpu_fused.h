@@ -10,7 +10,9 @@
  *    online softmax (running maximum and sum, accumulator rescaled when the maximum grows), so
  *    the T x S scores never reach memory and f16/bf16 K/V are read in place; keys outside the
  *    causal / window range are skipped, not masked. The key-block loops exist once per ISA
- *    (cpu_fused_attention_simd.c compiled with AVX2 flags; scalar loops in the portable file).
+ *    (cpu_fused_attention_simd.c compiled with AVX2 flags; scalar loops in the portable file);
+ *    with AVX-512, a prompt's units of 8..16 query rows run as one lane-per-row tile
+ *    (cpu_att_tile below, cpu_fused_attention_avx512.c), ~3x the per-row loops at 512 tokens.
  *  - rms_norm_mul, ffn_swiglu (cpu_fused_ffn.c): the norm in one pass; for few rows (decode) the
  *    FFN quantizes x once for both gate and up (cpu_q8dot.h's q8x2 blocks and block loops),
  *    applies silu(g) * u while the results are in cache, then runs the down projection with the

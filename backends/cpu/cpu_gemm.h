@@ -47,6 +47,12 @@ extern const cpu_gemm_kernel cpu_gemm_kernel_avx2;
 #endif
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
 extern const cpu_gemm_kernel cpu_gemm_kernel_avx512;
+/* Packs weight rows [0, rows) of a q4_0 (kind 0), q4_1 (1) or q8_0 (2) weight (row_stride bytes
+ * apart, K a multiple of 32) into one unit's panels for cpu_gemm_kernel_avx512 (nr 32, kpack
+ * 1; ncp columns, a multiple of 32, rows past `rows` zero; slices kc_max deep, a multiple of
+ * 32): the layout cpu_gemm_f32.c's portable packer writes. */
+void cpu_gemm_pack_quant_avx512(float *pb, int64_t ncp, int64_t kc_max, const uint8_t *w,
+                                int64_t row_stride, int64_t rows, int64_t K, int kind);
 #endif
 #ifdef CPU_HAVE_AVX512BF16_KERNELS
 extern const cpu_gemm_kernel cpu_gemm_kernel_bf16_avx512;

@@ -234,6 +234,14 @@ static void gemm_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
         const int64_t n0 = u * job->nc;
         const int64_t n1 = job->N - n0 < job->nc ? job->N : n0 + job->nc;
         const int64_t ncp = (n1 - n0 + nr - 1) / nr * nr;
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+        const bst_dtype wt = job->w->dtype;
+        if (job->k == &cpu_gemm_kernel_avx512 && is_quant(wt) && job->K % CPU_Q8_QK == 0) {
+            cpu_gemm_pack_quant_avx512(pb, ncp, KC, cpu_row_ptr(job->w, 0, 0, n0),
+                                       job->w->nb[2], n1 - n0, job->K,
+                                       wt == BST_DTYPE_Q4_0 ? 0 : wt == BST_DTYPE_Q4_1 ? 1 : 2);
+        } else
+#endif
         for (int64_t n = n0; n < n0 + ncp; n++) {
             const float *x = n < n1 ? weight_row(r, job->w, n, cpu_slot(r, w, 0), cpu_slot(r, w, 1))
                                     : NULL;
