@@ -458,7 +458,8 @@ static void test_cached_measures_then_hits(void)
     char *second = explain(BST_TUNE_CACHED, path, NULL);
     CU_ASSERT_PTR_NULL(strstr(second, "miss-measured"));
     CU_ASSERT_EQUAL(measured_count(second), 0);
-    CU_ASSERT(count_after(second, "# tune mode cached: ") >= 1);
+    /* The plan comes from its row ("# whole-graph plan: K (database)"); per-node hits depend
+     * on which plan won (a static plan consults no kernel rows). */
     CU_ASSERT_PTR_NOT_NULL(strstr(second, "(database)"));
     CU_ASSERT_EQUAL(raw_count(path, ""), rows);
     /* Full mode measures again even though every row is there. */
@@ -984,7 +985,7 @@ static void test_no_cache_leaves_nothing(void)
     CU_ASSERT_FATAL(bst_program_create(ctx, g, &p) == BST_OK);
     char *text = NULL;
     CU_ASSERT_FATAL(bst_program_explain(p, true, &text) == BST_OK);
-    CU_ASSERT(count_after(text, "\"measured\":") >= 1);
+    CU_ASSERT(count_after(text, "\"all_plans_measured\":") >= 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"source\":\"measured\""));
     bst_free(text);
     bst_program_destroy(p);

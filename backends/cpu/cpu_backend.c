@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 const bst_host_api *cpu_host;
+bstc_plugin cpu_plugin = {.name = CPU_BACKEND_NAME};
 
 bst_status cpu_injected_fault(const char *site)
 {
@@ -60,16 +61,6 @@ static bool cpuinfo_value(const char *key, char *out, size_t cap)
     return found;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 static void describe_device(bst_device_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -96,9 +87,9 @@ static void describe_device(bst_device_info *info)
     long cores = sysconf(_SC_NPROCESSORS_CONF);
     char count[32];
     snprintf(count, sizeof count, "/%ld", cores);
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    h = fnv1a(h, info->name, strlen(info->name));
-    h = fnv1a(h, count, strlen(count));
+    uint64_t h = BSTC_FNV_SEED;
+    h = bstc_fnv1a(h, info->name, strlen(info->name));
+    h = bstc_fnv1a(h, count, strlen(count));
     info->fingerprint = h;
 }
 
@@ -117,24 +108,10 @@ static bst_status cpu_enumerate(void *ctx, bst_device_info *out_infos, size_t st
                                 uint32_t capacity, uint32_t *out_count)
 {
     (void)ctx;
-    if (!out_count || (capacity > 0 && !out_infos)) {
-        cpu_host->set_error("cpu: enumerate: NULL output");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_count = 1;
-    if (capacity == 0)
-        return BST_OK;
-    /* Every field is in version 1, so a slot must hold all of it. */
-    if (stride < sizeof(bst_device_info) || out_infos->struct_size < sizeof(bst_device_info)) {
-        cpu_host->set_error("cpu: enumerate: stride %zu / struct_size %u smaller than the %zu "
-                            "bytes of bst_device_info",
-                            stride, out_infos->struct_size, sizeof(bst_device_info));
-        return BST_ERR_ABI;
-    }
     bst_device_info info;
     describe_device(&info);
-    memcpy(out_infos, &info, sizeof info);
-    return BST_OK;
+    return bstc_enumerate_out(&cpu_plugin, out_infos, stride, capacity, out_count, &info,
+                              sizeof info, 1);
 }
 
 static bst_status cpu_device_open(void *ctx, uint32_t index, void **out_device)
@@ -184,71 +161,45 @@ static void cpu_device_close(void *device)
     cpu_host->free(d);
 }
 
-/* The services this plugin calls; parallel_for, num_workers and fault may be missing (then it
- * runs serially and nothing is injected). */
-static bool host_usable(const bst_host_api *host)
-{
-    return host->log && host->set_error && host->alloc && host->free && host->dequantize &&
-           host->quantize;
-}
-
+/* The services this plugin calls beyond the basic ones are the reference (de)quantizers;
+ * parallel_for, num_workers and fault may be missing (then it runs serially and nothing is
+ * injected). */
 BST_BACKEND_ENTRY
 {
-    if (!host || host->struct_size < sizeof(bst_host_api))
-        return BST_ERR_ABI; /* too old or too small to even carry set_error */
-    if (host_abi < BST_ABI_VERSION_MIN) {
-        if (host->set_error)
-            host->set_error("cpu: host ABI %u is older than the oldest this plugin speaks (%u)",
-                            host_abi, BST_ABI_VERSION_MIN);
-        return BST_ERR_ABI;
-    }
-    if (!host_usable(host)) {
-        if (host->set_error)
-            host->set_error("cpu: host service table lacks a required service");
-        return BST_ERR_ABI;
-    }
-    if (!out) {
-        host->set_error("cpu: entry: NULL output table");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (out->struct_size < BST_BACKEND_API_SIZE_V1) {
-        host->set_error("cpu: backend table of %u bytes is smaller than version 1's %zu",
-                        out->struct_size, (size_t)BST_BACKEND_API_SIZE_V1);
-        return BST_ERR_ABI;
-    }
-    /* An older host's table is smaller: only the fields it has are written. */
-    const uint32_t host_struct_size = out->struct_size;
+    uint32_t host_struct_size = 0;
+    bst_status st = bstc_entry_begin(&cpu_plugin, host, host_abi, out,
+                                     BSTC_NEEDS_DEQUANTIZE | BSTC_NEEDS_QUANTIZE,
+                                     &host_struct_size);
+    if (st != BST_OK)
+        return st;
     cpu_host = host;
-    cpu_ctx *ctx = host->alloc(sizeof *ctx, 64);
-    if (!ctx) {
-        host->set_error("cpu: entry: out of memory");
+    cpu_ctx *ctx = bstc_alloc_zero(&cpu_plugin, sizeof *ctx, "entry");
+    if (!ctx)
         return BST_ERR_OUT_OF_MEMORY;
-    }
     ctx->magic = CPU_MAGIC_CTX;
 
-    out->struct_size = host_struct_size < sizeof(bst_backend_api)
-                           ? host_struct_size
-                           : (uint32_t)sizeof(bst_backend_api);
-    out->abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
-    out->name = CPU_BACKEND_NAME;
-    out->version = CPU_BACKEND_VERSION;
-    out->ctx = ctx;
-    out->destroy = cpu_destroy;
-    out->enumerate = cpu_enumerate;
-    out->device_open = cpu_device_open;
-    out->device_close = cpu_device_close;
-    out->set_num_threads = NULL; /* not self-threaded */
-    out->query = cpu_query;
-    out->buffer_alloc = cpu_buffer_alloc;
-    out->buffer_free = cpu_buffer_free;
-    out->buffer_write = cpu_buffer_write;
-    out->buffer_read = cpu_buffer_read;
-    out->buffer_copy = cpu_buffer_copy;
-    out->buffer_map = cpu_buffer_map;
-    out->prepare_weight = cpu_prepare_weight;
-    out->compile = cpu_compile;
-    out->executable_free = cpu_executable_free;
-    out->execute = cpu_execute;
-    out->last_execute_ns = cpu_last_execute_ns;
+    const bst_backend_api api = {
+        .name = CPU_BACKEND_NAME,
+        .version = CPU_BACKEND_VERSION,
+        .ctx = ctx,
+        .destroy = cpu_destroy,
+        .enumerate = cpu_enumerate,
+        .device_open = cpu_device_open,
+        .device_close = cpu_device_close,
+        .set_num_threads = NULL, /* not self-threaded */
+        .query = cpu_query,
+        .buffer_alloc = cpu_buffer_alloc,
+        .buffer_free = cpu_buffer_free,
+        .buffer_write = cpu_buffer_write,
+        .buffer_read = cpu_buffer_read,
+        .buffer_copy = cpu_buffer_copy,
+        .buffer_map = cpu_buffer_map,
+        .prepare_weight = cpu_prepare_weight,
+        .compile = cpu_compile,
+        .executable_free = cpu_executable_free,
+        .execute = cpu_execute,
+        .last_execute_ns = cpu_last_execute_ns,
+    };
+    bstc_entry_publish(out, host_struct_size, host_abi, &api);
     return BST_OK;
 }

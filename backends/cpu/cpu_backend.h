@@ -15,6 +15,8 @@
 
 #include <bastion/backend.h>
 
+#include "bst_backend_common.h"
+
 #include <stdatomic.h>
 
 #define CPU_BACKEND_NAME "cpu"
@@ -22,6 +24,7 @@
 
 /* The host's services, set once by bst_backend_entry (the table lives until the process ends). */
 extern const bst_host_api *cpu_host;
+extern bstc_plugin cpu_plugin; /* name and the same host table, for bst_backend_common.h */
 
 /* --- objects handed to the host --- */
 
@@ -57,12 +60,12 @@ typedef struct cpu_buffer {
 /* One node of a compiled partition: a deep copy of the descriptors (the host's pointers are
  * valid only during compile). */
 typedef struct cpu_node {
-    bst_op op;
-    uint32_t n_inputs;
-    uint32_t n_attrs;
-    bst_tensor_desc in[BST_MAX_INPUTS];
-    bst_tensor_desc out;
-    bst_attr attrs[BST_MAX_ATTRS];
+    union { /* the descriptors (bst_backend_common.h), fields reachable directly */
+        bstc_node base;
+        struct {
+            BSTC_NODE_FIELDS
+        };
+    };
     const struct cpu_q8dot_impl *q8dot; /* the chosen variant when it is a q8dot one, else NULL
                                            (the reference kernel) */
     const struct cpu_fused_impl *fused; /* high-level ops: the chosen fused variant */
@@ -118,17 +121,30 @@ void cpu_fail_async(cpu_run *r, bst_status status);
 /* After a parallel section: the recorded failure, as a status with a message. */
 bst_status cpu_async_result(cpu_run *r, const char *what);
 
-/* --- dtypes --- */
-bool cpu_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes);
-const char *cpu_dtype_name(uint32_t dtype);
-bool cpu_is_block(uint32_t dtype);
+/* --- dtypes (geometry and names: bst_backend_common.h) --- */
+static inline bool cpu_dtype_geometry(uint32_t dtype, uint32_t *out_block_size,
+                                      uint32_t *out_block_bytes)
+{
+    return bstc_dtype_geometry(dtype, out_block_size, out_block_bytes);
+}
+static inline const char *cpu_dtype_name(uint32_t dtype) { return bstc_dtype_name(dtype); }
+static inline bool cpu_is_block(uint32_t dtype) { return bstc_dtype_is_block(dtype); }
 bool cpu_is_loadable(uint32_t dtype); /* cpu_load_row reads it */
 bool cpu_is_storable(uint32_t dtype); /* cpu_commit_row writes it */
 
-/* --- attributes --- */
-const bst_attr *cpu_attr(const cpu_node *n, bst_attr_key key);
-double cpu_attr_float(const cpu_node *n, bst_attr_key key, double fallback);
-int64_t cpu_attr_int(const cpu_node *n, bst_attr_key key, int64_t fallback);
+/* --- attributes (bst_backend_common.h) --- */
+static inline const bst_attr *cpu_attr(const cpu_node *n, bst_attr_key key)
+{
+    return bstc_attr(&n->base, key);
+}
+static inline double cpu_attr_float(const cpu_node *n, bst_attr_key key, double fallback)
+{
+    return bstc_attr_float(&n->base, key, fallback);
+}
+static inline int64_t cpu_attr_int(const cpu_node *n, bst_attr_key key, int64_t fallback)
+{
+    return bstc_attr_int(&n->base, key, fallback);
+}
 
 /* --- rows --- */
 

@@ -64,95 +64,19 @@ static const op_impl *impl_of(uint32_t op)
 
 /* --- descriptors --- */
 
-/* Static validity of a descriptor: dtype, rank, dims, symbols, block layout. */
-static bst_status check_desc(cpu_run *r, const bst_tensor_desc *d, const char *what)
+static bool arity(uint32_t op, bstc_op_arity *out)
 {
-    uint32_t bs, bb;
-    if (!cpu_dtype_geometry(d->dtype, &bs, &bb))
-        return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s has unknown dtype %u", what, d->dtype);
-    if (d->layout != BST_LAYOUT_NATIVE)
-        return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s has layout %u; only native is supported",
-                        what, d->layout);
-    if (d->rank > BST_MAX_DIMS)
-        return cpu_fail(r, BST_ERR_SHAPE, "%s has rank %u", what, d->rank);
-    for (uint32_t i = 0; i < d->rank; i++) {
-        if (d->shape[i] < 0)
-            return cpu_fail(r, BST_ERR_SHAPE, "%s dim %u is negative", what, i);
-        if (d->sym[i] >= BST_SYM_COUNT)
-            return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s dim %u has unknown symbol %u", what, i,
-                            d->sym[i]);
-    }
-    if (bs > 1) {
-        if (d->rank == 0 || d->shape[d->rank - 1] % bs != 0 ||
-            d->strides[d->rank - 1] != (int64_t)bb)
-            return cpu_fail(r, BST_ERR_SHAPE,
-                            "%s (%s) must have whole, contiguous blocks along its innermost dim",
-                            what, cpu_dtype_name(d->dtype));
-    }
-    return BST_OK;
-}
-
-/* Copies a descriptor the host owns; every field we read is version 1, so the writer's struct
- * must hold all of it. */
-static bst_status copy_desc(cpu_run *r, const bst_tensor_desc *src, bst_tensor_desc *dst,
-                            const char *what)
-{
-    if (!src)
-        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s descriptor is NULL", what);
-    if (src->struct_size < sizeof(bst_tensor_desc))
-        return cpu_fail(r, BST_ERR_ABI, "%s descriptor has struct_size %u < %zu", what,
-                        src->struct_size, sizeof(bst_tensor_desc));
-    memcpy(dst, src, sizeof *dst);
-    dst->struct_size = (uint32_t)sizeof *dst;
-    return check_desc(r, dst, what);
+    const op_impl *impl = impl_of(op);
+    if (!impl)
+        return false;
+    *out = (bstc_op_arity){impl->name, impl->min_inputs, impl->max_inputs};
+    return true;
 }
 
 static bst_status copy_node(cpu_run *r, const bst_node_desc *src, cpu_node *dst)
 {
     memset(dst, 0, sizeof *dst);
-    if (!src)
-        return cpu_fail(r, BST_ERR_INVALID_ARG, "node descriptor is NULL");
-    if (src->struct_size < sizeof(bst_node_desc))
-        return cpu_fail(r, BST_ERR_ABI, "node descriptor has struct_size %u < %zu",
-                        src->struct_size, sizeof(bst_node_desc));
-    const op_impl *impl = impl_of(src->op);
-    if (!impl)
-        return cpu_fail(r, BST_ERR_UNSUPPORTED, "op %u is not a primitive op of this backend",
-                        src->op);
-    dst->op = (bst_op)src->op;
-    if (src->n_inputs < impl->min_inputs || src->n_inputs > impl->max_inputs)
-        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s takes %u..%u inputs, got %u", impl->name,
-                        impl->min_inputs, impl->max_inputs, src->n_inputs);
-    if (src->n_attrs > BST_MAX_ATTRS)
-        return cpu_fail(r, BST_ERR_INVALID_ARG, "%u attributes (at most %d)", src->n_attrs,
-                        BST_MAX_ATTRS);
-    if ((src->n_inputs && !src->inputs) || (src->n_attrs && !src->attrs))
-        return cpu_fail(r, BST_ERR_INVALID_ARG, "NULL input or attribute array");
-    dst->n_inputs = src->n_inputs;
-    char what[32];
-    for (uint32_t i = 0; i < src->n_inputs; i++) {
-        snprintf(what, sizeof what, "input %u", i);
-        bst_status st = copy_desc(r, src->inputs[i], &dst->in[i], what);
-        if (st != BST_OK)
-            return st;
-    }
-    bst_status st = copy_desc(r, src->output, &dst->out, "output");
-    if (st != BST_OK)
-        return st;
-    for (uint32_t i = 0; i < src->n_attrs; i++) {
-        const bst_attr *a = src->attrs[i];
-        if (!a || a->struct_size < sizeof(bst_attr))
-            return cpu_fail(r, BST_ERR_ABI, "attribute %u is NULL or too small", i);
-        /* An attribute this build does not know could change the op's meaning. */
-        if (a->key == BST_ATTR_NONE || a->key >= BST_ATTR_COUNT)
-            return cpu_fail(r, BST_ERR_UNSUPPORTED, "unknown attribute key %u", a->key);
-        if (a->kind > BST_ATTR_KIND_INTS || (a->kind == BST_ATTR_KIND_INTS && a->count > BST_MAX_DIMS))
-            return cpu_fail(r, BST_ERR_INVALID_ARG, "attribute %u has a bad kind or count", i);
-        memcpy(&dst->attrs[i], a, sizeof(bst_attr));
-        dst->attrs[i].struct_size = (uint32_t)sizeof(bst_attr);
-    }
-    dst->n_attrs = src->n_attrs;
-    return BST_OK;
+    return bstc_copy_node(src, arity, NULL, &dst->base, r->msg, sizeof r->msg);
 }
 
 /* --- resolution --- */
@@ -163,62 +87,16 @@ typedef struct bind_env {
     const bst_run_params *params;
 } bind_env;
 
-/* Byte range [lo, hi) that t touches, relative to its first element. */
-static bool byte_span(const cpu_tensor *t, int64_t *out_lo, int64_t *out_hi)
-{
-    uint32_t bs, bb;
-    if (!cpu_dtype_geometry(t->dtype, &bs, &bb))
-        return false;
-    int64_t lo = 0, hi = (int64_t)bb;
-    for (int d = 0; d < 4; d++) {
-        int64_t count = d == 3 ? t->ne[3] / bs : t->ne[d];
-        int64_t ext;
-        if (count <= 1)
-            continue;
-        if (__builtin_mul_overflow(count - 1, t->nb[d], &ext))
-            return false;
-        if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi))
-            return false;
-    }
-    *out_lo = lo;
-    *out_hi = hi;
-    return true;
-}
-
 static bst_status resolve(cpu_run *r, const bind_env *env, const bst_tensor_desc *d,
                           cpu_tensor *t, bool writable, const char *what)
 {
     memset(t, 0, sizeof *t);
     t->dtype = (bst_dtype)d->dtype;
     t->rank = d->rank;
-    uint32_t pad = BST_MAX_DIMS - d->rank;
-    for (int i = 0; i < 4; i++) {
-        t->ne[i] = 1;
-        t->nb[i] = 0;
-    }
-    bool empty = false;
-    for (uint32_t i = 0; i < d->rank; i++) {
-        int64_t n = d->shape[i];
-        if (d->sym[i] != BST_SYM_NONE && env->buffers) {
-            int64_t v = d->sym[i] == BST_SYM_N_TOKENS ? env->params->n_tokens : env->params->n_kv;
-            if (v < 0 || v > n)
-                return cpu_fail(r, BST_ERR_INVALID_ARG,
-                                "%s dim %u: %s = %lld is outside 0..%lld (its bound)", what, i,
-                                d->sym[i] == BST_SYM_N_TOKENS ? "n_tokens" : "n_kv",
-                                (long long)v, (long long)n);
-            n = v;
-        }
-        t->ne[pad + i] = n;
-        t->nb[pad + i] = d->strides[i];
-        empty = empty || n == 0;
-    }
-    uint32_t bs, bb;
-    cpu_dtype_geometry(d->dtype, &bs, &bb);
-    if (t->ne[3] % bs != 0)
-        return cpu_fail(r, BST_ERR_SHAPE, "%s innermost extent %lld is not whole %s blocks", what,
-                        (long long)t->ne[3], cpu_dtype_name(d->dtype));
-    if (!env->buffers)
-        return BST_OK;
+    bst_status st = bstc_pad_dims(d, env->buffers ? env->params : NULL, t->ne, t->nb, what,
+                                  r->msg, sizeof r->msg);
+    if (st != BST_OK || !env->buffers)
+        return st;
 
     if (d->binding >= env->n_buffers)
         return cpu_fail(r, BST_ERR_INVALID_ARG, "%s uses binding %u of %u", what, d->binding,
@@ -230,23 +108,10 @@ static bst_status resolve(cpu_run *r, const bind_env *env, const bst_tensor_desc
     if (writable && b->read_only)
         return cpu_fail(r, BST_ERR_INVALID_ARG, "%s: binding %u is a read-only weight", what,
                         d->binding);
-    if (d->offset > b->size)
-        return cpu_fail(r, BST_ERR_INVALID_ARG, "%s: offset %llu is past the %llu-byte buffer",
-                        what, (unsigned long long)d->offset, (unsigned long long)b->size);
-    if (!empty) {
-        int64_t lo, hi;
-        if (!byte_span(t, &lo, &hi) || (int64_t)d->offset + lo < 0 ||
-            (uint64_t)((int64_t)d->offset + lo) > b->size ||
-            hi > (int64_t)(b->size - d->offset))
-            return cpu_fail(r, BST_ERR_INVALID_ARG,
-                            "%s at offset %llu with its shape and strides reaches outside its "
-                            "%llu-byte buffer (binding %u)",
-                            what, (unsigned long long)d->offset, (unsigned long long)b->size,
-                            d->binding);
-        t->data = b->data + d->offset;
-    } else {
-        t->data = b->data; /* never dereferenced: no element */
-    }
+    if ((st = bstc_check_in_buffer(d, t->ne, t->nb, b->size, what, r->msg, sizeof r->msg)) !=
+        BST_OK)
+        return st;
+    t->data = b->data + d->offset; /* an empty tensor's is never dereferenced */
     return BST_OK;
 }
 
@@ -271,20 +136,11 @@ static bst_status resolve_node(cpu_run *r, const bind_env *env, const cpu_node *
 
 static uint64_t variant_hash(const cpu_node *n, const char *variant)
 {
-    uint64_t h = CPU_SOURCE_HASH ^ UINT64_C(0xcbf29ce484222325);
-    for (const char *c = variant; *c; c++) {
-        h ^= (uint8_t)*c;
-        h *= UINT64_C(0x100000001b3);
-    }
+    uint64_t h = bstc_fnv1a(CPU_SOURCE_HASH ^ BSTC_FNV_SEED, variant, strlen(variant));
     uint32_t key[2 + BST_MAX_INPUTS] = {(uint32_t)n->op, n->out.dtype};
     for (uint32_t i = 0; i < n->n_inputs; i++)
         key[2 + i] = n->in[i].dtype;
-    const uint8_t *p = (const uint8_t *)key;
-    for (size_t i = 0; i < sizeof key; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
+    return bstc_fnv1a(h, key, sizeof key);
 }
 
 static bst_status check_node(cpu_run *r, const cpu_node *n)
@@ -328,18 +184,12 @@ static uint32_t node_variants(const cpu_device *dev, const cpu_run *r,
 bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant *out_variants,
                      size_t stride, uint32_t capacity, uint32_t *out_count)
 {
-    if (!out_count || !node || (capacity && !out_variants)) {
-        cpu_host->set_error("cpu: query: NULL argument");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_count = 0;
-    if (capacity && stride < sizeof(bst_kernel_variant)) {
-        cpu_host->set_error("cpu: query: stride %zu < %zu", stride, sizeof(bst_kernel_variant));
-        return BST_ERR_ABI;
-    }
+    bst_status st = bstc_query_args(&cpu_plugin, node, out_variants, stride, capacity, out_count);
+    if (st != BST_OK)
+        return st;
     cpu_run *r = cpu_host->alloc(sizeof *r, 64);
     cpu_node *n = cpu_host->alloc(sizeof *n, 64);
-    bst_status st = BST_ERR_OUT_OF_MEMORY;
+    st = BST_ERR_OUT_OF_MEMORY;
     if (r && n) {
         /* Anything this backend cannot run is "unsupported", which is not an error; only an
          * incompatible descriptor is. */
@@ -355,13 +205,8 @@ bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant
                 uint32_t count = node_variants(device, r, fast, fused);
                 *out_count = count;
                 for (uint32_t i = 0; i < count && i < capacity; i++) {
-                    bst_kernel_variant v;
-                    memset(&v, 0, sizeof v);
-                    v.struct_size = (uint32_t)sizeof v;
-                    snprintf(v.name, sizeof v.name, "%s",
-                             fused[i] ? fused[i]->name : fast[i] ? fast[i]->name : "ref");
-                    v.source_hash = variant_hash(n, v.name);
-                    memcpy((uint8_t *)out_variants + i * stride, &v, sizeof v);
+                    const char *name = fused[i] ? fused[i]->name : fast[i] ? fast[i]->name : "ref";
+                    bstc_put_variant(out_variants, stride, i, name, variant_hash(n, name));
                 }
             }
             st = BST_OK;
@@ -406,16 +251,9 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
         return BST_ERR_INVALID_ARG;
     }
     *out_executable = NULL;
-    if (partition->struct_size < sizeof(bst_partition_desc)) {
-        cpu_host->set_error("cpu: compile: partition descriptor of %u bytes is too small",
-                            partition->struct_size);
-        return BST_ERR_ABI;
-    }
-    if (partition->n_nodes && !partition->nodes) {
-        cpu_host->set_error("cpu: compile: NULL node array");
-        return BST_ERR_INVALID_ARG;
-    }
-    bst_status st = cpu_injected_fault("compile");
+    bst_status st = bstc_check_partition(&cpu_plugin, partition);
+    if (st == BST_OK)
+        st = cpu_injected_fault("compile");
     if (st != BST_OK)
         return st;
 
@@ -453,12 +291,8 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
                 n->fused = fused[src->variant];
             }
         }
-        for (uint32_t k = 0; st == BST_OK && k <= n->n_inputs; k++) {
-            const bst_tensor_desc *d = k < n->n_inputs ? &n->in[k] : &n->out;
-            if (d->binding >= partition->n_bindings)
-                st = cpu_fail(r, BST_ERR_INVALID_ARG, "binding %u of %u", d->binding,
-                              partition->n_bindings);
-        }
+        if (st == BST_OK)
+            st = bstc_check_bindings(&n->base, partition->n_bindings, r->msg, sizeof r->msg);
         if (st != BST_OK) {
             const op_impl *impl = src ? impl_of(src->op) : NULL;
             cpu_host->set_error("cpu: compile: node %u (%s): %s", i,
@@ -479,13 +313,6 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
 }
 
 /* --- execute --- */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
 
 /* Per-worker row buffers for the current pool size. */
 static bst_status ensure_scratch(cpu_executable *e, uint32_t workers)
@@ -533,15 +360,10 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         cpu_host->set_error("cpu: execute: NULL buffer array");
         return BST_ERR_INVALID_ARG;
     }
-    bst_run_params none = {.struct_size = (uint32_t)sizeof none, .n_tokens = -1, .n_kv = -1};
-    if (!params) {
-        params = &none; /* fine unless a symbolic dim needs a value (then -1 is refused) */
-    } else if (params->struct_size < sizeof(bst_run_params)) {
-        cpu_host->set_error("cpu: execute: run params of %u bytes are too small",
-                            params->struct_size);
-        return BST_ERR_ABI;
-    }
-    bst_status st = cpu_injected_fault("execute");
+    bst_run_params run; /* NULL params are fine unless a symbolic dim needs a value */
+    bst_status st = bstc_run_params(&cpu_plugin, params, &run);
+    if (st == BST_OK)
+        st = cpu_injected_fault("execute");
     if (st != BST_OK)
         return st;
     uint32_t workers = cpu_host->num_workers ? cpu_host->num_workers() : 1;
@@ -554,8 +376,8 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         cpu_host->set_error("cpu: execute: out of memory");
         return BST_ERR_OUT_OF_MEMORY;
     }
-    uint64_t t0 = now_ns();
-    bind_env env = {buffers, n_buffers, params};
+    uint64_t t0 = bstc_now_ns();
+    bind_env env = {buffers, n_buffers, &run};
     static const void *const no_buffers[1] = {NULL};
     if (!buffers)
         env.buffers = (void *const *)no_buffers; /* resolve treats NULL as "shapes only" */
@@ -579,7 +401,7 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         if (st != BST_OK)
             cpu_host->set_error("cpu: execute: node %u (%s): %s", i, impl->name, r->msg);
     }
-    e->last_ns = now_ns() - t0;
+    e->last_ns = bstc_now_ns() - t0;
     cpu_host->free(r);
     return st;
 }

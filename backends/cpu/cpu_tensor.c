@@ -1,7 +1,7 @@
 /*
  * Row access shared by every CPU kernel: reading a row of any dtype and byte strides as f32,
- * writing an f32 row into any storable dtype, dtype geometry, attributes, errors, and the
- * bridge to the host's thread pool.
+ * writing an f32 row into any storable dtype, which dtypes those are, errors, and the bridge to
+ * the host's thread pool (dtype geometry and attributes: bst_backend_common.h).
  *
  * All element access goes through memcpy: strides are arbitrary bytes and weights come from a
  * file mapping, so no element is assumed to be aligned for its type.
@@ -39,90 +39,15 @@ bst_status cpu_async_result(cpu_run *r, const char *what)
 
 /* --- dtypes --- */
 
-typedef struct dtype_info {
-    const char *name;
-    uint32_t block_size, block_bytes;
-    bool loadable, storable;
-} dtype_info;
-
-static const dtype_info dtypes[BST_DTYPE_COUNT] = {
-    [BST_DTYPE_F32] = {"f32", 1, 4, true, true},
-    [BST_DTYPE_F16] = {"f16", 1, 2, true, true},
-    [BST_DTYPE_BF16] = {"bf16", 1, 2, true, true},
-    [BST_DTYPE_I32] = {"i32", 1, 4, true, false},
-    [BST_DTYPE_I8] = {"i8", 1, 1, true, false},
-    [BST_DTYPE_Q4_0] = {"q4_0", 32, 18, true, true},
-    [BST_DTYPE_Q4_1] = {"q4_1", 32, 20, true, true},
-    [BST_DTYPE_Q5_0] = {"q5_0", 32, 22, true, true},
-    [BST_DTYPE_Q5_1] = {"q5_1", 32, 24, true, true},
-    [BST_DTYPE_Q8_0] = {"q8_0", 32, 34, true, true},
-};
-
-static const dtype_info *dtype_get(uint32_t dtype)
-{
-    if (dtype >= BST_DTYPE_COUNT || !dtypes[dtype].name)
-        return NULL;
-    return &dtypes[dtype];
-}
-
-bool cpu_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes)
-{
-    const dtype_info *d = dtype_get(dtype);
-    if (!d)
-        return false;
-    *out_block_size = d->block_size;
-    *out_block_bytes = d->block_bytes;
-    return true;
-}
-
-const char *cpu_dtype_name(uint32_t dtype)
-{
-    const dtype_info *d = dtype_get(dtype);
-    return d ? d->name : "invalid";
-}
-
-bool cpu_is_block(uint32_t dtype)
-{
-    const dtype_info *d = dtype_get(dtype);
-    return d && d->block_size > 1;
-}
-
 bool cpu_is_loadable(uint32_t dtype)
 {
-    const dtype_info *d = dtype_get(dtype);
-    return d && d->loadable;
+    uint32_t bs, bb;
+    return bstc_dtype_geometry(dtype, &bs, &bb); /* every dtype there is */
 }
 
 bool cpu_is_storable(uint32_t dtype)
 {
-    const dtype_info *d = dtype_get(dtype);
-    return d && d->storable;
-}
-
-/* --- attributes --- */
-
-const bst_attr *cpu_attr(const cpu_node *n, bst_attr_key key)
-{
-    for (uint32_t i = 0; i < n->n_attrs; i++)
-        if (n->attrs[i].key == (uint32_t)key)
-            return &n->attrs[i];
-    return NULL;
-}
-
-double cpu_attr_float(const cpu_node *n, bst_attr_key key, double fallback)
-{
-    const bst_attr *a = cpu_attr(n, key);
-    if (!a)
-        return fallback;
-    return a->kind == BST_ATTR_KIND_FLOAT ? a->f : (double)a->ints[0];
-}
-
-int64_t cpu_attr_int(const cpu_node *n, bst_attr_key key, int64_t fallback)
-{
-    const bst_attr *a = cpu_attr(n, key);
-    if (!a || a->kind == BST_ATTR_KIND_FLOAT)
-        return fallback;
-    return a->ints[0];
+    return cpu_is_loadable(dtype) && dtype != BST_DTYPE_I32 && dtype != BST_DTYPE_I8;
 }
 
 /* --- rows --- */

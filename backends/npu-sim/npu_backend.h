@@ -32,6 +32,8 @@
 
 #include <bastion/backend.h>
 
+#include "bst_backend_common.h"
+
 #include <stdatomic.h>
 
 #define NPU_BACKEND_NAME "npu-sim"
@@ -39,6 +41,7 @@
 
 /* The host's services, set once by bst_backend_entry. */
 extern const bst_host_api *npu_host;
+extern bstc_plugin npu_plugin; /* name and the same host table, for bst_backend_common.h */
 
 enum {
     NPU_MAGIC_CTX = 0x4e505543u,
@@ -200,7 +203,6 @@ bst_status npu_instr_check(const npu_instr *in, uint32_t n_bindings);
 uint8_t *npu_cache_load(const npu_device *dev, uint64_t key, size_t *out_size);
 void npu_cache_store(const npu_device *dev, uint64_t key, const uint8_t *blob, size_t size);
 
-uint64_t npu_fnv(uint64_t h, const void *data, size_t n);
 #define NPU_FNV_SEED UINT64_C(0xcbf29ce484222325)
 
 /* --- api entries --- */

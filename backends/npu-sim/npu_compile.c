@@ -702,7 +702,7 @@ bst_status npu_compile(void *device, const bst_partition_desc *partition, void *
     /* The key (the file name) covers what the stream computes; the cache header records the
      * device model and its description, the plugin version and the source hash, so the same
      * partition compiled for another chip or by another plugin build is found and rejected. */
-    uint64_t key = npu_fnv(NPU_FNV_SEED, blob, instr_section(blob, size));
+    uint64_t key = bstc_fnv1a(NPU_FNV_SEED, blob, instr_section(blob, size));
     size_t csize = 0;
     uint8_t *cached = npu_cache_load(dev, key, &csize);
     npu_executable *e = NULL;

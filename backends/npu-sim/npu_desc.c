@@ -177,8 +177,8 @@ bst_status npu_desc_parse(const char *text, size_t len, const char *origin, npu_
     out->launch_ns = val[K_LAUNCH];
     out->memory_bytes = (uint64_t)(val[K_MEMORY] * 1048576.0);
     out->activation_bits = (uint32_t)val[K_ACT_BITS];
-    uint64_t h = npu_fnv(NPU_FNV_SEED, out->model, strlen(out->model) + 1);
-    out->hash = npu_fnv(h, val, sizeof val);
+    uint64_t h = bstc_fnv1a(NPU_FNV_SEED, out->model, strlen(out->model) + 1);
+    out->hash = bstc_fnv1a(h, val, sizeof val);
     return BST_OK;
 }
 

@@ -14,16 +14,7 @@
 #include <string.h>
 
 const bst_host_api *npu_host;
-
-uint64_t npu_fnv(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
+bstc_plugin npu_plugin = {.name = NPU_BACKEND_NAME};
 
 float npu_round_f16(float x)
 {
@@ -74,7 +65,7 @@ static bst_status fill_info(const npu_desc *d, bst_device_info *info)
     info->max_binding_bytes = d->memory_bytes;
     info->unified_memory = false;
     info->self_threaded = false;
-    uint64_t h = npu_fnv(d->hash, NPU_BACKEND_VERSION, sizeof NPU_BACKEND_VERSION);
+    uint64_t h = bstc_fnv1a(d->hash, NPU_BACKEND_VERSION, sizeof NPU_BACKEND_VERSION);
     info->fingerprint = h ? h : 1;
     return BST_OK;
 }
@@ -82,7 +73,7 @@ static bst_status fill_info(const npu_desc *d, bst_device_info *info)
 static bst_status npu_enumerate(void *ctx, bst_device_info *out_infos, size_t stride,
                                 uint32_t capacity, uint32_t *out_count)
 {
-    if (ctx != &g_ctx || !out_count || (capacity > 0 && !out_infos)) {
+    if (ctx != &g_ctx) {
         npu_host->set_error("npu-sim: enumerate: bad arguments");
         return BST_ERR_INVALID_ARG;
     }
@@ -90,22 +81,11 @@ static bst_status npu_enumerate(void *ctx, bst_device_info *out_infos, size_t st
     bst_status st = npu_desc_load(secure_getenv("BASTION_NPU_SIM_DEVICE"), &d);
     if (st != BST_OK)
         return st;
-    *out_count = 1;
-    if (capacity == 0)
-        return BST_OK;
-    bst_device_info *info = out_infos;
-    if (stride < sizeof(uint32_t) || info->struct_size < offsetof(bst_device_info, fingerprint) +
-                                                           sizeof info->fingerprint) {
-        npu_host->set_error("npu-sim: enumerate: device info struct too small");
-        return BST_ERR_INVALID_ARG;
-    }
     bst_device_info full;
     full.struct_size = (uint32_t)sizeof full;
     fill_info(&d, &full);
-    uint32_t keep = info->struct_size < sizeof full ? info->struct_size : (uint32_t)sizeof full;
-    memcpy(info, &full, keep);
-    info->struct_size = keep;
-    return BST_OK;
+    return bstc_enumerate_out(&npu_plugin, out_infos, stride, capacity, out_count, &full,
+                              sizeof full, 1);
 }
 
 npu_device *npu_device_get(void *handle)
@@ -165,25 +145,15 @@ static void npu_device_close(void *device)
 
 BST_BACKEND_ENTRY
 {
-    if (!host || host->struct_size < offsetof(bst_host_api, fault) + sizeof host->fault ||
-        !host->set_error || !host->log || !host->alloc || !host->free || !host->dequantize)
-        return BST_ERR_ABI;
-    if (host_abi < 1u) {
-        host->set_error("npu-sim: host ABI %u is older than 1", host_abi);
-        return BST_ERR_ABI;
-    }
-    if (!out || out->struct_size < offsetof(bst_backend_api, last_execute_ns) +
-                                       sizeof out->last_execute_ns) {
-        host->set_error("npu-sim: backend table too small");
-        return BST_ERR_ABI;
-    }
+    uint32_t size = 0;
+    bst_status st = bstc_entry_begin(&npu_plugin, host, host_abi, out, BSTC_NEEDS_DEQUANTIZE,
+                                     &size);
+    if (st != BST_OK)
+        return st;
     npu_host = host;
-    uint32_t size = out->struct_size;
     bst_backend_api api;
     memset(&api, 0, sizeof api);
-    api.struct_size = (uint32_t)sizeof api;
     /* Events (v2) are not offered: the host synchronizes around execute. */
-    api.abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
     api.name = NPU_BACKEND_NAME;
     api.version = NPU_BACKEND_VERSION;
     api.ctx = &g_ctx;
@@ -203,8 +173,6 @@ BST_BACKEND_ENTRY
     api.executable_free = npu_executable_free;
     api.execute = npu_execute;
     api.last_execute_ns = npu_last_execute_ns;
-    uint32_t keep = size < sizeof api ? size : (uint32_t)sizeof api;
-    memcpy(out, &api, keep);
-    out->struct_size = keep;
+    bstc_entry_publish(out, size, host_abi, &api);
     return BST_OK;
 }

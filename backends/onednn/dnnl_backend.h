@@ -24,6 +24,8 @@
 
 #include <bastion/backend.h>
 
+#include "bst_backend_common.h"
+
 #define DNNL_BACKEND_NAME "onednn"
 #define DNNL_BACKEND_VERSION "0.1.0"
 #define DNNL_MSG_MAX 1024
@@ -34,6 +36,7 @@
 #define DNNL_MAX_STEPS 2
 
 extern const bst_host_api *dnnl_host;
+extern bstc_plugin dnnl_plugin; /* name and the same host table, for bst_backend_common.h */
 
 enum {
     DNNL_MAGIC_CTX = 0x444e4e43u,
@@ -110,11 +113,12 @@ typedef struct dnnl_step {
 } dnnl_step;
 
 typedef struct dnnl_node {
-    bst_op op;
-    uint32_t n_inputs, n_attrs, variant;
-    bst_tensor_desc in[BST_MAX_INPUTS];
-    bst_tensor_desc out;
-    bst_attr attrs[BST_MAX_ATTRS];
+    union { /* the descriptors (bst_backend_common.h), fields reachable directly */
+        bstc_node base;
+        struct {
+            BSTC_NODE_FIELDS
+        };
+    };
     bool symbolic;
     /* The cached plan: built for the extents in key[] (n_tokens, n_kv; -1 when unbound). */
     bool planned;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 const bst_host_api *dnnl_host;
+bstc_plugin dnnl_plugin = {.name = DNNL_BACKEND_NAME};
 
 /* Debian builds oneDNN with OpenMP (DNNL_CPU_THREADING_RUNTIME == OMP) and the plugin links the
  * same libgomp; declared here so no omp.h (which clang may not ship) is needed. */
@@ -59,16 +60,6 @@ void dnnl_apply_threads(const dnnl_dev *d)
 
 /* --- device description --- */
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 static const char *isa_name(dnnl_cpu_isa_t isa)
 {
     switch (isa) {
@@ -110,9 +101,9 @@ static void describe_device(bst_device_info *info)
     char extra[64];
     snprintf(extra, sizeof extra, "/%ld/%u", sysconf(_SC_NPROCESSORS_CONF), (unsigned)isa);
     uint64_t h = UINT64_C(0xcbf29ce484222325);
-    h = fnv1a(h, info->driver_version, strlen(info->driver_version));
-    h = fnv1a(h, info->name, strlen(info->name));
-    h = fnv1a(h, extra, strlen(extra));
+    h = bstc_fnv1a(h, info->driver_version, strlen(info->driver_version));
+    h = bstc_fnv1a(h, info->name, strlen(info->name));
+    h = bstc_fnv1a(h, extra, strlen(extra));
     info->fingerprint = h;
 }
 
@@ -377,23 +368,10 @@ static bst_status dnnl_enumerate(void *ctx, bst_device_info *out_infos, size_t s
                                  uint32_t capacity, uint32_t *out_count)
 {
     (void)ctx;
-    if (!out_count || (capacity > 0 && !out_infos)) {
-        dnnl_host->set_error("onednn: enumerate: NULL output");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_count = 1;
-    if (capacity == 0)
-        return BST_OK;
-    if (stride < sizeof(bst_device_info) || out_infos->struct_size < sizeof(bst_device_info)) {
-        dnnl_host->set_error("onednn: enumerate: stride %zu / struct_size %u smaller than the "
-                             "%zu bytes of bst_device_info",
-                             stride, out_infos->struct_size, sizeof(bst_device_info));
-        return BST_ERR_ABI;
-    }
     bst_device_info info;
     describe_device(&info);
-    memcpy(out_infos, &info, sizeof info);
-    return BST_OK;
+    return bstc_enumerate_out(&dnnl_plugin, out_infos, stride, capacity, out_count, &info,
+                              sizeof info, 1);
 }
 
 static bst_status dnnl_device_open(void *ctx, uint32_t index, void **out_device)
@@ -471,65 +449,40 @@ static bst_status dnnl_set_num_threads(void *device, uint32_t n)
     return BST_OK;
 }
 
-static bool host_usable(const bst_host_api *host)
-{
-    return host->log && host->set_error && host->alloc && host->free && host->dequantize;
-}
-
 BST_BACKEND_ENTRY
 {
-    if (!host || host->struct_size < sizeof(bst_host_api))
-        return BST_ERR_ABI;
-    if (host_abi < BST_ABI_VERSION_MIN) {
-        if (host->set_error)
-            host->set_error("onednn: host ABI %u is older than the oldest this plugin speaks "
-                            "(%u)", host_abi, BST_ABI_VERSION_MIN);
-        return BST_ERR_ABI;
-    }
-    if (!host_usable(host)) {
-        if (host->set_error)
-            host->set_error("onednn: host service table lacks a required service");
-        return BST_ERR_ABI;
-    }
-    if (!out) {
-        host->set_error("onednn: entry: NULL output table");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (out->struct_size < offsetof(bst_backend_api, event_create)) {
-        host->set_error("onednn: backend table of %u bytes is smaller than the %zu this plugin "
-                        "fills", out->struct_size, offsetof(bst_backend_api, event_create));
-        return BST_ERR_ABI;
-    }
+    uint32_t host_struct_size = 0;
+    bst_status st = bstc_entry_begin(&dnnl_plugin, host, host_abi, out, BSTC_NEEDS_DEQUANTIZE,
+                                     &host_struct_size);
+    if (st != BST_OK)
+        return st;
     dnnl_host = host;
-    dnnl_ctx *ctx = host->alloc(sizeof *ctx, 64);
-    if (!ctx) {
-        host->set_error("onednn: entry: out of memory");
+    dnnl_ctx *ctx = bstc_alloc_zero(&dnnl_plugin, sizeof *ctx, "entry");
+    if (!ctx)
         return BST_ERR_OUT_OF_MEMORY;
-    }
     ctx->magic = DNNL_MAGIC_CTX;
-    uint32_t size = out->struct_size;
-    memset(out, 0, size < sizeof *out ? size : sizeof *out);
-    out->struct_size = size < sizeof *out ? size : (uint32_t)sizeof *out;
-    out->abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
-    out->name = DNNL_BACKEND_NAME;
-    out->version = DNNL_BACKEND_VERSION;
-    out->ctx = ctx;
-    out->destroy = dnnl_destroy;
-    out->enumerate = dnnl_enumerate;
-    out->device_open = dnnl_device_open;
-    out->device_close = dnnl_device_close;
-    out->set_num_threads = dnnl_set_num_threads;
-    out->query = dnnl_query;
-    out->buffer_alloc = dnnl_buffer_alloc;
-    out->buffer_free = dnnl_buffer_free;
-    out->buffer_write = dnnl_buffer_write;
-    out->buffer_read = dnnl_buffer_read;
-    out->buffer_copy = dnnl_buffer_copy;
-    out->buffer_map = dnnl_buffer_map;
-    out->prepare_weight = dnnl_prepare_weight;
-    out->compile = dnnl_compile;
-    out->executable_free = dnnl_executable_free;
-    out->execute = dnnl_execute;
-    out->last_execute_ns = dnnl_last_execute_ns;
+    const bst_backend_api api = {
+        .name = DNNL_BACKEND_NAME,
+        .version = DNNL_BACKEND_VERSION,
+        .ctx = ctx,
+        .destroy = dnnl_destroy,
+        .enumerate = dnnl_enumerate,
+        .device_open = dnnl_device_open,
+        .device_close = dnnl_device_close,
+        .set_num_threads = dnnl_set_num_threads,
+        .query = dnnl_query,
+        .buffer_alloc = dnnl_buffer_alloc,
+        .buffer_free = dnnl_buffer_free,
+        .buffer_write = dnnl_buffer_write,
+        .buffer_read = dnnl_buffer_read,
+        .buffer_copy = dnnl_buffer_copy,
+        .buffer_map = dnnl_buffer_map,
+        .prepare_weight = dnnl_prepare_weight,
+        .compile = dnnl_compile,
+        .executable_free = dnnl_executable_free,
+        .execute = dnnl_execute,
+        .last_execute_ns = dnnl_last_execute_ns,
+    };
+    bstc_entry_publish(out, host_struct_size, host_abi, &api);
     return BST_OK;
 }

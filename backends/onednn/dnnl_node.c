@@ -16,7 +16,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct dnnl_exec {
     uint32_t magic;
@@ -65,32 +64,12 @@ bst_status dnnl_scratch(dnnl_run *r, uint64_t size, uint8_t **out)
 
 /* --- dtypes --- */
 
-typedef struct dtype_info {
-    const char *name;
-    uint32_t block_size, block_bytes;
-} dtype_info;
-
-static const dtype_info dtypes[BST_DTYPE_COUNT] = {
-    [BST_DTYPE_F32] = {"f32", 1, 4},    [BST_DTYPE_F16] = {"f16", 1, 2},
-    [BST_DTYPE_BF16] = {"bf16", 1, 2},  [BST_DTYPE_I32] = {"i32", 1, 4},
-    [BST_DTYPE_I8] = {"i8", 1, 1},      [BST_DTYPE_Q4_0] = {"q4_0", 32, 18},
-    [BST_DTYPE_Q4_1] = {"q4_1", 32, 20}, [BST_DTYPE_Q5_0] = {"q5_0", 32, 22},
-    [BST_DTYPE_Q5_1] = {"q5_1", 32, 24}, [BST_DTYPE_Q8_0] = {"q8_0", 32, 34},
-};
-
 bool dnnl_dtype_geometry(uint32_t dtype, uint32_t *out_block_size, uint32_t *out_block_bytes)
 {
-    if (dtype >= BST_DTYPE_COUNT || !dtypes[dtype].name)
-        return false;
-    *out_block_size = dtypes[dtype].block_size;
-    *out_block_bytes = dtypes[dtype].block_bytes;
-    return true;
+    return bstc_dtype_geometry(dtype, out_block_size, out_block_bytes);
 }
 
-const char *dnnl_dtype_str(uint32_t dtype)
-{
-    return dtype < BST_DTYPE_COUNT && dtypes[dtype].name ? dtypes[dtype].name : "invalid";
-}
+const char *dnnl_dtype_str(uint32_t dtype) { return bstc_dtype_name(dtype); }
 
 bool dnnl_is_qweight(uint32_t dtype)
 {
@@ -99,107 +78,35 @@ bool dnnl_is_qweight(uint32_t dtype)
 
 double dnnl_attr_float(const dnnl_node *n, bst_attr_key key, double fallback)
 {
-    for (uint32_t i = 0; i < n->n_attrs; i++)
-        if (n->attrs[i].key == (uint32_t)key)
-            return n->attrs[i].kind == BST_ATTR_KIND_FLOAT ? n->attrs[i].f
-                                                           : (double)n->attrs[i].ints[0];
-    return fallback;
+    return bstc_attr_float(&n->base, key, fallback);
 }
 
 /* --- descriptors --- */
 
-static bst_status check_desc(dnnl_run *r, const bst_tensor_desc *d, const char *what)
+/* Any op this backend names, with up to BST_MAX_INPUTS inputs (each op's check counts them). */
+static bool arity(uint32_t op, bstc_op_arity *out)
 {
-    uint32_t bs, bb;
-    if (!dnnl_dtype_geometry(d->dtype, &bs, &bb))
-        return dnnl_rfail(r, BST_ERR_UNSUPPORTED, "%s has unknown dtype %u", what, d->dtype);
-    if (d->layout != BST_LAYOUT_NATIVE &&
-        !((d->layout == DNNL_LAYOUT_S8ROWS || d->layout == DNNL_LAYOUT_BF16ROWS) &&
-          dnnl_is_qweight(d->dtype)))
-        return dnnl_rfail(r, BST_ERR_UNSUPPORTED, "%s has layout %u", what, d->layout);
-    if (d->rank > BST_MAX_DIMS)
-        return dnnl_rfail(r, BST_ERR_SHAPE, "%s has rank %u", what, d->rank);
-    for (uint32_t i = 0; i < d->rank; i++) {
-        if (d->shape[i] < 0 || d->shape[i] > (INT64_C(1) << 40))
-            return dnnl_rfail(r, BST_ERR_SHAPE, "%s dim %u (%lld) is out of range", what, i,
-                              (long long)d->shape[i]);
-        if (d->strides[i] < -(INT64_C(1) << 48) || d->strides[i] > (INT64_C(1) << 48))
-            return dnnl_rfail(r, BST_ERR_SHAPE, "%s stride %u is out of range", what, i);
-        if (d->sym[i] >= BST_SYM_COUNT)
-            return dnnl_rfail(r, BST_ERR_UNSUPPORTED, "%s dim %u has unknown symbol %u", what,
-                              i, d->sym[i]);
-    }
-    if (bs > 1 && (d->rank == 0 || d->shape[d->rank - 1] % bs != 0 ||
-                   d->strides[d->rank - 1] != (int64_t)bb))
-        return dnnl_rfail(r, BST_ERR_SHAPE, "%s (%s) must have whole, contiguous blocks", what,
-                          dnnl_dtype_str(d->dtype));
-    return BST_OK;
+    const char *name = dnnl_op_name(op);
+    if (!name)
+        return false;
+    *out = (bstc_op_arity){name, 0, BST_MAX_INPUTS};
+    return true;
 }
 
-static bst_status copy_desc(dnnl_run *r, const bst_tensor_desc *src, bst_tensor_desc *dst,
-                            const char *what)
+/* Inputs may be the weights prepare_weight requantized. */
+static bool layout_ok(uint32_t dtype, uint32_t layout)
 {
-    if (!src)
-        return dnnl_rfail(r, BST_ERR_INVALID_ARG, "%s descriptor is NULL", what);
-    if (src->struct_size < sizeof(bst_tensor_desc))
-        return dnnl_rfail(r, BST_ERR_ABI, "%s descriptor has struct_size %u < %zu", what,
-                          src->struct_size, sizeof(bst_tensor_desc));
-    memcpy(dst, src, sizeof *dst);
-    dst->struct_size = (uint32_t)sizeof *dst;
-    return check_desc(r, dst, what);
+    return (layout == DNNL_LAYOUT_S8ROWS || layout == DNNL_LAYOUT_BF16ROWS) &&
+           dnnl_is_qweight(dtype);
 }
 
 static bst_status copy_node(dnnl_run *r, const bst_node_desc *src, dnnl_node *dst)
 {
     memset(dst, 0, sizeof *dst);
-    if (!src)
-        return dnnl_rfail(r, BST_ERR_INVALID_ARG, "node descriptor is NULL");
-    if (src->struct_size < sizeof(bst_node_desc))
-        return dnnl_rfail(r, BST_ERR_ABI, "node descriptor has struct_size %u < %zu",
-                          src->struct_size, sizeof(bst_node_desc));
-    if (!dnnl_op_name(src->op))
-        return dnnl_rfail(r, BST_ERR_UNSUPPORTED, "op %u is not run by this backend", src->op);
-    dst->op = (bst_op)src->op;
-    dst->variant = src->variant;
-    if (src->n_inputs > BST_MAX_INPUTS || src->n_attrs > BST_MAX_ATTRS)
-        return dnnl_rfail(r, BST_ERR_INVALID_ARG, "%u inputs / %u attributes", src->n_inputs,
-                          src->n_attrs);
-    if ((src->n_inputs && !src->inputs) || (src->n_attrs && !src->attrs))
-        return dnnl_rfail(r, BST_ERR_INVALID_ARG, "NULL input or attribute array");
-    dst->n_inputs = src->n_inputs;
-    char what[32];
-    for (uint32_t i = 0; i < src->n_inputs; i++) {
-        snprintf(what, sizeof what, "input %u", i);
-        bst_status st = copy_desc(r, src->inputs[i], &dst->in[i], what);
-        if (st != BST_OK)
-            return st;
-    }
-    bst_status st = copy_desc(r, src->output, &dst->out, "output");
-    if (st != BST_OK)
-        return st;
-    if (dst->out.layout != BST_LAYOUT_NATIVE)
-        return dnnl_rfail(r, BST_ERR_UNSUPPORTED, "output has layout %u", dst->out.layout);
-    for (uint32_t i = 0; i < src->n_attrs; i++) {
-        const bst_attr *a = src->attrs[i];
-        if (!a || a->struct_size < sizeof(bst_attr))
-            return dnnl_rfail(r, BST_ERR_ABI, "attribute %u is NULL or too small", i);
-        if (a->key == BST_ATTR_NONE || a->key >= BST_ATTR_COUNT)
-            return dnnl_rfail(r, BST_ERR_UNSUPPORTED, "unknown attribute key %u", a->key);
-        if (a->kind > BST_ATTR_KIND_INTS ||
-            (a->kind == BST_ATTR_KIND_INTS && a->count > BST_MAX_DIMS))
-            return dnnl_rfail(r, BST_ERR_INVALID_ARG, "attribute %u has a bad kind or count", i);
-        memcpy(&dst->attrs[i], a, sizeof(bst_attr));
-        dst->attrs[i].struct_size = (uint32_t)sizeof(bst_attr);
-    }
-    dst->n_attrs = src->n_attrs;
-    for (uint32_t i = 0; i <= dst->n_inputs; i++) {
-        const bst_tensor_desc *d = i < dst->n_inputs ? &dst->in[i] : &dst->out;
-        for (uint32_t k = 0; k < d->rank; k++)
-            if (d->sym[k] != BST_SYM_NONE)
-                dst->symbolic = true;
-    }
+    bst_status st = bstc_copy_node(src, arity, layout_ok, &dst->base, r->msg, sizeof r->msg);
+    dst->symbolic = st == BST_OK && bstc_node_symbolic(&dst->base);
     dst->key[0] = dst->key[1] = -1;
-    return BST_OK;
+    return st;
 }
 
 /* --- resolution --- */
@@ -210,27 +117,6 @@ typedef struct bind_env {
     const bst_run_params *params;
 } bind_env;
 
-static bool byte_span(const dnnl_tensor *t, int64_t *out_lo, int64_t *out_hi)
-{
-    uint32_t bs, bb;
-    if (!dnnl_dtype_geometry(t->dtype, &bs, &bb))
-        return false;
-    int64_t lo = 0, hi = (int64_t)bb;
-    for (int d = 0; d < 4; d++) {
-        int64_t count = d == 3 ? t->ne[3] / bs : t->ne[d];
-        int64_t ext;
-        if (count <= 1)
-            continue;
-        if (__builtin_mul_overflow(count - 1, t->nb[d], &ext))
-            return false;
-        if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi))
-            return false;
-    }
-    *out_lo = lo;
-    *out_hi = hi;
-    return true;
-}
-
 static bst_status resolve(dnnl_run *r, const bind_env *env, const bst_tensor_desc *d,
                           dnnl_tensor *t, const char *what)
 {
@@ -238,34 +124,11 @@ static bst_status resolve(dnnl_run *r, const bind_env *env, const bst_tensor_des
     t->dtype = d->dtype;
     t->layout = d->layout;
     t->rank = d->rank;
-    uint32_t pad = BST_MAX_DIMS - d->rank;
-    for (int i = 0; i < 4; i++) {
-        t->ne[i] = 1;
-        t->nb[i] = 0;
-    }
-    bool empty = false;
-    for (uint32_t i = 0; i < d->rank; i++) {
-        int64_t n = d->shape[i];
-        if (d->sym[i] != BST_SYM_NONE && env->params) {
-            int64_t v = d->sym[i] == BST_SYM_N_TOKENS ? env->params->n_tokens : env->params->n_kv;
-            if (v < 0 || v > n)
-                return dnnl_rfail(r, BST_ERR_INVALID_ARG,
-                                  "%s dim %u: %s = %lld is outside 0..%lld (its bound)", what, i,
-                                  d->sym[i] == BST_SYM_N_TOKENS ? "n_tokens" : "n_kv",
-                                  (long long)v, (long long)n);
-            n = v;
-        }
-        t->ne[pad + i] = n;
-        t->nb[pad + i] = d->strides[i];
-        empty = empty || n == 0;
-    }
-    uint32_t bs = 1, bb = 1;
-    dnnl_dtype_geometry(d->dtype, &bs, &bb);
-    if (t->ne[3] % bs != 0)
-        return dnnl_rfail(r, BST_ERR_SHAPE, "%s innermost extent %lld is not whole %s blocks",
-                          what, (long long)t->ne[3], dnnl_dtype_str(d->dtype));
+    bst_status st = bstc_pad_dims(d, env->params, t->ne, t->nb, what, r->msg, sizeof r->msg);
+    if (st != BST_OK)
+        return st;
     int64_t lo, hi;
-    if (!byte_span(t, &lo, &hi))
+    if (!bstc_byte_span(t->dtype, t->ne, t->nb, &lo, &hi))
         return dnnl_rfail(r, BST_ERR_OVERFLOW, "%s: its byte range overflows", what);
     if (!env->buffers)
         return BST_OK;
@@ -292,16 +155,8 @@ static bst_status resolve(dnnl_run *r, const bind_env *env, const bst_tensor_des
         return dnnl_rfail(r, BST_ERR_INVALID_ARG,
                           "%s: binding %u holds a repacked weight, but the tensor is native",
                           what, d->binding);
-    if (d->offset > b->size)
-        return dnnl_rfail(r, BST_ERR_INVALID_ARG, "%s: offset %llu is past the %llu-byte buffer",
-                          what, (unsigned long long)d->offset, (unsigned long long)b->size);
-    if (!empty && ((int64_t)d->offset + lo < 0 || hi > (int64_t)(b->size - d->offset)))
-        return dnnl_rfail(r, BST_ERR_INVALID_ARG,
-                          "%s at offset %llu reaches outside its %llu-byte buffer (binding %u)",
-                          what, (unsigned long long)d->offset, (unsigned long long)b->size,
-                          d->binding);
     t->ptr = b->data + d->offset;
-    return BST_OK;
+    return bstc_check_in_buffer(d, t->ne, t->nb, b->size, what, r->msg, sizeof r->msg);
 }
 
 static bst_status resolve_node(dnnl_run *r, const bind_env *env, dnnl_node *n)
@@ -356,11 +211,7 @@ static uint64_t variant_hash(const dnnl_node *n, const char *name)
     snprintf(text, sizeof text, "%s|%d.%d.%d|%s|%u|%d|%u", name, v->major, v->minor, v->patch,
              v->hash ? v->hash : "", (unsigned)n->op, (int)dnnl_get_effective_cpu_isa(),
              n->out.dtype);
-    uint64_t h = DNNL_PLUGIN_SOURCE_HASH;
-    for (const char *p = text; *p; p++) {
-        h ^= (uint8_t)*p;
-        h *= UINT64_C(0x100000001b3);
-    }
+    uint64_t h = bstc_fnv1a(DNNL_PLUGIN_SOURCE_HASH, text, strlen(text));
     for (uint32_t i = 0; i < n->n_inputs; i++) {
         h ^= n->in[i].dtype;
         h *= UINT64_C(0x100000001b3);
@@ -374,16 +225,9 @@ bst_status dnnl_query(void *device, const bst_node_desc *node, bst_kernel_varian
     dnnl_dev *d = device_of(device, "query");
     if (!d)
         return BST_ERR_INVALID_ARG;
-    if (!out_count || !node || (capacity && !out_variants)) {
-        dnnl_host->set_error("onednn: query: NULL argument");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_count = 0;
-    if (capacity && stride < sizeof(bst_kernel_variant)) {
-        dnnl_host->set_error("onednn: query: stride %zu < %zu", stride,
-                             sizeof(bst_kernel_variant));
-        return BST_ERR_ABI;
-    }
+    bst_status st = bstc_query_args(&dnnl_plugin, node, out_variants, stride, capacity, out_count);
+    if (st != BST_OK)
+        return st;
     dnnl_run *r = dnnl_host->alloc(sizeof *r, 64);
     dnnl_node *n = dnnl_host->alloc(sizeof *n, 64);
     if (!r || !n) {
@@ -395,7 +239,7 @@ bst_status dnnl_query(void *device, const bst_node_desc *node, bst_kernel_varian
     memset(r, 0, sizeof *r);
     r->dev = d;
     bind_env env = {0};
-    bst_status st = copy_node(r, node, n);
+    st = copy_node(r, node, n);
     if (st == BST_OK)
         st = resolve_node(r, &env, n);
     if (st == BST_OK)
@@ -416,14 +260,8 @@ bst_status dnnl_query(void *device, const bst_node_desc *node, bst_kernel_varian
         st = BST_OK; /* anything this backend cannot run is "unsupported", not an error */
     } else {
         *out_count = nv;
-        for (uint32_t i = 0; i < nv && i < capacity; i++) {
-            bst_kernel_variant v;
-            memset(&v, 0, sizeof v);
-            v.struct_size = (uint32_t)sizeof v;
-            snprintf(v.name, sizeof v.name, "%s", names[i]);
-            v.source_hash = variant_hash(n, names[i]);
-            memcpy((char *)out_variants + (size_t)i * stride, &v, sizeof v);
-        }
+        for (uint32_t i = 0; i < nv && i < capacity; i++)
+            bstc_put_variant(out_variants, stride, i, names[i], variant_hash(n, names[i]));
     }
     dnnl_host->free(r);
     dnnl_host->free(n);
@@ -454,11 +292,8 @@ static bst_status compile_node(dnnl_run *r, const bst_node_desc *src, dnnl_node 
     if (st != BST_OK || (st = resolve_node(r, &env, n)) != BST_OK ||
         (st = dnnl_op_check(r)) != BST_OK)
         return st;
-    for (uint32_t k = 0; k <= n->n_inputs; k++) {
-        const bst_tensor_desc *d = k < n->n_inputs ? &n->in[k] : &n->out;
-        if (d->binding >= n_bindings)
-            return dnnl_rfail(r, BST_ERR_INVALID_ARG, "binding %u of %u", d->binding, n_bindings);
-    }
+    if ((st = bstc_check_bindings(&n->base, n_bindings, r->msg, sizeof r->msg)) != BST_OK)
+        return st;
     const char *names[4];
     uint32_t nv = dnnl_op_variants(r, names, 4);
     if (n->variant >= nv)
@@ -479,16 +314,9 @@ bst_status dnnl_compile(void *device, const bst_partition_desc *partition, void 
         return BST_ERR_INVALID_ARG;
     }
     *out_executable = NULL;
-    if (partition->struct_size < sizeof(bst_partition_desc)) {
-        dnnl_host->set_error("onednn: compile: partition descriptor of %u bytes is too small",
-                             partition->struct_size);
-        return BST_ERR_ABI;
-    }
-    if (partition->n_nodes && !partition->nodes) {
-        dnnl_host->set_error("onednn: compile: NULL node array");
-        return BST_ERR_INVALID_ARG;
-    }
-    bst_status st = dnnl_injected_fault("compile");
+    bst_status st = bstc_check_partition(&dnnl_plugin, partition);
+    if (st == BST_OK)
+        st = dnnl_injected_fault("compile");
     if (st != BST_OK)
         return st;
     dnnl_exec *e = dnnl_host->alloc(sizeof *e, 64);
@@ -528,13 +356,6 @@ bst_status dnnl_compile(void *device, const bst_partition_desc *partition, void 
 
 /* --- execute --- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
-
 bst_status dnnl_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
                         const bst_run_params *params)
 {
@@ -550,15 +371,10 @@ bst_status dnnl_execute(void *device, void *executable, void *const *buffers, ui
         dnnl_host->set_error("onednn: execute: NULL buffer array");
         return BST_ERR_INVALID_ARG;
     }
-    bst_run_params none = {.struct_size = (uint32_t)sizeof none, .n_tokens = -1, .n_kv = -1};
-    if (!params) {
-        params = &none;
-    } else if (params->struct_size < sizeof(bst_run_params)) {
-        dnnl_host->set_error("onednn: execute: run params of %u bytes are too small",
-                             params->struct_size);
-        return BST_ERR_ABI;
-    }
-    bst_status st = dnnl_injected_fault("execute");
+    bst_run_params run;
+    bst_status st = bstc_run_params(&dnnl_plugin, params, &run);
+    if (st == BST_OK)
+        st = dnnl_injected_fault("execute");
     if (st != BST_OK)
         return st;
     dnnl_run *r = dnnl_host->alloc(sizeof *r, 64);
@@ -567,9 +383,10 @@ bst_status dnnl_execute(void *device, void *executable, void *const *buffers, ui
         return BST_ERR_OUT_OF_MEMORY;
     }
     dnnl_apply_threads(d);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bstc_now_ns();
     static void *const no_buffers[1] = {NULL};
-    bind_env env = {buffers ? buffers : no_buffers, n_buffers, params};
+    bind_env env = {buffers ? buffers : no_buffers, n_buffers, &run};
+    params = &run;
     for (uint32_t i = 0; i < e->n_nodes && st == BST_OK; i++) {
         dnnl_node *n = &e->nodes[i];
         memset(r, 0, sizeof *r);
@@ -598,7 +415,7 @@ bst_status dnnl_execute(void *device, void *executable, void *const *buffers, ui
                                  r->msg);
     }
     dnnl_host->free(r);
-    e->last_ns = now_ns() - t0;
+    e->last_ns = bstc_now_ns() - t0;
     return st;
 }
 
