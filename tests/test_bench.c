@@ -1,6 +1,6 @@
 /*
- * tests/test_bench.c — the benchmark harness (bench/): statistics, machine facts, case
- * selection and geometry, the JSON document, reports and comparisons.
+ * tests/test_bench.c — `bastion bench` end to end: the JSON documents of bench ops and bench
+ * model, reports and comparisons (the harness's parts alone: tests/test_bench_units.c).
  *
  * The schema check is this file's own validator, written from bench/SCHEMA.md (not from the
  * writer's code): it is run on a document produced by `bastion bench ops --quick`, and shown
@@ -9,6 +9,7 @@
  * GFLOP/s from the flop count and the median, ratios from the baselines).
  */
 #include "bench.h"
+#include "bench_schema_check.h"
 #include "runtime/model/gguf.h"
 #include "test_util.h"
 
@@ -32,744 +33,6 @@ extern char **environ;
 static bool near(double a, double b, double rel)
 {
     return fabs(a - b) <= rel * fmax(fabs(a), fabs(b)) + 1e-12;
-}
-
-/* --- statistics ---------------------------------------------------------------------------- */
-
-static void test_stats(void)
-{
-    bench_stats s;
-    const uint64_t odd[] = {5, 1, 3, 2, 4};
-    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(odd, 5, &s, NULL), BST_OK);
-    CU_ASSERT_EQUAL(s.n, 5);
-    CU_ASSERT_DOUBLE_EQUAL(s.median_ns, 3.0, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(s.min_ns, 1.0, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(s.max_ns, 5.0, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(s.mean_ns, 3.0, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(s.stddev_ns, sqrt(2.5), 1e-12); /* (4+1+0+1+4)/4 */
-    const uint64_t even[] = {10, 1, 3, 2};
-    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(even, 4, &s, NULL), BST_OK);
-    CU_ASSERT_DOUBLE_EQUAL(s.median_ns, 2.5, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(s.mean_ns, 4.0, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(s.stddev_ns, sqrt(50.0 / 3.0), 1e-12); /* 9+4+1+36 over 3 */
-    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(odd, 1, &s, NULL), BST_OK);
-    CU_ASSERT_DOUBLE_EQUAL(s.stddev_ns, 0.0, 1e-12);
-    CU_ASSERT_EQUAL_FATAL(bench_stats_compute(NULL, 0, &s, NULL), BST_OK);
-    CU_ASSERT_EQUAL(s.n, 0);
-}
-
-typedef struct counter {
-    uint64_t calls, last;
-    uint32_t fail_at; /* 0 = never */
-} counter;
-
-static bst_status count_call(void *user, uint64_t iteration, bench_error *e)
-{
-    counter *c = user;
-    c->last = iteration;
-    if (c->fail_at && ++c->calls == c->fail_at)
-        return bench_fail(e, BST_ERR_BACKEND, "call %llu failed", (unsigned long long)iteration);
-    if (!c->fail_at)
-        c->calls++;
-    return BST_OK;
-}
-
-static void test_measure_loop(void)
-{
-    /* A zero budget still takes min_reps; max_reps caps a generous one. */
-    counter c = {0, 0, 0};
-    bench_budget b = {0.0, 3, 100, 1};
-    bench_timing t;
-    CU_ASSERT_EQUAL_FATAL(bench_measure(&b, count_call, &c, &t, NULL), BST_OK);
-    CU_ASSERT_EQUAL(t.warmup, 1);
-    CU_ASSERT_EQUAL(t.n_samples, 3);
-    CU_ASSERT_EQUAL(t.stats.n, 3);
-    CU_ASSERT_EQUAL(c.calls, 4);
-    CU_ASSERT_EQUAL(c.last, 3); /* iterations count every call, warm-up included */
-    bench_timing_free(&t);
-
-    counter c2 = {0, 0, 0};
-    bench_budget b2 = {10.0, 3, 7, 4};
-    CU_ASSERT_EQUAL_FATAL(bench_measure(&b2, count_call, &c2, &t, NULL), BST_OK);
-    CU_ASSERT_EQUAL(t.n_samples, 7);
-    CU_ASSERT_TRUE(t.warmup >= 1 && t.warmup <= 4);
-    CU_ASSERT_EQUAL(c2.calls, t.warmup + 7);
-    bench_timing_free(&t);
-
-    /* Calls of about the whole budget: min_reps gives way rather than doubling the time. */
-    counter slow = {0, 0, 0};
-    bench_budget tight = {1e-9, 5, 100, 1};
-    CU_ASSERT_EQUAL_FATAL(bench_measure(&tight, count_call, &slow, &t, NULL), BST_OK);
-    CU_ASSERT_EQUAL(t.n_samples, 1);
-    bench_timing_free(&t);
-
-    counter c3 = {0, 0, 3};
-    bench_error e;
-    memset(&e, 0, sizeof e);
-    CU_ASSERT_EQUAL(bench_measure(&b, count_call, &c3, &t, &e), BST_ERR_BACKEND);
-    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "failed"));
-    bench_timing_free(&t);
-}
-
-/* --- machine ------------------------------------------------------------------------------- */
-
-static void test_parse_size(void)
-{
-    uint64_t v = 0;
-    CU_ASSERT_TRUE(bench_parse_size("48K", &v) && v == 49152);
-    CU_ASSERT_TRUE(bench_parse_size("32768K\n", &v) && v == 33554432);
-    CU_ASSERT_TRUE(bench_parse_size("2M", &v) && v == 2097152);
-    CU_ASSERT_TRUE(bench_parse_size("512", &v) && v == 512);
-    CU_ASSERT_FALSE(bench_parse_size("", &v));
-    CU_ASSERT_FALSE(bench_parse_size("K", &v));
-    CU_ASSERT_FALSE(bench_parse_size("12X", &v));
-    CU_ASSERT_FALSE(bench_parse_size("-4K", &v));
-    CU_ASSERT_FALSE(bench_parse_size("99999999999999999999K", &v));
-}
-
-static void test_cpuinfo(void)
-{
-    /* Two cores with two hyperthreads each: four processors, two physical cores. */
-    const char *text =
-        "processor\t: 0\nvendor_id\t: GenuineTest\nmodel name\t: Test CPU @ 3.0GHz\n"
-        "physical id\t: 0\ncore id\t: 0\n"
-        "flags\t\t: fpu vmx sse sse2 ssse3 sse4_2 avx avx2 fma f16c avx512f avx512_vnni "
-        "amx_tile hypervisor\n\n"
-        "processor\t: 1\nvendor_id\t: GenuineTest\nmodel name\t: Test CPU @ 3.0GHz\n"
-        "physical id\t: 0\ncore id\t: 1\nflags\t\t: fpu sse\n\n"
-        "processor\t: 2\nphysical id\t: 0\ncore id\t: 0\n\n"
-        "processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
-    bench_machine m;
-    memset(&m, 0, sizeof m);
-    bench_machine_parse_cpuinfo(text, &m);
-    CU_ASSERT_STRING_EQUAL(m.cpu_model, "Test CPU @ 3.0GHz");
-    CU_ASSERT_STRING_EQUAL(m.cpu_vendor, "GenuineTest");
-    CU_ASSERT_EQUAL(m.physical_cores, 2);
-    const char *want[] = {"sse",  "sse2",    "ssse3",       "sse4_2",  "avx",
-                          "avx2", "fma",     "f16c",        "avx512f", "avx512_vnni",
-                          "amx_tile"};
-    CU_ASSERT_EQUAL_FATAL(m.n_isa, sizeof want / sizeof want[0]);
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        CU_ASSERT_STRING_EQUAL(m.isa[i], want[i]);
-}
-
-static bool write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
-    bool ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static void make_cache(const char *root, int idx, const char *level, const char *type,
-                       const char *size)
-{
-    char dir[512], path[600];
-    snprintf(dir, sizeof dir, "%s/index%d", root, idx);
-    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
-    snprintf(path, sizeof path, "%s/level", dir);
-    CU_ASSERT_TRUE(write_text(path, level));
-    snprintf(path, sizeof path, "%s/type", dir);
-    CU_ASSERT_TRUE(write_text(path, type));
-    snprintf(path, sizeof path, "%s/size", dir);
-    CU_ASSERT_TRUE(write_text(path, size));
-    snprintf(path, sizeof path, "%s/shared_cpu_list", dir);
-    CU_ASSERT_TRUE(write_text(path, "0-1\n"));
-}
-
-static void test_read_caches(void)
-{
-    char root[] = "/tmp/bastion-test-bench-cache-XXXXXX";
-    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(root));
-    make_cache(root, 0, "1\n", "Data\n", "48K\n");
-    make_cache(root, 1, "1\n", "Instruction\n", "32K\n");
-    make_cache(root, 2, "2\n", "Unified\n", "1024K\n");
-    make_cache(root, 3, "3\n", "Unified\n", "32768K\n");
-    bench_machine m;
-    memset(&m, 0, sizeof m);
-    bench_machine_read_caches(root, &m);
-    CU_ASSERT_EQUAL(m.n_caches, 4);
-    CU_ASSERT_EQUAL(m.llc_bytes, 33554432u);
-    CU_ASSERT_EQUAL(m.caches[0].level, 1);
-    CU_ASSERT_EQUAL(m.caches[3].level, 3);
-    CU_ASSERT_STRING_EQUAL(m.caches[3].shared_cpus, "0-1");
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    CU_ASSERT_EQUAL(system(cmd), 0);
-
-    /* A machine whose only caches are L1/L2: the LLC is L2. */
-    bench_machine m2;
-    memset(&m2, 0, sizeof m2);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(strcpy(root, "/tmp/bastion-test-bench-cache-XXXXXX")));
-    make_cache(root, 0, "1\n", "Data\n", "32K\n");
-    make_cache(root, 1, "2\n", "Unified\n", "2M\n");
-    bench_machine_read_caches(root, &m2);
-    CU_ASSERT_EQUAL(m2.llc_bytes, 2097152u);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    CU_ASSERT_EQUAL(system(cmd), 0);
-}
-
-static void test_cold_copies(void)
-{
-    const uint64_t llc = 32u << 20;
-    CU_ASSERT_EQUAL(bench_cold_copies(1u << 20, llc), 128); /* 4 x 32 MiB of 1 MiB copies */
-    CU_ASSERT_EQUAL(bench_cold_copies(3u << 20, llc), 43);  /* rounded up */
-    CU_ASSERT_EQUAL(bench_cold_copies(300u << 20, llc), 1);
-    CU_ASSERT_EQUAL(bench_cold_copies(16, llc), 4096); /* capped */
-    CU_ASSERT_EQUAL(bench_cold_copies(1u << 20, 0), 1); /* LLC unknown: no rotation */
-}
-
-/* --- cases --------------------------------------------------------------------------------- */
-
-static void test_parse_shape(void)
-{
-    bench_case c;
-    char why[160];
-    memset(&c, 0, sizeof c);
-    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x1x14336", &c, why, sizeof why));
-    CU_ASSERT_EQUAL(c.rank, 3);
-    CU_ASSERT_EQUAL(c.dims[0], 4096);
-    CU_ASSERT_EQUAL(c.dims[1], 1);
-    CU_ASSERT_EQUAL(c.dims[2], 14336);
-    CU_ASSERT_STRING_EQUAL(c.shape, "4096x1x14336");
-    CU_ASSERT_TRUE(bench_parse_shape("576", &c, why, sizeof why) && c.rank == 1);
-    const char *bad[] = {"", "x", "4096x", "x4096", "4096x0x1", "1x2x3x4x5", "12a", "-1x2",
-                         "99999999999x1", "4096 x 1"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        why[0] = '\0';
-        CU_ASSERT_FALSE(bench_parse_shape(bad[i], &c, why, sizeof why));
-        CU_ASSERT_TRUE(why[0] != '\0');
-    }
-}
-
-static void test_select(void)
-{
-    bench_case_list l;
-    bench_error e;
-    memset(&e, 0, sizeof e);
-    bench_selection all = {NULL, NULL, NULL, 0, false};
-    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&all, &l, &e), BST_OK);
-    /* The default set holds the model's head, the standard GEMV and the 2048^3 GEMM. */
-    bool head = false, gemv = false, gemm = false;
-    for (size_t i = 0; i < l.n; i++) {
-        const bench_case *c = &l.items[i];
-        head = head || (c->op == BST_OP_MATMUL && c->dtype == BST_DTYPE_Q8_0 &&
-                        strcmp(c->shape, "49152x1x576") == 0);
-        gemv = gemv || (c->op == BST_OP_MATMUL && c->dtype == BST_DTYPE_Q4_0 &&
-                        strcmp(c->shape, "4096x1x14336") == 0);
-        gemm = gemm || strcmp(c->shape, "2048x2048x2048") == 0;
-    }
-    CU_ASSERT_TRUE(head && gemv && gemm);
-    size_t n_all = l.n;
-    bench_case_list_free(&l);
-
-    bench_selection q = {"matmul", "q4_1", NULL, 0, false};
-    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&q, &l, &e), BST_OK);
-    CU_ASSERT_TRUE(l.n > 0 && l.n < n_all);
-    for (size_t i = 0; i < l.n; i++)
-        CU_ASSERT_TRUE(l.items[i].op == BST_OP_MATMUL && l.items[i].dtype == BST_DTYPE_Q4_1);
-    bench_case_list_free(&l);
-
-    const char *shapes[] = {"4096x1x14336", "64x2x32"};
-    bench_selection u = {NULL, "q4_1,f32", shapes, 2, false};
-    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&u, &l, &e), BST_OK);
-    CU_ASSERT_EQUAL(l.n, 4); /* two shapes x two dtypes, matmul by default */
-    bench_case_list_free(&l);
-
-    bench_selection bad_op = {"matmull", NULL, NULL, 0, false};
-    CU_ASSERT_EQUAL(bench_cases_select(&bad_op, &l, &e), BST_ERR_PARSE);
-    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "matmull"));
-    bench_selection bad_dt = {NULL, "q4_9", NULL, 0, false};
-    CU_ASSERT_EQUAL(bench_cases_select(&bad_dt, &l, &e), BST_ERR_PARSE);
-    const char *odd_k[] = {"64x1x100"};
-    bench_selection blk = {"matmul", "q4_1", odd_k, 1, false};
-    CU_ASSERT_EQUAL(bench_cases_select(&blk, &l, &e), BST_ERR_PARSE);
-    const char *two[] = {"64x64"};
-    bench_selection no_fit = {"matmul", NULL, two, 1, false};
-    CU_ASSERT_EQUAL(bench_cases_select(&no_fit, &l, &e), BST_ERR_PARSE);
-    bench_selection none = {"silu", "q4_1", NULL, 0, false};
-    CU_ASSERT_EQUAL(bench_cases_select(&none, &l, &e), BST_ERR_NOT_FOUND);
-}
-
-static void test_geometry(void)
-{
-    bench_case c;
-    char why[160];
-    memset(&c, 0, sizeof c);
-    CU_ASSERT_TRUE_FATAL(bench_parse_shape("1536x1x576", &c, why, sizeof why));
-    c.op = BST_OP_MATMUL;
-    c.dtype = BST_DTYPE_Q4_1;
-    bench_geometry g;
-    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
-    CU_ASSERT_EQUAL(g.n_in, 2);
-    CU_ASSERT_EQUAL(g.weight, 1);
-    CU_ASSERT_DOUBLE_EQUAL(g.flops, 2.0 * 1536 * 576, 0.0);
-    /* q4_1: 20 bytes per 32 elements; activations and output in f32. */
-    CU_ASSERT_EQUAL(g.size[1], 1536u * 18u * 20u);
-    CU_ASSERT_EQUAL(g.size[0], 576u * 4u);
-    CU_ASSERT_EQUAL(g.size[2], 1536u * 4u);
-    CU_ASSERT_DOUBLE_EQUAL(g.bytes, 552960.0 + 2304.0 + 6144.0, 0.0);
-    CU_ASSERT_EQUAL(g.in[1].shape[0], 1536);
-    CU_ASSERT_EQUAL(g.in[1].shape[1], 576);
-    CU_ASSERT_EQUAL(g.in[1].strides[1], 20);
-    CU_ASSERT_EQUAL(g.in[1].strides[0], 360);
-    CU_ASSERT_EQUAL(g.in[0].shape[0], 1);
-    CU_ASSERT_EQUAL(g.out.shape[1], 1536);
-    CU_ASSERT_EQUAL(g.out.binding, 2);
-    CU_ASSERT_STRING_EQUAL(g.text, "f32[1,576], q4_1[1536,576] -> f32[1,1536]");
-
-    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4x9x64", &c, why, sizeof why));
-    c.op = BST_OP_ROPE;
-    c.dtype = BST_DTYPE_F32;
-    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
-    CU_ASSERT_EQUAL(g.n_in, 2);
-    CU_ASSERT_EQUAL(g.in[1].dtype, BST_DTYPE_I32);
-    CU_ASSERT_EQUAL(g.weight, -1);
-    CU_ASSERT_EQUAL_FATAL(g.n_attrs, 3);
-    for (uint32_t i = 1; i < g.n_attrs; i++) /* the ABI wants attributes sorted by key */
-        CU_ASSERT_TRUE(g.attrs[i - 1].key < g.attrs[i].key);
-    CU_ASSERT_EQUAL(g.attrs[2].key, BST_ATTR_ROPE_DIMS);
-    CU_ASSERT_EQUAL(g.attrs[2].ints[0], 64);
-
-    /* Probes are smaller and scale back to the same work. */
-    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x512x14336", &c, why, sizeof why));
-    c.op = BST_OP_MATMUL;
-    bench_case p;
-    double scale = 0;
-    CU_ASSERT_TRUE_FATAL(bench_case_probe(&c, &p, &scale));
-    CU_ASSERT_EQUAL(p.dims[2], 14336);
-    CU_ASSERT_TRUE(p.dims[0] < 4096);
-    bench_geometry pg;
-    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&p, &pg, NULL), BST_OK);
-    CU_ASSERT_TRUE(near(pg.flops * scale, 2.0 * 4096 * 512 * 14336, 1e-12));
-    CU_ASSERT_TRUE_FATAL(bench_parse_shape("576x1x576", &c, why, sizeof why));
-    CU_ASSERT_FALSE(bench_case_probe(&c, &p, &scale));
-}
-
-static void test_fill_valid(void)
-{
-    bench_case c;
-    char why[160];
-    memset(&c, 0, sizeof c);
-    CU_ASSERT_TRUE_FATAL(bench_parse_shape("8x1x64", &c, why, sizeof why));
-    c.op = BST_OP_MATMUL;
-    const bst_dtype types[] = {BST_DTYPE_Q4_0, BST_DTYPE_Q4_1, BST_DTYPE_Q5_1, BST_DTYPE_Q8_0,
-                               BST_DTYPE_F16};
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
-        c.dtype = types[t];
-        bench_geometry g;
-        CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
-        uint8_t *w = malloc((size_t)g.size[1]);
-        CU_ASSERT_PTR_NOT_NULL_FATAL(w);
-        bench_fill_input(&g, 1, w, 42);
-        uint32_t bb = bst_dtype_block_bytes(types[t]);
-        bool has_min = types[t] == BST_DTYPE_Q4_1 || types[t] == BST_DTYPE_Q5_1;
-        uint32_t step = types[t] == BST_DTYPE_F16 ? 2 : bb;
-        for (uint64_t off = 0; off < g.size[1]; off += step) {
-            uint16_t h;
-            memcpy(&h, w + off, 2);
-            unsigned exp = (h >> 10) & 0x1Fu;
-            CU_ASSERT_TRUE(exp != 0 && exp != 0x1F); /* normal: no zero, denormal, inf, NaN */
-            if (types[t] != BST_DTYPE_F16)
-                CU_ASSERT_EQUAL(h >> 15, 0); /* block scales are positive */
-            if (has_min) {
-                memcpy(&h, w + off + 2, 2);
-                exp = (h >> 10) & 0x1Fu;
-                CU_ASSERT_TRUE(exp != 0 && exp != 0x1F);
-            }
-        }
-        free(w);
-    }
-}
-
-/* --- the schema, checked independently of the writer ---------------------------------------- */
-
-typedef enum jt { T_STR, T_INT, T_NUM, T_BOOL, T_OBJ, T_ARR, T_HEX } jt;
-
-typedef struct checker {
-    int errors;
-} checker;
-
-static void bad(checker *k, const char *path, const char *key, const char *what)
-{
-    if (k->errors++ < 5)
-        fprintf(stderr, "  schema: %s.%s: %s\n", path, key, what);
-}
-
-static bool is_hex16(const char *s)
-{
-    if (strncmp(s, "0x", 2) != 0 || strlen(s) != 18)
-        return false;
-    for (const char *p = s + 2; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return false;
-    return true;
-}
-
-/* The value of `key` if present with type t (or null when nullable); NULL otherwise. */
-static json_object *need(checker *k, json_object *o, const char *path, const char *key, jt t,
-                         bool nullable)
-{
-    json_object *v = NULL;
-    if (!json_object_object_get_ex(o, key, &v)) {
-        bad(k, path, key, "missing");
-        return NULL;
-    }
-    if (!v) {
-        if (!nullable)
-            bad(k, path, key, "null");
-        return NULL;
-    }
-    json_type jt_ = json_object_get_type(v);
-    bool ok = false;
-    switch (t) {
-    case T_STR:
-        ok = jt_ == json_type_string;
-        break;
-    case T_HEX:
-        ok = jt_ == json_type_string && is_hex16(json_object_get_string(v));
-        break;
-    case T_INT:
-        ok = jt_ == json_type_int;
-        break;
-    case T_NUM:
-        ok = jt_ == json_type_int || jt_ == json_type_double;
-        break;
-    case T_BOOL:
-        ok = jt_ == json_type_boolean;
-        break;
-    case T_OBJ:
-        ok = jt_ == json_type_object;
-        break;
-    case T_ARR:
-        ok = jt_ == json_type_array;
-        break;
-    }
-    if (!ok) {
-        bad(k, path, key, "wrong type");
-        return NULL;
-    }
-    return v;
-}
-
-static void check_fields(checker *k, json_object *o, const char *path, const char *const *keys,
-                         jt t)
-{
-    for (size_t i = 0; keys[i]; i++)
-        need(k, o, path, keys[i], t, false);
-}
-
-/* A field added within /1 after its first version: optional to readers, so checked only when
- * present (the writer of this build always writes them; test_model_bench checks that). */
-static json_object *opt(checker *k, json_object *o, const char *path, const char *key, jt t,
-                        bool nullable)
-{
-    if (!json_object_object_get_ex(o, key, NULL))
-        return NULL;
-    return need(k, o, path, key, t, nullable);
-}
-
-static const char *const tune_modes[] = {"off", "cached", "full", "frozen", NULL};
-static const char *const tune_caches[] = {"off", "hit", "miss", "partial", "frozen-miss", NULL};
-
-static bool one_of(const char *s, const char *const *set)
-{
-    for (size_t i = 0; set[i]; i++)
-        if (strcmp(s, set[i]) == 0)
-            return true;
-    return false;
-}
-
-/* model_results[].device_memory: one object per device, totals adding up. */
-static void check_device_memory(checker *k, json_object *arr, size_t n_dev)
-{
-    const char *mp = "model_results[].device_memory[]";
-    for (size_t i = 0; i < json_object_array_length(arr); i++) {
-        json_object *m = json_object_array_get_idx(arr, i);
-        if (!json_object_is_type(m, json_type_object)) {
-            bad(k, mp, "", "not an object");
-            continue;
-        }
-        static const char *const strs[] = {"backend", "device_name", NULL};
-        static const char *const ints[] = {"device",      "arena_bytes", "weight_bytes",
-                                           "state_bytes", "io_bytes",    "total_bytes", NULL};
-        check_fields(k, m, mp, strs, T_STR);
-        check_fields(k, m, mp, ints, T_INT);
-        int64_t d = json_object_get_int64(json_object_object_get(m, "device"));
-        if (d < -1 || d >= (int64_t)n_dev)
-            bad(k, mp, "device", "not an index into devices");
-        int64_t sum = 0;
-        for (size_t f = 1; f < 5; f++)
-            sum += json_object_get_int64(json_object_object_get(m, ints[f]));
-        if (sum != json_object_get_int64(json_object_object_get(m, "total_bytes")))
-            bad(k, mp, "total_bytes", "not arena + weight + state + io");
-    }
-}
-
-static void check_timing(checker *k, json_object *o, const char *path)
-{
-    need(k, o, path, "first_ns", T_INT, false);
-    need(k, o, path, "warmup", T_INT, false);
-    json_object *s = need(k, o, path, "samples_ns", T_ARR, false);
-    for (size_t i = 0; s && i < json_object_array_length(s); i++)
-        if (!json_object_is_type(json_object_array_get_idx(s, i), json_type_int))
-            bad(k, path, "samples_ns", "not all integers");
-    json_object *st = need(k, o, path, "stats", T_OBJ, false);
-    if (st) {
-        need(k, st, path, "n", T_INT, false);
-        static const char *const nums[] = {"median_ns", "min_ns", "max_ns", "mean_ns",
-                                           "stddev_ns", NULL};
-        check_fields(k, st, path, nums, T_NUM);
-    }
-}
-
-static void check_result(checker *k, json_object *r, const char *p)
-{
-    static const char *const strs[] = {"op",     "dtype",   "shape",  "label", "tensors",
-                                       "backend", "device_name", "variant", "status", "reason",
-                                       NULL};
-    check_fields(k, r, p, strs, T_STR);
-    need(k, r, p, "device", T_INT, false);
-    need(k, r, p, "variant_hash", T_HEX, false);
-    need(k, r, p, "cache_cold", T_BOOL, false);
-    need(k, r, p, "weight_bound", T_BOOL, false);
-    need(k, r, p, "weight_copies", T_INT, false);
-    need(k, r, p, "flops", T_NUM, false);
-    need(k, r, p, "bytes", T_NUM, false);
-    need(k, r, p, "compile_ns", T_INT, false);
-    need(k, r, p, "prepare_ns", T_INT, false);
-    json_object *st = need(k, r, p, "status", T_STR, false);
-    const char *status = st ? json_object_get_string(st) : "";
-    static const char *const statuses[] = {"ok", "skipped", "unsupported", "failed", NULL};
-    bool known = false;
-    for (size_t i = 0; statuses[i]; i++)
-        known = known || strcmp(status, statuses[i]) == 0;
-    if (!known)
-        bad(k, p, "status", "not one of ok, skipped, unsupported, failed");
-    bool ok = strcmp(status, "ok") == 0;
-    json_object *t = need(k, r, p, "timing", T_OBJ, !ok);
-    if (t)
-        check_timing(k, t, p);
-    need(k, r, p, "gflops", T_NUM, !ok);
-    need(k, r, p, "gbs", T_NUM, !ok);
-    json_object *b = need(k, r, p, "baseline", T_OBJ, false);
-    if (b) {
-        need(k, b, p, "bandwidth_fraction", T_NUM, true);
-        need(k, b, p, "sgemm_ratio", T_NUM, true);
-    }
-    /* (added) time_source and device_timing: device_timing exactly when "device", which only
-     * a measured result can be. */
-    json_object *ts = opt(k, r, p, "time_source", T_STR, false);
-    bool dev = ts && strcmp(json_object_get_string(ts), "device") == 0;
-    if (ts && !dev && strcmp(json_object_get_string(ts), "wall") != 0)
-        bad(k, p, "time_source", "not device or wall");
-    if (dev && !ok)
-        bad(k, p, "time_source", "device on a result that was not measured");
-    json_object *dt = opt(k, r, p, "device_timing", T_OBJ, !dev);
-    if (dt && !dev)
-        bad(k, p, "device_timing", "present without time_source device");
-    if (dev && !json_object_object_get_ex(r, "device_timing", NULL))
-        bad(k, p, "device_timing", "missing");
-    if (dt)
-        check_timing(k, dt, p);
-}
-
-/* Every field bench/SCHEMA.md lists as required for an ops document. Returns the error count. */
-static int check_doc(json_object *root)
-{
-    checker k = {0};
-    const char *p = "$";
-    json_object *schema = need(&k, root, p, "schema", T_STR, false);
-    if (schema && strcmp(json_object_get_string(schema), "bastion.bench/1") != 0)
-        bad(&k, p, "schema", "not bastion.bench/1");
-    need(&k, root, p, "kind", T_STR, false);
-    need(&k, root, p, "created", T_STR, false);
-    need(&k, root, p, "command", T_STR, false);
-    json_object *b = need(&k, root, p, "bastion", T_OBJ, false);
-    if (b) {
-        need(&k, b, "bastion", "version", T_STR, false);
-        need(&k, b, "bastion", "git_commit", T_STR, false);
-    }
-    json_object *s = need(&k, root, p, "settings", T_OBJ, false);
-    if (s) {
-        static const char *const ints[] = {"threads", "min_reps", "max_reps", "max_warmup", NULL};
-        check_fields(&k, s, "settings", ints, T_INT);
-        need(&k, s, "settings", "budget_s", T_NUM, false);
-        need(&k, s, "settings", "quick", T_BOOL, false);
-        json_object *tm = opt(&k, s, "settings", "tune_mode", T_STR, true);
-        if (tm && !one_of(json_object_get_string(tm), tune_modes))
-            bad(&k, "settings", "tune_mode", "not off, cached, full or frozen");
-        opt(&k, s, "settings", "tune_no_cache", T_BOOL, false);
-    }
-    json_object *m = need(&k, root, p, "machine", T_OBJ, false);
-    if (m) {
-        static const char *const strs[] = {"cpu_model", "cpu_vendor", "os", NULL};
-        static const char *const ints[] = {"logical_cpus", "physical_cores", "llc_bytes",
-                                           "memory_bytes", NULL};
-        check_fields(&k, m, "machine", strs, T_STR);
-        check_fields(&k, m, "machine", ints, T_INT);
-        json_object *isa = need(&k, m, "machine", "isa", T_ARR, false);
-        for (size_t i = 0; isa && i < json_object_array_length(isa); i++)
-            if (!json_object_is_type(json_object_array_get_idx(isa, i), json_type_string))
-                bad(&k, "machine", "isa", "not all strings");
-        json_object *caches = need(&k, m, "machine", "caches", T_ARR, false);
-        for (size_t i = 0; caches && i < json_object_array_length(caches); i++) {
-            json_object *c = json_object_array_get_idx(caches, i);
-            need(&k, c, "machine.caches[]", "level", T_INT, false);
-            need(&k, c, "machine.caches[]", "type", T_STR, false);
-            need(&k, c, "machine.caches[]", "size_bytes", T_INT, false);
-            need(&k, c, "machine.caches[]", "shared_cpus", T_STR, false);
-        }
-    }
-    json_object *plugins = need(&k, root, p, "plugins", T_ARR, false);
-    for (size_t i = 0; plugins && i < json_object_array_length(plugins); i++) {
-        json_object *pl = json_object_array_get_idx(plugins, i);
-        static const char *const strs[] = {"name", "state", "version", "path", "detail", NULL};
-        check_fields(&k, pl, "plugins[]", strs, T_STR);
-        need(&k, pl, "plugins[]", "abi_version", T_INT, false);
-    }
-    json_object *devices = need(&k, root, p, "devices", T_ARR, false);
-    size_t n_dev = devices ? json_object_array_length(devices) : 0;
-    for (size_t i = 0; i < n_dev; i++) {
-        json_object *d = json_object_array_get_idx(devices, i);
-        static const char *const strs[] = {"backend", "name", "vendor", "kind",
-                                           "driver_version", NULL};
-        static const char *const ints[] = {"index", "memory_bytes", "max_alloc_bytes",
-                                           "max_binding_bytes", NULL};
-        static const char *const bools[] = {"unified_memory", "self_threaded", NULL};
-        check_fields(&k, d, "devices[]", strs, T_STR);
-        check_fields(&k, d, "devices[]", ints, T_INT);
-        check_fields(&k, d, "devices[]", bools, T_BOOL);
-        need(&k, d, "devices[]", "fingerprint", T_HEX, false);
-    }
-    json_object *bl = need(&k, root, p, "baselines", T_OBJ, false);
-    if (bl) {
-        json_object *bw = need(&k, bl, "baselines", "bandwidth", T_OBJ, false);
-        if (bw) {
-            const char *bp = "baselines.bandwidth";
-            json_object *measured = need(&k, bw, bp, "measured", T_BOOL, false);
-            bool mz = measured && json_object_get_boolean(measured);
-            need(&k, bw, bp, "reason", T_STR, false);
-            need(&k, bw, bp, "bytes", T_INT, false);
-            need(&k, bw, bp, "threads", T_INT, false);
-            need(&k, bw, bp, "gbs", T_NUM, !mz);
-            json_object *t = need(&k, bw, bp, "timing", T_OBJ, !mz);
-            if (t)
-                check_timing(&k, t, bp);
-        }
-        json_object *sg = need(&k, bl, "baselines", "sgemm", T_OBJ, false);
-        if (sg) {
-            const char *sp = "baselines.sgemm";
-            need(&k, sg, sp, "available", T_BOOL, false);
-            need(&k, sg, sp, "library", T_STR, false);
-            json_object *cases = need(&k, sg, sp, "cases", T_ARR, false);
-            for (size_t i = 0; cases && i < json_object_array_length(cases); i++) {
-                json_object *c = json_object_array_get_idx(cases, i);
-                static const char *const ints[] = {"m", "n", "k", "copies", NULL};
-                check_fields(&k, c, "sgemm.cases[]", ints, T_INT);
-                need(&k, c, "sgemm.cases[]", "routine", T_STR, false);
-                need(&k, c, "sgemm.cases[]", "gflops", T_NUM, true);
-                json_object *t = need(&k, c, "sgemm.cases[]", "timing", T_OBJ, false);
-                if (t)
-                    check_timing(&k, t, "sgemm.cases[].timing");
-            }
-        }
-    }
-    json_object *model = NULL;
-    if (json_object_object_get_ex(root, "model", &model)) {
-        need(&k, root, p, "model", T_OBJ, false);
-        static const char *const strs[] = {"path", "name", "architecture", "file_hash", NULL};
-        static const char *const ints[] = {"file_bytes", "n_params", NULL};
-        if (model) {
-            check_fields(&k, model, "model", strs, T_STR);
-            check_fields(&k, model, "model", ints, T_INT);
-        }
-        json_object *rows = need(&k, root, p, "model_results", T_ARR, false);
-        for (size_t i = 0; rows && i < json_object_array_length(rows); i++) {
-            json_object *r = json_object_array_get_idx(rows, i);
-            const char *mp = "model_results[]";
-            static const char *const mstrs[] = {"backends", "status", "reason", NULL};
-            static const char *const mints[] = {"n_prompt", "n_gen", "reps", "threads",
-                                                "peak_rss_bytes", NULL};
-            static const char *const mnums[] = {"load_s", "session_s", "pp_cold_tps",
-                                                "tg_cold_tps", "pp_tps", "tg_tps",
-                                                "weight_bytes_per_token", "roofline_tps",
-                                                "roofline_fraction", NULL};
-            check_fields(&k, r, mp, mstrs, T_STR);
-            check_fields(&k, r, mp, mints, T_INT);
-            for (size_t f = 0; mnums[f]; f++)
-                need(&k, r, mp, mnums[f], T_NUM, true);
-            json_object *t = need(&k, r, mp, "pp_timing", T_OBJ, true);
-            if (t)
-                check_timing(&k, t, "model_results[].pp_timing");
-            t = need(&k, r, mp, "tg_timing", T_OBJ, true);
-            if (t)
-                check_timing(&k, t, "model_results[].tg_timing");
-            opt(&k, r, mp, "engine", T_STR, false);
-            json_object *tm = opt(&k, r, mp, "tune_mode", T_STR, true);
-            if (tm && !one_of(json_object_get_string(tm), tune_modes))
-                bad(&k, mp, "tune_mode", "not off, cached, full or frozen");
-            json_object *tc = opt(&k, r, mp, "tune_cache", T_STR, true);
-            if (tc && !one_of(json_object_get_string(tc), tune_caches))
-                bad(&k, mp, "tune_cache", "not off, hit, miss, partial or frozen-miss");
-            static const char *const tints[] = {"tune_hits", "tune_measured",
-                                                "tune_frozen_misses", NULL};
-            for (size_t f = 0; tints[f]; f++)
-                opt(&k, r, mp, tints[f], T_INT, false);
-            opt(&k, r, mp, "tune_s", T_NUM, true);
-            json_object *dm = opt(&k, r, mp, "device_memory", T_ARR, false);
-            if (dm)
-                check_device_memory(&k, dm, n_dev);
-            json_object *ks = opt(&k, r, mp, "kernels", T_ARR, false);
-            for (size_t j = 0; ks && j < json_object_array_length(ks); j++) {
-                json_object *kn = json_object_array_get_idx(ks, j);
-                static const char *const kstrs[] = {"op", "device", "kernel", NULL};
-                static const char *const kints[] = {"nodes", "hits", "measured", NULL};
-                check_fields(&k, kn, "model_results[].kernels[]", kstrs, T_STR);
-                check_fields(&k, kn, "model_results[].kernels[]", kints, T_INT);
-            }
-            opt(&k, r, mp, "pp_device_tps", T_NUM, true);
-            opt(&k, r, mp, "tg_device_tps", T_NUM, true);
-            json_object *dts = opt(&k, r, mp, "device_times", T_ARR, false);
-            for (size_t j = 0; dts && j < json_object_array_length(dts); j++) {
-                json_object *dt = json_object_array_get_idx(dts, j);
-                const char *dp = "model_results[].device_times[]";
-                static const char *const dstrs[] = {"backend", "device_name", NULL};
-                static const char *const dints[] = {"device",        "pp_partitions",
-                                                    "tg_partitions", "pp_device_ns",
-                                                    "tg_device_ns",  "pp_wall_ns",
-                                                    "tg_wall_ns",    NULL};
-                static const char *const dbools[] = {"pp_all_device", "tg_all_device", NULL};
-                check_fields(&k, dt, dp, dstrs, T_STR);
-                check_fields(&k, dt, dp, dints, T_INT);
-                check_fields(&k, dt, dp, dbools, T_BOOL);
-                need(&k, dt, dp, "pp_device_tps", T_NUM, true);
-                need(&k, dt, dp, "tg_device_tps", T_NUM, true);
-                int64_t d = json_object_get_int64(json_object_object_get(dt, "device"));
-                if (d < -1 || d >= (int64_t)n_dev)
-                    bad(&k, dp, "device", "not an index into devices");
-            }
-        }
-    }
-    json_object *results = need(&k, root, p, "results", T_ARR, false);
-    for (size_t i = 0; results && i < json_object_array_length(results); i++) {
-        json_object *r = json_object_array_get_idx(results, i);
-        char rp[32];
-        snprintf(rp, sizeof rp, "results[%zu]", i);
-        if (!json_object_is_type(r, json_type_object)) {
-            bad(&k, rp, "", "not an object");
-            continue;
-        }
-        check_result(&k, r, rp);
-        json_object *dev = NULL;
-        if (json_object_object_get_ex(r, "device", &dev) && dev) {
-            int64_t d = json_object_get_int64(dev);
-            if (d < -1 || d >= (int64_t)n_dev)
-                bad(&k, rp, "device", "not an index into devices");
-        }
-    }
-    return k.errors;
 }
 
 /* --- running the command ------------------------------------------------------------------- */
@@ -932,7 +195,7 @@ static void test_ops_quick_json(void)
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     json_object *root = json_object_from_file(json_path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(root);
-    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_EQUAL(bench_schema_check(root), 0);
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(root, "kind")), "ops");
     CU_ASSERT_TRUE(json_object_get_boolean(jget(jget(root, "settings"), "quick")));
 
@@ -987,7 +250,7 @@ static void test_ops_quick_json(void)
     CU_ASSERT_EQUAL_FATAL(bench_doc_to_string(&d, &text, &e), BST_OK);
     json_object *again = json_tokener_parse(text);
     CU_ASSERT_PTR_NOT_NULL_FATAL(again);
-    CU_ASSERT_EQUAL(check_doc(again), 0);
+    CU_ASSERT_EQUAL(bench_schema_check(again), 0);
     json_object_put(again);
     free(text);
     bench_doc_free(&d);
@@ -1107,7 +370,7 @@ static void test_schema_rejects(void)
     const char *path = bst_test_fixture("bench/a.json");
     json_object *good = json_object_from_file(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(good);
-    CU_ASSERT_EQUAL(check_doc(good), 0);
+    CU_ASSERT_EQUAL(bench_schema_check(good), 0);
     json_object_put(good);
 
     static const struct {
@@ -1128,7 +391,7 @@ static void test_schema_rejects(void)
         json_object *root = json_object_from_file(path);
         CU_ASSERT_PTR_NOT_NULL_FATAL(root);
         cases[i].fn(root);
-        int errors = check_doc(root);
+        int errors = bench_schema_check(root);
         if (errors == 0)
             fprintf(stderr, "validator accepted: %s\n", cases[i].what);
         CU_ASSERT_TRUE(errors > 0);
@@ -1541,7 +804,7 @@ static void test_model_bench(void)
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     json_object *root = json_object_from_file(json_path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(root);
-    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_EQUAL(bench_schema_check(root), 0);
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(root, "kind")), "model");
     json_object *m = jget(root, "model");
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
@@ -1747,7 +1010,7 @@ static void test_ops_npu_sim_device_time(void)
         CU_ASSERT_EQUAL_FATAL(rc, 0);
         json_object *root = json_object_from_file(paths[c]);
         CU_ASSERT_PTR_NOT_NULL_FATAL(root);
-        CU_ASSERT_EQUAL(check_doc(root), 0);
+        CU_ASSERT_EQUAL(bench_schema_check(root), 0);
         json_object *results = jget(root, "results");
         CU_ASSERT_EQUAL_FATAL(json_object_array_length(results), 1);
         json_object *r = json_object_array_get_idx(results, 0);
@@ -1820,7 +1083,7 @@ static void test_model_npu_sim_device_time(void)
     json_object_put(trace);
     json_object *root = json_object_from_file(json_path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(root);
-    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_EQUAL(bench_schema_check(root), 0);
     json_object *r = json_object_array_get_idx(jget(root, "model_results"), 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     CU_ASSERT_STRING_EQUAL_FATAL(json_object_get_string(jget(r, "status")), "ok");
@@ -1931,7 +1194,7 @@ static json_object *tuned_row(const char *model, const char *mode, json_object *
     CU_ASSERT_PTR_NOT_NULL(root);
     if (!root)
         return NULL;
-    CU_ASSERT_EQUAL(check_doc(root), 0);
+    CU_ASSERT_EQUAL(bench_schema_check(root), 0);
     CU_ASSERT_TRUE(json_object_get_boolean(jget(jget(root, "settings"), "quick")));
     *out_root = root;
     return json_object_array_get_idx(jget(root, "model_results"), 0);
@@ -1994,16 +1257,6 @@ static void cleanup(void)
 int main(void)
 {
     static const bst_test_case cases[] = {
-        {"stats", test_stats},
-        {"measure_loop", test_measure_loop},
-        {"parse_size", test_parse_size},
-        {"cpuinfo", test_cpuinfo},
-        {"read_caches", test_read_caches},
-        {"cold_copies", test_cold_copies},
-        {"parse_shape", test_parse_shape},
-        {"select", test_select},
-        {"geometry", test_geometry},
-        {"fill_valid", test_fill_valid},
         {"schema_rejects", test_schema_rejects},
         {"ops_quick_json", test_ops_quick_json},
         {"ops_user_shape", test_ops_user_shape},
