@@ -48,6 +48,7 @@ typedef struct cpu_device {
 } cpu_device;
 
 struct cpu_q8dot_impl; /* cpu_q8dot.h */
+struct cpu_packed;     /* cpu_packed.h */
 
 typedef struct cpu_buffer {
     uint32_t magic;
@@ -55,6 +56,8 @@ typedef struct cpu_buffer {
     bool read_only; /* imported weights: the mapping may be read-only */
     uint8_t *data;
     uint64_t size;
+    struct cpu_packed *packed; /* imported quantized matrices: the interleaved copy the int8
+                                  kernels read (cpu_packed.h), or NULL */
 } cpu_buffer;
 
 /* One node of a compiled partition: a deep copy of the descriptors (the host's pointers are
@@ -95,6 +98,7 @@ typedef struct cpu_tensor {
     int64_t ne[4];
     int64_t nb[4];
     uint8_t *data;
+    const struct cpu_packed *packed; /* the whole bound weight, repacked (cpu_packed.h), or NULL */
 } cpu_tensor;
 
 #define CPU_SLOTS 4 /* row buffers per worker: enough for the widest kernel */

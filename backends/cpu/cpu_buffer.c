@@ -3,6 +3,7 @@
  * without a copy (the device reads host memory, and weight data outlives every program).
  */
 #include "cpu_backend.h"
+#include "cpu_packed.h"
 
 #include <string.h>
 
@@ -70,6 +71,7 @@ bst_status cpu_buffer_alloc(void *device, uint64_t size, void **out_buffer)
     b->owned = true;
     b->read_only = false;
     b->size = size;
+    b->packed = NULL;
     *out_buffer = b;
     return BST_OK;
 }
@@ -83,6 +85,7 @@ void cpu_buffer_free(void *device, void *buffer)
     b->magic = 0;
     if (b->owned)
         cpu_host->free(b->data);
+    cpu_packed_free(b->packed);
     cpu_host->free(b);
 }
 
@@ -166,13 +169,16 @@ bst_status cpu_buffer_map(void *device, void *buffer, void **out_ptr)
 }
 
 /* Imports the weight in place: the device reads host memory and `data` lives until the process
- * ends. The bytes it costs are the weight's own (the file pages it keeps in use). */
+ * ends. A q4_0 / q4_1 / q8_0 matrix also gets the interleaved copy the int8 kernels read
+ * (cpu_packed.h), and then costs that copy's bytes (the native pages stay in the host's file
+ * mapping, read only by the reference and f32-GEMM kernels); otherwise it costs its own bytes
+ * (the file pages it keeps in use). */
 bst_status cpu_prepare_weight(void *device, const bst_tensor_desc *tensor, const void *data,
                               uint64_t size, void **out_buffer, uint64_t *out_bytes,
                               uint32_t *out_layout)
 {
-    (void)device;
-    if (!out_buffer || !out_bytes || !out_layout || !tensor || (size && !data)) {
+    const cpu_device *dev = device;
+    if (!out_buffer || !out_bytes || !out_layout || !tensor || (size && !data) || !dev) {
         cpu_host->set_error("cpu: prepare_weight: NULL argument");
         return BST_ERR_INVALID_ARG;
     }
@@ -189,8 +195,24 @@ bst_status cpu_prepare_weight(void *device, const bst_tensor_desc *tensor, const
     bst_status st = cpu_injected_fault("alloc");
     if (st != BST_OK)
         return st;
+    cpu_packed *packed = NULL;
+    if (!dev->ref_only && tensor->offset == 0 &&
+        cpu_packed_wanted(tensor->dtype, tensor->rank, tensor->shape)) {
+        /* Rows as the descriptor strides them, all inside `size`, else left unpacked. */
+        uint32_t bs = 0, bb = 0;
+        const uint64_t row_bytes = (uint64_t)tensor->strides[0], rows = (uint64_t)tensor->shape[0];
+        const uint64_t used = cpu_dtype_geometry(tensor->dtype, &bs, &bb) && bs
+                                  ? (uint64_t)tensor->shape[1] / bs * bb
+                                  : UINT64_MAX;
+        if (tensor->strides[0] > 0 && row_bytes >= used && (uint64_t)tensor->strides[1] == bb &&
+            used <= size && (size - used) / row_bytes >= rows - 1 &&
+            (st = cpu_packed_create(tensor->dtype, tensor->shape[0], tensor->shape[1], data,
+                                    (size_t)row_bytes, &packed)) != BST_OK)
+            return st;
+    }
     cpu_buffer *b = cpu_host->alloc(sizeof *b, CPU_ALIGN);
     if (!b) {
+        cpu_packed_free(packed);
         cpu_host->set_error("cpu: prepare_weight: out of memory");
         return BST_ERR_OUT_OF_MEMORY;
     }
@@ -199,8 +221,9 @@ bst_status cpu_prepare_weight(void *device, const bst_tensor_desc *tensor, const
     b->read_only = true;
     b->data = (uint8_t *)(uintptr_t)data; /* never written: read_only */
     b->size = size;
+    b->packed = packed;
     *out_buffer = b;
-    *out_bytes = size;
+    *out_bytes = packed ? (uint64_t)packed->groups * packed->group_bytes : size;
     *out_layout = BST_LAYOUT_NATIVE;
     return BST_OK;
 }

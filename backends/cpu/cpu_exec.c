@@ -8,6 +8,7 @@
  * it read or write out of bounds.
  */
 #include "cpu_backend.h"
+#include "cpu_packed.h"
 #include "cpu_fused.h"
 #include "cpu_q8dot.h"
 #include "cpu_source_hash.h"
@@ -112,6 +113,10 @@ static bst_status resolve(cpu_run *r, const bind_env *env, const bst_tensor_desc
         BST_OK)
         return st;
     t->data = b->data + d->offset; /* an empty tensor's is never dereferenced */
+    const cpu_packed *pk = b->packed;
+    if (pk && d->offset == 0 && d->dtype == pk->dtype && t->ne[0] == 1 && t->ne[1] == 1 &&
+        t->ne[2] == pk->rows && t->ne[3] == pk->nb * CPU_Q8_QK && t->nb[2] == (int64_t)pk->row_bytes)
+        t->packed = pk; /* the tensor is the whole packed matrix */
     return BST_OK;
 }
 

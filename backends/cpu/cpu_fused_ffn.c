@@ -19,6 +19,7 @@
  */
 #include "cpu_fused.h"
 #include "cpu_gemm.h"
+#include "cpu_packed.h"
 #include "cpu_q8dot.h"
 
 #include <math.h>
@@ -134,6 +135,10 @@ typedef struct ffn_job {
     float *h;         /* rows x F */
     cpu_q8_block *qh; /* rows x F/32 */
     int phase;        /* which rows quantize_rows reads: 0 x, 1 h */
+    cpu_packed_gemv_fn packed; /* all three weights packed (cpu_packed.h): its kernel, else NULL */
+    float *hu;                 /* packed path: up's results, rows x F */
+    float *out;                /* packed path: where down writes row j (out + j * ldo) */
+    int64_t ldo;
 } ffn_job;
 
 static void split_row(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1, int64_t *m)
@@ -242,6 +247,30 @@ static void down_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
             }
         }
     }
+}
+
+/* --- packed weights (cpu_packed.h): whole 16-row groups per worker --- */
+
+static void gate_up_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const ffn_job *job = r->aux;
+    job->packed(r->in[1].packed, begin, end, job->qx, job->rows, job->h, job->F);
+    job->packed(r->in[2].packed, begin, end, job->qx, job->rows, job->hu, job->F);
+    const int64_t n1 = end * CPU_PACK_ROWS < job->F ? end * CPU_PACK_ROWS : job->F;
+    for (int64_t j = 0; j < job->rows; j++) {
+        float *h = job->h + j * job->F;
+        const float *hu = job->hu + j * job->F;
+        for (int64_t n = begin * CPU_PACK_ROWS; n < n1; n++)
+            h[n] = h[n] / (1.0f + expf(-h[n])) * hu[n];
+    }
+}
+
+static void down_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const ffn_job *job = r->aux;
+    job->packed(r->in[3].packed, begin, end, job->qh, job->rows, job->out, job->ldo);
 }
 
 /* --- the prompt path: packed GEMM --- */
@@ -359,33 +388,46 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
     job.rows = x->ne[0] * x->ne[1] * x->ne[2];
     job.E = x->ne[3];
     job.F = r->in[1].ne[2];
+    if (r->in[1].packed && r->in[2].packed && r->in[3].packed &&
+        cpu_rows_uniform(&r->out, &job.out, &job.ldo))
+        job.packed = cpu_packed_kernel(q8, job.rows);
     size_t bx, bh, bq;
     if (__builtin_mul_overflow((size_t)job.rows, (size_t)(job.E / CPU_Q8_QK) * sizeof(cpu_q8_block),
                                &bx) ||
         __builtin_mul_overflow((size_t)job.rows, (size_t)job.F * sizeof(float), &bh) ||
         __builtin_mul_overflow((size_t)job.rows, (size_t)(job.F / CPU_Q8_QK) * sizeof(cpu_q8_block),
                                &bq) ||
-        bx > SIZE_MAX / 2 - bh || bx + bh > SIZE_MAX / 2 - bq)
+        bx > SIZE_MAX / 4 - bh || bx + 2 * bh > SIZE_MAX / 2 - bq)
         return cpu_fail(r, BST_ERR_OVERFLOW, "ffn_swiglu work area size overflows");
     /* One allocation: x's blocks, h (64-byte aligned: block sizes are multiples of 4 bytes, so
-     * round each part up), h's blocks. */
+     * round each part up), h's blocks, and up's results for the packed path. */
     const size_t ax = (bx + 63) & ~(size_t)63, ah = (bh + 63) & ~(size_t)63;
-    uint8_t *mem = cpu_host->alloc(ax + ah + bq + 64, 64);
+    const size_t aq = (bq + 63) & ~(size_t)63, total = ax + ah + aq + (job.packed ? ah : 0);
+    uint8_t *mem = cpu_host->alloc(total + 64, 64);
     if (!mem)
         return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for ffn_swiglu",
-                        ax + ah + bq);
+                        total);
     job.qx = (cpu_q8_block *)(void *)mem;
     job.h = (float *)(void *)(mem + ax);
     job.qh = (cpu_q8_block *)(void *)(mem + ax + ah);
+    job.hu = (float *)(void *)(mem + ax + ah + aq);
     r->aux = &job;
     const int64_t E = job.E, F = job.F;
     cpu_parallel(r, job.rows, cpu_grain(E * 4), quantize_rows);
     bst_status st = cpu_async_result(r, "quantizing x");
+    const int64_t gF = (F + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS,
+                  gE = (E + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;
     if (st == BST_OK) {
-        cpu_parallel(r, F, cpu_grain(E / 2 * (job.rows + 1)), gate_up_rows);
+        if (job.packed)
+            cpu_parallel(r, gF, cpu_grain(CPU_PACK_ROWS * E / 2 * (job.rows + 1)), gate_up_groups);
+        else
+            cpu_parallel(r, F, cpu_grain(E / 2 * (job.rows + 1)), gate_up_rows);
         job.phase = 1;
         cpu_parallel(r, job.rows, cpu_grain(F * 4), quantize_rows);
-        cpu_parallel(r, E, cpu_grain(F / 4 * (job.rows + 1)), down_rows);
+        if (job.packed)
+            cpu_parallel(r, gE, cpu_grain(CPU_PACK_ROWS * F / 4 * (job.rows + 1)), down_groups);
+        else
+            cpu_parallel(r, E, cpu_grain(F / 4 * (job.rows + 1)), down_rows);
     }
     r->aux = NULL;
     cpu_host->free(mem);

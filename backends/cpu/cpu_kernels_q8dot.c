@@ -14,6 +14,7 @@
 #include "cpu_backend.h"
 #include "cpu_gemm.h"
 #include "cpu_isa.h"
+#include "cpu_packed.h"
 #include "cpu_q8dot.h"
 
 #include <string.h>
@@ -179,7 +180,12 @@ bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
                         bytes);
     r->aux = &job;
     cpu_parallel(r, job.rows, cpu_grain(a->ne[3] * 4), quantize_rows);
-    if (cpu_async_result(r, "quantizing a") == BST_OK)
+    const cpu_packed_gemv_fn packed = b->packed ? cpu_packed_kernel(impl, job.rows) : NULL;
+    cpu_packed_job pj = {b->packed, packed, job.qa, job.rows, NULL, 0};
+    const bool quantized = cpu_async_result(r, "quantizing a") == BST_OK;
+    if (quantized && packed && cpu_rows_uniform(&r->out, &pj.out, &pj.ldo))
+        cpu_packed_run(r, &pj);
+    else if (quantized)
         cpu_parallel(r, b->ne[2], cpu_grain(a->ne[3] / 4 * (job.rows + 1)), dot_rows);
     cpu_host->free(job.qa);
     r->aux = NULL;

@@ -28,31 +28,53 @@
 #define MAX_SUMMARY 2048
 #define N_TENSORS (BST_MAX_INPUTS + 1) /* inputs, then the output */
 
-/* Harness bugs (not kernel bugs) stop the test loudly: these are test-only paths. */
-static void *xmalloc(size_t n)
+/* --- harness failures ---------------------------------------------------------------------- */
+
+/* The pending harness error (see the header): the first failure since it was last cleared. */
+static struct {
+    bool set;
+    char msg[256];
+} g_err;
+static uint64_t g_allocs, g_fail_at; /* allocations made; the one that fails (0: none) */
+
+static void harness_fail(const char *fmt, ...) BST_PRINTF(1, 2);
+static void harness_fail(const char *fmt, ...)
 {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "backend_ops: out of memory\n");
-        abort();
-    }
-    return p;
+    if (g_err.set)
+        return;
+    g_err.set = true;
+    int len = snprintf(g_err.msg, sizeof g_err.msg, "backend_ops harness: ");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err.msg + len, sizeof g_err.msg - (size_t)len, fmt, ap);
+    va_end(ap);
 }
 
-static void *xcalloc(size_t n, size_t size)
+/* Moves the pending error into buf (n bytes) and clears it. */
+static void take_error(char *buf, size_t n)
 {
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fprintf(stderr, "backend_ops: out of memory\n");
-        abort();
-    }
-    return p;
+    snprintf(buf, n, "%s", g_err.set ? g_err.msg : "backend_ops harness: unknown failure");
+    g_err.set = false;
 }
 
-static void harness_bug(const char *what)
+bool bo_ok(void) { return !g_err.set; }
+
+const char *bo_error(void) { return g_err.set ? g_err.msg : NULL; }
+
+void bo_fail_alloc(uint64_t nth) { g_fail_at = nth ? g_allocs + nth : 0; }
+
+uint64_t bo_alloc_count(void) { return g_allocs; }
+
+void *bo_alloc(size_t count, size_t size, const char *what)
 {
-    fprintf(stderr, "backend_ops harness bug: %s\n", what);
-    abort();
+    bool injected = ++g_allocs == g_fail_at;
+    void *p = NULL;
+    if (!injected && (size == 0 || count <= SIZE_MAX / size))
+        p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        harness_fail("cannot allocate %s (%zu x %zu bytes)%s", what, count, size,
+                     injected ? " [injected by bo_fail_alloc]" : "");
+    return p;
 }
 
 /* --- rng ----------------------------------------------------------------------------------- */
@@ -85,8 +107,10 @@ int32_t bo_rng_int(bo_rng *r, int32_t lo, int32_t hi)
 static uint32_t dt_block(bst_dtype t)
 {
     uint32_t bs = bst_dtype_block_size(t);
-    if (!bs)
-        harness_bug("dtype without geometry");
+    if (!bs) {
+        harness_fail("dtype %d has no element geometry", (int)t);
+        return 1;
+    }
     return bs;
 }
 
@@ -132,7 +156,9 @@ void bo_tensor_view(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t 
 {
     memset(t, 0, sizeof *t);
     if (rank > BST_MAX_DIMS)
-        harness_bug("rank");
+        harness_fail("a tensor of rank %u (at most %d)", rank, BST_MAX_DIMS);
+    if (!bo_ok())
+        return;
     t->dtype = dtype;
     t->rank = rank;
     uint32_t bs = dt_block(dtype), bb = dt_bytes(dtype);
@@ -141,8 +167,11 @@ void bo_tensor_view(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t 
         t->shape[i] = shape[i];
         pshape[perm ? perm[i] : i] = shape[i];
     }
-    if (bs > 1 && rank > 0 && ((perm && perm[rank - 1] != rank - 1) || shape[rank - 1] % bs))
-        harness_bug("block tensor: innermost dim must stay innermost and hold whole blocks");
+    if (bs > 1 && rank > 0 && ((perm && perm[rank - 1] != rank - 1) || shape[rank - 1] % bs)) {
+        harness_fail("a %s tensor whose innermost dim is permuted or holds a partial block",
+                     bst_dtype_name(dtype));
+        return;
+    }
     int64_t total = bb;
     if (rank > 0) {
         total = (pshape[rank - 1] / bs + pad) * bb;
@@ -155,13 +184,15 @@ void bo_tensor_view(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t 
     for (uint32_t i = 0; i < rank; i++)
         t->strides[i] = pstr[perm ? perm[i] : i];
     t->span = (uint64_t)total;
-    t->bytes = xmalloc((size_t)t->span);
+    t->bytes = bo_alloc((size_t)t->span, 1, "a tensor's bytes");
+    if (!t->bytes)
+        return;
     memset(t->bytes, 0xFF, (size_t)t->span);
     size_t n = (size_t)bo_tensor_numel(t);
     if (dtype == BST_DTYPE_I32)
-        t->ids = xcalloc(n, sizeof *t->ids);
+        t->ids = bo_alloc(n, sizeof *t->ids, "a tensor's ids");
     else
-        t->val = xcalloc(n, sizeof *t->val);
+        t->val = bo_alloc(n, sizeof *t->val, "a tensor's values");
 }
 
 void bo_tensor_contig(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t *shape)
@@ -202,7 +233,7 @@ static double encode_plain(bst_dtype dt, double v, uint8_t *dst)
         return (double)i;
     }
     default:
-        harness_bug("encode_plain: not a plain dtype");
+        harness_fail("cannot encode %s elements one by one", bst_dtype_name(dt));
         return 0.0;
     }
 }
@@ -231,13 +262,15 @@ static double decode_plain(bst_dtype dt, const uint8_t *src)
         return (double)i;
     }
     default:
-        harness_bug("decode_plain: not a plain dtype");
+        harness_fail("cannot decode %s elements one by one", bst_dtype_name(dt));
         return 0.0;
     }
 }
 
 void bo_tensor_set(bo_tensor *t, const float *values)
 {
+    if (!bo_ok() || !t->bytes)
+        return;
     int64_t n = bo_tensor_numel(t);
     int64_t coord[BST_MAX_DIMS];
     if (!dt_is_block(t->dtype)) {
@@ -248,13 +281,16 @@ void bo_tensor_set(bo_tensor *t, const float *values)
         return;
     }
     int64_t k = t->shape[t->rank - 1];
-    float *tmp = xmalloc((size_t)k * sizeof *tmp);
-    for (int64_t r = 0; r < n / k; r++) {
+    float *tmp = bo_alloc((size_t)k, sizeof *tmp, "a dequantized row");
+    for (int64_t r = 0; tmp && r < n / k; r++) {
         unravel(r * k, t->rank, t->shape, coord);
         uint8_t *row = t->bytes + elem_offset(t, coord);
         if (bsti_quantize(t->dtype, values + r * k, row, k) != BST_OK ||
-            bsti_dequantize(t->dtype, row, tmp, k) != BST_OK)
-            harness_bug("bsti_quantize/bsti_dequantize failed on a valid row");
+            bsti_dequantize(t->dtype, row, tmp, k) != BST_OK) {
+            harness_fail("bsti_quantize/bsti_dequantize refused a %s row of %lld",
+                         bst_dtype_name(t->dtype), (long long)k);
+            break;
+        }
         for (int64_t j = 0; j < k; j++)
             t->val[r * k + j] = (double)tmp[j];
     }
@@ -263,8 +299,12 @@ void bo_tensor_set(bo_tensor *t, const float *values)
 
 void bo_tensor_fill(bo_tensor *t, bo_rng *rng, double lo, double hi)
 {
+    if (!bo_ok() || !t->bytes)
+        return;
     int64_t n = bo_tensor_numel(t);
-    float *v = xmalloc((size_t)n * sizeof *v);
+    float *v = bo_alloc((size_t)n, sizeof *v, "a tensor's random values");
+    if (!v)
+        return;
     for (int64_t i = 0; i < n; i++)
         v[i] = (float)bo_rng_uniform(rng, lo, hi);
     bo_tensor_set(t, v);
@@ -273,8 +313,10 @@ void bo_tensor_fill(bo_tensor *t, bo_rng *rng, double lo, double hi)
 
 void bo_tensor_set_ids(bo_tensor *t, const int32_t *ids)
 {
-    if (t->dtype != BST_DTYPE_I32)
-        harness_bug("bo_tensor_set_ids on a non-i32 tensor");
+    if (t->dtype != BST_DTYPE_I32 && bo_ok())
+        harness_fail("ids set on a %s tensor", bst_dtype_name(t->dtype));
+    if (!bo_ok() || !t->bytes)
+        return;
     int64_t n = bo_tensor_numel(t);
     int64_t coord[BST_MAX_DIMS];
     for (int64_t i = 0; i < n; i++) {
@@ -288,6 +330,7 @@ void bo_tensor_set_ids(bo_tensor *t, const int32_t *ids)
 
 void bo_case_init(bo_case *c, bst_op op, const char *label)
 {
+    g_err.set = false; /* a new case starts clean */
     memset(c, 0, sizeof *c);
     c->op = op;
     snprintf(c->dtype_label, sizeof c->dtype_label, "%s", label);
@@ -311,15 +354,22 @@ void bo_case_what(bo_case *c, const char *fmt, ...)
 
 bo_tensor *bo_case_input(bo_case *c)
 {
-    if (c->n_in >= BST_MAX_INPUTS)
-        harness_bug("too many inputs");
+    /* Past the limit: a tensor that holds nothing (building calls do nothing once the error is
+     * pending), so the caller can go on to bo_run, which reports it. */
+    static bo_tensor sink;
+    if (c->n_in >= BST_MAX_INPUTS) {
+        harness_fail("more than %d inputs", BST_MAX_INPUTS);
+        memset(&sink, 0, sizeof sink);
+        return &sink;
+    }
     return &c->in[c->n_in++];
 }
 
 void bo_case_output(bo_case *c, bst_dtype dtype, uint32_t rank, const int64_t *shape)
 {
     bo_tensor_contig(&c->out, dtype, rank, shape);
-    memset(c->out.bytes, (int)BO_PATTERN, (size_t)c->out.span);
+    if (c->out.bytes)
+        memset(c->out.bytes, (int)BO_PATTERN, (size_t)c->out.span);
     if (dt_is_block(dtype)) {
         c->metric = BO_QUANT;
     } else if (dtype == BST_DTYPE_F16 || dtype == BST_DTYPE_BF16) {
@@ -333,9 +383,12 @@ void bo_case_output(bo_case *c, bst_dtype dtype, uint32_t rank, const int64_t *s
 
 static bst_attr *new_attr(bo_case *c, bst_attr_key key, bst_attr_kind kind)
 {
+    static bst_attr sink; /* past the limit, as bo_case_input's sink */
+    bst_attr *a = &sink;
     if (c->n_attrs >= BST_MAX_ATTRS)
-        harness_bug("too many attrs");
-    bst_attr *a = &c->attrs[c->n_attrs++];
+        harness_fail("more than %d attributes", BST_MAX_ATTRS);
+    else
+        a = &c->attrs[c->n_attrs++];
     memset(a, 0, sizeof *a);
     a->struct_size = sizeof *a;
     a->key = key;
@@ -357,8 +410,10 @@ void bo_case_attr_float(bo_case *c, bst_attr_key key, double v)
 void bo_case_attr_ints(bo_case *c, bst_attr_key key, uint32_t n, const int64_t *v)
 {
     bst_attr *a = new_attr(c, key, BST_ATTR_KIND_INTS);
-    if (n > BST_MAX_DIMS)
-        harness_bug("too many ints");
+    if (n > BST_MAX_DIMS) {
+        harness_fail("an attribute of %u ints (at most %d)", n, BST_MAX_DIMS);
+        return;
+    }
     a->count = n;
     for (uint32_t i = 0; i < n; i++)
         a->ints[i] = v[i];
@@ -393,9 +448,13 @@ static bool is_effective(const bo_case *c, const bo_tensor *t, const int64_t *co
 
 double *bo_eff_values(const bo_case *c, const bo_tensor *t, int64_t *eff_shape)
 {
+    if (!bo_ok() || !t->val)
+        return NULL;
     int64_t eff[BST_MAX_DIMS], coord[BST_MAX_DIMS];
     int64_t n = eff_shape_of(c, t, eff);
-    double *v = xcalloc((size_t)n, sizeof *v);
+    double *v = bo_alloc((size_t)n, sizeof *v, "a tensor's effective values");
+    if (!v)
+        return NULL;
     for (int64_t k = 0; k < n; k++) {
         unravel(k, t->rank, eff, coord);
         v[k] = t->val[ravel(t->rank, t->shape, coord)];
@@ -407,9 +466,13 @@ double *bo_eff_values(const bo_case *c, const bo_tensor *t, int64_t *eff_shape)
 
 int32_t *bo_eff_ids(const bo_case *c, const bo_tensor *t, int64_t *eff_shape)
 {
+    if (!bo_ok() || !t->ids)
+        return NULL;
     int64_t eff[BST_MAX_DIMS], coord[BST_MAX_DIMS];
     int64_t n = eff_shape_of(c, t, eff);
-    int32_t *v = xcalloc((size_t)n, sizeof *v);
+    int32_t *v = bo_alloc((size_t)n, sizeof *v, "a tensor's effective ids");
+    if (!v)
+        return NULL;
     for (int64_t k = 0; k < n; k++) {
         unravel(k, t->rank, eff, coord);
         v[k] = t->ids[ravel(t->rank, t->shape, coord)];
@@ -424,29 +487,39 @@ void bo_case_alloc_ref(bo_case *c)
     size_t n = (size_t)bo_tensor_numel(&c->out);
     free(c->ref);
     free(c->expect);
-    c->ref = xcalloc(n, sizeof *c->ref);
-    c->expect = xcalloc(n, 1);
+    c->ref = NULL;
+    c->expect = NULL;
+    if (!bo_ok())
+        return;
+    c->ref = bo_alloc(n, sizeof *c->ref, "the expected output");
+    c->expect = bo_alloc(n, 1, "the expected-element flags");
 }
 
 void bo_case_finish_ref(bo_case *c)
 {
     bo_tensor *o = &c->out;
-    if (!dt_is_block(o->dtype))
+    if (!bo_ok() || !c->ref || !c->expect || !dt_is_block(o->dtype))
         return;
     int64_t k = o->shape[o->rank - 1], n = bo_tensor_numel(o);
     int64_t coord[BST_MAX_DIMS];
     free(c->ref_bytes);
-    c->ref_bytes = xmalloc((size_t)o->span);
+    c->ref_bytes = bo_alloc((size_t)o->span, 1, "the expected output bytes");
+    float *row = bo_alloc((size_t)k, sizeof *row, "an expected output row");
+    if (!c->ref_bytes || !row) {
+        free(row);
+        return;
+    }
     memset(c->ref_bytes, (int)BO_PATTERN, (size_t)o->span);
-    float *row = xmalloc((size_t)k * sizeof *row);
     for (int64_t r = 0; r < n / k; r++) {
         if (!c->expect[r * k])
             continue;
         for (int64_t j = 0; j < k; j++)
             row[j] = (float)c->ref[r * k + j];
         unravel(r * k, o->rank, o->shape, coord);
-        if (bsti_quantize(o->dtype, row, c->ref_bytes + elem_offset(o, coord), k) != BST_OK)
-            harness_bug("bsti_quantize failed on a valid row");
+        if (bsti_quantize(o->dtype, row, c->ref_bytes + elem_offset(o, coord), k) != BST_OK) {
+            harness_fail("bsti_quantize refused an expected %s row", bst_dtype_name(o->dtype));
+            break;
+        }
     }
     free(row);
 }
@@ -454,6 +527,8 @@ void bo_case_finish_ref(bo_case *c)
 void bo_case_set_ref(bo_case *c, const double *eff_ref)
 {
     bo_case_alloc_ref(c);
+    if (!bo_ok() || !eff_ref)
+        return;
     int64_t eff[BST_MAX_DIMS], coord[BST_MAX_DIMS];
     int64_t n = eff_shape_of(c, &c->out, eff);
     for (int64_t k = 0; k < n; k++) {
@@ -522,8 +597,12 @@ static const char *last_error(void)
 
 uint32_t bo_device_add(const bst_backend_api *api, void *handle, const char *label, bool is_cpu)
 {
-    if (g_dev.n == MAX_DEVICES)
-        harness_bug("too many devices");
+    if (g_dev.n == MAX_DEVICES) {
+        fprintf(stderr, "backend_ops: device %s not registered: the harness holds %d devices\n",
+                label, MAX_DEVICES);
+        g_dev.open_failures++;
+        return UINT32_MAX;
+    }
     uint32_t i = g_dev.n++;
     g_dev.api[i] = api;
     g_dev.handle[i] = handle;
@@ -593,18 +672,19 @@ void bo_set_hooks(const bo_hooks *h)
 
 /* --- summary ------------------------------------------------------------------------------- */
 
-typedef enum result { R_PASS, R_FAIL, R_UNSUPPORTED } result;
+typedef enum result { R_PASS, R_FAIL, R_UNSUPPORTED, R_ERROR, R_COUNT } result;
 
 typedef struct summary_row {
     uint32_t dev;
     bst_op op;
     char label[32];
-    uint32_t n[3];
+    uint32_t n[R_COUNT];
 } summary_row;
 
 static summary_row g_rows[MAX_SUMMARY];
 static uint32_t g_n_rows;
 static int g_family_fails, g_family_cases, g_cpu_gaps;
+static uint32_t g_rows_dropped; /* results the full summary table could not hold */
 static const char *g_family;
 static uint64_t g_case_no;
 
@@ -617,8 +697,10 @@ static void record(uint32_t dev, const bo_case *c, result r)
             return;
         }
     }
-    if (g_n_rows == MAX_SUMMARY)
-        harness_bug("summary table full");
+    if (g_n_rows == MAX_SUMMARY) {
+        g_rows_dropped++;
+        return;
+    }
     summary_row *row = &g_rows[g_n_rows++];
     memset(row, 0, sizeof *row);
     row->dev = dev;
@@ -667,22 +749,25 @@ void bo_print_summary(void)
 {
     devices_init();
     printf("\n\nbackend_ops summary (cases x kernel variants):\n");
-    printf("  %-12s %-12s %-14s %6s %6s %14s\n", "device", "op", "dtype", "PASS", "FAIL",
-           "NOT_SUPPORTED");
-    uint32_t tot[3] = {0, 0, 0};
+    printf("  %-12s %-12s %-14s %6s %6s %6s %14s\n", "device", "op", "dtype", "PASS", "FAIL",
+           "ERROR", "NOT_SUPPORTED");
+    uint32_t tot[R_COUNT] = {0};
     for (uint32_t d = 0; d < g_dev.n; d++)
         for (uint32_t i = 0; i < g_n_rows; i++) {
             const summary_row *r = &g_rows[i];
             if (r->dev != d)
                 continue;
-            printf("  %-12s %-12s %-14s %6u %6u %14u%s\n", g_dev.label[d], op_name(r->op),
-                   r->label, r->n[R_PASS], r->n[R_FAIL], r->n[R_UNSUPPORTED],
-                   r->n[R_FAIL] ? "  <-- FAIL" : "");
-            for (int k = 0; k < 3; k++)
+            printf("  %-12s %-12s %-14s %6u %6u %6u %14u%s\n", g_dev.label[d], op_name(r->op),
+                   r->label, r->n[R_PASS], r->n[R_FAIL], r->n[R_ERROR], r->n[R_UNSUPPORTED],
+                   r->n[R_FAIL] ? "  <-- FAIL" : r->n[R_ERROR] ? "  <-- ERROR" : "");
+            for (int k = 0; k < R_COUNT; k++)
                 tot[k] += r->n[k];
         }
-    printf("  total: %u PASS, %u FAIL, %u NOT_SUPPORTED\n", tot[R_PASS], tot[R_FAIL],
-           tot[R_UNSUPPORTED]);
+    printf("  total: %u PASS, %u FAIL, %u ERROR, %u NOT_SUPPORTED\n", tot[R_PASS], tot[R_FAIL],
+           tot[R_ERROR], tot[R_UNSUPPORTED]);
+    if (g_rows_dropped)
+        printf("  (%u results not in this table: it holds %d rows)\n", g_rows_dropped,
+               MAX_SUMMARY);
 }
 
 /* --- layout -------------------------------------------------------------------------------- */
@@ -790,16 +875,31 @@ static uint64_t unit_offset(const bo_tensor *t, int64_t u, int64_t *out_elem)
     return elem_offset(t, coord);
 }
 
+static void free_buffers(uint8_t **b, uint32_t n)
+{
+    if (!b)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        free(b[i]);
+    free(b);
+}
+
 /* The buffers as written before execute: pattern everywhere, each input's region, and inputs'
  * elements beyond their symbolic extents poisoned (0xFF: NaN), since no computed element may
  * depend on them. */
 static uint8_t **initial_buffers(const bo_case *c, const layout *L)
 {
-    uint8_t **b = xcalloc(L->n_bindings, sizeof *b);
-    for (uint32_t i = 0; i < L->n_bindings; i++) {
-        b[i] = xmalloc((size_t)L->size[i]);
+    uint8_t **b = bo_alloc(L->n_bindings, sizeof *b, "the initial buffer list");
+    for (uint32_t i = 0; b && i < L->n_bindings; i++) {
+        b[i] = bo_alloc((size_t)L->size[i], 1, "a binding's initial bytes");
+        if (!b[i]) {
+            free_buffers(b, L->n_bindings);
+            return NULL;
+        }
         memset(b[i], (int)BO_PATTERN, (size_t)L->size[i]);
     }
+    if (!b)
+        return NULL;
     for (uint32_t t = 0; t <= c->n_in; t++) {
         if (t == c->n_in && c->alias_in >= 0)
             continue;
@@ -817,15 +917,6 @@ static uint8_t **initial_buffers(const bo_case *c, const layout *L)
         }
     }
     return b;
-}
-
-static void free_buffers(uint8_t **b, uint32_t n)
-{
-    if (!b)
-        return;
-    for (uint32_t i = 0; i < n; i++)
-        free(b[i]);
-    free(b);
 }
 
 /* --- checking ------------------------------------------------------------------------------ */
@@ -905,7 +996,7 @@ static double quant_bound(bst_dtype dt, const double *x, uint32_t bs)
     case BST_DTYPE_Q8_0: d = amax / 127.0, qmax = 127.0, frac = 0.5; break;
     case BST_DTYPE_Q4_1: d = (mx - mn) / 15.0, qmax = 15.0, frac = 0.5; break;
     case BST_DTYPE_Q5_1: d = (mx - mn) / 31.0, qmax = 31.0, frac = 0.5; break;
-    default: harness_bug("quant_bound: not a block type"); return 0.0;
+    default: harness_fail("no quantization bound for %s", bst_dtype_name(dt)); return 0.0;
     }
     return d * (frac + qmax / 1024.0) + fabs(mn) / 1024.0 + 1e-6 * amax + 1e-30;
 }
@@ -1007,7 +1098,9 @@ static bool check_run(const bo_case *c, const layout *L, uint8_t *const *init,
     uint32_t bb = dt_bytes(o->dtype), bs = dt_block(o->dtype);
 
     /* 1. No byte may change except the output units the kernel had to compute. */
-    uint8_t *writable = xcalloc((size_t)L->size[ob], 1);
+    uint8_t *writable = bo_alloc((size_t)L->size[ob], 1, "the writable-byte map");
+    if (!writable)
+        return false;
     int64_t first;
     for (int64_t u = 0; u < unit_count(o); u++) {
         uint64_t off = unit_offset(o, u, &first);
@@ -1031,7 +1124,9 @@ static bool check_run(const bo_case *c, const layout *L, uint8_t *const *init,
     int64_t count = bo_tensor_numel(o);
     for (int64_t i = 0; i < count; i++)
         got[i] = NAN;
-    float *tmp = xmalloc(bs * sizeof *tmp);
+    float *tmp = bo_alloc(bs, sizeof *tmp, "a decoded output block");
+    if (!tmp)
+        return false;
     for (int64_t u = 0; u < unit_count(o); u++) {
         uint64_t off = unit_offset(o, u, &first);
         if (!c->expect[first])
@@ -1053,8 +1148,11 @@ static bool check_run(const bo_case *c, const layout *L, uint8_t *const *init,
         if (bs == 1) {
             got[first] = decode_plain(o->dtype, region + off);
         } else {
-            if (bsti_dequantize(o->dtype, region + off, tmp, bs) != BST_OK)
-                harness_bug("bsti_dequantize failed on a block");
+            if (bsti_dequantize(o->dtype, region + off, tmp, bs) != BST_OK) {
+                harness_fail("bsti_dequantize refused a %s block", bst_dtype_name(o->dtype));
+                free(tmp);
+                return false;
+            }
             for (uint32_t j = 0; j < bs; j++)
                 got[first + j] = (double)tmp[j];
         }
@@ -1087,8 +1185,33 @@ static const char *status_str(bst_status s)
     return n ? n : "?";
 }
 
+/* Whether tensor t of the case is uploaded as the runtime uploads a model weight: through
+ * prepare_weight, where the backend may keep a repacked copy that no other path reaches. That is
+ * a block-quantized matmul b or ffn_swiglu matrix, contiguous (a view is never a model weight),
+ * alone in its binding. */
+static bool is_prepared_weight(const bo_case *c, const layout *L, uint32_t t)
+{
+    if (t == 0 || t >= c->n_in || !dt_is_block(c->in[t].dtype))
+        return false;
+    if (!(c->op == BST_OP_MATMUL && t == 1) && c->op != BST_OP_FFN_SWIGLU)
+        return false;
+    const bo_tensor *w = &c->in[t];
+    int64_t stride = dt_bytes(w->dtype);
+    for (uint32_t i = w->rank; i-- > 0;) {
+        if (w->strides[i] != stride || w->sym[i] != BST_SYM_NONE)
+            return false;
+        stride *= i + 1 == w->rank ? w->shape[i] / dt_block(w->dtype) : w->shape[i];
+    }
+    for (uint32_t u = 0; u <= c->n_in; u++)
+        if (u != t && L->binding[u] == L->binding[t])
+            return false;
+    return (uint64_t)stride == w->span;
+}
+
 /* Compiles variant `variant` of the case on device `dev`, runs it and reads every buffer back
- * into *out_after (caller frees with free_buffers). Returns false with `why` on an API error. */
+ * into *out_after (caller frees with free_buffers). Returns false with `why` on an API error.
+ * Prepared weights (is_prepared_weight) are handed over without their guard bytes, at offset 0,
+ * and read back as their initial bytes: weights are read-only. */
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -1102,8 +1225,15 @@ static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const
 {
     const bst_backend_api *api = g_dev.api[dev];
     void *h = g_dev.handle[dev];
+    bool prepared[N_TENSORS] = {false}; /* per binding */
+    layout Lw = *L;
+    for (uint32_t t = 1; api->prepare_weight && t < c->n_in; t++)
+        if (is_prepared_weight(c, L, t)) {
+            prepared[L->binding[t]] = true;
+            Lw.offset[t] = 0;
+        }
     bo_node nd;
-    node_build(c, L, &nd);
+    node_build(c, &Lw, &nd);
     nd.node.variant = variant;
     const bst_node_desc *nodes[1] = {&nd.node};
     bst_partition_desc part;
@@ -1117,12 +1247,30 @@ static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const
     void *bufs[N_TENSORS] = {NULL};
     uint8_t **after = NULL;
     bool ok = false;
-    bst_status s = api->compile(h, &part, &exe);
+    bst_status s = BST_OK;
+    for (uint32_t t = 1; t < c->n_in; t++) {
+        const uint32_t b = L->binding[t];
+        if (!prepared[b] || bufs[b])
+            continue;
+        uint64_t cost = 0;
+        uint32_t lay = BST_LAYOUT_NATIVE;
+        s = api->prepare_weight(h, &nd.in[t], init[b] + L->offset[t], c->in[t].span, &bufs[b],
+                                &cost, &lay);
+        if (s != BST_OK || !bufs[b]) {
+            snprintf(why, n, "prepare_weight of input %u failed: %s: %s", t, status_str(s),
+                     last_error());
+            goto done;
+        }
+        nd.in[t].layout = lay; /* compiled for the layout the backend chose */
+    }
+    s = api->compile(h, &part, &exe);
     if (s != BST_OK) {
         snprintf(why, n, "compile failed: %s: %s", status_str(s), last_error());
         goto done;
     }
     for (uint32_t b = 0; b < L->n_bindings; b++) {
+        if (prepared[b])
+            continue;
         s = api->buffer_alloc(h, L->size[b], &bufs[b]);
         if (s != BST_OK) {
             snprintf(why, n, "buffer_alloc(%llu) failed: %s: %s",
@@ -1149,16 +1297,22 @@ static bool execute_case(const bo_case *c, uint32_t dev, uint32_t variant, const
         snprintf(why, n, "execute failed: %s: %s", status_str(s), last_error());
         goto done;
     }
-    after = xcalloc(L->n_bindings, sizeof *after);
-    for (uint32_t b = 0; b < L->n_bindings; b++) {
-        after[b] = xmalloc((size_t)L->size[b]);
+    after = bo_alloc(L->n_bindings, sizeof *after, "the read-back buffer list");
+    for (uint32_t b = 0; after && b < L->n_bindings; b++) {
+        after[b] = bo_alloc((size_t)L->size[b], 1, "a binding's read-back bytes");
+        if (!after[b])
+            goto done; /* a harness failure: the caller reports bo_error() */
+        if (prepared[b]) {
+            memcpy(after[b], init[b], (size_t)L->size[b]);
+            continue;
+        }
         s = api->buffer_read(h, bufs[b], 0, after[b], L->size[b]);
         if (s != BST_OK) {
             snprintf(why, n, "buffer_read failed: %s: %s", status_str(s), last_error());
             goto done;
         }
     }
-    ok = true;
+    ok = after != NULL;
 done:
     for (uint32_t b = 0; b < L->n_bindings; b++)
         if (bufs[b])
@@ -1218,6 +1372,19 @@ static void report_fail(const bo_case *c, uint32_t dev, const char *variant, con
            c->dtype_label, c->what, variant, why);
 }
 
+/* Reports the pending harness error (which it clears) as device `dev`'s ERROR for the case. */
+static int report_error(const bo_case *c, uint32_t dev, const char *variant)
+{
+    char why[sizeof g_err.msg];
+    take_error(why, sizeof why);
+    if (!g_hooks.quiet)
+        printf("\n  ERROR %s %s %s [%s] variant %s: %s", g_dev.label[dev], op_name(c->op),
+               c->dtype_label, c->what, variant, why);
+    record(dev, c, R_ERROR);
+    emit(c, dev, variant, BO_ERROR, why, NULL, NULL, 0);
+    return 1;
+}
+
 static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got)
 {
     const bst_backend_api *api = g_dev.api[dev];
@@ -1256,8 +1423,13 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
     int fails = 0;
     layout L;
     make_layout(c, shared, &L);
+    size_t n_out = (size_t)bo_tensor_numel(&c->out);
     uint8_t **init = initial_buffers(c, &L);
-    double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+    double *got = init ? bo_alloc(n_out, sizeof *got, "the decoded output") : NULL;
+    if (!got) {
+        free_buffers(init, L.n_bindings);
+        return report_error(c, dev, "-");
+    }
     for (uint32_t v = 0; v < count; v++) {
         char vname[sizeof vars[v].name + 1];
         memcpy(vname, vars[v].name, sizeof vars[v].name);
@@ -1266,6 +1438,11 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
         uint64_t exec_ns = 0;
         bool ran = execute_case(c, dev, v, &L, init, &after, &exec_ns, why, sizeof why);
         bool ok = ran && check_run(c, &L, init, after, is_cpu, got, why, sizeof why);
+        if (!ok && !bo_ok()) { /* the harness failed, not the kernel */
+            free_buffers(after, L.n_bindings);
+            fails += report_error(c, dev, vname);
+            continue;
+        }
         const double *got_ok = ran ? got : NULL;
         bool was_cpu_ref = false;
         if (ok && !is_cpu && *cpu_got)
@@ -1280,13 +1457,18 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
         if (g_hooks.result)
             emit(c, dev, vname, ok ? BO_PASS : BO_FAIL, ok ? NULL : why, got_ok,
                  was_cpu_ref ? NULL : *cpu_got, exec_ns);
-        if (was_cpu_ref)
-            got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
         free_buffers(after, L.n_bindings);
         record(dev, c, ok ? R_PASS : R_FAIL);
         if (!ok) {
             report_fail(c, dev, vname, why);
             fails++;
+        }
+        if (was_cpu_ref) {
+            got = NULL; /* it is *cpu_got now; the variants left need another */
+            if (v + 1 < count && !(got = bo_alloc(n_out, sizeof *got, "the decoded output"))) {
+                fails += report_error(c, dev, "-"); /* one ERROR for the variants left */
+                break;
+            }
         }
     }
     free(got);
@@ -1297,13 +1479,15 @@ static int run_on_device(bo_case *c, uint32_t dev, bool shared, double **cpu_got
 int bo_run(bo_case *c)
 {
     devices_init();
-    if (!c->ref || !c->expect)
-        harness_bug("case without a reference");
+    if (bo_ok() && (!c->ref || !c->expect))
+        harness_fail("%s %s case without an expected output (bo_case_set_ref)", op_name(c->op),
+                     c->dtype_label);
     uint64_t case_no = g_case_no++;
     bool shared = (case_no % 3) == 2;
     if (shared)
         bo_case_what(c, "; one binding");
     if (g_hooks.select && !g_hooks.select(g_hooks.ud, case_no, c)) {
+        g_err.set = false;
         g_family_cases++;
         bo_case_free(c);
         return 0;
@@ -1312,6 +1496,23 @@ int bo_run(bo_case *c)
         /* A suite that forgot bo_set_device_source would otherwise pass without running
          * anything. */
         fprintf(stderr, "backend_ops: no device registered (bo_set_device_source)\n");
+        g_err.set = false;
+        g_family_cases++;
+        g_family_fails++;
+        bo_case_free(c);
+        return 1;
+    }
+    if (!bo_ok()) {
+        /* The case could not be built: an ERROR on every device, one failure of the family. */
+        char why[sizeof g_err.msg];
+        take_error(why, sizeof why);
+        if (!g_hooks.quiet)
+            printf("\n  ERROR %s %s [%s]: %s", op_name(c->op), c->dtype_label, c->what, why);
+        for (uint32_t d = 0; d < g_dev.n; d++)
+            if (g_dev.handle[d]) {
+                record(d, c, R_ERROR);
+                emit(c, d, "-", BO_ERROR, why, NULL, NULL, 0);
+            }
         g_family_cases++;
         g_family_fails++;
         bo_case_free(c);
@@ -1338,9 +1539,11 @@ static int still_passes(const bo_case *c, const layout *L, uint8_t *const *init,
                         uint8_t *const *after, bool is_cpu, const char *what)
 {
     char why[512];
-    double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
-    bool ok = check_run(c, L, init, after, is_cpu, got, why, sizeof why);
+    double *got = bo_alloc((size_t)bo_tensor_numel(&c->out), sizeof *got, "the decoded output");
+    bool ok = got && check_run(c, L, init, after, is_cpu, got, why, sizeof why);
     free(got);
+    if (!bo_ok())
+        return 1; /* not checked: bo_selftest reports the harness error */
     if (ok)
         printf("\n  selftest: corruption '%s' was NOT detected", what);
     else
@@ -1351,7 +1554,12 @@ static int still_passes(const bo_case *c, const layout *L, uint8_t *const *init,
 int bo_selftest(bo_case *c, uint32_t dev)
 {
     devices_init();
-    if (dev >= g_dev.n || !g_dev.handle[dev]) {
+    if (bo_ok() && (!c->ref || !c->expect))
+        harness_fail("selftest case without an expected output (bo_case_set_ref)");
+    if (dev >= g_dev.n || !g_dev.handle[dev] || !bo_ok()) {
+        if (!bo_ok())
+            printf("\n  selftest: %s", bo_error());
+        g_err.set = false;
         bo_case_free(c);
         return -1;
     }
@@ -1360,11 +1568,16 @@ int bo_selftest(bo_case *c, uint32_t dev)
     uint8_t **init = initial_buffers(c, &L), **after = NULL;
     char why[512];
     int missed = -1;
-    double *got = xcalloc((size_t)bo_tensor_numel(&c->out), sizeof *got);
+    double *got = init ? bo_alloc((size_t)bo_tensor_numel(&c->out), sizeof *got,
+                                  "the decoded output")
+                       : NULL;
     bool is_cpu = g_dev.is_cpu[dev];
+    if (!got)
+        goto done;
     if (!execute_case(c, dev, 0, &L, init, &after, NULL, why, sizeof why) ||
         !check_run(c, &L, init, after, is_cpu, got, why, sizeof why)) {
-        printf("\n  selftest: the uncorrupted case failed: %s", why);
+        if (bo_ok())
+            printf("\n  selftest: the uncorrupted case failed: %s", why);
         goto done;
     }
     missed = 0;
@@ -1407,14 +1620,17 @@ int bo_selftest(bo_case *c, uint32_t dev)
         after[ob][ooff + (uint64_t)keep] ^= 0x01;
     }
     if (!check_run(c, &L, init, after, is_cpu, got, why, sizeof why)) {
-        printf("\n  selftest: the restored buffers no longer pass: %s", why);
+        if (bo_ok())
+            printf("\n  selftest: the restored buffers no longer pass: %s", why);
         missed++;
     }
     /* The comparison with the CPU backend's output (used for every other backend): equal
      * outputs pass, a perturbed one fails (block outputs are judged against their input only). */
     if (c->metric != BO_QUANT) {
         int64_t count = bo_tensor_numel(&c->out);
-        double *other = xcalloc((size_t)count, sizeof *other);
+        double *other = bo_alloc((size_t)count, sizeof *other, "the CPU backend's output");
+        if (!other)
+            goto done;
         memcpy(other, got, (size_t)count * sizeof *other);
         if (!compare_values(c, got, other, c->tol, true, why, sizeof why)) {
             printf("\n  selftest: identical outputs differ from the CPU's: %s", why);
@@ -1434,6 +1650,11 @@ int bo_selftest(bo_case *c, uint32_t dev)
         free(other);
     }
 done:
+    if (!bo_ok()) {
+        printf("\n  selftest: %s", bo_error());
+        g_err.set = false;
+        missed = -1;
+    }
     free(got);
     free_buffers(init, L.n_bindings);
     free_buffers(after, L.n_bindings);

@@ -1,0 +1,204 @@
+/*
+ * The packed weight copy (cpu_packed.h): when to make one, the repack and its inverse, and the
+ * portable kernel that states what the SIMD ones compute.
+ */
+#include "cpu_backend.h"
+#include "cpu_isa.h"
+#include "cpu_packed.h"
+
+#include <string.h>
+
+enum { Q4_0_BYTES = 18, Q4_1_BYTES = 20, Q8_0_BYTES = 34 };
+
+/* The AVX-512 VNNI kernels for few and many activation rows. */
+#define PACKED_GEMV_AVX512 cpu_packed_gemv_avx512
+#define PACKED_GEMM_AVX512 cpu_packed_gemm_avx512
+
+static size_t block_bytes(uint32_t dtype)
+{
+    return dtype == BST_DTYPE_Q4_0 ? Q4_0_BYTES : dtype == BST_DTYPE_Q4_1 ? Q4_1_BYTES : Q8_0_BYTES;
+}
+
+/* Where a block's quant bytes start (after d, and m for q4_1). */
+static size_t quant_offset(uint32_t dtype) { return dtype == BST_DTYPE_Q4_1 ? 4 : 2; }
+
+bool cpu_packed_wanted(uint32_t dtype, uint32_t rank, const int64_t *shape)
+{
+    if (dtype != BST_DTYPE_Q4_0 && dtype != BST_DTYPE_Q4_1 && dtype != BST_DTYPE_Q8_0)
+        return false;
+    if (rank != 2 || shape[0] < 1 || shape[1] < CPU_Q8_QK || shape[1] % CPU_Q8_QK)
+        return false;
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    return (cpu_isa_mask() & CPU_ISA_AVX512VNNI) != 0;
+#else
+    return false;
+#endif
+}
+
+bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint8_t *native,
+                             size_t row_bytes, cpu_packed **out)
+{
+    *out = NULL;
+    if ((dtype != BST_DTYPE_Q4_0 && dtype != BST_DTYPE_Q4_1 && dtype != BST_DTYPE_Q8_0) ||
+        rows < 1 || k < CPU_Q8_QK || k % CPU_Q8_QK) {
+        cpu_host->set_error("cpu: cannot pack a %s weight of %lld x %lld", cpu_dtype_name(dtype),
+                            (long long)rows, (long long)k);
+        return BST_ERR_INVALID_ARG;
+    }
+    const int64_t nb = k / CPU_Q8_QK, groups = (rows + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;
+    const size_t qbytes = dtype == BST_DTYPE_Q8_0 ? 512 : 256;
+    const size_t tables = dtype == BST_DTYPE_Q4_1 ? 2 : 1; /* d, and m */
+    size_t group_bytes = (size_t)nb * (qbytes + tables * CPU_PACK_ROWS * sizeof(uint16_t));
+    group_bytes = (group_bytes + 63) / 64 * 64;
+    size_t total;
+    if (__builtin_mul_overflow(group_bytes, (size_t)groups, &total)) {
+        cpu_host->set_error("cpu: a packed %lld x %lld weight overflows", (long long)rows,
+                            (long long)k);
+        return BST_ERR_OVERFLOW;
+    }
+    cpu_packed *p = cpu_host->alloc(sizeof *p, 64);
+    uint8_t *data = p ? cpu_host->alloc(total, 64) : NULL;
+    if (!data) {
+        if (p)
+            cpu_host->free(p);
+        cpu_host->set_error("cpu: out of memory packing a %zu-byte weight", total);
+        return BST_ERR_OUT_OF_MEMORY;
+    }
+    memset(data, 0, total); /* padding rows: scale 0 */
+    *p = (cpu_packed){dtype, rows, nb, groups, qbytes, group_bytes, data, row_bytes};
+
+    const size_t bb = block_bytes(dtype), qo = quant_offset(dtype), vecs = qbytes / 64;
+    for (int64_t n = 0; n < rows; n++) {
+        const int64_t g = n / CPU_PACK_ROWS, r = n % CPU_PACK_ROWS;
+        uint8_t *q = data + (size_t)g * group_bytes;
+        uint16_t *d = (uint16_t *)(void *)(q + (size_t)nb * qbytes);
+        uint16_t *m = d + (size_t)nb * CPU_PACK_ROWS;
+        const uint8_t *src = native + (size_t)n * row_bytes;
+        for (int64_t kb = 0; kb < nb; kb++, src += bb) {
+            uint8_t *tile = q + (size_t)kb * qbytes;
+            for (size_t v = 0; v < vecs; v++)
+                for (size_t i = 0; i < 4; i++) {
+                    const uint8_t b = src[qo + 4 * v + i];
+                    tile[v * 64 + (size_t)r * 4 + i] = dtype == BST_DTYPE_Q8_0 ? b ^ 0x80u : b;
+                }
+            memcpy(&d[kb * CPU_PACK_ROWS + r], src, 2);
+            if (dtype == BST_DTYPE_Q4_1)
+                memcpy(&m[kb * CPU_PACK_ROWS + r], src + 2, 2);
+        }
+    }
+    *out = p;
+    return BST_OK;
+}
+
+void cpu_packed_free(cpu_packed *p)
+{
+    if (!p)
+        return;
+    cpu_host->free(p->data);
+    cpu_host->free(p);
+}
+
+void cpu_packed_native_row(const cpu_packed *p, int64_t row, uint8_t *dst)
+{
+    const int64_t g = row / CPU_PACK_ROWS, r = row % CPU_PACK_ROWS;
+    const uint8_t *q = cpu_packed_quants(p, g);
+    const uint16_t *d = cpu_packed_scales(p, g), *m = cpu_packed_mins(p, g);
+    const size_t bb = block_bytes(p->dtype), qo = quant_offset(p->dtype), vecs = p->qbytes / 64;
+    for (int64_t kb = 0; kb < p->nb; kb++, dst += bb) {
+        const uint8_t *tile = q + (size_t)kb * p->qbytes;
+        memcpy(dst, &d[kb * CPU_PACK_ROWS + r], 2);
+        if (p->dtype == BST_DTYPE_Q4_1)
+            memcpy(dst + 2, &m[kb * CPU_PACK_ROWS + r], 2);
+        for (size_t v = 0; v < vecs; v++)
+            for (size_t i = 0; i < 4; i++) {
+                const uint8_t b = tile[v * 64 + (size_t)r * 4 + i];
+                dst[qo + 4 * v + i] = p->dtype == BST_DTYPE_Q8_0 ? b ^ 0x80u : b;
+            }
+    }
+}
+
+/* Element e of activation block b in units of its d. */
+static inline int32_t act(const cpu_q8_block *b, int e) { return 256 * (int32_t)b->hi[e] + b->lo[e]; }
+
+void cpu_packed_gemv_scalar(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
+                            int64_t m_count, float *out, int64_t ldo)
+{
+    const size_t vecs = p->qbytes / 64;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *q = cpu_packed_quants(p, g);
+        const uint16_t *d = cpu_packed_scales(p, g), *m = cpu_packed_mins(p, g);
+        for (int64_t r = 0; r < CPU_PACK_ROWS && g * CPU_PACK_ROWS + r < p->rows; r++) {
+            for (int64_t j = 0; j < m_count; j++) {
+                const cpu_q8_block *ar = a + j * p->nb;
+                float acc = 0.0f;
+                for (int64_t kb = 0; kb < p->nb; kb++) {
+                    const uint8_t *tile = q + (size_t)kb * p->qbytes;
+                    int32_t sum = 0;
+                    for (size_t v = 0; v < vecs; v++)
+                        for (int i = 0; i < 4; i++) {
+                            const uint8_t b = tile[v * 64 + (size_t)r * 4 + (size_t)i];
+                            const int e = 4 * (int)v + i;
+                            if (p->dtype == BST_DTYPE_Q8_0) {
+                                sum += (int32_t)b * act(&ar[kb], e);
+                            } else {
+                                sum += (int32_t)(b & 0x0f) * act(&ar[kb], e);
+                                sum += (int32_t)(b >> 4) * act(&ar[kb], e + CPU_Q8_QK / 2);
+                            }
+                        }
+                    const float dw = cpu_q8_half((const uint8_t *)&d[kb * CPU_PACK_ROWS + r]);
+                    /* q4_0: (q - 8); q8_0: (u - 128); q4_1: + m * s_a. */
+                    switch (p->dtype) {
+                    case BST_DTYPE_Q4_0: acc += dw * (ar[kb].d * (float)sum - 8.0f * ar[kb].s); break;
+                    case BST_DTYPE_Q8_0: acc += dw * (ar[kb].d * (float)sum - 128.0f * ar[kb].s); break;
+                    default:
+                        acc += dw * ar[kb].d * (float)sum +
+                               cpu_q8_half((const uint8_t *)&m[kb * CPU_PACK_ROWS + r]) * ar[kb].s;
+                    }
+                }
+                out[j * ldo + g * CPU_PACK_ROWS + r] = acc;
+            }
+        }
+    }
+}
+
+cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count)
+{
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    if (impl == &cpu_q8dot_avx512vnni)
+        return m_count <= CPU_Q8_MAX_ROWS ? PACKED_GEMV_AVX512 : PACKED_GEMM_AVX512;
+#endif
+    (void)impl;
+    (void)m_count;
+    return NULL;
+}
+
+static void packed_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const cpu_packed_job *job = r->aux;
+    job->fn(job->p, begin, end, job->a, job->m_count, job->out, job->ldo);
+}
+
+void cpu_packed_run(cpu_run *r, const cpu_packed_job *job)
+{
+    void *saved = r->aux;
+    r->aux = (void *)(uintptr_t)job;
+    const int64_t k = job->p->nb * CPU_Q8_QK;
+    cpu_parallel(r, job->p->groups, cpu_grain(CPU_PACK_ROWS * k / 4 * (job->m_count + 1)),
+                 packed_groups);
+    r->aux = saved;
+}
+
+bool cpu_rows_uniform(const cpu_tensor *t, float **base, int64_t *ld)
+{
+    if (t->dtype != BST_DTYPE_F32 || t->nb[3] != (int64_t)sizeof(float) || t->nb[2] % 4)
+        return false;
+    /* Flattened rows are evenly spaced when each outer dim steps over the whole inner one
+     * (or has extent 1). */
+    if ((t->ne[1] > 1 && t->nb[1] != t->ne[2] * t->nb[2]) ||
+        (t->ne[0] > 1 && t->nb[0] != t->ne[1] * t->ne[2] * t->nb[2]))
+        return false;
+    *base = (float *)(void *)t->data;
+    *ld = t->nb[2] / (int64_t)sizeof(float);
+    return true;
+}

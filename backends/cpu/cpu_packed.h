@@ -1,0 +1,118 @@
+/*
+ * backends/cpu/cpu_packed.h — quantized weights repacked for the int8 dot kernels.
+ *
+ * Read in their GGUF layout, a q4 block's scale, nibbles and (q4_1) minimum are decoded one
+ * 18- or 20-byte block at a time, per row: on a decode GEMV that costs more instructions per
+ * weight byte than the memory delivers bytes, so the kernels stall well below the bandwidth.
+ * prepare_weight therefore also keeps a copy of every q4_0 / q4_1 / q8_0 matrix with its rows
+ * interleaved in groups of CPU_PACK_ROWS = 16: one 64-byte vector then holds the same 4 quant
+ * bytes of 16 rows, one vpdpbusd against a broadcast 4-byte group of the activation block
+ * advances 16 rows at once, and the 16 rows' scales of a block arrive as one 32-byte load. The
+ * copy has exactly the native byte count (plus padding of the last group); the native bytes stay
+ * where they are (the reference kernels and every other path keep reading them).
+ *
+ * Group g (rows 16g .. 16g+15) at data + g * group_bytes, for nb = K / 32 blocks:
+ *   quants: nb tiles of qbytes (q4_0 / q4_1: 256, q8_0: 512), 64-byte aligned. Tile kb is
+ *           qbytes / 64 vectors; in vector v, lane r (bytes v*64 + 4r .. v*64 + 4r + 3) holds
+ *           row 16g + r's block-kb quant bytes qs[4v .. 4v + 3]. For q4 those bytes' low
+ *           nibbles are elements 4v .. 4v+3 of the block and the high nibbles elements
+ *           16 + 4v .. 16 + 4v + 3 (GGUF's own nibble order). For q8_0 each byte is stored
+ *           XOR 0x80 (w + 128, unsigned, as vpdpbusd wants; the kernel takes back 128 * sum(a)).
+ *   d:      nb * 16 f16 scales, row r's block kb at [kb * 16 + r].
+ *   m:      (q4_1 only) nb * 16 f16 minimums, same order.
+ * Rows past the last real row are zero bytes (scale 0, so they contribute nothing).
+ */
+#ifndef BASTION_CPU_PACKED_H
+#define BASTION_CPU_PACKED_H
+
+#include "cpu_backend.h"
+#include "cpu_q8dot.h"
+
+#include <bastion/backend.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CPU_PACK_ROWS 16
+
+typedef struct cpu_packed {
+    uint32_t dtype;     /* BST_DTYPE_Q4_0, _Q4_1 or _Q8_0 */
+    int64_t rows;       /* N: the weight's rows (matmul outputs) */
+    int64_t nb;         /* K / 32: blocks per row */
+    int64_t groups;     /* ceil(rows / 16) */
+    size_t qbytes;      /* quant bytes per tile: 256 (q4_*) or 512 (q8_0) */
+    size_t group_bytes; /* stride between groups, a multiple of 64 */
+    uint8_t *data;      /* 64-byte aligned, groups * group_bytes (from cpu_host->alloc) */
+    size_t row_bytes;   /* the native matrix's row stride it was packed from */
+} cpu_packed;
+
+/* Pointers into group g. */
+static inline const uint8_t *cpu_packed_quants(const cpu_packed *p, int64_t g)
+{
+    return p->data + (size_t)g * p->group_bytes;
+}
+static inline const uint16_t *cpu_packed_scales(const cpu_packed *p, int64_t g)
+{
+    return (const uint16_t *)(const void *)(cpu_packed_quants(p, g) + (size_t)p->nb * p->qbytes);
+}
+static inline const uint16_t *cpu_packed_mins(const cpu_packed *p, int64_t g) /* q4_1 only */
+{
+    return cpu_packed_scales(p, g) + (size_t)p->nb * CPU_PACK_ROWS;
+}
+
+/* Whether prepare_weight packs a weight of this dtype, rank and shape ([N, K]), given the kernels
+ * this machine runs (only the AVX-512 VNNI kernels read the packed copy). */
+bool cpu_packed_wanted(uint32_t dtype, uint32_t rank, const int64_t *shape);
+
+/* Repacks the [rows, K] native (GGUF) matrix at `native` (row stride `row_bytes`). Returns
+ * BST_OK with *out set, or BST_ERR_OUT_OF_MEMORY / BST_ERR_INVALID_ARG with cpu_host->set_error
+ * called. */
+bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint8_t *native,
+                             size_t row_bytes, cpu_packed **out);
+void cpu_packed_free(cpu_packed *p);
+
+/* Row `row` of the packed matrix back in its native block bytes (nb blocks into `dst`): the
+ * inverse of the repack, for tests and for paths that want native rows. */
+void cpu_packed_native_row(const cpu_packed *p, int64_t row, uint8_t *dst);
+
+/* Integer-dot GEMV/GEMM on the packed copy: for every row n in groups [g0, g1) that exists
+ * (n < p->rows) and every activation row j < m_count,
+ *     out[j * ldo + n] = dot(weight row n, activation row j),
+ * the activation rows quantized (cpu_q8dot.h) to p->nb blocks each, row j at a + j * p->nb.
+ * The integer dots are exactly those of the native q8x2dot kernels; only the order of the
+ * float sums differs. */
+typedef void (*cpu_packed_gemv_fn)(const cpu_packed *p, int64_t g0, int64_t g1,
+                                   const cpu_q8_block *a, int64_t m_count, float *out,
+                                   int64_t ldo);
+void cpu_packed_gemv_scalar(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
+                            int64_t m_count, float *out, int64_t ldo);
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+/* Few activation rows (decode; m_count <= CPU_Q8_MAX_ROWS is its fast case). */
+void cpu_packed_gemv_avx512(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
+                            int64_t m_count, float *out, int64_t ldo);
+/* Many activation rows (a prompt): the int8 GEMM, tiles of weight groups x activation rows. */
+void cpu_packed_gemm_avx512(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
+                            int64_t m_count, float *out, int64_t ldo);
+#endif
+
+/* The packed kernel variant `impl` runs for m_count activation rows, or NULL when impl reads the
+ * native rows instead. */
+cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count);
+
+/* The activation rows of a matmul-like node quantized and multiplied by a packed weight. The
+ * caller quantizes `a` (m_count rows of p->nb blocks); cpu_packed_run splits the weight's row
+ * groups over the pool and writes out[j * ldo + n]. */
+typedef struct cpu_packed_job {
+    const cpu_packed *p;
+    cpu_packed_gemv_fn fn;
+    const cpu_q8_block *a;
+    int64_t m_count;
+    float *out;
+    int64_t ldo;
+} cpu_packed_job;
+void cpu_packed_run(cpu_run *r, const cpu_packed_job *job);
+
+/* Whether t's rows (all dims but the innermost, flattened) are f32, contiguous inside and evenly
+ * spaced: then row i is at *base + i * *ld floats. */
+bool cpu_rows_uniform(const cpu_tensor *t, float **base, int64_t *ld);
+
+#endif /* BASTION_CPU_PACKED_H */
