@@ -216,10 +216,7 @@ static void test_invalid_nodes(void)
  * past the symbolic extent, an element left unwritten. */
 static void test_harness_selftest(void)
 {
-    uint32_t dev = UINT32_MAX;
-    for (uint32_t d = 0; d < bo_device_count(); d++)
-        if (bo_device_handle(d) && bo_device_is_cpu(d))
-            dev = d;
+    uint32_t dev = bo_cpu_device();
     CU_ASSERT_NOT_EQUAL_FATAL(dev, UINT32_MAX);
     bo_rng_seed(&rng, 99);
     static const bst_op ops[] = {BST_OP_SCALE, BST_OP_QUANTIZE};

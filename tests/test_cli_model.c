@@ -2,7 +2,8 @@
  * tests/test_cli_model.c — `bastion run` and `bastion perplexity` as a user meets them, on the
  * real default model ($BASTION_MODEL) through the built binary ($BASTION_BIN): the streamed
  * answer and the timing line, the --json object, seeded runs repeating, usage errors (exit 2)
- * and failures (exit 1); perplexity checked against a computation written here on the library
+ * and failures (exit 1), the -c / -b count errors that run, perplexity, explain and tune share;
+ * perplexity checked against a computation written here on the library
  * API, saved logits compared with themselves (KL 0, full top-1 agreement) and with an f16 KV
  * cache (small KL), and baselines that do not match refused with the reason.
  */
@@ -190,6 +191,31 @@ static void test_run_errors(void)
                 1, "context full");
 }
 
+/* -c / -b are parsed by one helper for run, perplexity, explain and tune (cli_size_option):
+ * each command refuses a bad count with its own message, before it opens any model. */
+static void test_size_option_errors(void)
+{
+    const char *m = model_path();
+    expect_exit(run("run", "-m", m, "-p", "hi", "-c", "0", NULL), 2,
+                "--ctx-size needs a positive count, not '0'");
+    expect_exit(run("run", "-m", m, "-p", "hi", "--batch-size", "many", NULL), 2,
+                "--batch-size needs a positive count, not 'many'");
+    expect_exit(run("perplexity", "-m", m, "-f", "x.txt", "--ctx", "3", NULL), 2,
+                "--ctx needs a count of at least 4, not '3'");
+    expect_exit(run("perplexity", "-m", m, "-f", "x.txt", "--ctx-size", "-4", NULL), 2,
+                "--ctx needs a count of at least 4, not '-4'");
+    expect_exit(run("perplexity", "-m", m, "-f", "x.txt", "-b", "0", NULL), 2,
+                "--batch-size needs a positive count, not '0'");
+    expect_exit(run("explain", "-m", m, "-b", "0", NULL), 2,
+                "--batch-size needs a positive count, not '0'");
+    expect_exit(run("explain", "-m", m, "--ctx-size", "4294967296", NULL), 2,
+                "--ctx-size needs a positive count, not '4294967296'");
+    expect_exit(run("tune", "-m", m, "-c", "ten", NULL), 2,
+                "--ctx-size needs a positive count, not 'ten'");
+    expect_exit(run("tune", "-m", m, "-b", "", NULL), 2,
+                "--batch-size needs a positive count, not ''");
+}
+
 /* --- perplexity --- */
 
 static const char *const TEXT =
@@ -367,6 +393,7 @@ int main(void)
         {"run --json --chat", test_run_json_chat},
         {"run with a seed repeats", test_run_seed_repeats},
         {"run errors", test_run_errors},
+        {"-c / -b errors of run, perplexity, explain, tune", test_size_option_errors},
         {"perplexity, saved logits and KL", test_perplexity_and_kl},
         {"perplexity refuses a mismatched baseline", test_perplexity_bad_baseline},
         {NULL, NULL},

@@ -2,7 +2,8 @@
  * tests/test_conformance.c — `bastion conformance` end to end: the CPU backend passes every case
  * and every ABI check; the deliberately broken plugin (tests/plugins/broken.c) has each of its
  * faults reported — wrong values, NaN, a write past its output, a crash, a hang — and the run
- * goes on after each; the ABI checks catch abi_old / abi_new / no_entry and pass tiny; usage
+ * goes on after each; a failure of the harness itself (an injected allocation failure) is an
+ * error row, not a crash; the ABI checks catch abi_old / abi_new / no_entry and pass tiny; usage
  * errors exit 2. Runs $BASTION_BIN and reads its --json report (schema bastion.conformance/1).
  */
 #define _POSIX_C_SOURCE 200809L /* posix_spawn, mkstemp */
@@ -168,6 +169,31 @@ static void test_broken_plugin_reported(void)
     json_object_put(doc);
 }
 
+/* The harness itself failing (an allocation, injected in the worker through
+ * BASTION_CONFORMANCE_FAIL_ALLOC): that case is an "error" row with the reason, the worker does
+ * not crash, every other case still runs, and the run fails. */
+static void test_harness_failure_is_an_error(void)
+{
+    setenv("BASTION_CONFORMANCE_FAIL_ALLOC", "3", 1); /* inside the first get_rows case */
+    int rc = RUN("--backend", "cpu", "--op", "get_rows", "--no-abi", "--json", json_path);
+    unsetenv("BASTION_CONFORMANCE_FAIL_ALLOC");
+    CU_ASSERT_EQUAL(rc, 1);
+    json_object *doc = load_report();
+    if (!doc)
+        return;
+    printf("\n  injected allocation failure: %lld run, %lld pass, %lld error, %lld crash",
+           (long long)summary(doc, "cases_run"), (long long)summary(doc, "pass"),
+           (long long)summary(doc, "error"), (long long)summary(doc, "crash"));
+    CU_ASSERT_EQUAL(summary(doc, "error"), 1);
+    CU_ASSERT_EQUAL(count_rows(doc, "get_rows", "error", "cannot allocate"), 1);
+    CU_ASSERT_EQUAL(summary(doc, "crash") + summary(doc, "timeout") + summary(doc, "fail"), 0);
+    CU_ASSERT_EQUAL(summary(doc, "worker_restarts"), 0);
+    CU_ASSERT_EQUAL(summary(doc, "cases_run"), summary(doc, "cases_selected"));
+    CU_ASSERT(summary(doc, "pass") >= summary(doc, "cases_selected") - 1);
+    CU_ASSERT_FALSE(json_object_get_boolean(json_object_object_get(doc, "ok")));
+    json_object_put(doc);
+}
+
 static void test_plugin_file_argument(void)
 {
     char file[4096];
@@ -266,6 +292,7 @@ int main(void)
         {"cpu passes", test_cpu_passes},
         {"broken plugin reported", test_broken_plugin_reported},
         {"plugin file argument", test_plugin_file_argument},
+        {"harness failure is an error", test_harness_failure_is_an_error},
         {"abi checks", test_abi_checks},
         {"usage and missing backend", test_usage_and_missing},
         {NULL, NULL},

@@ -121,6 +121,7 @@ typedef struct one_node {
     bst_attr attrs[4];
     const bst_run_params *params;
     bool out_aliases_in0; /* set_rows / views: output lives in input 0's buffer */
+    uint32_t variant;     /* index into the node's query list (0: the first offered) */
 } one_node;
 
 static bst_status compile_one(one_node *c, void **out_exe)
@@ -135,7 +136,8 @@ static bst_status compile_one(one_node *c, void **out_exe)
     for (uint32_t i = 0; i < c->n_attrs; i++)
         ats[i] = &c->attrs[i];
     bst_node_desc nd = {.struct_size = sizeof nd, .op = c->op, .n_inputs = c->n_in,
-                        .n_attrs = c->n_attrs, .inputs = ins, .output = &c->out, .attrs = ats};
+                        .n_attrs = c->n_attrs, .inputs = ins, .output = &c->out, .attrs = ats,
+                        .variant = c->variant};
     const bst_node_desc *nodes[1] = {&nd};
     bst_partition_desc p = {.struct_size = sizeof p, .n_nodes = 1, .nodes = nodes,
                             .n_bindings = c->n_in + 1};
@@ -297,6 +299,39 @@ static void test_buffers(void)
     api.buffer_free(dev, c);
 }
 
+/* A quantized matrix gets an interleaved copy (backends/cpu/cpu_packed.h) on machines whose
+ * kernels read one, and then costs that copy's bytes; a descriptor whose rows do not fit the
+ * given bytes is imported as it is, without reading past them (ASan checks the "past"). */
+static void test_prepare_weight_packing(void)
+{
+    NEED_PLUGIN();
+    enum { ROWS = 17, K = 64, NATIVE = ROWS * (K / 32) * 20 }; /* q4_1: 20-byte blocks */
+    static uint8_t w[NATIVE];
+    for (size_t i = 0; i < sizeof w; i++)
+        w[i] = (uint8_t)(i * 13 + 1);
+    int64_t shape[2] = {ROWS, K};
+    bst_tensor_desc d = mk(BST_DTYPE_Q4_1, 2, shape);
+    void *c = NULL;
+    uint64_t bytes = 0;
+    uint32_t layout = 99;
+    CU_ASSERT_EQUAL_FATAL(api.prepare_weight(dev, &d, w, sizeof w, &c, &bytes, &layout), BST_OK);
+    /* two 16-row groups of two tiles (256 quant bytes + 16 scales + 16 minimums each) */
+    CU_ASSERT_TRUE(bytes == NATIVE || bytes == 2 * 2 * (256 + 64));
+    printf(" [%s: %llu bytes] ", bytes == NATIVE ? "not packed" : "packed",
+           (unsigned long long)bytes);
+    CU_ASSERT_EQUAL(layout, BST_LAYOUT_NATIVE);
+    void *p = NULL;
+    CU_ASSERT_EQUAL(api.buffer_map(dev, c, &p), BST_OK);
+    CU_ASSERT_PTR_EQUAL(p, w); /* the native bytes stay the buffer's contents */
+    api.buffer_free(dev, c);
+
+    c = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.prepare_weight(dev, &d, w, sizeof w - 1, &c, &bytes, &layout),
+                          BST_OK);
+    CU_ASSERT_EQUAL(bytes, sizeof w - 1);
+    api.buffer_free(dev, c);
+}
+
 /* --- query --- */
 
 static bst_status query_one(bst_op op, bst_dtype a, bst_dtype b, uint32_t *out_count,
@@ -318,8 +353,8 @@ static void test_query(void)
     uint32_t n = 9;
     bst_kernel_variant v1, v2, v3;
     CU_ASSERT_EQUAL(query_one(BST_OP_ADD, BST_DTYPE_F32, BST_DTYPE_F32, &n, &v1), BST_OK);
-    CU_ASSERT_EQUAL(n, 1);
-    CU_ASSERT_STRING_EQUAL(v1.name, "ref");
+    CU_ASSERT_EQUAL(n, 2); /* add_f32 (cpu_fast_prims.c), then ref */
+    CU_ASSERT_STRING_EQUAL(v1.name, "add_f32");
     CU_ASSERT_NOT_EQUAL(v1.source_hash, 0);
     CU_ASSERT_EQUAL(query_one(BST_OP_ADD, BST_DTYPE_F32, BST_DTYPE_F32, &n, &v2), BST_OK);
     CU_ASSERT_EQUAL(v1.source_hash, v2.source_hash); /* stable */
@@ -530,6 +565,14 @@ static void test_prim_variants(void)
     /* More rotated pairs than rope_cached keeps on its stack: the reference only. */
     CU_ASSERT_EQUAL(rope_variants(dev, 1024, v, 4), 1);
     CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
+    /* add / mul of f32 rows: add_f32 / mul_f32 first; another dtype: the reference only. */
+    uint32_t count = 0;
+    CU_ASSERT_EQUAL(query_one(BST_OP_MUL, BST_DTYPE_F32, BST_DTYPE_F32, &count, &v[0]), BST_OK);
+    CU_ASSERT_EQUAL(count, 2);
+    CU_ASSERT_STRING_EQUAL(v[0].name, "mul_f32");
+    CU_ASSERT_EQUAL(query_one(BST_OP_ADD, BST_DTYPE_F32, BST_DTYPE_F16, &count, &v[0]), BST_OK);
+    CU_ASSERT_EQUAL(count, 1);
+    CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
 
     int64_t sx[3] = {2, 1, 6}, sp[1] = {2};
     one_node n = {.op = BST_OP_ROPE, .n_in = 2,
@@ -593,6 +636,58 @@ static void test_add_mul_broadcast(void)
     n.data[1] = c;
     void *exe = NULL;
     CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_SHAPE);
+    CU_ASSERT_PTR_NULL(exe);
+}
+
+/* rms_norm_mul's two variants: fused_rms_norm_mul_f32 (contiguous f32 rows; anything else falls
+ * back to the generic kernel inside it) and fused_rms_norm_mul, each against a double-precision
+ * norm: rows of 37 (a 4-float vector tail), padded rows, an f16 weight. */
+static void test_rms_norm_mul_variants(void)
+{
+    NEED_PLUGIN();
+    enum { R = 3, E = 37, PAD = 40 };
+    static float x[R * PAD], w[E], out[R * PAD];
+    static uint16_t wh[E];
+    for (int i = 0; i < R * PAD; i++)
+        x[i] = (float)sin(0.7 * i) * (float)(1 + i % 5);
+    for (int i = 0; i < E; i++) {
+        w[i] = (float)(0.5 + 0.25 * cos(0.3 * i));
+        wh[i] = bsti_f32_to_f16(w[i]);
+        w[i] = bsti_f16_to_f32(wh[i]); /* the same weight in both dtypes */
+    }
+    const double eps = 1e-5;
+    int64_t sx[2] = {R, E}, sw[1] = {E};
+    for (int layout = 0; layout < 3; layout++) { /* contiguous, padded rows, f16 weight */
+        for (uint32_t variant = 0; variant < 2; variant++) {
+            one_node n = {.op = BST_OP_RMS_NORM_MUL, .n_in = 2,
+                          .in = {mk(BST_DTYPE_F32, 2, sx),
+                                 mk(layout == 2 ? BST_DTYPE_F16 : BST_DTYPE_F32, 1, sw)},
+                          .data = {x, layout == 2 ? (const void *)wh : (const void *)w},
+                          .out = mk(BST_DTYPE_F32, 2, sx), .n_attrs = 1,
+                          .attrs = {attr_f(BST_ATTR_EPS, eps)}, .variant = variant};
+            const int64_t row = layout == 1 ? PAD : E;
+            if (layout == 1)
+                n.in[0].strides[0] = PAD * (int64_t)sizeof(float);
+            CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
+            for (int r = 0; r < R; r++) {
+                double sq = 0.0;
+                for (int i = 0; i < E; i++)
+                    sq += (double)x[r * row + i] * x[r * row + i];
+                const double inv = 1.0 / sqrt(sq / E + eps);
+                for (int i = 0; i < E; i++) {
+                    const double want = x[r * row + i] * inv * w[i];
+                    ASSERT_NEAR(out[r * E + i], want, 1e-6 * (fabs(want) + 1e-3));
+                }
+            }
+        }
+    }
+    /* The list query offers, and an index past it. */
+    one_node n = {.op = BST_OP_RMS_NORM_MUL, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 2, sx), mk(BST_DTYPE_F32, 1, sw)},
+                  .out = mk(BST_DTYPE_F32, 2, sx), .n_attrs = 1,
+                  .attrs = {attr_f(BST_ATTR_EPS, eps)}, .variant = 2};
+    void *exe = NULL;
+    CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_INVALID_ARG);
     CU_ASSERT_PTR_NULL(exe);
 }
 
@@ -1096,11 +1191,13 @@ int main(void)
         {"ABI negotiation", test_abi_negotiation},
         {"device", test_device},
         {"buffers", test_buffers},
+        {"prepare_weight packing", test_prepare_weight_packing},
         {"query", test_query},
         {"kernel variants", test_kernel_variants},
         {"isa detection", test_isa_detection},
         {"primitive variants", test_prim_variants},
         {"add/mul broadcast", test_add_mul_broadcast},
+        {"rms_norm_mul variants", test_rms_norm_mul_variants},
         {"scale/silu/gelu", test_unary},
         {"matmul", test_matmul},
         {"matmul q8_0 grouped", test_matmul_quantized_grouped},

@@ -7,7 +7,8 @@
  * the modelled device time, the power-of-two buckets of a symbolic dim (cost of the padded
  * bucket, exact results for the real rows, nothing written past them, out-of-bound extents
  * refused), the on-disk command stream cache (accept, reject on corruption, truncation and a
- * different device model, each with a logged reason, then recompiled), and the matrix unit's
+ * header of another device model, each with a logged reason, then recompiled; one entry per
+ * device model, so alternating chips hit), and the matrix unit's
  * integer matmul on prepared weights against a float64 reference with its stated bound, and the
  * fused ffn_swiglu / rms_norm_mul that compile expands into the stream.
  * The op-by-op comparison with the CPU reference is test_backend_ops_npu_sim; the whole model is
@@ -501,7 +502,8 @@ static void test_buckets_two_dims(void)
 
 /* --- command stream cache --- */
 
-static bool find_blob(char *path, size_t cap)
+/* The cache entry of device model `model` (its file name starts with the model). */
+static bool find_blob(const char *model, char *path, size_t cap)
 {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/blobs/npu-sim", g_tmp);
@@ -510,8 +512,10 @@ static bool find_blob(char *path, size_t cap)
         return false;
     struct dirent *e;
     bool found = false;
+    size_t ml = strlen(model);
     while ((e = readdir(d)) != NULL)
-        if (strstr(e->d_name, ".npub") && !strstr(e->d_name, ".tmp")) {
+        if (strncmp(e->d_name, model, ml) == 0 && e->d_name[ml] == '-' &&
+            strstr(e->d_name, ".npub") && !strstr(e->d_name, ".tmp")) {
             snprintf(path, cap, "%s/%s", dir, e->d_name);
             found = true;
         }
@@ -569,7 +573,7 @@ static void test_blob_cache(void)
     one_node n;
     compile_rmsnorm(dev, &n, false); /* first time: compiled, stored */
     char path[1024];
-    CU_ASSERT_TRUE_FATAL(find_blob(path, sizeof path));
+    CU_ASSERT_TRUE_FATAL(find_blob("npu-small", path, sizeof path));
     struct stat sb, sd;
     char dir[700];
     snprintf(dir, sizeof dir, "%s/npu-sim", base);
@@ -617,7 +621,23 @@ static void test_blob_cache(void)
     compile_rmsnorm(dev, &n, true);
     api.device_close(dev);
 
-    /* The same partition on another device model: the header says npu-small; rejected. */
+    /* The same partition on another device model: an entry of its own (a miss, no rejection),
+     * and the first chip's entry is still there: small, large, small again hits. */
+    CU_ASSERT_EQUAL_FATAL(open_with("npu-large", &dev), BST_OK);
+    compile_rmsnorm(dev, &n, false);
+    CU_ASSERT_PTR_NULL(strstr(g_log, "rejected"));
+    compile_rmsnorm(dev, &n, true);
+    api.device_close(dev);
+    CU_ASSERT_EQUAL_FATAL(open_with("npu-small", &dev), BST_OK);
+    compile_rmsnorm(dev, &n, true);
+    api.device_close(dev);
+    /* An entry whose header names another chip (copied over npu-large's name) is rejected. */
+    char large[1024];
+    CU_ASSERT_TRUE_FATAL(find_blob("npu-large", large, sizeof large));
+    free(blob);
+    blob = bst_test_read_file(path, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
+    write_text(large, blob, size);
     CU_ASSERT_EQUAL_FATAL(open_with("npu-large", &dev), BST_OK);
     compile_rmsnorm(dev, &n, false);
     CU_ASSERT_PTR_NOT_NULL(strstr(g_log, "compiled for device model 'npu-small'"));

@@ -116,6 +116,29 @@ int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options 
     }
 }
 
+int cli_size_option(const char *cmd, int c, const char *arg, uint32_t *n_ctx, uint32_t *n_batch,
+                    const char *ctx_name, uint32_t ctx_min)
+{
+    uint32_t v;
+    if (c == 'c') {
+        if (!cli_parse_u32(arg, &v) || v == 0 || v < ctx_min) {
+            if (ctx_min <= 1)
+                return cli_usage_error(cmd, "%s needs a positive count, not '%s'", ctx_name, arg);
+            return cli_usage_error(cmd, "%s needs a count of at least %u, not '%s'", ctx_name,
+                                   ctx_min, arg);
+        }
+        *n_ctx = v;
+        return CLI_EXIT_OK;
+    }
+    if (c == 'b') {
+        if (!cli_parse_u32(arg, &v) || v == 0)
+            return cli_usage_error(cmd, "--batch-size needs a positive count, not '%s'", arg);
+        *n_batch = v;
+        return CLI_EXIT_OK;
+    }
+    return -1;
+}
+
 bool cli_parse_kv_type(const char *text, uint32_t *out_dtype)
 {
     if (strcmp(text, "f32") == 0)

@@ -32,6 +32,21 @@ enum {
  * of them, CLI_EXIT_OK when it was applied, or the usage-error exit code. */
 int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o);
 
+/* -c and -b, as every model subcommand (run, perplexity, explain, tune) takes them. Each command
+ * keeps its own defaults and its own -b help line (what the batch means differs); the option
+ * entries and the -c help line of a context size are these. */
+#define CLI_SIZE_LONGOPTS                                                                         \
+    {"ctx-size", required_argument, NULL, 'c'}, {"batch-size", required_argument, NULL, 'b'}
+#define CLI_HELP_CTX_SIZE                                                                         \
+    "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
+
+/* Applies -c (c == 'c') to *n_ctx, a count of at least ctx_min that messages call ctx_name
+ * ("--ctx-size"; perplexity's window is "--ctx", at least 4), or -b (c == 'b') to *n_batch, a
+ * positive count. Returns -1 when `c` is neither, CLI_EXIT_OK when applied, or the usage-error
+ * exit code. */
+int cli_size_option(const char *cmd, int c, const char *arg, uint32_t *n_ctx, uint32_t *n_batch,
+                    const char *ctx_name, uint32_t ctx_min);
+
 /* "f32" / "f16" -> the KV cache dtype (--kv-type). */
 bool cli_parse_kv_type(const char *text, uint32_t *out_dtype);
 

@@ -59,8 +59,9 @@ void cli_usage_conformance(FILE *out)
             "\n"
             "Per case and kernel variant the result is pass, fail (wrong values, NaN, a byte\n"
             "written outside its output, an API error), unsupported (query offered no variant:\n"
-            "not a failure), crash or timeout. Exit status: 0 when every case the plugin\n"
-            "claims passes and every ABI check passes, 1 otherwise, 2 on a usage error.\n"
+            "not a failure), crash, timeout or error (the suite itself could not build or check\n"
+            "the case, e.g. out of memory). Exit status: 0 when every case the plugin claims\n"
+            "passes and every ABI check passes, 1 otherwise, 2 on a usage error.\n"
             "\n"
             "JSON report (schema \"" KIT_SCHEMA "\"; fields are only ever added):\n"
             "  schema, bastion_version, backend, timeout_s\n"
@@ -68,12 +69,12 @@ void cli_usage_conformance(FILE *out)
             "  devices     [{label, name}] the plugin's devices under test\n"
             "  abi_checks  [{name, result: pass|fail, detail}]\n"
             "  cases       [{case, op, dtype, what, device, variant,\n"
-            "                result: pass|fail|unsupported|crash|timeout,\n"
+            "                result: pass|fail|unsupported|crash|timeout|error,\n"
             "                nmse_ref (vs the CPU reference kernels, null if not compared),\n"
             "                nmse_oracle (vs the double-precision oracle), time_ns (execute\n"
             "                wall time), detail (why it failed)}]\n"
             "  summary     {cases_selected, cases_run, pass, fail, unsupported, crash, timeout,\n"
-            "               abi_fail, worker_restarts}\n"
+            "               abi_fail, worker_restarts, error}\n"
             "  fatal       why the suite could not run (plugin not found, not loadable), or null\n"
             "  ok          the exit status was 0\n",
             DEFAULT_TIMEOUT_S);
@@ -95,7 +96,7 @@ typedef struct report {
     char *fatal;
     uint64_t selected, run, restarts;
     char crash_device[64]; /* where a crash is reported: the one device, else the backend */
-    unsigned pass, fail, unsupported, crash, timeout, abi_fail;
+    unsigned pass, fail, unsupported, crash, timeout, error, abi_fail;
 } report;
 
 static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
@@ -120,6 +121,8 @@ static bool add_row(report *r, const row *src)
         r->crash++;
     else if (strcmp(res, "timeout") == 0)
         r->timeout++;
+    else if (strcmp(res, "error") == 0)
+        r->error++;
     else
         r->fail++;
     return true;
@@ -403,7 +406,7 @@ static void progress(const report *r, const current *c, bool tty)
         return;
     fprintf(stderr, "\r\033[K[%llu/%llu] %s %s  pass %u fail %u crash %u",
             (unsigned long long)r->run, (unsigned long long)r->selected, c->op, c->dtype,
-            r->pass, r->fail + r->timeout, r->crash);
+            r->pass, r->fail + r->timeout + r->error, r->crash);
 }
 
 /* A case that ended its worker: reported against the whole backend (the variant that was
@@ -452,7 +455,8 @@ static void add_result(report *r, char **f, int n, const current *c)
     w.nmse_ref = parse_double(f[5]);
     w.nmse_oracle = parse_double(f[6]);
     int64_t ns = -1;
-    w.time_ns = strcmp(f[4], "unsupported") != 0 && cli_parse_i64(f[7], &ns) ? ns : -1;
+    bool timed = strcmp(f[4], "unsupported") != 0 && strcmp(f[4], "error") != 0;
+    w.time_ns = timed && cli_parse_i64(f[7], &ns) ? ns : -1;
     w.detail = dup_or_empty(f[8]);
     (void)add_row(r, &w);
 }
@@ -607,10 +611,11 @@ static void print_text(const options *o, const report *r)
     }
     if (r->fatal)
         printf("\nFATAL: %s\n", r->fatal);
-    printf("\ntotal: %llu of %llu cases run; %u pass, %u fail, %u crash, %u timeout, %u "
-           "unsupported; %u ABI check(s) failed; %llu worker restart(s)\n",
+    printf("\ntotal: %llu of %llu cases run; %u pass, %u fail, %u crash, %u timeout, %u error, "
+           "%u unsupported; %u ABI check(s) failed; %llu worker restart(s)\n",
            (unsigned long long)r->run, (unsigned long long)r->selected, r->pass, r->fail,
-           r->crash, r->timeout, r->unsupported, r->abi_fail, (unsigned long long)r->restarts);
+           r->crash, r->timeout, r->error, r->unsupported, r->abi_fail,
+           (unsigned long long)r->restarts);
 }
 
 static json_object *num_or_null(double v)
@@ -657,6 +662,7 @@ static bool write_json(const options *o, const report *r, bool ok)
     json_object_object_add(s, "timeout", json_object_new_int64(r->timeout));
     json_object_object_add(s, "abi_fail", json_object_new_int64(r->abi_fail));
     json_object_object_add(s, "worker_restarts", json_object_new_int64((int64_t)r->restarts));
+    json_object_object_add(s, "error", json_object_new_int64(r->error));
     json_object_object_add(doc, "summary", s);
     json_object_object_add(doc, "fatal", r->fatal ? json_object_new_string(r->fatal) : NULL);
     json_object_object_add(doc, "ok", json_object_new_boolean(ok));
@@ -823,7 +829,8 @@ int cli_cmd_conformance(int argc, char **argv)
         run_ops(&o, fileno(err), &r, tty);
     fclose(err);
     signal(SIGPIPE, old_pipe);
-    bool ok = !r.fatal && r.fail == 0 && r.crash == 0 && r.timeout == 0 && r.abi_fail == 0;
+    bool ok = !r.fatal && r.fail == 0 && r.crash == 0 && r.timeout == 0 && r.error == 0 &&
+              r.abi_fail == 0;
     bool json_stdout = o.json && strcmp(o.json, "-") == 0;
     if (!json_stdout)
         print_text(&o, &r);

@@ -40,7 +40,7 @@ void cli_usage_explain(FILE *out)
             "      --tune MODE         off, cached (default: use rows, measure misses), full\n"
             "                          (measure everything again) or frozen (rows only)\n"
             "      --no-cache          keep measurements in memory: nothing read or written\n"
-            "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
+            CLI_HELP_CTX_SIZE
             "  -b, --batch-size N      tokens per step the graph is compiled for (default 1:\n"
             "                          the decode graph)\n"
             "      --backend LIST      backends to use, comma-separated, in priority order\n"
@@ -62,8 +62,7 @@ int cli_cmd_explain(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"tune", required_argument, NULL, CLI_OPT_TUNE},
         {"no-cache", no_argument, NULL, CLI_OPT_NO_CACHE},
-        {"ctx-size", required_argument, NULL, 'c'},
-        {"batch-size", required_argument, NULL, 'b'},
+        CLI_SIZE_LONGOPTS,
         {"backend", required_argument, NULL, CLI_OPT_BACKEND},
         {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
@@ -84,15 +83,12 @@ int cli_cmd_explain(int argc, char **argv)
             json = true;
             break;
         case 'c':
-            if (!cli_parse_u32(optarg, &n_ctx) || n_ctx == 0)
-                return cli_usage_error(CMD, "--ctx-size needs a positive count, not '%s'",
-                                       optarg);
+        case 'b': {
+            int rc = cli_size_option(CMD, c, optarg, &n_ctx, &n_batch, "--ctx-size", 1);
+            if (rc != CLI_EXIT_OK)
+                return rc;
             break;
-        case 'b':
-            if (!cli_parse_u32(optarg, &n_batch) || n_batch == 0)
-                return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
-                                       optarg);
-            break;
+        }
         case 'h':
             cli_usage_explain(stdout);
             return CLI_EXIT_OK;

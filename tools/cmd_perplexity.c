@@ -23,6 +23,7 @@
 
 #define CMD "perplexity"
 #define DEFAULT_CTX 512u
+#define MIN_CTX 4u /* a window scores its second half: it needs a few tokens of each */
 #define ROWS_PER_EVAL 64u /* scored positions evaluated at once: bounds the logits buffer */
 #define LOGITS_MAGIC "BSTLOGIT"
 #define LOGITS_VERSION 1u
@@ -443,8 +444,7 @@ int cli_cmd_perplexity(int argc, char **argv)
         {"model", required_argument, NULL, 'm'},
         {"file", required_argument, NULL, 'f'},
         {"ctx", required_argument, NULL, 'c'},
-        {"ctx-size", required_argument, NULL, 'c'},
-        {"batch-size", required_argument, NULL, 'b'},
+        CLI_SIZE_LONGOPTS,
         {"chunks", required_argument, NULL, OPT_CHUNKS},
         {"save-logits", required_argument, NULL, OPT_SAVE},
         {"kl-base", required_argument, NULL, OPT_BASE},
@@ -469,15 +469,12 @@ int cli_cmd_perplexity(int argc, char **argv)
             o.text_path = optarg;
             break;
         case 'c':
-            if (!cli_parse_u32(optarg, &o.n_ctx) || o.n_ctx < 4)
-                return cli_usage_error(CMD, "--ctx needs a count of at least 4, not '%s'",
-                                       optarg);
+        case 'b': {
+            int rc = cli_size_option(CMD, c, optarg, &o.n_ctx, &o.n_batch, "--ctx", MIN_CTX);
+            if (rc != CLI_EXIT_OK)
+                return rc;
             break;
-        case 'b':
-            if (!cli_parse_u32(optarg, &o.n_batch) || o.n_batch == 0)
-                return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
-                                       optarg);
-            break;
+        }
         case OPT_CHUNKS:
             if (!cli_parse_u32(optarg, &o.max_chunks) || o.max_chunks == 0)
                 return cli_usage_error(CMD, "--chunks needs a positive count, not '%s'", optarg);

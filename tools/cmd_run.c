@@ -35,7 +35,7 @@ void cli_usage_run(FILE *out)
             "      --system TEXT       system message for --chat (default: the template's)\n"
             "      --chat-template NAME  use a named template (chatml, smollm, llama3, ...)\n"
             "                          instead of the model's\n"
-            "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
+            CLI_HELP_CTX_SIZE
             "  -b, --batch-size N      prompt tokens evaluated at once (default 512)\n"
             "      --temp T            sampling temperature (default 0: greedy, the same text\n"
             "                          on every run; llama.cpp samples at 0.8)\n"
@@ -393,8 +393,7 @@ int cli_cmd_run(int argc, char **argv)
         {"chat", no_argument, NULL, OPT_CHAT},
         {"system", required_argument, NULL, OPT_SYSTEM},
         {"chat-template", required_argument, NULL, OPT_TEMPLATE},
-        {"ctx-size", required_argument, NULL, 'c'},
-        {"batch-size", required_argument, NULL, 'b'},
+        CLI_SIZE_LONGOPTS,
         {"temp", required_argument, NULL, OPT_TEMP},
         {"top-k", required_argument, NULL, OPT_TOP_K},
         {"top-p", required_argument, NULL, OPT_TOP_P},
@@ -457,15 +456,12 @@ int cli_cmd_run(int argc, char **argv)
             o.chat_template = optarg;
             break;
         case 'c':
-            if (!cli_parse_u32(optarg, &o.n_ctx) || o.n_ctx == 0)
-                return cli_usage_error(CMD, "--ctx-size needs a positive count, not '%s'",
-                                       optarg);
+        case 'b': {
+            int rc = cli_size_option(CMD, c, optarg, &o.n_ctx, &o.n_batch, "--ctx-size", 1);
+            if (rc != CLI_EXIT_OK)
+                return rc;
             break;
-        case 'b':
-            if (!cli_parse_u32(optarg, &o.n_batch) || o.n_batch == 0)
-                return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
-                                       optarg);
-            break;
+        }
         case OPT_TEMP:
             if (!cli_parse_float(optarg, &o.sp.temperature))
                 return cli_usage_error(CMD, "--temp needs a number, not '%s'", optarg);

@@ -35,7 +35,7 @@ void cli_usage_tune(FILE *out)
             "  -m, --model FILE        GGUF model file (required)\n"
             "      --budget SECONDS    stop starting new graphs after this long (default 60)\n"
             "      --full              measure again even where rows exist\n"
-            "  -c, --ctx-size N        context size in tokens (default: min(training, 4096))\n"
+            CLI_HELP_CTX_SIZE
             "  -b, --batch-size N      prompt batch the prompt graph is compiled for (default 512)\n"
             "      --backend LIST      backends to use, comma-separated, in priority order\n"
             "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
@@ -53,8 +53,7 @@ int cli_cmd_tune(int argc, char **argv)
         {"model", required_argument, NULL, 'm'},
         {"budget", required_argument, NULL, OPT_BUDGET},
         {"full", no_argument, NULL, OPT_FULL},
-        {"ctx-size", required_argument, NULL, 'c'},
-        {"batch-size", required_argument, NULL, 'b'},
+        CLI_SIZE_LONGOPTS,
         {"backend", required_argument, NULL, CLI_OPT_BACKEND},
         {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
         {"threads", required_argument, NULL, 't'},
@@ -79,15 +78,12 @@ int cli_cmd_tune(int argc, char **argv)
             mo.tune_mode = BST_TUNE_FULL;
             break;
         case 'c':
-            if (!cli_parse_u32(optarg, &n_ctx) || n_ctx == 0)
-                return cli_usage_error(CMD, "--ctx-size needs a positive count, not '%s'",
-                                       optarg);
+        case 'b': {
+            int rc = cli_size_option(CMD, c, optarg, &n_ctx, &n_batch, "--ctx-size", 1);
+            if (rc != CLI_EXIT_OK)
+                return rc;
             break;
-        case 'b':
-            if (!cli_parse_u32(optarg, &n_batch) || n_batch == 0)
-                return cli_usage_error(CMD, "--batch-size needs a positive count, not '%s'",
-                                       optarg);
-            break;
+        }
         case 'h':
             cli_usage_tune(stdout);
             return CLI_EXIT_OK;

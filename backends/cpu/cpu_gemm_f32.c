@@ -10,6 +10,7 @@
  * only their valid part is stored.
  */
 #include "cpu_gemm.h"
+#include "cpu_packed.h"
 #include "cpu_isa.h"
 
 #include <string.h>
@@ -162,11 +163,16 @@ static void pack_a(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 }
 
 /* Weight row n as K floats: quantized blocks decoded here (the reference formulas), float types
- * through cpu_load_row. */
+ * through cpu_load_row. A packed weight's row is first put back in its native blocks (in tmp),
+ * so the model file's own pages are never touched when the int8 kernels use the packed copy. */
 static const float *weight_row(cpu_run *r, const cpu_tensor *b, int64_t n, float *buf,
                                float *tmp)
 {
     const uint8_t *src = cpu_row_ptr(b, 0, 0, n);
+    if (b->packed) {
+        cpu_packed_native_row(b->packed, n, (uint8_t *)(void *)tmp);
+        src = (const uint8_t *)(const void *)tmp;
+    }
     const int64_t nb = b->ne[3] / CPU_Q8_QK;
     switch (b->dtype) {
     case BST_DTYPE_Q4_0:

@@ -198,8 +198,9 @@ void npu_instr_cost(const npu_desc *d, const npu_instr *in, int64_t n_tokens, in
 /* Checks an instruction's shapes, dtypes and attributes (compile and blob load). */
 bst_status npu_instr_check(const npu_instr *in, uint32_t n_bindings);
 
-/* On-disk blob cache (npu_cache.c). `key` names the entry; the header records the device model,
- * plugin version and source hash; a mismatch or corruption is logged and returns NULL. */
+/* On-disk blob cache (npu_cache.c). The device model and `key` name the entry; the header
+ * records the device model and description hash, plugin version and source hash; a mismatch or
+ * corruption is logged and returns NULL. */
 uint8_t *npu_cache_load(const npu_device *dev, uint64_t key, size_t *out_size);
 void npu_cache_store(const npu_device *dev, uint64_t key, const uint8_t *blob, size_t size);
 

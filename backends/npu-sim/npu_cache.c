@@ -1,7 +1,11 @@
 /*
  * On-disk cache of compiled command streams: ($BASTION_CACHE_DIR | ($XDG_CACHE_HOME |
- * ~/.cache)/bastion)/npu-sim/<key>.npub, directories mode 0700 (created when missing; one that
- * belongs to someone else is not used), files 0600, written to a temporary name and renamed.
+ * ~/.cache)/bastion)/npu-sim/<device model>-<key>.npub, directories mode 0700 (created when
+ * missing; one that belongs to someone else is not used), files 0600, written to a temporary name
+ * and renamed. The device model is part of the name so that each chip keeps its own entry: one
+ * process alternating npu-small and npu-large would otherwise rewrite one file, each compile
+ * rejecting the other chip's stream. (The model is 1..63 characters of [A-Za-z0-9._-], checked
+ * by npu_desc.c, so it is safe in a file name.)
  *
  * A cache file is untrusted input. Its header is checked field by field, and each mismatch is
  * logged with its reason before the stream is recompiled and the entry rewritten:
@@ -32,12 +36,13 @@
 #define CACHE_HEADER 136u
 #define CACHE_MAX_PAYLOAD (UINT64_C(256) << 20)
 
-static bool cache_path(uint64_t key, char *buf, size_t cap)
+static bool cache_path(const npu_device *dev, uint64_t key, char *buf, size_t cap)
 {
     char dir[3072];
     if (!bstc_cache_dir("npu-sim", dir, sizeof dir))
         return false;
-    int n = snprintf(buf, cap, "%s/%016llx.npub", dir, (unsigned long long)key);
+    int n = snprintf(buf, cap, "%s/%s-%016llx.npub", dir, dev->desc.model,
+                     (unsigned long long)key);
     return n > 0 && (size_t)n < cap;
 }
 
@@ -60,7 +65,7 @@ static void fill_header(const npu_device *dev, uint64_t key, const uint8_t *blob
 uint8_t *npu_cache_load(const npu_device *dev, uint64_t key, size_t *out_size)
 {
     char path[4096];
-    if (!cache_path(key, path, sizeof path)) {
+    if (!cache_path(dev, key, path, sizeof path)) {
         npu_host->log(BST_LOG_DEBUG, "npu-sim: no usable cache directory; compiling uncached");
         return NULL;
     }
@@ -118,7 +123,7 @@ uint8_t *npu_cache_load(const npu_device *dev, uint64_t key, size_t *out_size)
 void npu_cache_store(const npu_device *dev, uint64_t key, const uint8_t *blob, size_t size)
 {
     char path[4096];
-    if (!cache_path(key, path, sizeof path))
+    if (!cache_path(dev, key, path, sizeof path))
         return;
     uint8_t h[CACHE_HEADER];
     fill_header(dev, key, blob, size, h);

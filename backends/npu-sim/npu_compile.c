@@ -699,9 +699,10 @@ bst_status npu_compile(void *device, const bst_partition_desc *partition, void *
     size_t size = 0;
     if ((st = npu_blob_build(dev, partition, &blob, &size)) != BST_OK)
         return st;
-    /* The key (the file name) covers what the stream computes; the cache header records the
-     * device model and its description, the plugin version and the source hash, so the same
-     * partition compiled for another chip or by another plugin build is found and rejected. */
+    /* The key and the device model (the file name) cover what the stream computes and for
+     * which chip, so each chip keeps its own entry; the cache header records the device model
+     * and its description, the plugin version and the source hash, so an entry from an edited
+     * description or another plugin build is found and rejected. */
     uint64_t key = bstc_fnv1a(NPU_FNV_SEED, blob, instr_section(blob, size));
     size_t csize = 0;
     uint8_t *cached = npu_cache_load(dev, key, &csize);

@@ -171,6 +171,19 @@ bst_status bsti_sampler_sample(bsti_sampler *s, const float *logits, const int32
     *out_token = -1;
     const bst_sampler_params *p = &s->p;
     uint32_t n = s->n_vocab;
+    const bool penalize = p->repeat_penalty != 1.0f && p->repeat_last_n != 0 && n_history;
+    if (p->temperature <= 0.0f && !penalize) { /* plain greedy: one pass, no candidate copy */
+        uint32_t best = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (isnan(logits[i]) || logits[i] == INFINITY)
+                return bsti_fail(BST_ERR_INVALID_ARG, "sampler: logit of token %u is %s", i,
+                                 isnan(logits[i]) ? "NaN" : "+inf");
+            if (logits[i] > logits[best])
+                best = i; /* the first maximum */
+        }
+        *out_token = (int32_t)best;
+        return BST_OK;
+    }
     cand *c = s->cands;
     for (uint32_t i = 0; i < n; i++) {
         if (isnan(logits[i]) || logits[i] == INFINITY)
@@ -181,7 +194,7 @@ bst_status bsti_sampler_sample(bsti_sampler *s, const float *logits, const int32
 
     /* Repetition penalty, once per distinct token in the window (llama.cpp's rule: positive
      * logits are divided, the others multiplied, so the token always becomes less likely). */
-    if (p->repeat_penalty != 1.0f && p->repeat_last_n != 0 && n_history) {
+    if (penalize) {
         uint32_t window = p->repeat_last_n < 0 || (uint32_t)p->repeat_last_n > n_history
                               ? n_history
                               : (uint32_t)p->repeat_last_n;

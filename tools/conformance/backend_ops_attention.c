@@ -82,11 +82,9 @@ static void case_attention(const att_spec *a, uint64_t seed)
     if (a->mask != AM_NONE) {
         m = bo_case_input(&c);
         bo_tensor_contig(m, BST_DTYPE_F32, 2, mshape);
-        float *mv = malloc((size_t)(mshape[0] * mshape[1]) * sizeof *mv);
-        if (!mv)
-            abort();
+        float *mv = bo_alloc((size_t)(mshape[0] * mshape[1]), sizeof *mv, "the mask values");
         /* ~25% removed, the rest finite; row 1 (when there is one) removed entirely. */
-        for (int64_t i = 0; i < mshape[0]; i++)
+        for (int64_t i = 0; mv && i < mshape[0]; i++)
             for (int64_t j = 0; j < mshape[1]; j++)
                 mv[i * mshape[1] + j] = (mshape[0] > 1 && i == 1) || bo_rng_int(&rng, 0, 3) == 0
                                             ? -INFINITY
@@ -120,11 +118,15 @@ static void case_attention(const att_spec *a, uint64_t seed)
     double *kv = bo_eff_values(&c, k, ek);
     double *vv = bo_eff_values(&c, v, NULL);
     double *mv = m ? bo_eff_values(&c, m, em) : NULL;
-    double *out = calloc((size_t)(eq[0] * eq[1] * eq[2] + 1), sizeof *out);
-    if (!out)
-        abort();
-    oracle_attention(qv, eq[0], eq[1], eq[2], kv, vv, ek[0], ek[1], mv, em[0], em[1], scale,
-                     a->causal, a->window, out);
+    double *out = NULL, *scratch = NULL;
+    if (bo_ok()) {
+        out = bo_alloc((size_t)(eq[0] * eq[1] * eq[2]), sizeof *out, "the oracle's output");
+        scratch = bo_alloc((size_t)ek[0], sizeof *scratch, "the oracle's attention weights");
+    }
+    if (bo_ok())
+        oracle_attention(qv, eq[0], eq[1], eq[2], kv, vv, ek[0], ek[1], mv, em[0], em[1], scale,
+                         a->causal, a->window, scratch, out);
+    free(scratch);
     free(qv);
     free(kv);
     free(vv);

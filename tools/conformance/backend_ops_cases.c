@@ -113,15 +113,23 @@ static void run(bo_case *c, double *eff_ref)
     (void)bo_run(c);
 }
 
+/* The oracle's output in the output's effective shape; NULL (with the harness's pending error)
+ * when it cannot be allocated or the case already failed to build. Each builder calls the
+ * oracle only while bo_ok(): then every value array it reads exists. */
 static double *alloc_out(const bo_case *c)
 {
+    if (!bo_ok())
+        return NULL;
     int64_t n = 1;
     for (uint32_t d = 0; d < c->out.rank; d++)
         n *= bo_eff_dim(c, &c->out, d);
-    double *o = calloc((size_t)(n ? n : 1), sizeof *o);
-    if (!o)
-        abort();
-    return o;
+    return bo_alloc((size_t)n, sizeof(double), "the oracle's output");
+}
+
+/* Input values built here before they are stored (bo_tensor_set). */
+static float *alloc_values(int64_t n)
+{
+    return bo_ok() ? bo_alloc((size_t)n, sizeof(float), "a tensor's values") : NULL;
 }
 
 /* ---- GET_ROWS ------------------------------------------------------------------------------ */
@@ -159,7 +167,8 @@ static void case_get_rows(bst_dtype dt, int64_t R, int64_t C, uint32_t ids_rank,
     int64_t eff[BST_MAX_DIMS];
     int32_t *eids = bo_eff_ids(&c, it, eff);
     double *out = alloc_out(&c);
-    oracle_get_rows(table->val, R, C, eids, oracle_numel(ids_rank, eff), out);
+    if (bo_ok())
+        oracle_get_rows(table->val, R, C, eids, oracle_numel(ids_rank, eff), out);
     free(eids);
     run(&c, out);
 }
@@ -218,9 +227,9 @@ static void case_binary(bst_op op, bst_dtype da, bst_dtype db, uint32_t ra, cons
     int64_t ea[BST_MAX_DIMS], eb[BST_MAX_DIMS];
     double *av = bo_eff_values(&c, a, ea), *bv = bo_eff_values(&c, b, eb);
     double *out = alloc_out(&c);
-    if (op == BST_OP_ADD)
+    if (bo_ok() && op == BST_OP_ADD)
         oracle_add(av, ra, ea, bv, rb, eb, out);
-    else
+    else if (bo_ok())
         oracle_mul(av, ra, ea, bv, rb, eb, out);
     free(av);
     free(bv);
@@ -294,7 +303,8 @@ static void case_scale(bst_dtype dt, uint32_t rank, const int64_t *shape, double
     int64_t e[BST_MAX_DIMS];
     double *xv = bo_eff_values(&c, x, e);
     double *out = alloc_out(&c);
-    oracle_scale(xv, oracle_numel(rank, e), scale, out);
+    if (bo_ok())
+        oracle_scale(xv, oracle_numel(rank, e), scale, out);
     free(xv);
     run(&c, out);
 }
@@ -360,7 +370,8 @@ static void case_matmul(bst_dtype db, int64_t ba, int64_t bb, int64_t M, int64_t
     int64_t ea[3], eb[3];
     double *av = bo_eff_values(&c, a, ea), *bv = bo_eff_values(&c, b, eb);
     double *out = alloc_out(&c);
-    oracle_matmul(av, ba ? ba : 1, ea[ra - 2], K, bv, bb ? bb : 1, eb[rb - 2], out);
+    if (bo_ok())
+        oracle_matmul(av, ba ? ba : 1, ea[ra - 2], K, bv, bb ? bb : 1, eb[rb - 2], out);
     free(av);
     free(bv);
     run(&c, out);
@@ -457,11 +468,13 @@ static void case_norm(bst_op op, bst_dtype dt, uint32_t rank, const int64_t *sha
     int64_t e[BST_MAX_DIMS];
     double *xv = bo_eff_values(&c, x, e);
     double *out = alloc_out(&c);
-    int64_t cols = e[rank - 1], rows = oracle_numel(rank, e) / cols;
-    if (op == BST_OP_RMS_NORM)
-        oracle_rms_norm(xv, rows, cols, eps, out);
-    else
-        oracle_layer_norm(xv, rows, cols, eps, out);
+    if (bo_ok()) {
+        int64_t cols = e[rank - 1], rows = oracle_numel(rank, e) / cols;
+        if (op == BST_OP_RMS_NORM)
+            oracle_rms_norm(xv, rows, cols, eps, out);
+        else
+            oracle_layer_norm(xv, rows, cols, eps, out);
+    }
     free(xv);
     run(&c, out);
 }
@@ -538,7 +551,8 @@ static void case_rope(int mode, int64_t T, int64_t H, int64_t D, int64_t dims, d
     double *xv = bo_eff_values(&c, x, e);
     int32_t *pv = bo_eff_ids(&c, p, ep);
     double *out = alloc_out(&c);
-    oracle_rope(xv, e[0], H, D, pv, mode, theta, dims, out);
+    if (bo_ok())
+        oracle_rope(xv, e[0], H, D, pv, mode, theta, dims, out);
     free(xv);
     free(pv);
     run(&c, out);
@@ -606,11 +620,11 @@ static void case_softmax(uint32_t rank, const int64_t *sx, mask_kind mk, uint32_
         m = bo_case_input(&c);
         bo_tensor_contig(m, BST_DTYPE_F32, mrank, sm);
         int64_t cols = sm[mrank - 1], rows = oracle_numel(mrank, sm) / cols;
-        float *mv = malloc((size_t)(rows * cols) * sizeof *mv);
-        if (!mv)
-            abort();
-        mask_values(mv, rows, cols, mk, dead);
-        bo_tensor_set(m, mv);
+        float *mv = alloc_values(rows * cols);
+        if (mv) {
+            mask_values(mv, rows, cols, mk, dead);
+            bo_tensor_set(m, mv);
+        }
         free(mv);
     }
     bo_case_attr_float(&c, BST_ATTR_SCALE, scale);
@@ -634,7 +648,8 @@ static void case_softmax(uint32_t rank, const int64_t *sx, mask_kind mk, uint32_
     double *xv = bo_eff_values(&c, x, ex);
     double *mv = m ? bo_eff_values(&c, m, em) : NULL;
     double *out = alloc_out(&c);
-    oracle_softmax(xv, rank, ex, mv, mrank, em, scale, out);
+    if (bo_ok())
+        oracle_softmax(xv, rank, ex, mv, mrank, em, scale, out);
     free(xv);
     free(mv);
     run(&c, out);
@@ -691,9 +706,9 @@ static void case_unary(bst_op op, bst_dtype dt, uint32_t rank, const int64_t *sh
     int64_t e[BST_MAX_DIMS];
     double *xv = bo_eff_values(&c, x, e);
     double *out = alloc_out(&c);
-    if (op == BST_OP_SILU)
+    if (bo_ok() && op == BST_OP_SILU)
         oracle_silu(xv, oracle_numel(rank, e), out);
-    else
+    else if (bo_ok())
         oracle_gelu(xv, oracle_numel(rank, e), out);
     free(xv);
     run(&c, out);
@@ -747,12 +762,10 @@ static void case_cast(bst_dtype from, bst_dtype to, uint32_t rank, const int64_t
     bo_tensor *x = bo_case_input(&c);
     view(x, from, rank, shape, l);
     int64_t n = oracle_numel(rank, shape);
-    float *v = malloc((size_t)n * sizeof *v);
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < n; i++)
+    float *v = alloc_values(n);
+    for (int64_t i = 0; v && i < n; i++)
         v[i] = (float)bo_rng_uniform(&rng, -4.0, 4.0);
-    if (specials)
+    if (v && specials)
         for (size_t i = 0; i < COUNT(cast_specials) && (int64_t)i < n; i++)
             v[i] = cast_specials[i];
     bo_tensor_set(x, v);
@@ -809,19 +822,19 @@ static void case_quantize(bst_dtype to, uint32_t rank, const int64_t *shape, lay
     bo_tensor *x = bo_case_input(&c);
     view(x, BST_DTYPE_F32, rank, shape, l);
     int64_t n = oracle_numel(rank, shape), k = shape[rank - 1];
-    float *v = malloc((size_t)n * sizeof *v);
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < n; i++)
-        v[i] = (float)bo_rng_uniform(&rng, -3.0, 3.0);
-    if (qd == Q_ZERO_ROW)
-        for (int64_t i = 0; i < k; i++)
-            v[i] = 0.0f;
-    if (qd == Q_OUTLIER)
-        v[k / 3] = 50.0f, v[n - 1] = -40.0f;
-    if (qd == Q_SIGNED) /* one block all positive, one all negative */
-        for (int64_t i = 0; i < 32; i++)
-            v[i] = fabsf(v[i]), v[n - 1 - i] = -fabsf(v[n - 1 - i]);
+    float *v = alloc_values(n);
+    if (v) {
+        for (int64_t i = 0; i < n; i++)
+            v[i] = (float)bo_rng_uniform(&rng, -3.0, 3.0);
+        if (qd == Q_ZERO_ROW)
+            for (int64_t i = 0; i < k; i++)
+                v[i] = 0.0f;
+        if (qd == Q_OUTLIER)
+            v[k / 3] = 50.0f, v[n - 1] = -40.0f;
+        if (qd == Q_SIGNED) /* one block all positive, one all negative */
+            for (int64_t i = 0; i < 32; i++)
+                v[i] = fabsf(v[i]), v[n - 1 - i] = -fabsf(v[n - 1 - i]);
+    }
     bo_tensor_set(x, v);
     free(v);
     describe(&c, "x", x, lay_name(l));
@@ -885,7 +898,8 @@ static void case_concat(uint32_t rank, const int64_t *sa, uint32_t axis, int64_t
     int64_t ea[BST_MAX_DIMS], eb[BST_MAX_DIMS];
     double *av = bo_eff_values(&c, a, ea), *bv = bo_eff_values(&c, b, eb);
     double *out = alloc_out(&c);
-    oracle_concat(av, ea, bv, eb, rank, axis, out);
+    if (bo_ok())
+        oracle_concat(av, ea, bv, eb, rank, axis, out);
     free(av);
     free(bv);
     run(&c, out);
@@ -980,12 +994,10 @@ static void case_argmax(bst_dtype dt, uint32_t rank, const int64_t *shape, lay l
     bo_tensor *x = bo_case_input(&c);
     view(x, dt, rank, shape, l);
     int64_t n = oracle_numel(rank, shape), k = shape[rank - 1], rows = n / k;
-    float *v = malloc((size_t)n * sizeof *v);
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < n; i++)
+    float *v = alloc_values(n);
+    for (int64_t i = 0; v && i < n; i++)
         v[i] = ad == A_TIES ? (float)bo_rng_int(&rng, -2, 1) : (float)bo_rng_uniform(&rng, -5, 5);
-    if (ad == A_EDGES)
+    if (v && ad == A_EDGES)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < k; j++) {
                 float *e = &v[r * k + j];
@@ -1007,14 +1019,14 @@ static void case_argmax(bst_dtype dt, uint32_t rank, const int64_t *shape, lay l
     }
     int64_t e[BST_MAX_DIMS];
     double *xv = bo_eff_values(&c, x, e);
-    int64_t erows = oracle_numel(rank, e) / k;
-    int32_t *idx = calloc((size_t)erows, sizeof *idx);
+    int64_t erows = bo_ok() ? oracle_numel(rank, e) / k : 0;
+    int32_t *idx = bo_ok() ? bo_alloc((size_t)erows, sizeof *idx, "the oracle's indices") : NULL;
     double *out = alloc_out(&c);
-    if (!idx)
-        abort();
-    oracle_argmax(xv, erows, k, idx);
-    for (int64_t r = 0; r < erows; r++)
-        out[r] = (double)idx[r];
+    if (bo_ok()) {
+        oracle_argmax(xv, erows, k, idx);
+        for (int64_t r = 0; r < erows; r++)
+            out[r] = (double)idx[r];
+    }
     free(idx);
     free(xv);
     run(&c, out);
@@ -1078,7 +1090,7 @@ static void case_set_rows(bst_dtype ddt, bst_dtype sdt, int64_t R, int64_t C, in
     describe(&c, "out=dst", &c.out, NULL);
     /* Rows in ids[0..n) take src's rows; every other row must keep its bytes. */
     bo_case_alloc_ref(&c);
-    int64_t n_eff = bo_eff_dim(&c, src, 0);
+    int64_t n_eff = bo_ok() ? bo_eff_dim(&c, src, 0) : 0;
     for (int64_t i = 0; i < n_eff; i++)
         for (int64_t j = 0; j < C; j++) {
             c.ref[(int64_t)perm[i] * C + j] = src->val[i * C + j];

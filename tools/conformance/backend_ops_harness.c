@@ -155,18 +155,20 @@ void bo_tensor_view(bo_tensor *t, bst_dtype dtype, uint32_t rank, const int64_t 
                     const uint32_t *perm, int64_t pad)
 {
     memset(t, 0, sizeof *t);
-    if (rank > BST_MAX_DIMS)
+    t->dtype = dtype; /* what a failure message describes, even when nothing is allocated */
+    if (rank > BST_MAX_DIMS) {
         harness_fail("a tensor of rank %u (at most %d)", rank, BST_MAX_DIMS);
+        return;
+    }
+    t->rank = rank;
+    for (uint32_t i = 0; i < rank; i++)
+        t->shape[i] = shape[i];
     if (!bo_ok())
         return;
-    t->dtype = dtype;
-    t->rank = rank;
     uint32_t bs = dt_block(dtype), bb = dt_bytes(dtype);
     int64_t pshape[BST_MAX_DIMS] = {0}, pstr[BST_MAX_DIMS] = {0};
-    for (uint32_t i = 0; i < rank; i++) {
-        t->shape[i] = shape[i];
+    for (uint32_t i = 0; i < rank; i++)
         pshape[perm ? perm[i] : i] = shape[i];
-    }
     if (bs > 1 && rank > 0 && ((perm && perm[rank - 1] != rank - 1) || shape[rank - 1] % bs)) {
         harness_fail("a %s tensor whose innermost dim is permuted or holds a partial block",
                      bst_dtype_name(dtype));
@@ -641,6 +643,15 @@ bool bo_device_is_cpu(uint32_t i)
 {
     devices_init();
     return i < g_dev.n && g_dev.is_cpu[i];
+}
+
+uint32_t bo_cpu_device(void)
+{
+    devices_init();
+    for (uint32_t d = 0; d < g_dev.n; d++)
+        if (g_dev.handle[d] && g_dev.is_cpu[d])
+            return d;
+    return UINT32_MAX;
 }
 
 uint32_t bo_device_open_failures(void)

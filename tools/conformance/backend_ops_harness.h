@@ -16,6 +16,13 @@
  *    output, into inputs, or past a symbolic extent all fail), then compares values;
  *  - compares every non-CPU backend's output with the CPU backend's.
  * Results go into a per (device, op, dtype) summary table and a per-family failure count.
+ *
+ * Nothing here aborts or exits. When the harness itself fails (one of its own allocations, or a
+ * case asking for more than it holds: inputs, attributes, dims, a dtype it cannot lay out), the
+ * first failure is kept as the pending error with a message naming what failed; the building
+ * calls after it do nothing, and the next bo_run reports the case as an ERROR (BO_ERROR to the
+ * result hook on every device, an ERROR column in the summary, a failure of its family) and
+ * clears it. An allocation that fails while a case runs on a device is that device's ERROR.
  */
 #ifndef BASTION_TESTS_BACKEND_OPS_HARNESS_H
 #define BASTION_TESTS_BACKEND_OPS_HARNESS_H
@@ -27,6 +34,20 @@
 
 #define BO_GUARD 256u
 #define BO_PATTERN 0xA5u
+
+/* --- harness failures --------------------------------------------------------------------- */
+
+/* No pending harness error (cleared by bo_case_init and by the bo_run that reports it). */
+bool bo_ok(void);
+/* The pending error's message, or NULL. */
+const char *bo_error(void);
+/* The harness's allocator, also for case builders: `count` zeroed elements of `size` bytes, or
+ * NULL with the pending error "cannot allocate <what> (...)". */
+void *bo_alloc(size_t count, size_t size, const char *what);
+/* Test hook: the nth harness allocation from now fails (1 = the next one); 0 disarms. */
+void bo_fail_alloc(uint64_t nth);
+/* Harness allocations made so far (tests size their bo_fail_alloc sweeps with it). */
+uint64_t bo_alloc_count(void);
 
 /* --- deterministic random numbers ---------------------------------------------------------- */
 
@@ -127,7 +148,8 @@ void bo_case_set_ref(bo_case *c, const double *eff_ref);
 void bo_case_alloc_ref(bo_case *c);
 void bo_case_finish_ref(bo_case *c);
 
-/* Runs the case on every device and frees it. Returns the number of failures. */
+/* Runs the case on every device and frees it. Returns the number of failures (a case the
+ * harness could not build or run counts as one). */
 int bo_run(bo_case *c);
 void bo_case_free(bo_case *c);
 
@@ -149,14 +171,20 @@ int bo_family_run(const char *name);
  * harness has no device: cases are built and numbered but run nowhere. */
 void bo_set_device_source(void (*init)(void), void (*fini)(void));
 /* Registers a device (handle NULL: it failed to open, counted by bo_device_open_failures).
- * `api` must outlive the harness. Returns its index. */
+ * `api` must outlive the harness. Returns its index, or UINT32_MAX when the table is full (then
+ * counted as a device that failed to open, with a message on stderr). */
 uint32_t bo_device_add(const bst_backend_api *api, void *handle, const char *label, bool is_cpu);
 /* The message that goes with a status a plugin returned (default bst_last_error). */
 void bo_set_last_error(const char *(*fn)(void));
 
 /* Per-run outcomes, for callers that report more than the summary table (the conformance
  * tool). */
-typedef enum bo_outcome { BO_PASS, BO_FAIL, BO_UNSUPPORTED } bo_outcome;
+typedef enum bo_outcome {
+    BO_PASS,
+    BO_FAIL,
+    BO_UNSUPPORTED,
+    BO_ERROR /* the harness failed (see "harness failures"), not the kernel */
+} bo_outcome;
 
 typedef struct bo_result {
     uint64_t case_no;    /* position of the case in the family order */
@@ -164,7 +192,7 @@ typedef struct bo_result {
     const bo_case *c;    /* valid during the callback only */
     const char *variant; /* kernel variant name, "-" when none ran */
     bo_outcome outcome;
-    const char *why;     /* failure reason, NULL on PASS / UNSUPPORTED */
+    const char *why;     /* failure or error reason, NULL on PASS / UNSUPPORTED */
     double nmse_ref;     /* output vs the CPU reference backend's output; NAN when not compared */
     double nmse_oracle;  /* output vs the double-precision oracle; NAN when no output */
     uint64_t exec_ns;    /* wall time of the execute call */
@@ -173,7 +201,8 @@ typedef struct bo_result {
 typedef struct bo_hooks {
     /* Called before case `case_no` runs; false skips it (it still takes its number). */
     bool (*select)(void *ud, uint64_t case_no, const bo_case *c);
-    /* Called after every (device, variant) run and for every NOT_SUPPORTED answer. */
+    /* Called after every (device, variant) run, for every NOT_SUPPORTED answer and for every
+     * device of a case the harness could not build (variant "-", BO_ERROR). */
     void (*result)(void *ud, const bo_result *r);
     void *ud;
     bool quiet; /* no FAIL / CPU GAP lines on stdout */
@@ -197,6 +226,8 @@ void *bo_device_handle(uint32_t i);
 const bst_backend_api *bo_device_api(uint32_t i);
 const char *bo_device_label(uint32_t i);
 bool bo_device_is_cpu(uint32_t i);
+/* The first CPU device that opened, or UINT32_MAX. */
+uint32_t bo_cpu_device(void);
 /* Devices that failed to open. */
 uint32_t bo_device_open_failures(void);
 void bo_shutdown(void);
@@ -214,7 +245,8 @@ void bo_node_build(const bo_case *c, bo_node *n);
 /* Checker self-test: runs `c` on device `dev`, then corrupts the results in ways a broken kernel
  * would (a wrong value, a guard byte, an input byte, a byte past the symbolic extent) and
  * confirms that the checker rejects each. Returns the number of corruptions NOT detected (or
- * -1 when the case did not pass to begin with). Frees the case. */
+ * -1 when the case did not pass to begin with or the harness failed; the reason is printed).
+ * Frees the case. */
 int bo_selftest(bo_case *c, uint32_t dev);
 
 /* The fused ATTENTION family (backend_ops_attention.c): runs its cases between

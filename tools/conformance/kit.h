@@ -22,7 +22,11 @@
  *   DONE    case_no
  *   CHECK   name pass|fail detail                           one ABI check
  *   END                                                     nothing more to do
- * outcome is pass, fail or unsupported; nmse fields are "nan" when not computed.
+ * outcome is pass, fail, unsupported or error (the harness itself failed: out of memory); nmse
+ * fields are "nan" when not computed.
+ *
+ * Test hook: BASTION_CONFORMANCE_FAIL_ALLOC=n makes the ops worker's nth harness allocation fail
+ * (bo_fail_alloc), which must come back as an error of the case being built, never a crash.
  */
 #ifndef BASTION_TOOLS_CONFORMANCE_KIT_H
 #define BASTION_TOOLS_CONFORMANCE_KIT_H

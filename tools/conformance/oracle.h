@@ -72,10 +72,12 @@ void oracle_concat(const double *a, const int64_t *a_dims, const double *b,
  * kv head h / (hq / hkv). Query i sits at position s - t + i; with `causal` it sees keys j <= that
  * position, and window > 0 also hides keys j <= position - window. `mask` (may be NULL) is
  * [m_rows, m_cols], each 1 (broadcast) or t / s, added to the scaled scores. A query whose keys
- * are all removed gives zeros. */
+ * are all removed gives zeros. `scratch` holds max(s, 1) doubles (the caller allocates: the
+ * oracle never does, so it has no failure of its own). */
 void oracle_attention(const double *q, int64_t t, int64_t hq, int64_t d, const double *k,
                       const double *v, int64_t s, int64_t hkv, const double *mask, int64_t m_rows,
-                      int64_t m_cols, double scale, bool causal, int64_t window, double *out);
+                      int64_t m_cols, double scale, bool causal, int64_t window, double *scratch,
+                      double *out);
 
 /* ARGMAX over rows of n: first index of the maximum. */
 void oracle_argmax(const double *x, int64_t rows, int64_t n, int32_t *out);
