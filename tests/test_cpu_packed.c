@@ -1,0 +1,357 @@
+/*
+ * tests/test_cpu_packed.c — the CPU backend's decode GEMV on the packed weight copy
+ * (backends/cpu/cpu_packed.h, cpu_packed_avx512.c): matmuls of 1..6 activation rows against
+ * q4_0 / q4_1 / q8_0 weights, built on the public API and run through bst_program on the real
+ * CPU plugin (tuning off: the static choice, gemm_avx512, hands fewer than 8 rows to
+ * q8x2dot_avx512vnni, which runs cpu_packed_gemv_avx512 for up to 4 rows and the packed GEMM for
+ * 5 and 6). Constant weights go through prepare_weight, which keeps the 16-row interleaved copy
+ * on a CPU with AVX-512 VNNI; the same weights fed as plain inputs are never prepared and take the
+ * native q8x2dot block loops. Weight row counts 1, 15, 16, 17, 33 and 100 leave the last 16-row
+ * group partly padded (or are one whole group); K of 1, 2 and 18 blocks.
+ *
+ * Oracles: a double-precision loop over the dequantized weights (graph/quant.h), NMSE <= 5e-4
+ * (DESIGN.md's quantized-matmul bound) per output column and per activation row (worst_nmse),
+ * so one wrong lane or row cannot hide in the total; and the native run, whose integer dots are
+ * the same, so that the two differ only by float rounding: |packed - native| <= SUM_BOUND times
+ * the output's sum of |terms|. Values span several decades per block and per row (with
+ * outliers). A second set uses activations the two-plane quantizer represents exactly and dots
+ * that cancel to ~1e-3 of their terms; there the packed result must also be within SUM_BOUND of
+ * the double one, which checks the kernel's integer math on its own. Measured values are
+ * printed. Without AVX-512 VNNI both runs are native and the oracles still apply.
+ */
+#include "graph/ir.h"
+#include "graph/quant.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OK(call)                                                                                 \
+    do {                                                                                         \
+        bst_status st_ = (call);                                                                 \
+        if (st_ != BST_OK)                                                                       \
+            fprintf(stderr, "\n  %s: %s\n", #call, bst_last_error());                            \
+        CU_ASSERT_EQUAL_FATAL(st_, BST_OK);                                                      \
+    } while (0)
+
+enum { MAX_M = 6, N_KS = 3, N_NS = 6 };
+/* Bound on |packed - native| (and, with exact activations, |packed - double|) relative to the
+ * output's sum of |terms|: float rounding of sums over at most 18 blocks, whose offset terms
+ * (q4: 8 * d_w * s_a; q8_0: 128 * ...) can exceed the terms tenfold. A wrong lane, block or
+ * scale is off by a whole block's share, orders of magnitude more. */
+#define SUM_BOUND 1e-5
+static const int64_t ks[N_KS] = {32, 64, 576};
+static const int64_t ns[N_NS] = {1, 15, 16, 17, 33, 100};
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static double urand(void) /* [0, 1) */
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) / (double)(1ull << 53);
+}
+
+/* Each block of 32 gets its own magnitude 10^[-2, 2] (10^[-1, 1] per row times per block), and
+ * one element in 8 is ten times larger: the block scales must cover outliers. */
+static void fill_wide(float *x, int64_t rows, int64_t k)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const double row_amp = pow(10.0, 2.0 * urand() - 1.0);
+        for (int64_t b = 0; b < k; b += 32) {
+            const double amp = row_amp * pow(10.0, 2.0 * urand() - 1.0);
+            for (int64_t i = b; i < b + 32; i++) {
+                double v = amp * (2.0 * urand() - 1.0);
+                if (urand() < 0.125)
+                    v *= 10.0;
+                x[r * k + i] = (float)v;
+            }
+        }
+    }
+}
+
+/* Values the activation quantizer (cpu_q8dot.h) represents exactly, so that whatever error is
+ * left is the kernel's own: each block is 2^e (e in [-7, 6]) times integers 256 h + l with
+ * |l| <= 127, element 0 at +-127 * 256 (it sets the block maximum, so the block's d is 2^e
+ * exactly); other elements have |h| <= 124, one in 8 up to that and the rest ten times smaller. */
+static void fill_exact(float *x, int64_t rows, int64_t k)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < k; b += 32) {
+            const double scale = ldexp(1.0, (int)(urand() * 14.0) - 7);
+            for (int64_t i = b; i < b + 32; i++) {
+                int32_t u;
+                if (i == b) {
+                    u = urand() < 0.5 ? -127 * 256 : 127 * 256;
+                } else {
+                    const int32_t hmax = urand() < 0.125 ? 124 : 12;
+                    u = 256 * ((int32_t)(urand() * (2 * hmax + 1)) - hmax) +
+                        (int32_t)(urand() * 255.0) - 127;
+                }
+                x[r * k + i] = (float)(u * scale);
+            }
+        }
+}
+
+/* Cancellation: every weight row's second half repeats its first half, and every activation
+ * row's second half is minus its first half plus up to 1% noise (in the block's integer units,
+ * so it stays exact; the block maxima are left alone), so each dot is ~1% of its terms. */
+static void repeat_halves(float *w, int64_t rows, int64_t k)
+{
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(w + r * k + k / 2, w + r * k, (size_t)(k / 2) * sizeof *w);
+}
+
+static void negate_halves(float *a, int64_t rows, int64_t k)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < k / 2; i++) {
+            const float v = a[r * k + i];
+            float noisy = v;
+            if (i % 32 != 0 && v != 0.0f) {
+                /* v = 2^e * u exactly; the block maximum gives 2^e. */
+                float bmax = 0.0f;
+                for (int64_t j = i - i % 32; j < i - i % 32 + 32; j++)
+                    bmax = fabsf(a[r * k + j]) > bmax ? fabsf(a[r * k + j]) : bmax;
+                const double unit = (double)bmax / (127.0 * 256.0);
+                int32_t u = (int32_t)lround(v / unit);
+                u += (int32_t)lround((double)u * 0.02 * (urand() - 0.5));
+                if (((u % 256) + 256) % 256 == 128) /* h would round away: keep |l| <= 127 */
+                    u += 1;
+                noisy = (float)(u * unit);
+            }
+            a[r * k + k / 2 + i] = -noisy;
+        }
+}
+
+/* One weight matrix of the test graph: [n, k] quantized, its dequantized values, and the
+ * outputs of both runs for up to MAX_M activation rows. */
+typedef struct wmat {
+    int64_t n, k;
+    size_t bytes;
+    uint8_t *q;
+    float *deq;
+    char wname[32], yname[32];
+} wmat;
+
+/* The graph for m activation rows: one input x<K> [m, K] per K and one matmul per weight,
+ * output y<K>_<N>. Weights constant (prepared, packed) or fed as inputs (native). */
+static bst_graph *build_graph(bst_dtype wt, const wmat *w, int nw, int64_t m, bool constant)
+{
+    bst_graph *g = NULL;
+    OK(bst_graph_create(&g));
+    bst_value x[N_KS];
+    for (int i = 0; i < N_KS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
+        const int64_t shape[2] = {m, ks[i]};
+        OK(bst_graph_add_input(g, name, BST_DTYPE_F32, 2, shape, NULL, &x[i]));
+    }
+    for (int i = 0; i < nw; i++) {
+        const int64_t shape[2] = {w[i].n, w[i].k};
+        bst_value in[2], y;
+        int xi = 0;
+        while (ks[xi] != w[i].k)
+            xi++;
+        in[0] = x[xi];
+        if (constant)
+            OK(bst_graph_add_weight(g, w[i].wname, wt, 2, shape, w[i].q, w[i].bytes, &in[1]));
+        else
+            OK(bst_graph_add_input(g, w[i].wname, wt, 2, shape, NULL, &in[1]));
+        OK(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &y));
+        OK(bst_graph_mark_output(g, y, w[i].yname));
+    }
+    return g;
+}
+
+/* Runs the graph on the CPU backend; out[i] receives weight i's [m, n] output. */
+static void run_graph(const bst_graph *g, const wmat *w, int nw, bool constant, float *const *xs,
+                      int64_t m, float **out)
+{
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = 2, .backends = "cpu"};
+    bst_context *ctx = NULL;
+    OK(bst_context_create(&o, &ctx));
+    bst_program *p = NULL;
+    OK(bst_program_create(ctx, g, &p));
+    for (int i = 0; i < N_KS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
+        OK(bst_program_set_input(p, name, xs[i], (size_t)(m * ks[i]) * sizeof(float)));
+    }
+    if (!constant)
+        for (int i = 0; i < nw; i++)
+            OK(bst_program_set_input(p, w[i].wname, w[i].q, w[i].bytes));
+    OK(bst_program_run(p, NULL));
+    for (int i = 0; i < nw; i++)
+        OK(bst_program_get_output(p, w[i].yname, out[i], (size_t)(m * w[i].n) * sizeof(float)));
+    bst_program_destroy(p);
+    bst_context_destroy(ctx);
+}
+
+/* The largest squared error of any output column (weight row) and of any activation row, each
+ * relative to the mean energy of a column or a row of want: NMSE per column and per row, but
+ * measured against the matrix's scale, so that one wrong lane or row cannot hide in the total
+ * while an output that happens to be near zero does not count as a relative error of 100%. NaN
+ * counts as infinitely bad. */
+static double worst_nmse(const float *got, const double *want, int64_t m, int64_t n)
+{
+    double total = 0.0;
+    for (int64_t i = 0; i < m * n; i++)
+        total += want[i] * want[i];
+    double worst = 0.0;
+    for (int pass = 0; pass < 2; pass++) {
+        const int64_t outer = pass ? n : m, inner = pass ? m : n;
+        const double ref = total / (double)outer;
+        for (int64_t o = 0; o < outer; o++) {
+            double err = 0.0;
+            for (int64_t i = 0; i < inner; i++) {
+                const int64_t at = pass ? i * n + o : o * n + i;
+                const double d = (double)got[at] - want[at];
+                err += d * d;
+            }
+            const double e = ref > 0.0 ? err / ref : err;
+            if (!(e <= worst))
+                worst = isnan(e) ? INFINITY : e;
+        }
+    }
+    return worst;
+}
+
+static void check_dtype(bst_dtype wt, bool cancelling)
+{
+    uint32_t bs = 0, bb = 0;
+    CU_ASSERT_FATAL(bsti_quant_geometry(wt, &bs, &bb));
+    enum { NW = N_KS * N_NS };
+    wmat w[NW];
+    float *xs[N_KS];
+    for (int ki = 0; ki < N_KS; ki++) {
+        xs[ki] = malloc(sizeof(float) * (size_t)(MAX_M * ks[ki]));
+        CU_ASSERT_FATAL(xs[ki] != NULL);
+        if (cancelling) {
+            fill_exact(xs[ki], MAX_M, ks[ki]);
+            negate_halves(xs[ki], MAX_M, ks[ki]);
+        } else {
+            fill_wide(xs[ki], MAX_M, ks[ki]);
+        }
+    }
+    for (int ki = 0; ki < N_KS; ki++)
+        for (int ni = 0; ni < N_NS; ni++) {
+            wmat *m = &w[ki * N_NS + ni];
+            m->n = ns[ni];
+            m->k = ks[ki];
+            m->bytes = (size_t)(m->n * m->k / bs) * bb;
+            m->q = malloc(m->bytes);
+            m->deq = malloc(sizeof(float) * (size_t)(m->n * m->k));
+            CU_ASSERT_FATAL(m->q && m->deq);
+            fill_wide(m->deq, m->n, m->k);
+            if (cancelling)
+                repeat_halves(m->deq, m->n, m->k);
+            OK(bsti_quantize(wt, m->deq, m->q, m->n * m->k));
+            OK(bsti_dequantize(wt, m->q, m->deq, m->n * m->k)); /* the oracle's weights */
+            snprintf(m->wname, sizeof m->wname, "w%lld_%lld", (long long)m->k, (long long)m->n);
+            snprintf(m->yname, sizeof m->yname, "y%lld_%lld", (long long)m->k, (long long)m->n);
+        }
+    float *packed[NW], *native[NW];
+    double *want[NW], *mag[NW];
+    for (int i = 0; i < NW; i++) {
+        const size_t n = (size_t)(MAX_M * w[i].n);
+        packed[i] = malloc(n * sizeof(float));
+        native[i] = malloc(n * sizeof(float));
+        want[i] = malloc(n * sizeof(double));
+        mag[i] = malloc(n * sizeof(double));
+        CU_ASSERT_FATAL(packed[i] && native[i] && want[i] && mag[i]);
+        const float *x = xs[0];
+        for (int ki = 0; ki < N_KS; ki++)
+            if (ks[ki] == w[i].k)
+                x = xs[ki];
+        for (int64_t j = 0; j < MAX_M; j++)
+            for (int64_t r = 0; r < w[i].n; r++) {
+                double s = 0.0, sa = 0.0;
+                for (int64_t e = 0; e < w[i].k; e++) {
+                    const double t = (double)x[j * w[i].k + e] * w[i].deq[r * w[i].k + e];
+                    s += t;
+                    sa += fabs(t);
+                }
+                want[i][j * w[i].n + r] = s;
+                mag[i][j * w[i].n + r] = sa > 0.0 ? sa : 1.0;
+            }
+    }
+
+    double worst_ref = 0.0, worst_nat = 0.0, worst_exact = 0.0;
+    for (int64_t m = 1; m <= MAX_M; m++) {
+        bst_graph *gc = build_graph(wt, w, NW, m, true), *gi = build_graph(wt, w, NW, m, false);
+        run_graph(gc, w, NW, true, xs, m, packed);
+        run_graph(gi, w, NW, false, xs, m, native);
+        bst_graph_destroy(gc);
+        bst_graph_destroy(gi);
+        for (int i = 0; i < NW; i++) {
+            const double e_ref = worst_nmse(packed[i], want[i], m, w[i].n);
+            const double e_nat_ref = worst_nmse(native[i], want[i], m, w[i].n);
+            /* Errors relative to each output's sum of |terms|, where float rounding lives. */
+            double e_nat = 0.0, e_exact = 0.0;
+            for (int64_t x = 0; x < m * w[i].n; x++) {
+                const double dn = fabs((double)packed[i][x] - native[i][x]) / mag[i][x];
+                const double dr = fabs((double)packed[i][x] - want[i][x]) / mag[i][x];
+                e_nat = dn <= e_nat ? e_nat : isnan(dn) ? INFINITY : dn;
+                e_exact = dr <= e_exact ? e_exact : isnan(dr) ? INFINITY : dr;
+            }
+            if (!cancelling)
+                e_exact = 0.0; /* activations not exactly representable: quantization error */
+            const bool bad = !(e_ref <= 5e-4) || !(e_nat_ref <= 5e-4) || !(e_nat <= SUM_BOUND) ||
+                             !(e_exact <= SUM_BOUND);
+            if (bad)
+                fprintf(stderr,
+                        "\n  %s N=%lld K=%lld M=%lld: worst NMSE %.3g vs double (native %.3g); "
+                        "worst |difference| / sum|terms| %.3g vs native, %.3g vs double",
+                        bst_dtype_name(wt), (long long)w[i].n, (long long)w[i].k, (long long)m,
+                        e_ref, e_nat_ref, e_nat, e_exact);
+            CU_ASSERT(e_ref <= 5e-4);
+            CU_ASSERT(e_nat_ref <= 5e-4);
+            /* Same integer dots, float sums in another order: only rounding apart. */
+            CU_ASSERT(e_nat <= SUM_BOUND);
+            CU_ASSERT(e_exact <= SUM_BOUND);
+            worst_ref = e_ref > worst_ref || isnan(e_ref) ? e_ref : worst_ref;
+            worst_nat = e_nat > worst_nat ? e_nat : worst_nat;
+            worst_exact = e_exact > worst_exact ? e_exact : worst_exact;
+        }
+    }
+    printf("\n    %s%s: worst NMSE %.2e vs double; worst |difference| / sum|terms| %.2e vs "
+           "native%s",
+           bst_dtype_name(wt), cancelling ? " (exact activations, cancelling dots)" : "",
+           worst_ref, worst_nat, cancelling ? "" : " ");
+    if (cancelling)
+        printf(", %.2e vs double ", worst_exact);
+    for (int i = 0; i < NW; i++) {
+        free(w[i].q);
+        free(w[i].deq);
+        free(packed[i]);
+        free(native[i]);
+        free(want[i]);
+        free(mag[i]);
+    }
+    for (int ki = 0; ki < N_KS; ki++)
+        free(xs[ki]);
+}
+
+static void test_q4_0(void) { check_dtype(BST_DTYPE_Q4_0, false); }
+static void test_q4_1(void) { check_dtype(BST_DTYPE_Q4_1, false); }
+static void test_q8_0(void) { check_dtype(BST_DTYPE_Q8_0, false); }
+static void test_cancelling(void)
+{
+    check_dtype(BST_DTYPE_Q4_0, true);
+    check_dtype(BST_DTYPE_Q4_1, true);
+    check_dtype(BST_DTYPE_Q8_0, true);
+}
+
+int main(void)
+{
+    static const bst_test_case cases[] = {
+        {"packed gemv q4_0", test_q4_0},
+        {"packed gemv q4_1", test_q4_1},
+        {"packed gemv q8_0", test_q8_0},
+        {"packed gemv cancelling dots", test_cancelling},
+        {NULL, NULL},
+    };
+    return bst_test_run_suite("cpu_packed", cases);
+}
