@@ -282,7 +282,10 @@ static void test_rms_norm_mul(void)
 
 /* --- ffn_swiglu --- */
 
-static void check_ffn(bst_dtype wt, int64_t rows)
+/* native: the weights are graph inputs instead of weights, so prepare_weight never sees them and
+ * the kernels read their GGUF layout (the int8 block loops, and the f32 GEMM from 48 rows),
+ * as on a machine without the packed copy's AVX-512 VNNI kernels. */
+static void check_ffn(bst_dtype wt, int64_t rows, bool native)
 {
     enum { E = 128, F = 320 };
     uint32_t bs, bb;
@@ -325,18 +328,25 @@ static void check_ffn(bst_dtype wt, int64_t rows)
     int64_t xs[2] = {rows, E}, fe[2] = {F, E}, ef[2] = {E, F};
     bst_value in[4], y;
     OK(bst_graph_add_input(gr, "x", BST_DTYPE_F32, 2, xs, NULL, &in[0]));
-    OK(bst_graph_add_weight(gr, "gate", wt, 2, fe, gq, gb, &in[1]));
-    OK(bst_graph_add_weight(gr, "up", wt, 2, fe, uq, gb, &in[2]));
-    OK(bst_graph_add_weight(gr, "down", wt, 2, ef, dq, db, &in[3]));
+    if (native) {
+        OK(bst_graph_add_input(gr, "gate", wt, 2, fe, NULL, &in[1]));
+        OK(bst_graph_add_input(gr, "up", wt, 2, fe, NULL, &in[2]));
+        OK(bst_graph_add_input(gr, "down", wt, 2, ef, NULL, &in[3]));
+    } else {
+        OK(bst_graph_add_weight(gr, "gate", wt, 2, fe, gq, gb, &in[1]));
+        OK(bst_graph_add_weight(gr, "up", wt, 2, fe, uq, gb, &in[2]));
+        OK(bst_graph_add_weight(gr, "down", wt, 2, ef, dq, db, &in[3]));
+    }
     OK(bst_graph_add_op(gr, BST_OP_FFN_SWIGLU, in, 4, NULL, 0, &y));
     OK(bst_graph_mark_output(gr, y, "y"));
-    feed f = {"x", x, (size_t)(rows * E) * 4};
+    feed f[4] = {{"x", x, (size_t)(rows * E) * 4}, {"gate", gq, gb}, {"up", uq, gb}, {"down", dq, db}};
+    const uint32_t n_feeds = native ? 4 : 1;
     const size_t n = (size_t)(rows * E);
-    CU_ASSERT(run_graph(gr, NULL, &f, 1, got, n));
-    CU_ASSERT(!run_graph(gr, "lowered", &f, 1, low, n));
+    CU_ASSERT(run_graph(gr, NULL, f, n_feeds, got, n));
+    CU_ASSERT(!run_graph(gr, "lowered", f, n_feeds, low, n));
     double e = nmse(got, want, n), el = nmse(low, want, n);
-    printf("\n    ffn_swiglu %s rows=%lld: NMSE fused %.2e, lowered %.2e", bst_dtype_name(wt),
-           (long long)rows, e, el);
+    printf("\n    ffn_swiglu %s rows=%lld%s: NMSE fused %.2e, lowered %.2e", bst_dtype_name(wt),
+           (long long)rows, native ? " (native weights)" : "", e, el);
     CU_ASSERT(e <= 5e-4);
     bst_graph_destroy(gr);
     free(gq);
@@ -351,12 +361,15 @@ static void check_ffn(bst_dtype wt, int64_t rows)
 
 static void test_ffn_swiglu(void)
 {
-    check_ffn(BST_DTYPE_Q4_1, 1);
-    check_ffn(BST_DTYPE_Q4_1, 7);
-    check_ffn(BST_DTYPE_Q4_0, 5);
-    check_ffn(BST_DTYPE_Q8_0, 9);
-    check_ffn(BST_DTYPE_Q4_1, 40);
-    check_ffn(BST_DTYPE_Q4_0, 50); /* the prompt path (packed GEMM) */
+    check_ffn(BST_DTYPE_Q4_1, 1, false);
+    check_ffn(BST_DTYPE_Q4_1, 7, false);
+    check_ffn(BST_DTYPE_Q4_0, 5, false);
+    check_ffn(BST_DTYPE_Q8_0, 9, false);
+    check_ffn(BST_DTYPE_Q4_1, 40, false);
+    check_ffn(BST_DTYPE_Q4_0, 50, false);
+    check_ffn(BST_DTYPE_Q4_1, 1, true);
+    check_ffn(BST_DTYPE_Q8_0, 9, true);
+    check_ffn(BST_DTYPE_Q4_0, 50, true); /* the f32 GEMM prompt path */
 }
 
 /* f32 weights have no fused FFN kernel: the node must be lowered, not refused. */

@@ -115,6 +115,9 @@ bst_status cpu_fused_run(cpu_run *r, const cpu_fused_impl *impl);
  * checked node, best first; at most cap. Offered before "ref" unless only the reference kernels
  * are wanted. */
 uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_t cap);
+/* rms_norm_mul on contiguous f32 rows (cpu_fast_prims.c; other layouts run the generic kernel):
+ * the "fused_rms_norm_mul_f32" variant. */
+bst_status cpu_fast_rms_norm_mul(cpu_run *r);
 /* The op table's run entry for fused ops: reached only if no variant was chosen. */
 bst_status cpu_fused_unchosen(cpu_run *r);
 
@@ -124,6 +127,15 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops);
 bst_status cpu_fused_check_rms_norm_mul(cpu_run *r);
 bst_status cpu_fused_run_rms_norm_mul(cpu_run *r);
 bst_status cpu_fused_check_ffn_swiglu(cpu_run *r);
+/* SwiGLU's elementwise step, g[i] = silu(g[i]) * u[i] for i < n: the portable loop, the
+ * AVX-512 one (cpu_swiglu_avx512.c) and the best this machine runs. */
+typedef void (*cpu_swiglu_fn)(float *g, const float *u, int64_t n);
+void cpu_swiglu_scalar(float *g, const float *u, int64_t n);
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+void cpu_swiglu_avx512(float *g, const float *u, int64_t n);
+#endif
+cpu_swiglu_fn cpu_swiglu(void);
+
 bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const struct cpu_q8dot_impl *q8,
                                     const struct cpu_gemm_kernel *gemm);
 

@@ -19,6 +19,7 @@
  */
 #include "cpu_fused.h"
 #include "cpu_gemm.h"
+#include "cpu_isa.h"
 #include "cpu_packed.h"
 #include "cpu_q8dot.h"
 
@@ -249,6 +250,23 @@ static void down_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
+/* --- SwiGLU's elementwise step --- */
+
+void cpu_swiglu_scalar(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+cpu_swiglu_fn cpu_swiglu(void)
+{
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    if (cpu_isa_mask() & CPU_ISA_AVX512)
+        return cpu_swiglu_avx512;
+#endif
+    return cpu_swiglu_scalar;
+}
+
 /* --- packed weights (cpu_packed.h): whole 16-row groups per worker --- */
 
 static void gate_up_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
@@ -257,13 +275,11 @@ static void gate_up_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     const ffn_job *job = r->aux;
     job->packed(r->in[1].packed, begin, end, job->qx, job->rows, job->h, job->F);
     job->packed(r->in[2].packed, begin, end, job->qx, job->rows, job->hu, job->F);
-    const int64_t n1 = end * CPU_PACK_ROWS < job->F ? end * CPU_PACK_ROWS : job->F;
-    for (int64_t j = 0; j < job->rows; j++) {
-        float *h = job->h + j * job->F;
-        const float *hu = job->hu + j * job->F;
-        for (int64_t n = begin * CPU_PACK_ROWS; n < n1; n++)
-            h[n] = h[n] / (1.0f + expf(-h[n])) * hu[n];
-    }
+    const int64_t n0 = begin * CPU_PACK_ROWS,
+                  n1 = end * CPU_PACK_ROWS < job->F ? end * CPU_PACK_ROWS : job->F;
+    const cpu_swiglu_fn swiglu = cpu_swiglu();
+    for (int64_t j = 0; j < job->rows; j++)
+        swiglu(job->h + j * job->F + n0, job->hu + j * job->F + n0, n1 - n0);
 }
 
 static void down_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
@@ -302,8 +318,7 @@ static void swiglu_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
     (void)w;
     const ffn_gemm_job *job = r->aux;
-    for (int64_t i = begin * job->F; i < end * job->F; i++)
-        job->g[i] = job->g[i] / (1.0f + expf(-job->g[i])) * job->u[i];
+    cpu_swiglu()(job->g + begin * job->F, job->u + begin * job->F, (end - begin) * job->F);
 }
 
 static void store_out_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
@@ -369,8 +384,11 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
     {
         const cpu_tensor *x0 = &r->in[0];
         const int64_t M = x0->ne[0] * x0->ne[1] * x0->ne[2];
-        if (gemm && M >= FFN_GEMM_MIN_ROWS && r->in[3].ne[3] <= (int64_t)r->slot_floats &&
-            x0->ne[3] <= (int64_t)r->slot_floats)
+        /* With packed weights the int8 kernels win at every row count (cpu_run_gemm). */
+        const bool packed = r->in[1].packed && r->in[2].packed && r->in[3].packed &&
+                            cpu_packed_kernel(q8, M);
+        if (gemm && !packed && M >= FFN_GEMM_MIN_ROWS &&
+            r->in[3].ne[3] <= (int64_t)r->slot_floats && x0->ne[3] <= (int64_t)r->slot_floats)
             return ffn_gemm(r, gemm, M, x0->ne[3], r->in[1].ne[2]);
     }
     const cpu_tensor *x = &r->in[0];

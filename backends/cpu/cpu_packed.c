@@ -68,6 +68,7 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
     *p = (cpu_packed){dtype, rows, nb, groups, qbytes, group_bytes, data, row_bytes};
 
     const size_t bb = block_bytes(dtype), qo = quant_offset(dtype), vecs = qbytes / 64;
+    const uint32_t flip = dtype == BST_DTYPE_Q8_0 ? 0x80808080u : 0; /* q8_0 stored as w + 128 */
     for (int64_t n = 0; n < rows; n++) {
         const int64_t g = n / CPU_PACK_ROWS, r = n % CPU_PACK_ROWS;
         uint8_t *q = data + (size_t)g * group_bytes;
@@ -75,12 +76,13 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
         uint16_t *m = d + (size_t)nb * CPU_PACK_ROWS;
         const uint8_t *src = native + (size_t)n * row_bytes;
         for (int64_t kb = 0; kb < nb; kb++, src += bb) {
-            uint8_t *tile = q + (size_t)kb * qbytes;
-            for (size_t v = 0; v < vecs; v++)
-                for (size_t i = 0; i < 4; i++) {
-                    const uint8_t b = src[qo + 4 * v + i];
-                    tile[v * 64 + (size_t)r * 4 + i] = dtype == BST_DTYPE_Q8_0 ? b ^ 0x80u : b;
-                }
+            uint8_t *tile = q + (size_t)kb * qbytes + (size_t)r * 4;
+            for (size_t v = 0; v < vecs; v++) { /* 4 bytes at a time: one load, one store */
+                uint32_t word;
+                memcpy(&word, src + qo + 4 * v, 4);
+                word ^= flip;
+                memcpy(tile + v * 64, &word, 4);
+            }
             memcpy(&d[kb * CPU_PACK_ROWS + r], src, 2);
             if (dtype == BST_DTYPE_Q4_1)
                 memcpy(&m[kb * CPU_PACK_ROWS + r], src + 2, 2);
