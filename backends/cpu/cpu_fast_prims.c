@@ -7,6 +7,11 @@
  * (in double, by the same expression) and rotates every head with them. The arithmetic per
  * element is the reference's, so the result is bit-identical and only the H-fold redundant
  * trigonometry is gone (rope was ~6% of a SmolLM2 prompt on the reference kernel).
+ * A decode step ropes q and k of every layer at the same position with the same theta: each
+ * thread keeps the last token's angles (and the last base^(-2i/dims) table), keyed by theta,
+ * dims and position, so 60 ropes of a SmolLM2 step evaluate them once (the pow, cos and sin of
+ * a 64-dim rope were ~0.5 us of its ~0.8 us). Same values, computed the same way: still
+ * bit-identical.
  */
 #include "cpu_fused.h"
 
@@ -14,6 +19,42 @@
 #include <string.h>
 
 #define ROPE_MAX_HALF 256 /* rotated pairs held on the stack; wider ropes keep "ref" */
+
+/* One thread's last rope tables. `theta` is compared bit for bit (as the tables are). */
+typedef struct rope_tables {
+    bool have_freq, have_angles;
+    uint64_t theta_bits;
+    int64_t dims;
+    int32_t pos;                                    /* of cs / sn */
+    double inv_freq[ROPE_MAX_HALF];                 /* base^(-2i/dims) */
+    double cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];    /* cos / sin of pos * inv_freq[i] */
+} rope_tables;
+
+static _Thread_local rope_tables rope_tls;
+
+static uint64_t double_bits(double d)
+{
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+/* The calling thread's tables for (theta, dims), inv_freq filled in; the angles are kept only
+ * while theta and dims stay the same. */
+static rope_tables *rope_tables_for(double theta, int64_t dims)
+{
+    rope_tables *t = &rope_tls;
+    const uint64_t bits = double_bits(theta);
+    if (!t->have_freq || t->theta_bits != bits || t->dims != dims) {
+        for (int64_t i = 0; i < dims / 2; i++) /* as the reference kernel */
+            t->inv_freq[i] = pow(theta, -2.0 * (double)i / (double)dims);
+        t->theta_bits = bits;
+        t->dims = dims;
+        t->have_freq = true;
+        t->have_angles = false;
+    }
+    return t;
+}
 
 static bool rope_cached_applies(const cpu_run *r)
 {
@@ -28,15 +69,20 @@ static void rope_tokens(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     const bool neox = cpu_attr_int(r->node, BST_ATTR_ROPE_MODE, 0) == 2;
     const int64_t dims = cpu_attr_int(r->node, BST_ATTR_ROPE_DIMS, 0), half = dims / 2;
     const int64_t n = o->ne[3];
-    const double *inv_freq = (const double *)(const void *)r->shared;
-    double cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+    const double theta = cpu_attr_float(r->node, BST_ATTR_ROPE_THETA, 10000.0);
+    rope_tables *tab = rope_tables_for(theta, dims);
+    const double *cs = tab->cs, *sn = tab->sn;
     for (int64_t t = begin; t < end; t++) {
         int32_t p;
         memcpy(&p, pos->data + t * pos->nb[3], sizeof p);
-        for (int64_t i = 0; i < half; i++) {
-            const double ang = (double)p * inv_freq[i];
-            cs[i] = cos(ang);
-            sn[i] = sin(ang);
+        if (!tab->have_angles || tab->pos != p) {
+            for (int64_t i = 0; i < half; i++) {
+                const double ang = (double)p * tab->inv_freq[i];
+                tab->cs[i] = cos(ang);
+                tab->sn[i] = sin(ang);
+            }
+            tab->pos = p;
+            tab->have_angles = true;
         }
         for (int64_t i0 = 0; i0 < o->ne[0]; i0++) {
             for (int64_t h = 0; h < o->ne[2]; h++) {
@@ -67,21 +113,162 @@ static void rope_tokens(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 static bst_status rope_cached_run(cpu_run *r)
 {
     const cpu_tensor *o = &r->out;
-    const double theta = cpu_attr_float(r->node, BST_ATTR_ROPE_THETA, 10000.0);
     const int64_t dims = cpu_attr_int(r->node, BST_ATTR_ROPE_DIMS, 0);
     if (dims / 2 > ROPE_MAX_HALF)
         return cpu_fail(r, BST_ERR_UNSUPPORTED, "rope_cached handles at most %d rotated dims",
                         2 * ROPE_MAX_HALF);
-    /* As the reference kernel: base^(-2i/dims) in the shared slots (dims <= D doubles fit). */
-    double *inv_freq = (double *)(void *)r->shared;
-    for (int64_t i = 0; i < dims / 2; i++)
-        inv_freq[i] = pow(theta, -2.0 * (double)i / (double)dims);
     cpu_parallel(r, o->ne[1], cpu_grain(o->ne[0] * o->ne[2] * o->ne[3] * 2), rope_tokens);
+    return BST_OK;
+}
+
+/* --- contiguous f32 rows: add_f32, mul_f32 and fused_rms_norm_mul_f32 ---
+ *
+ * The reference kernels go through cpu_load_row / cpu_out_row per row and a per-element loop the
+ * compiler leaves scalar (a branch on broadcast and on add/mul per element; one chain of double
+ * adds for the sum of squares). A decode step runs ~60 of each on one 576-float row, where that
+ * was ~0.30 us a node for add and ~0.55 us for rms_norm_mul (now ~0.13 and ~0.21, most of it
+ * the executor's per-node work). These variants take f32 rows with unit element stride through
+ * 4-float vectors (GCC/clang vector extensions: SSE2 on any x86-64, with the same IEEE
+ * operation per element as the reference, so add / mul and the product of rms_norm_mul are
+ * bit-identical; the sum of squares is taken in double over 8 interleaved partial sums, which
+ * moves it by rounding only). Anything else (other dtypes, strided rows, partly overlapping
+ * in / out) runs the reference code. */
+
+/* 4 floats: the SSE width every x86-64 has (a wider vector type would change the ABI of these
+ * helpers without AVX). */
+typedef float f32x4 __attribute__((vector_size(16)));
+
+static inline f32x4 load4(const float *p)
+{
+    f32x4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store4(float *p, f32x4 v) { memcpy(p, &v, sizeof v); }
+
+static bool f32_rows(const cpu_tensor *t) { return t->dtype == BST_DTYPE_F32 && t->nb[3] == 4; }
+
+/* z may be x itself (in place) or apart from it; any other overlap keeps the element order. */
+static bool same_or_apart(const float *z, const float *x, int64_t n)
+{
+    return z == x || z + n <= x || x + n <= z;
+}
+
+static bool binary_f32_fits(const cpu_run *r)
+{
+    const cpu_tensor *a = &r->in[0], *b = &r->in[1], *o = &r->out;
+    return f32_rows(a) && f32_rows(o) && b->dtype == BST_DTYPE_F32 &&
+           (b->ne[3] == 1 || b->nb[3] == 4);
+}
+
+static void binary_f32_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const cpu_tensor *a = &r->in[0], *b = &r->in[1], *o = &r->out;
+    const bool mul = r->node->op == BST_OP_MUL;
+    const int64_t n = o->ne[3];
+    for (int64_t row = begin; row < end; row++) {
+        const int64_t i2 = row % o->ne[2], i1 = (row / o->ne[2]) % o->ne[1],
+                      i0 = row / o->ne[2] / o->ne[1];
+        const float *x = (const float *)(const void *)cpu_row_ptr(a, i0, i1, i2);
+        const float *y = (const float *)(const void *)cpu_row_ptr(
+            b, b->ne[0] == 1 ? 0 : i0, b->ne[1] == 1 ? 0 : i1, b->ne[2] == 1 ? 0 : i2);
+        float *z = (float *)(void *)cpu_row_ptr(o, i0, i1, i2);
+        const bool bcast = b->ne[3] == 1;
+        int64_t i = 0;
+        if (same_or_apart(z, x, n) && (bcast || same_or_apart(z, y, n))) {
+            /* one loop per case: tests inside the loop cost as much as the arithmetic */
+            const f32x4 yb = {y[0], y[0], y[0], y[0]};
+            if (bcast && mul)
+                for (; i + 4 <= n; i += 4)
+                    store4(z + i, load4(x + i) * yb);
+            else if (bcast)
+                for (; i + 4 <= n; i += 4)
+                    store4(z + i, load4(x + i) + yb);
+            else if (mul)
+                for (; i + 4 <= n; i += 4)
+                    store4(z + i, load4(x + i) * load4(y + i));
+            else
+                for (; i + 4 <= n; i += 4)
+                    store4(z + i, load4(x + i) + load4(y + i));
+        }
+        for (; i < n; i++) {
+            const float yi = bcast ? y[0] : y[i];
+            z[i] = mul ? x[i] * yi : x[i] + yi;
+        }
+    }
+}
+
+static bst_status binary_f32_run(cpu_run *r)
+{
+    if (!binary_f32_fits(r))
+        return cpu_run_binary(r);
+    const cpu_tensor *o = &r->out;
+    cpu_parallel(r, o->ne[0] * o->ne[1] * o->ne[2], cpu_grain(o->ne[3]), binary_f32_rows);
+    return BST_OK;
+}
+
+static bool rms_norm_mul_f32_fits(const cpu_run *r)
+{
+    return f32_rows(&r->in[0]) && f32_rows(&r->in[1]) && f32_rows(&r->out);
+}
+
+static void rms_norm_mul_f32_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const cpu_tensor *x = &r->in[0], *o = &r->out;
+    const float *wt = (const float *)(const void *)r->in[1].data;
+    const double eps = cpu_attr_float(r->node, BST_ATTR_EPS, 0.0);
+    const int64_t n = o->ne[3];
+    for (int64_t row = begin; row < end; row++) {
+        const int64_t i2 = row % o->ne[2], i1 = (row / o->ne[2]) % o->ne[1],
+                      i0 = row / o->ne[2] / o->ne[1];
+        const float *v = (const float *)(const void *)cpu_row_ptr(x, i0, i1, i2);
+        float *z = (float *)(void *)cpu_row_ptr(o, i0, i1, i2);
+        /* Named partial sums: an array of them stayed on the stack, each add waiting on the
+         * store before it. */
+        double p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0, p6 = 0, p7 = 0;
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            p0 += (double)v[i] * (double)v[i];
+            p1 += (double)v[i + 1] * (double)v[i + 1];
+            p2 += (double)v[i + 2] * (double)v[i + 2];
+            p3 += (double)v[i + 3] * (double)v[i + 3];
+            p4 += (double)v[i + 4] * (double)v[i + 4];
+            p5 += (double)v[i + 5] * (double)v[i + 5];
+            p6 += (double)v[i + 6] * (double)v[i + 6];
+            p7 += (double)v[i + 7] * (double)v[i + 7];
+        }
+        for (; i < n; i++)
+            p0 += (double)v[i] * (double)v[i];
+        const double sq = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7));
+        const float inv = (float)(1.0 / sqrt(sq / (double)n + eps));
+        i = 0;
+        if (same_or_apart(z, v, n) && same_or_apart(z, wt, n)) {
+            const f32x4 iv = {inv, inv, inv, inv};
+            for (; i + 4 <= n; i += 4)
+                store4(z + i, load4(v + i) * iv * load4(wt + i));
+        }
+        for (; i < n; i++)
+            z[i] = v[i] * inv * wt[i];
+    }
+}
+
+bst_status cpu_fast_rms_norm_mul(cpu_run *r)
+{
+    if (!rms_norm_mul_f32_fits(r))
+        return cpu_fused_run_rms_norm_mul(r);
+    const cpu_tensor *o = &r->out;
+    cpu_parallel(r, o->ne[0] * o->ne[1] * o->ne[2], cpu_grain(o->ne[3] * 2),
+                 rms_norm_mul_f32_rows);
     return BST_OK;
 }
 
 static const cpu_fused_impl prim_impls[] = {
     {"rope_cached", BST_OP_ROPE, 0, NULL, NULL, NULL, rope_cached_run},
+    {"add_f32", BST_OP_ADD, 0, NULL, NULL, NULL, binary_f32_run},
+    {"mul_f32", BST_OP_MUL, 0, NULL, NULL, NULL, binary_f32_run},
 };
 
 uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_t cap)
@@ -92,6 +279,8 @@ uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_
         if (impl->op != r->node->op)
             continue;
         if (impl->op == BST_OP_ROPE && !rope_cached_applies(r))
+            continue;
+        if ((impl->op == BST_OP_ADD || impl->op == BST_OP_MUL) && !binary_f32_fits(r))
             continue;
         out[n++] = impl;
     }

@@ -18,7 +18,8 @@
 
 #define ATT_TB 16   /* query rows per unit (positions x the heads of one kv head) */
 #define ATT_KB 64   /* keys per block */
-#define ATT_SPLIT_MIN 128 /* fewest keys per share when a unit's keys are split */
+#define ATT_SPLIT_MIN 64 /* fewest keys per share when a unit's keys are split */
+#define ATT_SHARE_ALIGN 16 /* shares are whole groups of keys the dot loops take at once */
 #define ATT_MAX_D 1024
 
 static int kv_kind(bst_dtype t)
@@ -174,13 +175,39 @@ typedef struct att_job {
 
 #define ATT_TILE_MIN 8 /* fewer rows would leave most of the tile's lanes idle */
 
-static float mask_at(const cpu_tensor *m, int64_t t, int64_t j)
+/* dst[c] = src[c] * f for c < n (dst may be src), 4 lanes at a time: the same product per
+ * element as the plain loop, which the compiler leaves scalar here (q's scaling, the
+ * accumulator's rescaling and the output were ~30% of a short decode unit). */
+typedef float att_f32x4 __attribute__((vector_size(16)));
+static void scale_row(float *dst, const float *src, int64_t n, float f)
 {
-    const uint8_t *p = m->data + (m->ne[2] == 1 ? 0 : t * m->nb[2]) +
-                       (m->ne[3] == 1 ? 0 : j * m->nb[3]);
-    float f;
-    memcpy(&f, p, sizeof f);
-    return f;
+    const att_f32x4 fv = {f, f, f, f};
+    int64_t c = 0;
+    for (; c + 4 <= n; c += 4) {
+        att_f32x4 v;
+        memcpy(&v, src + c, sizeof v);
+        v *= fv;
+        memcpy(dst + c, &v, sizeof v);
+    }
+    for (; c < n; c++)
+        dst[c] = src[c] * f;
+}
+
+/* max(s[0..n)), -INFINITY when n is 0: eight running maxima, since one is a chain of
+ * dependent compares (a decode row's 64 scores cost as much as their dot products). */
+static float block_max(const float *s, int64_t n)
+{
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; u++)
+            m[u] = s[j + u] > m[u] ? s[j + u] : m[u];
+    for (; j < n; j++)
+        m[0] = s[j] > m[0] ? s[j] : m[0];
+    for (int u = 1; u < 8; u++)
+        m[0] = m[u] > m[0] ? m[u] : m[0];
+    return m[0];
 }
 
 /* The keys any query position in [t0, t1) may see (positions are S - T + t). */
@@ -241,17 +268,16 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
     for (int64_t i = 0; i < rows; i++) {
         const int64_t t = t0 + i / G, h = kh * G + i % G;
         const float *src = (const float *)(const void *)cpu_row_ptr(q, 0, t, h);
-        for (int64_t c = 0; c < D; c++)
-            qs[i * D + c] = src[c] * job->scale;
+        scale_row(qs + i * D, src, D, job->scale);
         memset(acc + i * D, 0, (size_t)D * sizeof(float));
         mx[i] = -INFINITY;
         sum[i] = 0.0f;
     }
     int64_t jlo, jhi;
     key_range(job, t0, t1, &jlo, &jhi);
-    if (job->n_split > 1) { /* this unit's share, in whole key blocks */
+    if (job->n_split > 1) { /* this unit's share, in groups of ATT_SHARE_ALIGN keys */
         int64_t share = (jhi - jlo + job->n_split - 1) / job->n_split;
-        share = (share + ATT_KB - 1) / ATT_KB * ATT_KB;
+        share = (share + ATT_SHARE_ALIGN - 1) / ATT_SHARE_ALIGN * ATT_SHARE_ALIGN;
         const int64_t lo = jlo + split * share;
         jhi = lo + share < jhi ? lo + share : jhi;
         jlo = lo;
@@ -264,25 +290,41 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
             const int64_t t = t0 + i / G, pos = S - T + t;
             float *s = sc + i * ATT_KB;
             job->loops->dot[job->kk](qs + i * D, kbase + j0 * ks, ks, n, D, s);
-            float bmax = -INFINITY;
-            for (int64_t j = 0; j < n; j++) {
-                const int64_t key = j0 + j;
-                if ((job->causal && key > pos) || (job->window > 0 && key <= pos - job->window))
-                    s[j] = -INFINITY;
-                else if (job->mask)
-                    s[j] += mask_at(job->mask, t, key);
-                bmax = s[j] > bmax ? s[j] : bmax;
+            /* Keys [vlo, vhi) of the block are the ones causal / window leave visible: hide
+             * the rest, add the mask to those, without a test per key. */
+            int64_t vlo = 0, vhi = n;
+            if (job->causal && pos + 1 - j0 < vhi)
+                vhi = pos + 1 - j0 > 0 ? pos + 1 - j0 : 0;
+            if (job->window > 0 && pos - job->window + 1 - j0 > vlo)
+                vlo = pos - job->window + 1 - j0 < vhi ? pos - job->window + 1 - j0 : vhi;
+            for (int64_t j = 0; j < vlo; j++)
+                s[j] = -INFINITY;
+            for (int64_t j = vhi; j < n; j++)
+                s[j] = -INFINITY;
+            if (job->mask) {
+                const cpu_tensor *m = job->mask;
+                const uint8_t *mrow = m->data + (m->ne[2] == 1 ? 0 : t * m->nb[2]);
+                const int64_t mstride = m->ne[3] == 1 ? 0 : m->nb[3];
+                if (mstride == (int64_t)sizeof(float)) { /* a row of keys: a plain loop */
+                    const float *mf = (const float *)(const void *)mrow + j0;
+                    for (int64_t j = vlo; j < vhi; j++)
+                        s[j] += mf[j];
+                } else {
+                    for (int64_t j = vlo; j < vhi; j++) {
+                        float f;
+                        memcpy(&f, mrow + (j0 + j) * mstride, sizeof f);
+                        s[j] += f;
+                    }
+                }
             }
+            const float bmax = block_max(s + vlo, vhi - vlo);
             if (bmax == -INFINITY)
                 continue; /* nothing visible to this row in this block */
             const float mnew = bmax > mx[i] ? bmax : mx[i];
             const float alpha = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - mnew);
             const float bsum = job->loops->exp(s, n, mnew);
-            if (alpha != 1.0f) {
-                float *a = acc + i * D;
-                for (int64_t c = 0; c < D; c++)
-                    a[c] *= alpha;
-            }
+            if (alpha != 1.0f && mx[i] != -INFINITY) /* before the first block acc is 0 */
+                scale_row(acc + i * D, acc + i * D, D, alpha);
             sum[i] = sum[i] * alpha + bsum;
             mx[i] = mnew;
             job->loops->axpy[job->vk](acc + i * D, s, vbase + j0 * vs, vs, n, D);
@@ -299,8 +341,7 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         const int64_t t = t0 + i / G, h = kh * G + i % G;
         float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
         const float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
-        for (int64_t c = 0; c < D; c++)
-            dst[c] = acc[i * D + c] * inv;
+        scale_row(dst, acc + i * D, D, inv);
     }
 }
 
@@ -352,6 +393,29 @@ static void att_merge(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
+/* Shares to split each (kv head, query block)'s keys into. A worker's load is about
+ * ceil(units / workers) shares of S / n_split keys: pick the n_split (shares of at least
+ * ATT_SPLIT_MIN keys) that makes that smallest, the fewest shares on a tie, since each share
+ * costs a merge. Decode with 3 kv heads on 2 workers: 3 whole units leave one worker with two
+ * (2 S keys of work against 1.5 S with 2 shares each). */
+static int64_t att_split(int64_t blocks, int64_t S, uint32_t workers)
+{
+    if (workers <= 1 || blocks >= 4 * (int64_t)workers)
+        return 1;
+    int64_t most = S / ATT_SPLIT_MIN, want = (4 * (int64_t)workers + blocks - 1) / blocks;
+    most = most < want ? most : want;
+    int64_t best = 1, best_num = (blocks + workers - 1) / workers, best_den = 1;
+    for (int64_t n = 2; n <= most; n++) {
+        const int64_t num = (blocks * n + workers - 1) / workers; /* load: num / n of S */
+        if (num * best_den < best_num * n) {
+            best = n;
+            best_num = num;
+            best_den = n;
+        }
+    }
+    return best;
+}
+
 bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
 {
     const cpu_tensor *q = &r->in[0], *k = &r->in[1];
@@ -377,16 +441,9 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.n_qblocks = (job.T + job.tb - 1) / job.tb;
     const uint32_t workers = r->n_workers ? r->n_workers : 1;
     /* Few units (decode: one per kv head) would leave threads idle: split the keys too, in
-     * shares of at least ATT_SPLIT_MIN, until there are about four units per worker. */
-    job.n_split = 1;
+     * shares of at least ATT_SPLIT_MIN (att_split). */
     const int64_t blocks = job.Hkv * job.n_qblocks;
-    if (workers > 1 && blocks < 4 * (int64_t)workers) {
-        int64_t want = (4 * (int64_t)workers + blocks - 1) / blocks;
-        int64_t most = job.S / ATT_SPLIT_MIN;
-        job.n_split = want < most ? want : most;
-        if (job.n_split < 1)
-            job.n_split = 1;
-    }
+    job.n_split = att_split(blocks, job.S, workers);
     const int64_t units = blocks * job.n_split;
     /* The tile needs rows in its lanes, whole keys (no split), and positions that fit its
      * int32 lanes. */
@@ -406,10 +463,14 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
         return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate attention work areas");
     job.part = job.n_split > 1 ? job.work + job.work_floats * workers : NULL;
     r->aux = &job;
-    /* One unit is already D * keys * rows multiply-adds or more: hand them out one by one. */
-    cpu_parallel(r, units, 1, att_units);
-    if (job.n_split > 1)
-        cpu_parallel(r, blocks, 1, att_merge);
+    /* A unit is 2 * D multiply-adds per key and row: usually worth a thread of its own, so
+     * they are handed out one by one; but a decode step's first few keys are less work than
+     * waking the other threads (S = 1, 9 heads: 0.77 us a node in parallel, 0.63 us serially). */
+    const int64_t unit_rows = (job.T < job.tb ? job.T : job.tb) * job.G;
+    cpu_parallel(r, units, cpu_grain(unit_rows * (job.S / job.n_split + 1) * job.D * 2),
+                 att_units);
+    if (job.n_split > 1) /* decode's merge is a few hundred multiply-adds: serial then */
+        cpu_parallel(r, blocks, cpu_grain(job.rows * job.n_split * (job.D + 2)), att_merge);
     r->aux = NULL;
     cpu_host->free(job.work);
     return BST_OK;

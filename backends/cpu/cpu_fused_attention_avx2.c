@@ -119,24 +119,40 @@ ALWAYS void dot_any(int kind, const float *q, const uint8_t *k, int64_t ks, int6
     }
 }
 
-/* The accumulator is walked in chunks of 64 floats held in registers across all n rows. */
+/* The accumulator is walked in chunks of 64 floats held in registers across all n rows: eight
+ * named variables, not an array, which GCC kept on the stack (a load, multiply-add and store per
+ * 8 floats per row, each waiting on the previous row's store: axpy was 2x dot). */
 ALWAYS void axpy_any(int kind, float *acc, const float *p, const uint8_t *v, int64_t vs,
                      int64_t n, int64_t d)
 {
     const int64_t d8 = d & ~(int64_t)7;
     int64_t i0 = 0;
     for (; i0 + 64 <= d8; i0 += 64) {
-        __m256 c[8];
-        for (int u = 0; u < 8; u++)
-            c[u] = _mm256_loadu_ps(acc + i0 + 8 * u);
+        float *a = acc + i0;
+        __m256 c0 = _mm256_loadu_ps(a), c1 = _mm256_loadu_ps(a + 8),
+               c2 = _mm256_loadu_ps(a + 16), c3 = _mm256_loadu_ps(a + 24),
+               c4 = _mm256_loadu_ps(a + 32), c5 = _mm256_loadu_ps(a + 40),
+               c6 = _mm256_loadu_ps(a + 48), c7 = _mm256_loadu_ps(a + 56);
         for (int64_t j = 0; j < n; j++) {
             const __m256 pj = _mm256_set1_ps(p[j]);
             const uint8_t *row = v + j * vs;
-            for (int u = 0; u < 8; u++)
-                c[u] = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 8 * u), c[u]);
+            c0 = _mm256_fmadd_ps(pj, load8(kind, row, i0), c0);
+            c1 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 8), c1);
+            c2 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 16), c2);
+            c3 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 24), c3);
+            c4 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 32), c4);
+            c5 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 40), c5);
+            c6 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 48), c6);
+            c7 = _mm256_fmadd_ps(pj, load8(kind, row, i0 + 56), c7);
         }
-        for (int u = 0; u < 8; u++)
-            _mm256_storeu_ps(acc + i0 + 8 * u, c[u]);
+        _mm256_storeu_ps(a, c0);
+        _mm256_storeu_ps(a + 8, c1);
+        _mm256_storeu_ps(a + 16, c2);
+        _mm256_storeu_ps(a + 24, c3);
+        _mm256_storeu_ps(a + 32, c4);
+        _mm256_storeu_ps(a + 40, c5);
+        _mm256_storeu_ps(a + 48, c6);
+        _mm256_storeu_ps(a + 56, c7);
     }
     for (; i0 < d8; i0 += 8) {
         __m256 c = _mm256_loadu_ps(acc + i0);

@@ -16,6 +16,8 @@ static const cpu_fused_impl all_fused[] = {
     {"fused_attention_avx2", BST_OP_ATTENTION, CPU_ISA_AVX2, &cpu_att_loops_avx2, NULL, NULL, NULL},
 #endif
     {"fused_attention", BST_OP_ATTENTION, 0, &cpu_att_loops_scalar, NULL, NULL, NULL},
+    /* contiguous f32 rows (cpu_fast_prims.c); other layouts fall back to fused_rms_norm_mul */
+    {"fused_rms_norm_mul_f32", BST_OP_RMS_NORM_MUL, 0, NULL, NULL, NULL, cpu_fast_rms_norm_mul},
     {"fused_rms_norm_mul", BST_OP_RMS_NORM_MUL, 0, NULL, NULL, NULL, NULL},
     /* ffn_swiglu: int8 dots for decode, packed GEMM for prompts (cpu_fused_ffn.c). */
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS

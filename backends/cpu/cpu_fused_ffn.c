@@ -437,13 +437,13 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
                   gE = (E + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;
     if (st == BST_OK) {
         if (job.packed)
-            cpu_parallel(r, gF, cpu_grain(CPU_PACK_ROWS * E / 2 * (job.rows + 1)), gate_up_groups);
+            cpu_parallel(r, gF, cpu_packed_grain(r, gF), gate_up_groups);
         else
             cpu_parallel(r, F, cpu_grain(E / 2 * (job.rows + 1)), gate_up_rows);
         job.phase = 1;
         cpu_parallel(r, job.rows, cpu_grain(F * 4), quantize_rows);
         if (job.packed)
-            cpu_parallel(r, gE, cpu_grain(CPU_PACK_ROWS * F / 4 * (job.rows + 1)), down_groups);
+            cpu_parallel(r, gE, cpu_packed_grain(r, gE), down_groups);
         else
             cpu_parallel(r, E, cpu_grain(F / 4 * (job.rows + 1)), down_rows);
     }

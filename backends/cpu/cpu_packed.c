@@ -185,10 +185,14 @@ void cpu_packed_run(cpu_run *r, const cpu_packed_job *job)
 {
     void *saved = r->aux;
     r->aux = (void *)(uintptr_t)job;
-    const int64_t k = job->p->nb * CPU_Q8_QK;
-    cpu_parallel(r, job->p->groups, cpu_grain(CPU_PACK_ROWS * k / 4 * (job->m_count + 1)),
-                 packed_groups);
+    cpu_parallel(r, job->p->groups, cpu_packed_grain(r, job->p->groups), packed_groups);
     r->aux = saved;
+}
+
+int64_t cpu_packed_grain(const cpu_run *r, int64_t groups)
+{
+    const int64_t w = r->n_workers > 1 ? r->n_workers : 1;
+    return (groups + w - 1) / w;
 }
 
 bool cpu_rows_uniform(const cpu_tensor *t, float **base, int64_t *ld)

@@ -162,6 +162,10 @@ int bo_attention_family(void)
         {8, 70, 9, 3, 64, 1, 70, F32, true, 0, AM_NONE, 0, 1.0, AL_CONTIG, AL_PADDED},
         {8, 70, 9, 3, 64, 5, 12, F16, true, 0, AM_RANDOM, 0, 1.0, AL_CONTIG, AL_PADDED},
         {8, 70, 9, 3, 64, 1, 1, F16, true, 6, AM_NONE, 0, 1.0, AL_CONTIG, AL_CONTIG},
+        /* decode over enough keys that the CPU splits each kv head's keys into shares and
+         * merges them: a random mask; a window that starts inside a share */
+        {1, 300, 9, 3, 64, 0, 0, F32, true, 0, AM_RANDOM, 0, 1.0, AL_CONTIG, AL_PADDED},
+        {1, 300, 9, 3, 64, 0, 0, F16, true, 100, AM_NONE, 0, 1.0, AL_CONTIG, AL_CONTIG},
         /* other head geometries: no GQA, head dims that are not a power of two, bf16 */
         {3, 19, 4, 4, 16, 0, 0, F32, true, 0, AM_NONE, 0, 1.0, AL_CONTIG, AL_CONTIG},
         {2, 23, 2, 1, 80, 0, 0, BF16, true, 0, AM_NONE, 0, 1.0, AL_HEAD_MAJOR, AL_PADDED},
