@@ -2,7 +2,7 @@
  * backends/cpu/cpu_exp_avx512.h — expf on 16 float lanes for the AVX-512 files (fused attention's
  * online softmax, the fused FFN's SiLU): Cephes' expf (range reduction by ln 2 in two parts,
  * degree-5 polynomial, 2^n through the exponent bits), relative error ~1e-7. Include only from
- * files compiled with the AVX-512 flags.
+ * files compiled with the AVX-512 flags, inside their __AVX512F__ guard.
  */
 #ifndef BASTION_CPU_EXP_AVX512_H
 #define BASTION_CPU_EXP_AVX512_H

@@ -15,37 +15,13 @@
 #include "cpu_fused.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#include "cpu_exp_avx512.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #define R CPU_ATT_TILE_ROWS
 #define KB CPU_ATT_TILE_KB
-
-/* exp on 16 lanes: the Cephes expf of the AVX2 loops (relative error ~1e-7); inputs below -87
- * (and -INFINITY) give 0. */
-static inline __m512 exp16(__m512 x)
-{
-    const __m512 lo = _mm512_set1_ps(-87.0f);
-    const __mmask16 dead = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), lo);
-    __m512 fx = _mm512_roundscale_ps(
-        _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(
-        _mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
-    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
-    return _mm512_maskz_mov_ps((__mmask16)~dead, y);
-}
 
 /* n rows of D elements (D % 16 == 0) from src (row stride in bytes) into dst as f32. */
 static void widen_block(int kind, const uint8_t *src, int64_t stride, int64_t n, int64_t D,
@@ -187,10 +163,10 @@ void cpu_att_tile_avx512(const cpu_att_tile *t, float *work)
          * -inf (which would give NaN). */
         const __m512 mref =
             _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, ninf, _CMP_EQ_OQ), zero);
-        const __m512 alpha = exp16(_mm512_sub_ps(m, mref));
+        const __m512 alpha = cpu_exp16(_mm512_sub_ps(m, mref));
         __m512 psum = zero;
         for (int64_t j = 0; j < n; j++) {
-            const __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(S + j * R), mref));
+            const __m512 p = cpu_exp16(_mm512_sub_ps(_mm512_loadu_ps(S + j * R), mref));
             _mm512_storeu_ps(S + j * R, p);
             psum = _mm512_add_ps(psum, p);
         }
