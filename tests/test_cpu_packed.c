@@ -7,7 +7,9 @@
  * 5 and 6). Constant weights go through prepare_weight, which keeps the 16-row interleaved copy
  * on a CPU with AVX-512 VNNI; the same weights fed as plain inputs are never prepared and take the
  * native q8x2dot block loops. Weight row counts 1, 15, 16, 17, 33 and 100 leave the last 16-row
- * group partly padded (or are one whole group); K of 1, 2 and 18 blocks.
+ * group partly padded (or are one whole group); K of 1, 2 and 18 blocks. The six matmuls of one
+ * x<K> follow each other in the graph, so with packed weights they run as sibling groups of four
+ * and two (cpu_run_q8dot_group: one quantization, one parallel section over all their row groups).
  *
  * Oracles: a double-precision loop over the dequantized weights (graph/quant.h), NMSE <= 5e-4
  * (DESIGN.md's quantized-matmul bound) per output column and per activation row (worst_nmse),

@@ -72,6 +72,8 @@ typedef struct cpu_node {
     const struct cpu_q8dot_impl *q8dot; /* the chosen variant when it is a q8dot one, else NULL
                                            (the reference kernel) */
     const struct cpu_fused_impl *fused; /* high-level ops: the chosen fused variant */
+    uint32_t siblings; /* > 1: this node starts a run of that many matmuls of one activation
+                          (cpu_mark_siblings), tried as one group at execute */
 } cpu_node;
 
 typedef struct cpu_executable {
@@ -206,6 +208,16 @@ CPU_KERNEL(alias); /* view, reshape, permute, transpose: memory is aliased by th
 /* The q8dot variants that apply to r's node (checked, shapes bound), best first; at most cap. */
 uint32_t cpu_q8dot_variants(const cpu_run *r, const struct cpu_q8dot_impl **out, uint32_t cap);
 bst_status cpu_run_q8dot(cpu_run *r, const struct cpu_q8dot_impl *impl);
+
+/* Matmuls that read the same activation one after another (a decode step's q, k and v) with
+ * packed weights: the activation is quantized once and all their weight row groups are split
+ * over the pool in one parallel section (each small matrix alone paid its own hand-off and a
+ * cold start of its weight stream). cpu_mark_siblings sets cpu_node.siblings at compile;
+ * cpu_run_q8dot_group runs resolved and checked nodes runs[0..count) as one group and returns
+ * true, or returns false having done nothing (then run them one by one). */
+#define CPU_MAX_SIBLINGS 4
+void cpu_mark_siblings(cpu_node *nodes, uint32_t n_nodes);
+bool cpu_run_q8dot_group(cpu_run *runs, uint32_t count, bst_status *out_status);
 
 /* --- entry points used by the api table (cpu_buffer.c, cpu_exec.c) --- */
 bst_status cpu_buffer_alloc(void *device, uint64_t size, void **out_buffer);

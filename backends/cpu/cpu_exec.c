@@ -317,6 +317,7 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
         e->n_nodes = i + 1;
     }
     cpu_host->free(r);
+    cpu_mark_siblings(e->nodes, e->n_nodes);
     *out_executable = e;
     return BST_OK;
 }
@@ -380,8 +381,8 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         workers = 1;
     if ((st = ensure_scratch(e, workers)) != BST_OK)
         return st;
-    cpu_run *r = cpu_host->alloc(sizeof *r, 64);
-    if (!r) {
+    cpu_run *runs = cpu_host->alloc(CPU_MAX_SIBLINGS * sizeof *runs, 64);
+    if (!runs) {
         cpu_host->set_error("cpu: execute: out of memory");
         return BST_ERR_OUT_OF_MEMORY;
     }
@@ -390,28 +391,50 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
     static const void *const no_buffers[1] = {NULL};
     if (!buffers)
         env.buffers = (void *const *)no_buffers; /* resolve treats NULL as "shapes only" */
-    for (uint32_t i = 0; i < e->n_nodes && st == BST_OK; i++) {
-        const cpu_node *n = &e->nodes[i];
-        const op_impl *impl = impl_of(n->op);
-        st = resolve_node(r, &env, n);
-        if (st == BST_OK)
-            st = impl->check(r);
-        if (st == BST_OK && has_output(&r->out)) {
+    for (uint32_t i = 0; i < e->n_nodes && st == BST_OK;) {
+        const uint32_t group = e->nodes[i].siblings > 1 ? e->nodes[i].siblings : 1;
+        uint32_t ready = 0; /* nodes resolved and checked into runs[] */
+        for (; ready < group && st == BST_OK; ready++) {
+            cpu_run *r = &runs[ready];
+            const cpu_node *n = &e->nodes[i + ready];
+            st = resolve_node(r, &env, n);
+            if (st == BST_OK)
+                st = impl_of(n->op)->check(r);
             r->scratch = e->scratch;
             r->slot_floats = e->slot_floats;
             r->n_workers = workers;
             r->shared = cpu_slot(r, workers, 0);
-            st = n->fused   ? cpu_fused_run(r, n->fused)
-                 : n->q8dot ? cpu_run_q8dot(r, n->q8dot)
-                            : impl->run(r);
-            if (st == BST_OK)
-                st = cpu_async_result(r, impl->name);
+            if (st != BST_OK)
+                cpu_host->set_error("cpu: execute: node %u (%s): %s", i + ready,
+                                    impl_of(n->op)->name, r->msg);
         }
         if (st != BST_OK)
-            cpu_host->set_error("cpu: execute: node %u (%s): %s", i, impl->name, r->msg);
+            break;
+        bst_status group_st = BST_OK;
+        if (group > 1 && cpu_run_q8dot_group(runs, group, &group_st)) {
+            if ((st = group_st) != BST_OK)
+                cpu_host->set_error("cpu: execute: node %u (matmul group): %s", i, runs[0].msg);
+            i += group;
+            continue;
+        }
+        for (uint32_t k = 0; k < group && st == BST_OK; k++) { /* one at a time */
+            cpu_run *r = &runs[k];
+            const cpu_node *n = &e->nodes[i + k];
+            const op_impl *impl = impl_of(n->op);
+            if (has_output(&r->out)) {
+                st = n->fused   ? cpu_fused_run(r, n->fused)
+                     : n->q8dot ? cpu_run_q8dot(r, n->q8dot)
+                                : impl->run(r);
+                if (st == BST_OK)
+                    st = cpu_async_result(r, impl->name);
+            }
+            if (st != BST_OK)
+                cpu_host->set_error("cpu: execute: node %u (%s): %s", i + k, impl->name, r->msg);
+        }
+        i += group;
     }
     e->last_ns = bstc_now_ns() - t0;
-    cpu_host->free(r);
+    cpu_host->free(runs);
     return st;
 }
 

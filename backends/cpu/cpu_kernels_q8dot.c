@@ -162,6 +162,23 @@ static void dot_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
+/* Quantizes every row of a (r->in[0]) into job->qa, allocated here (the caller frees it). */
+static bst_status quantize_a(cpu_run *r, q8_job *job)
+{
+    size_t bytes;
+    if (__builtin_mul_overflow((size_t)job->rows, (size_t)job->nb * sizeof(cpu_q8_block), &bytes))
+        return cpu_fail(r, BST_ERR_OVERFLOW, "a is too large to quantize");
+    job->qa = cpu_host->alloc(bytes ? bytes : 1, 64);
+    if (!job->qa)
+        return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes to quantize a",
+                        bytes);
+    void *saved = r->aux;
+    r->aux = job;
+    cpu_parallel(r, job->rows, cpu_grain(r->in[0].ne[3] * 4), quantize_rows);
+    r->aux = saved;
+    return cpu_async_result(r, "quantizing a");
+}
+
 bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
 {
     if (impl->gemm)
@@ -171,18 +188,10 @@ bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
                   a->ne[0] * a->ne[1] * a->ne[2], a->ne[3] / CPU_Q8_QK};
     if (!job.fn || b->ne[0] != 1 || b->ne[1] != 1)
         return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s does not handle this matmul", impl->name);
-    size_t bytes;
-    if (__builtin_mul_overflow((size_t)job.rows, (size_t)job.nb * sizeof(cpu_q8_block), &bytes))
-        return cpu_fail(r, BST_ERR_OVERFLOW, "a is too large to quantize");
-    job.qa = cpu_host->alloc(bytes ? bytes : 1, 64);
-    if (!job.qa)
-        return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes to quantize a",
-                        bytes);
-    r->aux = &job;
-    cpu_parallel(r, job.rows, cpu_grain(a->ne[3] * 4), quantize_rows);
+    const bool quantized = quantize_a(r, &job) == BST_OK;
     const cpu_packed_gemv_fn packed = b->packed ? cpu_packed_kernel(impl, job.rows) : NULL;
     cpu_packed_job pj = {b->packed, packed, job.qa, job.rows, NULL, 0};
-    const bool quantized = cpu_async_result(r, "quantizing a") == BST_OK;
+    r->aux = &job;
     if (quantized && packed && cpu_rows_uniform(&r->out, &pj.out, &pj.ldo))
         cpu_packed_run(r, &pj);
     else if (quantized)
@@ -190,4 +199,91 @@ bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
     cpu_host->free(job.qa);
     r->aux = NULL;
     return BST_OK;
+}
+
+/* --- sibling matmuls (cpu_backend.h) --- */
+
+/* Byte range [*lo, *hi) a descriptor can reach at its bound shape; false if a stride is
+ * negative or the geometry unknown (then it is not grouped). */
+static bool desc_range(const bst_tensor_desc *d, uint64_t *lo, uint64_t *hi)
+{
+    uint32_t bs = 1, bb = 0;
+    if (!cpu_dtype_geometry(d->dtype, &bs, &bb) || bs == 0 || d->rank == 0)
+        return false;
+    uint64_t end = d->offset;
+    for (uint32_t i = 0; i < d->rank; i++) {
+        const int64_t n = i + 1 == d->rank ? d->shape[i] / bs : d->shape[i];
+        if (n < 1 || d->strides[i] < 0)
+            return false;
+        end += (uint64_t)(n - 1) * (uint64_t)d->strides[i];
+    }
+    *lo = d->offset;
+    *hi = end + bb;
+    return true;
+}
+
+static bool same_desc(const bst_tensor_desc *a, const bst_tensor_desc *b)
+{
+    if (a->dtype != b->dtype || a->rank != b->rank || a->binding != b->binding ||
+        a->offset != b->offset || a->layout != b->layout)
+        return false;
+    for (uint32_t i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i] || a->strides[i] != b->strides[i] || a->sym[i] != b->sym[i])
+            return false;
+    return true;
+}
+
+/* Node n can join a group reading activation `a`: a fast matmul of a block-quantized matrix
+ * whose output cannot overwrite the activation. */
+static bool joins(const cpu_node *n, const bst_tensor_desc *a)
+{
+    if (n->op != BST_OP_MATMUL || !n->q8dot || n->n_inputs != 2 || n->in[1].rank != 2 ||
+        !cpu_is_block(n->in[1].dtype) || !same_desc(&n->in[0], a))
+        return false;
+    uint64_t alo, ahi, olo, ohi;
+    if (!desc_range(a, &alo, &ahi) || !desc_range(&n->out, &olo, &ohi))
+        return false;
+    return n->out.binding != a->binding || ohi <= alo || olo >= ahi;
+}
+
+void cpu_mark_siblings(cpu_node *nodes, uint32_t n_nodes)
+{
+    for (uint32_t i = 0; i < n_nodes;) {
+        uint32_t count = 0;
+        while (count < CPU_MAX_SIBLINGS && i + count < n_nodes &&
+               joins(&nodes[i + count], &nodes[i].in[0]))
+            count++;
+        nodes[i].siblings = count > 1 ? count : 0;
+        i += count > 1 ? count : 1;
+    }
+}
+
+bool cpu_run_q8dot_group(cpu_run *runs, uint32_t count, bst_status *out_status)
+{
+    cpu_run *r = &runs[0];
+    const cpu_tensor *a = &r->in[0];
+    const int64_t rows = a->ne[0] * a->ne[1] * a->ne[2];
+    cpu_packed_job jobs[CPU_MAX_SIBLINGS];
+    const cpu_q8dot_impl *first = NULL;
+    for (uint32_t k = 0; k < count && k < CPU_MAX_SIBLINGS; k++) {
+        const cpu_q8dot_impl *impl = runs[k].node->q8dot;
+        if (impl && impl->gemm)
+            impl = impl->small; /* what cpu_run_gemm runs for a packed weight */
+        const cpu_tensor *b = &runs[k].in[1];
+        const cpu_packed_gemv_fn fn = impl && b->packed ? cpu_packed_kernel(impl, rows) : NULL;
+        jobs[k] = (cpu_packed_job){b->packed, fn, NULL, rows, NULL, 0};
+        if (!fn || !cpu_rows_uniform(&runs[k].out, &jobs[k].out, &jobs[k].ldo))
+            return false;
+        first = first ? first : impl;
+    }
+    q8_job job = {first, NULL, NULL, NULL, rows, a->ne[3] / CPU_Q8_QK};
+    bst_status st = quantize_a(r, &job);
+    if (st == BST_OK) {
+        for (uint32_t k = 0; k < count; k++)
+            jobs[k].a = job.qa;
+        cpu_packed_run_group(r, jobs, count);
+    }
+    cpu_host->free(job.qa);
+    *out_status = st;
+    return true;
 }

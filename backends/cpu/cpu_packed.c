@@ -174,18 +174,41 @@ cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count
     return NULL;
 }
 
+void cpu_packed_run(cpu_run *r, const cpu_packed_job *job) { cpu_packed_run_group(r, job, 1); }
+
+typedef struct packed_group_job {
+    const cpu_packed_job *jobs;
+    uint32_t count;
+} packed_group_job;
+
+/* Global groups [begin, end) of the jobs laid end to end. */
 static void packed_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
     (void)w;
-    const cpu_packed_job *job = r->aux;
-    job->fn(job->p, begin, end, job->a, job->m_count, job->out, job->ldo);
+    const packed_group_job *g = r->aux;
+    int64_t first = 0;
+    for (uint32_t k = 0; k < g->count && begin < end; k++) {
+        const cpu_packed_job *job = &g->jobs[k];
+        const int64_t last = first + job->p->groups;
+        if (begin < last) {
+            const int64_t stop = end < last ? end : last;
+            job->fn(job->p, begin - first, stop - first, job->a, job->m_count, job->out,
+                    job->ldo);
+            begin = stop;
+        }
+        first = last;
+    }
 }
 
-void cpu_packed_run(cpu_run *r, const cpu_packed_job *job)
+void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count)
 {
+    int64_t groups = 0;
+    for (uint32_t k = 0; k < count; k++)
+        groups += jobs[k].p->groups;
+    packed_group_job g = {jobs, count};
     void *saved = r->aux;
-    r->aux = (void *)(uintptr_t)job;
-    cpu_parallel(r, job->p->groups, cpu_packed_grain(r, job->p->groups), packed_groups);
+    r->aux = &g;
+    cpu_parallel(r, groups, cpu_packed_grain(r, groups), packed_groups);
     r->aux = saved;
 }
 

@@ -110,6 +110,8 @@ typedef struct cpu_packed_job {
     int64_t ldo;
 } cpu_packed_job;
 void cpu_packed_run(cpu_run *r, const cpu_packed_job *job);
+/* jobs[0..count) as one parallel section over all their groups (cpu_run_q8dot_group). */
+void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count);
 
 /* Groups per pool chunk when `groups` row groups are split over the pool: one contiguous share
  * per worker. The kernels stream the weights once, and every chunk boundary restarts the stream
