@@ -11,7 +11,6 @@
 
 #include "test_util.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,18 +24,8 @@ static bool load_plugin(void)
 {
     if (entry)
         return true;
-    const char *dir = getenv("BASTION_BACKEND_PATH");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/libbst-backend-cpu.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
+    if (!(entry = bst_test_plugin_entry("libbst-backend-cpu.so")))
         return false;
-    }
-    void *sym = dlsym(h, BST_BACKEND_ENTRY_SYMBOL);
-    if (!sym)
-        return false;
-    memcpy(&entry, &sym, sizeof entry);
     memset(&api, 0, sizeof api);
     api.struct_size = sizeof api;
     if (entry(bsti_host_api(), BST_ABI_VERSION, &api) != BST_OK)

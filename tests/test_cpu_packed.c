@@ -49,29 +49,9 @@ static const int64_t ns[N_NS] = {1, 15, 16, 17, 33, 100};
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
-static double urand(void) /* [0, 1) */
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng_state >> 11) / (double)(1ull << 53);
-}
+static double urand(void) { return bst_test_urand(&rng_state); }
 
-/* Each block of 32 gets its own magnitude 10^[-2, 2] (10^[-1, 1] per row times per block), and
- * one element in 8 is ten times larger: the block scales must cover outliers. */
-static void fill_wide(float *x, int64_t rows, int64_t k)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        const double row_amp = pow(10.0, 2.0 * urand() - 1.0);
-        for (int64_t b = 0; b < k; b += 32) {
-            const double amp = row_amp * pow(10.0, 2.0 * urand() - 1.0);
-            for (int64_t i = b; i < b + 32; i++) {
-                double v = amp * (2.0 * urand() - 1.0);
-                if (urand() < 0.125)
-                    v *= 10.0;
-                x[r * k + i] = (float)v;
-            }
-        }
-    }
-}
+static void fill_wide(float *x, int64_t rows, int64_t k) { bst_test_fill_wide(&rng_state, x, rows, k); }
 
 /* Values the activation quantizer (cpu_q8dot.h) represents exactly, so that whatever error is
  * left is the kernel's own: each block is 2^e (e in [-7, 6]) times integers 256 h + l with

@@ -20,7 +20,6 @@
 
 #include "test_util.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,19 +36,9 @@ static bool load_plugin(void)
 {
     if (loaded)
         return true;
-    const char *dir = getenv("BASTION_BACKEND_PATH");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/libbst-backend-cpu.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
+    bst_backend_entry_fn entry = bst_test_plugin_entry("libbst-backend-cpu.so");
+    if (!entry)
         return false;
-    }
-    void *sym = dlsym(h, BST_BACKEND_ENTRY_SYMBOL);
-    if (!sym)
-        return false;
-    bst_backend_entry_fn entry;
-    memcpy(&entry, &sym, sizeof entry);
     memset(&api, 0, sizeof api);
     api.struct_size = sizeof api;
     if (entry(bsti_host_api(), BST_ABI_VERSION, &api) != BST_OK)
@@ -59,30 +48,6 @@ static bool load_plugin(void)
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double urand(void) /* [0, 1) */
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng_state >> 11) / (double)(1ull << 53);
-}
-
-/* Values over several decades: each block of 32 gets its own magnitude 10^[-2, 2], and one
- * element in 8 is ten times larger (an outlier the block scale must cover). */
-static void fill_wide(float *x, int64_t rows, int64_t k)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        const double row_amp = pow(10.0, 2.0 * urand() - 1.0);
-        for (int64_t b = 0; b < k; b += 32) {
-            const double amp = row_amp * pow(10.0, 2.0 * urand() - 1.0);
-            for (int64_t i = b; i < b + 32; i++) {
-                double v = amp * (2.0 * urand() - 1.0);
-                if (urand() < 0.125)
-                    v *= 10.0;
-                x[r * k + i] = (float)v;
-            }
-        }
-    }
-}
 
 static bst_tensor_desc desc2(bst_dtype t, int64_t rows, int64_t cols, int64_t row_bytes,
                              int64_t elem_bytes)
@@ -214,13 +179,13 @@ static void check_shape(bst_dtype wt, int64_t N, int64_t K, const int64_t *ms, s
     float *native = malloc(sizeof(float) * (size_t)(max_m * N));
     double *want = malloc(sizeof(double) * (size_t)(max_m * N));
     CU_ASSERT_FATAL(w && wd && wq && a && got && native && want);
-    fill_wide(w, N, K);
+    bst_test_fill_wide(&rng_state, w, N, K);
     for (int64_t n = 0; n < N; n++) {
         CU_ASSERT_EQUAL_FATAL(bsti_quantize(wt, w + n * K, wq + (size_t)n * row_bytes, K), BST_OK);
         CU_ASSERT_EQUAL_FATAL(bsti_dequantize(wt, wq + (size_t)n * row_bytes, wd + n * K, K),
                               BST_OK);
     }
-    fill_wide(a, max_m, K);
+    bst_test_fill_wide(&rng_state, a, max_m, K);
     for (int64_t j = 0; j < max_m; j++)
         for (int64_t n = 0; n < N; n++) {
             double s = 0.0;

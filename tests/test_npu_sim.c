@@ -20,7 +20,6 @@
 
 #include "test_util.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,18 +66,8 @@ static bool load_plugin(void)
 {
     if (entry)
         return true;
-    const char *dir = getenv("BASTION_BACKEND_PATH");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/libbst-backend-npu-sim.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
+    if (!(entry = bst_test_plugin_entry("libbst-backend-npu-sim.so")))
         return false;
-    }
-    void *sym = dlsym(h, BST_BACKEND_ENTRY_SYMBOL);
-    if (!sym)
-        return false;
-    memcpy(&entry, &sym, sizeof entry);
     host = *bsti_host_api();
     host.log = capture_log;
     memset(&api, 0, sizeof api);

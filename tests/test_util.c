@@ -1,6 +1,9 @@
 /* Shared CUnit driver and fixture helpers. */
 #include "test_util.h"
 
+#include <dlfcn.h>
+#include <math.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,4 +85,46 @@ const char *bst_test_fixture(const char *name)
     const char *dir = getenv("BASTION_FIXTURES");
     snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", name);
     return path;
+}
+
+bst_backend_entry_fn bst_test_plugin_entry(const char *file)
+{
+    const char *dir = getenv("BASTION_BACKEND_PATH");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", file);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
+        return NULL;
+    }
+    void *sym = dlsym(h, BST_BACKEND_ENTRY_SYMBOL);
+    if (!sym) {
+        fprintf(stderr, "%s: no %s\n", path, BST_BACKEND_ENTRY_SYMBOL);
+        return NULL;
+    }
+    bst_backend_entry_fn entry;
+    memcpy(&entry, &sym, sizeof entry);
+    return entry;
+}
+
+double bst_test_urand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(*s >> 11) / (double)(1ull << 53);
+}
+
+void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const double row_amp = pow(10.0, 2.0 * bst_test_urand(s) - 1.0);
+        for (int64_t b = 0; b < k; b += 32) {
+            const double amp = row_amp * pow(10.0, 2.0 * bst_test_urand(s) - 1.0);
+            for (int64_t i = b; i < b + 32; i++) {
+                double v = amp * (2.0 * bst_test_urand(s) - 1.0);
+                if (bst_test_urand(s) < 0.125)
+                    v *= 10.0;
+                x[r * k + i] = (float)v;
+            }
+        }
+    }
 }

@@ -1,13 +1,17 @@
 /*
  * tests/test_util.h — helpers shared by the CUnit suites: running a suite so that `main` fails
- * when any assertion failed (CU_basic_run_tests alone does not), and reading fixtures.
+ * when any assertion failed (CU_basic_run_tests alone does not), reading fixtures, loading a
+ * backend plugin directly, and test data for quantized kernels.
  */
 #ifndef BASTION_TEST_UTIL_H
 #define BASTION_TEST_UTIL_H
 
+#include <bastion/backend.h>
+
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct bst_test_case {
     const char *name;
@@ -24,5 +28,16 @@ char *bst_test_read_file(const char *path, size_t *out_size);
 
 /* Path of a fixture file (tests/fixtures/NAME) in a static buffer. */
 const char *bst_test_fixture(const char *name);
+
+/* The entry point of plugin FILE (e.g. "libbst-backend-cpu.so") in $BASTION_BACKEND_PATH (else
+ * the current directory), for suites that drive a plugin through its ABI without the runtime's
+ * loader; NULL (with the reason on stderr) when it cannot be loaded. */
+bst_backend_entry_fn bst_test_plugin_entry(const char *file);
+
+/* A uniform double in [0, 1) from the LCG state *s. */
+double bst_test_urand(uint64_t *s);
+/* rows x k values over several decades: per row a magnitude 10^[-1, 1], per block of 32 another,
+ * and one element in 8 ten times larger (an outlier the block scale must cover). */
+void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k);
 
 #endif /* BASTION_TEST_UTIL_H */
