@@ -21,6 +21,7 @@
 #include "cpu_packed.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__FMA__) && defined(__F16C__)
+#include "cpu_packed_avx512.h"
 #include <immintrin.h>
 #include <string.h>
 
@@ -34,33 +35,6 @@ enum { PK_Q4_0, PK_Q4_1, PK_Q8_0 };
  * 8.0 us (median). Into L2 (T1) instead of L1 measured the same. */
 #define PK_PF_DIST 8192
 
-/* Bytes 4i .. 4i+3 of an activation plane in every lane. */
-PK_ALWAYS __m512i pk_bcast(const int8_t *plane, int i)
-{
-    int32_t v;
-    memcpy(&v, plane + 4 * i, sizeof v);
-    return _mm512_set1_epi32(v);
-}
-
-/* Block kb's weights of the group as eight u8 vectors, vector i holding elements 4i .. 4i+3 of
- * each lane's row (q4: tile vectors 0..3's low nibbles, then their high nibbles). */
-PK_ALWAYS void pk_weights(int kind, const uint8_t *tile, __m512i w[8])
-{
-    if (kind == PK_Q8_0) {
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            w[i] = _mm512_load_si512((const void *)(tile + 64 * i));
-        return;
-    }
-    const __m512i m = _mm512_set1_epi8(0x0f);
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; v++) {
-        const __m512i t = _mm512_load_si512((const void *)(tile + 64 * v));
-        w[v] = _mm512_and_si512(t, m);
-        w[4 + v] = _mm512_and_si512(_mm512_srli_epi16(t, 4), m);
-    }
-}
-
 /* Per lane: the exact integer dot of the lane's row block with activation block b,
  * 256 * dot(w, hi) + dot(w, lo), with w unsigned (q4: 0..15, q8_0: w + 128 in 0..255) and
  * |hi|, |lo| <= 127: at most 256 * 32 * 255 * 127 + 32 * 255 * 127 < 2^31, no overflow. Two chains
@@ -70,10 +44,10 @@ PK_ALWAYS __m512i pk_dot(const __m512i w[8], const cpu_q8_block *b)
     __m512i h0 = _mm512_setzero_si512(), h1 = h0, l0 = h0, l1 = h0;
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
-        h0 = _mm512_dpbusd_epi32(h0, w[i], pk_bcast(b->hi, i));
-        h1 = _mm512_dpbusd_epi32(h1, w[4 + i], pk_bcast(b->hi, 4 + i));
-        l0 = _mm512_dpbusd_epi32(l0, w[i], pk_bcast(b->lo, i));
-        l1 = _mm512_dpbusd_epi32(l1, w[4 + i], pk_bcast(b->lo, 4 + i));
+        h0 = _mm512_dpbusd_epi32(h0, w[i], cpu_pk_bcast(b->hi + 4 * i));
+        h1 = _mm512_dpbusd_epi32(h1, w[4 + i], cpu_pk_bcast(b->hi + 16 + 4 * i));
+        l0 = _mm512_dpbusd_epi32(l0, w[i], cpu_pk_bcast(b->lo + 4 * i));
+        l1 = _mm512_dpbusd_epi32(l1, w[4 + i], cpu_pk_bcast(b->lo + 16 + 4 * i));
     }
     return _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8),
                             _mm512_add_epi32(l0, l1));
@@ -139,7 +113,7 @@ PK_ALWAYS void pk_group(int kind, int M, const cpu_packed *p, int64_t g, const c
         if (tables_far && kb % 2 == 0 && kb + ahead < nb)
             pk_prefetch_tables(kind, d, mn, kb + ahead, kb + ahead + 1);
         __m512i w[8];
-        pk_weights(kind, tile, w);
+        cpu_pk_unpack(kind == PK_Q8_0, tile, w);
         const __m512 dw = _mm512_cvtph_ps(
             _mm256_load_si256((const __m256i *)(const void *)(d + kb * CPU_PACK_ROWS)));
         const __m512 dm =

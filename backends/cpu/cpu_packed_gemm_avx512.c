@@ -29,6 +29,7 @@
 #include "cpu_packed.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__F16C__)
+#include "cpu_packed_avx512.h"
 #include <immintrin.h>
 #include <string.h>
 
@@ -38,33 +39,6 @@ enum {
     PG_T = 8,                     /* activation rows per register tile */
     PG_MBLOCK_BYTES = 256 * 1024, /* quantized activation bytes swept by all groups of a call */
 };
-
-/* A 4-byte group of an activation plane on every lane. */
-PG_ALWAYS __m512i pg_bcast(const int8_t *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return _mm512_set1_epi32(v);
-}
-
-/* One block's quant tile (cpu_packed.h) as the eight u8 vectors u[e] whose lane r holds row r's
- * weights for activation elements 4e .. 4e + 3 (kind 0 q4_0, 1 q4_1, 2 q8_0). */
-PG_ALWAYS void pg_unpack(int kind, const uint8_t *tile, __m512i u[8])
-{
-    if (kind == 2) {
-#pragma GCC unroll 8
-        for (int v = 0; v < 8; v++)
-            u[v] = _mm512_load_si512((const void *)(tile + 64 * v));
-        return;
-    }
-    const __m512i low = _mm512_set1_epi8(0x0f);
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; v++) {
-        const __m512i w = _mm512_load_si512((const void *)(tile + 64 * v));
-        u[v] = _mm512_and_si512(w, low);                            /* elements 4v .. */
-        u[v + 4] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low); /* elements 16 + 4v .. */
-    }
-}
 
 /* rows (<= PG_T, a constant after inlining) activation rows from a (row t at a + t * nb) against
  * group g: out[t * ldo + r] for the lanes r in keep. */
@@ -81,7 +55,7 @@ PG_ALWAYS void pg_tile(int kind, int rows, const cpu_packed *p, int64_t g, const
         acc[t] = _mm512_setzero_ps();
     for (int64_t kb = 0; kb < nb; kb++) {
         __m512i u[8];
-        pg_unpack(kind, q + (size_t)kb * p->qbytes, u);
+        cpu_pk_unpack(kind == 2, q + (size_t)kb * p->qbytes, u);
         const __m512 dw = _mm512_cvtph_ps(
             _mm256_loadu_si256((const __m256i *)(const void *)(d + kb * CPU_PACK_ROWS)));
         /* What multiplies s_a: q4_1's minimum, else the offset of the unsigned weights. */
@@ -99,7 +73,7 @@ PG_ALWAYS void pg_tile(int kind, int rows, const cpu_packed *p, int64_t g, const
         for (int e = 0; e < 8; e++)
 #pragma GCC unroll 8
             for (int t = 0; t < rows; t++)
-                s[t] = _mm512_dpbusd_epi32(s[t], u[e], pg_bcast(a[t * nb + kb].hi + 4 * e));
+                s[t] = _mm512_dpbusd_epi32(s[t], u[e], cpu_pk_bcast(a[t * nb + kb].hi + 4 * e));
 #pragma GCC unroll 8
         for (int t = 0; t < rows; t++)
             s[t] = _mm512_slli_epi32(s[t], 8);
@@ -107,7 +81,7 @@ PG_ALWAYS void pg_tile(int kind, int rows, const cpu_packed *p, int64_t g, const
         for (int e = 0; e < 8; e++)
 #pragma GCC unroll 8
             for (int t = 0; t < rows; t++)
-                s[t] = _mm512_dpbusd_epi32(s[t], u[e], pg_bcast(a[t * nb + kb].lo + 4 * e));
+                s[t] = _mm512_dpbusd_epi32(s[t], u[e], cpu_pk_bcast(a[t * nb + kb].lo + 4 * e));
 #pragma GCC unroll 8
         for (int t = 0; t < rows; t++) {
             const cpu_q8_block *b = a + t * nb + kb;
