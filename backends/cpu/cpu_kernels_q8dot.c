@@ -188,8 +188,8 @@ bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
                   a->ne[0] * a->ne[1] * a->ne[2], a->ne[3] / CPU_Q8_QK};
     if (!job.fn || b->ne[0] != 1 || b->ne[1] != 1)
         return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s does not handle this matmul", impl->name);
-    const bool quantized = quantize_a(r, &job) == BST_OK;
     const cpu_packed_gemv_fn packed = b->packed ? cpu_packed_kernel(impl, job.rows) : NULL;
+    const bool quantized = quantize_a(r, &job) == BST_OK;
     cpu_packed_job pj = {b->packed, packed, job.qa, job.rows, NULL, 0};
     r->aux = &job;
     if (quantized && packed && cpu_rows_uniform(&r->out, &pj.out, &pj.ldo))
@@ -265,7 +265,9 @@ bool cpu_run_q8dot_group(cpu_run *runs, uint32_t count, bst_status *out_status)
     const int64_t rows = a->ne[0] * a->ne[1] * a->ne[2];
     cpu_packed_job jobs[CPU_MAX_SIBLINGS];
     const cpu_q8dot_impl *first = NULL;
-    for (uint32_t k = 0; k < count && k < CPU_MAX_SIBLINGS; k++) {
+    if (count < 1 || count > CPU_MAX_SIBLINGS)
+        return false;
+    for (uint32_t k = 0; k < count; k++) {
         const cpu_q8dot_impl *impl = runs[k].node->q8dot;
         if (impl && impl->gemm)
             impl = impl->small; /* what cpu_run_gemm runs for a packed weight */
