@@ -17,13 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OK(call)                                                                                 \
-    do {                                                                                         \
-        bst_status st_ = (call);                                                                 \
-        if (st_ != BST_OK)                                                                       \
-            fprintf(stderr, "\n  %s: %s\n", #call, bst_last_error());                            \
-        CU_ASSERT_EQUAL_FATAL(st_, BST_OK);                                                      \
-    } while (0)
+#define OK BST_TEST_OK
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 

@@ -30,13 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OK(call)                                                                                 \
-    do {                                                                                         \
-        bst_status st_ = (call);                                                                 \
-        if (st_ != BST_OK)                                                                       \
-            fprintf(stderr, "\n  %s: %s\n", #call, bst_last_error());                            \
-        CU_ASSERT_EQUAL_FATAL(st_, BST_OK);                                                      \
-    } while (0)
+#define OK BST_TEST_OK
 
 enum { MAX_M = 6, N_KS = 3, N_NS = 6 };
 /* Bound on |packed - native| (and, with exact activations, |packed - double|) relative to the

@@ -16,13 +16,7 @@
 
 #define NMSE_BOUND 1e-6
 
-#define OK(call)                                                                                 \
-    do {                                                                                         \
-        bst_status st_ = (call);                                                                 \
-        if (st_ != BST_OK)                                                                       \
-            fprintf(stderr, "\n  %s: %s\n", #call, bst_last_error());                            \
-        CU_ASSERT_EQUAL_FATAL(st_, BST_OK);                                                      \
-    } while (0)
+#define OK BST_TEST_OK
 
 static bst_context *ctx;
 

@@ -7,11 +7,23 @@
 #define BASTION_TEST_UTIL_H
 
 #include <bastion/backend.h>
+#include <bastion/bastion.h>
 
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+/* Asserts (fatally) that `call` returned BST_OK; when it did not, prints the call and
+ * bst_last_error() first. */
+#define BST_TEST_OK(call)                                                                        \
+    do {                                                                                         \
+        bst_status st_ = (call);                                                                 \
+        if (st_ != BST_OK)                                                                       \
+            fprintf(stderr, "\n  %s: %s\n", #call, bst_last_error());                            \
+        CU_ASSERT_EQUAL_FATAL(st_, BST_OK);                                                      \
+    } while (0)
 
 typedef struct bst_test_case {
     const char *name;
