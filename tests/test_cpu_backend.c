@@ -319,6 +319,33 @@ static void test_prepare_weight_packing(void)
                           BST_OK);
     CU_ASSERT_EQUAL(bytes, sizeof w - 1);
     api.buffer_free(dev, c);
+
+    /* Packed copies share 32 MiB slabs (cpu_packed_slab.c); one larger than a slab gets its own
+     * mapping. Weights freed out of order and slabs reused: ASan sees any access to memory a
+     * freed slab no longer maps. */
+    enum { BIG_ROWS = 36864, BIG_K = 1024 }; /* q8_0: 40 MB */
+    const size_t big_bytes = (size_t)BIG_ROWS * (BIG_K / 32) * 34;
+    uint8_t *big = calloc(big_bytes, 1);
+    CU_ASSERT_FATAL(big != NULL);
+    int64_t big_shape[2] = {BIG_ROWS, BIG_K};
+    bst_tensor_desc bd = mk(BST_DTYPE_Q8_0, 2, big_shape);
+    void *bufs[6] = {NULL};
+    for (int i = 0; i < 6; i++) {
+        const bool is_big = i == 2;
+        CU_ASSERT_EQUAL_FATAL(api.prepare_weight(dev, is_big ? &bd : &d, is_big ? (void *)big : w,
+                                                 is_big ? big_bytes : sizeof w, &bufs[i], &bytes,
+                                                 &layout),
+                              BST_OK);
+    }
+    api.buffer_free(dev, bufs[2]);
+    api.buffer_free(dev, bufs[0]);
+    api.buffer_free(dev, bufs[4]);
+    CU_ASSERT_EQUAL_FATAL(api.prepare_weight(dev, &bd, big, big_bytes, &bufs[0], &bytes, &layout),
+                          BST_OK);
+    for (int i = 0; i < 6; i++)
+        if (i != 2 && i != 4)
+            api.buffer_free(dev, bufs[i]);
+    free(big);
 }
 
 /* --- query --- */

@@ -57,15 +57,16 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
         return BST_ERR_OVERFLOW;
     }
     cpu_packed *p = cpu_host->alloc(sizeof *p, 64);
-    uint8_t *data = p ? cpu_host->alloc(total, 64) : NULL;
+    void *slab = NULL;
+    uint8_t *data = p ? cpu_packed_slab_alloc(total, &slab) : NULL;
     if (!data) {
         if (p)
             cpu_host->free(p);
         cpu_host->set_error("cpu: out of memory packing a %zu-byte weight", total);
         return BST_ERR_OUT_OF_MEMORY;
     }
-    memset(data, 0, total); /* padding rows: scale 0 */
-    *p = (cpu_packed){dtype, rows, nb, groups, qbytes, group_bytes, data, row_bytes};
+    /* Fresh slab memory is zero: padding rows keep scale 0. */
+    *p = (cpu_packed){dtype, rows, nb, groups, qbytes, group_bytes, data, row_bytes, slab};
 
     const size_t bb = block_bytes(dtype), qo = quant_offset(dtype), vecs = qbytes / 64;
     const uint32_t flip = dtype == BST_DTYPE_Q8_0 ? 0x80808080u : 0; /* q8_0 stored as w + 128 */
@@ -96,7 +97,7 @@ void cpu_packed_free(cpu_packed *p)
 {
     if (!p)
         return;
-    cpu_host->free(p->data);
+    cpu_packed_slab_release(p->slab);
     cpu_host->free(p);
 }
 

@@ -41,9 +41,16 @@ typedef struct cpu_packed {
     int64_t groups;     /* ceil(rows / 16) */
     size_t qbytes;      /* quant bytes per tile: 256 (q4_*) or 512 (q8_0) */
     size_t group_bytes; /* stride between groups, a multiple of 64 */
-    uint8_t *data;      /* 64-byte aligned, groups * group_bytes (from cpu_host->alloc) */
+    uint8_t *data;      /* 64-byte aligned, groups * group_bytes (cpu_packed_slab_alloc) */
     size_t row_bytes;   /* the native matrix's row stride it was packed from */
+    void *slab;         /* the slab `data` lives in (cpu_packed_slab_alloc) */
 } cpu_packed;
+
+/* Memory for packed copies (cpu_packed_slab.c): `bytes` from a 2 MiB-aligned slab the kernel
+ * may back with huge pages, 64-byte aligned and zeroed; *out_slab is what cpu_packed_slab_release
+ * takes back. NULL when the memory cannot be mapped. */
+void *cpu_packed_slab_alloc(size_t bytes, void **out_slab);
+void cpu_packed_slab_release(void *slab);
 
 /* Pointers into group g. */
 static inline const uint8_t *cpu_packed_quants(const cpu_packed *p, int64_t g)
