@@ -20,6 +20,26 @@ bst_status bstc_fail(const bstc_plugin *p, bst_status st, const char *fmt, ...)
     return st;
 }
 
+bst_status bstc_injected_fault(const bstc_plugin *p, const char *site)
+{
+    if (!p->host || !p->host->fault)
+        return BST_OK;
+    bst_status st = p->host->fault(site);
+    if (st != BST_OK)
+        bstc_fail(p, st, "injected fault at '%s'", site);
+    return st;
+}
+
+bst_status bstc_open_single_device(const bstc_plugin *p, uint32_t index, void **out_device)
+{
+    if (!out_device)
+        return bstc_fail(p, BST_ERR_INVALID_ARG, "device_open: NULL output");
+    *out_device = NULL;
+    if (index != 0)
+        return bstc_fail(p, BST_ERR_NOT_FOUND, "device_open: no device %u (there is one)", index);
+    return bstc_injected_fault(p, "device_open");
+}
+
 bst_status bstc_msg(char *msg, size_t cap, bst_status st, const char *fmt, ...)
 {
     if (cap == 0)

@@ -45,6 +45,15 @@ BSTC_API bst_status bstc_fail(const bstc_plugin *p, bst_status st, const char *f
 BSTC_API bst_status bstc_msg(char *msg, size_t cap, bst_status st, const char *fmt, ...)
     BST_PRINTF(4, 5);
 
+/* The host's test fault at `site` (host->fault; BST_OK outside tests and without the service),
+ * with "<name>: injected fault at '<site>'" set when it fires. */
+BSTC_API bst_status bstc_injected_fault(const bstc_plugin *p, const char *site);
+
+/* device_open's checks for a plugin with exactly one device: out_device non-NULL (then set to
+ * NULL), index 0 (else NOT_FOUND), then the "device_open" test fault. */
+BSTC_API BST_MUST_CHECK bst_status bstc_open_single_device(const bstc_plugin *p, uint32_t index,
+                                                           void **out_device);
+
 /* --- entry --------------------------------------------------------------------------------- */
 
 /* Host services a plugin cannot do without, beyond log, set_error, alloc and free. */

@@ -14,15 +14,7 @@
 const bst_host_api *cpu_host;
 bstc_plugin cpu_plugin = {.name = CPU_BACKEND_NAME};
 
-bst_status cpu_injected_fault(const char *site)
-{
-    if (!cpu_host->fault)
-        return BST_OK;
-    bst_status st = cpu_host->fault(site);
-    if (st != BST_OK)
-        cpu_host->set_error("cpu: injected fault at '%s'", site);
-    return st;
-}
+bst_status cpu_injected_fault(const char *site) { return bstc_injected_fault(&cpu_plugin, site); }
 
 /* --- device description --- */
 
@@ -117,16 +109,7 @@ static bst_status cpu_enumerate(void *ctx, bst_device_info *out_infos, size_t st
 static bst_status cpu_device_open(void *ctx, uint32_t index, void **out_device)
 {
     (void)ctx;
-    if (!out_device) {
-        cpu_host->set_error("cpu: device_open: NULL output");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_device = NULL;
-    if (index != 0) {
-        cpu_host->set_error("cpu: device_open: no device %u (there is one)", index);
-        return BST_ERR_NOT_FOUND;
-    }
-    bst_status st = cpu_injected_fault("device_open");
+    bst_status st = bstc_open_single_device(&cpu_plugin, index, out_device);
     if (st != BST_OK)
         return st;
     cpu_device *d = cpu_host->alloc(sizeof *d, 64);

@@ -33,15 +33,7 @@ float npu_round_f16(float x)
     return x < 0 ? -q : q;
 }
 
-bst_status npu_injected_fault(const char *site)
-{
-    if (!npu_host->fault)
-        return BST_OK;
-    bst_status st = npu_host->fault(site);
-    if (st != BST_OK)
-        npu_host->set_error("npu-sim: injected fault at %s", site);
-    return st;
-}
+bst_status npu_injected_fault(const char *site) { return bstc_injected_fault(&npu_plugin, site); }
 
 static npu_ctx g_ctx = {.magic = NPU_MAGIC_CTX};
 

@@ -42,15 +42,7 @@ bst_status dnnl_fail_status(dnnl_status_t s)
     }
 }
 
-bst_status dnnl_injected_fault(const char *site)
-{
-    if (!dnnl_host->fault)
-        return BST_OK;
-    bst_status st = dnnl_host->fault(site);
-    if (st != BST_OK)
-        dnnl_host->set_error("onednn: injected fault at '%s'", site);
-    return st;
-}
+bst_status dnnl_injected_fault(const char *site) { return bstc_injected_fault(&dnnl_plugin, site); }
 
 void dnnl_apply_threads(const dnnl_dev *d)
 {
@@ -377,16 +369,7 @@ static bst_status dnnl_enumerate(void *ctx, bst_device_info *out_infos, size_t s
 static bst_status dnnl_device_open(void *ctx, uint32_t index, void **out_device)
 {
     (void)ctx;
-    if (!out_device) {
-        dnnl_host->set_error("onednn: device_open: NULL output");
-        return BST_ERR_INVALID_ARG;
-    }
-    *out_device = NULL;
-    if (index != 0) {
-        dnnl_host->set_error("onednn: device_open: no device %u (there is one)", index);
-        return BST_ERR_NOT_FOUND;
-    }
-    bst_status st = dnnl_injected_fault("device_open");
+    bst_status st = bstc_open_single_device(&dnnl_plugin, index, out_device);
     if (st != BST_OK)
         return st;
     dnnl_dev *d = dnnl_host->alloc(sizeof *d, 64);
