@@ -238,6 +238,40 @@ static void test_alloc_zero(void)
     CU_ASSERT(has("tp: query: out of memory"));
 }
 
+/* The shared plugin-call checks: execute's arguments, single-device open, test faults. */
+static bst_status fault_at_execute(const char *site)
+{
+    return strcmp(site, "execute") == 0 ? BST_ERR_DEVICE_LOST : BST_OK;
+}
+
+static void test_call_checks(void)
+{
+    bst_host_api h = make_host();
+    bstc_plugin p = {"tp", &h};
+    bst_run_params params = {.struct_size = sizeof params, .n_tokens = 3, .n_kv = 5}, run;
+    void *bufs[1] = {NULL};
+    last_msg[0] = '\0';
+    CU_ASSERT_EQUAL(bstc_execute_args(&p, false, bufs, 1, &params, &run), BST_ERR_INVALID_ARG);
+    CU_ASSERT(has("tp: execute: not an executable of the tp backend"));
+    CU_ASSERT_EQUAL(bstc_execute_args(&p, true, NULL, 1, &params, &run), BST_ERR_INVALID_ARG);
+    CU_ASSERT(has("tp: execute: NULL buffer array"));
+    CU_ASSERT_EQUAL(bstc_execute_args(&p, true, NULL, 0, &params, &run), BST_OK);
+    CU_ASSERT_EQUAL(run.n_tokens, 3);
+    CU_ASSERT_EQUAL(run.n_kv, 5);
+
+    void *dev = &p;
+    CU_ASSERT_EQUAL(bstc_open_single_device(&p, 0, NULL), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(bstc_open_single_device(&p, 1, &dev), BST_ERR_NOT_FOUND);
+    CU_ASSERT_PTR_NULL(dev);
+    CU_ASSERT(has("tp: device_open: no device 1 (there is one)"));
+    CU_ASSERT_EQUAL(bstc_open_single_device(&p, 0, &dev), BST_OK);
+    CU_ASSERT_EQUAL(bstc_injected_fault(&p, "execute"), BST_OK); /* no fault service */
+    h.fault = fault_at_execute;
+    CU_ASSERT_EQUAL(bstc_injected_fault(&p, "device_open"), BST_OK);
+    CU_ASSERT_EQUAL(bstc_injected_fault(&p, "execute"), BST_ERR_DEVICE_LOST);
+    CU_ASSERT(has("tp: injected fault at 'execute'"));
+}
+
 /* --- enumerate and query outputs ----------------------------------------------------------- */
 
 typedef struct dev_entry {
@@ -889,6 +923,7 @@ int main(void)
         {"entry_v1_abi_full_table", test_entry_v1_abi_full_table},
         {"entry_newer_larger_host", test_entry_newer_larger_host},
         {"alloc_zero", test_alloc_zero},
+        {"call checks", test_call_checks},
         {"enumerate_strided", test_enumerate_strided},
         {"enumerate_hostile", test_enumerate_hostile},
         {"query_args_and_variants", test_query_args_and_variants},

@@ -333,6 +333,17 @@ bst_status bstc_run_params(const bstc_plugin *p, const bst_run_params *params,
     return BST_OK;
 }
 
+bst_status bstc_execute_args(const bstc_plugin *p, bool executable_ok, void *const *buffers,
+                             uint32_t n_buffers, const bst_run_params *params,
+                             bst_run_params *out_run)
+{
+    if (!executable_ok)
+        return bstc_fail(p, BST_ERR_INVALID_ARG, "execute: not an executable of the %s backend", p->name);
+    if (n_buffers && !buffers)
+        return bstc_fail(p, BST_ERR_INVALID_ARG, "execute: NULL buffer array");
+    return bstc_run_params(p, params, out_run); /* NULL params: fine unless a dim is symbolic */
+}
+
 /* --- dtypes, shapes, hashing --------------------------------------------------------------- */
 
 typedef struct dtype_info {

@@ -184,6 +184,12 @@ BSTC_API BST_MUST_CHECK bst_status bstc_check_partition(const bstc_plugin *p,
 BSTC_API BST_MUST_CHECK bst_status bstc_run_params(const bstc_plugin *p,
                                                    const bst_run_params *params,
                                                    bst_run_params *out);
+/* execute's argument checks shared by the plugins: `executable_ok` (the plugin's own test of the
+ * handle), a buffer array when n_buffers > 0, then bstc_run_params into *out_run. */
+BSTC_API BST_MUST_CHECK bst_status bstc_execute_args(const bstc_plugin *p, bool executable_ok,
+                                                     void *const *buffers, uint32_t n_buffers,
+                                                     const bst_run_params *params,
+                                                     bst_run_params *out_run);
 
 /* --- dtypes, shapes, hashing --------------------------------------------------------------- */
 

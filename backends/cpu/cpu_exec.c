@@ -362,16 +362,9 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
 {
     (void)device;
     cpu_executable *e = executable;
-    if (!e || e->magic != CPU_MAGIC_EXEC) {
-        cpu_host->set_error("cpu: execute: not a cpu executable");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (n_buffers && !buffers) {
-        cpu_host->set_error("cpu: execute: NULL buffer array");
-        return BST_ERR_INVALID_ARG;
-    }
-    bst_run_params run; /* NULL params are fine unless a symbolic dim needs a value */
-    bst_status st = bstc_run_params(&cpu_plugin, params, &run);
+    bst_run_params run;
+    bst_status st = bstc_execute_args(&cpu_plugin, e && e->magic == CPU_MAGIC_EXEC, buffers,
+                                      n_buffers, params, &run);
     if (st == BST_OK)
         st = cpu_injected_fault("execute");
     if (st != BST_OK)

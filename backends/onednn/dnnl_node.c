@@ -363,16 +363,9 @@ bst_status dnnl_execute(void *device, void *executable, void *const *buffers, ui
     if (!d)
         return BST_ERR_INVALID_ARG;
     dnnl_exec *e = executable;
-    if (!e || e->magic != DNNL_MAGIC_EXEC) {
-        dnnl_host->set_error("onednn: execute: not an onednn executable");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (n_buffers && !buffers) {
-        dnnl_host->set_error("onednn: execute: NULL buffer array");
-        return BST_ERR_INVALID_ARG;
-    }
     bst_run_params run;
-    bst_status st = bstc_run_params(&dnnl_plugin, params, &run);
+    bst_status st = bstc_execute_args(&dnnl_plugin, e && e->magic == DNNL_MAGIC_EXEC, buffers,
+                                      n_buffers, params, &run);
     if (st == BST_OK)
         st = dnnl_injected_fault("execute");
     if (st != BST_OK)

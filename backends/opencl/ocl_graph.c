@@ -550,16 +550,9 @@ bst_status ocl_execute(void *device, void *executable, void *const *buffers, uin
     if (!d)
         return BST_ERR_INVALID_ARG;
     ocl_executable *e = executable;
-    if (!e || e->magic != OCL_MAGIC_EXEC) {
-        ocl_host->set_error("opencl: execute: not an opencl executable");
-        return BST_ERR_INVALID_ARG;
-    }
-    if (n_buffers && !buffers) {
-        ocl_host->set_error("opencl: execute: NULL buffer array");
-        return BST_ERR_INVALID_ARG;
-    }
     bst_run_params run;
-    bst_status st = bstc_run_params(&ocl_plugin, params, &run);
+    bst_status st = bstc_execute_args(&ocl_plugin, e && e->magic == OCL_MAGIC_EXEC, buffers,
+                                      n_buffers, params, &run);
     if (st == BST_OK)
         st = ocl_device_usable(d, "execute");
     if (st != BST_OK)
