@@ -173,6 +173,9 @@ typedef struct bench_geometry {
     char text[256]; /* "f32[1,576], q4_1[1536,576] -> f32[1,1536]" */
 } bench_geometry;
 
+/* A GEMV-like case: it reads a weight and does at most 16 flops per weight element (a matmul
+ * with at most 8 tokens), so its speed is the speed at which the weight streams from memory. */
+bool bench_weight_bound(const bench_geometry *g);
 /* Descriptors, sizes (overflow-checked) and counts of a case. */
 BST_MUST_CHECK bst_status bench_case_geometry(const bench_case *c, bench_geometry *out,
                                               bench_error *e);
@@ -202,8 +205,24 @@ typedef struct bench_sgemm {
     double gflops;
 } bench_sgemm;
 
+/* A cold read of exactly one weight's bytes (rotated through `copies` copies like the case's
+ * weight), the faster of one thread and the run's count: what reading that many bytes costs at
+ * best, start-up and hand-off included, which the streaming bandwidth leaves out. Added within
+ * bastion.bench/1. */
+typedef struct bench_read {
+    bool measured;
+    char reason[256]; /* why not, when !measured */
+    uint64_t bytes;   /* the weight's bytes: the key cases find it by */
+    uint32_t copies;
+    uint32_t threads; /* the thread count of the faster read */
+    bench_timing timing;
+    double gbs; /* bytes actually read (whole 128-byte blocks per thread) / median time */
+} bench_read;
+
 typedef struct bench_baselines {
     bench_bandwidth bandwidth;
+    bench_read *reads; /* one per distinct weight size of the weight-bound cases */
+    size_t n_reads, cap_reads;
     bool sgemm_available;
     char sgemm_library[256]; /* "OpenBLAS 0.3.21 ..." or why it is missing */
     bench_sgemm *sgemm;
@@ -219,6 +238,12 @@ uint64_t bench_bandwidth_bytes(uint64_t llc_bytes);
 BST_MUST_CHECK bst_status bench_bandwidth_measure(uint64_t bytes, uint32_t threads,
                                                   const bench_budget *budget,
                                                   bench_bandwidth *out, bench_error *e);
+/* Measures a bench_read of `bytes` at 1 and at `threads` threads. A read the machine cannot do
+ * (memory, threads) is recorded with its reason, not an error. */
+BST_MUST_CHECK bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
+                                             const bench_budget *budget, bench_read *out,
+                                             bench_error *e);
+const bench_read *bench_baselines_find_read(const bench_baselines *b, uint64_t bytes);
 /* True when this build links OpenBLAS; fills `library` with its configuration or the reason. */
 bool bench_sgemm_available(char *library, size_t size);
 /* Times OpenBLAS computing C[n,m] = A[n,k] . B[m,k]^T (the same product as Bastion's matmul
@@ -265,6 +290,9 @@ typedef struct bench_result {
     double bandwidth_fraction;  /* gbs / baseline bandwidth (cache-cold weight-bound cases);
                                    NaN when not applicable */
     double sgemm_ratio;         /* sgemm median / this median (> 1: faster); NaN when n/a */
+    double read_fraction;       /* added within /1: the same-size read's time for the weight's
+                                   bytes / this median (cache-cold weight-bound cases); NaN
+                                   when not applicable */
     /* Added within /1: the backend's own time of each timed call (last_execute_ns). "device"
      * when the backend reported a non-zero time for every call (device_timing then holds one
      * sample per sample of `timing`, first_ns/warmup as there), else "wall" (device_timing

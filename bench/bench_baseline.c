@@ -4,12 +4,16 @@
  * apart hold much better:
  *  - memory bandwidth: a STREAM-style read (the weight-bound ops only read weights) over a buffer
  *    of at least 4x the last-level cache, split over a team of threads as big as the pool;
+ *  - a same-size read for every weight-bound case: the same read of just the weight's bytes,
+ *    cache-cold (rotated like the case's weight), with one thread or the pool's count, whichever
+ *    is faster — the floor of a GEMV of that size, start-up and hand-off included;
  *  - OpenBLAS cblas_sgemm for every f32 matmul shape, its weight rotated exactly as the case's.
  */
 #include "bench.h"
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,26 +22,26 @@
 #include <cblas.h>
 #endif
 
-/* --- bandwidth ----------------------------------------------------------------------------- */
+/* --- bandwidth and same-size reads --------------------------------------------------------- */
 
-typedef struct bw_team {
-    const uint64_t *buf;
-    size_t words_per_thread;
-    uint32_t n;
-    pthread_barrier_t start, done;
-    /* The gate a new thread waits at until the whole team exists: 0 wait, 1 go, 2 abort. A
-     * partial team (a failed pthread_create) must never reach a barrier sized for all. */
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    int gate;
-    bool quit;
-    uint64_t sink[64]; /* keeps the sums alive so the reads cannot be optimized away */
-} bw_team;
+/* A team of threads that reads one copy of a buffer per call, each thread a contiguous slice,
+ * rotating through `copies` copies so that a copy smaller than the LLC is still read from
+ * memory. The hand-off spins (a call number the workers watch, a done counter the caller
+ * watches), so a call of a few microseconds pays a few hundred nanoseconds of synchronization
+ * at most: the yardstick must not be slowed by a sleep/wake the measured ops do not pay. */
+typedef struct read_team {
+    const uint64_t *buf; /* copies back to back, stride_words apart */
+    size_t stride_words, words_per_thread;
+    uint32_t copies, n;
+    _Atomic uint64_t go;   /* call number + 1 for the workers to run; UINT64_MAX: quit */
+    _Atomic uint32_t done; /* workers finished with the current call */
+    uint64_t sink[64];     /* keeps the sums alive so the reads cannot be optimized away */
+} read_team;
 
-typedef struct bw_worker {
-    bw_team *team;
+typedef struct read_worker {
+    read_team *team;
     uint32_t index;
-} bw_worker;
+} read_worker;
 
 /* Four independent 32-byte sums (GCC/clang vector extension: native AVX where the build has
  * it, pairs of SSE2 adds otherwise): enough loads in flight that a core is limited by memory,
@@ -59,42 +63,116 @@ static uint64_t read_words(const uint64_t *p, size_t n)
     return a[0] ^ a[1] ^ a[2] ^ a[3];
 }
 
-static void read_slice(bw_team *t, uint32_t index)
+static void read_slice(read_team *t, uint64_t call, uint32_t index)
 {
-    const uint64_t *p = t->buf + (size_t)index * t->words_per_thread;
+    const uint64_t *p = t->buf + (size_t)(call % t->copies) * t->stride_words +
+                        (size_t)index * t->words_per_thread;
     t->sink[index % 64] += read_words(p, t->words_per_thread);
 }
 
-static void *bw_thread(void *arg)
+static void spin_pause(void)
 {
-    bw_worker *w = arg;
-    bw_team *t = w->team;
-    pthread_mutex_lock(&t->lock);
-    while (t->gate == 0)
-        pthread_cond_wait(&t->cv, &t->lock);
-    int gate = t->gate;
-    pthread_mutex_unlock(&t->lock);
-    if (gate != 1)
-        return NULL;
-    for (;;) {
-        pthread_barrier_wait(&t->start);
-        if (__atomic_load_n(&t->quit, __ATOMIC_ACQUIRE))
-            break;
-        read_slice(t, w->index);
-        pthread_barrier_wait(&t->done);
-    }
-    return NULL;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
 }
 
-static bst_status bw_call(void *user, uint64_t iteration, bench_error *e)
+static void *read_thread(void *arg)
 {
-    (void)iteration;
+    read_worker *w = arg;
+    read_team *t = w->team;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t go;
+        while ((go = atomic_load_explicit(&t->go, memory_order_acquire)) == seen)
+            spin_pause();
+        if (go == UINT64_MAX)
+            return NULL;
+        seen = go;
+        read_slice(t, go - 1, w->index);
+        atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+    }
+}
+
+static bst_status read_call(void *user, uint64_t iteration, bench_error *e)
+{
     (void)e;
-    bw_team *t = user;
-    pthread_barrier_wait(&t->start);
-    read_slice(t, 0);
-    pthread_barrier_wait(&t->done);
+    read_team *t = user;
+    /* The previous call's workers have all counted themselves, so nobody touches `done`. */
+    atomic_store_explicit(&t->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&t->go, iteration + 1, memory_order_release);
+    read_slice(t, iteration, 0);
+    while (atomic_load_explicit(&t->done, memory_order_acquire) < t->n - 1)
+        spin_pause();
     return BST_OK;
+}
+
+/* Times reading `bytes` (rounded down to whole 128-byte blocks per thread) per call with
+ * `threads` threads, rotating through `copies` copies. A problem of the machine (memory,
+ * threads) leaves *bytes_read 0 and says why in `reason`; only bench_measure's own failures
+ * are errors. */
+static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
+                             const bench_budget *budget, bench_timing *timing,
+                             uint64_t *bytes_read, char *reason, size_t reason_size,
+                             bench_error *e)
+{
+    *bytes_read = 0;
+    memset(timing, 0, sizeof *timing);
+    if (threads == 0)
+        threads = 1;
+    if (threads > 64)
+        threads = 64;
+    if (copies == 0)
+        copies = 1;
+    uint64_t per = bytes / threads / 128 * 128;
+    uint64_t stride = (per * threads + 4095) / 4096 * 4096; /* each copy page-aligned */
+    if (per == 0 || stride > SIZE_MAX / copies) {
+        snprintf(reason, reason_size, "%llu bytes over %u threads is too small or large",
+                 (unsigned long long)bytes, threads);
+        return BST_OK;
+    }
+    size_t total = (size_t)stride * copies;
+    uint64_t *buf = aligned_alloc(4096, total);
+    if (!buf) {
+        snprintf(reason, reason_size, "cannot allocate %zu bytes", total);
+        return BST_OK;
+    }
+    /* Distinct nonzero values, so no page is the shared zero page. */
+    for (size_t i = 0; i < total / 8; i++)
+        buf[i] = i * 0x9E3779B97F4A7C15ull;
+
+    read_team team;
+    memset(&team, 0, sizeof team);
+    team.buf = buf;
+    team.stride_words = (size_t)(stride / 8);
+    team.words_per_thread = (size_t)(per / 8);
+    team.copies = copies;
+    team.n = threads;
+    atomic_init(&team.go, 0);
+    atomic_init(&team.done, 0);
+    pthread_t tid[64];
+    read_worker workers[64];
+    uint32_t started = 1;
+    for (uint32_t i = 1; i < threads; i++) {
+        workers[i].team = &team;
+        workers[i].index = i;
+        if (pthread_create(&tid[i], NULL, read_thread, &workers[i]) != 0)
+            break;
+        started++;
+    }
+    bst_status st = BST_OK;
+    if (started != threads)
+        snprintf(reason, reason_size, "could start only %u of %u threads", started, threads);
+    else {
+        st = bench_measure(budget, read_call, &team, timing, e);
+        if (st == BST_OK && timing->stats.median_ns > 0)
+            *bytes_read = per * threads;
+    }
+    atomic_store_explicit(&team.go, UINT64_MAX, memory_order_release);
+    for (uint32_t i = 1; i < started; i++)
+        pthread_join(tid[i], NULL);
+    free(buf);
+    return st;
 }
 
 uint64_t bench_bandwidth_bytes(uint64_t llc_bytes)
@@ -112,71 +190,63 @@ bst_status bench_bandwidth_measure(uint64_t bytes, uint32_t threads, const bench
         threads = 1;
     if (threads > 64)
         threads = 64;
-    uint64_t per = bytes / threads / 128 * 128; /* whole 128-byte blocks per thread */
-    if (per == 0 || per > SIZE_MAX / threads) {
-        snprintf(out->reason, sizeof out->reason, "buffer of %llu bytes is too small or large",
-                 (unsigned long long)bytes);
-        return BST_OK;
+    uint64_t read = 0;
+    bst_status st = time_reads(bytes, 1, threads, budget, &out->timing, &read, out->reason,
+                               sizeof out->reason, e);
+    if (st == BST_OK && read) {
+        out->measured = true;
+        out->bytes = read;
+        out->threads = threads;
+        out->gbs = (double)read / out->timing.stats.median_ns;
     }
-    size_t total = (size_t)(per * threads);
-    uint64_t *buf = aligned_alloc(64, total);
-    if (!buf) {
-        snprintf(out->reason, sizeof out->reason, "cannot allocate %zu bytes", total);
-        return BST_OK;
-    }
-    /* Distinct nonzero values, so no page is the shared zero page. */
-    for (size_t i = 0; i < total / 8; i++)
-        buf[i] = i * 0x9E3779B97F4A7C15ull;
-
-    bw_team team;
-    memset(&team, 0, sizeof team);
-    team.buf = buf;
-    team.words_per_thread = (size_t)(per / 8);
-    team.n = threads;
-    pthread_barrier_init(&team.start, NULL, threads);
-    pthread_barrier_init(&team.done, NULL, threads);
-    pthread_mutex_init(&team.lock, NULL);
-    pthread_cond_init(&team.cv, NULL);
-    pthread_t tid[64];
-    bw_worker workers[64];
-    uint32_t started = 1;
-    for (uint32_t i = 1; i < threads; i++) {
-        workers[i].team = &team;
-        workers[i].index = i;
-        if (pthread_create(&tid[i], NULL, bw_thread, &workers[i]) != 0)
-            break;
-        started++;
-    }
-    bool full = started == threads;
-    pthread_mutex_lock(&team.lock);
-    team.gate = full ? 1 : 2;
-    pthread_cond_broadcast(&team.cv);
-    pthread_mutex_unlock(&team.lock);
-
-    bst_status st = BST_OK;
-    if (!full) {
-        snprintf(out->reason, sizeof out->reason, "could start only %u of %u threads", started,
-                 threads);
-    } else {
-        st = bench_measure(budget, bw_call, &team, &out->timing, e);
-        if (st == BST_OK && out->timing.stats.median_ns > 0) {
-            out->measured = true;
-            out->bytes = (uint64_t)total;
-            out->threads = threads;
-            out->gbs = (double)total / out->timing.stats.median_ns;
-        }
-        /* The workers wait at the start barrier: one more round with quit set releases them. */
-        __atomic_store_n(&team.quit, true, __ATOMIC_RELEASE);
-        pthread_barrier_wait(&team.start);
-    }
-    for (uint32_t i = 1; i < started; i++)
-        pthread_join(tid[i], NULL);
-    pthread_barrier_destroy(&team.start);
-    pthread_barrier_destroy(&team.done);
-    pthread_mutex_destroy(&team.lock);
-    pthread_cond_destroy(&team.cv);
-    free(buf);
     return st;
+}
+
+bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
+                              const bench_budget *budget, bench_read *out, bench_error *e)
+{
+    memset(out, 0, sizeof *out);
+    out->bytes = bytes;
+    out->copies = copies ? copies : 1;
+    if (threads == 0)
+        threads = 1;
+    /* One thread and the run's count: the faster is the yardstick, since below some size the
+     * second thread's start costs more than its half of the bytes saves. */
+    const uint32_t counts[2] = {1, threads};
+    for (uint32_t c = 0; c < (threads > 1 ? 2u : 1u); c++) {
+        uint32_t n = counts[c];
+        bench_timing t;
+        uint64_t read = 0;
+        char why[256] = "";
+        bst_status st = time_reads(bytes, out->copies, n, budget, &t, &read, why, sizeof why, e);
+        if (st != BST_OK) {
+            bench_timing_free(&t);
+            return st;
+        }
+        double gbs = read ? (double)read / t.stats.median_ns : 0.0;
+        if (read && gbs > out->gbs) {
+            bench_timing_free(&out->timing);
+            out->timing = t;
+            out->threads = n;
+            out->gbs = gbs;
+            out->measured = true;
+        } else {
+            bench_timing_free(&t);
+            if (!out->measured)
+                snprintf(out->reason, sizeof out->reason, "%s", why);
+        }
+    }
+    if (out->measured)
+        out->reason[0] = '\0';
+    return BST_OK;
+}
+
+const bench_read *bench_baselines_find_read(const bench_baselines *b, uint64_t bytes)
+{
+    for (size_t i = 0; i < b->n_reads; i++)
+        if (b->reads[i].bytes == bytes)
+            return &b->reads[i];
+    return NULL;
 }
 
 /* --- sgemm --------------------------------------------------------------------------------- */
@@ -297,6 +367,9 @@ void bench_baselines_free(bench_baselines *b)
     for (size_t i = 0; i < b->n_sgemm; i++)
         bench_timing_free(&b->sgemm[i].timing);
     free(b->sgemm);
+    for (size_t i = 0; i < b->n_reads; i++)
+        bench_timing_free(&b->reads[i].timing);
+    free(b->reads);
     memset(b, 0, sizeof *b);
 }
 
@@ -314,6 +387,45 @@ static bst_status add_sgemm(bench_baselines *b, const bench_sgemm *s, bench_erro
     return BST_OK;
 }
 
+static bst_status add_read(bench_baselines *b, const bench_read *r, bench_error *e)
+{
+    if (b->n_reads == b->cap_reads) {
+        size_t grown = b->cap_reads ? b->cap_reads * 2 : 8;
+        bench_read *p = realloc(b->reads, grown * sizeof *p);
+        if (!p)
+            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "baselines: out of memory");
+        b->reads = p;
+        b->cap_reads = grown;
+    }
+    b->reads[b->n_reads++] = *r;
+    return BST_OK;
+}
+
+/* One same-size read per distinct weight size of the weight-bound cases. */
+static bst_status run_reads(const bench_case_list *cases, const bench_ops_options *o,
+                            const bench_budget *budget, bench_baselines *out, bench_error *e)
+{
+    for (size_t i = 0; i < cases->n; i++) {
+        bench_geometry g;
+        bench_error ge;
+        if (bench_case_geometry(&cases->items[i], &g, &ge) != BST_OK || !bench_weight_bound(&g))
+            continue; /* a case without geometry becomes a skipped row of its own */
+        uint64_t wb = g.size[g.weight];
+        if (bench_baselines_find_read(out, wb))
+            continue;
+        bench_read r;
+        bst_status st = bench_read_measure(wb, bench_cold_copies(wb, o->llc_bytes), o->threads,
+                                           budget, &r, e);
+        if (st == BST_OK)
+            st = add_read(out, &r, e);
+        if (st != BST_OK) {
+            bench_timing_free(&r.timing);
+            return st;
+        }
+    }
+    return BST_OK;
+}
+
 bst_status bench_run_baselines(const bench_case_list *cases, const bench_ops_options *o,
                                const bench_machine *m, bench_baselines *out, bench_error *e)
 {
@@ -323,6 +435,8 @@ bst_status bench_run_baselines(const bench_case_list *cases, const bench_ops_opt
         bb.min_reps = 5;
     bst_status st = bench_bandwidth_measure(bench_bandwidth_bytes(m->llc_bytes), o->threads, &bb,
                                             &out->bandwidth, e);
+    if (st == BST_OK)
+        st = run_reads(cases, o, &bb, out, e);
     if (st != BST_OK)
         return st;
 

@@ -443,6 +443,17 @@ static void type_text(const bst_tensor_desc *d, char *buf, size_t size)
         snprintf(buf + used, size - used, "]");
 }
 
+bool bench_weight_bound(const bench_geometry *g)
+{
+    if (g->weight < 0)
+        return false;
+    const bst_tensor_desc *w = &g->in[g->weight];
+    double elems = 1.0;
+    for (uint32_t i = 0; i < w->rank; i++)
+        elems *= (double)w->shape[i];
+    return g->flops <= 16.0 * elems;
+}
+
 bst_status bench_case_geometry(const bench_case *c, bench_geometry *g, bench_error *e)
 {
     memset(g, 0, sizeof *g);

@@ -233,6 +233,20 @@ static json_object *baselines_json(const bench_baselines *b)
     }
     put(sg, "cases", cases);
     put(o, "sgemm", sg);
+    json_object *reads = json_object_new_array();
+    for (size_t i = 0; i < b->n_reads; i++) {
+        const bench_read *r = &b->reads[i];
+        json_object *c = json_object_new_object();
+        put(c, "bytes", jint((int64_t)r->bytes));
+        put(c, "copies", jint(r->copies));
+        put(c, "measured", json_object_new_boolean(r->measured));
+        put(c, "reason", jstr(r->reason));
+        put(c, "threads", jint(r->threads));
+        put(c, "gbs", r->measured ? jnum(r->gbs) : NULL);
+        put(c, "timing", r->measured ? timing_json(&r->timing) : NULL);
+        json_object_array_add(reads, c);
+    }
+    put(o, "reads", reads);
     return o;
 }
 
@@ -265,6 +279,7 @@ static json_object *result_json(const bench_result *r)
     json_object *b = json_object_new_object();
     put(b, "bandwidth_fraction", ok ? jnum(r->bandwidth_fraction) : NULL);
     put(b, "sgemm_ratio", ok ? jnum(r->sgemm_ratio) : NULL);
+    put(b, "read_fraction", ok ? jnum(r->read_fraction) : NULL);
     put(o, "baseline", b);
     bool dev = ok && strcmp(r->time_source, "device") == 0;
     put(o, "time_source", jstr(dev ? "device" : "wall"));
@@ -705,8 +720,49 @@ static void read_plugins(reader *r, json_object *arr, bench_doc *d)
     }
 }
 
+/* baselines.reads, added within /1: absent in older documents. */
+static void read_reads(reader *r, json_object *o, bench_baselines *b)
+{
+    json_object *reads = NULL;
+    if (!json_object_object_get_ex(o, "reads", &reads))
+        return;
+    reads = field(r, o, "baselines", "reads", json_type_array, false);
+    size_t n = reads ? json_object_array_length(reads) : 0;
+    if (n) {
+        b->reads = calloc(n, sizeof *b->reads);
+        if (!b->reads) {
+            r->st = bench_fail(r->e, BST_ERR_OUT_OF_MEMORY, "reads: out of memory");
+            return;
+        }
+        b->cap_reads = n;
+    }
+    for (size_t i = 0; i < n && r->st == BST_OK; i++) {
+        json_object *c = json_object_array_get_idx(reads, i);
+        char p[48];
+        snprintf(p, sizeof p, "baselines.reads[%zu]", i);
+        if (!json_object_is_type(c, json_type_object)) {
+            rfail(r, "", p, "expected an object");
+            return;
+        }
+        bench_read *x = &b->reads[b->n_reads++];
+        x->bytes = get_uint(r, c, p, "bytes");
+        x->copies = (uint32_t)get_uint(r, c, p, "copies");
+        x->measured = get_bool(r, c, p, "measured");
+        get_str(r, c, p, "reason", x->reason, sizeof x->reason);
+        x->threads = (uint32_t)get_uint(r, c, p, "threads");
+        x->gbs = get_num(r, c, p, "gbs", !x->measured);
+        json_object *t = field(r, c, p, "timing", json_type_object, !x->measured);
+        if (t) {
+            char tp[64];
+            snprintf(tp, sizeof tp, "%s.timing", p);
+            get_timing(r, t, tp, &x->timing);
+        }
+    }
+}
+
 static void read_baselines(reader *r, json_object *o, bench_baselines *b)
 {
+    read_reads(r, o, b);
     json_object *bw = field(r, o, "baselines", "bandwidth", json_type_object, false);
     if (bw) {
         const char *p = "baselines.bandwidth";
@@ -797,6 +853,10 @@ static void read_result(reader *r, json_object *o, const char *p, bench_result *
         snprintf(bp, sizeof bp, "%s.baseline", p);
         x->bandwidth_fraction = get_num(r, b, bp, "bandwidth_fraction", true);
         x->sgemm_ratio = get_num(r, b, bp, "sgemm_ratio", true);
+        /* Added within /1: absent in older documents. */
+        json_object *rf = NULL;
+        if (json_object_object_get_ex(b, "read_fraction", &rf))
+            x->read_fraction = get_num(r, b, bp, "read_fraction", true);
     }
     /* Added within /1: absent in older documents, which timed by wall clock only. */
     snprintf(x->time_source, sizeof x->time_source, "wall");

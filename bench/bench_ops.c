@@ -424,20 +424,8 @@ static void check_limits(const device_ref *d, const bench_geometry *g, uint64_t 
     *cold = llc != 0 && (uint64_t)*copies * wb >= 4 * llc;
 }
 
-/* A GEMV-like op: it reads a weight and does at most 16 flops per weight element (a matmul
- * with at most 8 tokens), so its speed is the speed at which the weight streams from memory. */
-static bool weight_bound(const bench_geometry *g)
-{
-    if (g->weight < 0)
-        return false;
-    const bst_tensor_desc *w = &g->in[g->weight];
-    double elems = 1.0;
-    for (uint32_t i = 0; i < w->rank; i++)
-        elems *= (double)w->shape[i];
-    return g->flops <= 16.0 * elems;
-}
-
-static void derive(bench_result *r, const bench_case *c, const bench_baselines *bl)
+static void derive(bench_result *r, const bench_case *c, const bench_geometry *g,
+                   const bench_baselines *bl)
 {
     /* The device's own time when it keeps one: that is what the device is worth (a modelled
      * device's host time only says how fast the simulator is). */
@@ -450,6 +438,11 @@ static void derive(bench_result *r, const bench_case *c, const bench_baselines *
     if (r->cache_cold && r->weight_bound && bl && bl->bandwidth.measured &&
         bl->bandwidth.gbs > 0)
         r->bandwidth_fraction = r->gbs / bl->bandwidth.gbs;
+    const bench_read *rd = r->cache_cold && r->weight_bound && bl && g->weight >= 0
+                               ? bench_baselines_find_read(bl, g->size[g->weight])
+                               : NULL;
+    if (rd && rd->measured && rd->gbs > 0)
+        r->read_fraction = (double)g->size[g->weight] / rd->gbs / med;
     if (c->op == BST_OP_MATMUL && c->dtype == BST_DTYPE_F32 && bl) {
         const bench_sgemm *s = bench_baselines_find_sgemm(bl, c->dims[0], c->dims[1], c->dims[2]);
         if (s && s->timing.stats.median_ns > 0)
@@ -510,7 +503,7 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
         r->variant_hash = v[vi].source_hash;
         r->weight_copies = g.weight >= 0 ? copies : 0;
         r->cache_cold = cold;
-        r->weight_bound = weight_bound(&g);
+        r->weight_bound = bench_weight_bound(&g);
         char probe_shape[64] = "";
         double est = estimate(d, c, v[vi].name, &o->budget, probe_shape, sizeof probe_shape);
         if (est > o->budget.seconds) {
@@ -526,7 +519,7 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
             snprintf(r->time_source, sizeof r->time_source, "wall");
         } else {
             r->status = BENCH_OK;
-            derive(r, c, bl);
+            derive(r, c, &g, bl);
         }
         if (o->progress)
             o->progress(o->progress_user, (*done)++, total, r);

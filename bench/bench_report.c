@@ -111,6 +111,18 @@ static void md_header(const bench_doc *d, FILE *out)
         fprintf(out, "  - %s %lldx%lldx%lld: %s, %.4g GFLOP/s\n", s->routine, (long long)s->m,
                 (long long)s->n, (long long)s->k, t, s->gflops);
     }
+    for (size_t i = 0; i < d->baselines.n_reads; i++) {
+        const bench_read *r = &d->baselines.reads[i];
+        char sz[32], t[32];
+        bytes_text(r->bytes, sz, sizeof sz);
+        if (!r->measured) {
+            fprintf(out, "- same-size cold read of %s: not measured (%s)\n", sz, r->reason);
+            continue;
+        }
+        fmt_time(r->timing.stats.median_ns, t, sizeof t);
+        fprintf(out, "- same-size cold read of %s: %s, %.3g GB/s (%u thread%s, %u copies)\n", sz,
+                t, r->gbs, r->threads, r->threads == 1 ? "" : "s", r->copies);
+    }
     fprintf(out, "\n");
 }
 
@@ -175,17 +187,17 @@ static void md_report(const bench_doc *d, FILE *out)
         any = any || d->results.items[i].status == BENCH_OK;
     if (any) {
         fprintf(out, "| op | dtype | shape | case | device | variant | median | min | max | "
-                     "stddev | GFLOP/s | GB/s | x bandwidth | x sgemm | compile | first call | "
-                     "device median | device min | device max |\n");
+                     "stddev | GFLOP/s | GB/s | x bandwidth | x read | x sgemm | compile | "
+                     "first call | device median | device min | device max |\n");
         fprintf(out, "|---|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-                     "\n");
+                     "--:|\n");
     }
     for (size_t i = 0; i < d->results.n; i++) {
         const bench_result *r = &d->results.items[i];
         if (r->status != BENCH_OK)
             continue;
-        char dev[64], med[32], mn[32], mx[32], sd[32], gf[32], gb[32], bw[32], sg[32], cp[32],
-            first[32];
+        char dev[64], med[32], mn[32], mx[32], sd[32], gf[32], gb[32], bw[32], rd[32], sg[32],
+            cp[32], first[32];
         device_label(d, r, dev, sizeof dev);
         fmt_time(r->timing.stats.median_ns, med, sizeof med);
         fmt_time(r->timing.stats.min_ns, mn, sizeof mn);
@@ -194,6 +206,7 @@ static void md_report(const bench_doc *d, FILE *out)
         fmt_num(r->gflops, "%.4g", gf, sizeof gf);
         fmt_num(r->gbs, "%.4g", gb, sizeof gb);
         fmt_num(r->bandwidth_fraction, "%.2f", bw, sizeof bw);
+        fmt_num(r->read_fraction, "%.2f", rd, sizeof rd);
         fmt_num(r->sgemm_ratio, "%.3g", sg, sizeof sg);
         fmt_time((double)r->compile_ns, cp, sizeof cp);
         fmt_time((double)r->timing.first_ns, first, sizeof first);
@@ -207,14 +220,17 @@ static void md_report(const bench_doc *d, FILE *out)
             fmt_time(r->device_timing.stats.min_ns, dmin, sizeof dmin);
             fmt_time(r->device_timing.stats.max_ns, dmax, sizeof dmax);
         }
-        fprintf(out, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", med,
-                mn, mx, sd, gf, gb, bw, sg, cp, first, dmed, dmin, dmax);
+        fprintf(out, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                med, mn, mx, sd, gf, gb, bw, rd, sg, cp, first, dmed, dmin, dmax);
     }
     if (any)
         fprintf(out, "\nmedian/min/max/stddev: host wall time per call (launch and sync "
                      "included); device: the backend's own time per call (last_execute_ns; "
                      "modelled for a simulated device). GFLOP/s, GB/s and the ratios come from "
-                     "the device median where there is one, else from the wall median.\n");
+                     "the device median where there is one, else from the wall median. x "
+                     "bandwidth: GB/s over the streaming read bandwidth; x read: the same-size "
+                     "cold read's time for the weight's bytes over this median (1.0: the op "
+                     "costs no more than reading its weight).\n");
     bool header = false;
     for (size_t i = 0; i < d->results.n; i++) {
         const bench_result *r = &d->results.items[i];
@@ -324,7 +340,7 @@ static void csv_report(const bench_doc *d, FILE *out)
     fputs("op,dtype,shape,label,backend,device,device_name,variant,status,reason,n,median_ns,"
           "min_ns,max_ns,mean_ns,stddev_ns,gflops,gbs,bandwidth_fraction,sgemm_ratio,"
           "compile_ns,prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes,time_source,"
-          "device_median_ns,device_min_ns,device_max_ns\n",
+          "device_median_ns,device_min_ns,device_max_ns,read_fraction\n",
           out);
     for (size_t i = 0; i < d->results.n; i++) {
         const bench_result *r = &d->results.items[i];
@@ -362,7 +378,8 @@ static void csv_report(const bench_doc *d, FILE *out)
         csv_field(out, dt ? "device" : "wall", false);
         csv_num(out, dt ? r->device_timing.stats.median_ns : NAN, false);
         csv_num(out, dt ? r->device_timing.stats.min_ns : NAN, false);
-        csv_num(out, dt ? r->device_timing.stats.max_ns : NAN, true);
+        csv_num(out, dt ? r->device_timing.stats.max_ns : NAN, false);
+        csv_num(out, ok ? r->read_fraction : NAN, true);
     }
 }
 

@@ -213,6 +213,7 @@ bench_result *bench_result_list_add(bench_result_list *l)
     r->device = -1;
     r->bandwidth_fraction = NAN;
     r->sgemm_ratio = NAN;
+    r->read_fraction = NAN;
     snprintf(r->time_source, sizeof r->time_source, "wall");
     return r;
 }

@@ -184,6 +184,7 @@ static void check_result(checker *k, json_object *r, const char *p)
     if (b) {
         need(k, b, p, "bandwidth_fraction", T_NUM, true);
         need(k, b, p, "sgemm_ratio", T_NUM, true);
+        opt(k, b, p, "read_fraction", T_NUM, true); /* (added) */
     }
     /* (added) time_source and device_timing: device_timing exactly when "device", which only
      * a measured result can be. */
@@ -301,6 +302,21 @@ int bench_schema_check(json_object *root)
                 if (t)
                     check_timing(&k, t, "sgemm.cases[].timing");
             }
+        }
+        /* (added) the same-size reads */
+        json_object *reads = opt(&k, bl, "baselines", "reads", T_ARR, false);
+        for (size_t i = 0; reads && i < json_object_array_length(reads); i++) {
+            json_object *c = json_object_array_get_idx(reads, i);
+            const char *rp = "baselines.reads[]";
+            static const char *const ints[] = {"bytes", "copies", "threads", NULL};
+            check_fields(&k, c, rp, ints, T_INT);
+            json_object *measured = need(&k, c, rp, "measured", T_BOOL, false);
+            bool mz = measured && json_object_get_boolean(measured);
+            need(&k, c, rp, "reason", T_STR, false);
+            need(&k, c, rp, "gbs", T_NUM, !mz);
+            json_object *t = need(&k, c, rp, "timing", T_OBJ, !mz);
+            if (t)
+                check_timing(&k, t, rp);
         }
     }
     json_object *model = NULL;

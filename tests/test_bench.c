@@ -164,6 +164,19 @@ static void check_consistency(json_object *root, json_object *r, double bw_gbs)
     const char *op = json_object_get_string(jget(r, "op"));
     if (strcmp(op, "matmul") != 0)
         CU_ASSERT_FALSE(cold || wb);
+    /* The same-size read's time for the weight's bytes over this median: one of the reads
+     * gives exactly the fraction. */
+    double rf = jnum(b, "read_fraction");
+    CU_ASSERT_EQUAL(!isnan(rf), cold && wb);
+    if (!isnan(rf)) {
+        json_object *reads = jget(jget(root, "baselines"), "reads");
+        bool found = false;
+        for (size_t i = 0; reads && i < json_object_array_length(reads); i++) {
+            json_object *rd = json_object_array_get_idx(reads, i);
+            found = found || near(rf, jnum(rd, "bytes") / jnum(rd, "gbs") / median, 1e-9);
+        }
+        CU_ASSERT_TRUE(found);
+    }
     double ratio = jnum(b, "sgemm_ratio");
     if (!isnan(ratio)) {
         /* The sgemm case of the same shape, and the ratio of the medians. */
@@ -209,6 +222,22 @@ static void test_ops_quick_json(void)
     CU_ASSERT_TRUE(near(bw_gbs, jnum(bw, "bytes") / jnum(jget(jget(bw, "timing"), "stats"),
                                                          "median_ns"), 1e-9));
 
+    /* Each same-size read: measured, by one thread or the run's count, its rate from the
+     * whole 128-byte blocks per thread it read (at most 128 bytes per thread short of the
+     * weight), rotated over at least 4x the LLC like the weight it serves. */
+    json_object *reads = jget(jget(root, "baselines"), "reads");
+    CU_ASSERT_TRUE_FATAL(reads && json_object_array_length(reads) > 0);
+    double threads = jnum(jget(root, "settings"), "threads");
+    for (size_t i = 0; i < json_object_array_length(reads); i++) {
+        json_object *rd = json_object_array_get_idx(reads, i);
+        CU_ASSERT_TRUE_FATAL(json_object_get_boolean(jget(rd, "measured")));
+        double th = jnum(rd, "threads"), bytes = jnum(rd, "bytes");
+        CU_ASSERT_TRUE(th == 1 || th == threads);
+        double read = jnum(rd, "gbs") * jnum(jget(jget(rd, "timing"), "stats"), "median_ns");
+        CU_ASSERT_TRUE(read <= bytes * (1 + 1e-9) && read > bytes - 128 * th - 1);
+        CU_ASSERT_TRUE(jnum(rd, "copies") * bytes >= fmax(4 * llc, 1) * 0.99);
+    }
+
     json_object *results = jget(root, "results");
     size_t n = json_object_array_length(results), ok = 0;
     bool q41 = false, f32_ratio = false;
@@ -238,6 +267,8 @@ static void test_ops_quick_json(void)
     bool have_blas = json_object_get_boolean(jget(jget(jget(root, "baselines"), "sgemm"),
                                                   "available"));
     CU_ASSERT_EQUAL(f32_ratio, have_blas);
+    size_t n_reads = json_object_array_length(reads);
+    uint64_t first_read_bytes = (uint64_t)jnum(json_object_array_get_idx(reads, 0), "bytes");
     json_object_put(root);
 
     /* The reader takes what the writer wrote, and writing it again gives a valid document. */
@@ -246,6 +277,8 @@ static void test_ops_quick_json(void)
     memset(&e, 0, sizeof e);
     CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
     CU_ASSERT_EQUAL(d.results.n, n);
+    CU_ASSERT_EQUAL(d.baselines.n_reads, n_reads);
+    CU_ASSERT_TRUE(d.baselines.n_reads > 0 && d.baselines.reads[0].bytes == first_read_bytes);
     char *text = NULL;
     CU_ASSERT_EQUAL_FATAL(bench_doc_to_string(&d, &text, &e), BST_OK);
     json_object *again = json_tokener_parse(text);
@@ -447,12 +480,12 @@ static void test_report_csv(void)
         "op,dtype,shape,label,backend,device,device_name,variant,status,reason,n,median_ns,"
         "min_ns,max_ns,mean_ns,stddev_ns,gflops,gbs,bandwidth_fraction,sgemm_ratio,compile_ns,"
         "prepare_ns,first_ns,cache_cold,weight_copies,flops,bytes,time_source,device_median_ns,"
-        "device_min_ns,device_max_ns\n";
+        "device_min_ns,device_max_ns,read_fraction\n";
     CU_ASSERT_EQUAL(strncmp(csv, header, strlen(header)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,q4_1,1536x1x576,smollm2 ffn_gate/up decode,cpu,0,"
                                        "Test CPU,ref,ok,,3,100000,99000,101000,100000,1000,"
                                        "17.6947,5.61408,0.280704,,12000,3000,150000,1,240,"
-                                       "1.76947e+06,561408,wall,,,\n"));
+                                       "1.76947e+06,561408,wall,,,,0.2\n"));
     CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,f32,576x1x576,quick f32 gemv,cpu,0,Test CPU,"
                                        "tile&pack,ok,,3,40000,40000,40000,40000,0,16.5888,"
                                        "33.2928,1.66464,1.25,"));
@@ -460,7 +493,7 @@ static void test_report_csv(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\nmatmul,f32,4096x512x14336,std gemm,cpu,0,Test CPU,ref,"
                                        "skipped,estimated 3.5 s per call (from a 16x512x14336 "
                                        "probe) is over the 1 s budget,,,,,,,,,,,,,,1,1,"
-                                       "6.01295e+10,2.7263e+08,wall,,,\n"));
+                                       "6.01295e+10,2.7263e+08,wall,,,,\n"));
     size_t lines = 0;
     for (const char *p = csv; *p; p++)
         lines += *p == '\n';
@@ -477,8 +510,10 @@ static void test_report_md(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(md, "memory read bandwidth (baseline): 20 GB/s"));
     CU_ASSERT_PTR_NOT_NULL(strstr(md, "| matmul | q4_1 | 1536x1x576 | smollm2 ffn_gate/up decode "
                                       "| cpu:0 | ref | 100 µs | 99 µs | 101 µs | 1 µs | 17.69 "
-                                      "| 5.614 | 0.28 | - | 12 µs | 150 µs |"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(md, "| 1.66 | 1.25 |"));
+                                      "| 5.614 | 0.28 | 0.20 | - | 12 µs | 150 µs |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "| 1.66 | - | 1.25 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(md, "- same-size cold read of 540 KiB: 20 µs, 27.6 GB/s "
+                                      "(2 threads, 243 copies)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(md, "- matmul f32 4096x512x14336 on cpu:0 variant ref: skipped: "
                                       "estimated 3.5 s"));
     free(md);

@@ -33,7 +33,8 @@ void cli_usage_bench(FILE *out)
             "bench ops times each op x dtype x shape on every device and kernel variant of the\n"
             "selected backends: median, min, max and stddev per call after warm-up, GFLOP/s\n"
             "and GB/s from the op's own flop and byte counts, and ratios to baselines measured\n"
-            "in the same run (memory read bandwidth over 4x the last-level cache; OpenBLAS\n"
+            "in the same run (memory read bandwidth over 4x the last-level cache; for each\n"
+            "GEMV-like case a cold read of just its weight's bytes, \"x read\"; OpenBLAS\n"
             "sgemm for f32 matmul). Weights are read cache-cold (rotated through copies larger\n"
             "than the LLC). A case over the device's limits, or whose single call would take\n"
             "longer than the budget (estimated from a smaller probe), is skipped with the\n"
@@ -309,7 +310,7 @@ static int run_ops(int argc, char **argv, int cmd_argc, char **cmd_argv)
     progress prog = {isatty(STDERR_FILENO) == 1};
     bench_ops_options oo = {doc.budget, doc.threads, doc.machine.llc_bytes, on_progress, &prog};
     if (prog.tty)
-        fprintf(stderr, "measuring baselines (memory bandwidth, sgemm)...");
+        fprintf(stderr, "measuring baselines (memory bandwidth, same-size reads, sgemm)...");
     st = bench_run_baselines(&cases, &oo, &doc.machine, &doc.baselines, &e);
     if (st == BST_OK)
         st = bench_run_ops(ctx, &cases, &oo, &doc.baselines, &doc.results, &e);
