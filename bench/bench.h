@@ -212,7 +212,8 @@ typedef struct bench_sgemm {
 typedef struct bench_read {
     bool measured;
     char reason[256]; /* why not, when !measured */
-    uint64_t bytes;   /* the weight's bytes: the key cases find it by */
+    char what[96];    /* the case it serves: "matmul q4_1 576x1x1536 on cpu:0" */
+    uint64_t bytes;   /* the weight's bytes */
     uint32_t copies;
     uint32_t threads; /* the thread count of the faster read */
     bench_timing timing;
@@ -221,7 +222,7 @@ typedef struct bench_read {
 
 typedef struct bench_baselines {
     bench_bandwidth bandwidth;
-    bench_read *reads; /* one per distinct weight size of the weight-bound cases */
+    bench_read *reads; /* one per cache-cold weight-bound case, measured just before it */
     size_t n_reads, cap_reads;
     bool sgemm_available;
     char sgemm_library[256]; /* "OpenBLAS 0.3.21 ..." or why it is missing */
@@ -243,7 +244,9 @@ BST_MUST_CHECK bst_status bench_bandwidth_measure(uint64_t bytes, uint32_t threa
 BST_MUST_CHECK bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
                                              const bench_budget *budget, bench_read *out,
                                              bench_error *e);
-const bench_read *bench_baselines_find_read(const bench_baselines *b, uint64_t bytes);
+/* Appends a copy of *r (its timing now owned by b). */
+BST_MUST_CHECK bst_status bench_baselines_add_read(bench_baselines *b, const bench_read *r,
+                                                   bench_error *e);
 /* True when this build links OpenBLAS; fills `library` with its configuration or the reason. */
 bool bench_sgemm_available(char *library, size_t size);
 /* Times OpenBLAS computing C[n,m] = A[n,k] . B[m,k]^T (the same product as Bastion's matmul
@@ -293,6 +296,7 @@ typedef struct bench_result {
     double read_fraction;       /* added within /1: the same-size read's time for the weight's
                                    bytes / this median (cache-cold weight-bound cases); NaN
                                    when not applicable */
+    int32_t read_index;         /* that read in baselines.reads, -1 when none */
     /* Added within /1: the backend's own time of each timed call (last_execute_ns). "device"
      * when the backend reported a non-zero time for every call (device_timing then holds one
      * sample per sample of `timing`, first_ns/warmup as there), else "wall" (device_timing
@@ -332,9 +336,9 @@ BST_MUST_CHECK bst_status bench_run_baselines(const bench_case_list *cases,
                                               bench_error *e);
 /* Every case on every device of `ctx` and every kernel variant the device offers. Per-case
  * problems (unsupported, skipped, failed) become results; only harness failures (memory) are
- * errors. */
+ * errors. A cache-cold weight-bound case first adds its same-size read to bl->reads. */
 BST_MUST_CHECK bst_status bench_run_ops(bst_context *ctx, const bench_case_list *cases,
-                                        const bench_ops_options *o, const bench_baselines *bl,
+                                        const bench_ops_options *o, bench_baselines *bl,
                                         bench_result_list *out, bench_error *e);
 
 /* --- the document -------------------------------------------------------------------------- */

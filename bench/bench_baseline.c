@@ -4,9 +4,10 @@
  * apart hold much better:
  *  - memory bandwidth: a STREAM-style read (the weight-bound ops only read weights) over a buffer
  *    of at least 4x the last-level cache, split over a team of threads as big as the pool;
- *  - a same-size read for every weight-bound case: the same read of just the weight's bytes,
- *    cache-cold (rotated like the case's weight), with one thread or the pool's count, whichever
- *    is faster — the floor of a GEMV of that size, start-up and hand-off included;
+ *  - a same-size read for every weight-bound case (bench_ops.c measures it just before the
+ *    case, so that drifting bandwidth moves both alike): the same read of just the weight's
+ *    bytes, cache-cold (rotated like the case's weight), with one thread or the pool's count,
+ *    whichever is faster — the floor of a GEMV of that size, start-up and hand-off included;
  *  - OpenBLAS cblas_sgemm for every f32 matmul shape, its weight rotated exactly as the case's.
  */
 #include "bench.h"
@@ -241,14 +242,6 @@ bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
     return BST_OK;
 }
 
-const bench_read *bench_baselines_find_read(const bench_baselines *b, uint64_t bytes)
-{
-    for (size_t i = 0; i < b->n_reads; i++)
-        if (b->reads[i].bytes == bytes)
-            return &b->reads[i];
-    return NULL;
-}
-
 /* --- sgemm --------------------------------------------------------------------------------- */
 
 bool bench_sgemm_available(char *library, size_t size)
@@ -387,7 +380,7 @@ static bst_status add_sgemm(bench_baselines *b, const bench_sgemm *s, bench_erro
     return BST_OK;
 }
 
-static bst_status add_read(bench_baselines *b, const bench_read *r, bench_error *e)
+bst_status bench_baselines_add_read(bench_baselines *b, const bench_read *r, bench_error *e)
 {
     if (b->n_reads == b->cap_reads) {
         size_t grown = b->cap_reads ? b->cap_reads * 2 : 8;
@@ -401,31 +394,6 @@ static bst_status add_read(bench_baselines *b, const bench_read *r, bench_error 
     return BST_OK;
 }
 
-/* One same-size read per distinct weight size of the weight-bound cases. */
-static bst_status run_reads(const bench_case_list *cases, const bench_ops_options *o,
-                            const bench_budget *budget, bench_baselines *out, bench_error *e)
-{
-    for (size_t i = 0; i < cases->n; i++) {
-        bench_geometry g;
-        bench_error ge;
-        if (bench_case_geometry(&cases->items[i], &g, &ge) != BST_OK || !bench_weight_bound(&g))
-            continue; /* a case without geometry becomes a skipped row of its own */
-        uint64_t wb = g.size[g.weight];
-        if (bench_baselines_find_read(out, wb))
-            continue;
-        bench_read r;
-        bst_status st = bench_read_measure(wb, bench_cold_copies(wb, o->llc_bytes), o->threads,
-                                           budget, &r, e);
-        if (st == BST_OK)
-            st = add_read(out, &r, e);
-        if (st != BST_OK) {
-            bench_timing_free(&r.timing);
-            return st;
-        }
-    }
-    return BST_OK;
-}
-
 bst_status bench_run_baselines(const bench_case_list *cases, const bench_ops_options *o,
                                const bench_machine *m, bench_baselines *out, bench_error *e)
 {
@@ -435,8 +403,6 @@ bst_status bench_run_baselines(const bench_case_list *cases, const bench_ops_opt
         bb.min_reps = 5;
     bst_status st = bench_bandwidth_measure(bench_bandwidth_bytes(m->llc_bytes), o->threads, &bb,
                                             &out->bandwidth, e);
-    if (st == BST_OK)
-        st = run_reads(cases, o, &bb, out, e);
     if (st != BST_OK)
         return st;
 

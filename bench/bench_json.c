@@ -237,6 +237,7 @@ static json_object *baselines_json(const bench_baselines *b)
     for (size_t i = 0; i < b->n_reads; i++) {
         const bench_read *r = &b->reads[i];
         json_object *c = json_object_new_object();
+        put(c, "case", jstr(r->what));
         put(c, "bytes", jint((int64_t)r->bytes));
         put(c, "copies", jint(r->copies));
         put(c, "measured", json_object_new_boolean(r->measured));
@@ -280,6 +281,7 @@ static json_object *result_json(const bench_result *r)
     put(b, "bandwidth_fraction", ok ? jnum(r->bandwidth_fraction) : NULL);
     put(b, "sgemm_ratio", ok ? jnum(r->sgemm_ratio) : NULL);
     put(b, "read_fraction", ok ? jnum(r->read_fraction) : NULL);
+    put(b, "read", ok && r->read_index >= 0 ? jint(r->read_index) : NULL);
     put(o, "baseline", b);
     bool dev = ok && strcmp(r->time_source, "device") == 0;
     put(o, "time_source", jstr(dev ? "device" : "wall"));
@@ -745,6 +747,7 @@ static void read_reads(reader *r, json_object *o, bench_baselines *b)
             return;
         }
         bench_read *x = &b->reads[b->n_reads++];
+        get_str(r, c, p, "case", x->what, sizeof x->what);
         x->bytes = get_uint(r, c, p, "bytes");
         x->copies = (uint32_t)get_uint(r, c, p, "copies");
         x->measured = get_bool(r, c, p, "measured");
@@ -855,8 +858,11 @@ static void read_result(reader *r, json_object *o, const char *p, bench_result *
         x->sgemm_ratio = get_num(r, b, bp, "sgemm_ratio", true);
         /* Added within /1: absent in older documents. */
         json_object *rf = NULL;
-        if (json_object_object_get_ex(b, "read_fraction", &rf))
+        if (json_object_object_get_ex(b, "read_fraction", &rf)) {
             x->read_fraction = get_num(r, b, bp, "read_fraction", true);
+            json_object *ri = field(r, b, bp, "read", json_type_int, true);
+            x->read_index = ri ? (int32_t)json_object_get_int64(ri) : -1;
+        }
     }
     /* Added within /1: absent in older documents, which timed by wall clock only. */
     snprintf(x->time_source, sizeof x->time_source, "wall");
@@ -1119,6 +1125,8 @@ bst_status bench_doc_parse(const char *text, bench_doc *d, bench_error *e)
         read_result(&r, o, p, x);
         if (r.st == BST_OK && (x->device < -1 || x->device >= (int32_t)d->n_devices))
             rfail(&r, p, "device", "is not an index into devices");
+        if (r.st == BST_OK && (x->read_index < -1 || x->read_index >= (int32_t)d->baselines.n_reads))
+            rfail(&r, p, "baseline.read", "is not an index into baselines.reads");
     }
     if (r.st == BST_OK)
         read_model(&r, root, d);

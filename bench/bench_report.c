@@ -115,13 +115,15 @@ static void md_header(const bench_doc *d, FILE *out)
         const bench_read *r = &d->baselines.reads[i];
         char sz[32], t[32];
         bytes_text(r->bytes, sz, sizeof sz);
+        fprintf(out, "- same-size cold read of %s (", sz);
+        md_cell(out, r->what);
         if (!r->measured) {
-            fprintf(out, "- same-size cold read of %s: not measured (%s)\n", sz, r->reason);
+            fprintf(out, "): not measured (%s)\n", r->reason);
             continue;
         }
         fmt_time(r->timing.stats.median_ns, t, sizeof t);
-        fprintf(out, "- same-size cold read of %s: %s, %.3g GB/s (%u thread%s, %u copies)\n", sz,
-                t, r->gbs, r->threads, r->threads == 1 ? "" : "s", r->copies);
+        fprintf(out, "): %s, %.3g GB/s (%u thread%s, %u copies)\n", t, r->gbs, r->threads,
+                r->threads == 1 ? "" : "s", r->copies);
     }
     fprintf(out, "\n");
 }

@@ -211,6 +211,7 @@ bench_result *bench_result_list_add(bench_result_list *l)
     bench_result *r = &l->items[l->n++];
     memset(r, 0, sizeof *r);
     r->device = -1;
+    r->read_index = -1;
     r->bandwidth_fraction = NAN;
     r->sgemm_ratio = NAN;
     r->read_fraction = NAN;

@@ -185,6 +185,7 @@ static void check_result(checker *k, json_object *r, const char *p)
         need(k, b, p, "bandwidth_fraction", T_NUM, true);
         need(k, b, p, "sgemm_ratio", T_NUM, true);
         opt(k, b, p, "read_fraction", T_NUM, true); /* (added) */
+        opt(k, b, p, "read", T_INT, true);
     }
     /* (added) time_source and device_timing: device_timing exactly when "device", which only
      * a measured result can be. */
@@ -313,6 +314,7 @@ int bench_schema_check(json_object *root)
             json_object *measured = need(&k, c, rp, "measured", T_BOOL, false);
             bool mz = measured && json_object_get_boolean(measured);
             need(&k, c, rp, "reason", T_STR, false);
+            need(&k, c, rp, "case", T_STR, false);
             need(&k, c, rp, "gbs", T_NUM, !mz);
             json_object *t = need(&k, c, rp, "timing", T_OBJ, !mz);
             if (t)
