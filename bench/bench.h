@@ -259,6 +259,10 @@ BST_MUST_CHECK bst_status bench_sgemm_measure(int64_t m, int64_t n, int64_t k, u
 const bench_sgemm *bench_baselines_find_sgemm(const bench_baselines *b, int64_t m, int64_t n,
                                               int64_t k);
 
+/* Makes room for `need` elements of `elem` bytes in *buf (capacity *cap, doubled as needed).
+ * False, with *buf untouched, when memory runs out. */
+bool bench_grow(void **buf, size_t *cap, size_t need, size_t elem);
+
 /* Weight copies needed so that rotating through them reads from memory, not the LLC: enough to
  * hold 4x the LLC, the bandwidth baseline's footprint (at least 1, at most 4096). */
 uint32_t bench_cold_copies(uint64_t weight_bytes, uint64_t llc_bytes);

@@ -368,28 +368,16 @@ void bench_baselines_free(bench_baselines *b)
 
 static bst_status add_sgemm(bench_baselines *b, const bench_sgemm *s, bench_error *e)
 {
-    if (b->n_sgemm == b->cap_sgemm) {
-        size_t grown = b->cap_sgemm ? b->cap_sgemm * 2 : 8;
-        bench_sgemm *p = realloc(b->sgemm, grown * sizeof *p);
-        if (!p)
-            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "baselines: out of memory");
-        b->sgemm = p;
-        b->cap_sgemm = grown;
-    }
+    if (!bench_grow((void **)&b->sgemm, &b->cap_sgemm, b->n_sgemm + 1, sizeof *b->sgemm))
+        return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "baselines: out of memory");
     b->sgemm[b->n_sgemm++] = *s;
     return BST_OK;
 }
 
 bst_status bench_baselines_add_read(bench_baselines *b, const bench_read *r, bench_error *e)
 {
-    if (b->n_reads == b->cap_reads) {
-        size_t grown = b->cap_reads ? b->cap_reads * 2 : 8;
-        bench_read *p = realloc(b->reads, grown * sizeof *p);
-        if (!p)
-            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "baselines: out of memory");
-        b->reads = p;
-        b->cap_reads = grown;
-    }
+    if (!bench_grow((void **)&b->reads, &b->cap_reads, b->n_reads + 1, sizeof *b->reads))
+        return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "baselines: out of memory");
     b->reads[b->n_reads++] = *r;
     return BST_OK;
 }

@@ -142,14 +142,8 @@ bool bench_parse_shape(const char *text, bench_case *c, char *why, size_t why_si
 
 static bst_status push_case(bench_case_list *l, const bench_case *c, bench_error *e)
 {
-    if (l->n == l->cap) {
-        size_t grown = l->cap ? l->cap * 2 : 64;
-        bench_case *p = realloc(l->items, grown * sizeof *p);
-        if (!p)
-            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "case list: out of memory");
-        l->items = p;
-        l->cap = grown;
-    }
+    if (!bench_grow((void **)&l->items, &l->cap, l->n + 1, sizeof *l->items))
+        return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "case list: out of memory");
     l->items[l->n++] = *c;
     return BST_OK;
 }

@@ -240,14 +240,8 @@ static bst_status exec_call(void *user, uint64_t iteration, bench_error *e)
         s->dev_ok = false; /* no device time: the wall clock is the measure */
         return BST_OK;
     }
-    if (s->n_dev == s->cap_dev) {
-        size_t grown = s->cap_dev ? s->cap_dev * 2 : 64;
-        uint64_t *p = realloc(s->dev_ns, grown * sizeof *p);
-        if (!p)
-            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "device times: out of memory");
-        s->dev_ns = p;
-        s->cap_dev = grown;
-    }
+    if (!bench_grow((void **)&s->dev_ns, &s->cap_dev, s->n_dev + 1, sizeof *s->dev_ns))
+        return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "device times: out of memory");
     s->dev_ns[s->n_dev++] = ns;
     return BST_OK;
 }

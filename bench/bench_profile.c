@@ -86,21 +86,6 @@ void bench_profile_destroy(bench_profile *p)
     free(p);
 }
 
-static bool grow(void **buf, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap * 2 : 64;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*buf, c * elem);
-    if (!q)
-        return false;
-    *buf = q;
-    *cap = c;
-    return true;
-}
-
 /* The one copy of string s. `stable`: s is the library's and keeps its address and contents
  * while the program lives, so its address alone finds it again (profile records come by the
  * hundred thousand); a caller's buffer is compared by contents only. */
@@ -120,7 +105,7 @@ static const char *intern_ex(bench_profile *p, const char *s, bool stable)
         copy = strdup(s);
         owned = true;
     }
-    if (!copy || !grow((void **)&p->strs, &p->cap_strs, p->n_strs + 1, sizeof *p->strs)) {
+    if (!copy || !bench_grow((void **)&p->strs, &p->cap_strs, p->n_strs + 1, sizeof *p->strs)) {
         if (owned)
             free(copy);
         p->oom = true;
@@ -180,7 +165,7 @@ static void aggregate(bench_profile *p, const prof_event *ev)
                               p->keys[i].backend == ev->backend))
         i++;
     if (i == p->n_keys) {
-        if (!grow((void **)&p->keys, &p->cap_keys, p->n_keys + 1, sizeof *p->keys)) {
+        if (!bench_grow((void **)&p->keys, &p->cap_keys, p->n_keys + 1, sizeof *p->keys)) {
             p->oom = true;
             return;
         }
@@ -240,7 +225,7 @@ void bench_profile_record(void *user, const bst_profile_record *r)
         p->dropped++;
         return;
     }
-    if (!grow((void **)&p->ev, &p->cap_ev, p->n_ev + 1, sizeof *p->ev)) {
+    if (!bench_grow((void **)&p->ev, &p->cap_ev, p->n_ev + 1, sizeof *p->ev)) {
         p->oom = true;
         p->dropped++;
         return;

@@ -198,16 +198,25 @@ void bench_result_list_free(bench_result_list *l)
     memset(l, 0, sizeof *l);
 }
 
+bool bench_grow(void **buf, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 8;
+    while (c < need)
+        c *= 2;
+    void *q = c <= SIZE_MAX / elem ? realloc(*buf, c * elem) : NULL;
+    if (!q)
+        return false;
+    *buf = q;
+    *cap = c;
+    return true;
+}
+
 bench_result *bench_result_list_add(bench_result_list *l)
 {
-    if (l->n == l->cap) {
-        size_t grown = l->cap ? l->cap * 2 : 32;
-        bench_result *p = realloc(l->items, grown * sizeof *p);
-        if (!p)
-            return NULL;
-        l->items = p;
-        l->cap = grown;
-    }
+    if (!bench_grow((void **)&l->items, &l->cap, l->n + 1, sizeof *l->items))
+        return NULL;
     bench_result *r = &l->items[l->n++];
     memset(r, 0, sizeof *r);
     r->device = -1;
