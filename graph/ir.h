@@ -25,6 +25,9 @@ typedef struct bsti_type {
 enum {
     BSTI_NODE_OUTPUT = 1u << 0, /* graph output: kept by DCE */
     BSTI_NODE_EFFECT = 1u << 1, /* writes state (SET_ROWS): kept and ordered */
+    /* WEIGHT whose data lies in a read-only private file mapping: once the weight is on its
+     * device, the runtime may unmap those pages (a later read maps them again). */
+    BSTI_NODE_FILE_MAPPED = 1u << 2,
 };
 
 typedef struct bsti_node {

@@ -14,9 +14,13 @@
 #include "graph/quant.h"
 #include "graph/status.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define STAGING_MAX ((uint64_t)16 << 20)
 #define FILL_CHUNK ((uint64_t)64 << 10)
@@ -175,6 +179,25 @@ static bst_status alloc_buffer(bst_program *p, uint32_t d, uint64_t size, uint32
     return BST_OK;
 }
 
+/* The pages wholly inside a file-mapped weight's bytes stop counting as this process's memory
+ * once the weight is on its device: a backend that copied or repacked it never reads them
+ * again, and one that reads the weight in place maps them again on first use (a minor fault:
+ * the page cache keeps them). Without this, every copied weight was resident twice, the copy
+ * and the file pages the copying read. Advisory: a failure changes nothing but memory. */
+static void release_file_pages(const bsti_node *n)
+{
+    if (!(n->flags & BSTI_NODE_FILE_MAPPED) || !n->weight_data)
+        return;
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0)
+        return;
+    uintptr_t page = (uintptr_t)ps, begin = (uintptr_t)n->weight_data;
+    uintptr_t lo = (begin + page - 1) / page * page, hi = (begin + n->data_size) / page * page;
+    if (hi > lo && madvise((void *)lo, hi - lo, MADV_DONTNEED) != 0)
+        bsti_log(BST_LOG_DEBUG, "program: madvise(MADV_DONTNEED) of a weight's %zu file bytes "
+                 "failed: %s", (size_t)(hi - lo), strerror(errno));
+}
+
 static bst_status upload_weight(bst_program *p, uint32_t i, bool has_aliases)
 {
     const bsti_persistent_buffer *b = &p->plan.buffers[i];
@@ -218,11 +241,14 @@ static bst_status upload_weight(bst_program *p, uint32_t i, bool has_aliases)
         p->buffers[i] = buf;
         p->buffer_bytes[i] = cost;
         p->buffer_layout[i] = layout;
+        release_file_pages(n);
         return BST_OK;
     }
     st = alloc_buffer(p, b->device, b->size, b->value, &p->buffers[i]);
     if (st == BST_OK)
         st = fill_buffer(p, b->device, p->buffers[i], data, bytes, b->value);
+    if (st == BST_OK)
+        release_file_pages(n);
     return st;
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static bst_context *ctx;
 static bst_model *model;
@@ -328,6 +329,63 @@ static void test_two_threads(void)
     }
 }
 
+/* Resident bytes of this process's mappings of `path` (/proc/self/smaps), or -1. */
+static double mapped_rss(const char *path)
+{
+    char real[4096];
+    FILE *f = realpath(path, real) ? fopen("/proc/self/smaps", "r") : NULL;
+    if (!f)
+        return -1;
+    char line[4608];
+    bool in_file = false;
+    double bytes = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        unsigned long long kib;
+        line[strcspn(line, "\n")] = '\0';
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's header: its file last */
+            size_t n = strlen(line), r = strlen(real);
+            in_file = n >= r && strcmp(line + n - r, real) == 0;
+        } else if (in_file && sscanf(line, "Rss: %llu kB", &kib) == 1) {
+            bytes += (double)kib * 1024;
+        }
+    }
+    fclose(f);
+    return bytes;
+}
+
+/* Once a session's programs hold the weights, the file's pages that copying them read are no
+ * longer this process's memory; a session that reads weights in place maps them again and its
+ * numbers do not change. */
+static void test_file_pages_released(void)
+{
+    const char *path = getenv("BASTION_MODEL");
+    bst_session *s1 = session(64, 0);
+    int32_t p[64];
+    uint32_t n = tokenize("The capital of France is", false, p, 64);
+    float *first = calloc(n_vocab, sizeof *first), *again = calloc(n_vocab, sizeof *again);
+    CU_ASSERT_FATAL(first && again);
+    /* The reference kernels read every weight in place: the whole file becomes resident. */
+    CU_ASSERT_FATAL(bst_session_eval(s1, p, n, false, first) == BST_OK);
+    struct stat sb;
+    CU_ASSERT_FATAL(stat(path, &sb) == 0);
+    double file = (double)sb.st_size;
+    double before = mapped_rss(path);
+    CU_ASSERT(before > 0.5 * file);
+    bst_session *s2 = session(64, 0);
+    double after = mapped_rss(path);
+    fprintf(stderr, "\n  mapped file resident: %.1f MB after an eval, %.1f MB after a compile\n",
+            before / 1e6, after / 1e6);
+    CU_ASSERT(after >= 0 && after < 0.05 * file);
+    bst_session_reset(s1);
+    CU_ASSERT_FATAL(bst_session_eval(s1, p, n, false, again) == BST_OK);
+    CU_ASSERT(memcmp(first, again, n_vocab * sizeof *first) == 0);
+    free(first);
+    free(again);
+    bst_session_destroy(s2);
+    bst_session_destroy(s1);
+}
+
 int main(void)
 {
     static const bst_test_case cases[] = {
@@ -339,6 +397,7 @@ int main(void)
         {"cancel flag and callback stop", test_cancel_and_callback_stop},
         {"generation continues where it stopped", test_continue_generation},
         {"two sessions in two threads", test_two_threads},
+        {"file pages released after compile", test_file_pages_released},
         {NULL, NULL},
     };
     /* The answers asserted here are the model's under exact f32 arithmetic (the CPU backend's

@@ -657,6 +657,8 @@ void bsti_gguf_close(bsti_gguf *file)
     free(file);
 }
 
+bool bsti_gguf_is_mapped(const bsti_gguf *file) { return file && file->map; }
+
 static bst_status new_file(bsti_gguf **out)
 {
     *out = calloc(1, sizeof **out);

@@ -83,6 +83,9 @@ BST_MUST_CHECK bst_status bsti_gguf_open(const char *path, const bsti_gguf_optio
 BST_MUST_CHECK bst_status bsti_gguf_open_memory(const void *data, size_t size,
                                                 bsti_gguf **out_file);
 void bsti_gguf_close(bsti_gguf *file);
+/* True when the file's bytes are a read-only private mapping of the file (not read into memory
+ * or borrowed from a caller's buffer). */
+bool bsti_gguf_is_mapped(const bsti_gguf *file);
 
 uint32_t bsti_gguf_version(const bsti_gguf *file);
 uint64_t bsti_gguf_file_size(const bsti_gguf *file);

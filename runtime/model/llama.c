@@ -29,6 +29,7 @@
 typedef struct builder {
     bst_graph *g;
     bst_status st;
+    bool file_mapped; /* weights borrow a read-only mapping of the model file */
     char where[64]; /* what was being built when st failed */
 } builder;
 
@@ -94,6 +95,8 @@ static bst_value weight(builder *b, const bsti_gguf_tensor *t)
     memcpy(name, t->name.ptr, len);
     name[len] = '\0';
     b->st = bst_graph_add_weight(b->g, name, t->dtype, t->rank, t->shape, t->data, t->size, &v);
+    if (b->st == BST_OK && b->file_mapped)
+        b->g->nodes[v].flags |= BSTI_NODE_FILE_MAPPED;
     return v;
 }
 
@@ -208,7 +211,7 @@ bst_status bsti_llama_build_body(const bst_model *model, uint32_t n_ctx, uint32_
         return bsti_fail(BST_ERR_INVALID_ARG, "bsti_llama_build_body: bad argument");
     if (kv_type != BST_DTYPE_F32 && kv_type != BST_DTYPE_F16)
         return bsti_fail(BST_ERR_INVALID_ARG, "KV cache dtype must be f32 or f16");
-    builder b = {0};
+    builder b = {.file_mapped = bsti_gguf_is_mapped(model->file)};
     b.st = bst_graph_create(&b.g);
     if (b.st != BST_OK)
         return b.st;
@@ -232,7 +235,7 @@ bst_status bsti_llama_build_head(const bst_model *model, uint32_t n_rows, bst_gr
         *out_graph = NULL;
     if (!model || !out_graph || n_rows == 0)
         return bsti_fail(BST_ERR_INVALID_ARG, "bsti_llama_build_head: bad argument");
-    builder b = {0};
+    builder b = {.file_mapped = bsti_gguf_is_mapped(model->file)};
     b.st = bst_graph_create(&b.g);
     if (b.st != BST_OK)
         return b.st;
