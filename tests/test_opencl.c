@@ -19,7 +19,6 @@
 #include "test_util.h"
 
 #include <dirent.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,23 +38,15 @@ static bool load_plugin(void)
     if (load_tried)
         return loaded;
     load_tried = true;
-    const char *dir = getenv("BASTION_BACKEND_PATH");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/libbst-backend-opencl.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
+    bst_backend_entry_fn entry = bst_test_plugin_entry("libbst-backend-opencl.so");
+    if (!entry) {
 #ifdef BASTION_OPENCL_BUILT
-        fprintf(stderr, "\n  dlopen %s: %s\n", path, dlerror());
         CU_FAIL("the OpenCL backend was built but does not load");
 #else
         printf("\n  OpenCL backend not built: skipped");
 #endif
         return false;
     }
-    void *sym = dlsym(h, BST_BACKEND_ENTRY_SYMBOL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(sym);
-    bst_backend_entry_fn entry;
-    memcpy(&entry, &sym, sizeof entry);
     memset(&api, 0, sizeof api);
     api.struct_size = sizeof api;
     CU_ASSERT_EQUAL_FATAL(entry(bsti_host_api(), BST_ABI_VERSION, &api), BST_OK);
