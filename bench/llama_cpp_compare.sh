@@ -22,8 +22,13 @@
 #   BACKENDS   Bastion's --backend list (default cpu)
 #   BUILD_JOBS parallel compile jobs for llama.cpp (default 2)
 #   LLAMA_BENCH_ARGS  extra llama-bench arguments (e.g. "--poll 0"), recorded in the table
+#   REQUANT    a llama.cpp quantization type (e.g. Q4_0): run both engines on a copy of MODEL
+#              requantized to it by llama.cpp's own llama-quantize (--allow-requantize; built
+#              here too), kept in BUILD_DIR/llama-cpp/models/. The default model is Q4_1, which
+#              llama.cpp's CPU backend has no repacked or tinyBLAS kernels for; Q4_0 it has, so
+#              REQUANT=Q4_0 compares against llama.cpp at its best
 #
-# Outputs in BUILD_DIR/llama-cpp/t<THREADS>/ (the download and build stay in llama-cpp/):
+# Outputs in BUILD_DIR/llama-cpp/t<THREADS>[-<REQUANT>]/ (the download and build stay in llama-cpp/):
 #   llama-bench.json   llama-bench -o json, as it wrote it
 #   bastion-pP-nN.json one `bastion bench model --json` document per (pp, tg) pair
 #   compare.json       one `bastion.bench/1` model document (readable by `bastion bench report`
@@ -44,7 +49,8 @@ REPS=${REPS:-5}
 BACKENDS=${BACKENDS:-cpu}
 JOBS=${BUILD_JOBS:-2}
 OUT=$BUILD/llama-cpp
-RES=$OUT/t$THREADS
+REQUANT=${REQUANT:-}
+RES=$OUT/t$THREADS${REQUANT:+-$REQUANT}
 LB_ARGS=${LLAMA_BENCH_ARGS:-}
 BASTION=$BUILD/bin/bastion
 
@@ -91,6 +97,24 @@ if [ ! -x "$LB" ]; then
         die "building llama-bench failed: see $OUT/build.log"
     [ -x "$LB" ] || LB=$(find "$OUT/build" -name llama-bench -type f -perm -u+x | head -n 1)
     if [ -z "$LB" ] || [ ! -x "$LB" ]; then die "the build produced no llama-bench binary"; fi
+fi
+# 2b. Optionally the model requantized by llama.cpp itself.
+if [ -n "$REQUANT" ]; then
+    LQ=$OUT/build/bin/llama-quantize
+    if [ ! -x "$LQ" ]; then
+        log "building llama-quantize (log: $OUT/build.log)"
+        cmake --build "$OUT/build" --target llama-quantize -j "$JOBS" >>"$OUT/build.log" 2>&1 ||
+            die "building llama-quantize failed: see $OUT/build.log"
+    fi
+    QMODEL=$OUT/models/$(basename "$MODEL" .gguf).requant-$REQUANT.gguf
+    if [ ! -f "$QMODEL" ]; then
+        mkdir -p "$OUT/models"
+        log "requantizing $MODEL to $REQUANT"
+        "$LQ" --allow-requantize "$MODEL" "$QMODEL.part" "$REQUANT" >"$OUT/quantize.log" 2>&1 ||
+            die "llama-quantize to $REQUANT failed: see $OUT/quantize.log"
+        mv "$QMODEL.part" "$QMODEL"
+    fi
+    MODEL=$QMODEL
 fi
 [ "${LLAMA_CPP_BUILD_ONLY:-0}" = 1 ] && { log "built $LB"; exit 0; }
 [ -x "$BASTION" ] || die "$BASTION not found: build Bastion first (cmake --build $BUILD --target bastion-cli)"
