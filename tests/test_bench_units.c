@@ -204,6 +204,33 @@ static void test_cold_copies(void)
     CU_ASSERT_EQUAL(bench_cold_copies(1u << 20, 0), 1); /* LLC unknown: no rotation */
 }
 
+/* A same-size read: too few bytes for a 128-byte block per thread is recorded with its reason,
+ * not an error; a real one keeps the faster of 1 and N threads, its rate from whole blocks. */
+static void test_read_measure(void)
+{
+    bench_budget b = {0.0, 5, 5, 1};
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    bench_read r;
+    CU_ASSERT_EQUAL(bench_read_measure(64, 4, 2, &b, &r, &e), BST_OK);
+    CU_ASSERT_FALSE(r.measured);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.reason, "too small"));
+    bench_timing_free(&r.timing);
+
+    const uint64_t bytes = (1u << 20) + 300; /* not a whole number of blocks */
+    CU_ASSERT_EQUAL(bench_read_measure(bytes, 8, 2, &b, &r, &e), BST_OK);
+    CU_ASSERT_TRUE(r.measured);
+    CU_ASSERT_EQUAL(r.reason[0], '\0');
+    CU_ASSERT_EQUAL(r.bytes, bytes);
+    CU_ASSERT_EQUAL(r.copies, 8);
+    CU_ASSERT_TRUE(r.threads == 1 || r.threads == 2);
+    CU_ASSERT_EQUAL(r.timing.n_samples, 5);
+    double read = r.gbs * r.timing.stats.median_ns; /* whole 128-byte blocks per thread */
+    uint64_t per = bytes / r.threads / 128 * 128;
+    CU_ASSERT_DOUBLE_EQUAL(read, (double)(per * r.threads), 1e-6 * (double)bytes);
+    bench_timing_free(&r.timing);
+}
+
 /* --- cases --------------------------------------------------------------------------------- */
 
 static void test_parse_shape(void)
@@ -376,6 +403,7 @@ int main(void)
         {"cpuinfo", test_cpuinfo},
         {"read_caches", test_read_caches},
         {"cold_copies", test_cold_copies},
+        {"read_measure", test_read_measure},
         {"parse_shape", test_parse_shape},
         {"select", test_select},
         {"geometry", test_geometry},
