@@ -7,7 +7,8 @@
  * 5 and 6). Constant weights go through prepare_weight, which keeps the 16-row interleaved copy
  * on a CPU with AVX-512 VNNI; the same weights fed as plain inputs are never prepared and take the
  * native q8x2dot block loops. Weight row counts 1, 15, 16, 17, 33 and 100 leave the last 16-row
- * group partly padded (or are one whole group); K of 1, 2 and 18 blocks. The six matmuls of one
+ * group partly padded (or are one whole group); K of 1, 2, 3 and 18 blocks (an odd count leaves
+ * the last block pair of the packed layout half empty). The six matmuls of one
  * x<K> follow each other in the graph, so with packed weights they run as sibling groups of four
  * and two (cpu_run_q8dot_group: one quantization, one parallel section over all their row groups).
  *
@@ -32,13 +33,13 @@
 
 #define OK BST_TEST_OK
 
-enum { MAX_M = 6, N_KS = 3, N_NS = 6 };
+enum { MAX_M = 6, N_KS = 4, N_NS = 6 };
 /* Bound on |packed - native| (and, with exact activations, |packed - double|) relative to the
  * output's sum of |terms|: float rounding of sums over at most 18 blocks, whose offset terms
  * (q4: 8 * d_w * s_a; q8_0: 128 * ...) can exceed the terms tenfold. A wrong lane, block or
  * scale is off by a whole block's share, orders of magnitude more. */
 #define SUM_BOUND 1e-5
-static const int64_t ks[N_KS] = {32, 64, 576};
+static const int64_t ks[N_KS] = {32, 64, 96, 576};
 static const int64_t ns[N_NS] = {1, 15, 16, 17, 33, 100};
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
@@ -143,9 +144,9 @@ static bst_graph *build_graph(bst_dtype wt, const wmat *w, int nw, int64_t m, bo
 
 /* Runs the graph on the CPU backend; out[i] receives weight i's [m, n] output. */
 static void run_graph(const bst_graph *g, const wmat *w, int nw, bool constant, float *const *xs,
-                      int64_t m, float **out)
+                      int64_t m, float **out, uint32_t threads)
 {
-    bst_context_options o = {.struct_size = sizeof o, .n_threads = 2, .backends = "cpu"};
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = threads, .backends = "cpu"};
     bst_context *ctx = NULL;
     OK(bst_context_create(&o, &ctx));
     bst_program *p = NULL;
@@ -257,11 +258,13 @@ static void check_dtype(bst_dtype wt, bool cancelling)
     double worst_ref = 0.0, worst_nat = 0.0, worst_exact = 0.0;
     for (int64_t m = 1; m <= MAX_M; m++) {
         bst_graph *gc = build_graph(wt, w, NW, m, true), *gi = build_graph(wt, w, NW, m, false);
-        run_graph(gc, w, NW, true, xs, m, packed);
-        run_graph(gi, w, NW, false, xs, m, native);
+        run_graph(gc, w, NW, true, xs, m, packed, 2);
+        run_graph(gi, w, NW, false, xs, m, native, 2);
         bst_graph_destroy(gc);
         bst_graph_destroy(gi);
         for (int i = 0; i < NW; i++) {
+            if (cancelling && (w[i].k / 2) % 32 != 0)
+                continue; /* halves that split a block (K = 96): neither exact nor cancelling */
             const double e_ref = worst_nmse(packed[i], want[i], m, w[i].n);
             const double e_nat_ref = worst_nmse(native[i], want[i], m, w[i].n);
             /* Errors relative to each output's sum of |terms|, where float rounding lives. */
@@ -320,6 +323,87 @@ static void test_cancelling(void)
     check_dtype(BST_DTYPE_Q8_0, true);
 }
 
+/* The packed run splits a matmul group's 16-row groups over the threads unevenly (the caller's
+ * share leads by ~10 KiB, cpu_packed_run_group), and a small weight can go to the caller alone:
+ * every output is computed by the same kernel on the same group whatever the split, so one, two
+ * and three threads must agree bit for bit, and with the double oracle. Four siblings of K = 576
+ * (1536, 192, 576 and 40 rows: 96 + 12 + 36 + 3 groups) and one weight alone (K = 64, 100 rows). */
+static void test_split(void)
+{
+    const bst_dtype wt = BST_DTYPE_Q4_1;
+    uint32_t bs = 0, bb = 0;
+    CU_ASSERT_FATAL(bsti_quant_geometry(wt, &bs, &bb));
+    enum { NS = 5, M = 2 };
+    static const int64_t rows[NS] = {1536, 192, 576, 40, 100}, cols[NS] = {576, 576, 576, 576, 64};
+    wmat w[NS];
+    float *xs[N_KS];
+    for (int ki = 0; ki < N_KS; ki++) {
+        xs[ki] = malloc(sizeof(float) * (size_t)(M * ks[ki]));
+        CU_ASSERT_FATAL(xs[ki] != NULL);
+        fill_wide(xs[ki], M, ks[ki]);
+    }
+    float *out[3][NS];
+    for (int i = 0; i < NS; i++) {
+        wmat *m = &w[i];
+        m->n = rows[i];
+        m->k = cols[i];
+        m->bytes = (size_t)(m->n * m->k / bs) * bb;
+        m->q = malloc(m->bytes);
+        m->deq = malloc(sizeof(float) * (size_t)(m->n * m->k));
+        CU_ASSERT_FATAL(m->q && m->deq);
+        fill_wide(m->deq, m->n, m->k);
+        OK(bsti_quantize(wt, m->deq, m->q, m->n * m->k));
+        OK(bsti_dequantize(wt, m->q, m->deq, m->n * m->k));
+        snprintf(m->wname, sizeof m->wname, "w%d", i);
+        snprintf(m->yname, sizeof m->yname, "y%d", i);
+        for (int t = 0; t < 3; t++) {
+            out[t][i] = malloc(sizeof(float) * (size_t)(M * m->n));
+            CU_ASSERT_FATAL(out[t][i] != NULL);
+        }
+    }
+    for (int64_t m = 1; m <= M; m++) {
+        bst_graph *g = build_graph(wt, w, NS, m, true);
+        for (uint32_t t = 0; t < 3; t++)
+            run_graph(g, w, NS, true, xs, m, out[t], t + 1);
+        bst_graph_destroy(g);
+        for (int i = 0; i < NS; i++) {
+            const float *x = xs[0];
+            for (int ki = 0; ki < N_KS; ki++)
+                if (ks[ki] == w[i].k)
+                    x = xs[ki];
+            double *want = malloc(sizeof(double) * (size_t)(m * w[i].n));
+            CU_ASSERT_FATAL(want != NULL);
+            for (int64_t j = 0; j < m; j++)
+                for (int64_t r = 0; r < w[i].n; r++) {
+                    double s = 0.0;
+                    for (int64_t e = 0; e < w[i].k; e++)
+                        s += (double)x[j * w[i].k + e] * w[i].deq[r * w[i].k + e];
+                    want[j * w[i].n + r] = s;
+                }
+            const size_t bytes = sizeof(float) * (size_t)(m * w[i].n);
+            const double e = worst_nmse(out[1][i], want, m, w[i].n);
+            if (!(e <= 5e-4) || memcmp(out[0][i], out[1][i], bytes) ||
+                memcmp(out[0][i], out[2][i], bytes))
+                fprintf(stderr, "\n  split: N=%lld K=%lld M=%lld: NMSE %.3g, 1 vs 2 threads %s, "
+                        "1 vs 3 %s", (long long)w[i].n, (long long)w[i].k, (long long)m, e,
+                        memcmp(out[0][i], out[1][i], bytes) ? "differ" : "agree",
+                        memcmp(out[0][i], out[2][i], bytes) ? "differ" : "agree");
+            CU_ASSERT(e <= 5e-4);
+            CU_ASSERT(memcmp(out[0][i], out[1][i], bytes) == 0);
+            CU_ASSERT(memcmp(out[0][i], out[2][i], bytes) == 0);
+            free(want);
+        }
+    }
+    for (int i = 0; i < NS; i++) {
+        free(w[i].q);
+        free(w[i].deq);
+        for (int t = 0; t < 3; t++)
+            free(out[t][i]);
+    }
+    for (int ki = 0; ki < N_KS; ki++)
+        free(xs[ki]);
+}
+
 int main(void)
 {
     static const bst_test_case cases[] = {
@@ -327,6 +411,7 @@ int main(void)
         {"packed gemv q4_1", test_q4_1},
         {"packed gemv q8_0", test_q8_0},
         {"packed gemv cancelling dots", test_cancelling},
+        {"packed gemv split over 1, 2 and 3 threads", test_split},
         {NULL, NULL},
     };
     return bst_test_run_suite("cpu_packed", cases);

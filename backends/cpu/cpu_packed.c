@@ -47,9 +47,8 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
     }
     const int64_t nb = k / CPU_Q8_QK, groups = (rows + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;
     const size_t qbytes = dtype == BST_DTYPE_Q8_0 ? 512 : 256;
-    const size_t tables = dtype == BST_DTYPE_Q4_1 ? 2 : 1; /* d, and m */
-    size_t group_bytes = (size_t)nb * (qbytes + tables * CPU_PACK_ROWS * sizeof(uint16_t));
-    group_bytes = (group_bytes + 63) / 64 * 64;
+    /* A multiple of 64: tiles and lines stay 64-byte aligned. */
+    const size_t group_bytes = (size_t)(nb + 1) / 2 * cpu_packed_pair_bytes(qbytes, dtype);
     size_t total;
     if (__builtin_mul_overflow(group_bytes, (size_t)groups, &total)) {
         cpu_host->set_error("cpu: a packed %lld x %lld weight overflows", (long long)rows,
@@ -72,21 +71,20 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
     const uint32_t flip = dtype == BST_DTYPE_Q8_0 ? 0x80808080u : 0; /* q8_0 stored as w + 128 */
     for (int64_t n = 0; n < rows; n++) {
         const int64_t g = n / CPU_PACK_ROWS, r = n % CPU_PACK_ROWS;
-        uint8_t *q = data + (size_t)g * group_bytes;
-        uint16_t *d = (uint16_t *)(void *)(q + (size_t)nb * qbytes);
-        uint16_t *m = d + (size_t)nb * CPU_PACK_ROWS;
         const uint8_t *src = native + (size_t)n * row_bytes;
         for (int64_t kb = 0; kb < nb; kb++, src += bb) {
-            uint8_t *tile = q + (size_t)kb * qbytes + (size_t)r * 4;
+            /* The accessors' pointers, into memory this function owns. */
+            uint8_t *tile = (uint8_t *)(uintptr_t)cpu_packed_tile(p, g, kb) + (size_t)r * 4;
+            uint16_t *d = (uint16_t *)(uintptr_t)cpu_packed_scales(p, g, kb);
             for (size_t v = 0; v < vecs; v++) { /* 4 bytes at a time: one load, one store */
                 uint32_t word;
                 memcpy(&word, src + qo + 4 * v, 4);
                 word ^= flip;
                 memcpy(tile + v * 64, &word, 4);
             }
-            memcpy(&d[kb * CPU_PACK_ROWS + r], src, 2);
+            memcpy(&d[r], src, 2);
             if (dtype == BST_DTYPE_Q4_1)
-                memcpy(&m[kb * CPU_PACK_ROWS + r], src + 2, 2);
+                memcpy((uint16_t *)(uintptr_t)cpu_packed_mins(p, g, kb) + r, src + 2, 2);
         }
     }
     *out = p;
@@ -104,14 +102,12 @@ void cpu_packed_free(cpu_packed *p)
 void cpu_packed_native_row(const cpu_packed *p, int64_t row, uint8_t *dst)
 {
     const int64_t g = row / CPU_PACK_ROWS, r = row % CPU_PACK_ROWS;
-    const uint8_t *q = cpu_packed_quants(p, g);
-    const uint16_t *d = cpu_packed_scales(p, g), *m = cpu_packed_mins(p, g);
     const size_t bb = block_bytes(p->dtype), qo = quant_offset(p->dtype), vecs = p->qbytes / 64;
     for (int64_t kb = 0; kb < p->nb; kb++, dst += bb) {
-        const uint8_t *tile = q + (size_t)kb * p->qbytes;
-        memcpy(dst, &d[kb * CPU_PACK_ROWS + r], 2);
+        const uint8_t *tile = cpu_packed_tile(p, g, kb);
+        memcpy(dst, &cpu_packed_scales(p, g, kb)[r], 2);
         if (p->dtype == BST_DTYPE_Q4_1)
-            memcpy(dst + 2, &m[kb * CPU_PACK_ROWS + r], 2);
+            memcpy(dst + 2, &cpu_packed_mins(p, g, kb)[r], 2);
         for (size_t v = 0; v < vecs; v++)
             for (size_t i = 0; i < 4; i++) {
                 const uint8_t b = tile[v * 64 + (size_t)r * 4 + i];
@@ -128,14 +124,12 @@ void cpu_packed_gemv_scalar(const cpu_packed *p, int64_t g0, int64_t g1, const c
 {
     const size_t vecs = p->qbytes / 64;
     for (int64_t g = g0; g < g1; g++) {
-        const uint8_t *q = cpu_packed_quants(p, g);
-        const uint16_t *d = cpu_packed_scales(p, g), *m = cpu_packed_mins(p, g);
         for (int64_t r = 0; r < CPU_PACK_ROWS && g * CPU_PACK_ROWS + r < p->rows; r++) {
             for (int64_t j = 0; j < m_count; j++) {
                 const cpu_q8_block *ar = a + j * p->nb;
                 float acc = 0.0f;
                 for (int64_t kb = 0; kb < p->nb; kb++) {
-                    const uint8_t *tile = q + (size_t)kb * p->qbytes;
+                    const uint8_t *tile = cpu_packed_tile(p, g, kb);
                     int32_t sum = 0;
                     for (size_t v = 0; v < vecs; v++)
                         for (int i = 0; i < 4; i++) {
@@ -148,14 +142,15 @@ void cpu_packed_gemv_scalar(const cpu_packed *p, int64_t g0, int64_t g1, const c
                                 sum += (int32_t)(b >> 4) * act(&ar[kb], e + CPU_Q8_QK / 2);
                             }
                         }
-                    const float dw = cpu_q8_half((const uint8_t *)&d[kb * CPU_PACK_ROWS + r]);
+                    const uint16_t *d = cpu_packed_scales(p, g, kb) + r;
+                    const float dw = cpu_q8_half((const uint8_t *)d);
                     /* q4_0: (q - 8); q8_0: (u - 128); q4_1: + m * s_a. */
                     switch (p->dtype) {
                     case BST_DTYPE_Q4_0: acc += dw * (ar[kb].d * (float)sum - 8.0f * ar[kb].s); break;
                     case BST_DTYPE_Q8_0: acc += dw * (ar[kb].d * (float)sum - 128.0f * ar[kb].s); break;
                     default:
                         acc += dw * ar[kb].d * (float)sum +
-                               cpu_q8_half((const uint8_t *)&m[kb * CPU_PACK_ROWS + r]) * ar[kb].s;
+                               cpu_q8_half((const uint8_t *)(d + 32)) * ar[kb].s; /* m */
                     }
                 }
                 out[j * ldo + g * CPU_PACK_ROWS + r] = acc;
@@ -180,13 +175,14 @@ void cpu_packed_run(cpu_run *r, const cpu_packed_job *job) { cpu_packed_run_grou
 typedef struct packed_group_job {
     const cpu_packed_job *jobs;
     uint32_t count;
+    int64_t groups; /* of all jobs */
+    int64_t parts;  /* shares: one per worker */
+    int64_t lead;   /* groups share 0 has over the others */
 } packed_group_job;
 
 /* Global groups [begin, end) of the jobs laid end to end. */
-static void packed_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+static void packed_groups(const packed_group_job *g, int64_t begin, int64_t end)
 {
-    (void)w;
-    const packed_group_job *g = r->aux;
     int64_t first = 0;
     for (uint32_t k = 0; k < g->count && begin < end; k++) {
         const cpu_packed_job *job = &g->jobs[k];
@@ -201,15 +197,56 @@ static void packed_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
+/* First group of share i: share 0 is `lead` groups longer than the others, which split the rest
+ * evenly (share 0 keeps any remainder). */
+static int64_t share_begin(const packed_group_job *g, int64_t i)
+{
+    if (i <= 0)
+        return 0;
+    if (i >= g->parts)
+        return g->groups;
+    return g->lead + ((g->groups - g->lead) * i + g->parts - 1) / g->parts;
+}
+
+static void packed_shares(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const packed_group_job *g = r->aux;
+    packed_groups(g, share_begin(g, begin), share_begin(g, end));
+}
+
+/* Weight bytes the caller's share has over each worker's. The caller claims the first share as
+ * soon as it has published the job; a worker spinning for it starts ~0.15-0.6 us later (seeing
+ * the job and then each pointer of it is a cache-line transfer between cores), and its
+ * completion takes another ~0.1-0.4 us to reach the caller, so with even shares the caller sat
+ * idle at the end of every small GEMV (traced: q4_1 192 x 576 on two threads, caller done at
+ * 1.52 us, worker at 1.83 us, call 1.93 us). ~10 KiB is what one thread streams in ~0.4 us. */
+#define PACKED_CALLER_LEAD_BYTES 10240
+
 void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count)
 {
     int64_t groups = 0;
-    for (uint32_t k = 0; k < count; k++)
+    uint64_t bytes = 0;
+    bool streaming = true; /* GEMVs, bound by the weight stream */
+    for (uint32_t k = 0; k < count; k++) {
         groups += jobs[k].p->groups;
-    packed_group_job g = {jobs, count};
+        bytes += (uint64_t)jobs[k].p->groups * jobs[k].p->group_bytes;
+        streaming = streaming && jobs[k].m_count <= CPU_Q8_MAX_ROWS;
+    }
+    const int64_t parts = r->n_workers > 1 ? r->n_workers : 1;
+    /* Rounded to whole groups of the jobs' mean size; at most what leaves the others nothing.
+     * A prompt's GEMM spends far longer per group than the hand-off costs: even shares there. */
+    const uint64_t mean = groups > 0 ? bytes / (uint64_t)groups : 1;
+    int64_t lead = mean > 0 ? (int64_t)((PACKED_CALLER_LEAD_BYTES + mean / 2) / mean) : 0;
+    lead = parts > 1 && streaming ? (lead < groups ? lead : groups) : 0;
+    packed_group_job g = {jobs, count, groups, parts, lead};
+    if (parts <= 1 || share_begin(&g, 1) >= groups) { /* the workers' shares are empty */
+        packed_groups(&g, 0, groups);
+        return;
+    }
     void *saved = r->aux;
     r->aux = &g;
-    cpu_parallel(r, groups, cpu_packed_grain(r, groups), packed_groups);
+    cpu_parallel(r, parts, 1, packed_shares);
     r->aux = saved;
 }
 

@@ -8,18 +8,25 @@
  * interleaved in groups of CPU_PACK_ROWS = 16: one 64-byte vector then holds the same 4 quant
  * bytes of 16 rows, one vpdpbusd against a broadcast 4-byte group of the activation block
  * advances 16 rows at once, and the 16 rows' scales of a block arrive as one 32-byte load. The
- * copy has exactly the native byte count (plus padding of the last group); the native bytes stay
- * where they are (the reference kernels and every other path keep reading them).
+ * copy has exactly the native byte count (plus padding of the last group, and of the last block
+ * pair when K / 32 is odd); the native bytes stay where they are (the reference kernels and every
+ * other path keep reading them).
  *
- * Group g (rows 16g .. 16g+15) at data + g * group_bytes, for nb = K / 32 blocks:
- *   quants: nb tiles of qbytes (q4_0 / q4_1: 256, q8_0: 512), 64-byte aligned. Tile kb is
- *           qbytes / 64 vectors; in vector v, lane r (bytes v*64 + 4r .. v*64 + 4r + 3) holds
- *           row 16g + r's block-kb quant bytes qs[4v .. 4v + 3]. For q4 those bytes' low
+ * Group g (rows 16g .. 16g+15) at data + g * group_bytes, for nb = K / 32 blocks, is one stream
+ * in the order the kernels read it: ceil(nb / 2) pairs of blocks, pair i = blocks 2i and 2i+1:
+ *   tiles:  two tiles of qbytes (q4_0 / q4_1: 256, q8_0: 512), block 2i's then block 2i+1's.
+ *           Tile kb is qbytes / 64 vectors; in vector v, lane r (bytes v*64 + 4r .. v*64 + 4r + 3)
+ *           holds row 16g + r's block-kb quant bytes qs[4v .. 4v + 3]. For q4 those bytes' low
  *           nibbles are elements 4v .. 4v+3 of the block and the high nibbles elements
  *           16 + 4v .. 16 + 4v + 3 (GGUF's own nibble order). For q8_0 each byte is stored
  *           XOR 0x80 (w + 128, unsigned, as vpdpbusd wants; the kernel takes back 128 * sum(a)).
- *   d:      nb * 16 f16 scales, row r's block kb at [kb * 16 + r].
- *   m:      (q4_1 only) nb * 16 f16 minimums, same order.
+ *   d:      one 64-byte line: the 16 rows' f16 scales of block 2i, then of block 2i+1.
+ *   m:      (q4_1 only) one line: the 16 rows' f16 minimums, same order.
+ * Every block thus brings its scales along: a GEMV reads each group front to back, one linear
+ * stream a single prefetch distance covers whatever K is. (With all tiles first and the tables
+ * after them, a group whose tiles span more than the prefetch distance needed the tables as a
+ * second stream 12 KiB away: q4_1 576 x 1536 ran 40% slower per byte than 1536 x 576.) With odd
+ * nb the last pair's second tile is zero padding.
  * Rows past the last real row are zero bytes (scale 0, so they contribute nothing).
  */
 #ifndef BASTION_CPU_PACKED_H
@@ -52,18 +59,33 @@ typedef struct cpu_packed {
 void *cpu_packed_slab_alloc(size_t bytes, void **out_slab);
 void cpu_packed_slab_release(void *slab);
 
-/* Pointers into group g. */
-static inline const uint8_t *cpu_packed_quants(const cpu_packed *p, int64_t g)
+/* Bytes of one block pair (cpu_packed.h's layout): two tiles, the d line, and q4_1's m line. */
+static inline size_t cpu_packed_pair_bytes(size_t qbytes, uint32_t dtype)
+{
+    return 2 * qbytes + (dtype == BST_DTYPE_Q4_1 ? 128 : 64);
+}
+
+/* Group g's stream. */
+static inline const uint8_t *cpu_packed_group(const cpu_packed *p, int64_t g)
 {
     return p->data + (size_t)g * p->group_bytes;
 }
-static inline const uint16_t *cpu_packed_scales(const cpu_packed *p, int64_t g)
+/* Block kb's tile, its 16 scales and (q4_1) its 16 minimums, in group g. */
+static inline const uint8_t *cpu_packed_tile(const cpu_packed *p, int64_t g, int64_t kb)
 {
-    return (const uint16_t *)(const void *)(cpu_packed_quants(p, g) + (size_t)p->nb * p->qbytes);
+    return cpu_packed_group(p, g) + (size_t)(kb >> 1) * cpu_packed_pair_bytes(p->qbytes, p->dtype) +
+           (size_t)(kb & 1) * p->qbytes;
 }
-static inline const uint16_t *cpu_packed_mins(const cpu_packed *p, int64_t g) /* q4_1 only */
+static inline const uint16_t *cpu_packed_scales(const cpu_packed *p, int64_t g, int64_t kb)
 {
-    return cpu_packed_scales(p, g) + (size_t)p->nb * CPU_PACK_ROWS;
+    return (const uint16_t *)(const void *)(cpu_packed_group(p, g) +
+                                            (size_t)(kb >> 1) *
+                                                cpu_packed_pair_bytes(p->qbytes, p->dtype) +
+                                            2 * p->qbytes + (size_t)(kb & 1) * 32);
+}
+static inline const uint16_t *cpu_packed_mins(const cpu_packed *p, int64_t g, int64_t kb)
+{
+    return cpu_packed_scales(p, g, kb) + 32; /* the next line; q4_1 only */
 }
 
 /* Whether prepare_weight packs a weight of this dtype, rank and shape ([N, K]), given the kernels

@@ -53,7 +53,7 @@ PK_ALWAYS __m512i pk_dot(const __m512i w[8], const cpu_q8_block *b)
                             _mm512_add_epi32(l0, l1));
 }
 
-/* Bytes of the linear weight stream each block consumes (its tile plus its d and m entries):
+/* Bytes of the weight stream each block consumes on average (its tile plus its d and m entries):
  * the software prefetch advances by this much per block. */
 PK_ALWAYS size_t pk_block_stride(int kind)
 {
@@ -68,58 +68,37 @@ PK_ALWAYS void pk_prefetch(const uint8_t *begin, size_t len, size_t at, size_t b
         _mm_prefetch((const char *)(begin + line), _MM_HINT_T0);
 }
 
-/* Prefetches the d (and q4_1's m) table lines of blocks [kb0, kb1) of a group: two blocks'
- * entries per 64-byte line, kb0 even. */
-PK_ALWAYS void pk_prefetch_tables(int kind, const uint16_t *d, const uint16_t *mn, int64_t kb0,
-                                  int64_t kb1)
-{
-    for (int64_t kb = kb0; kb < kb1; kb += 2) {
-        _mm_prefetch((const char *)(d + kb * CPU_PACK_ROWS), _MM_HINT_T0);
-        if (kind == PK_Q4_1)
-            _mm_prefetch((const char *)(mn + kb * CPU_PACK_ROWS), _MM_HINT_T0);
-    }
-}
-
 /* Group g against activation rows a + j * nb, j < M: out[j * ldo + 16g + r]. acc holds
  * sum d_w * d_a * dot, ex sum d_w * s_a (q4_0, q8_0) or m * s_a (q4_1). A call's groups are one
- * contiguous stream (len bytes from begin); lines PK_PF_DIST bytes ahead of the block being read
- * are prefetched (the hardware prefetcher alone leaves a single stream well short of the memory's
- * bandwidth). That address order reaches a group's d / m tables, which follow all its tiles,
- * only at the group's end: in a group whose tiles span more than PK_PF_DIST (large K) the
- * tables are a second stream, prefetched the same number of blocks ahead (4096 x 14336 q4_0,
- * one core: 1.17 -> 1.01 ms; walking blocks instead of addresses for everything cost q8_0
- * 49152 x 576 20%). */
+ * contiguous stream (len bytes from begin) read front to back, each block's scales next to its
+ * tile (cpu_packed.h); lines PK_PF_DIST bytes ahead of the block being read are prefetched (the
+ * hardware prefetcher alone leaves a single stream well short of the memory's bandwidth). */
 PK_ALWAYS void pk_group(int kind, int M, const cpu_packed *p, int64_t g, const cpu_q8_block *a,
                         float *out, int64_t ldo, const uint8_t *begin, size_t len)
 {
     const int64_t nb = p->nb;
     const size_t qbytes = kind == PK_Q8_0 ? 512 : 256, step = pk_block_stride(kind);
-    const uint8_t *q = cpu_packed_quants(p, g);
+    const size_t pair = cpu_packed_pair_bytes(qbytes, kind == PK_Q4_1 ? BST_DTYPE_Q4_1
+                                                                        : BST_DTYPE_Q4_0);
+    const uint8_t *q = cpu_packed_group(p, g);
     size_t pf = (size_t)(q - begin) + PK_PF_DIST;
-    const uint16_t *d = cpu_packed_scales(p, g), *mn = cpu_packed_mins(p, g);
     __m512 acc[CPU_Q8_MAX_ROWS], ex[CPU_Q8_MAX_ROWS];
 #pragma GCC unroll 4
     for (int j = 0; j < M; j++) {
         acc[j] = _mm512_setzero_ps();
         ex[j] = _mm512_setzero_ps();
     }
-    const int64_t ahead = PK_PF_DIST / (int64_t)step;
-    const bool tables_far = (size_t)nb * qbytes > PK_PF_DIST;
-    if (tables_far)
-        pk_prefetch_tables(kind, d, mn, 0, ahead);
     for (int64_t kb = 0; kb < nb; kb++, pf += step) {
-        const uint8_t *tile = q + (size_t)kb * qbytes;
+        const uint8_t *tile = q + (size_t)(kb >> 1) * pair + (size_t)(kb & 1) * qbytes;
+        const uint16_t *d = (const uint16_t *)(const void *)(q + (size_t)(kb >> 1) * pair +
+                                                             2 * qbytes + (size_t)(kb & 1) * 32);
         pk_prefetch(begin, len, pf, step);
-        if (tables_far && kb % 2 == 0 && kb + ahead < nb)
-            pk_prefetch_tables(kind, d, mn, kb + ahead, kb + ahead + 1);
         __m512i w[8];
         cpu_pk_unpack(kind == PK_Q8_0, tile, w);
-        const __m512 dw = _mm512_cvtph_ps(
-            _mm256_load_si256((const __m256i *)(const void *)(d + kb * CPU_PACK_ROWS)));
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)d));
         const __m512 dm =
             kind == PK_Q4_1
-                ? _mm512_cvtph_ps(_mm256_load_si256(
-                      (const __m256i *)(const void *)(mn + kb * CPU_PACK_ROWS)))
+                ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)(d + 32)))
                 : dw;
 #pragma GCC unroll 4
         for (int j = 0; j < M; j++) {
@@ -149,7 +128,7 @@ typedef void (*pk_groups_fn)(const cpu_packed *p, int64_t g0, int64_t g1, const 
     static void name(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,     \
                      float *out, int64_t ldo)                                                 \
     {                                                                                         \
-        const uint8_t *begin = cpu_packed_quants(p, g0);                                      \
+        const uint8_t *begin = cpu_packed_group(p, g0);                                       \
         const size_t len = (size_t)(g1 - g0) * p->group_bytes;                                \
         pk_prefetch(begin, len, 0, PK_PF_DIST);                                               \
         for (int64_t g = g0; g < g1; g++)                                                     \

@@ -40,56 +40,70 @@ enum {
     PG_MBLOCK_BYTES = 256 * 1024, /* quantized activation bytes swept by all groups of a call */
 };
 
+/* Block kb (its tile and its d, and q4_1's m, line at d) of rows (<= PG_T, a constant after
+ * inlining) activation rows from a (row t at a + t * nb) into acc[t]. */
+PG_ALWAYS void pg_block(int kind, int rows, const uint8_t *tile, const uint16_t *d,
+                        const cpu_q8_block *a, int64_t nb, int64_t kb, __m512 acc[PG_T])
+{
+    const __m512 offset = _mm512_set1_ps(kind == 0 ? -8.0f : -128.0f);
+    __m512i u[8];
+    cpu_pk_unpack(kind == 2, tile, u);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)d));
+    /* What multiplies s_a: q4_1's minimum, else the offset of the unsigned weights. */
+    const __m512 dc = kind == 1 ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                      (const __m256i *)(const void *)(d + 32))) /* m */
+                                : _mm512_mul_ps(dw, offset);
+    /* The rows' integer dots advance together, one vpdpbusd per row in turn: written row
+     * after row, each row's chain of 16 dependent vpdpbusd filled the scheduler before the
+     * next row's could start, and one core ran 27% slower (1536 x 480 x 576 q4_1). */
+    __m512i s[PG_T];
+#pragma GCC unroll 8
+    for (int t = 0; t < rows; t++)
+        s[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int e = 0; e < 8; e++)
+#pragma GCC unroll 8
+        for (int t = 0; t < rows; t++)
+            s[t] = _mm512_dpbusd_epi32(s[t], u[e], cpu_pk_bcast(a[t * nb + kb].hi + 4 * e));
+#pragma GCC unroll 8
+    for (int t = 0; t < rows; t++)
+        s[t] = _mm512_slli_epi32(s[t], 8);
+#pragma GCC unroll 8
+    for (int e = 0; e < 8; e++)
+#pragma GCC unroll 8
+        for (int t = 0; t < rows; t++)
+            s[t] = _mm512_dpbusd_epi32(s[t], u[e], cpu_pk_bcast(a[t * nb + kb].lo + 4 * e));
+#pragma GCC unroll 8
+    for (int t = 0; t < rows; t++) {
+        const cpu_q8_block *b = a + t * nb + kb;
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]),
+                                 _mm512_mul_ps(dw, _mm512_set1_ps(b->d)), acc[t]);
+        acc[t] = _mm512_fmadd_ps(dc, _mm512_set1_ps(b->s), acc[t]);
+    }
+}
+
 /* rows (<= PG_T, a constant after inlining) activation rows from a (row t at a + t * nb) against
- * group g: out[t * ldo + r] for the lanes r in keep. */
+ * group g: out[t * ldo + r] for the lanes r in keep. The group's blocks come in pairs
+ * (cpu_packed.h): two tiles, then their d (and m) line, at offsets constant for the dtype. */
 PG_ALWAYS void pg_tile(int kind, int rows, const cpu_packed *p, int64_t g, const cpu_q8_block *a,
                        float *out, int64_t ldo, __mmask16 keep)
 {
     const int64_t nb = p->nb;
-    const uint8_t *q = cpu_packed_quants(p, g);
-    const uint16_t *d = cpu_packed_scales(p, g), *m = d + (size_t)nb * CPU_PACK_ROWS;
-    const __m512 offset = _mm512_set1_ps(kind == 0 ? -8.0f : -128.0f);
+    const size_t qbytes = kind == 2 ? 512 : 256, pair = 2 * qbytes + (kind == 1 ? 128 : 64);
+    const uint8_t *pr = cpu_packed_group(p, g);
     __m512 acc[PG_T];
 #pragma GCC unroll 8
     for (int t = 0; t < rows; t++)
         acc[t] = _mm512_setzero_ps();
-    for (int64_t kb = 0; kb < nb; kb++) {
-        __m512i u[8];
-        cpu_pk_unpack(kind == 2, q + (size_t)kb * p->qbytes, u);
-        const __m512 dw = _mm512_cvtph_ps(
-            _mm256_loadu_si256((const __m256i *)(const void *)(d + kb * CPU_PACK_ROWS)));
-        /* What multiplies s_a: q4_1's minimum, else the offset of the unsigned weights. */
-        const __m512 dc = kind == 1 ? _mm512_cvtph_ps(_mm256_loadu_si256(
-                                          (const __m256i *)(const void *)(m + kb * CPU_PACK_ROWS)))
-                                    : _mm512_mul_ps(dw, offset);
-        /* The rows' integer dots advance together, one vpdpbusd per row in turn: written row
-         * after row, each row's chain of 16 dependent vpdpbusd filled the scheduler before the
-         * next row's could start, and one core ran 27% slower (1536 x 480 x 576 q4_1). */
-        __m512i s[PG_T];
-#pragma GCC unroll 8
-        for (int t = 0; t < rows; t++)
-            s[t] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int e = 0; e < 8; e++)
-#pragma GCC unroll 8
-            for (int t = 0; t < rows; t++)
-                s[t] = _mm512_dpbusd_epi32(s[t], u[e], cpu_pk_bcast(a[t * nb + kb].hi + 4 * e));
-#pragma GCC unroll 8
-        for (int t = 0; t < rows; t++)
-            s[t] = _mm512_slli_epi32(s[t], 8);
-#pragma GCC unroll 8
-        for (int e = 0; e < 8; e++)
-#pragma GCC unroll 8
-            for (int t = 0; t < rows; t++)
-                s[t] = _mm512_dpbusd_epi32(s[t], u[e], cpu_pk_bcast(a[t * nb + kb].lo + 4 * e));
-#pragma GCC unroll 8
-        for (int t = 0; t < rows; t++) {
-            const cpu_q8_block *b = a + t * nb + kb;
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]),
-                                     _mm512_mul_ps(dw, _mm512_set1_ps(b->d)), acc[t]);
-            acc[t] = _mm512_fmadd_ps(dc, _mm512_set1_ps(b->s), acc[t]);
-        }
+    int64_t kb = 0;
+    for (; kb + 2 <= nb; kb += 2, pr += pair) {
+        const uint16_t *d = (const uint16_t *)(const void *)(pr + 2 * qbytes);
+        pg_block(kind, rows, pr, d, a, nb, kb, acc);
+        pg_block(kind, rows, pr + qbytes, d + 16, a, nb, kb + 1, acc);
     }
+    if (kb < nb) /* odd nb: the last pair's first block */
+        pg_block(kind, rows, pr, (const uint16_t *)(const void *)(pr + 2 * qbytes), a, nb, kb,
+                 acc);
 #pragma GCC unroll 8
     for (int t = 0; t < rows; t++)
         _mm512_mask_storeu_ps(out + t * ldo, keep, acc[t]);
@@ -101,6 +115,14 @@ PG_ALWAYS void pg_sweep(int kind, const cpu_packed *p, int64_t g0, int64_t g1,
 {
     const int64_t nb = p->nb;
     for (int64_t g = g0; g < g1; g++) {
+        /* The next group's stream, requested while this one computes: with few rows a group's
+         * dots take about as long as its bytes take to arrive, and cold weights otherwise wait
+         * on the hardware prefetcher one miss after another. */
+        if (g + 1 < g1) {
+            const char *next = (const char *)cpu_packed_group(p, g + 1);
+            for (size_t at = 0; at < p->group_bytes; at += 64)
+                _mm_prefetch(next + at, _MM_HINT_T0);
+        }
         const int64_t live = p->rows - g * CPU_PACK_ROWS;
         const __mmask16 keep = (__mmask16)(live >= CPU_PACK_ROWS ? 0xffffu : (1u << live) - 1u);
         float *o = out + g * CPU_PACK_ROWS;
