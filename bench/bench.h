@@ -191,6 +191,7 @@ void bench_fill_input(const bench_geometry *g, uint32_t index, void *dst, uint64
 typedef struct bench_bandwidth {
     bool measured;
     char reason[256]; /* why not, when !measured */
+    char loads[48];   /* added within /1: the read loop (bench_read_best), "" in older documents */
     uint64_t bytes;   /* buffer read per call */
     uint32_t threads;
     bench_timing timing;
@@ -212,6 +213,7 @@ typedef struct bench_sgemm {
 typedef struct bench_read {
     bool measured;
     char reason[256]; /* why not, when !measured */
+    char loads[48];   /* the read loop (bench_read_best) */
     char what[96];    /* the case it serves: "matmul q4_1 576x1x1536 on cpu:0" */
     uint64_t bytes;   /* the weight's bytes */
     uint32_t copies;
@@ -231,6 +233,12 @@ typedef struct bench_baselines {
 } bench_baselines;
 
 void bench_baselines_free(bench_baselines *b);
+
+/* The read loop of the bandwidth yardsticks (bench/bench_read.c): sums n words (a multiple of
+ * 16) with the widest loads this CPU has, prefetching ahead but never past p + n. *name says
+ * which loads. */
+typedef uint64_t (*bench_read_fn)(const uint64_t *p, size_t n);
+bench_read_fn bench_read_best(const char **name);
 
 /* The bandwidth buffer's size: 4x the LLC, at least 64 MiB; 256 MiB when the LLC is unknown. */
 uint64_t bench_bandwidth_bytes(uint64_t llc_bytes);

@@ -34,6 +34,7 @@ typedef struct read_team {
     const uint64_t *buf; /* copies back to back, stride_words apart */
     size_t stride_words, words_per_thread;
     uint32_t copies, n;
+    bench_read_fn read;
     _Atomic uint64_t go;   /* call number + 1 for the workers to run; UINT64_MAX: quit */
     _Atomic uint32_t done; /* workers finished with the current call */
     uint64_t sink[64];     /* keeps the sums alive so the reads cannot be optimized away */
@@ -44,31 +45,11 @@ typedef struct read_worker {
     uint32_t index;
 } read_worker;
 
-/* Four independent 32-byte sums (GCC/clang vector extension: native AVX where the build has
- * it, pairs of SSE2 adds otherwise): enough loads in flight that a core is limited by memory,
- * not by the add latency. Integer adds, so no fast-math is needed to keep them independent. */
-typedef uint64_t u64x4 __attribute__((vector_size(32), aligned(32)));
-
-static uint64_t read_words(const uint64_t *p, size_t n)
-{
-    const u64x4 *q = (const u64x4 *)(const void *)p;
-    u64x4 a = {0, 0, 0, 0}, b = a, c = a, d = a;
-    size_t blocks = n / 16; /* 16 words = 4 vectors */
-    for (size_t i = 0; i < blocks; i++) {
-        a += q[4 * i];
-        b += q[4 * i + 1];
-        c += q[4 * i + 2];
-        d += q[4 * i + 3];
-    }
-    a += b + c + d;
-    return a[0] ^ a[1] ^ a[2] ^ a[3];
-}
-
 static void read_slice(read_team *t, uint64_t call, uint32_t index)
 {
     const uint64_t *p = t->buf + (size_t)(call % t->copies) * t->stride_words +
                         (size_t)index * t->words_per_thread;
-    t->sink[index % 64] += read_words(p, t->words_per_thread);
+    t->sink[index % 64] += t->read(p, t->words_per_thread);
 }
 
 static void spin_pause(void)
@@ -149,6 +130,8 @@ static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
     team.words_per_thread = (size_t)(per / 8);
     team.copies = copies;
     team.n = threads;
+    const char *loads;
+    team.read = bench_read_best(&loads);
     atomic_init(&team.go, 0);
     atomic_init(&team.done, 0);
     pthread_t tid[64];
@@ -195,6 +178,9 @@ bst_status bench_bandwidth_measure(uint64_t bytes, uint32_t threads, const bench
     bst_status st = time_reads(bytes, 1, threads, budget, &out->timing, &read, out->reason,
                                sizeof out->reason, e);
     if (st == BST_OK && read) {
+        const char *loads;
+        (void)bench_read_best(&loads);
+        snprintf(out->loads, sizeof out->loads, "%s", loads);
         out->measured = true;
         out->bytes = read;
         out->threads = threads;
@@ -237,8 +223,12 @@ bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
                 snprintf(out->reason, sizeof out->reason, "%s", why);
         }
     }
-    if (out->measured)
+    if (out->measured) {
+        const char *loads;
+        (void)bench_read_best(&loads);
+        snprintf(out->loads, sizeof out->loads, "%s", loads);
         out->reason[0] = '\0';
+    }
     return BST_OK;
 }
 

@@ -210,6 +210,7 @@ static json_object *baselines_json(const bench_baselines *b)
     json_object *bw = json_object_new_object();
     put(bw, "measured", json_object_new_boolean(b->bandwidth.measured));
     put(bw, "reason", jstr(b->bandwidth.reason));
+    put(bw, "loads", jstr(b->bandwidth.loads));
     put(bw, "bytes", jint((int64_t)b->bandwidth.bytes));
     put(bw, "threads", jint(b->bandwidth.threads));
     put(bw, "gbs", b->bandwidth.measured ? jnum(b->bandwidth.gbs) : NULL);
@@ -242,6 +243,7 @@ static json_object *baselines_json(const bench_baselines *b)
         put(c, "copies", jint(r->copies));
         put(c, "measured", json_object_new_boolean(r->measured));
         put(c, "reason", jstr(r->reason));
+        put(c, "loads", jstr(r->loads));
         put(c, "threads", jint(r->threads));
         put(c, "gbs", r->measured ? jnum(r->gbs) : NULL);
         put(c, "timing", r->measured ? timing_json(&r->timing) : NULL);
@@ -752,6 +754,7 @@ static void read_reads(reader *r, json_object *o, bench_baselines *b)
         x->copies = (uint32_t)get_uint(r, c, p, "copies");
         x->measured = get_bool(r, c, p, "measured");
         get_str(r, c, p, "reason", x->reason, sizeof x->reason);
+        get_str(r, c, p, "loads", x->loads, sizeof x->loads);
         x->threads = (uint32_t)get_uint(r, c, p, "threads");
         x->gbs = get_num(r, c, p, "gbs", !x->measured);
         json_object *t = field(r, c, p, "timing", json_type_object, !x->measured);
@@ -771,6 +774,8 @@ static void read_baselines(reader *r, json_object *o, bench_baselines *b)
         const char *p = "baselines.bandwidth";
         b->bandwidth.measured = get_bool(r, bw, p, "measured");
         get_str(r, bw, p, "reason", b->bandwidth.reason, sizeof b->bandwidth.reason);
+        if (json_object_object_get_ex(bw, "loads", NULL)) /* added within /1 */
+            get_str(r, bw, p, "loads", b->bandwidth.loads, sizeof b->bandwidth.loads);
         b->bandwidth.bytes = get_uint(r, bw, p, "bytes");
         b->bandwidth.threads = (uint32_t)get_uint(r, bw, p, "threads");
         b->bandwidth.gbs = get_num(r, bw, p, "gbs", !b->bandwidth.measured);

@@ -96,8 +96,8 @@ static void md_header(const bench_doc *d, FILE *out)
     if (bw->measured) {
         char sz[32];
         bytes_text(bw->bytes, sz, sizeof sz);
-        fprintf(out, "- memory read bandwidth (baseline): %.3g GB/s (%s buffer, %u threads)\n",
-                bw->gbs, sz, bw->threads);
+        fprintf(out, "- memory read bandwidth (baseline): %.3g GB/s (%s buffer, %u threads%s%s)\n",
+                bw->gbs, sz, bw->threads, bw->loads[0] ? ", " : "", bw->loads);
     } else {
         fprintf(out, "- memory read bandwidth (baseline): not measured (%s)\n", bw->reason);
     }

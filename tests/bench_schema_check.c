@@ -280,6 +280,7 @@ int bench_schema_check(json_object *root)
             json_object *measured = need(&k, bw, bp, "measured", T_BOOL, false);
             bool mz = measured && json_object_get_boolean(measured);
             need(&k, bw, bp, "reason", T_STR, false);
+            opt(&k, bw, bp, "loads", T_STR, false); /* (added) */
             need(&k, bw, bp, "bytes", T_INT, false);
             need(&k, bw, bp, "threads", T_INT, false);
             need(&k, bw, bp, "gbs", T_NUM, !mz);
@@ -315,6 +316,7 @@ int bench_schema_check(json_object *root)
             bool mz = measured && json_object_get_boolean(measured);
             need(&k, c, rp, "reason", T_STR, false);
             need(&k, c, rp, "case", T_STR, false);
+            need(&k, c, rp, "loads", T_STR, false);
             need(&k, c, rp, "gbs", T_NUM, !mz);
             json_object *t = need(&k, c, rp, "timing", T_OBJ, !mz);
             if (t)
