@@ -124,11 +124,14 @@ bool bench_parse_size(const char *text, uint64_t *out);
 /* One op x dtype x shape. dims follow the op's shape form (bench_op_shape_form): matmul is
  * MxNxK as ggml and BLAS write it — M output features (weight rows), N tokens (activation rows),
  * K the reduced dim; a GEMV has N = 1. The other ops take their input's shape. */
+/* Dims of a case's shape: a tensor's four, or attention's five (TxSxHQxHKVxD). */
+#define BENCH_CASE_MAX_DIMS 5
+
 typedef struct bench_case {
     bst_op op;
     bst_dtype dtype; /* matmul: the weight's dtype; other ops: the input's */
     uint32_t rank;
-    int64_t dims[BST_MAX_DIMS];
+    int64_t dims[BENCH_CASE_MAX_DIMS];
     char shape[64]; /* dims joined by 'x' */
     char label[48]; /* where the case comes from, e.g. "smollm2 ffn_up", "std gemv" */
 } bench_case;

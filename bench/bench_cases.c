@@ -12,6 +12,7 @@
 #include "bench.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ static const op_info ops[] = {
     {BST_OP_SOFTMAX, "R[xC...]", 1, 4, 5.0, "f32"},
     {BST_OP_SILU, "R[xC...]", 1, 4, 4.0, "f32"},
     {BST_OP_GELU, "R[xC...]", 1, 4, 8.0, "f32"},
+    {BST_OP_ATTENTION, "TxSxHQxHKVxD", 5, 5, 0.0, "f32,f16"},
 };
 #define N_OPS (sizeof ops / sizeof ops[0])
 
@@ -51,7 +53,7 @@ static const op_info *find_op(bst_op op)
 
 const char *bench_ops_supported(void)
 {
-    return "matmul,add,mul,rms_norm,rope,softmax,silu,gelu";
+    return "matmul,add,mul,rms_norm,rope,softmax,silu,gelu,attention";
 }
 
 const char *bench_op_shape_form(bst_op op)
@@ -113,8 +115,9 @@ bool bench_parse_shape(const char *text, bench_case *c, char *why, size_t why_si
             snprintf(why, why_size, "shape '%s': dimensions must be positive", text);
             return false;
         }
-        if (c->rank == BST_MAX_DIMS) {
-            snprintf(why, why_size, "shape '%s': more than %d dimensions", text, BST_MAX_DIMS);
+        if (c->rank == BENCH_CASE_MAX_DIMS) {
+            snprintf(why, why_size, "shape '%s': more than %d dimensions", text,
+                     BENCH_CASE_MAX_DIMS);
             return false;
         }
         c->dims[c->rank++] = v;
@@ -202,14 +205,13 @@ static bst_status check_list(const char *list, bool is_op, bench_error *e)
     }
 }
 
-static void make_case(bench_case *c, bst_op op, bst_dtype dt, const char *label, uint32_t rank,
-                      int64_t d0, int64_t d1, int64_t d2)
+static void make_case_dims(bench_case *c, bst_op op, bst_dtype dt, const char *label,
+                           uint32_t rank, const int64_t *d)
 {
     memset(c, 0, sizeof *c);
     c->op = op;
     c->dtype = dt;
     c->rank = rank;
-    int64_t d[3] = {d0, d1, d2};
     size_t used = 0;
     for (uint32_t i = 0; i < rank; i++) {
         c->dims[i] = d[i];
@@ -219,6 +221,13 @@ static void make_case(bench_case *c, bst_op op, bst_dtype dt, const char *label,
             used += (size_t)n;
     }
     snprintf(c->label, sizeof c->label, "%s", label);
+}
+
+static void make_case(bench_case *c, bst_op op, bst_dtype dt, const char *label, uint32_t rank,
+                      int64_t d0, int64_t d1, int64_t d2)
+{
+    const int64_t d[3] = {d0, d1, d2};
+    make_case_dims(c, op, dt, label, rank, d);
 }
 
 /* Appends c when it passes the op and dtype filters. */
@@ -281,6 +290,12 @@ static bst_status default_set(const bench_selection *s, bench_case_list *l, benc
                       elem[i].d1, elem[i].d2);
             st = offer(l, s, &c, e);
         }
+        if (!s->quick && st == BST_OK) { /* a KV cache of KV_LEN positions, as the model keeps */
+            const int64_t att[5] = {T, KV_LEN, HEADS, KV_HEADS, HEAD_DIM};
+            snprintf(label, sizeof label, "smollm2 attention %s", phase);
+            make_case_dims(&c, BST_OP_ATTENTION, BST_DTYPE_F32, label, 5, att);
+            st = offer(l, s, &c, e);
+        }
     }
     if (s->quick) {
         if (st == BST_OK) {
@@ -305,6 +320,11 @@ static bst_status default_set(const bench_selection *s, bench_case_list *l, benc
         st = offer(l, s, &c, e);
     }
     return st;
+}
+
+static bool attention_shape_ok(const bench_case *c)
+{
+    return c->rank == 5 && c->dims[0] <= c->dims[1] && c->dims[2] % c->dims[3] == 0;
 }
 
 static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_error *e)
@@ -339,6 +359,11 @@ static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_e
                                       dname, shape.shape, (long long)inner, bs);
                 if (oi->op == BST_OP_ROPE && inner % 2 != 0)
                     return bench_fail(e, BST_ERR_PARSE, "rope %s: D must be even", shape.shape);
+                if (oi->op == BST_OP_ATTENTION && !attention_shape_ok(&shape))
+                    return bench_fail(e, BST_ERR_PARSE,
+                                      "attention %s: needs T <= S (queries are the last T of S "
+                                      "positions) and HQ a multiple of HKV",
+                                      shape.shape);
                 bench_case c = shape;
                 c.op = oi->op;
                 c.dtype = (bst_dtype)t;
@@ -351,7 +376,7 @@ static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_e
         if (!taken)
             return bench_fail(e, BST_ERR_PARSE,
                               "shape '%s' fits none of the selected ops (%s); matmul takes MxNxK, "
-                              "rope TxHxD, the others 1 to 4 dims",
+                              "rope TxHxD, attention TxSxHQxHKVxD, the others 1 to 4 dims",
                               s->shapes[i], op_list);
     }
     return BST_OK;
@@ -448,6 +473,32 @@ bool bench_weight_bound(const bench_geometry *g)
     return g->flops <= 16.0 * elems;
 }
 
+/* Causal attention of the last T of S positions (decode: T = 1), as the model runs it: f32
+ * queries and output, K and V of the case's dtype (the KV cache), no mask. Nominal flops: 2 D
+ * for the score and 2 D for the weighted value of each visible (query, key) pair and head. The
+ * K and V are read as they are, not rotated cache-cold: a decode step reads them right after
+ * set_rows wrote the newest row. */
+static bool attention_geometry(const bench_case *c, bench_geometry *g)
+{
+    const int64_t T = c->dims[0], S = c->dims[1], HQ = c->dims[2], HKV = c->dims[3],
+                  D = c->dims[4];
+    if (!attention_shape_ok(c))
+        return false;
+    const int64_t q_shape[3] = {T, HQ, D}, kv_shape[3] = {S, HKV, D};
+    g->n_in = 3;
+    bool ok = make_desc(&g->in[0], BST_DTYPE_F32, 3, q_shape, 0, &g->size[0]) &&
+              make_desc(&g->in[1], c->dtype, 3, kv_shape, 1, &g->size[1]) &&
+              make_desc(&g->in[2], c->dtype, 3, kv_shape, 2, &g->size[2]) &&
+              make_desc(&g->out, BST_DTYPE_F32, 3, q_shape, 3, &g->size[3]);
+    /* Attributes in key order, each one the op takes (the compiler's defaults included). */
+    add_attr_float(g, BST_ATTR_SCALE, 1.0 / sqrt((double)D));
+    add_attr_int(g, BST_ATTR_CAUSAL, 1);
+    add_attr_int(g, BST_ATTR_WINDOW, 0);
+    const double visible = (double)T * (double)(S - T) + (double)T * (double)(T + 1) / 2.0;
+    g->flops = 4.0 * (double)D * (double)HQ * visible;
+    return ok;
+}
+
 bst_status bench_case_geometry(const bench_case *c, bench_geometry *g, bench_error *e)
 {
     memset(g, 0, sizeof *g);
@@ -469,6 +520,8 @@ bst_status bench_case_geometry(const bench_case *c, bench_geometry *g, bench_err
              make_desc(&g->out, BST_DTYPE_F32, 2, o_shape, 2, &g->size[2]);
         g->weight = 1;
         g->flops = 2.0 * (double)M * (double)N * (double)K;
+    } else if (c->op == BST_OP_ATTENTION) {
+        ok = ok && attention_geometry(c, g);
     } else {
         uint32_t n_in = (c->op == BST_OP_ADD || c->op == BST_OP_MUL) ? 2 : 1;
         g->n_in = n_in;
@@ -539,7 +592,12 @@ bool bench_case_probe(const bench_case *c, bench_case *out, double *out_scale)
     int first = 0, second = c->op == BST_OP_MATMUL ? 1 : -1;
     int64_t floor1 = c->op == BST_OP_MATMUL ? 16 : 1, floor2 = 1;
     while (case_work(&p) > PROBE_TARGET) {
-        if (p.dims[first] > floor1)
+        if (c->op == BST_OP_ATTENTION) { /* fewer positions: T and S halved, so T <= S */
+            if (p.dims[1] == 1)
+                break;
+            p.dims[0] = (p.dims[0] + 1) / 2;
+            p.dims[1] = (p.dims[1] + 1) / 2;
+        } else if (p.dims[first] > floor1)
             p.dims[first] = (p.dims[first] + 1) / 2;
         else if (second >= 0 && p.dims[second] > floor2)
             p.dims[second] = (p.dims[second] + 1) / 2;

@@ -341,6 +341,35 @@ static void test_ops_user_shape(void)
     bench_doc_free(&d);
 }
 
+/* Fused attention through `bench ops`: the CPU backend's variants time a decode step; their
+ * rate comes from the case's own flop count. */
+static void test_ops_attention(void)
+{
+    char json_buf[256];
+    const char *json_path = tmp_path("attention.json", json_buf, sizeof json_buf);
+    int rc = RUN(NULL, "bench", "ops", "--backend", "cpu", "--op", "attention", "--dtype", "f16",
+                 "--shape", "1x40x6x2x32", "--budget", "0.01", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_TRUE_FATAL(d.results.n > 0);
+    for (size_t i = 0; i < (size_t)d.results.n; i++) {
+        const bench_result *res = &d.results.items[i];
+        CU_ASSERT_STRING_EQUAL(res->op, "attention");
+        CU_ASSERT_STRING_EQUAL(res->tensors,
+                               "f32[1,6,32], f16[40,2,32], f16[40,2,32] -> f32[1,6,32]");
+        CU_ASSERT_PTR_NOT_NULL(strstr(res->variant, "fused_attention"));
+        CU_ASSERT_DOUBLE_EQUAL(res->flops, 4.0 * 32 * 6 * 40, 0.0);
+        CU_ASSERT_FALSE(res->weight_bound);
+        CU_ASSERT_EQUAL(res->status, BENCH_OK);
+        if (res->status == BENCH_OK)
+            CU_ASSERT_TRUE(res->gflops > 0.0);
+    }
+    bench_doc_free(&d);
+}
+
 static json_object *result0(json_object *root)
 {
     return json_object_array_get_idx(jget(root, "results"), 0);
@@ -1294,6 +1323,7 @@ int main(void)
         {"schema_rejects", test_schema_rejects},
         {"ops_quick_json", test_ops_quick_json},
         {"ops_user_shape", test_ops_user_shape},
+        {"ops_attention", test_ops_attention},
         {"ops_cli_errors", test_ops_cli_errors},
         {"report_csv", test_report_csv},
         {"report_md", test_report_md},

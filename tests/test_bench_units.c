@@ -245,7 +245,9 @@ static void test_parse_shape(void)
     CU_ASSERT_EQUAL(c.dims[2], 14336);
     CU_ASSERT_STRING_EQUAL(c.shape, "4096x1x14336");
     CU_ASSERT_TRUE(bench_parse_shape("576", &c, why, sizeof why) && c.rank == 1);
-    const char *bad[] = {"", "x", "4096x", "x4096", "4096x0x1", "1x2x3x4x5", "12a", "-1x2",
+    CU_ASSERT_TRUE(bench_parse_shape("1x512x9x3x64", &c, why, sizeof why) && c.rank == 5 &&
+                   c.dims[4] == 64); /* attention's TxSxHQxHKVxD */
+    const char *bad[] = {"", "x", "4096x", "x4096", "4096x0x1", "1x2x3x4x5x6", "12a", "-1x2",
                          "99999999999x1", "4096 x 1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why[0] = '\0';
@@ -301,6 +303,33 @@ static void test_select(void)
     CU_ASSERT_EQUAL(bench_cases_select(&no_fit, &l, &e), BST_ERR_PARSE);
     bench_selection none = {"silu", "q4_1", NULL, 0, false};
     CU_ASSERT_EQUAL(bench_cases_select(&none, &l, &e), BST_ERR_NOT_FOUND);
+
+    /* Attention: the default set has the model's decode and prompt steps; a user shape must
+     * have its queries within the positions and whole GQA groups. */
+    bench_selection att = {"attention", NULL, NULL, 0, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&att, &l, &e), BST_OK);
+    bool decode = false, prompt = false;
+    for (size_t i = 0; i < l.n; i++) {
+        decode = decode || strcmp(l.items[i].shape, "1x512x9x3x64") == 0;
+        prompt = prompt || strcmp(l.items[i].shape, "512x512x9x3x64") == 0;
+    }
+    CU_ASSERT_TRUE(decode && prompt);
+    bench_case_list_free(&l);
+    const char *att_shapes[] = {"1x512x9x3x64", "8x8x4x4x32"};
+    bench_selection att_user = {"attention", NULL, att_shapes, 2, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&att_user, &l, &e), BST_OK);
+    CU_ASSERT_EQUAL(l.n, 4); /* two shapes x f32 and f16 (the KV cache's dtypes) */
+    bench_case_list_free(&l);
+    const char *late[] = {"9x8x4x2x32"}, *ragged[] = {"1x8x9x2x64"}, *four[] = {"1x8x9x64"};
+    bench_selection bad_t = {"attention", NULL, late, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_t, &l, &e), BST_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "T <= S"));
+    bench_selection bad_g = {"attention", NULL, ragged, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_g, &l, &e), BST_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "multiple of HKV"));
+    bench_selection bad_rank = {"attention", NULL, four, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_rank, &l, &e), BST_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "TxSxHQxHKVxD"));
 }
 
 static void test_geometry(void)
@@ -342,6 +371,39 @@ static void test_geometry(void)
         CU_ASSERT_TRUE(g.attrs[i - 1].key < g.attrs[i].key);
     CU_ASSERT_EQUAL(g.attrs[2].key, BST_ATTR_ROPE_DIMS);
     CU_ASSERT_EQUAL(g.attrs[2].ints[0], 64);
+
+    /* Attention: f32 queries and output, K and V in the case's dtype, causal; flops count
+     * 4 D per visible (query, key) pair and head: 4 queries at the end of 8 positions see
+     * 5, 6, 7 and 8 keys. */
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4x8x6x2x32", &c, why, sizeof why));
+    c.op = BST_OP_ATTENTION;
+    c.dtype = BST_DTYPE_F16;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+    CU_ASSERT_EQUAL(g.n_in, 3);
+    CU_ASSERT_EQUAL(g.weight, -1);
+    CU_ASSERT_EQUAL(g.size[0], 4u * 6u * 32u * 4u);
+    CU_ASSERT_EQUAL(g.size[1], 8u * 2u * 32u * 2u);
+    CU_ASSERT_EQUAL(g.size[2], g.size[1]);
+    CU_ASSERT_EQUAL(g.size[3], g.size[0]);
+    CU_ASSERT_DOUBLE_EQUAL(g.flops, 4.0 * 32 * 6 * (5 + 6 + 7 + 8), 0.0);
+    CU_ASSERT_STRING_EQUAL(g.text, "f32[4,6,32], f16[8,2,32], f16[8,2,32] -> f32[4,6,32]");
+    CU_ASSERT_EQUAL_FATAL(g.n_attrs, 3);
+    for (uint32_t i = 1; i < g.n_attrs; i++)
+        CU_ASSERT_TRUE(g.attrs[i - 1].key < g.attrs[i].key);
+    CU_ASSERT_EQUAL(g.attrs[1].key, BST_ATTR_CAUSAL);
+    CU_ASSERT_EQUAL(g.attrs[1].ints[0], 1);
+    CU_ASSERT_DOUBLE_EQUAL(g.attrs[0].f, 1.0 / sqrt(32.0), 1e-15);
+    /* A long prompt is probed with fewer positions (T and S halved together). */
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x4096x32x8x128", &c, why, sizeof why));
+    c.dtype = BST_DTYPE_F32;
+    bench_case ap;
+    double ascale = 0;
+    CU_ASSERT_TRUE_FATAL(bench_case_probe(&c, &ap, &ascale));
+    CU_ASSERT_TRUE(ap.dims[0] < 4096 && ap.dims[0] <= ap.dims[1] && ap.dims[4] == 128);
+    bench_geometry ag;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&ap, &ag, NULL), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+    CU_ASSERT_TRUE(near(ag.flops * ascale, g.flops, 1e-12));
 
     /* Probes are smaller and scale back to the same work. */
     CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x512x14336", &c, why, sizeof why));
