@@ -168,7 +168,8 @@ typedef struct bench_geometry {
     bst_tensor_desc out;
     uint32_t n_attrs;
     bst_attr attrs[BST_MAX_ATTRS];
-    int32_t weight;                   /* input that is a model weight (rotated), or -1 */
+    int32_t weight;      /* first input that is a model weight (rotated), or -1 */
+    uint32_t n_weights;  /* inputs weight .. weight + n_weights - 1 are weights (FFN: 3) */
     uint64_t size[BST_MAX_INPUTS + 1]; /* bytes of each binding */
     int64_t id_bound[BST_MAX_INPUTS];  /* i32 inputs: values are drawn from [0, bound) */
     double flops; /* the op's nominal flop count (bench/SCHEMA.md) */
@@ -179,6 +180,8 @@ typedef struct bench_geometry {
 /* A GEMV-like case: it reads a weight and does at most 16 flops per weight element (a matmul
  * with at most 8 tokens), so its speed is the speed at which the weight streams from memory. */
 bool bench_weight_bound(const bench_geometry *g);
+/* Bytes of all the case's weights together (0 without one). */
+uint64_t bench_weight_bytes(const bench_geometry *g);
 /* Descriptors, sizes (overflow-checked) and counts of a case. */
 BST_MUST_CHECK bst_status bench_case_geometry(const bench_case *c, bench_geometry *out,
                                               bench_error *e);

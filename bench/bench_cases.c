@@ -40,6 +40,7 @@ static const op_info ops[] = {
     {BST_OP_SILU, "R[xC...]", 1, 4, 4.0, "f32"},
     {BST_OP_GELU, "R[xC...]", 1, 4, 8.0, "f32"},
     {BST_OP_ATTENTION, "TxSxHQxHKVxD", 5, 5, 0.0, "f32,f16"},
+    {BST_OP_FFN_SWIGLU, "TxExF", 3, 3, 0.0, "q4_1,q8_0"},
 };
 #define N_OPS (sizeof ops / sizeof ops[0])
 
@@ -53,7 +54,7 @@ static const op_info *find_op(bst_op op)
 
 const char *bench_ops_supported(void)
 {
-    return "matmul,add,mul,rms_norm,rope,softmax,silu,gelu,attention";
+    return "matmul,add,mul,rms_norm,rope,softmax,silu,gelu,attention,ffn_swiglu";
 }
 
 const char *bench_op_shape_form(bst_op op)
@@ -88,7 +89,7 @@ static bool dtype_by_name(const char *name, bst_dtype *out)
 
 static bool dtype_ok_for(bst_op op, bst_dtype dt)
 {
-    if (op == BST_OP_MATMUL)
+    if (op == BST_OP_MATMUL || op == BST_OP_FFN_SWIGLU)
         return dt != BST_DTYPE_I32 && dt != BST_DTYPE_I8;
     return dt == BST_DTYPE_F32 || dt == BST_DTYPE_F16 || dt == BST_DTYPE_BF16;
 }
@@ -269,6 +270,11 @@ static bst_status default_set(const bench_selection *s, bench_case_list *l, benc
                       1, EMBD);
             st = offer(l, s, &c, e);
         }
+        if (!s->quick && st == BST_OK) { /* the fused FFN: gate, up and down together */
+            snprintf(label, sizeof label, "smollm2 ffn %s", phase);
+            make_case(&c, BST_OP_FFN_SWIGLU, BST_DTYPE_Q4_1, label, 3, tokens[t], EMBD, FF);
+            st = offer(l, s, &c, e);
+        }
         int64_t T = tokens[t];
         struct {
             bst_op op;
@@ -357,6 +363,12 @@ static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_e
                                       "matmul %s %s: K=%lld must be a multiple of the %u-element "
                                       "block",
                                       dname, shape.shape, (long long)inner, bs);
+                if (oi->op == BST_OP_FFN_SWIGLU && bs > 1 &&
+                    (shape.dims[1] % bs != 0 || shape.dims[2] % bs != 0))
+                    return bench_fail(e, BST_ERR_PARSE,
+                                      "ffn_swiglu %s %s: E and F must be multiples of the "
+                                      "%u-element block",
+                                      dname, shape.shape, bs);
                 if (oi->op == BST_OP_ROPE && inner % 2 != 0)
                     return bench_fail(e, BST_ERR_PARSE, "rope %s: D must be even", shape.shape);
                 if (oi->op == BST_OP_ATTENTION && !attention_shape_ok(&shape))
@@ -376,7 +388,7 @@ static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_e
         if (!taken)
             return bench_fail(e, BST_ERR_PARSE,
                               "shape '%s' fits none of the selected ops (%s); matmul takes MxNxK, "
-                              "rope TxHxD, attention TxSxHQxHKVxD, the others 1 to 4 dims",
+                              "rope TxHxD, attention TxSxHQxHKVxD, ffn_swiglu TxExF, the others 1 to 4 dims",
                               s->shapes[i], op_list);
     }
     return BST_OK;
@@ -466,11 +478,23 @@ bool bench_weight_bound(const bench_geometry *g)
 {
     if (g->weight < 0)
         return false;
-    const bst_tensor_desc *w = &g->in[g->weight];
-    double elems = 1.0;
-    for (uint32_t i = 0; i < w->rank; i++)
-        elems *= (double)w->shape[i];
+    double elems = 0.0;
+    for (uint32_t k = 0; k < g->n_weights; k++) {
+        const bst_tensor_desc *w = &g->in[(uint32_t)g->weight + k];
+        double n = 1.0;
+        for (uint32_t i = 0; i < w->rank; i++)
+            n *= (double)w->shape[i];
+        elems += n;
+    }
     return g->flops <= 16.0 * elems;
+}
+
+uint64_t bench_weight_bytes(const bench_geometry *g)
+{
+    uint64_t bytes = 0;
+    for (uint32_t k = 0; g->weight >= 0 && k < g->n_weights; k++)
+        bytes += g->size[(uint32_t)g->weight + k];
+    return bytes;
 }
 
 /* Causal attention of the last T of S positions (decode: T = 1), as the model runs it: f32
@@ -499,6 +523,24 @@ static bool attention_geometry(const bench_case *c, bench_geometry *g)
     return ok;
 }
 
+/* The fused FFN of T tokens, (silu(x.gate^T) * x.up^T) . down^T with x f32[T,E], gate and up
+ * [F,E] and down [E,F] in the case's dtype: three weights, all rotated cache-cold. Flops: its
+ * three matmuls (silu and the product are nominal). */
+static bool ffn_geometry(const bench_case *c, bench_geometry *g)
+{
+    const int64_t T = c->dims[0], E = c->dims[1], F = c->dims[2];
+    const int64_t x_shape[2] = {T, E}, up_shape[2] = {F, E}, down_shape[2] = {E, F};
+    g->n_in = 4;
+    g->weight = 1;
+    g->n_weights = 3;
+    g->flops = 6.0 * (double)T * (double)E * (double)F;
+    return make_desc(&g->in[0], BST_DTYPE_F32, 2, x_shape, 0, &g->size[0]) &&
+           make_desc(&g->in[1], c->dtype, 2, up_shape, 1, &g->size[1]) &&
+           make_desc(&g->in[2], c->dtype, 2, up_shape, 2, &g->size[2]) &&
+           make_desc(&g->in[3], c->dtype, 2, down_shape, 3, &g->size[3]) &&
+           make_desc(&g->out, BST_DTYPE_F32, 2, x_shape, 4, &g->size[4]);
+}
+
 bst_status bench_case_geometry(const bench_case *c, bench_geometry *g, bench_error *e)
 {
     memset(g, 0, sizeof *g);
@@ -519,9 +561,12 @@ bst_status bench_case_geometry(const bench_case *c, bench_geometry *g, bench_err
              make_desc(&g->in[1], c->dtype, 2, b_shape, 1, &g->size[1]) &&
              make_desc(&g->out, BST_DTYPE_F32, 2, o_shape, 2, &g->size[2]);
         g->weight = 1;
+        g->n_weights = 1;
         g->flops = 2.0 * (double)M * (double)N * (double)K;
     } else if (c->op == BST_OP_ATTENTION) {
         ok = ok && attention_geometry(c, g);
+    } else if (c->op == BST_OP_FFN_SWIGLU) {
+        ok = ok && ffn_geometry(c, g);
     } else {
         uint32_t n_in = (c->op == BST_OP_ADD || c->op == BST_OP_MUL) ? 2 : 1;
         g->n_in = n_in;
@@ -597,6 +642,10 @@ bool bench_case_probe(const bench_case *c, bench_case *out, double *out_scale)
                 break;
             p.dims[0] = (p.dims[0] + 1) / 2;
             p.dims[1] = (p.dims[1] + 1) / 2;
+        } else if (c->op == BST_OP_FFN_SWIGLU) { /* a narrower FFN, in whole 32-blocks */
+            if (p.dims[2] <= 32)
+                break;
+            p.dims[2] = (p.dims[2] / 2 + 31) / 32 * 32;
         } else if (p.dims[first] > floor1)
             p.dims[first] = (p.dims[first] + 1) / 2;
         else if (second >= 0 && p.dims[second] > floor2)

@@ -46,7 +46,7 @@ typedef struct run_state {
     void *exe;
     void *buf[N_BIND];
     uint32_t copies;
-    void **wbuf;        /* weight copies on the device */
+    void **wbuf;        /* weight copies on the device: copy k of weight j at k * n_weights + j */
     uint8_t **whost;    /* their host data, kept while the device may point at it */
     bst_run_params params;
     /* last_execute_ns after every call, warm-up included; dev_ok drops at the first call
@@ -74,18 +74,25 @@ static void build_node(run_state *s, const bench_geometry *g)
     s->node.attrs = s->attr_ptr;
 }
 
+static bool is_weight(const bench_geometry *g, uint32_t input)
+{
+    return g->weight >= 0 && input >= (uint32_t)g->weight &&
+           input < (uint32_t)g->weight + g->n_weights;
+}
+
 static void release(run_state *s)
 {
     const bst_backend_api *api = s->d->api;
     if (s->exe)
         api->executable_free(s->d->dev, s->exe);
+    const uint32_t held = s->copies * s->g->n_weights;
     for (uint32_t i = 0; i < N_BIND; i++)
-        if (s->buf[i] && (s->g->weight < 0 || i != (uint32_t)s->g->weight))
+        if (s->buf[i] && !is_weight(s->g, i))
             api->buffer_free(s->d->dev, s->buf[i]);
-    for (uint32_t i = 0; s->wbuf && i < s->copies; i++)
+    for (uint32_t i = 0; s->wbuf && i < held; i++)
         if (s->wbuf[i])
             api->buffer_free(s->d->dev, s->wbuf[i]);
-    for (uint32_t i = 0; s->whost && i < s->copies; i++)
+    for (uint32_t i = 0; s->whost && i < held; i++)
         free(s->whost[i]);
     free(s->wbuf);
     free(s->whost);
@@ -111,6 +118,67 @@ static bool plugin_fail(char *why, size_t n, const char *call, bst_status st)
     return false;
 }
 
+/* Uploads every copy of weight j (input g->weight + j): prepare_weight where the backend has
+ * it, so each copy is what the model would run on; adds copy 0's time to *prepare_ns. */
+static bool upload_weight(run_state *s, uint32_t j, uint32_t copies, uint64_t *prepare_ns,
+                          char *why, size_t n)
+{
+    const bst_backend_api *api = s->d->api;
+    void *dev = s->d->dev;
+    const bench_geometry *g = s->g;
+    const uint32_t w = (uint32_t)g->weight + j, nw = g->n_weights;
+    const size_t bytes = g->size[w] ? (size_t)g->size[w] : 1;
+    uint32_t layout = BST_LAYOUT_NATIVE;
+    /* The host data of copy 0; prepare_weight copies get their own host memory, because a
+     * unified-memory device may keep using it in place (the CPU backend does). */
+    uint8_t **host0 = &s->whost[j];
+    if (!(*host0 = malloc(bytes))) {
+        snprintf(why, n, "host memory for weight %u (%llu bytes)", w,
+                 (unsigned long long)g->size[w]);
+        return false;
+    }
+    bench_fill_input(g, w, *host0, 11);
+    for (uint32_t k = 0; k < copies; k++) {
+        void **dst = &s->wbuf[(size_t)k * nw + j];
+        uint64_t t0 = bench_now_ns();
+        bst_status st;
+        if (api->prepare_weight) {
+            uint8_t **host = &s->whost[(size_t)k * nw + j];
+            if (k > 0) {
+                if (!(*host = malloc(bytes))) {
+                    snprintf(why, n, "host memory for copy %u of weight %u (%llu bytes)", k, w,
+                             (unsigned long long)g->size[w]);
+                    return false;
+                }
+                memcpy(*host, *host0, bytes);
+                t0 = bench_now_ns();
+            }
+            uint64_t cost = 0;
+            uint32_t got = BST_LAYOUT_NATIVE;
+            st = api->prepare_weight(dev, &g->in[w], *host, g->size[w], dst, &cost, &got);
+            if (st != BST_OK)
+                return plugin_fail(why, n, "prepare_weight", st);
+            if (k > 0 && got != layout) {
+                snprintf(why, n, "prepare_weight gave layout %u for one copy and %u for "
+                         "another", layout, got);
+                return false;
+            }
+            layout = got;
+        } else {
+            st = api->buffer_alloc(dev, g->size[w], dst);
+            if (st == BST_OK)
+                st = api->buffer_write(dev, *dst, 0, *host0, g->size[w]);
+            if (st != BST_OK)
+                return plugin_fail(why, n, "uploading a weight", st);
+        }
+        if (k == 0)
+            *prepare_ns += bench_now_ns() - t0;
+    }
+    s->in[w].layout = layout;
+    s->buf[w] = s->wbuf[j];
+    return true;
+}
+
 /* Uploads inputs and weight copies and compiles. False with `why` on any failure. */
 static bool setup(run_state *s, const bench_case *c, uint32_t variant, uint32_t copies,
                   bench_result *r, char *why, size_t n)
@@ -119,13 +187,12 @@ static bool setup(run_state *s, const bench_case *c, uint32_t variant, uint32_t 
     void *dev = s->d->dev;
     const bench_geometry *g = s->g;
     bst_status st;
-    uint32_t layout = BST_LAYOUT_NATIVE;
     build_node(s, g);
     s->node.op = (uint32_t)c->op;
     s->copies = g->weight >= 0 ? copies : 0;
 
     for (uint32_t i = 0; i < g->n_in; i++) {
-        if ((int32_t)i == g->weight)
+        if (is_weight(g, i))
             continue;
         uint8_t *host = malloc(g->size[i] ? (size_t)g->size[i] : 1);
         if (!host) {
@@ -146,59 +213,17 @@ static bool setup(run_state *s, const bench_case *c, uint32_t variant, uint32_t 
         return plugin_fail(why, n, "buffer_alloc (output)", st);
 
     if (g->weight >= 0) {
-        uint32_t w = (uint32_t)g->weight;
-        s->wbuf = calloc(copies, sizeof *s->wbuf);
-        s->whost = calloc(copies, sizeof *s->whost);
+        s->wbuf = calloc((size_t)copies * g->n_weights, sizeof *s->wbuf);
+        s->whost = calloc((size_t)copies * g->n_weights, sizeof *s->whost);
         if (!s->wbuf || !s->whost) {
             snprintf(why, n, "host memory for %u weight copies", copies);
             return false;
         }
-        /* The host data of copy 0; prepare_weight copies get their own host memory, because a
-         * unified-memory device may keep using it in place (the CPU backend does). */
-        s->whost[0] = malloc(g->size[w] ? (size_t)g->size[w] : 1);
-        if (!s->whost[0]) {
-            snprintf(why, n, "host memory for the weight (%llu bytes)",
-                     (unsigned long long)g->size[w]);
-            return false;
-        }
-        bench_fill_input(g, w, s->whost[0], 11);
-        for (uint32_t k = 0; k < copies; k++) {
-            uint64_t t0 = bench_now_ns();
-            if (api->prepare_weight) {
-                if (k > 0) {
-                    s->whost[k] = malloc((size_t)g->size[w]);
-                    if (!s->whost[k]) {
-                        snprintf(why, n, "host memory for weight copy %u (%llu bytes)", k,
-                                 (unsigned long long)g->size[w]);
-                        return false;
-                    }
-                    memcpy(s->whost[k], s->whost[0], (size_t)g->size[w]);
-                    t0 = bench_now_ns();
-                }
-                uint64_t cost = 0;
-                uint32_t got = BST_LAYOUT_NATIVE;
-                st = api->prepare_weight(dev, &g->in[w], s->whost[k], g->size[w], &s->wbuf[k],
-                                         &cost, &got);
-                if (st != BST_OK)
-                    return plugin_fail(why, n, "prepare_weight", st);
-                if (k > 0 && got != layout) {
-                    snprintf(why, n, "prepare_weight gave layout %u for one copy and %u for "
-                             "another", layout, got);
-                    return false;
-                }
-                layout = got;
-            } else {
-                st = api->buffer_alloc(dev, g->size[w], &s->wbuf[k]);
-                if (st == BST_OK)
-                    st = api->buffer_write(dev, s->wbuf[k], 0, s->whost[0], g->size[w]);
-                if (st != BST_OK)
-                    return plugin_fail(why, n, "uploading the weight", st);
-            }
-            if (k == 0)
-                r->prepare_ns = bench_now_ns() - t0;
-        }
-        s->in[w].layout = layout;
-        s->buf[w] = s->wbuf[0];
+        uint64_t prepare_ns = 0;
+        for (uint32_t j = 0; j < g->n_weights; j++)
+            if (!upload_weight(s, j, copies, &prepare_ns, why, n))
+                return false;
+        r->prepare_ns = prepare_ns;
     }
 
     s->node.variant = variant;
@@ -226,8 +251,9 @@ static bool setup(run_state *s, const bench_case *c, uint32_t variant, uint32_t 
 static bst_status exec_call(void *user, uint64_t iteration, bench_error *e)
 {
     run_state *s = user;
-    if (s->g->weight >= 0)
-        s->buf[s->g->weight] = s->wbuf[iteration % s->copies];
+    const uint32_t nw = s->g->n_weights;
+    for (uint32_t j = 0; s->g->weight >= 0 && j < nw; j++)
+        s->buf[(uint32_t)s->g->weight + j] = s->wbuf[(size_t)(iteration % s->copies) * nw + j];
     const bst_backend_api *api = s->d->api;
     bst_status st = api->execute(s->d->dev, s->exe, s->buf, s->g->n_in + 1, &s->params);
     if (st != BST_OK)
@@ -405,7 +431,7 @@ static void check_limits(const device_ref *d, const bench_geometry *g, uint64_t 
     *cold = false;
     if (g->weight < 0)
         return;
-    uint64_t wb = g->size[g->weight];
+    uint64_t wb = bench_weight_bytes(g);
     uint32_t want = llc ? bench_cold_copies(wb, llc) : 1;
     /* Never take more than half the device's memory: the rest belongs to everyone else. */
     uint64_t cap = info->memory_bytes ? info->memory_bytes / 2 : UINT64_MAX;
@@ -435,7 +461,7 @@ static void derive(bench_result *r, const bench_case *c, const bench_geometry *g
         r->bandwidth_fraction = r->gbs / bl->bandwidth.gbs;
     const bench_read *rd = bl && read_index >= 0 ? &bl->reads[read_index] : NULL;
     if (rd && rd->measured && rd->gbs > 0) {
-        r->read_fraction = (double)g->size[g->weight] / rd->gbs / med;
+        r->read_fraction = (double)bench_weight_bytes(g) / rd->gbs / med;
         r->read_index = read_index;
     }
     if (c->op == BST_OP_MATMUL && c->dtype == BST_DTYPE_F32 && bl) {
@@ -462,7 +488,7 @@ static bst_status measure_read(const device_ref *d, const bench_case *c,
     if (b.min_reps < 5)
         b.min_reps = 5;
     bench_read rd;
-    bst_status st = bench_read_measure(g->size[g->weight], copies, o->threads, &b, &rd, e);
+    bst_status st = bench_read_measure(bench_weight_bytes(g), copies, o->threads, &b, &rd, e);
     snprintf(rd.what, sizeof rd.what, "%s %s %s on %s:%u", bst_op_name(c->op),
              bst_dtype_name(c->dtype), c->shape, d->backend, d->index);
     if (st == BST_OK)

@@ -370,6 +370,37 @@ static void test_ops_attention(void)
     bench_doc_free(&d);
 }
 
+/* The fused FFN: three weights rotated cache-cold, rated against a same-size read of all
+ * three (cache-cold needs copies x bytes >= 4x the LLC, with at most 4096 copies). */
+static void test_ops_ffn(void)
+{
+    char json_buf[256];
+    const char *json_path = tmp_path("ffn.json", json_buf, sizeof json_buf);
+    int rc = RUN(NULL, "bench", "ops", "--backend", "cpu", "--op", "ffn_swiglu", "--dtype", "q8_0",
+                 "--shape", "1x256x512", "--budget", "0.02", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_TRUE_FATAL(d.results.n > 0);
+    /* q8_0: 34 bytes per 32 elements; ~0.4 MB, so few enough copies fill 4x the LLC. */
+    const uint64_t weight_bytes = 3u * 512u * 8u * 34u;
+    for (size_t i = 0; i < (size_t)d.results.n; i++) {
+        const bench_result *res = &d.results.items[i];
+        CU_ASSERT_STRING_EQUAL(res->op, "ffn_swiglu");
+        CU_ASSERT_PTR_NOT_NULL(strstr(res->variant, "fused_ffn"));
+        CU_ASSERT_TRUE(res->weight_bound);
+        CU_ASSERT_TRUE(res->weight_copies > 1);
+        CU_ASSERT_EQUAL(res->status, BENCH_OK);
+        CU_ASSERT_TRUE(res->cache_cold);
+        CU_ASSERT_TRUE_FATAL(res->read_index >= 0 &&
+                             (size_t)res->read_index < d.baselines.n_reads);
+        CU_ASSERT_EQUAL(d.baselines.reads[res->read_index].bytes, weight_bytes);
+    }
+    bench_doc_free(&d);
+}
+
 static json_object *result0(json_object *root)
 {
     return json_object_array_get_idx(jget(root, "results"), 0);
@@ -1324,6 +1355,7 @@ int main(void)
         {"ops_quick_json", test_ops_quick_json},
         {"ops_user_shape", test_ops_user_shape},
         {"ops_attention", test_ops_attention},
+        {"ops_ffn", test_ops_ffn},
         {"ops_cli_errors", test_ops_cli_errors},
         {"report_csv", test_report_csv},
         {"report_md", test_report_md},

@@ -327,6 +327,15 @@ static void test_select(void)
     bench_selection bad_g = {"attention", NULL, ragged, 1, false};
     CU_ASSERT_EQUAL(bench_cases_select(&bad_g, &l, &e), BST_ERR_PARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "multiple of HKV"));
+    const char *ffn_odd[] = {"1x576x1500"};
+    bench_selection bad_ffn = {"ffn_swiglu", "q4_1", ffn_odd, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_ffn, &l, &e), BST_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "multiples of the 32-element block"));
+    bench_selection ffn_default = {"ffn_swiglu", NULL, NULL, 0, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&ffn_default, &l, &e), BST_OK);
+    CU_ASSERT_EQUAL(l.n, 2); /* the model's FFN for one token and for 512 */
+    CU_ASSERT_STRING_EQUAL(l.items[0].shape, "1x576x1536");
+    bench_case_list_free(&l);
     bench_selection bad_rank = {"attention", NULL, four, 1, false};
     CU_ASSERT_EQUAL(bench_cases_select(&bad_rank, &l, &e), BST_ERR_PARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "TxSxHQxHKVxD"));
@@ -401,6 +410,26 @@ static void test_geometry(void)
     CU_ASSERT_TRUE_FATAL(bench_case_probe(&c, &ap, &ascale));
     CU_ASSERT_TRUE(ap.dims[0] < 4096 && ap.dims[0] <= ap.dims[1] && ap.dims[4] == 128);
     bench_geometry ag;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&ap, &ag, NULL), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+    CU_ASSERT_TRUE(near(ag.flops * ascale, g.flops, 1e-12));
+
+    /* The fused FFN: three weights, all rotated; GEMV-like for one token. */
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("1x576x1536", &c, why, sizeof why));
+    c.op = BST_OP_FFN_SWIGLU;
+    c.dtype = BST_DTYPE_Q4_1;
+    CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
+    CU_ASSERT_EQUAL(g.n_in, 4);
+    CU_ASSERT_EQUAL(g.weight, 1);
+    CU_ASSERT_EQUAL(g.n_weights, 3);
+    CU_ASSERT_EQUAL(bench_weight_bytes(&g), 3u * 1536u * 18u * 20u);
+    CU_ASSERT_DOUBLE_EQUAL(g.flops, 6.0 * 576 * 1536, 0.0);
+    CU_ASSERT_TRUE(bench_weight_bound(&g));
+    CU_ASSERT_STRING_EQUAL(g.text, "f32[1,576], q4_1[1536,576], q4_1[1536,576], q4_1[576,1536] "
+                                   "-> f32[1,576]");
+    CU_ASSERT_TRUE_FATAL(bench_parse_shape("4096x4096x14336", &c, why, sizeof why));
+    CU_ASSERT_TRUE_FATAL(bench_case_probe(&c, &ap, &ascale));
+    CU_ASSERT_TRUE(ap.dims[2] < 14336 && ap.dims[2] % 32 == 0 && ap.dims[0] == 4096);
     CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&ap, &ag, NULL), BST_OK);
     CU_ASSERT_EQUAL_FATAL(bench_case_geometry(&c, &g, NULL), BST_OK);
     CU_ASSERT_TRUE(near(ag.flops * ascale, g.flops, 1e-12));
