@@ -26,9 +26,9 @@
  *    spinning worker everything it needs.
  *  - Chunks are claimed with a compare-and-swap on `claim`, whose upper half is the job's tag
  *    (from `seq`) and lower half the next chunk. A straggler still holding an older job fails
- *    the tag test and never runs a chunk of the job that replaced it, so nothing has to wait
- *    for stragglers to let go before the next job is written (the reference count this
- *    protocol replaces cost two more round trips per job).
+ *    the tag test and never runs a chunk of the job that replaced it, so the caller never
+ *    waits for stragglers before it writes the next job (a reference count would cost two
+ *    more round trips per job, and a descheduled straggler would stall the caller).
  *  - `done` counts finished chunks. It shares a line with `claim`: a worker that has just
  *    claimed holds that line, so counting its chunk done costs no transfer, and the caller
  *    reads both with one.
@@ -41,7 +41,6 @@
 #include "graph/status.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -54,7 +53,7 @@
 #define CALLER_SPIN_NS 50000
 /* Chunks per thread, when the grain allows: many small ones, claimed one at a time, so a thread
  * that is preempted (two cores shared by several processes) holds up only the chunk it is in,
- * and the others take over the rest of its share; each claim costs one atomic add. With 4 per
+ * and the others take over the rest of its share; each claim costs one compare-and-swap. With 4 per
  * thread a preempted worker held a fixed eighth of a GEMV, and medians were 4-6x the fastest
  * call on a loaded machine. */
 #define CHUNKS_PER_THREAD 16
