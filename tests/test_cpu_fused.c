@@ -97,20 +97,24 @@ static bool run_graph(const bst_graph *g, const char *kernels, const feed *feeds
 
 /* --- attention --- */
 
+/* Mask shapes (0: no mask): per key and row [T,S]; one value per row [T,1] (stride 0 over the
+ * keys); one row for all [1,S]; [T,S] with row 0 all -inf (a row that sees no key: zeros). */
+enum { MASK_NONE, MASK_TS, MASK_T1, MASK_1S, MASK_TS_BLIND };
+
 typedef struct attn_case {
     int64_t T, S, Hq, Hkv, D;
     bool causal;
     int64_t window;
-    bool mask;
+    int mask; /* MASK_* (false / true: none / [T,S]) */
     bst_dtype kv;
 } attn_case;
 
-static float round_half(float x)
+static float round_to(bst_dtype t, float x)
 {
     uint16_t h;
     float f;
-    OK(bsti_quantize(BST_DTYPE_F16, &x, &h, 1));
-    OK(bsti_dequantize(BST_DTYPE_F16, &h, &f, 1));
+    OK(bsti_quantize(t, &x, &h, 1));
+    OK(bsti_dequantize(t, &h, &f, 1));
     return f;
 }
 
@@ -157,31 +161,39 @@ static void check_attention(const attn_case *c)
 {
     const size_t nq = (size_t)(c->T * c->Hq * c->D), nkv = (size_t)(c->S * c->Hkv * c->D);
     const size_t nm = (size_t)(c->T * c->S);
+    const int64_t mt = c->mask == MASK_1S ? 1 : c->T, mk = c->mask == MASK_T1 ? 1 : c->S;
     float *q = malloc(nq * sizeof *q), *k = malloc(nkv * sizeof *k), *v = malloc(nkv * sizeof *v);
-    float *m = malloc(nm * sizeof *m), *got = malloc(nq * sizeof *got);
-    float *low = malloc(nq * sizeof *low);
+    float *m = malloc(nm * sizeof *m), *mfull = malloc(nm * sizeof *mfull);
+    float *got = malloc(nq * sizeof *got), *low = malloc(nq * sizeof *low);
     uint16_t *kh = malloc(nkv * sizeof *kh), *vh = malloc(nkv * sizeof *vh);
     double *want = malloc(nq * sizeof *want);
-    CU_ASSERT_FATAL(q && k && v && m && got && low && kh && vh && want);
+    CU_ASSERT_FATAL(q && k && v && m && mfull && got && low && kh && vh && want);
     fill(q, nq, 1.0f);
     fill(k, nkv, 1.0f);
     fill(v, nkv, 1.0f);
-    for (size_t i = 0; i < nm; i++)
+    for (size_t i = 0; i < (size_t)(mt * mk); i++)
         m[i] = frand() < -0.6f ? -INFINITY : 0.5f * frand();
-    if (c->kv == BST_DTYPE_F16) { /* the reference sees the values the cache holds */
+    if (c->mask == MASK_TS_BLIND)
+        for (int64_t j = 0; j < c->S; j++)
+            m[j] = -INFINITY;
+    for (int64_t t = 0; t < c->T; t++) /* the mask as the reference reads it: [T,S] */
+        for (int64_t j = 0; j < c->S; j++)
+            mfull[t * c->S + j] = m[(mt == 1 ? 0 : t) * mk + (mk == 1 ? 0 : j)];
+    const bool half = c->kv == BST_DTYPE_F16 || c->kv == BST_DTYPE_BF16;
+    if (half) { /* the reference sees the values the cache holds */
         for (size_t i = 0; i < nkv; i++) {
-            k[i] = round_half(k[i]);
-            v[i] = round_half(v[i]);
+            k[i] = round_to(c->kv, k[i]);
+            v[i] = round_to(c->kv, v[i]);
         }
-        OK(bsti_quantize(BST_DTYPE_F16, k, kh, (int64_t)nkv));
-        OK(bsti_quantize(BST_DTYPE_F16, v, vh, (int64_t)nkv));
+        OK(bsti_quantize(c->kv, k, kh, (int64_t)nkv));
+        OK(bsti_quantize(c->kv, v, vh, (int64_t)nkv));
     }
     const double scale = 1.0 / sqrt((double)c->D);
-    attention_ref(c, q, k, v, c->mask ? m : NULL, scale, want);
+    attention_ref(c, q, k, v, c->mask ? mfull : NULL, scale, want);
 
     bst_graph *g = NULL;
     OK(bst_graph_create(&g));
-    int64_t qs[3] = {c->T, c->Hq, c->D}, ks[3] = {c->S, c->Hkv, c->D}, ms[2] = {c->T, c->S};
+    int64_t qs[3] = {c->T, c->Hq, c->D}, ks[3] = {c->S, c->Hkv, c->D}, ms[2] = {mt, mk};
     bst_value in[4], y;
     OK(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, qs, NULL, &in[0]));
     OK(bst_graph_add_input(g, "k", c->kv, 3, ks, NULL, &in[1]));
@@ -192,22 +204,27 @@ static void check_attention(const attn_case *c)
                          a_int(BST_ATTR_WINDOW, c->window)};
     OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, c->mask ? 4 : 3, attrs, 3, &y));
     OK(bst_graph_mark_output(g, y, "y"));
-    const bool f16 = c->kv == BST_DTYPE_F16;
-    const size_t kvb = nkv * (f16 ? 2 : 4);
-    feed feeds[4] = {{"q", q, nq * 4}, {"k", f16 ? (void *)kh : (void *)k, kvb},
-                     {"v", f16 ? (void *)vh : (void *)v, kvb}, {"m", m, nm * 4}};
+    const size_t kvb = nkv * (half ? 2 : 4);
+    feed feeds[4] = {{"q", q, nq * 4}, {"k", half ? (void *)kh : (void *)k, kvb},
+                     {"v", half ? (void *)vh : (void *)v, kvb}, {"m", m, (size_t)(mt * mk) * 4}};
     const uint32_t n_feeds = c->mask ? 4 : 3;
     CU_ASSERT(run_graph(g, NULL, feeds, n_feeds, got, nq));
     CU_ASSERT(!run_graph(g, "lowered", feeds, n_feeds, low, nq));
     double e = nmse(got, want, nq), el = nmse(low, want, nq);
-    printf("\n    attention T=%lld S=%lld %s: NMSE fused %.2e, lowered %.2e", (long long)c->T,
-           (long long)c->S, bst_dtype_name(c->kv), e, el);
+    printf("\n    attention T=%lld S=%lld Hq=%lld Hkv=%lld D=%lld %s%s%s: NMSE fused %.2e, "
+           "lowered %.2e",
+           (long long)c->T, (long long)c->S, (long long)c->Hq, (long long)c->Hkv,
+           (long long)c->D, bst_dtype_name(c->kv), c->window ? " window" : "",
+           (const char *[]){"", " mask[T,S]", " mask[T,1]", " mask[1,S]", " mask[T,S] row 0 blind"}
+               [c->mask],
+           e, el);
     CU_ASSERT(e <= 1e-9);
     bst_graph_destroy(g);
     free(q);
     free(k);
     free(v);
     free(m);
+    free(mfull);
     free(got);
     free(low);
     free(kh);
@@ -236,6 +253,50 @@ static void test_attention_window_mask(void)
     check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32});
     check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16});
     check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32});
+}
+
+/* Decode-sized units (the G query heads of one kv head at 1..4 positions; few-row kernel with
+ * AVX-512): group sizes 1, 3, 4, 8 (and 16 rows of 4 positions x G 4), few keys (1, 5, 17: one
+ * partial group of 16) and many (600+: several blocks, split across the two workers), every
+ * K/V dtype, D 64 / 128 / 80 (a 64-column chunk and a 16-column one) and a D the kernel
+ * declines (36: the per-row loops). */
+static void test_attention_decode_few(void)
+{
+    static const attn_case cases[] = {
+        {.T = 1, .S = 1, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F32},
+        {.T = 1, .S = 5, .Hq = 3, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F16},
+        {.T = 1, .S = 17, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_BF16},
+        {.T = 1, .S = 17, .Hq = 8, .Hkv = 2, .D = 128, .causal = true, .kv = BST_DTYPE_F32},
+        {.T = 1, .S = 650, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_BF16},
+        {.T = 1, .S = 777, .Hq = 8, .Hkv = 1, .D = 128, .causal = true, .kv = BST_DTYPE_F16},
+        {.T = 1, .S = 640, .Hq = 4, .Hkv = 4, .D = 80, .causal = true, .kv = BST_DTYPE_F32},
+        {.T = 2, .S = 17, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F32},
+        {.T = 3, .S = 600, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F16},
+        {.T = 4, .S = 700, .Hq = 8, .Hkv = 2, .D = 64, .causal = true, .kv = BST_DTYPE_BF16},
+        {.T = 4, .S = 5, .Hq = 4, .Hkv = 1, .D = 128, .causal = true, .kv = BST_DTYPE_F32},
+        /* window: keys before it are skipped (some shares see none), inside a block too */
+        {.T = 1, .S = 700, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .window = 100,
+         .kv = BST_DTYPE_F32},
+        {.T = 3, .S = 300, .Hq = 6, .Hkv = 2, .D = 64, .causal = true, .window = 37,
+         .kv = BST_DTYPE_BF16},
+        /* masks: per key, one value per row (stride 0), one row for all, a row that sees none */
+        {.T = 1, .S = 600, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .mask = MASK_TS,
+         .kv = BST_DTYPE_F16},
+        {.T = 2, .S = 40, .Hq = 3, .Hkv = 1, .D = 64, .mask = MASK_T1, .kv = BST_DTYPE_F32},
+        {.T = 1, .S = 650, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .mask = MASK_T1,
+         .kv = BST_DTYPE_F32},
+        {.T = 3, .S = 130, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .mask = MASK_1S,
+         .kv = BST_DTYPE_F16},
+        {.T = 2, .S = 600, .Hq = 8, .Hkv = 2, .D = 64, .mask = MASK_TS_BLIND,
+         .kv = BST_DTYPE_F32},
+        {.T = 1, .S = 600, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .window = 50,
+         .mask = MASK_TS, .kv = BST_DTYPE_BF16},
+        /* a head dim the few-row kernel declines: the per-row loops */
+        {.T = 2, .S = 300, .Hq = 6, .Hkv = 3, .D = 36, .causal = true, .mask = MASK_T1,
+         .kv = BST_DTYPE_F16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_attention(&cases[i]);
 }
 
 /* --- rms_norm_mul --- */
@@ -396,6 +457,7 @@ int main(void)
         {"attention_prefill", test_attention_prefill},
         {"attention_decode", test_attention_decode},
         {"attention_window_mask", test_attention_window_mask},
+        {"attention_decode_few", test_attention_decode_few},
         {"rms_norm_mul", test_rms_norm_mul},
         {"ffn_swiglu", test_ffn_swiglu},
         {"ffn_f32_weights_lowered", test_ffn_f32_weights_lowered},

@@ -10,9 +10,12 @@
  *    online softmax (running maximum and sum, accumulator rescaled when the maximum grows), so
  *    the T x S scores never reach memory and f16/bf16 K/V are read in place; keys outside the
  *    causal / window range are skipped, not masked. The key-block loops exist once per ISA
- *    (cpu_fused_attention_simd.c compiled with AVX2 flags; scalar loops in the portable file);
+ *    (cpu_fused_attention_avx2.c compiled with AVX2 flags; scalar loops in the portable file);
  *    with AVX-512, a prompt's units of 8..16 query rows run as one lane-per-row tile
- *    (cpu_att_tile below, cpu_fused_attention_avx512.c), ~3x the per-row loops at 512 tokens.
+ *    (cpu_att_tile below, cpu_fused_attention_avx512.c), ~3x the per-row loops at 512 tokens,
+ *    and the other units (decode: the G heads of one kv head at 1..few positions, over one
+ *    share of the keys) run the few-row kernel (CPU_ATT_FEW_KB below,
+ *    cpu_fused_attention_decode_avx512.c), which also prefetches the cold K/V cache.
  *  - rms_norm_mul, ffn_swiglu (cpu_fused_ffn.c): the norm in one pass; for few rows (decode) the
  *    FFN quantizes x once for both gate and up (cpu_q8dot.h's q8x2 blocks and block loops),
  *    applies silu(g) * u while the results are in cache, then runs the down projection with the
@@ -64,17 +67,31 @@ typedef struct cpu_att_tile {
      * (stride 0: broadcast over keys). Key blocks the mask hides from every row are skipped. */
     const uint8_t *mask[CPU_ATT_TILE_ROWS];
     int64_t mask_stride;
+    /* NULL: row i's normalized output goes to out[i]. Otherwise (a share of split keys, few-row
+     * kernel only) row i's running maximum, sum and unnormalized accumulator go to
+     * part + i * (D + 2) as {m, l, acc[D]}, for the driver to merge. */
+    float *part;
 } cpu_att_tile;
 /* Floats of work area a tile needs (64-byte aligned, per worker). */
 #define CPU_ATT_TILE_WORK(D) ((size_t)(D) * (2 * CPU_ATT_TILE_ROWS + 2 * CPU_ATT_TILE_KB) + \
                               (size_t)2 * CPU_ATT_TILE_KB * CPU_ATT_TILE_ROWS + 64)
 typedef void (*cpu_att_tile_fn)(const cpu_att_tile *t, float *work);
 
+/* A decode step's unit of few rows (the G query heads of one kv head at one or a few positions,
+ * 1..CPU_ATT_TILE_ROWS rows) with the same cpu_att_tile description, keys [jlo, jhi) possibly a
+ * share of a split (part), D a multiple of 16 (cpu_fused_attention_decode_avx512.c): each K/V
+ * chunk is widened once for all rows, 16 keys' scores come out of one transpose-add tree, the
+ * softmax and the accumulator work on whole vectors, and the next key block's K/V lines are
+ * prefetched (decode reads them from DRAM). Work: CPU_ATT_FEW_WORK floats, 64-byte aligned. */
+#define CPU_ATT_FEW_KB 64
+#define CPU_ATT_FEW_WORK(rows, D) ((size_t)(rows) * (size_t)(2 * (D) + CPU_ATT_FEW_KB))
+
 typedef struct cpu_att_loops {
     cpu_att_dot_fn dot[3];   /* by kv kind: 0 f32, 1 f16, 2 bf16 */
     cpu_att_axpy_fn axpy[3];
     cpu_att_exp_fn exp;
     cpu_att_tile_fn tile;    /* optional (NULL): many-row units, see cpu_att_tile */
+    cpu_att_tile_fn few;     /* optional (NULL): few-row units (decode), see CPU_ATT_FEW_KB */
 } cpu_att_loops;
 
 extern const cpu_att_loops cpu_att_loops_scalar;
@@ -82,9 +99,11 @@ extern const cpu_att_loops cpu_att_loops_scalar;
 extern const cpu_att_loops cpu_att_loops_avx2;
 #endif
 #ifdef CPU_HAVE_FUSED_AVX512
-/* The AVX2 loops (decode, small units) plus the AVX-512 tile (prompts). */
+/* The AVX2 loops (units the AVX-512 kernels decline) plus the AVX-512 tile (prompts) and
+ * few-row kernel (decode). */
 extern const cpu_att_loops cpu_att_loops_avx512;
 void cpu_att_tile_avx512(const cpu_att_tile *t, float *work);
+void cpu_att_few_avx512(const cpu_att_tile *t, float *work);
 #endif
 
 struct cpu_q8dot_impl;

@@ -9,7 +9,10 @@
  * m_new) first. Keys that CAUSAL / WINDOW hide from every row of the unit are never read; the
  * rest of the hiding (and the optional additive mask) is applied per score. A row that sees no
  * key at all gives zeros, as the lowered softmax does. K and V are read in their cache dtype
- * (f32, f16, bf16) through the ISA's key-block loops; q is pre-multiplied by SCALE.
+ * (f32, f16, bf16) through the ISA's key-block loops; q is pre-multiplied by SCALE. With
+ * AVX-512 a unit is handed whole to the lane-per-row tile (prompts: 8..16 rows, no key split)
+ * or to the few-row kernel (the rest, decode included; D a multiple of 16); the loops here run
+ * the units those decline and everything on other ISAs.
  */
 #include "cpu_fused.h"
 
@@ -21,6 +24,7 @@
 #define ATT_SPLIT_MIN 64 /* fewest keys per share when a unit's keys are split */
 #define ATT_SHARE_ALIGN 16 /* shares are whole groups of keys the dot loops take at once */
 #define ATT_MAX_D 1024
+#define ATT_MAX_SPLIT 64 /* most shares per unit (att_merge's weights) */
 
 static int kv_kind(bst_dtype t)
 {
@@ -153,7 +157,7 @@ static float exp_block(float *s, int64_t n, float m)
 
 const cpu_att_loops cpu_att_loops_scalar = {{dot_f32, dot_f16, dot_bf16},
                                             {axpy_f32, axpy_f16, axpy_bf16},
-                                            exp_block, NULL};
+                                            exp_block, NULL, NULL};
 
 /* --- the driver --- */
 
@@ -171,6 +175,7 @@ typedef struct att_job {
     size_t work_floats;
     float *part; /* n_split > 1: per unit and row, m, l and acc[D] of its share of the keys */
     bool tile;   /* units of >= ATT_TILE_MIN rows go to loops->tile (cpu_att_tile) */
+    bool few;    /* the other units go to loops->few (CPU_ATT_FEW_KB in cpu_fused.h) */
 } att_job;
 
 #define ATT_TILE_MIN 8 /* fewer rows would leave most of the tile's lanes idle */
@@ -224,6 +229,19 @@ static void key_range(const att_job *job, int64_t t0, int64_t t1, int64_t *out_l
     *out_hi = jhi > jlo ? jhi : jlo;
 }
 
+/* The keys of a unit's share: [jlo, jhi) of the unit's whole range cut into n_split shares of
+ * whole groups of ATT_SHARE_ALIGN keys. */
+static void share_range(const att_job *job, int64_t split, int64_t *jlo, int64_t *jhi)
+{
+    if (job->n_split <= 1)
+        return;
+    int64_t share = (*jhi - *jlo + job->n_split - 1) / job->n_split;
+    share = (share + ATT_SHARE_ALIGN - 1) / ATT_SHARE_ALIGN * ATT_SHARE_ALIGN;
+    const int64_t lo = *jlo + split * share;
+    *jhi = lo + share < *jhi ? lo + share : *jhi;
+    *jlo = lo;
+}
+
 /* Unit = (kv head, block of tb query positions, share of the keys). Its rows are every query
  * head of the kv head's group at every position of the block, so each K/V row is read once for
  * all of them while it is in L1. */
@@ -235,7 +253,8 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
     const int64_t qb = rest % job->n_qblocks, kh = rest / job->n_qblocks;
     const int64_t t0 = qb * job->tb, t1 = t0 + job->tb < T ? t0 + job->tb : T;
     const int64_t rows = (t1 - t0) * G;
-    if (job->tile && rows >= ATT_TILE_MIN) {
+    const bool tile = job->tile && rows >= ATT_TILE_MIN;
+    if (tile || job->few) {
         cpu_att_tile tl;
         memset(&tl, 0, sizeof tl);
         tl.rows = (int)rows;
@@ -260,7 +279,14 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         key_range(job, t0, t1, &tl.jlo, &tl.jhi);
         tl.causal = job->causal;
         tl.window = job->window;
-        job->loops->tile(&tl, work);
+        if (tile) {
+            job->loops->tile(&tl, work);
+            return;
+        }
+        share_range(job, split, &tl.jlo, &tl.jhi);
+        if (job->n_split > 1)
+            tl.part = job->part + (size_t)unit * (size_t)job->rows * (size_t)(D + 2);
+        job->loops->few(&tl, work);
         return;
     }
     float *qs = work, *acc = qs + job->rows * D, *sc = acc + job->rows * D,
@@ -275,13 +301,7 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
     }
     int64_t jlo, jhi;
     key_range(job, t0, t1, &jlo, &jhi);
-    if (job->n_split > 1) { /* this unit's share, in groups of ATT_SHARE_ALIGN keys */
-        int64_t share = (jhi - jlo + job->n_split - 1) / job->n_split;
-        share = (share + ATT_SHARE_ALIGN - 1) / ATT_SHARE_ALIGN * ATT_SHARE_ALIGN;
-        const int64_t lo = jlo + split * share;
-        jhi = lo + share < jhi ? lo + share : jhi;
-        jlo = lo;
-    }
+    share_range(job, split, &jlo, &jhi);
     const uint8_t *kbase = cpu_row_ptr(k, 0, 0, kh), *vbase = cpu_row_ptr(v, 0, 0, kh);
     const int64_t ks = k->nb[1], vs = v->nb[1];
     for (int64_t j0 = jlo; j0 < jhi; j0 += ATT_KB) {
@@ -353,42 +373,58 @@ static void att_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
         att_unit(r, job, u, work);
 }
 
-/* Key-split units: each output row combines its shares, rescaled to their common maximum. */
+/* Key-split units: each output row combines its shares, rescaled to their common maximum:
+ * out = sum_sp acc_sp * w_sp with w_sp = exp(m_sp - m) / l, 4 lanes at a time (the plain loops,
+ * left scalar by the compiler, took 13.7k instructions for a decode step's 9 rows x 2 shares,
+ * a quarter of what its 6 units took with the AVX2 loops; now 5.7k). */
 static void att_merge(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
     (void)w;
     const att_job *job = r->aux;
     const cpu_tensor *o = &r->out;
-    const int64_t D = job->D, G = job->G;
+    const int64_t D = job->D, G = job->G, ns = job->n_split;
     for (int64_t b = begin; b < end; b++) {
         const int64_t qb = b % job->n_qblocks, kh = b / job->n_qblocks;
         const int64_t t0 = qb * job->tb, t1 = t0 + job->tb < job->T ? t0 + job->tb : job->T;
         for (int64_t i = 0; i < (t1 - t0) * G; i++) {
             const int64_t t = t0 + i / G, h = kh * G + i % G;
             float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
+            const float *pr0 = job->part + ((size_t)(b * ns) * (size_t)job->rows + (size_t)i) *
+                                               (size_t)(D + 2);
+            const size_t pstride = (size_t)job->rows * (size_t)(D + 2); /* next share's row */
             float m = -INFINITY, l = 0.0f;
-            for (int64_t sp = 0; sp < job->n_split; sp++) {
-                const float *pr = job->part + ((size_t)(b * job->n_split + sp) * (size_t)job->rows +
-                                               (size_t)i) * (size_t)(D + 2);
-                m = pr[0] > m ? pr[0] : m;
+            for (int64_t sp = 0; sp < ns; sp++)
+                m = pr0[(size_t)sp * pstride] > m ? pr0[(size_t)sp * pstride] : m;
+            if (m == -INFINITY) { /* no key visible at all: zeros */
+                memset(dst, 0, (size_t)D * sizeof(float));
+                continue;
             }
-            for (int64_t c = 0; c < D; c++)
-                dst[c] = 0.0f;
-            if (m == -INFINITY)
-                continue; /* no key visible at all: zeros */
-            for (int64_t sp = 0; sp < job->n_split; sp++) {
-                const float *pr = job->part + ((size_t)(b * job->n_split + sp) * (size_t)job->rows +
-                                               (size_t)i) * (size_t)(D + 2);
-                if (pr[0] == -INFINITY)
-                    continue;
-                const float f = expf(pr[0] - m);
-                l += pr[1] * f;
-                for (int64_t c = 0; c < D; c++)
-                    dst[c] += pr[2 + c] * f;
+            float wt[ATT_MAX_SPLIT];
+            for (int64_t sp = 0; sp < ns; sp++) {
+                const float *pr = pr0 + (size_t)sp * pstride;
+                wt[sp] = pr[0] == -INFINITY ? 0.0f : expf(pr[0] - m);
+                l += pr[1] * wt[sp];
             }
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            for (int64_t c = 0; c < D; c++)
-                dst[c] *= inv;
+            for (int64_t sp = 0; sp < ns; sp++)
+                wt[sp] *= inv;
+            int64_t c = 0;
+            for (; c + 4 <= D; c += 4) {
+                att_f32x4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
+                for (int64_t sp = 0; sp < ns; sp++) {
+                    att_f32x4 x;
+                    memcpy(&x, pr0 + (size_t)sp * pstride + 2 + c, sizeof x);
+                    const att_f32x4 wv = {wt[sp], wt[sp], wt[sp], wt[sp]};
+                    acc += x * wv;
+                }
+                memcpy(dst + c, &acc, sizeof acc);
+            }
+            for (; c < D; c++) {
+                float acc = 0.0f;
+                for (int64_t sp = 0; sp < ns; sp++)
+                    acc += pr0[(size_t)sp * pstride + 2 + (size_t)c] * wt[sp];
+                dst[c] = acc;
+            }
         }
     }
 }
@@ -404,6 +440,7 @@ static int64_t att_split(int64_t blocks, int64_t S, uint32_t workers)
         return 1;
     int64_t most = S / ATT_SPLIT_MIN, want = (4 * (int64_t)workers + blocks - 1) / blocks;
     most = most < want ? most : want;
+    most = most < ATT_MAX_SPLIT ? most : ATT_MAX_SPLIT;
     int64_t best = 1, best_num = (blocks + workers - 1) / workers, best_den = 1;
     for (int64_t n = 2; n <= most; n++) {
         const int64_t num = (blocks * n + workers - 1) / workers; /* load: num / n of S */
@@ -450,11 +487,17 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.tile = loops->tile && job.n_split == 1 && job.rows <= CPU_ATT_TILE_ROWS &&
                job.D % 16 == 0 && job.D <= CPU_ATT_TILE_MAX_D && job.S < INT32_MAX / 2 &&
                job.window < INT32_MAX / 2;
+    /* The few-row kernel takes the units the tile does not: rows in its tile struct, D in
+     * whole vectors. */
+    job.few = loops->few && job.rows <= CPU_ATT_TILE_ROWS && job.D % 16 == 0 &&
+              job.S < INT32_MAX / 2 && job.T < INT32_MAX / 2;
     /* 16 floats of padding keep each worker's area on its own cache lines (and 64-byte
      * aligned). */
     job.work_floats = (size_t)(job.rows * (2 * job.D + ATT_KB + 2) + 16);
     if (job.tile && job.work_floats < CPU_ATT_TILE_WORK(job.D))
         job.work_floats = CPU_ATT_TILE_WORK(job.D);
+    if (job.few && job.work_floats < CPU_ATT_FEW_WORK(job.rows, job.D))
+        job.work_floats = CPU_ATT_FEW_WORK(job.rows, job.D);
     job.work_floats = (job.work_floats + 15) & ~(size_t)15;
     size_t part_floats = job.n_split > 1 ? (size_t)units * (size_t)job.rows * (size_t)(job.D + 2)
                                          : 0;

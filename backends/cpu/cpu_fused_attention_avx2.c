@@ -235,11 +235,11 @@ LOOPS(2, bf16)
 #undef LOOPS
 
 const cpu_att_loops cpu_att_loops_avx2 = {{dot_f32, dot_f16, dot_bf16},
-                                          {axpy_f32, axpy_f16, axpy_bf16}, exp_block, NULL};
+                                          {axpy_f32, axpy_f16, axpy_bf16}, exp_block, NULL, NULL};
 #ifdef CPU_HAVE_FUSED_AVX512
 const cpu_att_loops cpu_att_loops_avx512 = {{dot_f32, dot_f16, dot_bf16},
                                             {axpy_f32, axpy_f16, axpy_bf16}, exp_block,
-                                            cpu_att_tile_avx512};
+                                            cpu_att_tile_avx512, cpu_att_few_avx512};
 #endif
 #else
 typedef int cpu_fused_attention_avx2_not_built; /* a translation unit may not be empty */

@@ -1,0 +1,331 @@
+/*
+ * Fused attention's few-row kernel with AVX-512 (see cpu_fused.h, CPU_ATT_FEW_KB): a decode step's
+ * unit, the G query heads of one kv head at one or a few positions, over one share of the keys.
+ *
+ * Why: the per-row loops (cpu_fused_attention_avx2.c) read every K/V block once per query row,
+ * end each (row, key) dot product with a horizontal sum, and run the softmax and the rescaling
+ * row by row in scalar code; a decode unit has only ~3 rows, too few for the lane-per-row tile
+ * (cpu_fused_attention_avx512.c). Here:
+ *  - scores: 4 keys x up to 4 rows of partial-sum vectors are accumulated at once (each K chunk
+ *    is loaded and widened once for all rows), then a transpose-add tree turns the 16 keys'
+ *    partial sums of a row into one vector of 16 scores: 45 shuffles / adds per row and 16 keys
+ *    instead of 16 horizontal sums;
+ *  - softmax: causal / window become one lane mask per 16 keys, the additive mask one vector
+ *    add; block maximum, exp and sum run on whole vectors;
+ *  - values: the accumulator of up to 4 rows x 64 columns stays in registers over the block, each
+ *    V chunk is loaded and widened once for all rows and multiplied by the rows' broadcast
+ *    probabilities;
+ *  - memory: decode reads K/V from DRAM (see the block loop), so each block's loops also ask for
+ *    the next block's K/V lines.
+ * Compiled with the AVX-512 flags and called only when cpu_isa_mask() has CPU_ISA_AVX512.
+ */
+#include "cpu_fused.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#include "cpu_exp_avx512.h"
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define ALWAYS static inline __attribute__((always_inline))
+#define KB CPU_ATT_FEW_KB
+#define RB 4 /* rows per register group: 4 x 4 accumulators + 4 K/V chunks fit in 32 zmm */
+
+/* Sixteen elements c.. of a K/V row of dtype kind (0 f32, 1 f16, 2 bf16) as f32. */
+ALWAYS __m512 load16(int kind, const uint8_t *row, int64_t c)
+{
+    if (kind == 0)
+        return _mm512_loadu_ps(row + c * 4);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(row + c * 2));
+    if (kind == 1)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Asks for the cache line at p + off (maybe past the tensor: computed as an address, not a
+ * pointer into it). */
+ALWAYS void prefetch(const uint8_t *p, uintptr_t off)
+{
+    _mm_prefetch((const char *)(uintptr_t)((uintptr_t)p + off), _MM_HINT_T0);
+}
+
+/* Four keys' partial-sum vectors a, b, c, d into one whose 128-bit block i holds block i's
+ * partial sums of (a, b, c, d): shuffles within 128-bit blocks only, which are cheaper than
+ * the ones across blocks that fold16 needs. */
+ALWAYS __m512 fold4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    const __m512d pa = _mm512_castps_pd(a), pb = _mm512_castps_pd(b), pc = _mm512_castps_pd(c),
+                  pd = _mm512_castps_pd(d);
+    const __m512 ab = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pa, pb)),
+                                    _mm512_castpd_ps(_mm512_unpackhi_pd(pa, pb)));
+    const __m512 cd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pc, pd)),
+                                    _mm512_castpd_ps(_mm512_unpackhi_pd(pc, pd)));
+    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Four fold4 results x0..x3 (of keys 4g..4g+3) into the 16 scores, lane l = key l: the 4 x 4
+ * blocks transposed and summed. */
+ALWAYS __m512 fold16(__m512 x0, __m512 x1, __m512 x2, __m512 x3)
+{
+    const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x44),
+                                     _mm512_shuffle_f32x4(x0, x1, 0xee));
+    const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(x2, x3, 0x44),
+                                     _mm512_shuffle_f32x4(x2, x3, 0xee));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, 0x88),
+                         _mm512_shuffle_f32x4(z01, z23, 0xdd));
+}
+
+/* Scores of rows [r0, r0 + rb) against 16 keys (key l's row at kp[l]): out[r * KB + l]. Also
+ * asks for the rows pf bytes past those of keys l < npf (the next block's), one line per chunk
+ * of 64 bytes: spread over the multiply-adds, whose loop leaves load slots free, they cost
+ * little when the cache is warm. */
+ALWAYS void scores16(int kind, int rb, const float *Q, int64_t D, const uint8_t *const *kp,
+                     float *out, int64_t pf, int64_t npf)
+{
+    const int64_t esz = kind ? 2 : 4;
+    __m512 x[RB][4];
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const uint8_t *k0 = kp[4 * g], *k1 = kp[4 * g + 1], *k2 = kp[4 * g + 2],
+                      *k3 = kp[4 * g + 3];
+        __m512 a[RB][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < rb; r++)
+            a[r][0] = a[r][1] = a[r][2] = a[r][3] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < D; c += 16) {
+            __m512 v0 = load16(kind, k0, c), v1 = load16(kind, k1, c), v2 = load16(kind, k2, c),
+                   v3 = load16(kind, k3, c);
+            /* In registers: the compiler would otherwise fold each f32 load into every row's
+             * multiply-add, reading K rb times (then the loop is bound by loads, not FMAs). */
+            __asm__("" : "+v"(v0), "+v"(v1), "+v"(v2), "+v"(v3));
+            if (4 * g < npf && (c * esz) % 64 == 0) {
+                const uintptr_t o = (uintptr_t)(pf + c * esz);
+                prefetch(k0, o);
+                if (4 * g + 1 < npf)
+                    prefetch(k1, o);
+                if (4 * g + 2 < npf)
+                    prefetch(k2, o);
+                if (4 * g + 3 < npf)
+                    prefetch(k3, o);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < rb; r++) {
+                const __m512 qv = _mm512_load_ps(Q + r * D + c);
+                a[r][0] = _mm512_fmadd_ps(qv, v0, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(qv, v1, a[r][1]);
+                a[r][2] = _mm512_fmadd_ps(qv, v2, a[r][2]);
+                a[r][3] = _mm512_fmadd_ps(qv, v3, a[r][3]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < rb; r++)
+            x[r][g] = fold4(a[r][0], a[r][1], a[r][2], a[r][3]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rb; r++)
+        _mm512_store_ps(out + r * KB, fold16(x[r][0], x[r][1], x[r][2], x[r][3]));
+}
+
+/* Acc[r] = Acc[r] * alpha[r] + sum_j P[r][j] * V_j for rows [0, rb), columns [c0, c0 + 16 w);
+ * also asks for the rows pf bytes past V rows j < npf (as scores16 does for K). */
+ALWAYS void values_cols(int kind, int rb, int w, float *Acc, const float *alpha, const float *P,
+                        const uint8_t *v, int64_t vs, int64_t n, int64_t D, int64_t c0,
+                        int64_t pf, int64_t npf)
+{
+    const int64_t esz = kind ? 2 : 4;
+    __m512 a[RB][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < rb; r++) {
+#pragma GCC unroll 4
+        for (int u = 0; u < w; u++)
+            a[r][u] = _mm512_mul_ps(_mm512_load_ps(Acc + r * D + c0 + 16 * u),
+                                    _mm512_set1_ps(alpha[r]));
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = v + j * vs;
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < w; u++)
+            x[u] = load16(kind, row, c0 + 16 * u);
+        if (j < npf) {
+#pragma GCC unroll 4
+            for (int u = 0; u < w; u++)
+                if ((c0 + 16 * u) * esz % 64 == 0)
+                    prefetch(row, (uintptr_t)(pf + (c0 + 16 * u) * esz));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < rb; r++) {
+            const __m512 p = _mm512_set1_ps(P[r * KB + j]);
+#pragma GCC unroll 4
+            for (int u = 0; u < w; u++)
+                a[r][u] = _mm512_fmadd_ps(p, x[u], a[r][u]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rb; r++) {
+#pragma GCC unroll 4
+        for (int u = 0; u < w; u++)
+            _mm512_store_ps(Acc + r * D + c0 + 16 * u, a[r][u]);
+    }
+}
+
+ALWAYS void values(int kind, int rb, float *Acc, const float *alpha, const float *P,
+                   const uint8_t *v, int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf)
+{
+    int64_t c0 = 0;
+    for (; c0 + 64 <= D; c0 += 64)
+        values_cols(kind, rb, 4, Acc, alpha, P, v, vs, n, D, c0, pf, npf);
+    for (; c0 < D; c0 += 16)
+        values_cols(kind, rb, 1, Acc, alpha, P, v, vs, n, D, c0, pf, npf);
+}
+
+/* One instance per (dtype, rows in the group): the loops above with constant trip counts keep
+ * their vectors in registers. */
+#define FEW_GROUP(kind, rb)                                                                    \
+    static void scores_##kind##_##rb(const float *Q, int64_t D, const uint8_t *const *kp,      \
+                                     float *out, int64_t pf, int64_t npf)                      \
+    {                                                                                          \
+        scores16(kind, rb, Q, D, kp, out, pf, npf);                                            \
+    }                                                                                          \
+    static void values_##kind##_##rb(float *Acc, const float *alpha, const float *P,           \
+                                     const uint8_t *v, int64_t vs, int64_t n, int64_t D,       \
+                                     int64_t pf, int64_t npf)                                  \
+    {                                                                                          \
+        values(kind, rb, Acc, alpha, P, v, vs, n, D, pf, npf);                                 \
+    }
+#define FEW_KIND(kind) FEW_GROUP(kind, 1) FEW_GROUP(kind, 2) FEW_GROUP(kind, 3) FEW_GROUP(kind, 4)
+FEW_KIND(0)
+FEW_KIND(1)
+FEW_KIND(2)
+#undef FEW_KIND
+#undef FEW_GROUP
+
+typedef void (*scores_fn)(const float *Q, int64_t D, const uint8_t *const *kp, float *out,
+                          int64_t pf, int64_t npf);
+typedef void (*values_fn)(float *Acc, const float *alpha, const float *P, const uint8_t *v,
+                          int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf);
+#define BY_RB(pre, kind) {pre##_##kind##_1, pre##_##kind##_2, pre##_##kind##_3, pre##_##kind##_4}
+static const scores_fn scores_tab[3][RB] = {BY_RB(scores, 0), BY_RB(scores, 1), BY_RB(scores, 2)};
+static const values_fn values_tab[3][RB] = {BY_RB(values, 0), BY_RB(values, 1), BY_RB(values, 2)};
+#undef BY_RB
+
+/* Lanes [a, b) of 16 (clamped) as a mask. */
+static __mmask16 lane_range(int64_t a, int64_t b)
+{
+    a = a < 0 ? 0 : a > 16 ? 16 : a;
+    b = b < a ? a : b > 16 ? 16 : b;
+    const uint32_t hi = (1u << b) - 1u, lo = (1u << a) - 1u;
+    return (__mmask16)(hi & ~lo);
+}
+
+void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
+{
+    const int64_t D = t->D;
+    const int rows = t->rows;
+    float *Q = work, *Acc = Q + (int64_t)rows * D, *P = Acc + (int64_t)rows * D;
+    float m[CPU_ATT_TILE_ROWS], l[CPU_ATT_TILE_ROWS], alpha[CPU_ATT_TILE_ROWS];
+    const __m512 sc = _mm512_set1_ps(t->scale), ninf = _mm512_set1_ps(-INFINITY);
+    for (int i = 0; i < rows; i++) {
+        for (int64_t c = 0; c < D; c += 16) {
+            _mm512_store_ps(Q + i * D + c, _mm512_mul_ps(_mm512_loadu_ps(t->q[i] + c), sc));
+            _mm512_store_ps(Acc + i * D + c, _mm512_setzero_ps());
+        }
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    /* Row groups of at most RB rows, as even as possible (6 rows: 3 + 3, not 4 + 2). */
+    const int groups = (rows + RB - 1) / RB, per = (rows + groups - 1) / groups;
+    const scores_fn *sf = scores_tab[t->kk];
+    const values_fn *vf = values_tab[t->vk];
+    for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
+        const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
+        /* A decode step finds each layer's K/V cache evicted by the weights read since the
+         * previous token: asking for the next block's rows while this one is computed (one
+         * line per K/V chunk loaded, see scores16) took 3 kv heads x n_kv 1024 from a cold cache
+         * from ~80 to ~57 us with f32 K/V and from ~90 to ~30 us with f16 (rows of 2 lines every
+         * 6, which the hardware prefetchers follow poorly); ~15% more time when the cache is
+         * warm. Only for the keys there are: rows past them (a share of 70 keys would ask for
+         * 58 of them) would be read from DRAM for nothing. */
+        const int64_t next = t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB; /* next block's keys */
+        for (int64_t jb = 0; jb < n; jb += 16) {
+            /* Keys past the share repeat its last key; their lanes are hidden below. */
+            const uint8_t *kp[16];
+            const int64_t nk = n - jb < 16 ? n - jb : 16;
+            for (int64_t u = 0; u < 16; u++)
+                kp[u] = t->k + (j0 + jb + (u < nk ? u : nk - 1)) * t->ks;
+            for (int r0 = 0; r0 < rows; r0 += per) {
+                const int rb = rows - r0 < per ? rows - r0 : per;
+                sf[rb - 1](Q + r0 * D, D, kp, P + r0 * KB + jb, KB * t->ks,
+                           r0 == 0 ? next - jb : 0);
+            }
+        }
+        for (int i = 0; i < rows; i++) {
+            float *p = P + i * KB;
+            const int64_t pos = t->pos[i];
+            /* Keys [vlo, vhi) are the ones causal / window leave visible to this row. */
+            const int64_t vhi = t->causal ? pos + 1 : t->jhi;
+            const int64_t vlo = t->window > 0 ? pos - t->window + 1 : t->jlo;
+            __m512 bmax = ninf;
+            for (int64_t jb = 0; jb < n; jb += 16) {
+                const int64_t key = j0 + jb, end = n - jb < 16 ? key + n - jb : key + 16;
+                const __mmask16 vis = lane_range(vlo - key, (vhi < end ? vhi : end) - key);
+                __m512 s = _mm512_load_ps(p + jb);
+                if (t->mask[i] && vis) {
+                    if (t->mask_stride == (int64_t)sizeof(float)) {
+                        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(vis, t->mask[i] + key * 4));
+                    } else if (t->mask_stride == 0) {
+                        float f;
+                        memcpy(&f, t->mask[i], sizeof f);
+                        s = _mm512_add_ps(s, _mm512_set1_ps(f));
+                    } else {
+                        float mv[16] = {0};
+                        for (int u = 0; u < 16; u++)
+                            if (vis >> u & 1)
+                                memcpy(&mv[u], t->mask[i] + (key + u) * t->mask_stride,
+                                       sizeof(float));
+                        s = _mm512_add_ps(s, _mm512_loadu_ps(mv));
+                    }
+                }
+                s = _mm512_mask_mov_ps(ninf, vis, s);
+                _mm512_store_ps(p + jb, s);
+                bmax = _mm512_max_ps(bmax, s);
+            }
+            const float bm = _mm512_reduce_max_ps(bmax);
+            const float mnew = bm > m[i] ? bm : m[i];
+            /* A row that has seen no key yet keeps m = -inf and subtracts 0 (exp(-inf) = 0,
+             * where -inf - -inf would be NaN); its accumulator is still 0. */
+            const __m512 mref = _mm512_set1_ps(mnew == -INFINITY ? 0.0f : mnew);
+            alpha[i] = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : expf(m[i] - mnew);
+            __m512 psum = _mm512_setzero_ps();
+            for (int64_t jb = 0; jb < n; jb += 16) {
+                const __m512 e = cpu_exp16(_mm512_sub_ps(_mm512_load_ps(p + jb), mref));
+                _mm512_store_ps(p + jb, e);
+                psum = _mm512_add_ps(psum, e);
+            }
+            l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(psum);
+            m[i] = mnew;
+        }
+        for (int r0 = 0; r0 < rows; r0 += per) {
+            const int rb = rows - r0 < per ? rows - r0 : per;
+            vf[rb - 1](Acc + r0 * D, alpha + r0, P + r0 * KB, t->v + j0 * t->vs, t->vs, n, D,
+                       KB * t->vs, r0 == 0 ? next : 0);
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *a = Acc + i * D;
+        if (t->part) { /* a share of split keys: the driver merges the shares */
+            float *pr = t->part + (int64_t)i * (D + 2);
+            pr[0] = m[i];
+            pr[1] = l[i];
+            memcpy(pr + 2, a, (size_t)D * sizeof(float));
+            continue;
+        }
+        const __m512 inv = _mm512_set1_ps(l[i] > 0.0f ? 1.0f / l[i] : 0.0f);
+        for (int64_t c = 0; c < D; c += 16)
+            _mm512_storeu_ps(t->out[i] + c, _mm512_mul_ps(_mm512_load_ps(a + c), inv));
+    }
+}
+#else
+typedef int cpu_fused_attention_decode_avx512_not_built; /* a translation unit may not be empty */
+#endif
