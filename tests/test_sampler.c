@@ -106,6 +106,63 @@ static void test_greedy(void)
     }
 }
 
+/* The reference greedy rule, one logit at a time: the first maximum. */
+static int32_t first_max(const float *l, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return (int32_t)best;
+}
+
+/* Plain greedy scans blocks of logits at once: lengths around its block and lane sizes, ties
+ * within and across blocks, -0 against +0, all -inf, and the first NaN/+inf named in the error. */
+static void test_greedy_blocks(void)
+{
+    static const uint32_t lengths[] = {1, 3, 7, 8, 9, 255, 256, 257, 263, 1000, 49157};
+    float *l = malloc(49157 * sizeof *l);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    uint64_t x = 7;
+    bst_sampler_params g = params(0.0f);
+    for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+        const uint32_t n = lengths[k];
+        for (int round = 0; round < 6; round++) {
+            for (uint32_t i = 0; i < n; i++) {
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                /* Few distinct values, so maxima repeat (within and across blocks). */
+                l[i] = (float)((x >> 40) % (round < 3 ? 13u : 100000u)) - 20.0f;
+            }
+            if (round == 1) /* the maximum only at the very end */
+                l[n - 1] = 1e30f;
+            if (round == 2 && n > 1) { /* -0 before +0, everything else negative */
+                for (uint32_t i = 0; i < n; i++) l[i] = -1.0f - (float)(i % 5);
+                l[n / 2] = -0.0f;
+                l[n - 1] = 0.0f;
+            }
+            CU_ASSERT_EQUAL(sample1(&g, l, n, NULL, 0), first_max(l, n));
+        }
+        for (uint32_t i = 0; i < n; i++) l[i] = -INFINITY;
+        CU_ASSERT_EQUAL(sample1(&g, l, n, NULL, 0), 0);
+        /* NaN and +inf: the first one is named, wherever it falls. */
+        for (int bad = 0; bad < 2; bad++) {
+            for (uint32_t i = 0; i < n; i++) l[i] = (float)(i % 17);
+            const uint32_t at = n > 2 ? n - 2 : 0;
+            l[at] = bad ? INFINITY : NAN;
+            if (at + 1 < n) l[at + 1] = NAN;
+            bsti_sampler *s = NULL;
+            CU_ASSERT_EQUAL_FATAL(bsti_sampler_create(&g, n, &s), BST_OK);
+            int32_t t = 0;
+            CU_ASSERT_EQUAL(bsti_sampler_sample(s, l, NULL, 0, &t), BST_ERR_INVALID_ARG);
+            char want[96];
+            snprintf(want, sizeof want, "sampler: logit of token %u is %s", at,
+                     bad ? "+inf" : "NaN");
+            CU_ASSERT_STRING_EQUAL(bst_last_error(), want);
+            bsti_sampler_destroy(s);
+        }
+    }
+    free(l);
+}
+
 static void test_repetition_penalty(void)
 {
     bst_sampler_params p = params(0.0f);
@@ -291,6 +348,7 @@ int main(void)
 {
     static const bst_test_case cases[] = {
         {"greedy", test_greedy},
+        {"greedy_blocks", test_greedy_blocks},
         {"repetition_penalty", test_repetition_penalty},
         {"determinism", test_determinism},
         {"distribution", test_distribution},

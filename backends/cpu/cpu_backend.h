@@ -74,7 +74,26 @@ typedef struct cpu_node {
     const struct cpu_fused_impl *fused; /* high-level ops: the chosen fused variant */
     uint32_t siblings; /* > 1: this node starts a run of that many matmuls of one activation
                           (cpu_mark_siblings), tried as one group at execute */
+    uint32_t first_tensor; /* its in[0..n_inputs) and out in cpu_executable.resolved */
+    uint32_t syms;         /* CPU_SYM_* bits: the symbols its tensors' extents depend on */
 } cpu_node;
+
+/* cpu_node.syms: which bst_run_params values a node's resolution depends on. */
+#define CPU_SYM_TOKENS 1u
+#define CPU_SYM_KV 2u
+
+/* What a cached resolution read from one binding's buffer (cpu_exec.c): while every binding an
+ * executable uses still has these values, resolving its tensors again gives the same result. */
+typedef struct cpu_binding_key {
+    const void *handle;
+    const uint8_t *data;
+    uint64_t size;
+    const struct cpu_packed *packed;
+    int64_t packed_rows, packed_nb; /* the packed copy's fields resolve tests (0 without one) */
+    size_t packed_row_bytes;
+    uint32_t packed_dtype;
+    bool read_only;
+} cpu_binding_key;
 
 typedef struct cpu_executable {
     uint32_t magic;
@@ -87,6 +106,18 @@ typedef struct cpu_executable {
     size_t slot_floats;
     uint32_t scratch_workers;
     uint64_t last_ns;
+    /* Resolution cache (cpu_exec.c, "reusing a resolution"): every node's tensors as the last
+     * execute resolved and checked them, valid for the key below. */
+    struct cpu_tensor *resolved; /* n_tensors: per node in[0..n_inputs) then out */
+    uint32_t n_tensors;
+    uint32_t *used;        /* the distinct bindings the nodes use, n_used of them */
+    cpu_binding_key *keys; /* per used binding: its buffer's values at the last resolution */
+    uint32_t n_used;
+    uint32_t syms; /* CPU_SYM_* bits of all nodes */
+    uint32_t key_n_buffers;
+    int64_t key_n_tokens, key_n_kv;
+    bool cache_valid; /* resolved[] and the key describe one complete, checked resolution */
+    struct cpu_run *runs; /* CPU_MAX_SIBLINGS run records, reused by every execute */
 } cpu_executable;
 
 /* --- tensors resolved for one run --- */

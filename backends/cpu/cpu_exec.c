@@ -5,7 +5,8 @@
  * tensors at their bound shapes, execute runs it again on the actual extents (symbols bound from
  * bst_run_params) after resolving every tensor to memory and checking that its whole byte range
  * lies inside its buffer. A kernel therefore never sees a shape, dtype or address that could make
- * it read or write out of bounds.
+ * it read or write out of bounds. Execute keeps what it resolved and checked, and reuses it only
+ * while every value it was derived from is unchanged ("reusing a resolution" below).
  */
 #include "cpu_backend.h"
 #include "cpu_packed.h"
@@ -250,7 +251,70 @@ void cpu_executable_free(void *device, void *executable)
     e->magic = 0;
     cpu_host->free(e->nodes);
     cpu_host->free(e->scratch);
+    cpu_host->free(e->resolved);
+    cpu_host->free(e->used);
+    cpu_host->free(e->keys);
+    cpu_host->free(e->runs);
     cpu_host->free(e);
+}
+
+/* The CPU_SYM_* bits of the symbols d's extents depend on (as bstc_pad_dims binds them: any
+ * symbol other than n_tokens takes n_kv's value). */
+static uint32_t desc_syms(const bst_tensor_desc *d)
+{
+    uint32_t bits = 0;
+    for (uint32_t i = 0; i < d->rank && i < BST_MAX_DIMS; i++)
+        if (d->sym[i] != BST_SYM_NONE)
+            bits |= d->sym[i] == BST_SYM_N_TOKENS ? CPU_SYM_TOKENS : CPU_SYM_KV;
+    return bits;
+}
+
+/* The resolution cache's storage for a compiled e (nodes checked, bindings < n_bindings): each
+ * node's place in resolved[] and its symbols, and the list of bindings the nodes use. */
+static bst_status alloc_cache(cpu_executable *e)
+{
+    uint64_t tensors = 0;
+    for (uint32_t i = 0; i < e->n_nodes; i++) {
+        cpu_node *n = &e->nodes[i];
+        n->first_tensor = (uint32_t)tensors;
+        n->syms = desc_syms(&n->out);
+        for (uint32_t k = 0; k < n->n_inputs; k++)
+            n->syms |= desc_syms(&n->in[k]);
+        e->syms |= n->syms;
+        tensors += n->n_inputs + 1u;
+    }
+    if (tensors > UINT32_MAX / 2) {
+        cpu_host->set_error("cpu: compile: %llu tensors are too many",
+                            (unsigned long long)tensors);
+        return BST_ERR_OVERFLOW;
+    }
+    e->n_tensors = (uint32_t)tensors;
+    size_t nb = e->n_bindings ? e->n_bindings : 1;
+    bool *seen = cpu_host->alloc(nb * sizeof *seen, 64);
+    e->resolved = cpu_host->alloc((tensors ? (size_t)tensors : 1) * sizeof *e->resolved, 64);
+    e->used = cpu_host->alloc(nb * sizeof *e->used, 64);
+    e->keys = cpu_host->alloc(nb * sizeof *e->keys, 64);
+    e->runs = cpu_host->alloc(CPU_MAX_SIBLINGS * sizeof *e->runs, 64);
+    bst_status st = BST_OK;
+    if (!seen || !e->resolved || !e->used || !e->keys || !e->runs) {
+        cpu_host->set_error("cpu: compile: out of memory");
+        st = BST_ERR_OUT_OF_MEMORY;
+    } else {
+        memset(e->runs, 0, CPU_MAX_SIBLINGS * sizeof *e->runs); /* reuse_resolution reads node */
+        memset(seen, 0, nb * sizeof *seen);
+        for (uint32_t i = 0; i < e->n_nodes; i++) {
+            const cpu_node *n = &e->nodes[i];
+            for (uint32_t k = 0; k <= n->n_inputs; k++) {
+                uint32_t b = k < n->n_inputs ? n->in[k].binding : n->out.binding;
+                if (!seen[b]) { /* b < n_bindings: bstc_check_bindings */
+                    seen[b] = true;
+                    e->used[e->n_used++] = b;
+                }
+            }
+        }
+    }
+    cpu_host->free(seen);
+    return st;
 }
 
 bst_status cpu_compile(void *device, const bst_partition_desc *partition, void **out_executable)
@@ -318,8 +382,129 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
     }
     cpu_host->free(r);
     cpu_mark_siblings(e->nodes, e->n_nodes);
+    if ((st = alloc_cache(e)) != BST_OK) {
+        cpu_executable_free(NULL, e);
+        return st;
+    }
     *out_executable = e;
     return BST_OK;
+}
+
+/* --- reusing a resolution ---
+ *
+ * Resolving a node (its tensors' extents, addresses and bounds, then its op's check) depends on
+ * nothing but its descriptors, fixed at compile; the values of the symbols its tensors use
+ * (bst_run_params.n_tokens and n_kv; pos is an input's content, never a shape); and, for each
+ * binding, these values of the buffer behind the handle: being a cpu buffer, data, size,
+ * read_only and the packed copy (its pointer and the fields resolve compares). Decode runs one
+ * executable with the same buffers step after step, so execute keeps every node's resolved
+ * tensors (resolved[]) with those values (the key). An execute that presents the same values
+ * starts each node from its stored tensors instead of resolving and checking it again; when only
+ * symbols changed, just the nodes whose tensors use them are resolved again (n_kv grows by one
+ * every decode step: the attention nodes). Values are compared, not just pointers: a buffer freed
+ * and another allocated at the same handle address with another size, data or packing is
+ * another key, and everything is resolved again.
+ *
+ * Invariant: cache_valid implies that resolved[] holds, for every node, what resolve_node would
+ * produce, checked, for the key's n_tokens, n_kv and buffer values. It is set only at the end of
+ * an execute in which every node was resolved or reused, checked and run without error; it is
+ * cleared before a full resolution starts and when any node fails (its resolution, check or
+ * kernel), so a partly updated resolved[] is never used.
+ *
+ * A cpu_run's fields, and how long each lives:
+ *   per resolution (stored and reused): node, in[0..n_inputs), out;
+ *   per execute (set every time): scratch, slot_floats, n_workers, shared: ensure_scratch
+ *     reallocates the scratch when the pool grows;
+ *   per run of a node (reset every time): aux, async_status, msg; in[n_inputs..) is zeroed, as
+ *     resolve_node leaves it.
+ */
+
+#define CPU_STALE_ALL 4u /* beside CPU_SYM_*: every node is resolved again */
+
+static void binding_key(void *handle, const cpu_buffer *b, cpu_binding_key *k)
+{
+    memset(k, 0, sizeof *k);
+    k->handle = handle;
+    k->data = b->data;
+    k->size = b->size;
+    k->read_only = b->read_only;
+    k->packed = b->packed;
+    if (b->packed) {
+        k->packed_dtype = b->packed->dtype;
+        k->packed_rows = b->packed->rows;
+        k->packed_nb = b->packed->nb;
+        k->packed_row_bytes = b->packed->row_bytes;
+    }
+}
+
+/* Run for every used binding on every execute: cpu_buffer_get's test, inline. */
+static bool key_matches(const cpu_binding_key *k, void *handle)
+{
+    const cpu_buffer *b = handle;
+    if (handle != k->handle || !b || b->magic != CPU_MAGIC_BUFFER || b->data != k->data ||
+        b->size != k->size ||
+        b->read_only != k->read_only || b->packed != k->packed)
+        return false;
+    const cpu_packed *pk = b->packed;
+    return !pk || (pk->dtype == k->packed_dtype && pk->rows == k->packed_rows &&
+                   pk->nb == k->packed_nb && pk->row_bytes == k->packed_row_bytes);
+}
+
+/* What must be resolved again: CPU_STALE_ALL, or the CPU_SYM_* bits of the symbols some node
+ * uses whose values changed (0: every stored resolution applies). */
+static uint32_t stale_parts(const cpu_executable *e, void *const *buffers, uint32_t n_buffers,
+                            const bst_run_params *run)
+{
+    if (!e->cache_valid || n_buffers != e->key_n_buffers)
+        return CPU_STALE_ALL;
+    for (uint32_t k = 0; k < e->n_used; k++) /* used[k] < n_buffers: they were resolved */
+        if (!key_matches(&e->keys[k], buffers[e->used[k]]))
+            return CPU_STALE_ALL;
+    return ((run->n_tokens != e->key_n_tokens ? CPU_SYM_TOKENS : 0u) |
+            (run->n_kv != e->key_n_kv ? CPU_SYM_KV : 0u)) &
+           e->syms;
+}
+
+/* After an execute that resolved or reused every node: the values resolved[] now holds for
+ * (the buffers' only when they were resolved again: otherwise they matched). */
+static void store_key(cpu_executable *e, uint32_t stale, void *const *buffers,
+                      uint32_t n_buffers, const bst_run_params *run)
+{
+    for (uint32_t k = 0; k < e->n_used && (stale & CPU_STALE_ALL); k++) {
+        void *handle = buffers[e->used[k]];
+        binding_key(handle, cpu_buffer_get(handle), &e->keys[k]);
+    }
+    e->key_n_buffers = n_buffers;
+    e->key_n_tokens = run->n_tokens;
+    e->key_n_kv = run->n_kv;
+    e->cache_valid = true;
+}
+
+static void store_resolution(cpu_executable *e, const cpu_run *r)
+{
+    const cpu_node *n = r->node;
+    cpu_tensor *t = &e->resolved[n->first_tensor];
+    for (uint32_t k = 0; k < n->n_inputs; k++)
+        t[k] = r->in[k];
+    t[n->n_inputs] = r->out;
+}
+
+/* r as resolve_node and the op's check left it for node n, from resolved[]. r is one of
+ * e->runs, zeroed at compile and since filled by resolve_node (which zeroes it first) or here:
+ * only the inputs a previous node left past n's need zeroing. */
+static void reuse_resolution(const cpu_executable *e, const cpu_node *n, cpu_run *r)
+{
+    const cpu_tensor *t = &e->resolved[n->first_tensor];
+    const uint32_t left = r->node ? r->node->n_inputs : 0;
+    for (uint32_t k = n->n_inputs; k < left; k++)
+        memset(&r->in[k], 0, sizeof r->in[k]);
+    r->node = n;
+    for (uint32_t k = 0; k < n->n_inputs; k++)
+        r->in[k] = t[k];
+    r->out = t[n->n_inputs];
+    r->aux = NULL;
+    atomic_store_explicit(&r->async_status, BST_OK, memory_order_relaxed);
+    r->msg[0] = '\0';
 }
 
 /* --- execute --- */
@@ -374,25 +559,33 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         workers = 1;
     if ((st = ensure_scratch(e, workers)) != BST_OK)
         return st;
-    cpu_run *runs = cpu_host->alloc(CPU_MAX_SIBLINGS * sizeof *runs, 64);
-    if (!runs) {
-        cpu_host->set_error("cpu: execute: out of memory");
-        return BST_ERR_OUT_OF_MEMORY;
-    }
+    const uint32_t stale = stale_parts(e, buffers, n_buffers, &run);
+    if (stale == CPU_STALE_ALL)
+        e->cache_valid = false;
+    /* Test-only: lets a test see that this execute resolves again (an armed fault fails it). */
+    if (stale && (st = cpu_injected_fault("resolve")) != BST_OK)
+        return st;
     uint64_t t0 = bstc_now_ns();
     bind_env env = {buffers, n_buffers, &run};
     static const void *const no_buffers[1] = {NULL};
     if (!buffers)
         env.buffers = (void *const *)no_buffers; /* resolve treats NULL as "shapes only" */
+    cpu_run *runs = e->runs;
     for (uint32_t i = 0; i < e->n_nodes && st == BST_OK;) {
         const uint32_t group = e->nodes[i].siblings > 1 ? e->nodes[i].siblings : 1;
         uint32_t ready = 0; /* nodes resolved and checked into runs[] */
         for (; ready < group && st == BST_OK; ready++) {
             cpu_run *r = &runs[ready];
             const cpu_node *n = &e->nodes[i + ready];
-            st = resolve_node(r, &env, n);
-            if (st == BST_OK)
-                st = impl_of(n->op)->check(r);
+            if (stale & (n->syms | CPU_STALE_ALL)) {
+                st = resolve_node(r, &env, n);
+                if (st == BST_OK)
+                    st = impl_of(n->op)->check(r);
+                if (st == BST_OK)
+                    store_resolution(e, r);
+            } else {
+                reuse_resolution(e, n, r);
+            }
             r->scratch = e->scratch;
             r->slot_floats = e->slot_floats;
             r->n_workers = workers;
@@ -426,8 +619,11 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         }
         i += group;
     }
+    if (st == BST_OK && stale)
+        store_key(e, stale, buffers, n_buffers, &run);
+    else if (st != BST_OK)
+        e->cache_valid = false;
     e->last_ns = bstc_now_ns() - t0;
-    cpu_host->free(runs);
     return st;
 }
 

@@ -163,6 +163,81 @@ static uint32_t top_k(cand *c, uint32_t n, uint32_t k)
     return k;
 }
 
+/* The first logit that is NaN or +inf: an error naming it. */
+static bst_status bad_logit(const float *logits, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (isnan(logits[i]) || logits[i] == INFINITY)
+            return bsti_fail(BST_ERR_INVALID_ARG, "sampler: logit of token %u is %s", i,
+                             isnan(logits[i]) ? "NaN" : "+inf");
+    return bsti_fail(BST_ERR_INTERNAL, "sampler: a logit was NaN or +inf, then was not");
+}
+
+#define GREEDY_BLOCK 256u /* logits per block in greedy_pick, a multiple of 8 */
+
+/* Four floats, and four lanes of comparison results (GCC/clang vector extensions: SSE2 or NEON
+ * registers, no ISA-specific code). */
+typedef float greedy_f4 __attribute__((vector_size(16)));
+typedef int32_t greedy_i4 __attribute__((vector_size(16)));
+
+/* Lane-wise x > m ? x : m, and the lanes where x is NaN or +inf ORed into *bad. */
+static inline greedy_f4 greedy_step(greedy_f4 m, greedy_f4 x, greedy_i4 *bad)
+{
+    const greedy_f4 inf = {INFINITY, INFINITY, INFINITY, INFINITY};
+    const greedy_i4 gt = x > m;
+    *bad |= ~(x < inf);
+    return (greedy_f4)((gt & (greedy_i4)x) | (~gt & (greedy_i4)m));
+}
+
+/* Plain greedy: the first maximum of logits[0..n), or bad_logit's error when one is NaN or
+ * +inf. A decode step spends this on every one of n_vocab logits (49152 for the default model),
+ * so it makes one pass without a branch per logit: each block of GREEDY_BLOCK keeps a maximum
+ * per lane and flags NaN/+inf, the first block whose maximum is the largest is remembered, and
+ * only that block is scanned again for the first index holding that value. Same result as
+ * comparing one logit at a time with '>' (ties keep the first; -0 == +0 is a tie). */
+static bst_status greedy_pick(const float *logits, uint32_t n, int32_t *out_token)
+{
+    float best = -INFINITY;
+    uint32_t best_block = 0;
+    for (uint32_t b = 0; b < n; b += GREEDY_BLOCK) {
+        const uint32_t end = n - b < GREEDY_BLOCK ? n : b + GREEDY_BLOCK;
+        greedy_f4 m0 = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, m1 = m0;
+        greedy_i4 bad = {0, 0, 0, 0};
+        uint32_t i = b;
+        for (; i + 8 <= end; i += 8) {
+            greedy_f4 x0, x1;
+            memcpy(&x0, logits + i, sizeof x0);
+            memcpy(&x1, logits + i + 4, sizeof x1);
+            m0 = greedy_step(m0, x0, &bad);
+            m1 = greedy_step(m1, x1, &bad);
+        }
+        m0 = greedy_step(m0, m1, &bad); /* m1 holds no NaN/+inf that bad has not seen */
+        float block_max = m0[0];
+        for (int l = 1; l < 4; l++)
+            block_max = m0[l] > block_max ? m0[l] : block_max;
+        int flagged = bad[0] | bad[1] | bad[2] | bad[3];
+        for (; i < end; i++) {
+            const float x = logits[i];
+            block_max = x > block_max ? x : block_max;
+            flagged |= !(x < INFINITY);
+        }
+        if (flagged)
+            return bad_logit(logits, n);
+        if (block_max > best) {
+            best = block_max;
+            best_block = b;
+        }
+    }
+    /* best is a logit of best_block's block, or -inf when all are (then logits[0] is one). */
+    for (uint32_t i = best_block; i < n; i++) {
+        if (logits[i] == best) {
+            *out_token = (int32_t)i;
+            return BST_OK;
+        }
+    }
+    return bsti_fail(BST_ERR_INTERNAL, "sampler: the maximum logit was not found again");
+}
+
 bst_status bsti_sampler_sample(bsti_sampler *s, const float *logits, const int32_t *history,
                                uint32_t n_history, int32_t *out_token)
 {
@@ -172,18 +247,8 @@ bst_status bsti_sampler_sample(bsti_sampler *s, const float *logits, const int32
     const bst_sampler_params *p = &s->p;
     uint32_t n = s->n_vocab;
     const bool penalize = p->repeat_penalty != 1.0f && p->repeat_last_n != 0 && n_history;
-    if (p->temperature <= 0.0f && !penalize) { /* plain greedy: one pass, no candidate copy */
-        uint32_t best = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            if (isnan(logits[i]) || logits[i] == INFINITY)
-                return bsti_fail(BST_ERR_INVALID_ARG, "sampler: logit of token %u is %s", i,
-                                 isnan(logits[i]) ? "NaN" : "+inf");
-            if (logits[i] > logits[best])
-                best = i; /* the first maximum */
-        }
-        *out_token = (int32_t)best;
-        return BST_OK;
-    }
+    if (p->temperature <= 0.0f && !penalize) /* plain greedy: no candidate copy */
+        return greedy_pick(logits, n, out_token);
     cand *c = s->cands;
     for (uint32_t i = 0; i < n; i++) {
         if (isnan(logits[i]) || logits[i] == INFINITY)

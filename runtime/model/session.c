@@ -21,7 +21,7 @@
  *
  * Each step writes only the rows it uses of the inputs and reads only the rows it needs of the
  * outputs (bsti_program_set_input_prefix / bsti_program_get_output_range): a decode step moves
- * one token, one mask row and one row of logits, not n_batch of them.
+ * one token, the n_kv entries of one mask row and one row of logits, not n_batch of them.
  *
  * A device that fails mid-conversation: the executor re-places the program on another device,
  * carrying the KV cache over when the failed device can still read it. When it cannot, the
@@ -212,9 +212,12 @@ static bst_status eval_chunk(bst_session *s, const int32_t *tokens, uint32_t n, 
     for (uint32_t t = 0; t < n; t++) {
         s->ids[t] = tokens[t];
         s->positions[t] = (int32_t)(pos + t);
+        /* Row t sees positions 0..pos + t: zeros (all-zero bits), then -inf up to n_kv. */
         float *row = s->mask + (size_t)t * s->n_ctx;
-        for (uint32_t j = 0; j < n_kv; j++)
-            row[j] = j <= pos + t ? 0.0f : -INFINITY;
+        const uint32_t visible = pos + t + 1;
+        memset(row, 0, (size_t)visible * sizeof *row);
+        for (uint32_t j = visible; j < n_kv; j++)
+            row[j] = -INFINITY;
     }
     const uint64_t E = hp->n_embd, V = hp->n_vocab;
     bst_run_params rp = {.struct_size = (uint32_t)sizeof rp, .n_tokens = n, .n_kv = n_kv,
@@ -235,9 +238,12 @@ static bst_status eval_chunk(bst_session *s, const int32_t *tokens, uint32_t n, 
     if (st == BST_OK)
         st = bsti_program_set_input_prefix(body, BSTI_LLAMA_POS, s->positions,
                                            (uint64_t)n * sizeof *s->positions);
+    /* The mask is [n_tokens, n_kv] of rows n_ctx apart: nothing reads past row n - 1's n_kv
+     * entries, so a decode step copies n_kv floats, not a whole n_ctx row. */
     if (st == BST_OK)
         st = bsti_program_set_input_prefix(body, BSTI_LLAMA_MASK, s->mask,
-                                           (uint64_t)n * s->n_ctx * sizeof *s->mask);
+                                           ((uint64_t)(n - 1) * s->n_ctx + n_kv) *
+                                               sizeof *s->mask);
     if (st == BST_OK)
         st = bst_program_run(body, &rp);
     if (st == BST_OK && s->prompt_body)
