@@ -419,6 +419,7 @@ typedef struct bench_model_result {
     /* Added within /1 (optional to readers: absent in older documents). */
     char engine[16];          /* "bastion"; "llama.cpp" for rows bench/llama_cpp_compare.sh adds */
     char tune_mode[8];        /* "off", "cached", "full", "frozen" */
+    char kv_type[8];          /* the KV cache's dtype, "f32" or "f16"; "" when not recorded */
     char tune_cache[16];      /* "off", "hit", "miss", "partial", "frozen-miss" (see SCHEMA.md) */
     uint32_t tune_hits, tune_measured, tune_frozen_misses; /* nodes, over the session's programs */
     double tune_s;            /* part of session_s spent measuring candidates; NaN when unknown */
@@ -535,6 +536,7 @@ typedef struct bench_model_options {
     bench_profile *profile;
     bst_profile_level profile_level;
     uint32_t tune_mode; /* bst_tune_mode of every row's context */
+    uint32_t kv_type;   /* bst_dtype of the KV cache (bst_session_options.kv_type; 0 = f32) */
     bool no_cache;      /* tune in memory only */
     bool quick_bandwidth; /* a short bandwidth measurement (--quick) */
     /* The document's devices, to index the memory rows (may be NULL / 0). */

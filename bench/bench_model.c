@@ -526,6 +526,9 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     uint32_t longest = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
     so.n_ctx = longest + 1;
     so.n_batch = o->n_prompt ? o->n_prompt : 1;
+    so.kv_type = o->kv_type;
+    const char *kv_name = bst_dtype_name(o->kv_type ? (bst_dtype)o->kv_type : BST_DTYPE_F32);
+    snprintf(r->kv_type, sizeof r->kv_type, "%s", kv_name ? kv_name : "?");
     if (info)
         info(info_user, "creating the session (compiling)");
     t0 = bench_now_ns();

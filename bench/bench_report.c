@@ -253,15 +253,15 @@ static void md_report(const bench_doc *d, FILE *out)
         fprintf(out, "\n## Model: ");
         md_cell(out, d->model.name[0] ? d->model.name : d->model.path);
         fprintf(out, " (%s)\n\n", d->model.file_hash);
-        fprintf(out, "| backends | threads | pp | pp tok/s | tg | tg tok/s | cold pp tok/s | "
+        fprintf(out, "| backends | threads | KV | pp | pp tok/s | tg | tg tok/s | cold pp tok/s | "
                      "cold tg tok/s | roofline tok/s | x roofline | load | compile | peak RSS | "
                      "tuning | device memory |\n");
-        fprintf(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");
+        fprintf(out, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");
         for (uint32_t i = 0; i < d->n_model_results; i++) {
             const bench_model_result *m = &d->model_results[i];
             if (strcmp(m->status, "ok") != 0) {
-                fprintf(out, "| %s | %u | %s: ", m->backends[0] ? m->backends : "default",
-                        m->threads, m->status);
+                fprintf(out, "| %s | %u | %s | %s: ", m->backends[0] ? m->backends : "default",
+                        m->threads, m->kv_type[0] ? m->kv_type : "-", m->status);
                 md_cell(out, m->reason);
                 fprintf(out, " | | | | | | | | | | | | |\n");
                 continue;
@@ -284,9 +284,9 @@ static void md_report(const bench_doc *d, FILE *out)
                 snprintf(pp, sizeof pp, "pp%u", m->n_prompt);
             if (m->n_gen)
                 snprintf(tg, sizeof tg, "tg%u", m->n_gen);
-            fprintf(out, "| %s | %u | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ",
-                    m->backends[0] ? m->backends : "default", m->threads, pp, a, tg, b, c, dd, f, g,
-                    ld, h, rss);
+            fprintf(out, "| %s | %u | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ",
+                    m->backends[0] ? m->backends : "default", m->threads,
+                    m->kv_type[0] ? m->kv_type : "-", pp, a, tg, b, c, dd, f, g, ld, h, rss);
             /* tuning: mode and whether the database answered ("cached: hit") */
             bool show_cache = m->tune_cache[0] && strcmp(m->tune_cache, m->tune_mode) != 0;
             if (m->tune_mode[0])
@@ -400,7 +400,8 @@ static void csv_model_report(const bench_doc *d, FILE *out)
 {
     fputs("engine,backends,status,reason,threads,n_prompt,n_gen,reps,pp_tps,tg_tps,pp_cold_tps,"
           "tg_cold_tps,load_s,session_s,tune_mode,tune_cache,tune_s,roofline_tps,"
-          "roofline_fraction,peak_rss_bytes,device_memory_bytes,pp_device_tps,tg_device_tps\n",
+          "roofline_fraction,peak_rss_bytes,device_memory_bytes,pp_device_tps,tg_device_tps,"
+          "kv_type\n",
           out);
     for (uint32_t i = 0; i < d->n_model_results; i++) {
         const bench_model_result *m = &d->model_results[i];
@@ -429,7 +430,8 @@ static void csv_model_report(const bench_doc *d, FILE *out)
         csv_bytes(out, m->peak_rss_bytes, false);
         csv_bytes(out, mem, false);
         csv_num(out, m->pp_device_tps, false);
-        csv_num(out, m->tg_device_tps, true);
+        csv_num(out, m->tg_device_tps, false);
+        csv_field(out, m->kv_type, true);
     }
 }
 

@@ -22,6 +22,8 @@
 #   BACKENDS   Bastion's --backend list (default cpu)
 #   BUILD_JOBS parallel compile jobs for llama.cpp (default 2)
 #   LLAMA_BENCH_ARGS  extra llama-bench arguments (e.g. "--poll 0"), recorded in the table
+#   KV         the KV cache dtype of both engines, f16 (default: llama-bench's own default) or
+#              f32 (Bastion's default): llama-bench -ctk/-ctv, bastion --kv-type
 #   REQUANT    a llama.cpp quantization type (e.g. Q4_0): run both engines on a copy of MODEL
 #              requantized to it by llama.cpp's own llama-quantize (--allow-requantize; built
 #              here too), kept in BUILD_DIR/llama-cpp/models/. The default model is Q4_1, which
@@ -46,6 +48,8 @@ THREADS=${THREADS:-2}
 PP=${PP:-64,512}
 TG=${TG:-32,128}
 REPS=${REPS:-5}
+KV=${KV:-f16}
+case $KV in f16 | f32) ;; *) echo "KV is f16 or f32, not '$KV'" >&2; exit 2 ;; esac
 BACKENDS=${BACKENDS:-cpu}
 JOBS=${BUILD_JOBS:-2}
 OUT=$BUILD/llama-cpp
@@ -124,9 +128,9 @@ fi
 # pool loses most when the cores are oversubscribed).
 mkdir -p "$RES"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-log "llama-bench -t $THREADS -p $PP -n $TG -r $REPS $LB_ARGS"
+log "llama-bench -t $THREADS -p $PP -n $TG -r $REPS -ctk $KV -ctv $KV $LB_ARGS"
 # shellcheck disable=SC2086
-"$LB" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" $LB_ARGS -o json \
+"$LB" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -ctk "$KV" -ctv "$KV" $LB_ARGS -o json \
     >"$RES/llama-bench.json" || die "llama-bench failed"
 
 pairs=$(python3 - "$PP" "$TG" <<'EOF'
@@ -143,9 +147,10 @@ for pair in $pairs; do
     p=${pair%:*}
     n=${pair#*:}
     doc=$RES/bastion-p$p-n$n.json
-    log "bastion bench model -p $p -n $n -r $REPS --threads $THREADS --backend $BACKENDS"
+    log "bastion bench model -p $p -n $n -r $REPS --threads $THREADS --kv-type $KV --backend $BACKENDS"
     "$BASTION" bench model -m "$MODEL" -p "$p" -n "$n" -r "$REPS" --threads "$THREADS" \
-        --backend "$BACKENDS" --json "$doc" >/dev/null || die "bastion bench model failed"
+        --kv-type "$KV" --backend "$BACKENDS" --json "$doc" >/dev/null ||
+        die "bastion bench model failed"
     docs="$docs $doc"
 done
 
@@ -209,6 +214,7 @@ for d in bastion:
         "status": "ok", "reason": "",
         "n_prompt": p, "n_gen": n, "reps": len(tp.get("samples_ns", [])),
         "threads": int(info.get("n_threads", 0)),
+        "kv_type": str(info.get("type_k", "")),
         "load_s": None, "session_s": None, "pp_cold_tps": None, "tg_cold_tps": None,
         "pp_timing": timing(tp), "tg_timing": timing(tt),
         "pp_tps": p / (statistics.median(tp["samples_ns"]) * 1e-9),
@@ -256,7 +262,8 @@ lines.append("")
 lines.append("tok/s columns: medians of the repetitions; best: the fastest repetition.")
 m = base["machine"]
 head = (f"model {base['model']['path']} ({base['model']['file_hash'][:23]}...), "
-        f"{rows[0]['threads']} threads, {m['cpu_model']}\n"
+        f"{rows[0]['threads']} threads, KV cache {rows[0].get('kv_type', '?')} (llama.cpp "
+        f"{lb_rows[0].get('kv_type') or '?'}), {m['cpu_model']}\n"
         f"bastion {base['bastion']['version']} ({base['bastion']['git_commit'][:12]}), "
         f"--backend {rows[0]['backends'] or '(default)'}; {lb_rows[0]['engine_version']}\n"
         f"llama-bench extra arguments: {lb_args or '(none)'}; load average (1, 5, 15 min) "

@@ -916,6 +916,7 @@ static void test_model_bench(void)
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "backends")), "cpu");
     CU_ASSERT_EQUAL((int)jnum(r, "n_prompt"), 8);
     CU_ASSERT_EQUAL((int)jnum(r, "n_gen"), 4);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "kv_type")), "f32"); /* the default */
     json_object *pp = jget(r, "pp_timing"), *tg = jget(r, "tg_timing");
     CU_ASSERT_PTR_NOT_NULL_FATAL(pp);
     CU_ASSERT_PTR_NOT_NULL_FATAL(tg);
@@ -984,6 +985,18 @@ static void test_model_bench(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, mem_col));
     free(buf);
     bench_doc_free(&d);
+
+    /* --kv-type f16: the session's cache is f16, and the row says so. */
+    rc = RUN(NULL, "bench", "model", "-m", model, "--quick", "-p", "4", "-n", "2", "-r", "1",
+             "--backend", "cpu", "--kv-type", "f16", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(d.n_model_results, 1);
+    CU_ASSERT_STRING_EQUAL(d.model_results[0].status, "ok");
+    CU_ASSERT_STRING_EQUAL(d.model_results[0].kv_type, "f16");
+    CU_ASSERT_TRUE(d.model_results[0].tg_tps > 0);
+    bench_doc_free(&d);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "--kv-type", "q3"), 2);
 
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model"), 2);
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-p", "0", "-n", "0"), 2);

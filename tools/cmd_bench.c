@@ -91,6 +91,8 @@ void cli_usage_bench(FILE *out)
             "                      whether the database answered (hit/miss), and the seconds\n"
             "                      spent measuring (part of the compile time)\n"
             "  --no-cache          tune in memory only: nothing read from or written to disk\n"
+            "  --kv-type T         KV cache dtype: f32 (default) or f16 (half the memory and\n"
+            "                      half the cache reads; llama-bench's default), in every row\n"
             "  --quick             -p 16 -n 8 -r 2 and a short bandwidth measurement (seconds;\n"
             "                      what tests run); explicit -p/-n/-r win\n"
             "\n"
@@ -369,7 +371,7 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
         {"profile", required_argument, NULL, 'F'},  {"profile-level", required_argument, NULL, 'L'},
         {"profile-top", required_argument, NULL, 'T'},
         {"tune", required_argument, NULL, 'U'},     {"no-cache", no_argument, NULL, 'N'},
-        {"quick", no_argument, NULL, 'q'},
+        {"quick", no_argument, NULL, 'q'},  {"kv-type", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     const char *profile_path = NULL;
@@ -418,6 +420,10 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
             break;
         case 'N':
             mo.no_cache = true;
+            break;
+        case 'K':
+            if (!cli_parse_kv_type(optarg, &mo.kv_type))
+                return cli_usage_error(CMD, "--kv-type is f32 or f16, not '%s'", optarg);
             break;
         case 'q':
             quick = true;
