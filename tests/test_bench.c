@@ -341,20 +341,34 @@ static void test_ops_user_shape(void)
     bench_doc_free(&d);
 }
 
+/* `bench ops` of one op, dtype and shape on the CPU backend with a short budget, its document
+ * loaded into *d (at least one result); false after failed assertions. */
+static bool run_cpu_case(const char *op, const char *dtype, const char *shape, bench_doc *d)
+{
+    char json_buf[256];
+    const char *json_path = tmp_path("case.json", json_buf, sizeof json_buf);
+    int rc = RUN(NULL, "bench", "ops", "--backend", "cpu", "--op", op, "--dtype", dtype,
+                 "--shape", shape, "--budget", "0.02", "--json", json_path);
+    CU_ASSERT_EQUAL(rc, 0);
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    if (rc != 0 || bench_doc_load(json_path, d, &e) != BST_OK) {
+        CU_FAIL("bench ops did not write a readable document");
+        return false;
+    }
+    const bool any = d->results.n > 0;
+    CU_ASSERT_TRUE(any);
+    if (!any)
+        bench_doc_free(d);
+    return any;
+}
+
 /* Fused attention through `bench ops`: the CPU backend's variants time a decode step; their
  * rate comes from the case's own flop count. */
 static void test_ops_attention(void)
 {
-    char json_buf[256];
-    const char *json_path = tmp_path("attention.json", json_buf, sizeof json_buf);
-    int rc = RUN(NULL, "bench", "ops", "--backend", "cpu", "--op", "attention", "--dtype", "f16",
-                 "--shape", "1x40x6x2x32", "--budget", "0.01", "--json", json_path);
-    CU_ASSERT_EQUAL_FATAL(rc, 0);
     bench_doc d;
-    bench_error e;
-    memset(&e, 0, sizeof e);
-    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
-    CU_ASSERT_TRUE_FATAL(d.results.n > 0);
+    CU_ASSERT_TRUE_FATAL(run_cpu_case("attention", "f16", "1x40x6x2x32", &d));
     for (size_t i = 0; i < (size_t)d.results.n; i++) {
         const bench_result *res = &d.results.items[i];
         CU_ASSERT_STRING_EQUAL(res->op, "attention");
@@ -374,16 +388,8 @@ static void test_ops_attention(void)
  * three (cache-cold needs copies x bytes >= 4x the LLC, with at most 4096 copies). */
 static void test_ops_ffn(void)
 {
-    char json_buf[256];
-    const char *json_path = tmp_path("ffn.json", json_buf, sizeof json_buf);
-    int rc = RUN(NULL, "bench", "ops", "--backend", "cpu", "--op", "ffn_swiglu", "--dtype", "q8_0",
-                 "--shape", "1x256x512", "--budget", "0.02", "--json", json_path);
-    CU_ASSERT_EQUAL_FATAL(rc, 0);
     bench_doc d;
-    bench_error e;
-    memset(&e, 0, sizeof e);
-    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
-    CU_ASSERT_TRUE_FATAL(d.results.n > 0);
+    CU_ASSERT_TRUE_FATAL(run_cpu_case("ffn_swiglu", "q8_0", "1x256x512", &d));
     /* q8_0: 34 bytes per 32 elements; ~0.4 MB, so few enough copies fill 4x the LLC. */
     const uint64_t weight_bytes = 3u * 512u * 8u * 34u;
     for (size_t i = 0; i < (size_t)d.results.n; i++) {
