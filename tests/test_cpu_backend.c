@@ -893,6 +893,40 @@ static void test_rope(void)
     CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_UNSUPPORTED);
 }
 
+/* rope_cached keeps each thread's angles by position, in rows shared by positions equal modulo
+ * its capacity (1024 for 64 dims): positions that share a row, a negative one and repeats, run
+ * twice (the second time from the kept angles), give exactly the reference's bits. */
+static void test_rope_cached_positions(void)
+{
+    NEED_PLUGIN();
+    enum { T = 8, H = 3, D = 64 };
+    int64_t sx[3] = {T, H, D}, sp[1] = {T};
+    static float x[T * H * D], want[T * H * D], got[T * H * D];
+    for (int i = 0; i < T * H * D; i++)
+        x[i] = (float)sin(0.37 * i) * 3.0f;
+    int32_t pos[T] = {5, 1029, 2053, -3, 1021, 5, 0, 1029};
+    one_node n = {.op = BST_OP_ROPE, .n_in = 2,
+                  .in = {mk(BST_DTYPE_F32, 3, sx), mk(BST_DTYPE_I32, 1, sp)}, .data = {x, pos},
+                  .out = mk(BST_DTYPE_F32, 3, sx), .n_attrs = 3,
+                  .attrs = {attr_i(BST_ATTR_ROPE_MODE, 0), attr_f(BST_ATTR_ROPE_THETA, 10000.0),
+                            attr_i(BST_ATTR_ROPE_DIMS, D)}};
+    n.variant = 1; /* "ref" */
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, want), BST_OK);
+    n.variant = 0; /* "rope_cached" */
+    for (int rep = 0; rep < 2; rep++) {
+        memset(got, 0, sizeof got);
+        CU_ASSERT_EQUAL_FATAL(run_one(&n, got), BST_OK);
+        CU_ASSERT_EQUAL(memcmp(got, want, sizeof want), 0);
+    }
+    /* Another theta evaluates the angles again. */
+    n.attrs[1] = attr_f(BST_ATTR_ROPE_THETA, 500000.0);
+    n.variant = 1;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, want), BST_OK);
+    n.variant = 0;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, got), BST_OK);
+    CU_ASSERT_EQUAL(memcmp(got, want, sizeof want), 0);
+}
+
 static void test_softmax(void)
 {
     NEED_PLUGIN();
@@ -1220,6 +1254,7 @@ int main(void)
         {"matmul parallel", test_matmul_parallel},
         {"rms_norm/layer_norm", test_norms},
         {"rope", test_rope},
+        {"rope_cached_positions", test_rope_cached_positions},
         {"softmax", test_softmax},
         {"cast/quantize/cont", test_cast_quantize_cont},
         {"get_rows", test_get_rows},

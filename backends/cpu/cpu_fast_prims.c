@@ -7,30 +7,57 @@
  * (in double, by the same expression) and rotates every head with them. The arithmetic per
  * element is the reference's, so the result is bit-identical and only the H-fold redundant
  * trigonometry is gone (rope was ~6% of a SmolLM2 prompt on the reference kernel).
- * A decode step ropes q and k of every layer at the same position with the same theta: each
- * thread keeps the last token's angles (and the last base^(-2i/dims) table), keyed by theta,
- * dims and position, so 60 ropes of a SmolLM2 step evaluate them once (the pow, cos and sin of
- * a 64-dim rope were ~0.5 us of its ~0.8 us). Same values, computed the same way: still
- * bit-identical.
+ * Every rope of a step (q and k of every layer) uses the same positions with the same theta, so
+ * each thread keeps the angles of the positions it has met (and the base^(-2i/dims) table),
+ * keyed by theta, dims and position: a decode step's 60 ropes evaluate them once (the pow, cos
+ * and sin of a 64-dim rope were ~0.5 us of its ~0.8 us), and a prompt's once per position and
+ * thread instead of once per rope (the trigonometry was ~2/3 of a 512-token rope). Same values,
+ * computed the same way: still bit-identical.
  */
 #include "cpu_fused.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #define ROPE_MAX_HALF 256 /* rotated pairs held on the stack; wider ropes keep "ref" */
+/* Bytes of angles a thread keeps: 512 positions of a 64-dim rope. */
+#define ROPE_CACHE_BYTES ((size_t)512 * 1024)
 
-/* One thread's last rope tables. `theta` is compared bit for bit (as the tables are). */
+/* One thread's rope tables: inv_freq for (theta, dims), and the angles of up to `cap` positions,
+ * direct-mapped by position (row pos mod cap; tag[row] is the position it holds). `theta` is
+ * compared bit for bit (as the tables are). Without memory for the rows, `one` holds the last
+ * position's angles. The rows are freed when the thread ends (rows_key's destructor): an
+ * application thread that runs a model and exits leaves nothing behind. */
 typedef struct rope_tables {
-    bool have_freq, have_angles;
+    bool have_freq;
     uint64_t theta_bits;
     int64_t dims;
-    int32_t pos;                                    /* of cs / sn */
-    double inv_freq[ROPE_MAX_HALF];                 /* base^(-2i/dims) */
-    double cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];    /* cos / sin of pos * inv_freq[i] */
+    double inv_freq[ROPE_MAX_HALF]; /* base^(-2i/dims) */
+    int64_t cap;                    /* rows of angles (0: none allocated) */
+    int64_t *tag;                   /* per row: the position, or INT64_MIN when empty */
+    double *angles;                 /* per row: cos[half] then sin[half] */
+    int64_t one_tag;
+    double one[2 * ROPE_MAX_HALF];
 } rope_tables;
 
 static _Thread_local rope_tables rope_tls;
+
+static pthread_key_t rows_key;
+static pthread_once_t rows_key_once = PTHREAD_ONCE_INIT;
+static bool rows_key_ok;
+
+static void free_rows(void *tables)
+{
+    rope_tables *t = tables;
+    cpu_host->free(t->tag);
+    cpu_host->free(t->angles);
+    t->tag = NULL;
+    t->angles = NULL;
+    t->cap = 0;
+}
+
+static void make_rows_key(void) { rows_key_ok = pthread_key_create(&rows_key, free_rows) == 0; }
 
 static uint64_t double_bits(double d)
 {
@@ -40,7 +67,8 @@ static uint64_t double_bits(double d)
 }
 
 /* The calling thread's tables for (theta, dims), inv_freq filled in; the angles are kept only
- * while theta and dims stay the same. */
+ * while theta and dims stay the same. The rows live as long as the thread (pool threads live as
+ * long as the process). */
 static rope_tables *rope_tables_for(double theta, int64_t dims)
 {
     rope_tables *t = &rope_tls;
@@ -51,9 +79,47 @@ static rope_tables *rope_tables_for(double theta, int64_t dims)
         t->theta_bits = bits;
         t->dims = dims;
         t->have_freq = true;
-        t->have_angles = false;
+        t->one_tag = INT64_MIN;
+        const int64_t row = dims > 1 ? dims : 2; /* cos and sin of dims / 2 pairs */
+        const int64_t cap = (int64_t)(ROPE_CACHE_BYTES / ((size_t)row * sizeof(double)));
+        if (t->cap != cap) {
+            free_rows(t);
+            pthread_once(&rows_key_once, make_rows_key);
+            /* Without a key to free them at thread exit, no rows: the angles are then evaluated
+             * per rope, as before this cache. */
+            if (rows_key_ok && pthread_setspecific(rows_key, t) == 0) {
+                t->tag = cpu_host->alloc((size_t)cap * sizeof *t->tag, 64);
+                t->angles = cpu_host->alloc((size_t)cap * (size_t)row * sizeof(double), 64);
+                t->cap = t->tag && t->angles ? cap : 0;
+            }
+        }
+        for (int64_t k = 0; k < t->cap; k++)
+            t->tag[k] = INT64_MIN;
     }
     return t;
+}
+
+/* cos (the first half) and sin (the second) of position p's angles, computed as the reference
+ * kernel computes them unless the thread already has them. */
+static const double *rope_angles(rope_tables *t, int32_t p)
+{
+    const int64_t half = t->dims / 2;
+    int64_t *tag = &t->one_tag;
+    double *a = t->one;
+    if (t->cap > 0) {
+        const int64_t k = ((int64_t)p % t->cap + t->cap) % t->cap;
+        tag = &t->tag[k];
+        a = t->angles + k * 2 * half;
+    }
+    if (*tag != p) {
+        for (int64_t i = 0; i < half; i++) {
+            const double ang = (double)p * t->inv_freq[i];
+            a[i] = cos(ang);
+            a[half + i] = sin(ang);
+        }
+        *tag = p;
+    }
+    return a;
 }
 
 static bool rope_cached_applies(const cpu_run *r)
@@ -71,19 +137,10 @@ static void rope_tokens(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     const int64_t n = o->ne[3];
     const double theta = cpu_attr_float(r->node, BST_ATTR_ROPE_THETA, 10000.0);
     rope_tables *tab = rope_tables_for(theta, dims);
-    const double *cs = tab->cs, *sn = tab->sn;
     for (int64_t t = begin; t < end; t++) {
         int32_t p;
         memcpy(&p, pos->data + t * pos->nb[3], sizeof p);
-        if (!tab->have_angles || tab->pos != p) {
-            for (int64_t i = 0; i < half; i++) {
-                const double ang = (double)p * tab->inv_freq[i];
-                tab->cs[i] = cos(ang);
-                tab->sn[i] = sin(ang);
-            }
-            tab->pos = p;
-            tab->have_angles = true;
-        }
+        const double *cs = rope_angles(tab, p), *sn = cs + half;
         for (int64_t i0 = 0; i0 < o->ne[0]; i0++) {
             for (int64_t h = 0; h < o->ne[2]; h++) {
                 const float *v =
