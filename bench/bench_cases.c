@@ -333,6 +333,36 @@ static bool attention_shape_ok(const bench_case *c)
     return c->rank == 5 && c->dims[0] <= c->dims[1] && c->dims[2] % c->dims[3] == 0;
 }
 
+/* Whether op oi in dtype t can take shape c (its rank already fits); why not in `why`. */
+static bool shape_fits(const op_info *oi, bst_dtype t, const bench_case *c, char *why,
+                       size_t why_size)
+{
+    const char *dname = bst_dtype_name(t);
+    const uint32_t bs = bst_dtype_block_size(t);
+    const int64_t inner = c->dims[c->rank - 1];
+    if (oi->op == BST_OP_MATMUL && bs > 1 && inner % bs != 0)
+        snprintf(why, why_size, "matmul %s %s: K=%lld must be a multiple of the %u-element block",
+                 dname, c->shape, (long long)inner, bs);
+    else if (oi->op == BST_OP_FFN_SWIGLU && bs > 1 &&
+             (c->dims[1] % bs != 0 || c->dims[2] % bs != 0))
+        snprintf(why, why_size,
+                 "ffn_swiglu %s %s: E and F must be multiples of the %u-element block", dname,
+                 c->shape, bs);
+    else if (oi->op == BST_OP_ROPE && inner % 2 != 0)
+        snprintf(why, why_size, "rope %s: D must be even", c->shape);
+    else if (oi->op == BST_OP_ATTENTION && !attention_shape_ok(c))
+        snprintf(why, why_size,
+                 "attention %s: needs T <= S (queries are the last T of S positions) and HQ a "
+                 "multiple of HKV",
+                 c->shape);
+    else
+        return true;
+    return false;
+}
+
+/* Every shape becomes a case of each selected op and dtype it fits (matmul's MxNxK and
+ * ffn_swiglu's TxExF are both three numbers: `--op matmul,ffn_swiglu` takes each shape where it
+ * makes sense). A shape that fits none of them is an error saying why. */
 static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_error *e)
 {
     const char *op_list = s->ops ? s->ops : "matmul";
@@ -342,40 +372,26 @@ static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_e
         char why[160];
         if (!bench_parse_shape(s->shapes[i], &shape, why, sizeof why))
             return bench_fail(e, BST_ERR_PARSE, "%s", why);
-        bool taken = false;
+        bool rank_fits = false;
+        size_t added = 0;
+        why[0] = '\0';
         for (size_t o = 0; o < N_OPS; o++) {
             const op_info *oi = &ops[o];
-            const char *oname = bst_op_name(oi->op);
-            if (!in_list(op_list, oname))
+            if (!in_list(op_list, bst_op_name(oi->op)) || shape.rank < oi->min_rank ||
+                shape.rank > oi->max_rank)
                 continue;
-            if (shape.rank < oi->min_rank || shape.rank > oi->max_rank)
-                continue;
-            taken = true;
+            rank_fits = true;
             const char *dts = s->dtypes ? s->dtypes : oi->default_dtypes;
             for (int t = 1; t < BST_DTYPE_COUNT; t++) {
                 const char *dname = bst_dtype_name((bst_dtype)t);
                 if (!dname || !in_list(dts, dname) || !dtype_ok_for(oi->op, (bst_dtype)t))
                     continue;
-                uint32_t bs = bst_dtype_block_size((bst_dtype)t);
-                int64_t inner = shape.dims[shape.rank - 1];
-                if (oi->op == BST_OP_MATMUL && bs > 1 && inner % bs != 0)
-                    return bench_fail(e, BST_ERR_PARSE,
-                                      "matmul %s %s: K=%lld must be a multiple of the %u-element "
-                                      "block",
-                                      dname, shape.shape, (long long)inner, bs);
-                if (oi->op == BST_OP_FFN_SWIGLU && bs > 1 &&
-                    (shape.dims[1] % bs != 0 || shape.dims[2] % bs != 0))
-                    return bench_fail(e, BST_ERR_PARSE,
-                                      "ffn_swiglu %s %s: E and F must be multiples of the "
-                                      "%u-element block",
-                                      dname, shape.shape, bs);
-                if (oi->op == BST_OP_ROPE && inner % 2 != 0)
-                    return bench_fail(e, BST_ERR_PARSE, "rope %s: D must be even", shape.shape);
-                if (oi->op == BST_OP_ATTENTION && !attention_shape_ok(&shape))
-                    return bench_fail(e, BST_ERR_PARSE,
-                                      "attention %s: needs T <= S (queries are the last T of S "
-                                      "positions) and HQ a multiple of HKV",
-                                      shape.shape);
+                char not_here[160];
+                if (!shape_fits(oi, (bst_dtype)t, &shape, not_here, sizeof not_here)) {
+                    if (!why[0])
+                        snprintf(why, sizeof why, "%s", not_here);
+                    continue;
+                }
                 bench_case c = shape;
                 c.op = oi->op;
                 c.dtype = (bst_dtype)t;
@@ -383,13 +399,17 @@ static bst_status user_set(const bench_selection *s, bench_case_list *l, bench_e
                 bst_status st = push_case(l, &c, e);
                 if (st != BST_OK)
                     return st;
+                added++;
             }
         }
-        if (!taken)
+        if (!rank_fits)
             return bench_fail(e, BST_ERR_PARSE,
                               "shape '%s' fits none of the selected ops (%s); matmul takes MxNxK, "
-                              "rope TxHxD, attention TxSxHQxHKVxD, ffn_swiglu TxExF, the others 1 to 4 dims",
+                              "rope TxHxD, attention TxSxHQxHKVxD, ffn_swiglu TxExF, the others "
+                              "1 to 4 dims",
                               s->shapes[i], op_list);
+        if (added == 0 && why[0])
+            return bench_fail(e, BST_ERR_PARSE, "%s", why);
     }
     return BST_OK;
 }

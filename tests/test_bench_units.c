@@ -327,6 +327,19 @@ static void test_select(void)
     bench_selection bad_g = {"attention", NULL, ragged, 1, false};
     CU_ASSERT_EQUAL(bench_cases_select(&bad_g, &l, &e), BST_ERR_PARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "multiple of HKV"));
+    /* Two ops of the same rank: each shape goes to the op it fits (a GEMV shape is no FFN,
+     * whose E would be 1); only a shape neither takes is an error. */
+    const char *mixed[] = {"3072x1x576", "1x576x1536"};
+    bench_selection both = {"matmul,ffn_swiglu", "q4_1", mixed, 2, false};
+    CU_ASSERT_EQUAL_FATAL(bench_cases_select(&both, &l, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 3); /* 3072x1x576 as matmul; 1x576x1536 as matmul and FFN */
+    CU_ASSERT_TRUE(l.items[0].op == BST_OP_MATMUL && l.items[1].op == BST_OP_MATMUL &&
+                   l.items[2].op == BST_OP_FFN_SWIGLU);
+    bench_case_list_free(&l);
+    const char *neither[] = {"3x1x100"};
+    bench_selection bad_both = {"matmul,ffn_swiglu", "q4_1", neither, 1, false};
+    CU_ASSERT_EQUAL(bench_cases_select(&bad_both, &l, &e), BST_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "multiple of the 32-element block"));
     const char *ffn_odd[] = {"1x576x1500"};
     bench_selection bad_ffn = {"ffn_swiglu", "q4_1", ffn_odd, 1, false};
     CU_ASSERT_EQUAL(bench_cases_select(&bad_ffn, &l, &e), BST_ERR_PARSE);
