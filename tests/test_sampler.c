@@ -143,19 +143,21 @@ static void test_greedy_blocks(void)
         }
         for (uint32_t i = 0; i < n; i++) l[i] = -INFINITY;
         CU_ASSERT_EQUAL(sample1(&g, l, n, NULL, 0), 0);
-        /* NaN and +inf: the first one is named, wherever it falls. */
-        for (int bad = 0; bad < 2; bad++) {
+        /* NaN and +inf: the first one is named, wherever it falls, by greedy picking and by
+         * sampling (bad = 2, 3) alike. */
+        const bst_sampler_params sampled = params(0.8f);
+        for (int bad = 0; bad < 4; bad++) {
             for (uint32_t i = 0; i < n; i++) l[i] = (float)(i % 17);
             const uint32_t at = n > 2 ? n - 2 : 0;
-            l[at] = bad ? INFINITY : NAN;
+            l[at] = bad % 2 ? INFINITY : NAN;
             if (at + 1 < n) l[at + 1] = NAN;
             bsti_sampler *s = NULL;
-            CU_ASSERT_EQUAL_FATAL(bsti_sampler_create(&g, n, &s), BST_OK);
+            CU_ASSERT_EQUAL_FATAL(bsti_sampler_create(bad < 2 ? &g : &sampled, n, &s), BST_OK);
             int32_t t = 0;
             CU_ASSERT_EQUAL(bsti_sampler_sample(s, l, NULL, 0, &t), BST_ERR_INVALID_ARG);
             char want[96];
             snprintf(want, sizeof want, "sampler: logit of token %u is %s", at,
-                     bad ? "+inf" : "NaN");
+                     bad % 2 ? "+inf" : "NaN");
             CU_ASSERT_STRING_EQUAL(bst_last_error(), want);
             bsti_sampler_destroy(s);
         }

@@ -252,8 +252,7 @@ bst_status bsti_sampler_sample(bsti_sampler *s, const float *logits, const int32
     cand *c = s->cands;
     for (uint32_t i = 0; i < n; i++) {
         if (isnan(logits[i]) || logits[i] == INFINITY)
-            return bsti_fail(BST_ERR_INVALID_ARG, "sampler: logit of token %u is %s", i,
-                             isnan(logits[i]) ? "NaN" : "+inf");
+            return bad_logit(logits, n); /* none before i is: names token i */
         c[i] = (cand){logits[i], (int32_t)i};
     }
 
