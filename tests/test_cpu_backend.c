@@ -1063,6 +1063,81 @@ static void test_set_rows(void)
     CU_ASSERT_EQUAL(run_one(&n, out), BST_ERR_INVALID_ARG);
 }
 
+/* set_rows of f32 rows into an f16 state (a KV cache): "set_rows_f16" (F16C) is offered before
+ * "ref" where the CPU has AVX2 (checked against /proc/cpuinfo) and writes exactly the reference's
+ * bits: random bit patterns (NaNs with payloads, infinities, f32 subnormals, every exponent),
+ * the midpoints between neighbouring halves (ties to even, normal and subnormal, and 65520's
+ * overflow), +-0; 67 elements a row (an 8-wide tail); a repeated id ends with its last row. */
+static void test_set_rows_f16_bits(void)
+{
+    NEED_PLUGIN();
+    enum { S = 5, T = 16, H = 3, D = 67 };
+    static const char *const avx2[] = {"avx2", "fma", "f16c"};
+    const bool has_avx2 = cpuinfo_has(avx2, 3);
+    int64_t sd[3] = {S, H, D}, ss[3] = {T, H, D}, si[1] = {T};
+    static uint16_t dst[S * H * D], want[S * H * D], got[S * H * D];
+    static float src[T * H * D];
+    int32_t ids[T];
+    uint32_t x = 0x9e3779b9u;
+    for (int i = 0; i < T * H * D; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        uint32_t bits = x;
+        if (i % 3 == 1) { /* midway between half h and the next one up */
+            const uint16_t h = (uint16_t)(x & 0x7bffu); /* finite, below the largest */
+            const float lo = bsti_f16_to_f32(h), hi = bsti_f16_to_f32((uint16_t)(h + 1));
+            const float mid = lo + (hi - lo) * 0.5f; /* exact: one more bit than a half has */
+            memcpy(&bits, &mid, sizeof bits);
+            bits |= x & 0x80000000u;
+        }
+        memcpy(&src[i], &bits, sizeof bits);
+    }
+    src[0] = 65520.0f, src[1] = -65519.996f, src[2] = 0.0f, src[3] = -0.0f;
+    for (int i = 0; i < S * H * D; i++)
+        dst[i] = (uint16_t)(0x3c00u + (unsigned)i % 512u);
+    for (int t = 0; t < T; t++)
+        ids[t] = (int32_t)((t * 3) % S); /* every row, most of them more than once */
+    one_node n = {.op = BST_OP_SET_ROWS, .n_in = 3,
+                  .in = {mk(BST_DTYPE_F16, 3, sd), mk(BST_DTYPE_F32, 3, ss),
+                         mk(BST_DTYPE_I32, 1, si)},
+                  .data = {dst, src, ids}, .out = mk(BST_DTYPE_F16, 3, sd),
+                  .out_aliases_in0 = true};
+    const bst_tensor_desc *ins[3] = {&n.in[0], &n.in[1], &n.in[2]};
+    bst_node_desc nd = {.struct_size = sizeof nd, .op = BST_OP_SET_ROWS, .n_inputs = 3,
+                        .inputs = ins, .output = &n.out};
+    bst_kernel_variant v[3];
+    memset(v, 0, sizeof v);
+    for (int i = 0; i < 3; i++)
+        v[i].struct_size = sizeof v[i];
+    uint32_t count = 0;
+    CU_ASSERT_EQUAL_FATAL(api.query(dev, &nd, v, sizeof v[0], 3, &count), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(count, has_avx2 ? 2u : 1u);
+    if (has_avx2)
+        CU_ASSERT_STRING_EQUAL(v[0].name, "set_rows_f16");
+    CU_ASSERT_STRING_EQUAL(v[count - 1].name, "ref");
+    n.variant = count - 1;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, want), BST_OK);
+    n.variant = 0;
+    CU_ASSERT_EQUAL_FATAL(run_one(&n, got), BST_OK);
+    CU_ASSERT_EQUAL(memcmp(got, want, sizeof want), 0);
+    /* The reference is the host's own conversion, row by row: spot-check it too. */
+    const int last = (T - 1) * H * D; /* ids[T - 1]'s row, head 0 */
+    for (int c = 0; c < D; c++)
+        CU_ASSERT_EQUAL(got[ids[T - 1] * H * D + c], bsti_f32_to_f16(src[last + c]));
+    /* An f32 state, or a source with gaps between its elements: the reference only. */
+    bst_tensor_desc f32_state = mk(BST_DTYPE_F32, 3, sd), strided = mk(BST_DTYPE_F32, 3, ss);
+    strided.strides[2] = 8;
+    strided.strides[1] = 8 * D;
+    strided.strides[0] = 8 * D * H;
+    for (int k = 0; k < 2; k++) {
+        ins[0] = k == 0 ? &f32_state : &n.in[0];
+        ins[1] = k == 0 ? &n.in[1] : &strided;
+        nd.output = k == 0 ? &f32_state : &n.out;
+        CU_ASSERT_EQUAL(api.query(dev, &nd, v, sizeof v[0], 3, &count), BST_OK);
+        CU_ASSERT_EQUAL(count, 1u);
+        CU_ASSERT_STRING_EQUAL(v[0].name, "ref");
+    }
+}
+
 static void test_concat_argmax(void)
 {
     NEED_PLUGIN();
@@ -1259,6 +1334,7 @@ int main(void)
         {"cast/quantize/cont", test_cast_quantize_cont},
         {"get_rows", test_get_rows},
         {"set_rows", test_set_rows},
+        {"set_rows_f16_bits", test_set_rows_f16_bits},
         {"concat/argmax", test_concat_argmax},
         {"views and compile errors", test_views_and_compile_errors},
         {"out-of-bounds descriptors and faults", test_out_of_bounds_descriptor},

@@ -232,6 +232,12 @@ CPU_KERNEL(convert); /* cast, quantize, cont */
 CPU_KERNEL(concat);
 CPU_KERNEL(argmax);
 CPU_KERNEL(set_rows);
+/* set_rows' pieces, shared with its fast variant (cpu_fast_prims.c): prepare checks every id
+ * (message names the first outside dst), copies dst to the output when the planner did not alias
+ * them, and gives the item count (positions in the two dims other than the row dim); item
+ * gives item's row n of src (s) and the row it replaces (d), as [i0, i1, i2]. */
+bst_status cpu_set_rows_prepare(cpu_run *r, int64_t *items);
+void cpu_set_rows_item(const cpu_run *r, int64_t item, int64_t n, int64_t *s, int64_t *d);
 CPU_KERNEL(alias); /* view, reshape, permute, transpose: memory is aliased by the planner */
 #undef CPU_KERNEL
 

@@ -13,8 +13,12 @@
  * and sin of a 64-dim rope were ~0.5 us of its ~0.8 us), and a prompt's once per position and
  * thread instead of once per rope (the trigonometry was ~2/3 of a 512-token rope). Same values,
  * computed the same way: still bit-identical.
+ *
+ * set_rows_f16 writes f32 rows (a step's K and V) into an f16 state (the KV cache) with F16C,
+ * bit-identical to the reference's conversion (cpu_f16c.c).
  */
 #include "cpu_fused.h"
+#include "cpu_isa.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -322,10 +326,54 @@ bst_status cpu_fast_rms_norm_mul(cpu_run *r)
     return BST_OK;
 }
 
+/* --- set_rows_f16: f32 rows into an f16 state (the KV cache) with F16C ---
+ *
+ * Contiguous f32 source rows and contiguous f16 destination rows (the output aliasing dst, as
+ * the planner makes it) are converted 8 values per instruction (cpu_f16c.c), bit-identical to the
+ * reference's per-value conversion through the host. */
+
+#ifdef CPU_HAVE_AVX2_KERNELS
+static bool set_rows_f16_fits(const cpu_run *r)
+{
+    const cpu_tensor *src = &r->in[1], *o = &r->out;
+    return src->dtype == BST_DTYPE_F32 && src->nb[3] == 4 && o->dtype == BST_DTYPE_F16 &&
+           o->nb[3] == 2;
+}
+
+static void set_rows_f16_items(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const cpu_tensor *src = &r->in[1], *o = &r->out;
+    const int64_t rows = r->in[2].ne[3];
+    for (int64_t item = begin; item < end; item++)
+        for (int64_t n = 0; n < rows; n++) {
+            int64_t s[3], d[3];
+            cpu_set_rows_item(r, item, n, s, d);
+            cpu_f32_to_f16_f16c((const float *)(const void *)cpu_row_ptr(src, s[0], s[1], s[2]),
+                                cpu_row_ptr(o, d[0], d[1], d[2]), o->ne[3]);
+        }
+}
+
+static bst_status set_rows_f16_run(cpu_run *r)
+{
+    if (!set_rows_f16_fits(r))
+        return cpu_run_set_rows(r);
+    int64_t items;
+    const bst_status st = cpu_set_rows_prepare(r, &items);
+    if (st != BST_OK)
+        return st;
+    cpu_parallel(r, items, cpu_grain(r->in[2].ne[3] * r->out.ne[3]), set_rows_f16_items);
+    return BST_OK;
+}
+#endif
+
 static const cpu_fused_impl prim_impls[] = {
     {"rope_cached", BST_OP_ROPE, 0, NULL, NULL, NULL, rope_cached_run},
     {"add_f32", BST_OP_ADD, 0, NULL, NULL, NULL, binary_f32_run},
     {"mul_f32", BST_OP_MUL, 0, NULL, NULL, NULL, binary_f32_run},
+#ifdef CPU_HAVE_AVX2_KERNELS
+    {"set_rows_f16", BST_OP_SET_ROWS, CPU_ISA_AVX2, NULL, NULL, NULL, set_rows_f16_run},
+#endif
 };
 
 uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_t cap)
@@ -333,8 +381,12 @@ uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_
     uint32_t n = 0;
     for (size_t i = 0; i < sizeof prim_impls / sizeof prim_impls[0] && n < cap; i++) {
         const cpu_fused_impl *impl = &prim_impls[i];
-        if (impl->op != r->node->op)
+        if (impl->op != r->node->op || (cpu_isa_mask() & impl->isa) != impl->isa)
             continue;
+#ifdef CPU_HAVE_AVX2_KERNELS
+        if (impl->op == BST_OP_SET_ROWS && !set_rows_f16_fits(r))
+            continue;
+#endif
         if (impl->op == BST_OP_ROPE && !rope_cached_applies(r))
             continue;
         if ((impl->op == BST_OP_ADD || impl->op == BST_OP_MUL) && !binary_f32_fits(r))

@@ -134,6 +134,11 @@ bst_status cpu_fused_run(cpu_run *r, const cpu_fused_impl *impl);
  * checked node, best first; at most cap. Offered before "ref" unless only the reference kernels
  * are wanted. */
 uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_t cap);
+#ifdef CPU_HAVE_AVX2_KERNELS
+/* n f32 values as n little-endian f16 at dst, bit-identical to the host's f16 quantize
+ * (cpu_f16c.c; needs CPU_ISA_AVX2). */
+void cpu_f32_to_f16_f16c(const float *src, uint8_t *dst, int64_t n);
+#endif
 /* rms_norm_mul on contiguous f32 rows (cpu_fast_prims.c; other layouts run the generic kernel):
  * the "fused_rms_norm_mul_f32" variant. */
 bst_status cpu_fast_rms_norm_mul(cpu_run *r);

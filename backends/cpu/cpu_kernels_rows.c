@@ -127,36 +127,42 @@ static void copy_dst_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
+void cpu_set_rows_item(const cpu_run *r, int64_t item, int64_t n, int64_t *s, int64_t *d)
+{
+    const cpu_tensor *src = &r->in[1], *ids = &r->in[2];
+    const int p = row_dim(r);
+    int q1 = -1, q2 = -1;
+    for (int k = 0; k < 3; k++)
+        if (k != p) {
+            if (q1 < 0)
+                q1 = k;
+            else
+                q2 = k;
+        }
+    s[q1] = d[q1] = item / src->ne[q2];
+    s[q2] = d[q2] = item % src->ne[q2];
+    s[p] = n;
+    d[p] = load_i32(ids->data + n * ids->nb[3]);
+}
+
 /* One item per position in the two outer dims other than the row dim; each item walks the ids
  * in order, so a repeated id ends with the last row written (sequential semantics) and no two
  * workers ever write the same row. */
 static void set_rows_items(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
-    const cpu_tensor *src = &r->in[1], *ids = &r->in[2], *o = &r->out;
-    const int p = row_dim(r);
-    int q1 = -1, q2 = -1;
-    for (int d = 0; d < 3; d++)
-        if (d != p) {
-            if (q1 < 0)
-                q1 = d;
-            else
-                q2 = d;
+    const cpu_tensor *src = &r->in[1], *o = &r->out;
+    const int64_t rows = src->ne[row_dim(r)];
+    for (int64_t item = begin; item < end; item++)
+        for (int64_t n = 0; n < rows; n++) {
+            int64_t s[3], d[3];
+            cpu_set_rows_item(r, item, n, s, d);
+            const float *v =
+                cpu_load_row(r, src, s[0], s[1], s[2], cpu_slot(r, w, 0), cpu_slot(r, w, 3));
+            cpu_commit_row(r, o, d[0], d[1], d[2], v, cpu_slot(r, w, 3));
         }
-    for (int64_t item = begin; item < end; item++) {
-        int64_t idx[3];
-        idx[q1] = item / src->ne[q2];
-        idx[q2] = item % src->ne[q2];
-        for (int64_t n = 0; n < src->ne[p]; n++) {
-            idx[p] = n;
-            const float *v = cpu_load_row(r, src, idx[0], idx[1], idx[2], cpu_slot(r, w, 0),
-                                          cpu_slot(r, w, 3));
-            idx[p] = load_i32(ids->data + n * ids->nb[3]);
-            cpu_commit_row(r, o, idx[0], idx[1], idx[2], v, cpu_slot(r, w, 3));
-        }
-    }
 }
 
-bst_status cpu_run_set_rows(cpu_run *r)
+bst_status cpu_set_rows_prepare(cpu_run *r, int64_t *items)
 {
     const cpu_tensor *dst = &r->in[0], *src = &r->in[1], *ids = &r->in[2], *o = &r->out;
     const int p = row_dim(r);
@@ -168,11 +174,21 @@ bst_status cpu_run_set_rows(cpu_run *r)
     }
     if (!out_is_dst(r))
         cpu_parallel(r, o->ne[0] * o->ne[1] * o->ne[2], cpu_grain(o->ne[3]), copy_dst_rows);
-    int64_t items = 1;
+    *items = 1;
     for (int d = 0; d < 3; d++)
         if (d != p)
-            items *= src->ne[d];
-    cpu_parallel(r, items, cpu_grain(src->ne[p] * src->ne[3] * 2), set_rows_items);
+            *items *= src->ne[d];
+    return BST_OK;
+}
+
+bst_status cpu_run_set_rows(cpu_run *r)
+{
+    int64_t items;
+    const bst_status st = cpu_set_rows_prepare(r, &items);
+    if (st != BST_OK)
+        return st;
+    const cpu_tensor *src = &r->in[1];
+    cpu_parallel(r, items, cpu_grain(src->ne[row_dim(r)] * src->ne[3] * 2), set_rows_items);
     return BST_OK;
 }
 
