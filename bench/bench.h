@@ -413,7 +413,8 @@ typedef struct bench_model_result {
     bench_timing pp, tg; /* warm repetitions: ns per whole prompt / per whole generation */
     double pp_tps, tg_tps; /* from the warm medians */
     double weight_bytes_per_token;
-    double roofline_tps;     /* bandwidth baseline / weight bytes per token */
+    double kv_bytes_per_token; /* KV cache bytes a tg step reads, averaged over the n_gen steps */
+    double roofline_tps;     /* bandwidth baseline / (weight + KV cache bytes per token) */
     double roofline_fraction; /* tg_tps / roofline_tps */
     uint64_t peak_rss_bytes;
     /* Added within /1 (optional to readers: absent in older documents). */

@@ -220,6 +220,7 @@ for d in bastion:
         "pp_tps": p / (statistics.median(tp["samples_ns"]) * 1e-9),
         "tg_tps": n / (statistics.median(tt["samples_ns"]) * 1e-9),
         "weight_bytes_per_token": r0.get("weight_bytes_per_token"),
+        "kv_bytes_per_token": r0.get("kv_bytes_per_token"),
         "roofline_tps": r0.get("roofline_tps"),
         "roofline_fraction": None,
         "peak_rss_bytes": 0,

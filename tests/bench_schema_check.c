@@ -354,6 +354,7 @@ int bench_schema_check(json_object *root)
             if (t)
                 check_timing(&k, t, "model_results[].tg_timing");
             opt(&k, r, mp, "engine", T_STR, false);
+            opt(&k, r, mp, "kv_bytes_per_token", T_NUM, true);
             static const char *const kv_types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", NULL};
             json_object *kv = opt(&k, r, mp, "kv_type", T_STR, true);
             if (kv && !one_of(json_object_get_string(kv), kv_types))

@@ -935,11 +935,13 @@ static void test_model_bench(void)
     CU_ASSERT_TRUE(near(jnum(r, "tg_tps"), 4 / (tg_med * 1e-9), 1e-9));
     CU_ASSERT_TRUE(near(jnum(r, "pp_cold_tps"), 8 / (jnum(pp, "first_ns") * 1e-9), 1e-9));
     CU_ASSERT_TRUE(near(jnum(r, "tg_cold_tps"), 4 / (jnum(tg, "first_ns") * 1e-9), 1e-9));
-    /* The roofline: measured bandwidth over the weight bytes of a token. */
-    double wbytes = jnum(r, "weight_bytes_per_token");
+    /* The roofline: measured bandwidth over the bytes a token reads: the weights, and the KV
+     * cache at (4 + 1) / 2 positions on average over the 4 steps from an empty cache. */
+    double wbytes = jnum(r, "weight_bytes_per_token"), kvbytes = jnum(r, "kv_bytes_per_token");
     CU_ASSERT_TRUE(near(wbytes, expected_weight_bytes(model), 1e-12));
+    CU_ASSERT_TRUE(near(kvbytes, expected_kv_bytes(model, 1) * 2.5, 1e-12));
     double bw = jnum(jget(jget(root, "baselines"), "bandwidth"), "gbs");
-    CU_ASSERT_TRUE(near(jnum(r, "roofline_tps"), bw * 1e9 / wbytes, 1e-9));
+    CU_ASSERT_TRUE(near(jnum(r, "roofline_tps"), bw * 1e9 / (wbytes + kvbytes), 1e-9));
     CU_ASSERT_TRUE(near(jnum(r, "roofline_fraction"), jnum(r, "tg_tps") / jnum(r, "roofline_tps"),
                         1e-9));
     CU_ASSERT_TRUE(jnum(r, "peak_rss_bytes") > 0);
@@ -1001,6 +1003,9 @@ static void test_model_bench(void)
     CU_ASSERT_STRING_EQUAL(d.model_results[0].status, "ok");
     CU_ASSERT_STRING_EQUAL(d.model_results[0].kv_type, "f16");
     CU_ASSERT_TRUE(d.model_results[0].tg_tps > 0);
+    /* Half the f32 cache's bytes, at (2 + 1) / 2 positions. */
+    CU_ASSERT_TRUE(near(d.model_results[0].kv_bytes_per_token,
+                        expected_kv_bytes(model, 1) / 2 * 1.5, 1e-12));
     bench_doc_free(&d);
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "--kv-type", "q3"), 2);
 
