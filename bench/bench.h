@@ -82,6 +82,11 @@ typedef bst_status (*bench_call_fn)(void *user, uint64_t iteration, bench_error 
  * failure). A failing call ends the measurement with its status. */
 BST_MUST_CHECK bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user,
                                         bench_timing *out, bench_error *e);
+/* The same, calling `between` before every call of fn, outside the call's timing (bench model
+ * samples the memory bandwidth there). */
+BST_MUST_CHECK bst_status bench_measure_between(const bench_budget *b, bench_call_fn fn,
+                                                bench_call_fn between, void *user,
+                                                bench_timing *out, bench_error *e);
 
 /* --- machine ------------------------------------------------------------------------------- */
 
@@ -414,7 +419,10 @@ typedef struct bench_model_result {
     double pp_tps, tg_tps; /* from the warm medians */
     double weight_bytes_per_token;
     double kv_bytes_per_token; /* KV cache bytes a tg step reads, averaged over the n_gen steps */
-    double roofline_tps;     /* bandwidth baseline / (weight + KV cache bytes per token) */
+    double roofline_tps;     /* tg_bandwidth_gbs (else the document's bandwidth baseline) /
+                                (weight + KV cache bytes per token) */
+    double tg_bandwidth_gbs; /* read bandwidth sampled around the tg repetitions: median */
+    double tg_bandwidth_min_gbs, tg_bandwidth_max_gbs;
     double roofline_fraction; /* tg_tps / roofline_tps */
     uint64_t peak_rss_bytes;
     /* Added within /1 (optional to readers: absent in older documents). */

@@ -318,6 +318,9 @@ static json_object *model_result_json(const bench_model_result *r)
     put(o, "engine", jstr(r->engine[0] ? r->engine : "bastion"));
     put(o, "kv_type", r->kv_type[0] ? jstr(r->kv_type) : NULL);
     put(o, "kv_bytes_per_token", jnum(r->kv_bytes_per_token));
+    put(o, "tg_bandwidth_gbs", jnum(r->tg_bandwidth_gbs));
+    put(o, "tg_bandwidth_min_gbs", jnum(r->tg_bandwidth_min_gbs));
+    put(o, "tg_bandwidth_max_gbs", jnum(r->tg_bandwidth_max_gbs));
     put(o, "tune_mode", r->tune_mode[0] ? jstr(r->tune_mode) : NULL);
     put(o, "tune_cache", r->tune_cache[0] ? jstr(r->tune_cache) : NULL);
     put(o, "tune_hits", jint(r->tune_hits));
@@ -909,6 +912,7 @@ static void read_model_additions(reader *r, json_object *o, const char *p, bench
 {
     x->tune_s = NAN;
     x->kv_bytes_per_token = NAN;
+    x->tg_bandwidth_gbs = x->tg_bandwidth_min_gbs = x->tg_bandwidth_max_gbs = NAN;
     snprintf(x->engine, sizeof x->engine, "bastion");
     if (present(o, "engine"))
         get_str(r, o, p, "engine", x->engine, sizeof x->engine);
@@ -916,6 +920,11 @@ static void read_model_additions(reader *r, json_object *o, const char *p, bench
         get_str(r, o, p, "kv_type", x->kv_type, sizeof x->kv_type);
     if (present(o, "kv_bytes_per_token"))
         x->kv_bytes_per_token = get_num(r, o, p, "kv_bytes_per_token", true);
+    if (present(o, "tg_bandwidth_gbs")) {
+        x->tg_bandwidth_gbs = get_num(r, o, p, "tg_bandwidth_gbs", true);
+        x->tg_bandwidth_min_gbs = get_num(r, o, p, "tg_bandwidth_min_gbs", true);
+        x->tg_bandwidth_max_gbs = get_num(r, o, p, "tg_bandwidth_max_gbs", true);
+    }
     if (present(o, "tune_mode"))
         get_str(r, o, p, "tune_mode", x->tune_mode, sizeof x->tune_mode);
     if (present(o, "tune_cache"))

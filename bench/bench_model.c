@@ -96,11 +96,15 @@ static void file_hash(const char *path, char *out, size_t size, uint64_t *out_by
 
 /* --- the runs ------------------------------------------------------------------------------ */
 
+typedef struct bandwidth_samples bandwidth_samples;
+static bst_status sample_bandwidth(bandwidth_samples *s, bench_error *e);
+
 typedef struct model_run {
     bst_session *session;
     const int32_t *tokens;
     uint32_t n;
     float *logits;
+    bandwidth_samples *bw; /* tg: sampled before every repetition */
 } model_run;
 
 static bst_status pp_call(void *user, uint64_t iteration, bench_error *e)
@@ -110,6 +114,13 @@ static bst_status pp_call(void *user, uint64_t iteration, bench_error *e)
     bst_session_reset(m->session);
     bst_status st = bst_session_eval(m->session, m->tokens, m->n, false, m->logits);
     return st == BST_OK ? BST_OK : bench_lib_fail(e, st, "prompt evaluation");
+}
+
+static bst_status tg_between(void *user, uint64_t iteration, bench_error *e)
+{
+    (void)iteration;
+    model_run *m = user;
+    return m->bw ? sample_bandwidth(m->bw, e) : BST_OK;
 }
 
 static bst_status tg_call(void *user, uint64_t iteration, bench_error *e)
@@ -158,6 +169,62 @@ static uint64_t peak_rss(bool was_reset)
 }
 
 static double seconds_since(uint64_t t0) { return (double)(bench_now_ns() - t0) * 1e-9; }
+
+/* The read bandwidth sampled around the tg repetitions (before each, and once after the last)
+ * gives the row's roofline. A machine's memory can change speed from one minute to the next
+ * (seen on the development VM: 45 and 90 GB/s, flipping within a run), and with one bandwidth
+ * measured at the start of the run the same binary's generation rated anywhere from 0.42 to
+ * 0.80 of its roofline. Each sample allocates, reads and frees its own buffer, so no buffer is
+ * held and no thread spins while the model runs; the high-water mark of resident memory is read
+ * before each sample and reset after it, so the row's peak excludes the samples' buffers. */
+#define BW_MAX_SAMPLES 64
+
+struct bandwidth_samples {
+    uint64_t bytes;
+    uint32_t threads;
+    double gbs[BW_MAX_SAMPLES];
+    uint32_t n;
+    bool rss_reset;    /* the high-water mark can be reset (reset_peak_rss) */
+    uint64_t rss_peak; /* the row's peak before the samples' buffers */
+};
+
+static bst_status sample_bandwidth(bandwidth_samples *s, bench_error *e)
+{
+    if (s->n >= BW_MAX_SAMPLES)
+        return BST_OK;
+    if (s->rss_reset) {
+        const uint64_t peak = peak_rss(true);
+        s->rss_peak = peak > s->rss_peak ? peak : s->rss_peak;
+    }
+    /* One untimed read (first touch of the buffer's pages), then the median of three. */
+    const bench_budget b = {0.0, 3, 3, 0};
+    bench_bandwidth bw;
+    bst_status st = bench_bandwidth_measure(s->bytes, s->threads, &b, &bw, e);
+    if (st == BST_OK && bw.measured)
+        s->gbs[s->n++] = bw.gbs;
+    bench_timing_free(&bw.timing);
+    if (s->rss_reset)
+        s->rss_reset = reset_peak_rss();
+    return st;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median, min and max of the samples into the row (left NaN without samples). */
+static void store_bandwidth(bandwidth_samples *s, bench_model_result *r)
+{
+    if (!s->n)
+        return;
+    qsort(s->gbs, s->n, sizeof s->gbs[0], cmp_double);
+    r->tg_bandwidth_min_gbs = s->gbs[0];
+    r->tg_bandwidth_max_gbs = s->gbs[s->n - 1];
+    r->tg_bandwidth_gbs =
+        s->n % 2 ? s->gbs[s->n / 2] : (s->gbs[s->n / 2 - 1] + s->gbs[s->n / 2]) / 2;
+}
 
 const char *bench_tune_mode_name(uint32_t mode)
 {
@@ -453,7 +520,7 @@ static bst_status device_time_reps(const bench_model_options *o, const bst_conte
 
 /* One backend selection; problems become the row's status and reason. */
 static void run_selection(const bench_model_options *o, const char *backends, double bw_gbs,
-                          bench_model_result *r, bench_model_info *model_info)
+                          uint64_t bw_bytes, bench_model_result *r, bench_model_info *model_info)
 {
     bench_info_fn info = o->info;
     void *info_user = o->info_user;
@@ -468,10 +535,12 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     r->kv_bytes_per_token = NAN;
     r->roofline_tps = NAN;
     r->roofline_fraction = NAN;
+    r->tg_bandwidth_gbs = r->tg_bandwidth_min_gbs = r->tg_bandwidth_max_gbs = NAN;
     r->pp_cold_tps = r->tg_cold_tps = r->pp_tps = r->tg_tps = NAN; /* a test not run has none */
     r->pp_device_tps = r->tg_device_tps = NAN;
     r->tune_s = NAN;
     bool rss_reset = reset_peak_rss();
+    bandwidth_samples bw = {.bytes = bw_bytes, .threads = o->threads, .rss_reset = rss_reset};
     snprintf(r->engine, sizeof r->engine, "bastion");
     snprintf(r->tune_mode, sizeof r->tune_mode, "%s", bench_tune_mode_name(o->tune_mode));
     snprintf(r->tune_cache, sizeof r->tune_cache, "%s", "");
@@ -573,7 +642,7 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     }
     /* Exactly `reps` warm repetitions after the cold one, whatever they take. */
     bench_budget b = {0.0, o->reps, o->reps, 1};
-    model_run m = {session, tokens, o->n_prompt, logits};
+    model_run m = {session, tokens, o->n_prompt, logits, NULL};
     if (o->n_prompt) {
         if (info)
             info(info_user, "prompt processing");
@@ -587,11 +656,19 @@ static void run_selection(const bench_model_options *o, const char *backends, do
         if (info)
             info(info_user, "generation");
         m.n = o->n_gen;
-        st = bench_measure(&b, tg_call, &m, &r->tg, &e);
+        m.bw = &bw;
+        st = bench_measure_between(&b, tg_call, tg_between, &m, &r->tg, &e);
+        if (st == BST_OK)
+            st = sample_bandwidth(&bw, &e); /* after the last repetition */
+        m.bw = NULL;
         if (st != BST_OK)
             goto done;
         r->tg_cold_tps = o->n_gen / ((double)r->tg.first_ns * 1e-9);
         r->tg_tps = o->n_gen / (r->tg.stats.median_ns * 1e-9);
+        store_bandwidth(&bw, r);
+        const double bytes = r->weight_bytes_per_token + r->kv_bytes_per_token;
+        if (isfinite(r->tg_bandwidth_gbs) && bytes > 0)
+            r->roofline_tps = r->tg_bandwidth_gbs * 1e9 / bytes;
         if (isfinite(r->roofline_tps))
             r->roofline_fraction = r->tg_tps / r->roofline_tps;
     }
@@ -639,6 +716,8 @@ done:
     if (strcmp(r->status, "ok") != 0)
         snprintf(r->reason, sizeof r->reason, "%s", e.msg);
     r->peak_rss_bytes = peak_rss(rss_reset);
+    if (bw.rss_peak > r->peak_rss_bytes)
+        r->peak_rss_bytes = bw.rss_peak;
     free(tokens);
     free(logits);
     bst_session_destroy(session);
@@ -674,7 +753,8 @@ bst_status bench_run_model(const bench_model_options *o, const bench_machine *ma
         return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "model results: out of memory");
     for (uint32_t i = 0; i < n; i++) {
         bench_model_result *r = &doc->model_results[doc->n_model_results++];
-        run_selection(o, o->n_backend_sets ? o->backend_sets[i] : NULL, bw, r, &doc->model);
+        run_selection(o, o->n_backend_sets ? o->backend_sets[i] : NULL, bw,
+                      bench_bandwidth_bytes(machine->llc_bytes), r, &doc->model);
         if (!isfinite(r->weight_bytes_per_token) && strcmp(r->status, "ok") == 0)
             snprintf(r->reason, sizeof r->reason, "no roofline: the library reports no weight "
                      "bytes per token");

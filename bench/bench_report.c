@@ -129,6 +129,25 @@ static void md_header(const bench_doc *d, FILE *out)
 }
 
 /* The model rows' device times: per device, and the whole run's rate in device time. */
+/* The bandwidth each row's roofline used, sampled around its tg repetitions: a wide range says
+ * the machine's memory changed speed during the run. */
+static void md_tg_bandwidth(const bench_doc *d, FILE *out)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < d->n_model_results; i++) {
+        const bench_model_result *m = &d->model_results[i];
+        if (!isfinite(m->tg_bandwidth_gbs))
+            continue;
+        fprintf(out, "%s%s: %.1f GB/s (%.1f-%.1f)", any ? "; " : "\nRoofline bandwidth (median "
+                "and range of the reads sampled around the tg repetitions): ",
+                m->backends[0] ? m->backends : "default", m->tg_bandwidth_gbs,
+                m->tg_bandwidth_min_gbs, m->tg_bandwidth_max_gbs);
+        any = true;
+    }
+    if (any)
+        fprintf(out, "\n");
+}
+
 static void md_model_device_times(const bench_doc *d, FILE *out)
 {
     bool any = false;
@@ -304,6 +323,7 @@ static void md_report(const bench_doc *d, FILE *out)
             }
             fprintf(out, "%s |\n", m->n_memory ? "" : "-");
         }
+        md_tg_bandwidth(d, out);
         md_model_device_times(d, out);
     }
 }

@@ -98,6 +98,27 @@ static bst_status push_sample(bench_timing *t, uint32_t *cap, uint64_t ns, bench
 bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user, bench_timing *out,
                          bench_error *e)
 {
+    return bench_measure_between(b, fn, NULL, user, out, e);
+}
+
+/* Calls `between` (when given) before a call, outside its timing. */
+static bst_status call_timed(bench_call_fn fn, bench_call_fn between, void *user, uint64_t it,
+                             uint64_t *ns, bench_error *e)
+{
+    if (between) {
+        bst_status st = between(user, it, e);
+        if (st != BST_OK)
+            return st;
+    }
+    const uint64_t t0 = bench_now_ns();
+    bst_status st = fn(user, it, e);
+    *ns = bench_now_ns() - t0;
+    return st;
+}
+
+bst_status bench_measure_between(const bench_budget *b, bench_call_fn fn, bench_call_fn between,
+                                 void *user, bench_timing *out, bench_error *e)
+{
     memset(out, 0, sizeof *out);
     const uint64_t budget_ns = b->seconds > 0 ? (uint64_t)(b->seconds * 1e9) : 0;
     const uint32_t max_reps = b->max_reps ? b->max_reps : 1;
@@ -106,21 +127,18 @@ bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user, be
 
     /* Warm-up: the first call pays for first touch and lazy set-up, and is kept apart; more
      * calls while they are cheap let caches, branch predictors and clocks settle. */
-    uint64_t t0 = bench_now_ns();
-    bst_status st = fn(user, it++, e);
-    uint64_t t1 = bench_now_ns();
+    uint64_t ns = 0;
+    bst_status st = call_timed(fn, between, user, it++, &ns, e);
     if (st != BST_OK)
         return st;
-    out->first_ns = t1 - t0;
+    out->first_ns = ns;
     out->warmup = 1;
     uint64_t warm_spent = out->first_ns;
     while (out->warmup < b->max_warmup && warm_spent < budget_ns / 20) {
-        t0 = bench_now_ns();
-        st = fn(user, it++, e);
-        t1 = bench_now_ns();
+        st = call_timed(fn, between, user, it++, &ns, e);
         if (st != BST_OK)
             return st;
-        warm_spent += t1 - t0;
+        warm_spent += ns;
         out->warmup++;
     }
 
@@ -136,15 +154,13 @@ bst_status bench_measure(const bench_budget *b, bench_call_fn fn, void *user, be
             if (budget_ns > 0 && out->n_samples > 0 && spent + last > 2 * budget_ns)
                 break;
         }
-        t0 = bench_now_ns();
-        st = fn(user, it++, e);
-        t1 = bench_now_ns();
+        st = call_timed(fn, between, user, it++, &ns, e);
         if (st != BST_OK)
             return st;
-        st = push_sample(out, &cap, t1 - t0, e);
+        st = push_sample(out, &cap, ns, e);
         if (st != BST_OK)
             return st;
-        last = t1 - t0;
+        last = ns;
         spent += last;
     }
     return bench_stats_compute(out->samples_ns, out->n_samples, &out->stats, e);

@@ -355,6 +355,10 @@ int bench_schema_check(json_object *root)
                 check_timing(&k, t, "model_results[].tg_timing");
             opt(&k, r, mp, "engine", T_STR, false);
             opt(&k, r, mp, "kv_bytes_per_token", T_NUM, true);
+            if (opt(&k, r, mp, "tg_bandwidth_gbs", T_NUM, true)) {
+                need(&k, r, mp, "tg_bandwidth_min_gbs", T_NUM, true);
+                need(&k, r, mp, "tg_bandwidth_max_gbs", T_NUM, true);
+            }
             static const char *const kv_types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", NULL};
             json_object *kv = opt(&k, r, mp, "kv_type", T_STR, true);
             if (kv && !one_of(json_object_get_string(kv), kv_types))
