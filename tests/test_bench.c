@@ -855,11 +855,13 @@ static void check_model_additions(json_object *root, json_object *r, const char 
      * away; the summary covers the program that ran. */
     CU_ASSERT_TRUE(khits <= hits);
     CU_ASSERT_TRUE(kmeasured <= measured);
-    /* The KV cache is the only state: f32, n_ctx = the longer test + 1 rows; twice when tuning
-     * split a prompt body (with its own copy of the cache) from the decode body. */
+    /* The KV cache is the only state: n_ctx = the longer test + 1 rows of the row's kv_type (f32
+     * or half that for f16); twice when tuning split a prompt body (with its own copy of the
+     * cache) from the decode body. */
     const char *model = getenv("BASTION_MODEL");
     uint32_t longest = (uint32_t)fmax(jnum(r, "n_prompt"), jnum(r, "n_gen"));
-    double kv = expected_kv_bytes(model, longest + 1);
+    const bool f16 = strcmp(json_object_get_string(jget(r, "kv_type")), "f16") == 0;
+    double kv = expected_kv_bytes(model, longest + 1) / (f16 ? 2 : 1);
     if (strcmp(mode, "off") == 0)
         CU_ASSERT_TRUE(near(state, kv, 1e-12));
     CU_ASSERT_TRUE(near(state, kv, 1e-12) || near(state, 2 * kv, 1e-12));
@@ -922,7 +924,7 @@ static void test_model_bench(void)
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "backends")), "cpu");
     CU_ASSERT_EQUAL((int)jnum(r, "n_prompt"), 8);
     CU_ASSERT_EQUAL((int)jnum(r, "n_gen"), 4);
-    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "kv_type")), "f32"); /* the default */
+    CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "kv_type")), "f16"); /* the default */
     json_object *pp = jget(r, "pp_timing"), *tg = jget(r, "tg_timing");
     CU_ASSERT_PTR_NOT_NULL_FATAL(pp);
     CU_ASSERT_PTR_NOT_NULL_FATAL(tg);
@@ -935,11 +937,12 @@ static void test_model_bench(void)
     CU_ASSERT_TRUE(near(jnum(r, "tg_tps"), 4 / (tg_med * 1e-9), 1e-9));
     CU_ASSERT_TRUE(near(jnum(r, "pp_cold_tps"), 8 / (jnum(pp, "first_ns") * 1e-9), 1e-9));
     CU_ASSERT_TRUE(near(jnum(r, "tg_cold_tps"), 4 / (jnum(tg, "first_ns") * 1e-9), 1e-9));
-    /* The roofline: measured bandwidth over the bytes a token reads: the weights, and the KV
-     * cache at (4 + 1) / 2 positions on average over the 4 steps from an empty cache. */
+    /* The roofline: measured bandwidth over the bytes a token reads: the weights, and the f16
+     * KV cache (half an f32 one's bytes) at (4 + 1) / 2 positions on average over the 4 steps
+     * from an empty cache. */
     double wbytes = jnum(r, "weight_bytes_per_token"), kvbytes = jnum(r, "kv_bytes_per_token");
     CU_ASSERT_TRUE(near(wbytes, expected_weight_bytes(model), 1e-12));
-    CU_ASSERT_TRUE(near(kvbytes, expected_kv_bytes(model, 1) * 2.5, 1e-12));
+    CU_ASSERT_TRUE(near(kvbytes, expected_kv_bytes(model, 1) / 2 * 2.5, 1e-12));
     /* ... at the bandwidth sampled around the tg repetitions: before each of the 1 + 2 and after
      * the last, a median of the samples within their range. */
     double bw = jnum(r, "tg_bandwidth_gbs"), lo = jnum(r, "tg_bandwidth_min_gbs"),
@@ -998,18 +1001,18 @@ static void test_model_bench(void)
     free(buf);
     bench_doc_free(&d);
 
-    /* --kv-type f16: the session's cache is f16, and the row says so. */
+    /* --kv-type f32: the session's cache is f32, and the row says so. */
     rc = RUN(NULL, "bench", "model", "-m", model, "--quick", "-p", "4", "-n", "2", "-r", "1",
-             "--backend", "cpu", "--kv-type", "f16", "--json", json_path);
+             "--backend", "cpu", "--kv-type", "f32", "--json", json_path);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
     CU_ASSERT_EQUAL_FATAL(d.n_model_results, 1);
     CU_ASSERT_STRING_EQUAL(d.model_results[0].status, "ok");
-    CU_ASSERT_STRING_EQUAL(d.model_results[0].kv_type, "f16");
+    CU_ASSERT_STRING_EQUAL(d.model_results[0].kv_type, "f32");
     CU_ASSERT_TRUE(d.model_results[0].tg_tps > 0);
-    /* Half the f32 cache's bytes, at (2 + 1) / 2 positions. */
+    /* The f32 cache's bytes at (2 + 1) / 2 positions. */
     CU_ASSERT_TRUE(near(d.model_results[0].kv_bytes_per_token,
-                        expected_kv_bytes(model, 1) / 2 * 1.5, 1e-12));
+                        expected_kv_bytes(model, 1) * 1.5, 1e-12));
     bench_doc_free(&d);
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "--kv-type", "q3"), 2);
 

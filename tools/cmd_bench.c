@@ -93,8 +93,8 @@ void cli_usage_bench(FILE *out)
             "                      whether the database answered (hit/miss), and the seconds\n"
             "                      spent measuring (part of the compile time)\n"
             "  --no-cache          tune in memory only: nothing read from or written to disk\n"
-            "  --kv-type T         KV cache dtype: f32 (default) or f16 (half the memory and\n"
-            "                      half the cache reads; llama-bench's default), in every row\n"
+            "  --kv-type T         KV cache dtype: f16 (default, as llama-bench's: half the\n"
+            "                      memory and cache reads) or f32, in every row\n"
             "  --quick             -p 16 -n 8 -r 2 and a short bandwidth measurement (seconds;\n"
             "                      what tests run); explicit -p/-n/-r win\n"
             "\n"
@@ -384,6 +384,7 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     mo.n_prompt = 512;
     mo.n_gen = 128;
     mo.reps = 5;
+    mo.kv_type = CLI_DEFAULT_KV_TYPE;
     mo.profile_level = BST_PROFILE_NODES;
     const char *sets[MAX_SETS];
     const char *json = NULL;

@@ -48,6 +48,7 @@ void cli_usage_explain(FILE *out)
             "  -t, --threads N         CPU threads (default: all)\n"
             "  -h, --help              show this help\n"
             "\n"
+            "The graphs are compiled with an f16 KV cache, as `bastion run` uses by default.\n"
             "The database is $BASTION_CACHE_DIR/tuning.db, else\n"
             "$XDG_CACHE_HOME/bastion/tuning.db, else ~/.cache/bastion/tuning.db.\n"
             "Tuning leaves devices that emulate a GPU API on the CPU (PoCL, lavapipe) out of\n"
@@ -118,6 +119,7 @@ int cli_cmd_explain(int argc, char **argv)
     so.struct_size = sizeof so;
     so.n_ctx = n_ctx;
     so.n_batch = n_batch;
+    so.kv_type = CLI_DEFAULT_KV_TYPE; /* the graphs `bastion run` compiles */
     double t0 = cli_now_ms();
     bst_session *session = NULL;
     bst_status st = bst_session_create(model, &so, &session);

@@ -48,7 +48,8 @@ void cli_usage_perplexity(FILE *out)
             "      --save-logits FILE  save the scored logits (a baseline for --kl-base)\n"
             "      --kl-base FILE      compare with a saved baseline: mean KL divergence\n"
             "                          KL(base || this) and top-1 agreement\n"
-            "      --kv-type T         KV cache dtype: f32 (default) or f16 (half the memory)\n"
+            "      --kv-type T         KV cache dtype: f16 (default: half the memory and cache\n"
+            "                          reads) or f32\n"
             "      --tune MODE         kernel selection: off (default), cached, full or frozen\n"
             "                          (compare a tuned placement with --kl-base)\n"
             "      --no-cache          tune in memory only: read and write no database file\n"
@@ -461,6 +462,7 @@ int cli_cmd_perplexity(int argc, char **argv)
     ppl_opts o;
     memset(&o, 0, sizeof o);
     o.n_ctx = DEFAULT_CTX;
+    o.kv_type = CLI_DEFAULT_KV_TYPE;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":m:f:c:b:t:", options, NULL)) != -1) {

@@ -46,7 +46,8 @@ void cli_usage_run(FILE *out)
             "      --repeat-last-n N   tokens the penalty looks back at (default 64)\n"
             "  -s, --seed S            sampling seed for --temp > 0 (default: from the clock;\n"
             "                          printed with --json)\n"
-            "      --kv-type T         KV cache dtype: f32 (default) or f16 (half the memory)\n"
+            "      --kv-type T         KV cache dtype: f16 (default: half the memory and cache\n"
+            "                          reads) or f32\n"
             "      --backend LIST      backends to use, comma-separated, in priority order\n"
             "      --plugin-path DIRS  ':'-separated directories searched for plugins first\n"
             "  -t, --threads N         CPU threads (default: all)\n"
@@ -417,6 +418,7 @@ int cli_cmd_run(int argc, char **argv)
     run_opts o;
     memset(&o, 0, sizeof o);
     o.n_predict = DEFAULT_N_PREDICT;
+    o.kv_type = CLI_DEFAULT_KV_TYPE;
     o.profile_level = BST_PROFILE_NODES;
     /* Static priority until measured placement compares whole-graph plans: per-node choices
      * can move single ops to an emulated device and pay more in copies than they save, and a

@@ -42,6 +42,7 @@ void cli_usage_tune(FILE *out)
             "  -t, --threads N         CPU threads (default: all)\n"
             "  -h, --help              show this help\n"
             "\n"
+            "The graphs are compiled with an f16 KV cache, as `bastion run` uses by default.\n"
             "Devices that emulate a GPU API on the CPU (PoCL's CPU device, lavapipe) are\n"
             "measured only where no other device runs the op, unless BASTION_TUNE_EMULATED=1.\n");
 }
@@ -126,6 +127,7 @@ int cli_cmd_tune(int argc, char **argv)
         so.struct_size = sizeof so;
         so.n_ctx = n_ctx;
         so.n_batch = batches[i];
+        so.kv_type = CLI_DEFAULT_KV_TYPE; /* the graphs `bastion run` compiles */
         double g0 = cli_now_ms();
         bst_session *session = NULL;
         bst_status st = bst_session_create(model, &so, &session);
