@@ -59,12 +59,18 @@ static void *host_alloc(size_t size, size_t alignment)
 
 static void host_free(void *ptr) { free(ptr); }
 
+/* A plugin sizes per-worker storage with num_workers, then calls parallel_for; the pool's count
+ * is shared by every context and another thread's bst_context_create may raise it in between.
+ * So a thread's jobs never use more threads than num_workers last told it (0: never asked):
+ * a raise applies from that thread's next num_workers call. */
+static _Thread_local uint32_t workers_told;
+
 static void host_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg)
 {
-    bsti_pool_parallel_for(n, grain, fn, arg);
+    bsti_pool_parallel_for_max(n, grain, workers_told, fn, arg);
 }
 
-static uint32_t host_num_workers(void) { return bsti_pool_threads(); }
+static uint32_t host_num_workers(void) { return workers_told = bsti_pool_threads(); }
 
 static bst_status host_dequantize(bst_dtype type, const void *src, float *dst, int64_t n)
 {

@@ -70,6 +70,10 @@ BST_MUST_CHECK bst_status bsti_device_get(bst_context *ctx, uint32_t index, void
 void bsti_pool_set_threads(uint32_t n);
 uint32_t bsti_pool_threads(void);
 void bsti_pool_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg);
+/* The same with at most `max_threads` threads taking part (0: the configured count), so worker
+ * ids stay below it however the count changes meanwhile. */
+void bsti_pool_parallel_for_max(int64_t n, int64_t grain, uint32_t max_threads, bst_range_fn fn,
+                                void *arg);
 
 /* --- executor hooks for runtime/model (runtime/program_run.c) --- */
 /* Partial I/O for values whose outermost dim is symbolic: a session evaluates n_tokens tokens

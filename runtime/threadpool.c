@@ -310,6 +310,12 @@ static void wait_done(int64_t n_chunks)
 
 void bsti_pool_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg)
 {
+    bsti_pool_parallel_for_max(n, grain, 0, fn, arg);
+}
+
+void bsti_pool_parallel_for_max(int64_t n, int64_t grain, uint32_t max_threads, bst_range_fn fn,
+                                void *arg)
+{
     if (n <= 0 || !fn)
         return;
     if (grain < 1)
@@ -320,6 +326,8 @@ void bsti_pool_parallel_for(int64_t n, int64_t grain, bst_range_fn fn, void *arg
         return;
     }
     uint32_t threads = bsti_pool_threads();
+    if (max_threads && threads > max_threads)
+        threads = max_threads;
     if (threads <= 1 || n <= grain) {
         this_worker = 0;
         fn(arg, 0, n, 0);

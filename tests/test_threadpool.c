@@ -2,7 +2,9 @@
  * tests/test_threadpool.c — the shared thread pool (runtime/threadpool.c): every index of
  * [0, n) is handed out exactly once with chunks of at least `grain`, worker ids stay in range,
  * nested calls run serially instead of deadlocking, back-to-back jobs and concurrent callers
- * work, and an idle pool does not burn CPU.
+ * work, an idle pool does not burn CPU, and a plugin (through the host API) never sees a
+ * worker id past what num_workers last told its thread, even when another context raises the
+ * count meanwhile.
  */
 #include "runtime/runtime.h"
 #include "test_util.h"
@@ -303,6 +305,58 @@ static void test_thread_count_setting(void)
     bsti_pool_set_threads(0);
 }
 
+typedef struct held_workers {
+    _Atomic uint32_t mask;
+    int64_t until_ns; /* CLOCK_MONOTONIC */
+} held_workers;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Notes the worker, then holds its chunk until three threads took one or the job's deadline
+ * passes: a third thread, if the job has one, gets a chunk however the machine schedules. */
+static void note_worker_until(void *arg, int64_t begin, int64_t end, uint32_t worker)
+{
+    held_workers *s = arg;
+    (void)begin;
+    (void)end;
+    if (worker < 32)
+        atomic_fetch_or(&s->mask, 1u << worker);
+    while ((atomic_load(&s->mask) & 7u) != 7u && mono_ns() < s->until_ns) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* A plugin sizes its per-worker storage with host->num_workers() at the start of an execute,
+ * and another context created on another thread meanwhile raises the pool's count
+ * (bst_context_create: "the newest context's setting applies"). The plugin's later
+ * parallel_for calls must still hand out only worker ids below what num_workers told that
+ * thread (the CPU backend failed the node with BST_ERR_INTERNAL; npu-sim wrote past its
+ * scratch); the raise applies from the thread's next num_workers call. */
+static void test_raise_waits_for_next_num_workers(void)
+{
+    const bst_host_api *host = bsti_host_api();
+    bsti_pool_set_threads(2);
+    const uint32_t sized = host->num_workers();
+    CU_ASSERT_EQUAL_FATAL(sized, 2u);
+    bsti_pool_set_threads(3); /* another thread's bst_context_create */
+    held_workers s = {0, mono_ns() + 1000000000};
+    host->parallel_for(8, 1, note_worker_until, &s);
+    CU_ASSERT_EQUAL(atomic_load(&s.mask) & ~3u, 0u); /* ids 0 and 1 only */
+    /* Asked again, the thread gets the raised count and all three threads take part. */
+    CU_ASSERT_EQUAL(host->num_workers(), 3u);
+    seen_workers all = {0};
+    host->parallel_for(64, 1, note_worker, &all);
+    CU_ASSERT_EQUAL(atomic_load(&all.mask), 7u);
+    bsti_pool_set_threads(0);
+    (void)host->num_workers(); /* leave this thread's host count at the default */
+}
+
 /* A child forked after the pool started (a conformance worker, say) has no worker threads;
  * the pool must notice and start its own instead of waiting for the parent's. */
 static void test_pool_after_fork(void)
@@ -341,6 +395,7 @@ int main(void)
         {"idle_pool_sleeps", test_idle_pool_sleeps},
         {"idle_after_burst_sleeps", test_idle_after_burst_sleeps},
         {"thread_count_setting", test_thread_count_setting},
+        {"raise_waits_for_next_num_workers", test_raise_waits_for_next_num_workers},
         {"pool_after_fork", test_pool_after_fork},
         {NULL, NULL},
     };
