@@ -229,7 +229,7 @@ static void store_tile(const gemm_job *job, const float *tile, int nr, int64_t m
 static void gemm_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
     const gemm_job *job = r->aux;
-    if (w > r->n_workers) {
+    if (w >= r->n_workers) {
         cpu_fail_async(r, BST_ERR_INTERNAL);
         return;
     }
