@@ -82,7 +82,11 @@ bst_status bstc_entry_begin(bstc_plugin *p, const bst_host_api *host, uint32_t h
                         out->struct_size, (size_t)BST_BACKEND_API_SIZE_V1);
         return BST_ERR_ABI;
     }
-    p->host = host;
+    /* The entry runs again for every context, possibly while other contexts' threads read
+     * p->host: written only when it changes (the host table is one static object), so a second
+     * context's entry does not race with the first's readers. */
+    if (p->host != host)
+        p->host = host;
     *out_host_size = out->struct_size;
     return BST_OK;
 }

@@ -155,7 +155,8 @@ BST_BACKEND_ENTRY
                                      &host_struct_size);
     if (st != BST_OK)
         return st;
-    cpu_host = host;
+    if (cpu_host != host) /* as bstc_entry_begin: no write while other contexts read it */
+        cpu_host = host;
     cpu_ctx *ctx = bstc_alloc_zero(&cpu_plugin, sizeof *ctx, "entry");
     if (!ctx)
         return BST_ERR_OUT_OF_MEMORY;
