@@ -23,7 +23,7 @@
 #   BUILD_JOBS parallel compile jobs for llama.cpp (default 2)
 #   LLAMA_BENCH_ARGS  extra llama-bench arguments (e.g. "--poll 0"), recorded in the table
 #   KV         the KV cache dtype of both engines, f16 (default: llama-bench's own default) or
-#              f32 (Bastion's default): llama-bench -ctk/-ctv, bastion --kv-type
+#              f32: llama-bench -ctk/-ctv, bastion --kv-type (both default to f16)
 #   REQUANT    a llama.cpp quantization type (e.g. Q4_0): run both engines on a copy of MODEL
 #              requantized to it by llama.cpp's own llama-quantize (--allow-requantize; built
 #              here too), kept in BUILD_DIR/llama-cpp/models/. The default model is Q4_1, which
@@ -268,9 +268,13 @@ head = (f"model {base['model']['path']} ({base['model']['file_hash'][:23]}...), 
         f"bastion {base['bastion']['version']} ({base['bastion']['git_commit'][:12]}), "
         f"--backend {rows[0]['backends'] or '(default)'}; {lb_rows[0]['engine_version']}\n"
         f"llama-bench extra arguments: {lb_args or '(none)'}; load average (1, 5, 15 min) "
-        f"before {load_before}, after {load_after}\n"
-        f"roofline (read bandwidth {base['baselines']['bandwidth']['gbs']:.2f} GB/s / weight bytes"
-        f" per token): {rows[0].get('roofline_tps') or 0:.1f} tok/s\n")
+        f"before {load_before}, after {load_after}\n")
+for r in rows:  # each Bastion row's roofline: weight + KV bytes per token at its tg bandwidth
+    bw = r.get("tg_bandwidth_gbs") or base["baselines"]["bandwidth"]["gbs"]
+    head += (f"roofline tg{r['n_gen']}: {r.get('roofline_tps') or 0:.1f} tok/s (read bandwidth "
+             f"{bw:.2f} GB/s, range {r.get('tg_bandwidth_min_gbs') or bw:.2f}-"
+             f"{r.get('tg_bandwidth_max_gbs') or bw:.2f}, sampled around Bastion's tg "
+             f"repetitions / weight and KV cache bytes per token)\n")
 text = head + "\n" + "\n".join(lines) + "\n"
 with open(out_md, "w") as f:
     f.write(text)
