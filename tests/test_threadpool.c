@@ -100,6 +100,7 @@ static void test_negative_n_is_empty(void)
 /* Several workers must really take part in a large job (when more than one is configured). */
 typedef struct seen_workers {
     _Atomic uint32_t mask;
+    int hold_ms; /* how long a chunk waits for the third thread at most (0: 10 s) */
 } seen_workers;
 
 static void note_worker(void *arg, int64_t begin, int64_t end, uint32_t worker)
@@ -110,10 +111,11 @@ static void note_worker(void *arg, int64_t begin, int64_t end, uint32_t worker)
     if (worker < 32)
         atomic_fetch_or(&s->mask, 1u << worker);
     /* Every chunk is held until all three threads (the caller and two workers) have taken one,
-     * or 10 s pass: while two threads wait, only the third can take the next chunk, so the test
-     * does not depend on how a loaded machine schedules threads — it fails only when a thread
-     * never takes part. */
-    for (int i = 0; i < 10000 && (atomic_load(&s->mask) & 7u) != 7u; i++) {
+     * or hold_ms pass: while two threads wait, only the third can take the next chunk, so the
+     * test does not depend on how a loaded machine schedules threads — it fails only when a
+     * thread never takes part. */
+    const int hold = s->hold_ms ? s->hold_ms : 10000;
+    for (int i = 0; i < hold && (atomic_load(&s->mask) & 7u) != 7u; i++) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -305,33 +307,6 @@ static void test_thread_count_setting(void)
     bsti_pool_set_threads(0);
 }
 
-typedef struct held_workers {
-    _Atomic uint32_t mask;
-    int64_t until_ns; /* CLOCK_MONOTONIC */
-} held_workers;
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Notes the worker, then holds its chunk until three threads took one or the job's deadline
- * passes: a third thread, if the job has one, gets a chunk however the machine schedules. */
-static void note_worker_until(void *arg, int64_t begin, int64_t end, uint32_t worker)
-{
-    held_workers *s = arg;
-    (void)begin;
-    (void)end;
-    if (worker < 32)
-        atomic_fetch_or(&s->mask, 1u << worker);
-    while ((atomic_load(&s->mask) & 7u) != 7u && mono_ns() < s->until_ns) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-}
-
 /* A plugin sizes its per-worker storage with host->num_workers() at the start of an execute,
  * and another context created on another thread meanwhile raises the pool's count
  * (bst_context_create: "the newest context's setting applies"). The plugin's later
@@ -345,8 +320,8 @@ static void test_raise_waits_for_next_num_workers(void)
     const uint32_t sized = host->num_workers();
     CU_ASSERT_EQUAL_FATAL(sized, 2u);
     bsti_pool_set_threads(3); /* another thread's bst_context_create */
-    held_workers s = {0, mono_ns() + 1000000000};
-    host->parallel_for(8, 1, note_worker_until, &s);
+    seen_workers s = {0, 125}; /* 8 chunks over 2 threads: about 0.5 s held */
+    host->parallel_for(8, 1, note_worker, &s);
     CU_ASSERT_EQUAL(atomic_load(&s.mask) & ~3u, 0u); /* ids 0 and 1 only */
     /* Asked again, the thread gets the raised count and all three threads take part. */
     CU_ASSERT_EQUAL(host->num_workers(), 3u);
