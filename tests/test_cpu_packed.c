@@ -404,6 +404,90 @@ static void test_split(void)
         free(xs[ki]);
 }
 
+/* A decode GEMV quantizes its activation inside the parallel section (cpu_once): the first
+ * thread there quantizes, the others must wait for it, not read the blocks meanwhile. f16
+ * activations make the quantization slow (each row is converted first, one value at a time), so a
+ * worker arrives while it runs; three GEMVs in a row on their own inputs keep the workers spinning
+ * between sections, and the work area still holds the previous GEMV's blocks. A thread that did
+ * not wait would use those: the outputs are checked against the double oracle. */
+static void test_waits_for_quantized_activation(void)
+{
+    enum { NW = 3, N = 64, K = 16384 };
+    const bst_dtype wt = BST_DTYPE_Q4_1;
+    uint32_t bs = 0, bb = 0;
+    CU_ASSERT_FATAL(bsti_quant_geometry(wt, &bs, &bb));
+    const size_t wbytes = (size_t)(N * K / bs) * bb;
+    uint8_t *q[NW];
+    float *deq[NW], *x = malloc(sizeof(float) * K), got[N];
+    uint16_t *xh[NW];
+    CU_ASSERT_FATAL(x != NULL);
+    bst_graph *g = NULL;
+    OK(bst_graph_create(&g));
+    for (int i = 0; i < NW; i++) {
+        q[i] = malloc(wbytes);
+        deq[i] = malloc(sizeof(float) * N * K);
+        xh[i] = malloc(sizeof(uint16_t) * K);
+        CU_ASSERT_FATAL(q[i] && deq[i] && xh[i]);
+        fill_wide(deq[i], N, K);
+        OK(bsti_quantize(wt, deq[i], q[i], N * K));
+        OK(bsti_dequantize(wt, q[i], deq[i], N * K));
+        char name[16];
+        const int64_t xs[2] = {1, K}, ws[2] = {N, K};
+        bst_value in[2], y;
+        snprintf(name, sizeof name, "x%d", i);
+        OK(bst_graph_add_input(g, name, BST_DTYPE_F16, 2, xs, NULL, &in[0]));
+        snprintf(name, sizeof name, "w%d", i);
+        OK(bst_graph_add_weight(g, name, wt, 2, ws, q[i], wbytes, &in[1]));
+        OK(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &y));
+        snprintf(name, sizeof name, "y%d", i);
+        OK(bst_graph_mark_output(g, y, name));
+    }
+    double worst = 0.0;
+    for (uint32_t threads = 2; threads <= 3; threads++) {
+        bst_context_options o = {.struct_size = sizeof o, .n_threads = threads,
+                                 .backends = "cpu"};
+        bst_context *ctx = NULL;
+        OK(bst_context_create(&o, &ctx));
+        bst_program *p = NULL;
+        OK(bst_program_create(ctx, g, &p));
+        for (int run = 0; run < 3; run++) {
+            for (int i = 0; i < NW; i++) {
+                char name[16];
+                fill_wide(x, 1, K);
+                for (int e = 0; e < K; e++)
+                    xh[i][e] = bsti_f32_to_f16(x[e]);
+                snprintf(name, sizeof name, "x%d", i);
+                OK(bst_program_set_input(p, name, xh[i], sizeof(uint16_t) * K));
+            }
+            OK(bst_program_run(p, NULL));
+            for (int i = 0; i < NW; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "y%d", i);
+                OK(bst_program_get_output(p, name, got, sizeof got));
+                double want[N];
+                for (int r = 0; r < N; r++) {
+                    want[r] = 0.0;
+                    for (int e = 0; e < K; e++)
+                        want[r] += (double)bsti_f16_to_f32(xh[i][e]) * deq[i][r * K + e];
+                }
+                const double e = worst_nmse(got, want, 1, N);
+                worst = e > worst || isnan(e) ? e : worst;
+            }
+        }
+        bst_program_destroy(p);
+        bst_context_destroy(ctx);
+    }
+    printf("worst NMSE %.2e ", worst);
+    CU_ASSERT(worst <= 5e-4);
+    bst_graph_destroy(g);
+    for (int i = 0; i < NW; i++) {
+        free(q[i]);
+        free(deq[i]);
+        free(xh[i]);
+    }
+    free(x);
+}
+
 int main(void)
 {
     static const bst_test_case cases[] = {
@@ -412,6 +496,7 @@ int main(void)
         {"packed gemv q8_0", test_q8_0},
         {"packed gemv cancelling dots", test_cancelling},
         {"packed gemv split over 1, 2 and 3 threads", test_split},
+        {"packed gemv waits for its quantized activation", test_waits_for_quantized_activation},
         {NULL, NULL},
     };
     return bst_test_run_suite("cpu_packed", cases);

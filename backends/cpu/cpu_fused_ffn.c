@@ -140,6 +140,7 @@ typedef struct ffn_job {
     float *hu;                 /* packed path: up's results, rows x F */
     float *out;                /* packed path: where down writes row j (out + j * ldo) */
     int64_t ldo;
+    cpu_once quantize_x;       /* packed path, few rows: x is quantized inside gate/up */
 } ffn_job;
 
 static void split_row(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1, int64_t *m)
@@ -149,21 +150,38 @@ static void split_row(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1
     *i0 = row / t->ne[2] / t->ne[1];
 }
 
+static cpu_q8_quant_fn quantizer(const ffn_job *job)
+{
+    return job->q8->quant ? job->q8->quant : cpu_q8_quantize_scalar;
+}
+
+static void quantize_x_rows(cpu_run *r, const ffn_job *job, int64_t begin, int64_t end,
+                            uint32_t w)
+{
+    const cpu_tensor *x = &r->in[0];
+    for (int64_t row = begin; row < end; row++) {
+        int64_t i0, i1, m;
+        split_row(x, row, &i0, &i1, &m);
+        const float *v = cpu_load_row(r, x, i0, i1, m, cpu_slot(r, w, 2), cpu_slot(r, w, 3));
+        quantizer(job)(v, job->qx + row * (job->E / CPU_Q8_QK), job->E / CPU_Q8_QK);
+    }
+}
+
 static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
     const ffn_job *job = r->aux;
-    const cpu_tensor *x = &r->in[0];
-    const cpu_q8_quant_fn quant = job->q8->quant ? job->q8->quant : cpu_q8_quantize_scalar;
-    for (int64_t row = begin; row < end; row++) {
-        if (job->phase == 0) {
-            int64_t i0, i1, m;
-            split_row(x, row, &i0, &i1, &m);
-            const float *v = cpu_load_row(r, x, i0, i1, m, cpu_slot(r, w, 2), cpu_slot(r, w, 3));
-            quant(v, job->qx + row * (job->E / CPU_Q8_QK), job->E / CPU_Q8_QK);
-        } else {
-            quant(job->h + row * job->F, job->qh + row * (job->F / CPU_Q8_QK), job->F / CPU_Q8_QK);
-        }
+    if (job->phase == 0) {
+        quantize_x_rows(r, job, begin, end, w);
+        return;
     }
+    for (int64_t row = begin; row < end; row++)
+        quantizer(job)(job->h + row * job->F, job->qh + row * (job->F / CPU_Q8_QK),
+                       job->F / CPU_Q8_QK);
+}
+
+static void quantize_x_once(cpu_run *r, void *job, uint32_t w)
+{
+    quantize_x_rows(r, job, 0, ((const ffn_job *)job)->rows, w);
 }
 
 /* Tiles of weight rows (about 64 KiB of gate + up, so they stay in L2) swept by groups of
@@ -267,19 +285,33 @@ cpu_swiglu_fn cpu_swiglu(void)
     return cpu_swiglu_scalar;
 }
 
-/* --- packed weights (cpu_packed.h): whole 16-row groups per worker --- */
+/* --- packed weights (cpu_packed.h): whole 32-row pairs of 16-row groups per worker --- */
 
-static void gate_up_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+_Static_assert(CPU_Q8_QK == 2 * CPU_PACK_ROWS, "a pair of packed groups is one block of h");
+
+/* Gate and up rows [32 begin, 32 end): each chunk covers whole blocks of h, so the thread that
+ * computed them quantizes them for down, and down follows with no serial step between (a
+ * decode step's 1536-wide h took ~0.5 us to quantize on one thread). With few rows x is
+ * quantized here too (cpu_once), while the weights' first lines are on their way. */
+static void gate_up_pairs(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 {
-    (void)w;
-    const ffn_job *job = r->aux;
-    job->packed(r->in[1].packed, begin, end, job->qx, job->rows, job->h, job->F);
-    job->packed(r->in[2].packed, begin, end, job->qx, job->rows, job->hu, job->F);
-    const int64_t n0 = begin * CPU_PACK_ROWS,
-                  n1 = end * CPU_PACK_ROWS < job->F ? end * CPU_PACK_ROWS : job->F;
+    ffn_job *job = r->aux;
+    const cpu_packed *gate = r->in[1].packed, *up = r->in[2].packed;
+    const int64_t g0 = 2 * begin, g1 = 2 * end < gate->groups ? 2 * end : gate->groups;
+    if (job->rows <= CPU_Q8_MAX_ROWS) {
+        cpu_packed_prefetch(gate, g0, g1);
+        cpu_once_run(&job->quantize_x, r, w);
+    }
+    job->packed(gate, g0, g1, job->qx, job->rows, job->h, job->F);
+    job->packed(up, g0, g1, job->qx, job->rows, job->hu, job->F);
+    const int64_t n0 = begin * CPU_Q8_QK, n1 = end * CPU_Q8_QK < job->F ? end * CPU_Q8_QK : job->F;
     const cpu_swiglu_fn swiglu = cpu_swiglu();
-    for (int64_t j = 0; j < job->rows; j++)
-        swiglu(job->h + j * job->F + n0, job->hu + j * job->F + n0, n1 - n0);
+    const int64_t nbh = job->F / CPU_Q8_QK;
+    for (int64_t j = 0; j < job->rows; j++) {
+        float *h = job->h + j * job->F;
+        swiglu(h + n0, job->hu + j * job->F + n0, n1 - n0);
+        quantizer(job)(h + n0, job->qh + j * nbh + begin, (n1 - n0) / CPU_Q8_QK);
+    }
 }
 
 static void down_groups(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
@@ -421,7 +453,7 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
      * round each part up), h's blocks, and up's results for the packed path. */
     const size_t ax = (bx + 63) & ~(size_t)63, ah = (bh + 63) & ~(size_t)63;
     const size_t aq = (bq + 63) & ~(size_t)63, total = ax + ah + aq + (job.packed ? ah : 0);
-    uint8_t *mem = cpu_host->alloc(total + 64, 64);
+    uint8_t *mem = cpu_work_area(r, total + 64);
     if (!mem)
         return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for ffn_swiglu",
                         total);
@@ -429,25 +461,26 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
     job.h = (float *)(void *)(mem + ax);
     job.qh = (cpu_q8_block *)(void *)(mem + ax + ah);
     job.hu = (float *)(void *)(mem + ax + ah + aq);
+    job.quantize_x = (cpu_once){quantize_x_once, &job, 0};
     r->aux = &job;
     const int64_t E = job.E, F = job.F;
-    cpu_parallel(r, job.rows, cpu_grain(E * 4), quantize_rows);
+    const bool x_inside = job.packed && job.rows <= CPU_Q8_MAX_ROWS;
+    if (!x_inside)
+        cpu_parallel(r, job.rows, cpu_grain(E * 4), quantize_rows);
     bst_status st = cpu_async_result(r, "quantizing x");
-    const int64_t gF = (F + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS,
-                  gE = (E + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;
-    if (st == BST_OK) {
-        if (job.packed)
-            cpu_parallel(r, gF, cpu_packed_grain(r, gF), gate_up_groups);
-        else
-            cpu_parallel(r, F, cpu_grain(E / 2 * (job.rows + 1)), gate_up_rows);
+    const int64_t pairs = F / CPU_Q8_QK, gE = (E + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;
+    if (st == BST_OK && job.packed) {
+        cpu_parallel(r, pairs, cpu_packed_grain(r, pairs), gate_up_pairs);
+        st = cpu_async_result(r, "quantizing x");
+        if (st == BST_OK)
+            cpu_parallel(r, gE, cpu_packed_grain(r, gE), down_groups);
+    } else if (st == BST_OK) {
+        cpu_parallel(r, F, cpu_grain(E / 2 * (job.rows + 1)), gate_up_rows);
         job.phase = 1;
         cpu_parallel(r, job.rows, cpu_grain(F * 4), quantize_rows);
-        if (job.packed)
-            cpu_parallel(r, gE, cpu_packed_grain(r, gE), down_groups);
-        else
-            cpu_parallel(r, E, cpu_grain(F / 4 * (job.rows + 1)), down_rows);
+        cpu_parallel(r, E, cpu_grain(F / 4 * (job.rows + 1)), down_rows);
     }
     r->aux = NULL;
-    cpu_host->free(mem);
+    cpu_work_release(r, mem);
     return st;
 }

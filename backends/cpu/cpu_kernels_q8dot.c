@@ -104,9 +104,9 @@ static void split_row(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1
 
 /* Each activation row is quantized by the impl's quantizer (cpu_q8dot.h: all produce the same
  * blocks), the portable one where the impl has none. */
-static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+static void quantize_job_rows(cpu_run *r, const q8_job *job, int64_t begin, int64_t end,
+                              uint32_t w)
 {
-    const q8_job *job = r->aux;
     const cpu_tensor *a = &r->in[0];
     const cpu_q8_quant_fn quant = job->impl->quant ? job->impl->quant : cpu_q8_quantize_scalar;
     for (int64_t row = begin; row < end; row++) {
@@ -115,6 +115,16 @@ static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
         const float *x = cpu_load_row(r, a, i0, i1, m, cpu_slot(r, w, 2), cpu_slot(r, w, 3));
         quant(x, job->qa + row * job->nb, job->nb);
     }
+}
+
+static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    quantize_job_rows(r, r->aux, begin, end, w);
+}
+
+static void quantize_all(cpu_run *r, void *job, uint32_t w)
+{
+    quantize_job_rows(r, job, 0, ((const q8_job *)job)->rows, w);
 }
 
 /* Weight rows [begin, end) against every activation row, in tiles: a tile of weight rows (at most
@@ -162,20 +172,41 @@ static void dot_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
-/* Quantizes every row of a (r->in[0]) into job->qa, allocated here (the caller frees it). */
-static bst_status quantize_a(cpu_run *r, q8_job *job)
+/* job->qa: room for every row of a (r->in[0]) quantized; cpu_work_release frees it. */
+static bst_status alloc_qa(cpu_run *r, q8_job *job)
 {
     size_t bytes;
     if (__builtin_mul_overflow((size_t)job->rows, (size_t)job->nb * sizeof(cpu_q8_block), &bytes))
         return cpu_fail(r, BST_ERR_OVERFLOW, "a is too large to quantize");
-    job->qa = cpu_host->alloc(bytes ? bytes : 1, 64);
+    job->qa = cpu_work_area(r, bytes);
     if (!job->qa)
         return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes to quantize a",
                         bytes);
+    return BST_OK;
+}
+
+/* Quantizes every row of a into job->qa, rows in parallel. */
+static bst_status quantize_a(cpu_run *r, q8_job *job)
+{
     void *saved = r->aux;
     r->aux = job;
     cpu_parallel(r, job->rows, cpu_grain(r->in[0].ne[3] * 4), quantize_rows);
     r->aux = saved;
+    return cpu_async_result(r, "quantizing a");
+}
+
+/* jobs (their `a` set to job->qa) as one section. A decode step's few rows are quantized inside
+ * it (cpu_once: the workers wake meanwhile); a prompt's many rows in parallel before it. */
+static bst_status run_packed(cpu_run *r, q8_job *job, const cpu_packed_job *jobs, uint32_t count)
+{
+    if (job->rows > CPU_Q8_MAX_ROWS) {
+        const bst_status st = quantize_a(r, job);
+        if (st == BST_OK)
+            cpu_packed_run_group(r, jobs, count, NULL);
+        return st;
+    }
+    cpu_once quantize = {quantize_all, job, 0};
+    cpu_packed_run_group(r, jobs, count, &quantize);
     return cpu_async_result(r, "quantizing a");
 }
 
@@ -188,17 +219,20 @@ bst_status cpu_run_q8dot(cpu_run *r, const cpu_q8dot_impl *impl)
                   a->ne[0] * a->ne[1] * a->ne[2], a->ne[3] / CPU_Q8_QK};
     if (!job.fn || b->ne[0] != 1 || b->ne[1] != 1)
         return cpu_fail(r, BST_ERR_UNSUPPORTED, "%s does not handle this matmul", impl->name);
+    bst_status st = alloc_qa(r, &job);
+    if (st != BST_OK)
+        return st;
     const cpu_packed_gemv_fn packed = b->packed ? cpu_packed_kernel(impl, job.rows) : NULL;
-    const bool quantized = quantize_a(r, &job) == BST_OK;
     cpu_packed_job pj = {b->packed, packed, job.qa, job.rows, NULL, 0};
-    r->aux = &job;
-    if (quantized && packed && cpu_rows_uniform(&r->out, &pj.out, &pj.ldo))
-        cpu_packed_run(r, &pj);
-    else if (quantized)
+    if (packed && cpu_rows_uniform(&r->out, &pj.out, &pj.ldo)) {
+        st = run_packed(r, &job, &pj, 1);
+    } else if ((st = quantize_a(r, &job)) == BST_OK) {
+        r->aux = &job;
         cpu_parallel(r, b->ne[2], cpu_grain(a->ne[3] / 4 * (job.rows + 1)), dot_rows);
-    cpu_host->free(job.qa);
-    r->aux = NULL;
-    return BST_OK;
+        r->aux = NULL;
+    }
+    cpu_work_release(r, job.qa);
+    return st;
 }
 
 /* --- sibling matmuls (cpu_backend.h) --- */
@@ -279,13 +313,13 @@ bool cpu_run_q8dot_group(cpu_run *runs, uint32_t count, bst_status *out_status)
         first = first ? first : impl;
     }
     q8_job job = {first, NULL, NULL, NULL, rows, a->ne[3] / CPU_Q8_QK};
-    bst_status st = quantize_a(r, &job);
+    bst_status st = alloc_qa(r, &job);
     if (st == BST_OK) {
         for (uint32_t k = 0; k < count; k++)
             jobs[k].a = job.qa;
-        cpu_packed_run_group(r, jobs, count);
+        st = run_packed(r, &job, jobs, count);
     }
-    cpu_host->free(job.qa);
+    cpu_work_release(r, job.qa);
     *out_status = st;
     return true;
 }

@@ -217,3 +217,35 @@ void cpu_parallel(cpu_run *r, int64_t n, int64_t grain, cpu_rows_fn fn)
     par_job job = {r, fn};
     cpu_host->parallel_for(n, grain, par_trampoline, &job);
 }
+
+void cpu_once_run(cpu_once *once, cpu_run *r, uint32_t worker)
+{
+    int state = atomic_load_explicit(&once->state, memory_order_acquire);
+    if (state == 2)
+        return;
+    if (state == 0 && atomic_compare_exchange_strong_explicit(&once->state, &state, 1,
+                                                              memory_order_acquire,
+                                                              memory_order_acquire)) {
+        once->fn(r, once->arg, worker);
+        atomic_store_explicit(&once->state, 2, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(&once->state, memory_order_acquire) != 2) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
+void *cpu_work_area(cpu_run *r, size_t bytes)
+{
+    if (r->shared && bytes <= (size_t)CPU_SLOTS * r->slot_floats * sizeof(float))
+        return r->shared;
+    return cpu_host->alloc(bytes ? bytes : 1, 64);
+}
+
+void cpu_work_release(cpu_run *r, void *area)
+{
+    if (area != (void *)r->shared)
+        cpu_host->free(area);
+}
