@@ -501,7 +501,7 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.work_floats = (job.work_floats + 15) & ~(size_t)15;
     size_t part_floats = job.n_split > 1 ? (size_t)units * (size_t)job.rows * (size_t)(job.D + 2)
                                          : 0;
-    job.work = cpu_host->alloc((job.work_floats * workers + part_floats) * sizeof(float), 64);
+    job.work = cpu_work_area(r, (job.work_floats * workers + part_floats) * sizeof(float));
     if (!job.work)
         return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate attention work areas");
     job.part = job.n_split > 1 ? job.work + job.work_floats * workers : NULL;
@@ -515,6 +515,6 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     if (job.n_split > 1) /* decode's merge is a few hundred multiply-adds: serial then */
         cpu_parallel(r, blocks, cpu_grain(job.rows * job.n_split * (job.D + 2)), att_merge);
     r->aux = NULL;
-    cpu_host->free(job.work);
+    cpu_work_release(r, job.work);
     return BST_OK;
 }
