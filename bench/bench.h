@@ -225,7 +225,7 @@ typedef struct bench_read {
     bool measured;
     char reason[256]; /* why not, when !measured */
     char loads[48];   /* the read loop (bench_read_best) */
-    char what[96];    /* the case it serves: "matmul q4_1 576x1x1536 on cpu:0" */
+    char what[96];    /* the case it serves: "matmul q4_1 576x1x1536 on cpu:0 ref" */
     uint64_t bytes;   /* the weight's bytes */
     uint32_t copies;
     uint32_t threads; /* the thread count of the faster read */

@@ -471,13 +471,15 @@ static void derive(bench_result *r, const bench_case *c, const bench_geometry *g
     }
 }
 
-/* The same-size read of a cache-cold weight-bound case, measured now, just before its variants:
- * the machine's bandwidth drifts over a run, and a ratio means most when both sides see the
- * same machine. Its index in bl->reads, or -1 for other cases. */
+/* The same-size read of a cache-cold weight-bound case, measured now, just before one of its
+ * variants: the machine's bandwidth drifts over a run (this one's memory flips between states
+ * ~1.5x apart, sometimes within seconds), and a ratio means most when both sides see the same
+ * machine; one read per case had a later variant rated against a state it never saw. Its index
+ * in bl->reads, or -1 for other cases. */
 static bst_status measure_read(const device_ref *d, const bench_case *c,
-                               const bench_geometry *g, uint32_t copies, bool cold,
-                               const bench_ops_options *o, bench_baselines *bl, int32_t *index,
-                               bench_error *e)
+                               const bench_geometry *g, const char *variant, uint32_t copies,
+                               bool cold, const bench_ops_options *o, bench_baselines *bl,
+                               int32_t *index, bench_error *e)
 {
     *index = -1;
     if (!cold || !bench_weight_bound(g) || bl->n_reads >= INT32_MAX)
@@ -489,8 +491,8 @@ static bst_status measure_read(const device_ref *d, const bench_case *c,
         b.min_reps = 5;
     bench_read rd;
     bst_status st = bench_read_measure(bench_weight_bytes(g), copies, o->threads, &b, &rd, e);
-    snprintf(rd.what, sizeof rd.what, "%s %s %s on %s:%u", bst_op_name(c->op),
-             bst_dtype_name(c->dtype), c->shape, d->backend, d->index);
+    snprintf(rd.what, sizeof rd.what, "%s %s %s on %s:%u %s", bst_op_name(c->op),
+             bst_dtype_name(c->dtype), c->shape, d->backend, d->index, variant);
     if (st == BST_OK)
         st = bench_baselines_add_read(bl, &rd, e);
     if (st != BST_OK) {
@@ -545,11 +547,16 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
             o->progress(o->progress_user, (*done)++, total, r);
         return BST_OK;
     }
-    int32_t read_index = -1;
-    bst_status rs = measure_read(d, c, &g, copies, cold, o, bl, &read_index, e);
-    if (rs != BST_OK)
-        return rs;
     for (uint32_t vi = 0; vi < count; vi++) {
+        char probe_shape[64] = "";
+        double est = estimate(d, c, v[vi].name, &o->budget, probe_shape, sizeof probe_shape);
+        int32_t read_index = -1;
+        if (est <= o->budget.seconds) {
+            bst_status rs =
+                measure_read(d, c, &g, v[vi].name, copies, cold, o, bl, &read_index, e);
+            if (rs != BST_OK)
+                return rs;
+        }
         bench_result *r = bench_result_list_add(out);
         if (!r)
             return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "results: out of memory");
@@ -559,8 +566,6 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
         r->weight_copies = g.weight >= 0 ? copies : 0;
         r->cache_cold = cold;
         r->weight_bound = bench_weight_bound(&g);
-        char probe_shape[64] = "";
-        double est = estimate(d, c, v[vi].name, &o->budget, probe_shape, sizeof probe_shape);
         if (est > o->budget.seconds) {
             r->status = BENCH_SKIPPED;
             snprintf(r->reason, sizeof r->reason,

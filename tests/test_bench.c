@@ -385,7 +385,8 @@ static void test_ops_attention(void)
 }
 
 /* The fused FFN: three weights rotated cache-cold, rated against a same-size read of all
- * three (cache-cold needs copies x bytes >= 4x the LLC, with at most 4096 copies). */
+ * three (cache-cold needs copies x bytes >= 4x the LLC, with at most 4096 copies), each variant
+ * against its own read, measured just before it and naming it. */
 static void test_ops_ffn(void)
 {
     bench_doc d;
@@ -403,6 +404,12 @@ static void test_ops_ffn(void)
         CU_ASSERT_TRUE_FATAL(res->read_index >= 0 &&
                              (size_t)res->read_index < d.baselines.n_reads);
         CU_ASSERT_EQUAL(d.baselines.reads[res->read_index].bytes, weight_bytes);
+        const char *what = d.baselines.reads[res->read_index].what;
+        CU_ASSERT_STRING_EQUAL(what + (strlen(what) > strlen(res->variant)
+                                           ? strlen(what) - strlen(res->variant) : 0),
+                               res->variant);
+        for (size_t j = 0; j < i; j++)
+            CU_ASSERT_NOT_EQUAL(d.results.items[j].read_index, res->read_index);
     }
     bench_doc_free(&d);
 }
