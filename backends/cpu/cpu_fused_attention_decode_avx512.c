@@ -49,6 +49,14 @@ ALWAYS void prefetch(const uint8_t *p, uintptr_t off)
     _mm_prefetch((const char *)(uintptr_t)((uintptr_t)p + off), _MM_HINT_T0);
 }
 
+/* Asks for every cache line of the `bytes` bytes at row. */
+ALWAYS void prefetch_row(const uint8_t *row, int64_t bytes)
+{
+    const uintptr_t end = (uintptr_t)row + (uintptr_t)bytes;
+    for (uintptr_t a = (uintptr_t)row & ~(uintptr_t)63; a < end; a += 64)
+        _mm_prefetch((const char *)a, _MM_HINT_T0);
+}
+
 /* Four keys' partial-sum vectors a, b, c, d into one whose 128-bit block i holds block i's
  * partial sums of (a, b, c, d): shuffles within 128-bit blocks only, which are cheaper than
  * the ones across blocks that fold16 needs. */
@@ -233,6 +241,16 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
         }
         m[i] = -INFINITY;
         l[i] = 0.0f;
+    }
+    /* The first block's K and V rows are all requested at once: the block loop below asks for
+     * the next block's while it computes, but nothing came before the first, whose rows then
+     * arrived one dependent miss after another (a decode step with up to 64 keys is only that
+     * block). Default model, tg128, per attention node: 4.1-4.3 -> 3.2-3.3 us, and 5.0 -> 4.2
+     * us in the machine's faster memory state. */
+    const int64_t first = t->jhi - t->jlo < KB ? t->jhi - t->jlo : KB;
+    for (int64_t j = t->jlo; j < t->jlo + first; j++) {
+        prefetch_row(t->k + j * t->ks, D * (t->kk ? 2 : 4));
+        prefetch_row(t->v + j * t->vs, D * (t->vk ? 2 : 4));
     }
     /* Row groups of at most RB rows, as even as possible (6 rows: 3 + 3, not 4 + 2). */
     const int groups = (rows + RB - 1) / RB, per = (rows + groups - 1) / groups;
