@@ -534,6 +534,25 @@ static bst_status ensure_scratch(cpu_executable *e, uint32_t workers)
     return BST_OK;
 }
 
+/* Requests node n's small one-row inputs past the first (a norm's weight: 2.3 KiB for the
+ * default model) before the node ahead of it runs. A decode step streams megabytes of weights
+ * between two uses of such a row, so it comes from memory, one dependent miss after another,
+ * while the other threads wait on the node: rms_norm_mul took 0.66-0.69 us a node, 0.31-0.33 with
+ * its weight requested one node early. The addresses are the last execute's (only called once
+ * there was one; a prefetch of a stale one is harmless); a constant weight's stay the same. */
+static void prefetch_small_inputs(const cpu_executable *e, const cpu_node *n)
+{
+    const cpu_tensor *t = &e->resolved[n->first_tensor];
+    for (uint32_t k = 1; k < n->n_inputs; k++) {
+        if (!t[k].data || cpu_is_block(t[k].dtype) || t[k].ne[0] != 1 || t[k].ne[1] != 1 ||
+            t[k].ne[2] != 1 || t[k].nb[3] <= 0 || t[k].ne[3] > 4096)
+            continue;
+        const int64_t bytes = t[k].ne[3] * t[k].nb[3];
+        for (int64_t b = 0; b < bytes && b < 16384; b += 64)
+            __builtin_prefetch(t[k].data + b, 0, 3);
+    }
+}
+
 static bool has_output(const cpu_tensor *t)
 {
     for (int d = 0; d < 4; d++)
@@ -562,6 +581,7 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
     const uint32_t stale = stale_parts(e, buffers, n_buffers, &run);
     if (stale == CPU_STALE_ALL)
         e->cache_valid = false;
+    const bool warm = e->cache_valid; /* resolved[] was filled by an earlier execute */
     /* Test-only: lets a test see that this execute resolves again (an armed fault fails it). */
     if (stale && (st = cpu_injected_fault("resolve")) != BST_OK)
         return st;
@@ -596,6 +616,8 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         }
         if (st != BST_OK)
             break;
+        if (warm && i + group < e->n_nodes)
+            prefetch_small_inputs(e, &e->nodes[i + group]);
         bst_status group_st = BST_OK;
         if (group > 1 && cpu_run_q8dot_group(runs, group, &group_st)) {
             if ((st = group_st) != BST_OK)
