@@ -144,8 +144,8 @@ typedef struct cpu_run {
     float *scratch;
     size_t slot_floats;
     uint32_t n_workers;
-    float *shared; /* CPU_SLOTS rows past the workers': per-node tables filled before a
-                      parallel section and only read inside it */
+    float *shared; /* CPU_SLOTS rows past the workers': the running node's own, for tables
+                      every thread reads or as its work area (cpu_work_area) */
     void *aux;     /* a kernel's own pointer for the duration of one node */
     _Atomic int async_status; /* first failure inside a worker (bst_status) */
     char msg[CPU_MSG_MAX];    /* why a check or kernel failed */
