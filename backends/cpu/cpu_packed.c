@@ -251,7 +251,10 @@ void cpu_packed_prefetch(const cpu_packed *p, int64_t g0, int64_t g1)
  * the job and then each pointer of it is a cache-line transfer between cores), and its
  * completion takes another ~0.1-0.4 us to reach the caller, so with even shares the caller sat
  * idle at the end of every small GEMV (traced: q4_1 192 x 576 on two threads, caller done at
- * 1.52 us, worker at 1.83 us, call 1.93 us). ~10 KiB is what one thread streams in ~0.4 us. */
+ * 1.52 us, worker at 1.83 us, call 1.93 us). ~10 KiB is what one thread streams in ~0.4 us.
+ * Rechecked once the activation was quantized inside the section (cpu_once; a quiet machine's
+ * worker then starts ~0.08 us after the publish): per 576 x 576 decode node of the default model
+ * 4.06-4.41 us with 10 KiB, 4.11-4.54 with 4 KiB, 4.21-4.49 with none. */
 #define PACKED_CALLER_LEAD_BYTES 10240
 
 void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count,
