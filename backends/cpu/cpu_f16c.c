@@ -20,18 +20,21 @@
 #include <immintrin.h>
 #include <string.h>
 
+/* A macro, not a variable: the instruction's rounding mode must be a constant expression (clang
+ * insists). */
+#define F16C_ROUND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 void cpu_f32_to_f16_f16c(const float *src, uint8_t *dst, int64_t n)
 {
-    const int round = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(void *)(dst + 2 * i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), round));
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), F16C_ROUND));
     if (i < n) { /* the tail through a zero-padded vector */
         float tail[8] = {0};
         uint8_t out[16];
         memcpy(tail, src + i, (size_t)(n - i) * sizeof(float));
-        _mm_storeu_si128((__m128i *)(void *)out, _mm256_cvtps_ph(_mm256_loadu_ps(tail), round));
+        _mm_storeu_si128((__m128i *)(void *)out, _mm256_cvtps_ph(_mm256_loadu_ps(tail), F16C_ROUND));
         memcpy(dst + 2 * i, out, (size_t)(n - i) * 2);
     }
 }
