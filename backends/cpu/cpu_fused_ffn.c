@@ -179,6 +179,9 @@ static void quantize_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
                        job->F / CPU_Q8_QK);
 }
 
+/* The packed path with few rows (decode) quantizes x inside gate/up (cpu_once). */
+static bool x_inside(const ffn_job *job) { return job->packed && job->rows <= CPU_Q8_MAX_ROWS; }
+
 static void quantize_x_once(cpu_run *r, void *job, uint32_t w)
 {
     quantize_x_rows(r, job, 0, ((const ffn_job *)job)->rows, w);
@@ -298,7 +301,7 @@ static void gate_up_pairs(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     ffn_job *job = r->aux;
     const cpu_packed *gate = r->in[1].packed, *up = r->in[2].packed;
     const int64_t g0 = 2 * begin, g1 = 2 * end < gate->groups ? 2 * end : gate->groups;
-    if (job->rows <= CPU_Q8_MAX_ROWS) {
+    if (x_inside(job)) {
         cpu_packed_prefetch(gate, g0, g1);
         cpu_once_run(&job->quantize_x, r, w);
     }
@@ -464,8 +467,7 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
     job.quantize_x = (cpu_once){quantize_x_once, &job, 0};
     r->aux = &job;
     const int64_t E = job.E, F = job.F;
-    const bool x_inside = job.packed && job.rows <= CPU_Q8_MAX_ROWS;
-    if (!x_inside)
+    if (!x_inside(&job))
         cpu_parallel(r, job.rows, cpu_grain(E * 4), quantize_rows);
     bst_status st = cpu_async_result(r, "quantizing x");
     const int64_t pairs = F / CPU_Q8_QK, gE = (E + CPU_PACK_ROWS - 1) / CPU_PACK_ROWS;

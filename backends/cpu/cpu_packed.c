@@ -170,11 +170,6 @@ cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count
     return NULL;
 }
 
-void cpu_packed_run(cpu_run *r, const cpu_packed_job *job)
-{
-    cpu_packed_run_group(r, job, 1, NULL);
-}
-
 typedef struct packed_group_job {
     const cpu_packed_job *jobs;
     uint32_t count;

@@ -128,8 +128,7 @@ void cpu_packed_gemm_avx512(const cpu_packed *p, int64_t g0, int64_t g1, const c
 cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count);
 
 /* The activation rows of a matmul-like node quantized and multiplied by a packed weight:
- * `a` holds m_count rows of p->nb blocks; cpu_packed_run splits the weight's row groups over the
- * pool and writes out[j * ldo + n]. */
+ * `a` holds m_count rows of p->nb blocks; the output goes to out[j * ldo + n]. */
 typedef struct cpu_packed_job {
     const cpu_packed *p;
     cpu_packed_gemv_fn fn;
@@ -138,11 +137,11 @@ typedef struct cpu_packed_job {
     float *out;
     int64_t ldo;
 } cpu_packed_job;
-void cpu_packed_run(cpu_run *r, const cpu_packed_job *job);
-/* jobs[0..count) as one parallel section over all their groups (cpu_run_q8dot_group). With
- * `first` set, every share runs it (cpu_once) before reading `a`: a decode step's activation is
- * quantized inside the section, after each thread has requested the start of its weight share
- * (cpu_packed_prefetch), so that the weights stream in meanwhile. */
+/* jobs[0..count) as one parallel section over all their row groups (one job: a matmul; several:
+ * cpu_run_q8dot_group's siblings). With `first` set, every share runs it (cpu_once) before
+ * reading `a`: a decode step's activation is quantized inside the section, after each thread has
+ * requested the start of its weight share (cpu_packed_prefetch), so that the weights stream in
+ * meanwhile. */
 void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count,
                           cpu_once *first);
 
