@@ -36,9 +36,9 @@ bool cpu_packed_wanted(uint32_t dtype, uint32_t rank, const int64_t *shape)
 }
 
 bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint8_t *native,
-                             size_t row_bytes, cpu_packed **out)
+                             size_t row_bytes, cpu_packed *p)
 {
-    *out = NULL;
+    memset(p, 0, sizeof *p);
     if ((dtype != BST_DTYPE_Q4_0 && dtype != BST_DTYPE_Q4_1 && dtype != BST_DTYPE_Q8_0) ||
         rows < 1 || k < CPU_Q8_QK || k % CPU_Q8_QK) {
         cpu_host->set_error("cpu: cannot pack a %s weight of %lld x %lld", cpu_dtype_name(dtype),
@@ -55,12 +55,9 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
                             (long long)k);
         return BST_ERR_OVERFLOW;
     }
-    cpu_packed *p = cpu_host->alloc(sizeof *p, 64);
     void *slab = NULL;
-    uint8_t *data = p ? cpu_packed_slab_alloc(total, &slab) : NULL;
+    uint8_t *data = cpu_packed_slab_alloc(total, &slab);
     if (!data) {
-        if (p)
-            cpu_host->free(p);
         cpu_host->set_error("cpu: out of memory packing a %zu-byte weight", total);
         return BST_ERR_OUT_OF_MEMORY;
     }
@@ -87,16 +84,13 @@ bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint
                 memcpy((uint16_t *)(uintptr_t)cpu_packed_mins(p, g, kb) + r, src + 2, 2);
         }
     }
-    *out = p;
     return BST_OK;
 }
 
-void cpu_packed_free(cpu_packed *p)
+void cpu_packed_release(cpu_packed *p)
 {
-    if (!p)
-        return;
-    cpu_packed_slab_release(p->slab);
-    cpu_host->free(p);
+    if (p && p->slab)
+        cpu_packed_slab_release(p->slab);
 }
 
 void cpu_packed_native_row(const cpu_packed *p, int64_t row, uint8_t *dst)

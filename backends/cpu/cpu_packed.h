@@ -92,12 +92,14 @@ static inline const uint16_t *cpu_packed_mins(const cpu_packed *p, int64_t g, in
  * this machine runs (only the AVX-512 VNNI kernels read the packed copy). */
 bool cpu_packed_wanted(uint32_t dtype, uint32_t rank, const int64_t *shape);
 
-/* Repacks the [rows, K] native (GGUF) matrix at `native` (row stride `row_bytes`). Returns
- * BST_OK with *out set, or BST_ERR_OUT_OF_MEMORY / BST_ERR_INVALID_ARG with cpu_host->set_error
- * called. */
+/* Repacks the [rows, K] native (GGUF) matrix at `native` (row stride `row_bytes`) into slab
+ * memory described by *out (the caller's storage: cpu_buffer.c keeps it next to the buffer).
+ * Returns BST_OK, or BST_ERR_OUT_OF_MEMORY / BST_ERR_INVALID_ARG / BST_ERR_OVERFLOW with
+ * cpu_host->set_error called and nothing to release. */
 bst_status cpu_packed_create(uint32_t dtype, int64_t rows, int64_t k, const uint8_t *native,
-                             size_t row_bytes, cpu_packed **out);
-void cpu_packed_free(cpu_packed *p);
+                             size_t row_bytes, cpu_packed *out);
+/* Gives back the memory of a copy cpu_packed_create made (not the descriptor itself). */
+void cpu_packed_release(cpu_packed *p);
 
 /* Row `row` of the packed matrix back in its native block bytes (nb blocks into `dst`): the
  * inverse of the repack, for tests and for paths that want native rows. */
