@@ -509,9 +509,10 @@ typedef struct bench_profile bench_profile;
 BST_MUST_CHECK bst_status bench_profile_create(bench_profile **out, bench_error *e);
 void bench_profile_destroy(bench_profile *p);
 /* Starts a trace process named `name` whose threads are ctx's devices; the records that follow
- * belong to it. */
+ * belong to it, profiled at `level` (which the summary names). */
 BST_MUST_CHECK bst_status bench_profile_begin(bench_profile *p, const char *name,
-                                              const bst_context *ctx, bench_error *e);
+                                              const bst_context *ctx, bst_profile_level level,
+                                              bench_error *e);
 /* A bst_profile_fn; user is the bench_profile. */
 void bench_profile_record(void *user, const bst_profile_record *record);
 /* The Chrome trace (Trace Event Format JSON). */

@@ -678,7 +678,7 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     if (info)
         info(info_user, "device time (one profiled repetition)");
     if (o->profile && o->profile_level == BST_PROFILE_PARTITIONS) {
-        st = bench_profile_begin(o->profile, lane, ctx, &e);
+        st = bench_profile_begin(o->profile, lane, ctx, o->profile_level, &e);
         if (st != BST_OK)
             goto done;
     }
@@ -690,7 +690,7 @@ static void run_selection(const bench_model_options *o, const char *backends, do
          * profiling slows the run, and the numbers above must not pay for it. */
         if (info)
             info(info_user, "profiling one repetition");
-        st = bench_profile_begin(o->profile, lane, ctx, &e);
+        st = bench_profile_begin(o->profile, lane, ctx, o->profile_level, &e);
         if (st == BST_OK) {
             st = bst_session_set_profiling(session, o->profile_level, bench_profile_record,
                                            o->profile);

@@ -57,6 +57,7 @@ struct bench_profile {
     uint32_t n_lanes;
     uint64_t n_records, n_nodes, n_parts, n_copies;
     uint64_t node_ns, part_ns, copy_ns, copy_bytes;
+    bool in_run; /* node times from inside the partitions' runs (BST_PROFILE_NODES_IN_RUN) */
     bool oom;
 };
 
@@ -118,8 +119,9 @@ static const char *intern_ex(bench_profile *p, const char *s, bool stable)
 static const char *intern(bench_profile *p, const char *s) { return intern_ex(p, s, true); }
 
 bst_status bench_profile_begin(bench_profile *p, const char *name, const bst_context *ctx,
-                               bench_error *e)
+                               bst_profile_level level, bench_error *e)
 {
+    p->in_run = level == BST_PROFILE_NODES_IN_RUN;
     prof_lane *lanes = realloc(p->lanes, (p->n_lanes + 1) * sizeof *lanes);
     if (!lanes)
         return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "profile: out of memory");
@@ -353,7 +355,9 @@ void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n)
     size_t shown = top_n < p->n_keys ? top_n : p->n_keys;
     fprintf(out, "profile: top %zu of %zu %s by total time (%s)\n", shown, p->n_keys,
             nodes ? "op/kernel pairs" : "partitions",
-            nodes ? "wall clock of each node run alone" : "wall clock of each partition");
+            !nodes      ? "wall clock of each partition"
+            : p->in_run ? "each node's time inside its partition's run, by the backend's clock"
+                        : "wall clock of each node run alone");
     fprintf(out, "  %10s %6s %8s %10s %10s %8s  %s\n", "total_ms", "share", "calls", "avg_us",
             "device_ms", "GB/s", nodes ? "op/kernel@backend" : "partition@backend");
     for (size_t i = 0; i < shown; i++) {
@@ -382,6 +386,8 @@ bool bench_profile_parse_level(const char *text, bst_profile_level *out)
 {
     if (strcmp(text, "nodes") == 0)
         *out = BST_PROFILE_NODES;
+    else if (strcmp(text, "nodes-in-run") == 0)
+        *out = BST_PROFILE_NODES_IN_RUN;
     else if (strcmp(text, "partitions") == 0)
         *out = BST_PROFILE_PARTITIONS;
     else

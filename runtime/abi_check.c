@@ -131,13 +131,19 @@ PIN(bst_backend_api, event_create, 168); /* v2 */
 PIN(bst_backend_api, event_destroy, 176);
 PIN(bst_backend_api, execute_async, 184);
 PIN(bst_backend_api, event_wait, 192);
-PIN_SIZE(bst_backend_api, 200);
+PIN(bst_backend_api, node_timing, 200); /* v3 */
+PIN(bst_backend_api, node_times, 208);
+PIN_SIZE(bst_backend_api, 216);
 
 PIN(bst_event_point, struct_size, 0); /* v2 */
 PIN(bst_event_point, reserved, 4);
 PIN(bst_event_point, event, 8);
 PIN(bst_event_point, value, 16);
 PIN_SIZE(bst_event_point, 24);
+
+PIN(bst_node_time, start_ns, 0); /* v3 */
+PIN(bst_node_time, ns, 8);
+PIN_SIZE(bst_node_time, 16);
 
 /* Public embedding structs (bastion.h): same growth rule, since applications fill them. */
 PIN(bst_context_options, struct_size, 0);

@@ -540,10 +540,13 @@ static bst_status negotiate(candidate *c, bst_backend_entry_fn entry)
         return rc;
     }
     /* A plugin that answered version 1 knows nothing of version 2's fields, whatever size it
-     * reported. */
+     * reported, ...*/
     if (api->abi_version < 2)
         memset((char *)api + offsetof(bst_backend_api, event_create), 0,
                sizeof *api - offsetof(bst_backend_api, event_create));
+    else if (api->abi_version < 3) /* nor one that answered 2 of version 3's */
+        memset((char *)api + offsetof(bst_backend_api, node_timing), 0,
+               sizeof *api - offsetof(bst_backend_api, node_timing));
     c->rec.abi_version = api->abi_version;
     if (!api->name || strcmp(api->name, c->rec.name) != 0)
         bsti_log(BST_LOG_WARN, "plugin %s calls itself '%s'; it is known as '%s' (its file name)",

@@ -9,6 +9,10 @@
  * executing them in order computes exactly what the partition executable computes. The costs
  * this adds (one execute per node, no fusion or overlap across nodes) are stated in bastion.h
  * and bench/SCHEMA.md; the default path of bst_program_run is untouched when profiling is off.
+ *
+ * BST_PROFILE_NODES_IN_RUN asks each partition's backend instead (node_timing / node_times,
+ * ABI v3) to time its nodes inside the normal execute: no extra executables, and the times are
+ * those of the run as it normally goes, fused and overlapped.
  */
 #include "runtime/profile.h"
 
@@ -20,8 +24,9 @@
 
 typedef struct profile_part {
     uint32_t n;     /* compute nodes */
-    uint32_t *ids;  /* node ids, execution order */
+    uint32_t *ids;  /* node ids, execution order (the order compile gave the backend) */
     void **exes;    /* one-node executables (NODES level only) */
+    bst_node_time *times; /* the last execute's node times (NODES_IN_RUN level only) */
 } profile_part;
 
 typedef struct bsti_prog_profile {
@@ -53,15 +58,68 @@ static void free_parts(bst_program *p, bsti_prog_profile *pr)
                 dev->plugin->api.executable_free(dev->handle, q->exes[k]);
         free(q->exes);
         free(q->ids);
+        free(q->times);
     }
     free(pr->parts);
     pr->parts = NULL;
+}
+
+static const bst_backend_api *part_api(const bst_program *p, uint32_t pi)
+{
+    return &p->ctx->devices[p->pparts[pi].device].plugin->api;
+}
+
+static void *part_device(const bst_program *p, uint32_t pi)
+{
+    return p->ctx->devices[p->pparts[pi].device].handle;
+}
+
+/* Turns node timing off in partitions [0, count)'s executables (NODES_IN_RUN). */
+static void stop_node_timing(bst_program *p, uint32_t count)
+{
+    for (uint32_t pi = 0; pi < count; pi++) {
+        const bst_backend_api *api = part_api(p, pi);
+        if (p->pparts[pi].executable && api->node_timing &&
+            api->node_timing(part_device(p, pi), p->pparts[pi].executable, 0) != BST_OK)
+            bsti_log(BST_LOG_WARN, "profiling: backend %s could not turn node timing off in "
+                     "partition %u", api->name, pi); /* it only costs the backend time */
+    }
+    bsti_prog_clear_error();
+}
+
+/* Turns node timing on in every partition's executable, or leaves it off everywhere and says
+ * which backend cannot (NODES_IN_RUN). */
+static bst_status start_node_timing(bst_program *p)
+{
+    for (uint32_t pi = 0; pi < p->parts.n_parts; pi++) {
+        if (!p->pparts[pi].executable)
+            continue; /* alias-only: nothing runs */
+        const bst_backend_api *api = part_api(p, pi);
+        bst_status st = BST_ERR_UNSUPPORTED;
+        if (api->node_timing && api->node_times) {
+            bsti_prog_clear_error();
+            st = api->node_timing(part_device(p, pi), p->pparts[pi].executable, 1);
+        }
+        if (st != BST_OK) {
+            stop_node_timing(p, pi);
+            if (!api->node_timing || !api->node_times)
+                return bsti_fail(BST_ERR_UNSUPPORTED,
+                                 "profiling: backend %s (partition %u) cannot time nodes inside "
+                                 "an execute; BST_PROFILE_NODES times them one by one",
+                                 api->name, pi);
+            return bsti_prog_backend_error(p, p->pparts[pi].device, st,
+                                           "profiling: partition %u: node_timing", pi);
+        }
+    }
+    return BST_OK;
 }
 
 void bsti_prog_profile_free(bst_program *p)
 {
     if (!p->profile)
         return;
+    if (p->profile->level == BST_PROFILE_NODES_IN_RUN)
+        stop_node_timing(p, p->parts.n_parts);
     free_parts(p, p->profile);
     free(p->profile->label);
     free(p->profile);
@@ -123,9 +181,11 @@ static bst_status compile_node(bst_program *p, uint32_t pi, uint32_t id, void **
     return BST_OK;
 }
 
-/* The compute nodes of every partition and, for NODES, their one-node executables. */
-static bst_status build_parts(bst_program *p, bool compile, profile_part **out)
+/* The compute nodes of every partition and, for NODES, their one-node executables (for
+ * NODES_IN_RUN, room for their times). */
+static bst_status build_parts(bst_program *p, bst_profile_level level, profile_part **out)
 {
+    const bool compile = level == BST_PROFILE_NODES, times = level == BST_PROFILE_NODES_IN_RUN;
     uint32_t np = p->parts.n_parts;
     profile_part *parts = calloc(np ? np : 1, sizeof *parts);
     if (!parts)
@@ -139,7 +199,8 @@ static bst_status build_parts(bst_program *p, bool compile, profile_part **out)
             continue; /* alias-only: nothing runs */
         q->ids = calloc(part->n_nodes ? part->n_nodes : 1, sizeof *q->ids);
         q->exes = compile ? calloc(part->n_nodes ? part->n_nodes : 1, sizeof *q->exes) : NULL;
-        if (!q->ids || (compile && !q->exes)) {
+        q->times = times ? calloc(part->n_nodes ? part->n_nodes : 1, sizeof *q->times) : NULL;
+        if (!q->ids || (compile && !q->exes) || (times && !q->times)) {
             st = bsti_fail(BST_ERR_OUT_OF_MEMORY, "profile: out of memory");
             break;
         }
@@ -170,7 +231,8 @@ bst_status bst_program_set_profiling(bst_program *program, bst_profile_level lev
         bsti_prog_profile_free(p);
         return BST_OK;
     }
-    if (level != BST_PROFILE_PARTITIONS && level != BST_PROFILE_NODES)
+    if (level != BST_PROFILE_PARTITIONS && level != BST_PROFILE_NODES &&
+        level != BST_PROFILE_NODES_IN_RUN)
         return bsti_fail(BST_ERR_INVALID_ARG, "bst_program_set_profiling: unknown level %d",
                          (int)level);
     if (!fn)
@@ -186,13 +248,22 @@ bst_status bst_program_set_profiling(bst_program *program, bst_profile_level lev
         pr->parts = p->profile->parts; /* keep the one-node executables already compiled */
         p->profile->parts = NULL;
     } else if (st == BST_OK) {
-        st = build_parts(p, level == BST_PROFILE_NODES, &pr->parts);
+        st = build_parts(p, level, &pr->parts);
     }
+    /* Node timing already on from an earlier NODES_IN_RUN setting stays on: the old setting,
+     * freed below, must then not turn it off. */
+    const bool timing_on = p->profile && p->profile->level == BST_PROFILE_NODES_IN_RUN;
+    if (st == BST_OK && level == BST_PROFILE_NODES_IN_RUN && !timing_on)
+        st = start_node_timing(p);
     if (st != BST_OK) {
+        if (pr)
+            free_parts(p, pr);
         free(pr);
         free(lab);
         return st;
     }
+    if (timing_on && level == BST_PROFILE_NODES_IN_RUN)
+        p->profile->level = BST_PROFILE_PARTITIONS; /* hands the timing over to pr */
     pr->level = level;
     pr->fn = fn;
     pr->user = user;
@@ -318,6 +389,47 @@ static bst_status timed_execute(bst_program *p, uint32_t pi, void *exe, uint64_t
     return st;
 }
 
+/* A NODE record for node k of partition pi, its times still to fill in. */
+static void node_record(const bst_program *p, uint32_t pi, uint32_t k, bst_profile_record *r)
+{
+    const uint32_t id = p->profile->parts[pi].ids[k];
+    const bsti_node *n = &p->g->nodes[id];
+    init_record(p, pi, r);
+    r->kind = BST_PROFILE_NODE;
+    r->node = id;
+    r->op = (uint32_t)n->op;
+    r->n_nodes = 1;
+    r->name = bst_op_name(n->op);
+    r->variant = p->variant_names[id];
+    r->bytes = node_bytes(p->g, id, &p->profile->rp);
+}
+
+/* NODES_IN_RUN: the NODE records of partition pi's execute that has just run (`part`). */
+static bst_status report_node_times(bst_program *p, uint32_t pi, const bst_profile_record *part)
+{
+    const bsti_prog_profile *pr = p->profile;
+    const profile_part *q = &pr->parts[pi];
+    uint32_t count = 0;
+    bsti_prog_clear_error();
+    bst_status st = part_api(p, pi)->node_times(part_device(p, pi), p->pparts[pi].executable,
+                                                q->times, q->n, &count);
+    if (st != BST_OK)
+        return bsti_prog_backend_error(p, p->pparts[pi].device, st,
+                                       "partition %u: node_times", pi);
+    if (count != q->n)
+        return bsti_prog_backend_error(p, p->pparts[pi].device, BST_ERR_BACKEND,
+                                       "partition %u: node_times reported %u nodes of %u", pi,
+                                       count, q->n);
+    for (uint32_t k = 0; k < q->n; k++) {
+        bst_profile_record r;
+        node_record(p, pi, k, &r);
+        r.start_ns = part->start_ns + q->times[k].start_ns;
+        r.wall_ns = r.device_ns = q->times[k].ns;
+        pr->fn(pr->user, &r);
+    }
+    return BST_OK;
+}
+
 bst_status bsti_prog_profile_execute(bst_program *p, uint32_t pi)
 {
     bsti_prog_profile *pr = p->profile;
@@ -335,27 +447,21 @@ bst_status bsti_prog_profile_execute(bst_program *p, uint32_t pi)
         if (st != BST_OK)
             return bsti_prog_backend_error(p, p->pparts[pi].device, st,
                                            "partition %u: execute", pi);
+        if (pr->level == BST_PROFILE_NODES_IN_RUN && q->times &&
+            (st = report_node_times(p, pi, &part)) != BST_OK)
+            return st;
         pr->fn(pr->user, &part);
         return BST_OK;
     }
     bool all_device = true;
     for (uint32_t k = 0; k < q->n; k++) {
-        uint32_t id = q->ids[k];
-        const bsti_node *n = &p->g->nodes[id];
         bst_profile_record r;
-        init_record(p, pi, &r);
-        r.kind = BST_PROFILE_NODE;
-        r.node = id;
-        r.op = (uint32_t)n->op;
-        r.n_nodes = 1;
-        r.name = bst_op_name(n->op);
-        r.variant = p->variant_names[id];
-        r.bytes = node_bytes(p->g, id, &pr->rp);
+        node_record(p, pi, k, &r);
         bst_status st = timed_execute(p, pi, q->exes[k], &r.start_ns, &r.wall_ns, &r.device_ns);
         if (st != BST_OK)
             return bsti_prog_backend_error(p, p->pparts[pi].device, st,
                                            "partition %u: execute of node %%%u (%s, profiled "
-                                           "alone)", pi, id, r.name);
+                                           "alone)", pi, r.node, r.name);
         if (k == 0)
             part.start_ns = r.start_ns;
         part.wall_ns = r.start_ns + r.wall_ns - part.start_ns;

@@ -1248,6 +1248,55 @@ static void test_out_of_bounds_descriptor(void)
     api.buffer_free(dev, big);
 }
 
+/* node_timing / node_times (ABI v3): off until asked for, then each execute's node times; a
+ * bad handle or a query while off is refused with a message. */
+static void test_node_timing(void)
+{
+    NEED_PLUGIN();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(api.node_timing);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(api.node_times);
+    int64_t s[2] = {64, 256};
+    one_node n = {.op = BST_OP_SILU, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)},
+                  .out = mk(BST_DTYPE_F32, 2, s)};
+    void *exe = NULL, *buf = NULL;
+    CU_ASSERT_EQUAL_FATAL(compile_one(&n, &exe), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, span(&n.in[0]), &buf), BST_OK);
+    bst_run_params p = {.struct_size = sizeof p, .n_tokens = 1, .n_kv = 1};
+    void *bufs[2] = {buf, buf};
+    bst_node_time t[2];
+    uint32_t count = 7;
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_OK);
+    CU_ASSERT_EQUAL(api.node_times(dev, exe, t, 2, &count), BST_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), "off"));
+    CU_ASSERT_EQUAL(count, 7);
+
+    CU_ASSERT_EQUAL(api.node_timing(dev, exe, 1), BST_OK);
+    CU_ASSERT_EQUAL(api.node_timing(dev, exe, 1), BST_OK); /* twice is once */
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_OK);
+    memset(t, 0xff, sizeof t);
+    CU_ASSERT_EQUAL(api.node_times(dev, exe, t, 2, &count), BST_OK);
+    CU_ASSERT_EQUAL(count, 1);
+    uint64_t exe_ns = 0;
+    CU_ASSERT_EQUAL(api.last_execute_ns(dev, exe, &exe_ns), BST_OK);
+    /* 16384 SiLUs take well over the clock's resolution, and lie inside the execute. */
+    CU_ASSERT_TRUE(t[0].ns > 0);
+    CU_ASSERT_TRUE(t[0].start_ns + t[0].ns <= exe_ns);
+    CU_ASSERT_EQUAL(t[1].ns, UINT64_MAX); /* past the count: untouched */
+    CU_ASSERT_EQUAL(api.node_times(dev, exe, NULL, 0, &count), BST_OK); /* just the count */
+    CU_ASSERT_EQUAL(count, 1);
+    CU_ASSERT_EQUAL(api.node_times(dev, exe, NULL, 1, &count), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(api.node_times(dev, exe, t, 1, NULL), BST_ERR_INVALID_ARG);
+
+    CU_ASSERT_EQUAL(api.node_timing(dev, exe, 0), BST_OK);
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &p), BST_OK);
+    CU_ASSERT_EQUAL(api.node_times(dev, exe, t, 1, &count), BST_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(api.node_timing(dev, buf, 1), BST_ERR_INVALID_ARG); /* not an executable */
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), "node_timing"));
+    CU_ASSERT_EQUAL(api.node_times(dev, NULL, t, 1, &count), BST_ERR_INVALID_ARG);
+    api.buffer_free(dev, buf);
+    api.executable_free(dev, exe);
+}
+
 /* A symbolic dim computes only its actual extent; rows past it stay untouched. */
 static void test_symbolic_dims(void)
 {
@@ -1338,6 +1387,7 @@ int main(void)
         {"concat/argmax", test_concat_argmax},
         {"views and compile errors", test_views_and_compile_errors},
         {"out-of-bounds descriptors and faults", test_out_of_bounds_descriptor},
+        {"node timing", test_node_timing},
         {"symbolic dims", test_symbolic_dims},
         {"host without a pool", test_host_without_pool},
         {NULL, NULL},

@@ -185,6 +185,24 @@ static bool described_as(const char *text, uint32_t id, const char *op, const ch
     return false;
 }
 
+/* Counts the compute nodes bst_program_describe lists: lines ending "[variant]", not "[alias]". */
+static size_t described_nodes(bst_program *p)
+{
+    char *text = NULL;
+    CU_ASSERT_FATAL(bst_program_describe(p, &text) == BST_OK);
+    size_t described = 0;
+    for (const char *l = text; *l;) {
+        const char *end = strchr(l, '\n');
+        size_t len = end ? (size_t)(end - l) : strlen(l);
+        if (l[0] == '%' && len > 2 && l[len - 1] == ']' &&
+            !(len >= 7 && strncmp(l + len - 7, "[alias]", 7) == 0))
+            described++;
+        l += len + (end ? 1 : 0);
+    }
+    bst_free(text);
+    return described;
+}
+
 static void test_program_nodes(void)
 {
     bst_context *ctx = make_context();
@@ -221,17 +239,8 @@ static void test_program_nodes(void)
         }
         n_parts += x->r.kind == BST_PROFILE_PARTITION;
     }
-    /* Every compute node the program describes runs once: lines with "[variant]" not
-     * "[alias]". */
-    size_t described = 0;
-    for (const char *l = text; *l;) {
-        const char *end = strchr(l, '\n');
-        size_t len = end ? (size_t)(end - l) : strlen(l);
-        if (l[0] == '%' && len > 2 && l[len - 1] == ']' &&
-            !(len >= 7 && strncmp(l + len - 7, "[alias]", 7) == 0))
-            described++;
-        l += len + (end ? 1 : 0);
-    }
+    /* Every compute node the program describes runs once. */
+    const size_t described = described_nodes(p);
     CU_ASSERT_EQUAL(n_nodes, described);
     CU_ASSERT_TRUE(n_parts >= 1);
     bst_free(text);
@@ -277,6 +286,130 @@ static void test_program_nodes(void)
     free(profiled);
     bst_program_destroy(p);
     bst_context_destroy(ctx);
+}
+
+/* NODES_IN_RUN: the partitions' own executables run, and the CPU backend times their nodes
+ * inside: node records one after another without overlap inside their partition's execute, every
+ * node covered, the output that of an unprofiled run. */
+static void test_program_nodes_in_run(void)
+{
+    bst_context *ctx = make_context();
+    bst_program *p = fixture_program(ctx, "llama_block.bir");
+    enum { N = 8 * 576 };
+    float *plain = calloc(N, sizeof *plain), *profiled = calloc(N, sizeof *profiled);
+    CU_ASSERT_FATAL(plain && profiled);
+    run_block(p, plain);
+
+    recs c = {0};
+    CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_NODES_IN_RUN, "in-run", collect,
+                                              &c),
+                    BST_OK);
+    run_block(p, profiled);
+    CU_ASSERT_EQUAL(memcmp(plain, profiled, N * sizeof *plain), 0);
+    check_nesting(&c, true);
+    size_t n_nodes = 0;
+    uint64_t prev_end = 0, group_start = 0, sum = 0;
+    bool timed = false;
+    for (size_t i = 0; i < c.n; i++) {
+        const bst_profile_record *r = &c.v[i].r;
+        if (r->kind == BST_PROFILE_PARTITION) {
+            /* The backend's clock: its nodes add up to at most its time for the execute. */
+            CU_ASSERT_TRUE(sum <= r->device_ns);
+            prev_end = sum = 0;
+            continue;
+        }
+        n_nodes++;
+        CU_ASSERT_EQUAL(r->wall_ns, r->device_ns);
+        if (r->wall_ns == 0) { /* run with the node before it: the same start */
+            CU_ASSERT_EQUAL(r->start_ns, group_start);
+            continue;
+        }
+        timed = true;
+        CU_ASSERT_TRUE(prev_end == 0 || r->start_ns >= prev_end);
+        group_start = r->start_ns;
+        prev_end = r->start_ns + r->wall_ns;
+        sum += r->wall_ns;
+    }
+    CU_ASSERT_TRUE(timed);
+    CU_ASSERT_EQUAL(n_nodes, described_nodes(p));
+
+    /* Set again (another label): the timing stays on; then to partitions: no node records. */
+    recs c2 = {0};
+    CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_NODES_IN_RUN, "again", collect,
+                                              &c2),
+                    BST_OK);
+    run_block(p, profiled);
+    CU_ASSERT_EQUAL(c2.n, c.n);
+    recs c3 = {0};
+    CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_PARTITIONS, NULL, collect, &c3),
+                    BST_OK);
+    run_block(p, profiled);
+    check_nesting(&c3, false);
+    CU_ASSERT_EQUAL(memcmp(plain, profiled, N * sizeof *plain), 0);
+    CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_OFF, NULL, NULL, NULL), BST_OK);
+
+    free(c.v);
+    free(c2.v);
+    free(c3.v);
+    free(plain);
+    free(profiled);
+    bst_program_destroy(p);
+    bst_context_destroy(ctx);
+}
+
+/* y = 3 x on test plugin `backend` (which lacks node times): NODES_IN_RUN is refused naming it,
+ * and the program keeps profiling as it did. */
+static void nodes_in_run_refused(const char *dir, const char *backend)
+{
+    bst_graph *g = NULL;
+    CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
+    int64_t shape[2] = {4, 32};
+    bst_value x, y = BST_VALUE_NONE;
+    CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, shape, NULL, &x) == BST_OK);
+    bst_attr attr = {.struct_size = sizeof attr, .key = BST_ATTR_SCALE,
+                     .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = 3.0};
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SCALE, &x, 1, &attr, 1, &y) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = 1, .backends = backend,
+                             .plugin_paths = dir};
+    bst_context *ctx = NULL;
+    CU_ASSERT_FATAL(bst_context_create(&o, &ctx) == BST_OK);
+    bst_program *p = NULL;
+    CU_ASSERT_FATAL(bst_program_create(ctx, g, &p) == BST_OK);
+    bst_graph_destroy(g);
+
+    recs c = {0};
+    CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_PARTITIONS, NULL, collect, &c),
+                    BST_OK);
+    CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_NODES_IN_RUN, NULL, collect, &c),
+                    BST_ERR_UNSUPPORTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), backend));
+    CU_ASSERT_PTR_NOT_NULL(strstr(bst_last_error(), "cannot time nodes"));
+    float in[4 * 32] = {1.0f}, out[4 * 32];
+    CU_ASSERT_EQUAL(bst_program_set_input(p, "x", in, sizeof in), BST_OK);
+    bst_run_params rp = {.struct_size = sizeof rp, .n_tokens = 1, .n_kv = 1};
+    CU_ASSERT_EQUAL(bst_program_run(p, &rp), BST_OK);
+    CU_ASSERT_EQUAL(bst_program_get_output(p, "y", out, sizeof out), BST_OK);
+    CU_ASSERT_EQUAL(out[0], 3.0f);
+    CU_ASSERT_EQUAL(c.n, 1); /* still partitions: one record */
+    if (c.n == 1)
+        CU_ASSERT_EQUAL(c.v[0].r.kind, BST_PROFILE_PARTITION);
+    free(c.v);
+    bst_program_destroy(p);
+    bst_context_destroy(ctx);
+}
+
+/* tiny answers ABI version 1; tiny_async answers 2 but fills version 3's node_timing and
+ * node_times, which the loader must clear (they would fail the profiling if called). */
+static void test_nodes_in_run_unsupported(void)
+{
+    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
+    if (!dir) {
+        fprintf(stderr, "(BASTION_TEST_PLUGIN_DIR not set; skipped) ");
+        return;
+    }
+    nodes_in_run_refused(dir, "tiny");
+    nodes_in_run_refused(dir, "tiny_async");
 }
 
 /* --- the default model --- */
@@ -444,7 +577,7 @@ static void test_session_trace(void)
     bench_error e;
     memset(&e, 0, sizeof e);
     CU_ASSERT_FATAL(bench_profile_create(&prof, &e) == BST_OK);
-    CU_ASSERT_FATAL(bench_profile_begin(prof, "test", ctx, &e) == BST_OK);
+    CU_ASSERT_FATAL(bench_profile_begin(prof, "test", ctx, BST_PROFILE_NODES, &e) == BST_OK);
     CU_ASSERT_FATAL(bst_session_set_profiling(s, BST_PROFILE_NODES, bench_profile_record,
                                               prof) == BST_OK);
     int32_t prompt[4] = {1, 2, 3, 4};
@@ -492,20 +625,27 @@ static void test_cli_profile(void)
     int fd1 = mkstemp(trace), fd2 = mkstemp(err);
     CU_ASSERT_FATAL(fd1 >= 0 && fd2 >= 0);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "'%s' run -m '%s' -p 'Hello' -n 3 -c 64 -b 16 --backend cpu -t 2 --profile '%s' "
-             "--profile-top 4 > /dev/null 2> '%s'",
-             bin, path, trace, err);
-    CU_ASSERT_EQUAL(system(cmd), 0);
-    size_t parts = 0;
-    size_t nodes = check_trace(trace, &parts);
-    CU_ASSERT_TRUE(nodes > 100);
-    char *text = bst_test_read_file(err, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    const char *summary = strstr(text, "profile: top ");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(summary);
-    check_summary(summary, 4, nodes, parts);
-    free(text);
+    /* Each node alone (the default), then inside the partitions' runs: the same nodes. */
+    static const char *const levels[2] = {"nodes", "nodes-in-run"};
+    size_t nodes_of[2] = {0, 0};
+    for (int l = 0; l < 2; l++) {
+        snprintf(cmd, sizeof cmd,
+                 "'%s' run -m '%s' -p 'Hello' -n 3 -c 64 -b 16 --backend cpu -t 2 --profile '%s' "
+                 "--profile-level %s --profile-top 4 > /dev/null 2> '%s'",
+                 bin, path, trace, levels[l], err);
+        CU_ASSERT_EQUAL(system(cmd), 0);
+        size_t parts = 0;
+        nodes_of[l] = check_trace(trace, &parts);
+        CU_ASSERT_TRUE(nodes_of[l] > 100);
+        char *text = bst_test_read_file(err, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+        const char *summary = strstr(text, "profile: top ");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(summary);
+        check_summary(summary, 4, nodes_of[l], parts);
+        CU_ASSERT_PTR_NOT_NULL(strstr(summary, l ? "inside its partition's run" : "run alone"));
+        free(text);
+    }
+    CU_ASSERT_EQUAL(nodes_of[0], nodes_of[1]);
     /* A bad level is a usage error. */
     snprintf(cmd, sizeof cmd, "'%s' run -m '%s' -p x --profile '%s' --profile-level bogus "
              "> /dev/null 2>&1", bin, path, trace);
@@ -558,6 +698,8 @@ int main(void)
 {
     static const bst_test_case cases[] = {
         {"program profiling, nodes and partitions", test_program_nodes},
+        {"program profiling, nodes inside the run", test_program_nodes_in_run},
+        {"nodes inside the run on a backend without node times", test_nodes_in_run_unsupported},
         {"session trace and summary", test_session_trace},
         {"bastion run --profile", test_cli_profile},
         {"weight bytes per token", test_weight_bytes},

@@ -85,8 +85,10 @@ void cli_usage_bench(FILE *out)
             "                      Chrome trace (chrome://tracing, Perfetto) to FILE, with a\n"
             "                      top-N summary on stderr; the measured numbers stay\n"
             "                      unprofiled\n"
-            "  --profile-level L   nodes (default: each node compiled and run alone, timed)\n"
-            "                      or partitions (what normally runs, timed per partition)\n"
+            "  --profile-level L   nodes (default: each node compiled and run alone, timed),\n"
+            "                      partitions (what normally runs, timed per partition) or\n"
+            "                      nodes-in-run (what normally runs, each node timed inside\n"
+            "                      it by its backend; cpu only)\n"
             "  --profile-top N     rows of the summary (default 10)\n"
             "  --tune MODE         kernel selection: off (default: static priority), cached\n"
             "                      (database rows, measuring misses), full (measure all\n"
@@ -453,8 +455,8 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
             break;
         case 'L':
             if (!bench_profile_parse_level(optarg, &mo.profile_level))
-                return cli_usage_error(CMD, "--profile-level is nodes or partitions, not '%s'",
-                                       optarg);
+                return cli_usage_error(CMD, "--profile-level is nodes, partitions or "
+                                            "nodes-in-run, not '%s'", optarg);
             break;
         case 'T':
             if (!cli_parse_u64(optarg, &v) || v == 0 || v > 1000)

@@ -64,8 +64,10 @@ void cli_usage_run(FILE *out)
             "                          a Chrome trace (chrome://tracing, Perfetto) to FILE and\n"
             "                          a top-N summary to stderr. Each node then runs alone, so\n"
             "                          the run is slower than without --profile\n"
-            "      --profile-level L   nodes (default) or partitions (what normally runs, timed\n"
-            "                          per partition: no slowdown, coarser)\n"
+            "      --profile-level L   nodes (default), partitions (what normally runs, timed\n"
+            "                          per partition: no slowdown, coarser) or nodes-in-run\n"
+            "                          (what normally runs, each node timed inside it by its\n"
+            "                          backend; cpu only)\n"
             "      --profile-top N     rows of the summary (default 10)\n"
             "  -h, --help              show this help\n",
             DEFAULT_N_PREDICT);
@@ -304,7 +306,7 @@ static int generate(const run_opts *o, bst_context *ctx, bst_model *model, doubl
         memset(&e, 0, sizeof e);
         bst_status pst = bench_profile_create(&prof, &e);
         if (pst == BST_OK)
-            pst = bench_profile_begin(prof, "bastion run", ctx, &e);
+            pst = bench_profile_begin(prof, "bastion run", ctx, o->profile_level, &e);
         if (pst == BST_OK) {
             pst = bst_session_set_profiling(session, o->profile_level, bench_profile_record,
                                             prof);
@@ -511,8 +513,8 @@ int cli_cmd_run(int argc, char **argv)
             break;
         case OPT_PROFILE_LEVEL:
             if (!bench_profile_parse_level(optarg, &o.profile_level))
-                return cli_usage_error(CMD, "--profile-level is nodes or partitions, not '%s'",
-                                       optarg);
+                return cli_usage_error(CMD, "--profile-level is nodes, partitions or "
+                                            "nodes-in-run, not '%s'", optarg);
             break;
         case OPT_PROFILE_TOP:
             if (!cli_parse_u32(optarg, &o.profile_top) || o.profile_top == 0)

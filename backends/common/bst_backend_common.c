@@ -106,6 +106,12 @@ void bstc_entry_publish(bst_backend_api *out, uint32_t host_size, uint32_t host_
         t.execute_async = NULL;
         t.event_wait = NULL;
     }
+    /* Node times likewise as a pair, for a version-3 host. */
+    if (t.abi_version < 3 ||
+        host_size < offsetof(bst_backend_api, node_times) + sizeof t.node_times) {
+        t.node_timing = NULL;
+        t.node_times = NULL;
+    }
     /* An older host's table is smaller: only the fields it has are written. */
     memcpy(out, &t, t.struct_size);
 }

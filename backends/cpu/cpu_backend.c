@@ -183,6 +183,8 @@ BST_BACKEND_ENTRY
         .executable_free = cpu_executable_free,
         .execute = cpu_execute,
         .last_execute_ns = cpu_last_execute_ns,
+        .node_timing = cpu_node_timing,
+        .node_times = cpu_node_times,
     };
     bstc_entry_publish(out, host_struct_size, host_abi, &api);
     return BST_OK;

@@ -118,6 +118,7 @@ typedef struct cpu_executable {
     int64_t key_n_tokens, key_n_kv;
     bool cache_valid; /* resolved[] and the key describe one complete, checked resolution */
     struct cpu_run *runs; /* CPU_MAX_SIBLINGS run records, reused by every execute */
+    bst_node_time *node_times; /* n_nodes, while node timing is on (cpu_node_timing); else NULL */
 } cpu_executable;
 
 /* --- tensors resolved for one run --- */
@@ -298,6 +299,9 @@ void cpu_executable_free(void *device, void *executable);
 bst_status cpu_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
                        const bst_run_params *params);
 bst_status cpu_last_execute_ns(void *device, void *executable, uint64_t *out_ns);
+bst_status cpu_node_timing(void *device, void *executable, uint32_t enable);
+bst_status cpu_node_times(void *device, void *executable, bst_node_time *out, uint32_t capacity,
+                          uint32_t *out_count);
 
 /* Failure injected by a test through host->fault(site), reported with a message; BST_OK
  * otherwise. */

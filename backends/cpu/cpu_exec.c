@@ -255,6 +255,7 @@ void cpu_executable_free(void *device, void *executable)
     cpu_host->free(e->used);
     cpu_host->free(e->keys);
     cpu_host->free(e->runs);
+    cpu_host->free(e->node_times);
     cpu_host->free(e);
 }
 
@@ -560,6 +561,19 @@ static bool has_output(const cpu_tensor *t)
     return true;
 }
 
+/* With node timing on: nodes [first, end), run as one piece of work that began at `start`, end
+ * now; the time goes to the first (bst_node_time). Returns the next piece's start. */
+static uint64_t time_nodes(cpu_executable *e, uint32_t first, uint32_t end, uint64_t t0,
+                           uint64_t start)
+{
+    if (!e->node_times)
+        return start;
+    const uint64_t now = bstc_now_ns();
+    for (uint32_t k = first; k < end; k++)
+        e->node_times[k] = (bst_node_time){start - t0, k == first ? now - start : 0};
+    return now;
+}
+
 bst_status cpu_execute(void *device, void *executable, void *const *buffers, uint32_t n_buffers,
                        const bst_run_params *params)
 {
@@ -590,7 +604,11 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
     if (!buffers)
         env.buffers = (void *const *)no_buffers; /* resolve treats NULL as "shapes only" */
     cpu_run *runs = e->runs;
-    for (uint32_t i = 0; i < e->n_nodes && st == BST_OK;) {
+    uint64_t node_start = t0;
+    uint32_t first = 0; /* the nodes [first, i) just run, for time_nodes */
+    for (uint32_t i = 0; i < e->n_nodes && st == BST_OK;
+         node_start = time_nodes(e, first, i, t0, node_start)) {
+        first = i;
         const uint32_t group = e->nodes[i].siblings > 1 ? e->nodes[i].siblings : 1;
         uint32_t ready = 0; /* nodes resolved and checked into runs[] */
         for (; ready < group && st == BST_OK; ready++) {
@@ -646,6 +664,48 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
         e->cache_valid = false;
     e->last_ns = bstc_now_ns() - t0;
     return st;
+}
+
+bst_status cpu_node_timing(void *device, void *executable, uint32_t enable)
+{
+    (void)device;
+    cpu_executable *e = executable;
+    if (!e || e->magic != CPU_MAGIC_EXEC) {
+        cpu_host->set_error("cpu: node_timing: bad executable");
+        return BST_ERR_INVALID_ARG;
+    }
+    if (!enable) {
+        cpu_host->free(e->node_times);
+        e->node_times = NULL;
+        return BST_OK;
+    }
+    if (!e->node_times) {
+        e->node_times = bstc_alloc_zero(&cpu_plugin, (size_t)(e->n_nodes ? e->n_nodes : 1) *
+                                                         sizeof *e->node_times,
+                                        "node_timing");
+        if (!e->node_times)
+            return BST_ERR_OUT_OF_MEMORY;
+    }
+    return BST_OK;
+}
+
+bst_status cpu_node_times(void *device, void *executable, bst_node_time *out, uint32_t capacity,
+                          uint32_t *out_count)
+{
+    (void)device;
+    const cpu_executable *e = executable;
+    if (!e || e->magic != CPU_MAGIC_EXEC || !out_count || (capacity && !out)) {
+        cpu_host->set_error("cpu: node_times: bad argument");
+        return BST_ERR_INVALID_ARG;
+    }
+    if (!e->node_times) {
+        cpu_host->set_error("cpu: node_times: node timing is off for this executable");
+        return BST_ERR_INVALID_ARG;
+    }
+    for (uint32_t k = 0; k < capacity && k < e->n_nodes; k++)
+        out[k] = e->node_times[k];
+    *out_count = e->n_nodes;
+    return BST_OK;
 }
 
 bst_status cpu_last_execute_ns(void *device, void *executable, uint64_t *out_ns)

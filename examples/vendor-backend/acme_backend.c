@@ -623,7 +623,7 @@ BST_BACKEND_ENTRY
     memset(&api, 0, sizeof api); /* optional entries we do not offer stay NULL */
     api.struct_size = sizeof api;
     /* The newest version both sides speak. Nothing here needs more than version 1, and the
-     * version 2 additions (events) are optional and left NULL. */
+     * later additions (version 2's events, version 3's node times) are optional and left NULL. */
     api.abi_version = host_abi < BST_ABI_VERSION ? host_abi : BST_ABI_VERSION;
     api.name = ACME_NAME;
     api.version = ACME_VERSION;

@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 /* ABI version this header describes; BST_ABI_VERSION_MIN is the oldest a host accepts. */
-#define BST_ABI_VERSION 2u
+#define BST_ABI_VERSION 3u
 #define BST_ABI_VERSION_MIN 1u
 
 /* True when a struct written with size `s->struct_size` contains `field`. */
@@ -303,6 +303,13 @@ typedef struct bst_event_point {
     uint64_t value;
 } bst_event_point;
 
+/* One node's time inside an execute (v3+, node_times): when it started, counted from the start
+ * of the execute, and how long it ran, by the backend's own clock. */
+typedef struct bst_node_time {
+    uint64_t start_ns;
+    uint64_t ns; /* 0 for a node run as part of an earlier node's work (its time is there) */
+} bst_node_time;
+
 /* A run of nodes on one device, compiled as a whole. Nodes are in execution order. Tensors that
  * the partition reads or writes refer to buffers through bst_tensor_desc.binding. */
 typedef struct bst_partition_desc {
@@ -434,6 +441,18 @@ typedef struct bst_backend_api {
      * (BST_ERR_TIMEOUT; UINT64_MAX waits forever). Thread-safe. */
     BST_MUST_CHECK bst_status (*event_wait)(void *device, void *event, uint64_t value,
                                             uint64_t timeout_ns);
+
+    /* v3+: each node's time inside an execute of the whole partition (BST_PROFILE_NODES_IN_RUN),
+     * both optional; a backend offers both or neither. node_timing turns the timing on (enable
+     * 1) or off (0) for the executable's later executes: while on, each execute may cost the
+     * backend a clock read or two per node, and while off nothing. node_times then reports the
+     * last execute that ran with timing on: *out_count = the partition's node count, and
+     * out[k], k < capacity, the time of node k in the order compile received them. A backend
+     * that runs several nodes as one piece of work (sibling matmuls sharing an input) reports
+     * that work's time on the first of them and ns 0 on the others. */
+    BST_MUST_CHECK bst_status (*node_timing)(void *device, void *executable, uint32_t enable);
+    BST_MUST_CHECK bst_status (*node_times)(void *device, void *executable, bst_node_time *out,
+                                            uint32_t capacity, uint32_t *out_count);
 } bst_backend_api;
 
 /* Size of a version-1 bst_backend_api: a plugin fills the fields that fit in the host's

@@ -344,12 +344,22 @@ BST_API BST_MUST_CHECK bst_status bst_generate(bst_session *session, const int32
  * and the backend cannot overlap or fuse nodes, so node times add up to more than an
  * unprofiled run of the partition. The partition record then spans its nodes. Turning
  * profiling off frees the one-node executables; unprofiled runs are exactly as before.
+ *
+ * BST_PROFILE_NODES_IN_RUN gives per-node times of what normally runs: each partition's
+ * executable runs whole (its fusion, grouping and overlap intact), and its backend times every
+ * node inside the execute with its own clock (bst_backend_api node_times, ABI v3). A NODE
+ * record's start_ns is the partition's start plus the node's offset in it, and its wall_ns and
+ * device_ns are the node's time by the backend's clock; nodes a backend ran as one piece of work
+ * (sibling matmuls sharing an input) have that time on the first and 0 on the others. The cost
+ * is a clock read or two per node. Enabling it fails with BST_ERR_UNSUPPORTED, naming the
+ * backend, when a partition's backend cannot time nodes (then BST_PROFILE_NODES is the way).
  * ------------------------------------------------------------------------------------------- */
 
 typedef enum bst_profile_level {
     BST_PROFILE_OFF = 0,
     BST_PROFILE_PARTITIONS = 1,
-    BST_PROFILE_NODES = 2
+    BST_PROFILE_NODES = 2,
+    BST_PROFILE_NODES_IN_RUN = 3
 } bst_profile_level;
 
 typedef enum bst_profile_kind {
@@ -375,9 +385,10 @@ typedef struct bst_profile_record {
     uint64_t run;        /* the program's profiled runs, counted from 0 */
     uint64_t start_ns;   /* CLOCK_MONOTONIC when the host began the call */
     uint64_t wall_ns;    /* host wall time of the call (PARTITION at NODES level: from its
-                          * first node's start to its last node's end) */
+                          * first node's start to its last node's end; NODE at NODES_IN_RUN:
+                          * the backend's time of the node) */
     uint64_t device_ns;  /* the backend's own time of the execute(s) (last_execute_ns), 0 when
-                          * it reports none */
+                          * it reports none (NODE at NODES_IN_RUN: the node's, as wall_ns) */
     /* Bytes the work must move at this run's extents: NODE every input read once and the
      * output written once (GET_ROWS reads only the rows it gathers, SET_ROWS writes only the
      * rows it sets and does not read dst); PARTITION the sum over its nodes; COPY the bytes

@@ -11,7 +11,9 @@
  *   TINY_EVENTS        speaks ABI version 2 and offers events: execute_async hands the work to a
  *                      worker thread that waits for the wait points, sleeps TINY_EVENTS ms (so a
  *                      host that reads too early reads stale data) and then signals; the fault
- *                      site "execute_async" makes that late work fail
+ *                      site "execute_async" makes that late work fail. It also fills version 3's
+ *                      node_timing / node_times (which fail if called): a version-2 answer's
+ *                      must be cleared by the host
  *   TINY_SLOW_VARIANT  offers two kernel variants for SCALE, the first ("scale_slow", what static
  *                      priority takes) correct but sleeping TINY_SLOW_VARIANT ms per execute,
  *                      the second the normal "scale_f32": kernel selection must never keep the
@@ -582,6 +584,27 @@ static bst_status tiny_event_wait(void *device, void *event, uint64_t value, uin
 }
 #endif
 
+#ifdef TINY_EVENTS
+static bst_status tiny_stale_node_timing(void *device, void *executable, uint32_t enable)
+{
+    (void)device;
+    (void)executable;
+    (void)enable;
+    return BST_ERR_INTERNAL; /* never called: see the entry */
+}
+
+static bst_status tiny_stale_node_times(void *device, void *executable, bst_node_time *out,
+                                        uint32_t capacity, uint32_t *out_count)
+{
+    (void)device;
+    (void)executable;
+    (void)out;
+    (void)capacity;
+    (void)out_count;
+    return BST_ERR_INTERNAL;
+}
+#endif
+
 BST_BACKEND_ENTRY
 {
     if (host_abi < 1) {
@@ -603,6 +626,10 @@ BST_BACKEND_ENTRY
     api.event_destroy = tiny_event_destroy;
     api.execute_async = tiny_execute_async;
     api.event_wait = tiny_event_wait;
+    /* Version 3's node times, written by a plugin that answered 2 (as one might that fills the
+     * whole table of a newer header): the host must clear them, never call them. */
+    api.node_timing = tiny_stale_node_timing;
+    api.node_times = tiny_stale_node_times;
 #else
     api.struct_size = (uint32_t)BST_BACKEND_API_SIZE_V1; /* built as a version-1 plugin */
     api.abi_version = 1;
