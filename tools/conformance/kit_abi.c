@@ -345,6 +345,13 @@ int kit_abi_worker(const kit_worker_args *a)
 
     entry_call r;
     call_entry(&k, BST_ABI_VERSION, (uint32_t)sizeof(bst_backend_api), &r);
+    if (r.status == BST_OK) {
+        /* Version 3's node times come as a pair, answered at version 3 or later. */
+        const bool timing = r.api.node_timing != NULL, times = r.api.node_times != NULL;
+        check(&k, "node_times_pair", timing == times && (!timing || r.api.abi_version >= 3),
+              "node_timing %s, node_times %s (answered version %u)", timing ? "set" : "NULL",
+              times ? "set" : "NULL", r.api.abi_version);
+    }
     if (r.status == BST_OK && r.api.enumerate) {
         check_info_size(&k, "device_info_smaller", &r.api,
                         (uint32_t)offsetof(bst_device_info, fingerprint));
