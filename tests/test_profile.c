@@ -203,14 +203,24 @@ static size_t described_nodes(bst_program *p)
     return described;
 }
 
+/* llama_block.bir's program, its unprofiled output in *plain and room for a profiled one. */
+enum { BLOCK_OUT = 8 * 576 };
+static bst_program *block_program(bst_context *ctx, float **plain, float **profiled)
+{
+    bst_program *p = fixture_program(ctx, "llama_block.bir");
+    *plain = calloc(BLOCK_OUT, sizeof **plain);
+    *profiled = calloc(BLOCK_OUT, sizeof **profiled);
+    CU_ASSERT_FATAL(*plain && *profiled);
+    run_block(p, *plain);
+    return p;
+}
+
 static void test_program_nodes(void)
 {
     bst_context *ctx = make_context();
-    bst_program *p = fixture_program(ctx, "llama_block.bir");
-    enum { N = 8 * 576 };
-    float *plain = calloc(N, sizeof *plain), *profiled = calloc(N, sizeof *profiled);
-    CU_ASSERT_FATAL(plain && profiled);
-    run_block(p, plain);
+    enum { N = BLOCK_OUT };
+    float *plain, *profiled;
+    bst_program *p = block_program(ctx, &plain, &profiled);
 
     recs c = {0};
     CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_NODES, "block", collect, &c),
@@ -294,11 +304,9 @@ static void test_program_nodes(void)
 static void test_program_nodes_in_run(void)
 {
     bst_context *ctx = make_context();
-    bst_program *p = fixture_program(ctx, "llama_block.bir");
-    enum { N = 8 * 576 };
-    float *plain = calloc(N, sizeof *plain), *profiled = calloc(N, sizeof *profiled);
-    CU_ASSERT_FATAL(plain && profiled);
-    run_block(p, plain);
+    enum { N = BLOCK_OUT };
+    float *plain, *profiled;
+    bst_program *p = block_program(ctx, &plain, &profiled);
 
     recs c = {0};
     CU_ASSERT_EQUAL(bst_program_set_profiling(p, BST_PROFILE_NODES_IN_RUN, "in-run", collect,
