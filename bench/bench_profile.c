@@ -174,11 +174,14 @@ static void aggregate(bench_profile *p, const prof_event *ev)
         p->keys[p->n_keys++] = (prof_key){ev->name, ev->variant, ev->backend, 0, 0, 0, 0, true};
     }
     prof_key *k = &p->keys[i];
-    k->calls++;
+    /* In-run, a node that ran as part of an earlier node's work (time 0: the others of a sibling
+     * matmul group) is no call of its own; its bytes go with that work's time. */
+    const bool grouped = p->in_run && ev->wall_ns == 0;
+    k->calls += !grouped;
     k->wall_ns += ev->wall_ns;
     k->device_ns += ev->device_ns;
     k->bytes += ev->bytes;
-    k->device_all = k->device_all && ev->device_ns > 0;
+    k->device_all = k->device_all && (grouped || ev->device_ns > 0);
 }
 
 void bench_profile_record(void *user, const bst_profile_record *r)
