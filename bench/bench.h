@@ -231,6 +231,11 @@ typedef struct bench_read {
     uint32_t threads; /* the thread count of the faster read */
     bench_timing timing;
     double gbs; /* bytes actually read (whole 128-byte blocks per thread) / median time */
+    /* The streaming read bandwidth at the run's thread count over all `copies` copies (at least
+     * 4x the LLC, as the bandwidth baseline's buffer), measured right after: the case's
+     * "x bandwidth" is against this one. 0 when not measured (then against the baseline).
+     * Added within bastion.bench/1. */
+    double stream_gbs;
 } bench_read;
 
 typedef struct bench_baselines {

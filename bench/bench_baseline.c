@@ -36,6 +36,7 @@ typedef struct read_team {
     size_t stride_words, words_per_thread;
     uint32_t copies, n;
     bench_read_fn read;
+    uint64_t calls;        /* calls made (the caller's alone) */
     _Atomic uint64_t go;   /* call number + 1 for the workers to run; UINT64_MAX: quit */
     _Atomic uint32_t done; /* workers finished with the current call */
     uint64_t sink[64];     /* keeps the sums alive so the reads cannot be optimized away */
@@ -80,11 +81,14 @@ static void *read_thread(void *arg)
 static bst_status read_call(void *user, uint64_t iteration, bench_error *e)
 {
     (void)e;
+    (void)iteration; /* the team counts its own calls: it outlives one bench_measure */
     read_team *t = user;
-    /* The previous call's workers have all counted themselves, so nobody touches `done`. */
+    const uint64_t call = t->calls++;
+    /* The previous call's workers have all counted themselves, so nobody touches `done`, and
+     * nobody reads the team's layout, which the caller may change between calls. */
     atomic_store_explicit(&t->done, 0, memory_order_relaxed);
-    atomic_store_explicit(&t->go, iteration + 1, memory_order_release);
-    read_slice(t, iteration, 0);
+    atomic_store_explicit(&t->go, call + 1, memory_order_release);
+    read_slice(t, call, 0);
     while (atomic_load_explicit(&t->done, memory_order_acquire) < t->n - 1)
         spin_pause();
     return BST_OK;
@@ -108,14 +112,38 @@ static uint64_t *alloc_read_buffer(size_t *bytes)
     return buf;
 }
 
+/* A streaming read for time_reads to time after its rotating one. */
+typedef struct stream_request {
+    const bench_budget *budget;
+    double gbs; /* out: 0 when not measured */
+} stream_request;
+
+/* The team re-laid over its whole buffer (`total` bytes, every copy) as one copy: one call
+ * streams all of it. */
+static bst_status time_stream(read_team *team, uint64_t total, stream_request *stream,
+                              bench_error *e)
+{
+    const uint64_t per = total / team->n / 128 * 128;
+    team->copies = 1;
+    team->stride_words = (size_t)(total / 8);
+    team->words_per_thread = (size_t)(per / 8);
+    bench_timing t;
+    bst_status st = bench_measure(stream->budget, read_call, team, &t, e);
+    if (st == BST_OK && t.stats.median_ns > 0)
+        stream->gbs = (double)(per * team->n) / t.stats.median_ns;
+    bench_timing_free(&t);
+    return st;
+}
+
 /* Times reading `bytes` (rounded down to whole 128-byte blocks per thread) per call with
- * `threads` threads, rotating through `copies` copies. A problem of the machine (memory,
- * threads) leaves *bytes_read 0 and says why in `reason`; only bench_measure's own failures
- * are errors. */
+ * `threads` threads, rotating through `copies` copies. With `stream` set, the same team then
+ * times reading all copies at once per call (a streaming read of the whole footprint, like the
+ * bandwidth baseline's) into stream->gbs. A problem of the machine (memory, threads) leaves
+ * *bytes_read 0 and says why in `reason`; only bench_measure's own failures are errors. */
 static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
                              const bench_budget *budget, bench_timing *timing,
                              uint64_t *bytes_read, char *reason, size_t reason_size,
-                             bench_error *e)
+                             stream_request *stream, bench_error *e)
 {
     *bytes_read = 0;
     memset(timing, 0, sizeof *timing);
@@ -170,6 +198,8 @@ static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
         st = bench_measure(budget, read_call, &team, timing, e);
         if (st == BST_OK && timing->stats.median_ns > 0)
             *bytes_read = per * threads;
+        if (st == BST_OK && *bytes_read && stream)
+            st = time_stream(&team, stride * copies, stream, e);
     }
     atomic_store_explicit(&team.go, UINT64_MAX, memory_order_release);
     for (uint32_t i = 1; i < started; i++)
@@ -195,7 +225,7 @@ bst_status bench_bandwidth_measure(uint64_t bytes, uint32_t threads, const bench
         threads = 64;
     uint64_t read = 0;
     bst_status st = time_reads(bytes, 1, threads, budget, &out->timing, &read, out->reason,
-                               sizeof out->reason, e);
+                               sizeof out->reason, NULL, e);
     if (st == BST_OK && read) {
         const char *loads;
         (void)bench_read_best(&loads);
@@ -219,12 +249,18 @@ bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
     /* One thread and the run's count: the faster is the yardstick, since below some size the
      * second thread's start costs more than its half of the bytes saves. */
     const uint32_t counts[2] = {1, threads};
+    /* With the run's count, the streaming read of the whole footprint too, on half the budget:
+     * the bandwidth as it is now, which the one measured at the start of a run may not be. */
+    bench_budget half = *budget;
+    half.seconds /= 2;
+    stream_request stream = {&half, 0.0};
     for (uint32_t c = 0; c < (threads > 1 ? 2u : 1u); c++) {
         uint32_t n = counts[c];
         bench_timing t;
         uint64_t read = 0;
         char why[256] = "";
-        bst_status st = time_reads(bytes, out->copies, n, budget, &t, &read, why, sizeof why, e);
+        bst_status st = time_reads(bytes, out->copies, n, budget, &t, &read, why, sizeof why,
+                                   n == threads ? &stream : NULL, e);
         if (st != BST_OK) {
             bench_timing_free(&t);
             return st;
@@ -247,6 +283,7 @@ bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
         (void)bench_read_best(&loads);
         snprintf(out->loads, sizeof out->loads, "%s", loads);
         out->reason[0] = '\0';
+        out->stream_gbs = stream.gbs;
     }
     return BST_OK;
 }

@@ -246,6 +246,7 @@ static json_object *baselines_json(const bench_baselines *b)
         put(c, "loads", jstr(r->loads));
         put(c, "threads", jint(r->threads));
         put(c, "gbs", r->measured ? jnum(r->gbs) : NULL);
+        put(c, "stream_gbs", r->stream_gbs > 0 ? jnum(r->stream_gbs) : NULL);
         put(c, "timing", r->measured ? timing_json(&r->timing) : NULL);
         json_object_array_add(reads, c);
     }
@@ -762,6 +763,10 @@ static void read_reads(reader *r, json_object *o, bench_baselines *b)
         get_str(r, c, p, "loads", x->loads, sizeof x->loads);
         x->threads = (uint32_t)get_uint(r, c, p, "threads");
         x->gbs = get_num(r, c, p, "gbs", !x->measured);
+        if (json_object_object_get_ex(c, "stream_gbs", NULL)) { /* added within /1 */
+            const double v = get_num(r, c, p, "stream_gbs", true);
+            x->stream_gbs = v > 0 ? v : 0.0;
+        }
         json_object *t = field(r, c, p, "timing", json_type_object, !x->measured);
         if (t) {
             char tp[64];

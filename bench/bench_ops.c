@@ -456,10 +456,14 @@ static void derive(bench_result *r, const bench_case *c, const bench_geometry *g
         return;
     r->gflops = r->flops / med;
     r->gbs = r->bytes / med;
-    if (r->cache_cold && r->weight_bound && bl && bl->bandwidth.measured &&
-        bl->bandwidth.gbs > 0)
-        r->bandwidth_fraction = r->gbs / bl->bandwidth.gbs;
     const bench_read *rd = bl && read_index >= 0 ? &bl->reads[read_index] : NULL;
+    /* Against the streaming bandwidth measured with the variant's same-size read where there is
+     * one: the start of the run may have seen another memory state. */
+    const double stream = rd && rd->measured && rd->stream_gbs > 0 ? rd->stream_gbs
+                          : bl && bl->bandwidth.measured ? bl->bandwidth.gbs
+                                                          : 0.0;
+    if (r->cache_cold && r->weight_bound && stream > 0)
+        r->bandwidth_fraction = r->gbs / stream;
     if (rd && rd->measured && rd->gbs > 0) {
         r->read_fraction = (double)bench_weight_bytes(g) / rd->gbs / med;
         r->read_index = read_index;

@@ -122,8 +122,11 @@ static void md_header(const bench_doc *d, FILE *out)
             continue;
         }
         fmt_time(r->timing.stats.median_ns, t, sizeof t);
-        fprintf(out, "): %s, %.3g GB/s (%u thread%s, %u copies)\n", t, r->gbs, r->threads,
+        fprintf(out, "): %s, %.3g GB/s (%u thread%s, %u copies)", t, r->gbs, r->threads,
                 r->threads == 1 ? "" : "s", r->copies);
+        if (r->stream_gbs > 0)
+            fprintf(out, "; streaming all copies: %.3g GB/s", r->stream_gbs);
+        fprintf(out, "\n");
     }
     fprintf(out, "\n");
 }
@@ -249,7 +252,8 @@ static void md_report(const bench_doc *d, FILE *out)
                      "included); device: the backend's own time per call (last_execute_ns; "
                      "modelled for a simulated device). GFLOP/s, GB/s and the ratios come from "
                      "the device median where there is one, else from the wall median. x "
-                     "bandwidth: GB/s over the streaming read bandwidth; x read: the same-size "
+                     "bandwidth: GB/s over the streaming read bandwidth (the one measured with "
+                     "the variant's same-size read, else the baseline); x read: the same-size "
                      "cold read's time for the weight's bytes over this median (1.0: the op "
                      "costs no more than reading its weight).\n");
     bool header = false;
