@@ -5,9 +5,11 @@
  *  - memory bandwidth: a STREAM-style read (the weight-bound ops only read weights) over a buffer
  *    of at least 4x the last-level cache, split over a team of threads as big as the pool;
  *  - a same-size read for every variant of a weight-bound case (bench_ops.c measures it just
- *    before the variant, so that drifting bandwidth moves both alike): the same read of just the weight's
- *    bytes, cache-cold (rotated like the case's weight), with one thread or the pool's count,
- *    whichever is faster — the floor of a GEMV of that size, start-up and hand-off included;
+ *    before the variant, so that drifting bandwidth moves both alike): the same read of just the
+ *    weight's bytes, cache-cold (rotated like the case's weight), with one thread or the pool's
+ *    count, whichever is faster — the floor of a GEMV of that size, start-up and hand-off
+ *    included — and then a streaming read of all its copies, the bandwidth that variant's
+ *    "x bandwidth" is against;
  *  - OpenBLAS cblas_sgemm for every f32 matmul shape, its weight rotated exactly as the case's.
  */
 #include "bench.h"

@@ -539,8 +539,9 @@ static bst_status ensure_scratch(cpu_executable *e, uint32_t workers)
  * KiB in the default model) before the node ahead of it runs. A decode step streams megabytes of
  * weights between two uses of such a row, so it comes from memory, one dependent miss after
  * another, while the other threads wait on the node: rms_norm_mul took 0.56-0.75 us a node,
- * 0.31-0.36 with its weight requested one node early. The addresses are the last execute's (only called once
- * there was one; a prefetch of a stale one is harmless); a constant weight's stay the same. */
+ * 0.31-0.36 with its weight requested one node early. The addresses are the last execute's
+ * (only called once there was one; a prefetch of a stale one is harmless); a constant weight's
+ * stay the same. */
 static void prefetch_small_inputs(const cpu_executable *e, const cpu_node *n)
 {
     for (uint32_t k = 1; k < n->n_inputs; k++) {
