@@ -236,6 +236,10 @@ typedef struct bench_read {
      * "x bandwidth" is against this one. 0 when not measured (then against the baseline).
      * Added within bastion.bench/1. */
     double stream_gbs;
+    /* With the run's thread count (>= 2), the median time of the same team's call with nothing
+     * to read: one hand-off to every worker and back, the latency between these cores now. 0 when
+     * not measured. Added within bastion.bench/1. */
+    double handoff_ns;
 } bench_read;
 
 typedef struct bench_baselines {

@@ -9,7 +9,7 @@
  *    weight's bytes, cache-cold (rotated like the case's weight), with one thread or the pool's
  *    count, whichever is faster — the floor of a GEMV of that size, start-up and hand-off
  *    included — and then a streaming read of all its copies, the bandwidth that variant's
- *    "x bandwidth" is against;
+ *    "x bandwidth" is against, and the team's hand-off round trip;
  *  - OpenBLAS cblas_sgemm for every f32 matmul shape, its weight rotated exactly as the case's.
  */
 #include "bench.h"
@@ -114,10 +114,11 @@ static uint64_t *alloc_read_buffer(size_t *bytes)
     return buf;
 }
 
-/* A streaming read for time_reads to time after its rotating one. */
+/* A streaming read for time_reads to time after its rotating one, and the team's hand-off. */
 typedef struct stream_request {
     const bench_budget *budget;
-    double gbs; /* out: 0 when not measured */
+    double gbs;        /* out: 0 when not measured */
+    double handoff_ns; /* out: 0 when not measured (one thread) */
 } stream_request;
 
 /* The team re-laid over its whole buffer (`total` bytes, every copy) as one copy: one call
@@ -137,10 +138,30 @@ static bst_status time_stream(read_team *team, uint64_t total, stream_request *s
     return st;
 }
 
+/* The team's calls with nothing to read (every slice empty): the caller publishes a call, every
+ * worker answers; the median is what one call of the read pays in hand-off. It is measured
+ * because it is not a constant of the machine: on the 2-vCPU VMs here it was 80-130 ns in one
+ * placement of the vCPUs and ~400 ns in another, minutes or seconds apart, and a small GEMV,
+ * which hands off more than the read does, is rated very differently in the two. */
+static bst_status time_handoff(read_team *team, stream_request *stream, bench_error *e)
+{
+    if (team->n < 2)
+        return BST_OK;
+    team->words_per_thread = 0;
+    bench_budget b = *stream->budget;
+    b.seconds /= 4;
+    bench_timing t;
+    bst_status st = bench_measure(&b, read_call, team, &t, e);
+    if (st == BST_OK)
+        stream->handoff_ns = t.stats.median_ns;
+    bench_timing_free(&t);
+    return st;
+}
+
 /* Times reading `bytes` (rounded down to whole 128-byte blocks per thread) per call with
  * `threads` threads, rotating through `copies` copies. With `stream` set, the same team then
  * times reading all copies at once per call (a streaming read of the whole footprint, like the
- * bandwidth baseline's) into stream->gbs. A problem of the machine (memory, threads) leaves
+ * bandwidth baseline's) into stream->gbs, and its empty calls into stream->handoff_ns. A problem of the machine (memory, threads) leaves
  * *bytes_read 0 and says why in `reason`; only bench_measure's own failures are errors. */
 static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
                              const bench_budget *budget, bench_timing *timing,
@@ -202,6 +223,8 @@ static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
             *bytes_read = per * threads;
         if (st == BST_OK && *bytes_read && stream)
             st = time_stream(&team, stride * copies, stream, e);
+        if (st == BST_OK && *bytes_read && stream)
+            st = time_handoff(&team, stream, e);
     }
     atomic_store_explicit(&team.go, UINT64_MAX, memory_order_release);
     for (uint32_t i = 1; i < started; i++)
@@ -255,7 +278,7 @@ bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
      * the bandwidth as it is now, which the one measured at the start of a run may not be. */
     bench_budget half = *budget;
     half.seconds /= 2;
-    stream_request stream = {&half, 0.0};
+    stream_request stream = {&half, 0.0, 0.0};
     for (uint32_t c = 0; c < (threads > 1 ? 2u : 1u); c++) {
         uint32_t n = counts[c];
         bench_timing t;
@@ -286,6 +309,7 @@ bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
         snprintf(out->loads, sizeof out->loads, "%s", loads);
         out->reason[0] = '\0';
         out->stream_gbs = stream.gbs;
+        out->handoff_ns = stream.handoff_ns;
     }
     return BST_OK;
 }

@@ -247,6 +247,7 @@ static json_object *baselines_json(const bench_baselines *b)
         put(c, "threads", jint(r->threads));
         put(c, "gbs", r->measured ? jnum(r->gbs) : NULL);
         put(c, "stream_gbs", r->stream_gbs > 0 ? jnum(r->stream_gbs) : NULL);
+        put(c, "handoff_ns", r->handoff_ns > 0 ? jnum(r->handoff_ns) : NULL);
         put(c, "timing", r->measured ? timing_json(&r->timing) : NULL);
         json_object_array_add(reads, c);
     }
@@ -766,6 +767,10 @@ static void read_reads(reader *r, json_object *o, bench_baselines *b)
         if (json_object_object_get_ex(c, "stream_gbs", NULL)) { /* added within /1 */
             const double v = get_num(r, c, p, "stream_gbs", true);
             x->stream_gbs = v > 0 ? v : 0.0;
+        }
+        if (json_object_object_get_ex(c, "handoff_ns", NULL)) { /* added within /1 */
+            const double v = get_num(r, c, p, "handoff_ns", true);
+            x->handoff_ns = v > 0 ? v : 0.0;
         }
         json_object *t = field(r, c, p, "timing", json_type_object, !x->measured);
         if (t) {

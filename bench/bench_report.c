@@ -126,6 +126,8 @@ static void md_header(const bench_doc *d, FILE *out)
                 r->threads == 1 ? "" : "s", r->copies);
         if (r->stream_gbs > 0)
             fprintf(out, "; streaming all copies: %.3g GB/s", r->stream_gbs);
+        if (r->handoff_ns > 0)
+            fprintf(out, "; hand-off round trip: %.0f ns", r->handoff_ns);
         fprintf(out, "\n");
     }
     fprintf(out, "\n");

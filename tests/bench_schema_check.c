@@ -318,6 +318,8 @@ int bench_schema_check(json_object *root)
             need(&k, c, rp, "case", T_STR, false);
             need(&k, c, rp, "loads", T_STR, false);
             need(&k, c, rp, "gbs", T_NUM, !mz);
+            opt(&k, c, rp, "stream_gbs", T_NUM, true); /* (added) */
+            opt(&k, c, rp, "handoff_ns", T_NUM, true); /* (added) */
             json_object *t = need(&k, c, rp, "timing", T_OBJ, !mz);
             if (t)
                 check_timing(&k, t, rp);

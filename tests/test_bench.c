@@ -241,6 +241,9 @@ static void test_ops_quick_json(void)
         double read = jnum(rd, "gbs") * jnum(jget(jget(rd, "timing"), "stats"), "median_ns");
         CU_ASSERT_TRUE(read <= bytes * (1 + 1e-9) && read > bytes - 128 * th - 1);
         CU_ASSERT_TRUE(jnum(rd, "copies") * bytes >= fmax(4 * llc, 1) * 0.99);
+        /* The team's hand-off, timed with the run's count when that is more than one thread. */
+        const double handoff = jnum(rd, "handoff_ns");
+        CU_ASSERT_TRUE(threads >= 2 ? handoff > 0 : isnan(handoff));
     }
 
     json_object *results = jget(root, "results");
@@ -274,6 +277,7 @@ static void test_ops_quick_json(void)
     CU_ASSERT_EQUAL(f32_ratio, have_blas);
     size_t n_reads = json_object_array_length(reads);
     uint64_t first_read_bytes = (uint64_t)jnum(json_object_array_get_idx(reads, 0), "bytes");
+    const double first_handoff = jnum(json_object_array_get_idx(reads, 0), "handoff_ns");
     json_object_put(root);
 
     /* The reader takes what the writer wrote, and writing it again gives a valid document. */
@@ -285,6 +289,9 @@ static void test_ops_quick_json(void)
     CU_ASSERT_EQUAL(d.baselines.n_reads, n_reads);
     CU_ASSERT_TRUE(d.baselines.n_reads > 0 && d.baselines.reads[0].bytes == first_read_bytes);
     CU_ASSERT_TRUE(d.baselines.n_reads > 0 && d.baselines.reads[0].stream_gbs > 0);
+    CU_ASSERT_TRUE(d.baselines.n_reads > 0 &&
+                   (isnan(first_handoff) ? d.baselines.reads[0].handoff_ns == 0
+                                         : d.baselines.reads[0].handoff_ns == first_handoff));
     char *text = NULL;
     CU_ASSERT_EQUAL_FATAL(bench_doc_to_string(&d, &text, &e), BST_OK);
     json_object *again = json_tokener_parse(text);
@@ -599,7 +606,7 @@ static void test_report_md(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(md, "| 1.66 | - | 1.25 |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(md, "- same-size cold read of 540 KiB (matmul q4_1 "
                                       "1536x1x576 on cpu:0): 20 µs, 27.6 GB/s (2 threads, 243 "
-                                      "copies)"));
+                                      "copies); hand-off round trip: 250 ns\n"));
     CU_ASSERT_PTR_NOT_NULL(strstr(md, "- matmul f32 4096x512x14336 on cpu:0 variant ref: skipped: "
                                       "estimated 3.5 s"));
     free(md);
