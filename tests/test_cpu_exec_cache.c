@@ -6,10 +6,12 @@
  * under ASan too. Whether an execute resolved its nodes again is seen through the test-only fault
  * site "resolve", which execute consults only when it does.
  *
- * Covered: a binding swapped for a smaller buffer at a new or at the reused handle address (and
- * data address) fails the bounds check with the message a never-run executable gives; read-only
- * and missing bindings; changed symbol values re-resolve (only when a node uses the symbol), past
- * the bound fail as before; a kernel's failure leaves nothing to reuse; and a decode-like
+ * Covered: unchanged bindings are reused, also after an unrelated buffer was freed (the values
+ * are compared then, not just the handles); a binding swapped for a smaller buffer at a new or at
+ * the reused handle address (and data address) fails the bounds check with the message a
+ * never-run executable gives; read-only and missing bindings; changed symbol values re-resolve
+ * (only when a node uses the symbol), past the bound fail as before; a kernel's failure leaves
+ * nothing to reuse; and a decode-like
  * partition (grouped packed q4_1 matmuls, softmax over n_kv) gives bit-identical results to a
  * freshly compiled executable over many executes with changing inputs, symbol values and worker
  * counts.
@@ -255,6 +257,12 @@ static void test_swapped_buffers(void)
     void *bufs[2] = {in, out};
     CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 2, &rp), BST_OK);
     CU_ASSERT_EQUAL(execute_without_resolving(exe, bufs, 2, &rp), BST_OK); /* reused */
+    /* Another buffer freed: the values are compared again, still match, and stay reused. */
+    void *other = NULL;
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, 64, &other), BST_OK);
+    api.buffer_free(dev, other);
+    CU_ASSERT_EQUAL(execute_without_resolving(exe, bufs, 2, &rp), BST_OK);
+    CU_ASSERT_EQUAL(execute_without_resolving(exe, bufs, 2, &rp), BST_OK);
 
     /* A smaller buffer at a new address, then the right one again. */
     CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, 60, &small), BST_OK);

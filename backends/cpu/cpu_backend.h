@@ -85,7 +85,6 @@ typedef struct cpu_node {
 /* What a cached resolution read from one binding's buffer (cpu_exec.c): while every binding an
  * executable uses still has these values, resolving its tensors again gives the same result. */
 typedef struct cpu_binding_key {
-    const void *handle;
     const uint8_t *data;
     uint64_t size;
     const struct cpu_packed *packed;
@@ -110,8 +109,10 @@ typedef struct cpu_executable {
      * execute resolved and checked them, valid for the key below. */
     struct cpu_tensor *resolved; /* n_tensors: per node in[0..n_inputs) then out */
     uint32_t n_tensors;
-    uint32_t *used;        /* the distinct bindings the nodes use, n_used of them */
-    cpu_binding_key *keys; /* per used binding: its buffer's values at the last resolution */
+    uint32_t *used;           /* the distinct bindings the nodes use, n_used of them */
+    const void **key_handles; /* per used binding: its handle at the last resolution */
+    cpu_binding_key *keys;    /* per used binding: its buffer's values at the last resolution */
+    uint64_t key_frees;       /* cpu_buffer_frees() when the key last matched */
     uint32_t n_used;
     uint32_t syms; /* CPU_SYM_* bits of all nodes */
     uint32_t key_n_buffers;
@@ -290,6 +291,10 @@ bst_status cpu_prepare_weight(void *device, const bst_tensor_desc *tensor, const
                               uint32_t *out_layout);
 /* The buffer behind a handle, or NULL (with a message) when it is not one of ours. */
 cpu_buffer *cpu_buffer_get(void *handle);
+/* How many buffers the process has freed so far. A buffer's values (data, size, packed copy)
+ * never change while it lives, so a handle seen before, with no buffer freed since, is still
+ * that buffer with those values (a freed one's address may come back as another buffer). */
+uint64_t cpu_buffer_frees(void);
 
 bst_status cpu_query(void *device, const bst_node_desc *node, bst_kernel_variant *out_variants,
                      size_t stride, uint32_t capacity, uint32_t *out_count);

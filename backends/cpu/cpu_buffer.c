@@ -5,6 +5,7 @@
 #include "cpu_backend.h"
 #include "cpu_packed.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #define CPU_ALIGN 64
@@ -76,12 +77,17 @@ bst_status cpu_buffer_alloc(void *device, uint64_t size, void **out_buffer)
     return BST_OK;
 }
 
+static _Atomic uint64_t frees;
+
+uint64_t cpu_buffer_frees(void) { return atomic_load_explicit(&frees, memory_order_acquire); }
+
 void cpu_buffer_free(void *device, void *buffer)
 {
     (void)device;
     cpu_buffer *b = cpu_buffer_get(buffer);
     if (!b)
         return;
+    atomic_fetch_add(&frees, 1); /* before the address can be handed out again */
     b->magic = 0;
     if (b->owned)
         cpu_host->free(b->data);
