@@ -122,20 +122,10 @@ static unsigned run_and_check(bst_program *prog, int runs)
     return wrong;
 }
 
-static bool have_plugins(void)
-{
-    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
-    if (!dir || !*dir) {
-        fprintf(stderr, "BASTION_TEST_PLUGIN_DIR not set; skipped\n");
-        return false;
-    }
-    return true;
-}
-
 /* Work queued with events: right results, no synchronous execute, one submit per partition. */
 static void test_async_results(void)
 {
-    if (!have_plugins())
+    if (!bst_test_plugin_dir())
         return;
     bst_context *ctx = context_for("tiny_async,cpu");
     bst_graph *g = build_graph();
@@ -158,7 +148,7 @@ static void test_async_results(void)
 /* A version-1 plugin gets the synchronous path and the same numbers. */
 static void test_version1_fallback(void)
 {
-    if (!have_plugins())
+    if (!bst_test_plugin_dir())
         return;
     bst_context *ctx = context_for("tiny,cpu");
     bst_graph *g = build_graph();
@@ -175,7 +165,7 @@ static void test_version1_fallback(void)
  * event_wait, the program is re-placed on the CPU, and the run still gives the right numbers. */
 static void test_late_failure(void)
 {
-    if (!have_plugins())
+    if (!bst_test_plugin_dir())
         return;
     bst_context *ctx = context_for("tiny_async,cpu");
     bst_graph *g = build_graph();

@@ -411,11 +411,9 @@ static void nodes_in_run_refused(const char *dir, const char *backend)
  * node_times, which the loader must clear (they would fail the profiling if called). */
 static void test_nodes_in_run_unsupported(void)
 {
-    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
-    if (!dir) {
-        fprintf(stderr, "(BASTION_TEST_PLUGIN_DIR not set; skipped) ");
+    const char *dir = bst_test_plugin_dir();
+    if (!dir)
         return;
-    }
     nodes_in_run_refused(dir, "tiny");
     nodes_in_run_refused(dir, "tiny_async");
 }

@@ -416,11 +416,9 @@ static void test_run_state_unreadable(void)
 
 static void test_tiny_plugin(void)
 {
-    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
-    if (!dir || !*dir) {
-        fprintf(stderr, "BASTION_TEST_PLUGIN_DIR not set; skipped\n");
+    const char *dir = bst_test_plugin_dir();
+    if (!dir)
         return;
-    }
     bst_context *ctx = context_for("tiny,cpu", dir);
     CU_ASSERT_FATAL(bst_context_device_count(ctx) == 2);
     bst_graph *g = NULL;

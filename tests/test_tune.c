@@ -619,11 +619,9 @@ static void test_frozen_never_measures(void)
  * sleeps 5 ms per call: neither the per-node choice nor the whole-graph check may keep it. */
 static void test_slow_variant_never_chosen(void)
 {
-    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
-    if (!dir) {
-        fprintf(stderr, "(BASTION_TEST_PLUGIN_DIR not set; skipped) ");
+    const char *dir = bst_test_plugin_dir();
+    if (!dir)
         return;
-    }
     char path[512];
     snprintf(path, sizeof path, "%s", tmp_path("slow.db"));
     static const bst_tune_mode modes[] = {BST_TUNE_OFF, BST_TUNE_CACHED, BST_TUNE_CACHED,
@@ -924,11 +922,9 @@ static void test_weight_kept_once(void)
  * check reported unchecked and not recorded — and runs once the fault is gone. */
 static void test_check_survives_failing_runs(void)
 {
-    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
-    if (!dir) {
-        fprintf(stderr, "(BASTION_TEST_PLUGIN_DIR not set; skipped) ");
+    const char *dir = bst_test_plugin_dir();
+    if (!dir)
         return;
-    }
     char path[512];
     snprintf(path, sizeof path, "%s", tmp_path("failing.db"));
     bst_graph *g = NULL;

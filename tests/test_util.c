@@ -107,6 +107,15 @@ bst_backend_entry_fn bst_test_plugin_entry(const char *file)
     return entry;
 }
 
+const char *bst_test_plugin_dir(void)
+{
+    const char *dir = getenv("BASTION_TEST_PLUGIN_DIR");
+    if (dir && *dir)
+        return dir;
+    fprintf(stderr, "(BASTION_TEST_PLUGIN_DIR not set; skipped) ");
+    return NULL;
+}
+
 double bst_test_urand(uint64_t *s)
 {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;

@@ -46,6 +46,10 @@ const char *bst_test_fixture(const char *name);
  * loader; NULL (with the reason on stderr) when it cannot be loaded. */
 bst_backend_entry_fn bst_test_plugin_entry(const char *file);
 
+/* $BASTION_TEST_PLUGIN_DIR, where the test plugins (tiny, tiny_async, slow_variant, ...) are
+ * built; NULL, after saying on stderr that the caller's test is skipped, when it is not set. */
+const char *bst_test_plugin_dir(void);
+
 /* A uniform double in [0, 1) from the LCG state *s. */
 double bst_test_urand(uint64_t *s);
 /* rows x k values over several decades: per row a magnitude 10^[-1, 1], per block of 32 another,
