@@ -533,6 +533,11 @@ BST_MUST_CHECK bst_status bench_profile_write_trace(const bench_profile *p, cons
  *     total_ms  share  calls  avg_us  device_ms  GB/s  op/kernel@backend
  *     <ms> <pct>% <calls> <us> <ms or -> <GB/s>  <op>[/<variant>]@<backend>
  *   profile: P partition runs X ms, N node runs Y ms, C copies Z ms (B bytes); E trace events
+ * and, at BST_PROFILE_NODES_IN_RUN, the top_n pieces of work (a node with the nodes run as part of
+ * it, whose time is 0) by total time, told apart by op, kernel, backend, n_tokens, node count and
+ * one piece's bytes:
+ *   profile: top N of M pieces of work by total time (...)
+ *     total_ms  share  calls  avg_us  GB/s  tokens  nodes  bytes  op/kernel@backend
  */
 void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n);
 /* "off", "cached", "full", "frozen" <-> bst_tune_mode. */

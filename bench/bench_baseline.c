@@ -161,8 +161,9 @@ static bst_status time_handoff(read_team *team, stream_request *stream, bench_er
 /* Times reading `bytes` (rounded down to whole 128-byte blocks per thread) per call with
  * `threads` threads, rotating through `copies` copies. With `stream` set, the same team then
  * times reading all copies at once per call (a streaming read of the whole footprint, like the
- * bandwidth baseline's) into stream->gbs, and its empty calls into stream->handoff_ns. A problem of the machine (memory, threads) leaves
- * *bytes_read 0 and says why in `reason`; only bench_measure's own failures are errors. */
+ * bandwidth baseline's) into stream->gbs, and its empty calls into stream->handoff_ns. A
+ * problem of the machine (memory, threads) leaves *bytes_read 0 and says why in `reason`; only
+ * bench_measure's own failures are errors. */
 static bst_status time_reads(uint64_t bytes, uint32_t copies, uint32_t threads,
                              const bench_budget *budget, bench_timing *timing,
                              uint64_t *bytes_read, char *reason, size_t reason_size,

@@ -33,6 +33,18 @@ typedef struct prof_key {
     bool device_all; /* every call had a device time */
 } prof_key;
 
+/* A piece of work inside a run (BST_PROFILE_NODES_IN_RUN): a timed node and the nodes right after
+ * it that ran as part of it (time 0: a sibling matmul group), by what one piece reads and writes.
+ * Unlike the op/kernel rows, these tell a model's matmul shapes apart (a q+k+v group from the
+ * o projection), so each one's GB/s can be set against the memory's bandwidth. */
+typedef struct prof_work {
+    const char *name, *variant, *backend; /* the timed node's; interned */
+    uint32_t nodes;
+    uint64_t bytes; /* of one piece (0 in a merged row: see merge_varying) */
+    int64_t n_tokens;
+    uint64_t calls, wall_ns, bytes_all; /* bytes_all: of every piece */
+} prof_work;
+
 typedef struct prof_string {
     const char *src; /* a pointer the library handed us (compared first: strings are stable) */
     char *copy;
@@ -59,6 +71,9 @@ struct bench_profile {
     uint64_t node_ns, part_ns, copy_ns, copy_bytes;
     bool in_run; /* node times from inside the partitions' runs (BST_PROFILE_NODES_IN_RUN) */
     bool oom;
+    prof_work *work; /* in-run only */
+    size_t n_work, cap_work;
+    prof_work piece; /* the piece still taking nodes (calls 1), or calls 0 */
 };
 
 bst_status bench_profile_create(bench_profile **out, bench_error *e)
@@ -83,6 +98,7 @@ void bench_profile_destroy(bench_profile *p)
     free(p->lanes);
     free(p->strs);
     free(p->keys);
+    free(p->work);
     free(p->ev);
     free(p);
 }
@@ -184,6 +200,46 @@ static void aggregate(bench_profile *p, const prof_event *ev)
     k->device_all = k->device_all && (grouped || ev->device_ns > 0);
 }
 
+/* The piece in progress into the work rows. */
+static void close_piece(bench_profile *p)
+{
+    const prof_work *w = &p->piece;
+    if (!w->calls)
+        return;
+    size_t i = 0;
+    while (i < p->n_work &&
+           !(p->work[i].name == w->name && p->work[i].variant == w->variant &&
+             p->work[i].backend == w->backend && p->work[i].nodes == w->nodes &&
+             p->work[i].bytes == w->bytes && p->work[i].n_tokens == w->n_tokens))
+        i++;
+    if (i == p->n_work) {
+        if (!bench_grow((void **)&p->work, &p->cap_work, p->n_work + 1, sizeof *p->work)) {
+            p->oom = true;
+            return;
+        }
+        p->work[p->n_work++] = (prof_work){w->name, w->variant, w->backend, w->nodes, w->bytes,
+                                           w->n_tokens, 0, 0, 0};
+    }
+    p->work[i].calls++;
+    p->work[i].wall_ns += w->wall_ns;
+    p->work[i].bytes_all += w->bytes;
+    p->piece.calls = 0;
+}
+
+/* An in-run node record: a timed one starts a piece, one with time 0 joins the piece before it
+ * (records come in node order, each partition's after its nodes). */
+static void add_to_piece(bench_profile *p, const prof_event *ev)
+{
+    if (ev->wall_ns == 0 && p->piece.calls) {
+        p->piece.nodes++;
+        p->piece.bytes += ev->bytes;
+        return;
+    }
+    close_piece(p);
+    p->piece = (prof_work){ev->name, ev->variant, ev->backend, 1, ev->bytes, ev->n_tokens,
+                           1, ev->wall_ns, 0};
+}
+
 void bench_profile_record(void *user, const bst_profile_record *r)
 {
     bench_profile *p = user;
@@ -215,8 +271,11 @@ void bench_profile_record(void *user, const bst_profile_record *r)
         p->n_nodes++;
         p->node_ns += r->wall_ns;
         aggregate(p, &ev);
+        if (p->in_run)
+            add_to_piece(p, &ev);
         break;
     case BST_PROFILE_PARTITION:
+        close_piece(p);
         p->n_parts++;
         p->part_ns += r->wall_ns;
         break;
@@ -347,6 +406,81 @@ static int by_time(const void *a, const void *b)
     return x->wall_ns < y->wall_ns ? 1 : x->wall_ns > y->wall_ns ? -1 : 0;
 }
 
+static int work_by_time(const void *a, const void *b)
+{
+    const prof_work *x = a, *y = b;
+    return x->wall_ns < y->wall_ns ? 1 : x->wall_ns > y->wall_ns ? -1 : 0;
+}
+
+static bool same_family(const prof_work *a, const prof_work *b)
+{
+    return a->name == b->name && a->variant == b->variant && a->backend == b->backend &&
+           a->nodes == b->nodes && a->n_tokens == b->n_tokens;
+}
+
+/* A family of pieces (same op, kernel, backend, node count and tokens) in more than this many
+ * sizes has no fixed shape (attention reads a KV cache that grows every step): it becomes one row
+ * whose bytes are 0 ("varies") and whose GB/s is over all its pieces. */
+#define WORK_MAX_SIZES 4
+
+/* Merges each family of more than WORK_MAX_SIZES sizes into its first row. */
+static void merge_varying(bench_profile *p)
+{
+    for (size_t i = 0; i < p->n_work; i++) {
+        size_t sizes = 0;
+        for (size_t j = i; j < p->n_work; j++)
+            sizes += same_family(&p->work[i], &p->work[j]);
+        if (sizes <= WORK_MAX_SIZES)
+            continue;
+        prof_work *w = &p->work[i];
+        size_t kept = i + 1;
+        for (size_t j = i + 1; j < p->n_work; j++) {
+            if (same_family(w, &p->work[j])) {
+                w->calls += p->work[j].calls;
+                w->wall_ns += p->work[j].wall_ns;
+                w->bytes_all += p->work[j].bytes_all;
+            } else {
+                p->work[kept++] = p->work[j];
+            }
+        }
+        w->bytes = 0;
+        p->n_work = kept;
+    }
+}
+
+/* In-run only: the top_n pieces of work (prof_work) by total time. */
+static void work_summary(bench_profile *p, FILE *out, uint32_t top_n)
+{
+    close_piece(p);
+    if (!p->in_run || !p->n_work)
+        return;
+    merge_varying(p);
+    qsort(p->work, p->n_work, sizeof *p->work, work_by_time);
+    uint64_t total = 0;
+    for (size_t i = 0; i < p->n_work; i++)
+        total += p->work[i].wall_ns;
+    size_t shown = top_n < p->n_work ? top_n : p->n_work;
+    fprintf(out, "profile: top %zu of %zu pieces of work by total time (a node with the nodes run "
+                 "as part of it, such as a group of matmuls; bytes: one piece's)\n",
+            shown, p->n_work);
+    fprintf(out, "  %10s %6s %8s %10s %8s %6s %5s %10s  %s\n", "total_ms", "share", "calls",
+            "avg_us", "GB/s", "tokens", "nodes", "bytes", "op/kernel@backend");
+    for (size_t i = 0; i < shown; i++) {
+        const prof_work *w = &p->work[i];
+        char bytes[24];
+        if (w->bytes)
+            snprintf(bytes, sizeof bytes, "%" PRIu64, w->bytes);
+        else
+            snprintf(bytes, sizeof bytes, "%s", w->bytes_all ? "varies" : "0");
+        fprintf(out,
+                "  %10.3f %5.1f%% %8" PRIu64 " %10.2f %8.2f %6" PRId64 " %5u %10s  %s%s%s@%s\n",
+                (double)w->wall_ns / 1e6, total ? 100.0 * (double)w->wall_ns / (double)total : 0.0,
+                w->calls, (double)w->wall_ns / (double)w->calls / 1e3,
+                w->wall_ns ? (double)w->bytes_all / (double)w->wall_ns : 0.0, w->n_tokens,
+                w->nodes, bytes, w->name, w->variant[0] ? "/" : "", w->variant, w->backend);
+    }
+}
+
 void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n)
 {
     aggregate_partitions(p);
@@ -383,6 +517,7 @@ void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n)
     if (p->dropped)
         fprintf(out, ", %" PRIu64 " dropped past %u", p->dropped, BENCH_PROFILE_MAX_EVENTS);
     fprintf(out, "\n");
+    work_summary(p, out, top_n);
 }
 
 bool bench_profile_parse_level(const char *text, bst_profile_level *out)

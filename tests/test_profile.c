@@ -518,6 +518,23 @@ static size_t check_trace(const char *path, size_t *out_partitions)
     return n_nodes;
 }
 
+/* Whether the trace has a node of time 0: one run as part of an earlier node's work. */
+static bool trace_has_grouped_node(const char *path)
+{
+    json_object *root = json_object_from_file(path), *events = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_FATAL(json_object_object_get_ex(root, "traceEvents", &events));
+    bool grouped = false;
+    for (size_t i = 0; i < json_object_array_length(events) && !grouped; i++) {
+        json_object *ev = json_object_array_get_idx(events, i), *cat = NULL, *dur = NULL;
+        grouped = json_object_object_get_ex(ev, "cat", &cat) &&
+                  strcmp(json_object_get_string(cat), "node") == 0 &&
+                  json_object_object_get_ex(ev, "dur", &dur) && json_object_get_double(dur) == 0;
+    }
+    json_object_put(root);
+    return grouped;
+}
+
 /* Parses the summary; checks its shape, its order and its totals against the trace. */
 static void check_summary(const char *text, uint32_t top, size_t trace_nodes, size_t trace_parts)
 {
@@ -566,6 +583,66 @@ static void check_summary(const char *text, uint32_t top, size_t trace_nodes, si
     CU_ASSERT_EQUAL(nodes, trace_nodes);
     CU_ASSERT_EQUAL(parts, trace_parts);
     CU_ASSERT_TRUE(nms <= pms + 0.01);
+}
+
+/* The pieces-of-work table that follows the totals at nodes-in-run, all its rows shown (top at
+ * least their count): its shape and order, each row's arithmetic, and its totals against the
+ * trace's nodes and their time; when some node ran as part of another (a matmul group), a row
+ * has more than one node. */
+static void check_work_summary(const char *text, uint32_t top, size_t trace_nodes,
+                               bool trace_grouped)
+{
+    const char *l = strstr(text, "profile: top ");
+    l = l ? strstr(l + 1, "profile: top ") : NULL; /* the op/kernel table's is the first */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    size_t shown = 0, rows = 0;
+    CU_ASSERT_FATAL(sscanf(l, "profile: top %zu of %zu pieces of work by total time", &shown,
+                           &rows) == 2);
+    CU_ASSERT_EQUAL_FATAL(shown, rows);
+    CU_ASSERT_TRUE(shown <= top && shown > 0);
+    l = strchr(l, '\n') + 1;
+    CU_ASSERT_PTR_NOT_NULL(strstr(l, "tokens"));
+    l = strchr(l, '\n') + 1;
+    double prev = INFINITY, total_ms = 0;
+    unsigned long long nodes_in_rows = 0;
+    bool multi = false;
+    for (size_t i = 0; i < shown; i++) {
+        double ms, share, avg, gbs;
+        unsigned long long calls;
+        long long tokens;
+        unsigned nodes;
+        char bytes[32], key[160];
+        CU_ASSERT_FATAL(sscanf(l, " %lf %lf%% %llu %lf %lf %lld %u %31s %159s", &ms, &share,
+                               &calls, &avg, &gbs, &tokens, &nodes, bytes, key) == 9);
+        CU_ASSERT_TRUE(ms <= prev);
+        prev = ms;
+        total_ms += ms;
+        CU_ASSERT_TRUE(calls > 0 && nodes > 0 && tokens > 0);
+        CU_ASSERT_TRUE(fabs(avg * (double)calls / 1e3 - ms) <= 0.01 * ms + 0.01);
+        /* GB/s = one piece's bytes / its average time, to the printed precision (avg_us is
+         * rounded to 0.005 us) */
+        if (strcmp(bytes, "varies") != 0 && avg > 0.01)
+            CU_ASSERT_TRUE(fabs(atof(bytes) / (avg * 1e3) - gbs) <=
+                           gbs * (0.0051 / avg + 0.001) + 0.006);
+        nodes_in_rows += calls * nodes;
+        multi = multi || nodes > 1;
+        *strchr(key, '@') = '\0';
+        if (strchr(key, '/'))
+            *strchr(key, '/') = '\0';
+        CU_ASSERT_TRUE(is_op_name(key));
+        l = strchr(l, '\n') + 1;
+    }
+    CU_ASSERT_EQUAL(nodes_in_rows, trace_nodes);
+    CU_ASSERT_EQUAL(multi, trace_grouped);
+    double parts_ms, nodes_ms;
+    unsigned long long parts, nodes;
+    const char *totals = strstr(text, " partition runs ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(totals);
+    while (totals > text && totals[-1] != '\n')
+        totals--;
+    CU_ASSERT_FATAL(sscanf(totals, "profile: %llu partition runs %lf ms, %llu node runs %lf ms",
+                           &parts, &parts_ms, &nodes, &nodes_ms) == 4);
+    CU_ASSERT_TRUE(fabs(total_ms - nodes_ms) <= 0.001 * (double)shown + 0.001);
 }
 
 static void test_session_trace(void)
@@ -637,8 +714,8 @@ static void test_cli_profile(void)
     for (int l = 0; l < 2; l++) {
         snprintf(cmd, sizeof cmd,
                  "'%s' run -m '%s' -p 'Hello' -n 3 -c 64 -b 16 --backend cpu -t 2 --profile '%s' "
-                 "--profile-level %s --profile-top 4 > /dev/null 2> '%s'",
-                 bin, path, trace, levels[l], err);
+                 "--profile-level %s --profile-top %u > /dev/null 2> '%s'",
+                 bin, path, trace, levels[l], l ? 64u : 4u, err);
         CU_ASSERT_EQUAL(system(cmd), 0);
         size_t parts = 0;
         nodes_of[l] = check_trace(trace, &parts);
@@ -647,8 +724,12 @@ static void test_cli_profile(void)
         CU_ASSERT_PTR_NOT_NULL_FATAL(text);
         const char *summary = strstr(text, "profile: top ");
         CU_ASSERT_PTR_NOT_NULL_FATAL(summary);
-        check_summary(summary, 4, nodes_of[l], parts);
+        check_summary(summary, l ? 64 : 4, nodes_of[l], parts);
         CU_ASSERT_PTR_NOT_NULL(strstr(summary, l ? "inside its partition's run" : "run alone"));
+        if (l) /* every piece of work shown */
+            check_work_summary(summary, 64, nodes_of[l], trace_has_grouped_node(trace));
+        else
+            CU_ASSERT_PTR_NULL(strstr(summary, "pieces of work"));
         free(text);
     }
     CU_ASSERT_EQUAL(nodes_of[0], nodes_of[1]);
