@@ -369,15 +369,7 @@ static void test_program_nodes_in_run(void)
  * and the program keeps profiling as it did. */
 static void nodes_in_run_refused(const char *dir, const char *backend)
 {
-    bst_graph *g = NULL;
-    CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
-    int64_t shape[2] = {4, 32};
-    bst_value x, y = BST_VALUE_NONE;
-    CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, shape, NULL, &x) == BST_OK);
-    bst_attr attr = {.struct_size = sizeof attr, .key = BST_ATTR_SCALE,
-                     .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = 3.0};
-    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SCALE, &x, 1, &attr, 1, &y) == BST_OK);
-    CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
+    bst_graph *g = bst_test_scale_graph(4, 32, 3.0);
     bst_context_options o = {.struct_size = sizeof o, .n_threads = 1, .backends = backend,
                              .plugin_paths = dir};
     bst_context *ctx = NULL;

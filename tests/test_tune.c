@@ -627,15 +627,7 @@ static void test_slow_variant_never_chosen(void)
     static const bst_tune_mode modes[] = {BST_TUNE_OFF, BST_TUNE_CACHED, BST_TUNE_CACHED,
                                           BST_TUNE_FROZEN, BST_TUNE_FULL};
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
-        bst_graph *g = NULL;
-        CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
-        int64_t shape[2] = {16, 256};
-        bst_value x, y = BST_VALUE_NONE;
-        CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, shape, NULL, &x) == BST_OK);
-        bst_attr attr = {.struct_size = sizeof attr, .key = BST_ATTR_SCALE,
-                         .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = 3.0};
-        CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SCALE, &x, 1, &attr, 1, &y) == BST_OK);
-        CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
+        bst_graph *g = bst_test_scale_graph(16, 256, 3.0);
         bst_context_options o = {.struct_size = sizeof o, .n_threads = 2,
                                  .backends = "slow_variant", .plugin_paths = dir};
         o.tune_mode = modes[m];
@@ -927,15 +919,7 @@ static void test_check_survives_failing_runs(void)
         return;
     char path[512];
     snprintf(path, sizeof path, "%s", tmp_path("failing.db"));
-    bst_graph *g = NULL;
-    CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
-    int64_t shape[2] = {4, 64};
-    bst_value x, y = BST_VALUE_NONE;
-    CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, shape, NULL, &x) == BST_OK);
-    bst_attr attr = {.struct_size = sizeof attr, .key = BST_ATTR_SCALE,
-                     .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = 2.0};
-    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SCALE, &x, 1, &attr, 1, &y) == BST_OK);
-    CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
+    bst_graph *g = bst_test_scale_graph(4, 64, 2.0);
     bst_context_options o = {.struct_size = sizeof o, .n_threads = 2, .backends = "slow_variant",
                              .plugin_paths = dir};
     o.tune_mode = BST_TUNE_CACHED;

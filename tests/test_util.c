@@ -116,6 +116,20 @@ const char *bst_test_plugin_dir(void)
     return NULL;
 }
 
+bst_graph *bst_test_scale_graph(int64_t rows, int64_t cols, double factor)
+{
+    bst_graph *g = NULL;
+    CU_ASSERT_FATAL(bst_graph_create(&g) == BST_OK);
+    int64_t shape[2] = {rows, cols};
+    bst_value x, y = BST_VALUE_NONE;
+    CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, shape, NULL, &x) == BST_OK);
+    bst_attr attr = {.struct_size = sizeof attr, .key = BST_ATTR_SCALE,
+                     .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = factor};
+    CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SCALE, &x, 1, &attr, 1, &y) == BST_OK);
+    CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
+    return g;
+}
+
 double bst_test_urand(uint64_t *s)
 {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;

@@ -50,6 +50,10 @@ bst_backend_entry_fn bst_test_plugin_entry(const char *file);
  * built; NULL, after saying on stderr that the caller's test is skipped, when it is not set. */
 const char *bst_test_plugin_dir(void);
 
+/* The graph y = factor * x (one SCALE node) over an f32 input "x" of rows x cols, with output
+ * "y"; any failure is a fatal CUnit assertion. */
+bst_graph *bst_test_scale_graph(int64_t rows, int64_t cols, double factor);
+
 /* A uniform double in [0, 1) from the LCG state *s. */
 double bst_test_urand(uint64_t *s);
 /* rows x k values over several decades: per row a magnitude 10^[-1, 1], per block of 32 another,
