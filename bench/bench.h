@@ -537,9 +537,18 @@ BST_MUST_CHECK bst_status bench_profile_write_trace(const bench_profile *p, cons
  * it, whose time is 0) by total time, told apart by op, kernel, backend, n_tokens, node count and
  * one piece's bytes:
  *   profile: top N of M pieces of work by total time (...)
- *     total_ms  share  calls  avg_us  GB/s  tokens  nodes  bytes  op/kernel@backend
+ *     total_ms  share  calls  avg_us  GB/s  x_read  tokens  nodes  bytes  op/kernel@backend
+ * where x_read is "-" for a piece bench_profile_rate_reads did not rate (and, when some were, a
+ * line saying what it is follows the rows).
  */
 void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n);
+/* At BST_PROFILE_NODES_IN_RUN, after the run: times a same-size cold read (bench_read_measure,
+ * the yardstick of bench ops' "x read", with `threads` and copies for `llc_bytes`) for each piece
+ * of work that streams its bytes from memory (a decode step's, of 64 KiB or more), so the summary
+ * can rate the model's own matmul shapes as the model runs them. */
+BST_MUST_CHECK bst_status bench_profile_rate_reads(bench_profile *p, uint64_t llc_bytes,
+                                                   uint32_t threads, const bench_budget *budget,
+                                                   bench_error *e);
 /* "off", "cached", "full", "frozen" <-> bst_tune_mode. */
 const char *bench_tune_mode_name(uint32_t mode);
 /* "nodes" or "partitions". */

@@ -759,6 +759,12 @@ bst_status bench_run_model(const bench_model_options *o, const bench_machine *ma
             snprintf(r->reason, sizeof r->reason, "no roofline: the library reports no weight "
                      "bytes per token");
     }
-
-    return BST_OK;
+    if (o->profile && o->profile_level == BST_PROFILE_NODES_IN_RUN) {
+        if (o->info)
+            o->info(o->info_user, "same-size reads for the profile's pieces of work");
+        bench_budget rb = o->quick_bandwidth ? (bench_budget){0.05, 3, 100, 2}
+                                             : (bench_budget){0.25, 5, 1000, 10};
+        st = bench_profile_rate_reads(o->profile, machine->llc_bytes, o->threads, &rb, e);
+    }
+    return st;
 }

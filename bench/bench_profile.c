@@ -43,6 +43,7 @@ typedef struct prof_work {
     uint64_t bytes; /* of one piece (0 in a merged row: see merge_varying) */
     int64_t n_tokens;
     uint64_t calls, wall_ns, bytes_all; /* bytes_all: of every piece */
+    double read_ns; /* the same-size cold read of `bytes` (bench_profile_rate_reads), or 0 */
 } prof_work;
 
 typedef struct prof_string {
@@ -218,7 +219,7 @@ static void close_piece(bench_profile *p)
             return;
         }
         p->work[p->n_work++] = (prof_work){w->name, w->variant, w->backend, w->nodes, w->bytes,
-                                           w->n_tokens, 0, 0, 0};
+                                           w->n_tokens, 0, 0, 0, 0.0};
     }
     p->work[i].calls++;
     p->work[i].wall_ns += w->wall_ns;
@@ -237,7 +238,7 @@ static void add_to_piece(bench_profile *p, const prof_event *ev)
     }
     close_piece(p);
     p->piece = (prof_work){ev->name, ev->variant, ev->backend, 1, ev->bytes, ev->n_tokens,
-                           1, ev->wall_ns, 0};
+                           1, ev->wall_ns, 0, 0.0};
 }
 
 void bench_profile_record(void *user, const bst_profile_record *r)
@@ -448,14 +449,52 @@ static void merge_varying(bench_profile *p)
     }
 }
 
+/* The work rows as the summary shows them: the last piece in, varying families merged, by total
+ * time. Idempotent. */
+static void settle_work(bench_profile *p)
+{
+    close_piece(p);
+    merge_varying(p);
+    qsort(p->work, p->n_work, sizeof *p->work, work_by_time);
+}
+
+/* A piece is rated against a same-size read when it streams its bytes from memory: a decode
+ * step's (a weight-bound matmul reads its weight once per token, and so does a fused FFN) of at
+ * least this many bytes. A smaller piece's data was just written by the piece before it and is
+ * still in the caches, so a cold read of it is no yardstick. */
+#define WORK_READ_MIN_BYTES 65536u
+#define WORK_READ_MAX_TOKENS 8
+
+bst_status bench_profile_rate_reads(bench_profile *p, uint64_t llc_bytes, uint32_t threads,
+                                    const bench_budget *budget, bench_error *e)
+{
+    if (!p->in_run)
+        return BST_OK;
+    settle_work(p);
+    for (size_t i = 0; i < p->n_work; i++) {
+        prof_work *w = &p->work[i];
+        if (w->bytes < WORK_READ_MIN_BYTES || w->n_tokens > WORK_READ_MAX_TOKENS)
+            continue;
+        const uint32_t copies = llc_bytes ? bench_cold_copies(w->bytes, llc_bytes) : 1;
+        bench_read rd;
+        bst_status st = bench_read_measure(w->bytes, copies, threads, budget, &rd, e);
+        if (st == BST_OK && rd.measured && rd.gbs > 0)
+            w->read_ns = (double)w->bytes / rd.gbs;
+        bench_timing_free(&rd.timing);
+        if (st != BST_OK)
+            return st;
+    }
+    return BST_OK;
+}
+
 /* In-run only: the top_n pieces of work (prof_work) by total time. */
 static void work_summary(bench_profile *p, FILE *out, uint32_t top_n)
 {
-    close_piece(p);
-    if (!p->in_run || !p->n_work)
+    if (!p->in_run)
         return;
-    merge_varying(p);
-    qsort(p->work, p->n_work, sizeof *p->work, work_by_time);
+    settle_work(p);
+    if (!p->n_work)
+        return;
     uint64_t total = 0;
     for (size_t i = 0; i < p->n_work; i++)
         total += p->work[i].wall_ns;
@@ -463,22 +502,30 @@ static void work_summary(bench_profile *p, FILE *out, uint32_t top_n)
     fprintf(out, "profile: top %zu of %zu pieces of work by total time (a node with the nodes run "
                  "as part of it, such as a group of matmuls; bytes: one piece's)\n",
             shown, p->n_work);
-    fprintf(out, "  %10s %6s %8s %10s %8s %6s %5s %10s  %s\n", "total_ms", "share", "calls",
-            "avg_us", "GB/s", "tokens", "nodes", "bytes", "op/kernel@backend");
+    fprintf(out, "  %10s %6s %8s %10s %8s %6s %6s %5s %10s  %s\n", "total_ms", "share", "calls",
+            "avg_us", "GB/s", "x_read", "tokens", "nodes", "bytes", "op/kernel@backend");
+    bool rated = false;
     for (size_t i = 0; i < shown; i++) {
         const prof_work *w = &p->work[i];
-        char bytes[24];
+        char bytes[24], x_read[16] = "-";
         if (w->bytes)
             snprintf(bytes, sizeof bytes, "%" PRIu64, w->bytes);
         else
             snprintf(bytes, sizeof bytes, "%s", w->bytes_all ? "varies" : "0");
+        if (w->read_ns > 0 && w->wall_ns)
+            snprintf(x_read, sizeof x_read, "%.2f",
+                     w->read_ns * (double)w->calls / (double)w->wall_ns);
+        rated = rated || w->read_ns > 0;
         fprintf(out,
-                "  %10.3f %5.1f%% %8" PRIu64 " %10.2f %8.2f %6" PRId64 " %5u %10s  %s%s%s@%s\n",
+                "  %10.3f %5.1f%% %8" PRIu64 " %10.2f %8.2f %6s %6" PRId64 " %5u %10s  %s%s%s@%s\n",
                 (double)w->wall_ns / 1e6, total ? 100.0 * (double)w->wall_ns / (double)total : 0.0,
                 w->calls, (double)w->wall_ns / (double)w->calls / 1e3,
-                w->wall_ns ? (double)w->bytes_all / (double)w->wall_ns : 0.0, w->n_tokens,
+                w->wall_ns ? (double)w->bytes_all / (double)w->wall_ns : 0.0, x_read, w->n_tokens,
                 w->nodes, bytes, w->name, w->variant[0] ? "/" : "", w->variant, w->backend);
     }
+    if (rated)
+        fprintf(out, "profile: x_read: a same-size cold read's time for one piece's bytes "
+                     "(measured after the run, as bench ops does) over the piece's average\n");
 }
 
 void bench_profile_summary(bench_profile *p, FILE *out, uint32_t top_n)

@@ -581,8 +581,11 @@ static void check_summary(const char *text, uint32_t top, size_t trace_nodes, si
  * least their count): its shape and order, each row's arithmetic, and its totals against the
  * trace's nodes and their time; when some node ran as part of another (a matmul group), a row
  * has more than one node. */
+/* The pieces-of-work table (see bench_profile_summary); `rated`: bench_profile_rate_reads ran,
+ * so the pieces it rates (a decode step's of 64 KiB or more) have an x_read and the others "-";
+ * else every x_read is "-". */
 static void check_work_summary(const char *text, uint32_t top, size_t trace_nodes,
-                               bool trace_grouped)
+                               bool trace_grouped, bool rated)
 {
     const char *l = strstr(text, "profile: top ");
     l = l ? strstr(l + 1, "profile: top ") : NULL; /* the op/kernel table's is the first */
@@ -603,9 +606,15 @@ static void check_work_summary(const char *text, uint32_t top, size_t trace_node
         unsigned long long calls;
         long long tokens;
         unsigned nodes;
-        char bytes[32], key[160];
-        CU_ASSERT_FATAL(sscanf(l, " %lf %lf%% %llu %lf %lf %lld %u %31s %159s", &ms, &share,
-                               &calls, &avg, &gbs, &tokens, &nodes, bytes, key) == 9);
+        char x_read[16], bytes[32], key[160];
+        CU_ASSERT_FATAL(sscanf(l, " %lf %lf%% %llu %lf %lf %15s %lld %u %31s %159s", &ms, &share,
+                               &calls, &avg, &gbs, x_read, &tokens, &nodes, bytes, key) == 10);
+        const bool streams = strcmp(bytes, "varies") != 0 && atof(bytes) >= 65536 && tokens <= 8;
+        if (rated && streams) {
+            CU_ASSERT_TRUE(atof(x_read) > 0);
+        } else {
+            CU_ASSERT_STRING_EQUAL(x_read, "-");
+        }
         CU_ASSERT_TRUE(ms <= prev);
         prev = ms;
         total_ms += ms;
@@ -626,6 +635,7 @@ static void check_work_summary(const char *text, uint32_t top, size_t trace_node
     }
     CU_ASSERT_EQUAL(nodes_in_rows, trace_nodes);
     CU_ASSERT_EQUAL(multi, trace_grouped);
+    CU_ASSERT_EQUAL(strstr(l, "profile: x_read: ") == l, rated);
     double parts_ms, nodes_ms;
     unsigned long long parts, nodes;
     const char *totals = strstr(text, " partition runs ");
@@ -719,7 +729,7 @@ static void test_cli_profile(void)
         check_summary(summary, l ? 64 : 4, nodes_of[l], parts);
         CU_ASSERT_PTR_NOT_NULL(strstr(summary, l ? "inside its partition's run" : "run alone"));
         if (l) /* every piece of work shown */
-            check_work_summary(summary, 64, nodes_of[l], trace_has_grouped_node(trace));
+            check_work_summary(summary, 64, nodes_of[l], trace_has_grouped_node(trace), false);
         else
             CU_ASSERT_PTR_NULL(strstr(summary, "pieces of work"));
         free(text);
@@ -730,6 +740,34 @@ static void test_cli_profile(void)
              "> /dev/null 2>&1", bin, path, trace);
     int rc = system(cmd);
     CU_ASSERT_TRUE(rc != 0);
+    unlink(trace);
+    unlink(err);
+    close(fd1);
+    close(fd2);
+}
+
+/* `bastion bench model --profile-level nodes-in-run`: the pieces of work a decode step streams
+ * from memory are rated against a same-size read (x_read), every other piece is not. */
+static void test_bench_model_profile(void)
+{
+    const char *path = model_path(), *bin = getenv("BASTION_BIN");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bin);
+    char trace[] = "/tmp/bastion-profile-XXXXXX", err[] = "/tmp/bastion-profile-err-XXXXXX";
+    int fd1 = mkstemp(trace), fd2 = mkstemp(err);
+    CU_ASSERT_FATAL(fd1 >= 0 && fd2 >= 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "'%s' bench model -m '%s' --quick -p 4 -n 4 -r 1 --backend cpu --threads 2 --profile '%s' "
+             "--profile-level nodes-in-run --profile-top 64 > /dev/null 2> '%s'",
+             bin, path, trace, err);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    size_t parts = 0;
+    const size_t nodes = check_trace(trace, &parts);
+    char *text = bst_test_read_file(err, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    check_work_summary(text, 64, nodes, trace_has_grouped_node(trace), true);
+    free(text);
     unlink(trace);
     unlink(err);
     close(fd1);
@@ -781,6 +819,7 @@ int main(void)
         {"nodes inside the run on a backend without node times", test_nodes_in_run_unsupported},
         {"session trace and summary", test_session_trace},
         {"bastion run --profile", test_cli_profile},
+        {"bastion bench model --profile at nodes-in-run", test_bench_model_profile},
         {"weight bytes per token", test_weight_bytes},
         {NULL, NULL},
     };
