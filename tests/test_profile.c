@@ -700,7 +700,8 @@ static void test_session_trace(void)
     bst_context_destroy(ctx);
 }
 
-/* `bastion run --profile FILE` writes the same trace and summary. */
+/* `bastion run --profile FILE` writes the same trace and summary; so does `bastion bench model`,
+ * whose table of pieces of work also rates them against same-size reads. */
 static void test_cli_profile(void)
 {
     const char *path = model_path(), *bin = getenv("BASTION_BIN");
@@ -735,31 +736,11 @@ static void test_cli_profile(void)
         free(text);
     }
     CU_ASSERT_EQUAL(nodes_of[0], nodes_of[1]);
-    /* A bad level is a usage error. */
-    snprintf(cmd, sizeof cmd, "'%s' run -m '%s' -p x --profile '%s' --profile-level bogus "
-             "> /dev/null 2>&1", bin, path, trace);
-    int rc = system(cmd);
-    CU_ASSERT_TRUE(rc != 0);
-    unlink(trace);
-    unlink(err);
-    close(fd1);
-    close(fd2);
-}
-
-/* `bastion bench model --profile-level nodes-in-run`: the pieces of work a decode step streams
- * from memory are rated against a same-size read (x_read), every other piece is not. */
-static void test_bench_model_profile(void)
-{
-    const char *path = model_path(), *bin = getenv("BASTION_BIN");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(path);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(bin);
-    char trace[] = "/tmp/bastion-profile-XXXXXX", err[] = "/tmp/bastion-profile-err-XXXXXX";
-    int fd1 = mkstemp(trace), fd2 = mkstemp(err);
-    CU_ASSERT_FATAL(fd1 >= 0 && fd2 >= 0);
-    char cmd[2048];
+    /* bench model at nodes-in-run: the pieces of work a decode step streams from memory are rated
+     * against a same-size read (x_read), no other piece is. */
     snprintf(cmd, sizeof cmd,
-             "'%s' bench model -m '%s' --quick -p 4 -n 4 -r 1 --backend cpu --threads 2 --profile '%s' "
-             "--profile-level nodes-in-run --profile-top 64 > /dev/null 2> '%s'",
+             "'%s' bench model -m '%s' --quick -p 4 -n 4 -r 1 --backend cpu --threads 2 "
+             "--profile '%s' --profile-level nodes-in-run --profile-top 64 > /dev/null 2> '%s'",
              bin, path, trace, err);
     CU_ASSERT_EQUAL(system(cmd), 0);
     size_t parts = 0;
@@ -768,6 +749,11 @@ static void test_bench_model_profile(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     check_work_summary(text, 64, nodes, trace_has_grouped_node(trace), true);
     free(text);
+    /* A bad level is a usage error. */
+    snprintf(cmd, sizeof cmd, "'%s' run -m '%s' -p x --profile '%s' --profile-level bogus "
+             "> /dev/null 2>&1", bin, path, trace);
+    int rc = system(cmd);
+    CU_ASSERT_TRUE(rc != 0);
     unlink(trace);
     unlink(err);
     close(fd1);
@@ -818,8 +804,7 @@ int main(void)
         {"program profiling, nodes inside the run", test_program_nodes_in_run},
         {"nodes inside the run on a backend without node times", test_nodes_in_run_unsupported},
         {"session trace and summary", test_session_trace},
-        {"bastion run --profile", test_cli_profile},
-        {"bastion bench model --profile at nodes-in-run", test_bench_model_profile},
+        {"bastion run and bench model --profile", test_cli_profile},
         {"weight bytes per token", test_weight_bytes},
         {NULL, NULL},
     };
