@@ -580,9 +580,8 @@ static void check_summary(const char *text, uint32_t top, size_t trace_nodes, si
 /* The pieces-of-work table that follows the totals at nodes-in-run, all its rows shown (top at
  * least their count): its shape and order, each row's arithmetic, and its totals against the
  * trace's nodes and their time; when some node ran as part of another (a matmul group), a row
- * has more than one node. */
-/* The pieces-of-work table (see bench_profile_summary); `rated`: bench_profile_rate_reads ran,
- * so the pieces it rates (a decode step's of 64 KiB or more) have an x_read and the others "-";
+ * has more than one node. `rated`: bench_profile_rate_reads ran, so the pieces it rates (a
+ * decode step's of 64 KiB or more) have an x_read, the others "-", and a line says what it is;
  * else every x_read is "-". */
 static void check_work_summary(const char *text, uint32_t top, size_t trace_nodes,
                                bool trace_grouped, bool rated)
