@@ -1359,6 +1359,123 @@ static void test_host_without_pool(void)
     a.destroy(a.ctx);
 }
 
+/* --- the packed FFN's parts (backends/cpu/cpu_fused_ffn.c) --- */
+
+/* A host whose pool never gets a worker going: every chunk runs on the calling thread, in order,
+ * while num_workers says three threads take part. */
+static void chunks_in_order(int64_t n, int64_t grain, bst_range_fn fn, void *arg)
+{
+    for (int64_t b = 0; b < n; b += grain)
+        fn(arg, b, b + grain < n ? b + grain : n, 0);
+}
+
+static uint32_t three_workers(void) { return 3; }
+
+enum { FFN_E = 64, FFN_F = 160, FFN_ROWS = 6 };
+
+/* FFN_SWIGLU of `rows` rows of x with q4_1 weights (gate, up [F, E], down [E, F]) given through
+ * prepare_weight, as a model's are (packed on a CPU with AVX-512 VNNI), on the plugin's current
+ * host; the first variant query offers. */
+static void run_ffn(int64_t rows, const float *x, uint8_t *const w[3], const size_t wbytes[3],
+                    float *out)
+{
+    const int64_t xs[2] = {rows, FFN_E}, fe[2] = {FFN_F, FFN_E}, ef[2] = {FFN_E, FFN_F};
+    one_node c = {.op = BST_OP_FFN_SWIGLU, .n_in = 4,
+                  .in = {mk(BST_DTYPE_F32, 2, xs), mk(BST_DTYPE_Q4_1, 2, fe),
+                         mk(BST_DTYPE_Q4_1, 2, fe), mk(BST_DTYPE_Q4_1, 2, ef)},
+                  .out = mk(BST_DTYPE_F32, 2, xs)};
+    void *exe = NULL, *bufs[5] = {NULL};
+    CU_ASSERT_EQUAL_FATAL(compile_one(&c, &exe), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, span(&c.in[0]), &bufs[0]), BST_OK);
+    CU_ASSERT_EQUAL(api.buffer_write(dev, bufs[0], 0, x, span(&c.in[0])), BST_OK);
+    for (int i = 0; i < 3; i++) {
+        uint64_t bytes = 0;
+        uint32_t layout = 0;
+        CU_ASSERT_EQUAL_FATAL(api.prepare_weight(dev, &c.in[1 + i], w[i], wbytes[i], &bufs[1 + i],
+                                                 &bytes, &layout),
+                              BST_OK);
+    }
+    CU_ASSERT_EQUAL_FATAL(api.buffer_alloc(dev, span(&c.out), &bufs[4]), BST_OK);
+    bst_run_params rp = {.struct_size = sizeof rp, .n_tokens = 1, .n_kv = 1};
+    CU_ASSERT_EQUAL(api.execute(dev, exe, bufs, 5, &rp), BST_OK);
+    CU_ASSERT_EQUAL(api.buffer_read(dev, bufs[4], 0, out, span(&c.out)), BST_OK);
+    api.executable_free(dev, exe);
+    for (int i = 0; i < 5; i++)
+        api.buffer_free(dev, bufs[i]);
+}
+
+/* The packed FFN runs as one parallel section of one part per worker; a part needs every other
+ * part's gate/up before its down, and a thread that finds one nobody has started runs it itself.
+ * With chunks_in_order the caller's part 0 must so run parts 1 and 2 (a wait would never end),
+ * and the later chunks find them done: the results must equal the real pool's bit for bit (each
+ * output is the same kernel on the same rows whoever runs it) and the double-precision oracle
+ * (NMSE <= 5e-4, DESIGN.md's quantized-matmul bound). One row quantizes x inside the section,
+ * six before it. */
+static void test_ffn_parts_without_workers(void)
+{
+    NEED_PLUGIN();
+    static float g[FFN_F * FFN_E], u[FFN_F * FFN_E], d[FFN_E * FFN_F], x[FFN_ROWS * FFN_E];
+    static uint8_t gq[FFN_F * FFN_E / 32 * 20], uq[sizeof gq], dq[sizeof gq];
+    uint64_t seed = 7;
+    for (int i = 0; i < FFN_F * FFN_E; i++) {
+        g[i] = (float)(bst_test_urand(&seed) - 0.5);
+        u[i] = (float)(bst_test_urand(&seed) - 0.5);
+        d[i] = (float)(bst_test_urand(&seed) - 0.5);
+    }
+    for (int i = 0; i < FFN_ROWS * FFN_E; i++)
+        x[i] = (float)(bst_test_urand(&seed) * 4.0 - 2.0);
+    CU_ASSERT_EQUAL_FATAL(bsti_quantize(BST_DTYPE_Q4_1, g, gq, FFN_F * FFN_E), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bsti_quantize(BST_DTYPE_Q4_1, u, uq, FFN_F * FFN_E), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bsti_quantize(BST_DTYPE_Q4_1, d, dq, FFN_E * FFN_F), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bsti_dequantize(BST_DTYPE_Q4_1, gq, g, FFN_F * FFN_E), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bsti_dequantize(BST_DTYPE_Q4_1, uq, u, FFN_F * FFN_E), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bsti_dequantize(BST_DTYPE_Q4_1, dq, d, FFN_E * FFN_F), BST_OK);
+    uint8_t *w[3] = {gq, uq, dq};
+    const size_t wb[3] = {sizeof gq, sizeof uq, sizeof dq};
+    static bst_host_api lonely;
+    lonely = *bsti_host_api();
+    lonely.parallel_for = chunks_in_order;
+    lonely.num_workers = three_workers;
+    static const int64_t row_counts[2] = {1, FFN_ROWS};
+    for (int t = 0; t < 2; t++) {
+        const int64_t rows = row_counts[t];
+        static float pooled[FFN_ROWS * FFN_E], alone[FFN_ROWS * FFN_E];
+        run_ffn(rows, x, w, wb, pooled);
+        bst_backend_api a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        CU_ASSERT_EQUAL_FATAL(entry(&lonely, BST_ABI_VERSION, &a), BST_OK);
+        run_ffn(rows, x, w, wb, alone);
+        a.destroy(a.ctx);
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        CU_ASSERT_EQUAL_FATAL(entry(bsti_host_api(), BST_ABI_VERSION, &a), BST_OK);
+        a.destroy(a.ctx);
+        CU_ASSERT_EQUAL(memcmp(pooled, alone, (size_t)(rows * FFN_E) * sizeof(float)), 0);
+        double err = 0.0, ref = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            double h[FFN_F];
+            for (int n = 0; n < FFN_F; n++) {
+                double sg = 0.0, su = 0.0;
+                for (int i = 0; i < FFN_E; i++) {
+                    sg += (double)x[r * FFN_E + i] * g[n * FFN_E + i];
+                    su += (double)x[r * FFN_E + i] * u[n * FFN_E + i];
+                }
+                h[n] = sg / (1.0 + exp(-sg)) * su;
+            }
+            for (int n = 0; n < FFN_E; n++) {
+                double want = 0.0;
+                for (int i = 0; i < FFN_F; i++)
+                    want += h[i] * d[n * FFN_F + i];
+                err += (alone[r * FFN_E + n] - want) * (alone[r * FFN_E + n] - want);
+                ref += want * want;
+            }
+        }
+        printf("\n    %lld rows: NMSE %.2e", (long long)rows, err / ref);
+        CU_ASSERT(err / ref <= 5e-4);
+    }
+}
+
 int main(void)
 {
     static const bst_test_case cases[] = {
@@ -1366,6 +1483,7 @@ int main(void)
         {"device", test_device},
         {"buffers", test_buffers},
         {"prepare_weight packing", test_prepare_weight_packing},
+        {"ffn parts without workers", test_ffn_parts_without_workers},
         {"query", test_query},
         {"kernel variants", test_kernel_variants},
         {"isa detection", test_isa_detection},

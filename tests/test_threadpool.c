@@ -291,6 +291,93 @@ static void test_idle_after_burst_sleeps(void)
     bsti_pool_set_threads(0);
 }
 
+/* bst_host_api.parallel_for's promise, which the CPU plugin's decode kernels rely on (they
+ * quantize the activation in chunk 0 while the other chunks wait for it): chunk 0 is taken
+ * first, by the calling thread as worker 0, which runs it at once. So a chunk that waits for
+ * chunk 0 to have begun never waits in vain (bounded here by 2 s, so a broken pool fails the test
+ * instead of hanging it). */
+/* Spins until *flag is set (true) or about 2 s have passed (false). */
+static bool await_flag(_Atomic uint32_t *flag)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        if (atomic_load(flag))
+            return true;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (now.tv_sec - start.tv_sec < 2);
+    return false;
+}
+
+typedef struct first_chunk {
+    pthread_t caller;
+    _Atomic uint32_t started;    /* chunk 0 has begun */
+    _Atomic uint32_t in_vain;    /* another chunk gave up waiting for it */
+    _Atomic uint32_t not_caller; /* chunk 0 ran elsewhere, or not as worker 0 */
+} first_chunk;
+
+static void note_first(void *arg, int64_t begin, int64_t end, uint32_t worker)
+{
+    (void)end;
+    first_chunk *f = arg;
+    if (begin == 0) {
+        atomic_store(&f->started, 1);
+        if (!pthread_equal(pthread_self(), f->caller) || worker != 0)
+            atomic_fetch_add(&f->not_caller, 1);
+        return;
+    }
+    if (!await_flag(&f->started))
+        atomic_fetch_add(&f->in_vain, 1);
+}
+
+static void test_chunk_zero_first_on_caller(void)
+{
+    bsti_pool_set_threads(3);
+    uint32_t in_vain = 0, not_caller = 0;
+    for (int i = 0; i < 3000; i++) {
+        first_chunk f = {.caller = pthread_self()};
+        bsti_pool_parallel_for(2 + i % 7, 1, note_first, &f);
+        in_vain += atomic_load(&f.in_vain);
+        not_caller += atomic_load(&f.not_caller);
+    }
+    CU_ASSERT_EQUAL(in_vain, 0);
+    CU_ASSERT_EQUAL(not_caller, 0);
+    bsti_pool_set_threads(0);
+}
+
+/* A job published while the workers sleep wakes them at once, not only after the caller's own
+ * chunk: here chunk 0 waits (up to 2 s) for chunk 1 to be taken by another thread. */
+typedef struct handshake {
+    _Atomic uint32_t other_ran;
+    _Atomic uint32_t waited_in_vain;
+} handshake;
+
+static void wait_for_other(void *arg, int64_t begin, int64_t end, uint32_t worker)
+{
+    (void)end;
+    handshake *h = arg;
+    if (begin != 0) {
+        if (worker != 0)
+            atomic_store(&h->other_ran, 1);
+        return;
+    }
+    if (!await_flag(&h->other_ran))
+        atomic_store(&h->waited_in_vain, 1);
+}
+
+static void test_sleeping_workers_wake_at_publish(void)
+{
+    bsti_pool_set_threads(2);
+    CU_ASSERT_TRUE(run_coverage(1000, 1)); /* the worker exists */
+    struct timespec ts = {0, 200000000};  /* ... and has gone to sleep (spin budget 50 us) */
+    nanosleep(&ts, NULL);
+    handshake h = {0};
+    bsti_pool_parallel_for(2, 1, wait_for_other, &h);
+    CU_ASSERT_EQUAL(atomic_load(&h.waited_in_vain), 0);
+    CU_ASSERT_EQUAL(atomic_load(&h.other_ran), 1);
+    bsti_pool_set_threads(0);
+}
+
 static void test_thread_count_setting(void)
 {
     bsti_pool_set_threads(5);
@@ -369,6 +456,8 @@ int main(void)
         {"concurrent_callers", test_concurrent_callers},
         {"idle_pool_sleeps", test_idle_pool_sleeps},
         {"idle_after_burst_sleeps", test_idle_after_burst_sleeps},
+        {"chunk_zero_first_on_caller", test_chunk_zero_first_on_caller},
+        {"sleeping_workers_wake_at_publish", test_sleeping_workers_wake_at_publish},
         {"thread_count_setting", test_thread_count_setting},
         {"raise_waits_for_next_num_workers", test_raise_waits_for_next_num_workers},
         {"pool_after_fork", test_pool_after_fork},

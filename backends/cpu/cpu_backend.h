@@ -214,17 +214,17 @@ void cpu_parallel(cpu_run *r, int64_t n, int64_t grain, cpu_rows_fn fn);
 /* Rows per chunk so that each chunk does roughly a fixed amount of work. */
 int64_t cpu_grain(int64_t work_per_row);
 
-/* Work every chunk of a parallel section needs before it starts, done once by whichever thread
- * gets there first while the others wait. A decode GEMV publishes its job first and quantizes
- * the activation this way, so a worker's wake-up (0.15-0.6 us) overlaps the quantization instead
- * of following it. A chunk only ever waits for a thread that is running fn, so a section run
- * serially, or whose worker comes late, still finishes. */
+/* Work every chunk of a parallel section needs before it starts. The chunk that begins at row 0
+ * does it (the host starts that chunk first: bst_host_api.parallel_for) while the others wait. A decode GEMV publishes its job first and quantizes the activation this
+ * way, so a worker's wake-up (0.15-0.6 us) overlaps the quantization instead of following it.
+ * Nothing is claimed with a compare-and-swap: a locked instruction on the caller's path would
+ * wait until the publish's stores reached the worker's core (~0.3 us across two CCDs). */
 typedef struct cpu_once {
     void (*fn)(cpu_run *r, void *arg, uint32_t worker);
     void *arg;
-    _Atomic int state; /* 0 not started, 1 running, 2 done */
+    _Atomic int done;
 } cpu_once;
-void cpu_once_run(cpu_once *once, cpu_run *r, uint32_t worker);
+void cpu_once_run(cpu_once *once, cpu_run *r, int64_t begin, uint32_t worker);
 
 /* A node's work area of `bytes`, 64-byte aligned: the run's shared scratch when it fits (a decode
  * step's nodes then allocate nothing: an allocation and its free cost ~0.2 us, 4% of a small

@@ -221,7 +221,7 @@ static void packed_shares(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     const int64_t g0 = share_begin(g, begin), g1 = share_begin(g, end);
     if (g->first) {
         prefetch_groups(g, g0, g1);
-        cpu_once_run(g->first, r, w);
+        cpu_once_run(g->first, r, begin, w);
     }
     packed_groups(g, g0, g1);
 }
@@ -267,7 +267,7 @@ void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count
     if (parts <= 1 || share_begin(&g, 1) >= groups) { /* the workers' shares are empty */
         if (first) {
             prefetch_groups(&g, 0, groups);
-            cpu_once_run(first, r, 0);
+            cpu_once_run(first, r, 0, 0);
         }
         packed_groups(&g, 0, groups);
         return;
@@ -276,12 +276,6 @@ void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count
     r->aux = &g;
     cpu_parallel(r, parts, 1, packed_shares);
     r->aux = saved;
-}
-
-int64_t cpu_packed_grain(const cpu_run *r, int64_t groups)
-{
-    const int64_t w = r->n_workers > 1 ? r->n_workers : 1;
-    return (groups + w - 1) / w;
 }
 
 bool cpu_rows_uniform(const cpu_tensor *t, float **base, int64_t *ld)

@@ -155,12 +155,6 @@ void cpu_packed_run_group(cpu_run *r, const cpu_packed_job *jobs, uint32_t count
 #define CPU_PACKED_PREFETCH_BYTES 8192
 void cpu_packed_prefetch(const cpu_packed *p, int64_t g0, int64_t g1);
 
-/* Groups per pool chunk when `groups` row groups are split over the pool: one contiguous share
- * per worker. The kernels stream the weights once, and every chunk boundary restarts the stream
- * (and its prefetch) cold: with the pool's usual many small chunks a decode step's FFN ran slower
- * on two threads than on one. */
-int64_t cpu_packed_grain(const cpu_run *r, int64_t groups);
-
 /* Whether t's rows (all dims but the innermost, flattened) are f32, contiguous inside and evenly
  * spaced: then row i is at *base + i * *ld floats. */
 bool cpu_rows_uniform(const cpu_tensor *t, float **base, int64_t *ld);

@@ -218,19 +218,14 @@ void cpu_parallel(cpu_run *r, int64_t n, int64_t grain, cpu_rows_fn fn)
     cpu_host->parallel_for(n, grain, par_trampoline, &job);
 }
 
-void cpu_once_run(cpu_once *once, cpu_run *r, uint32_t worker)
+void cpu_once_run(cpu_once *once, cpu_run *r, int64_t begin, uint32_t worker)
 {
-    int state = atomic_load_explicit(&once->state, memory_order_acquire);
-    if (state == 2)
-        return;
-    if (state == 0 && atomic_compare_exchange_strong_explicit(&once->state, &state, 1,
-                                                              memory_order_acquire,
-                                                              memory_order_acquire)) {
+    if (begin == 0) {
         once->fn(r, once->arg, worker);
-        atomic_store_explicit(&once->state, 2, memory_order_release);
+        atomic_store_explicit(&once->done, 1, memory_order_release);
         return;
     }
-    while (atomic_load_explicit(&once->state, memory_order_acquire) != 2) {
+    while (!atomic_load_explicit(&once->done, memory_order_acquire)) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif

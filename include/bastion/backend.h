@@ -340,7 +340,11 @@ typedef struct bst_host_api {
     void *(*alloc)(size_t size, size_t alignment); /* NULL on failure; alignment a power of 2 */
     void (*free)(void *ptr);
     /* Runs fn over [0, n) split in chunks of at least `grain` on the shared pool; returns when
-     * all are done. Never call it from inside a callback. */
+     * all are done. The chunk that begins at 0 is taken before any other by a thread that runs
+     * it at once (every host since ABI 1 does so; the runtime's pool gives it to the calling
+     * thread), so a callback may wait for something that chunk does. Other chunks run on any
+     * thread in any order, possibly only once the calling thread is free to take them. Never
+     * call it from inside a callback. */
     void (*parallel_for)(int64_t n, int64_t grain, bst_range_fn fn, void *arg);
     uint32_t (*num_workers)(void);
     /* Reference conversions of `n` elements of one row (n a multiple of the block size). */
