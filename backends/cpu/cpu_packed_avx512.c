@@ -32,8 +32,11 @@ enum { PK_Q4_0, PK_Q4_1, PK_Q8_0 };
 /* Prefetch distance in bytes of weight stream. One core, cache-cold (rotated copies), 4096 x
  * 14336 q4_0: none 1.33 ms, 512 B 1.36, 4 KiB 0.98, 8 KiB 0.93-1.0, 16 KiB 1.06 (min of 40);
  * bounding it by the call's own range and the up-front burst took 576 x 576 q4_1 from 9.4 to
- * 8.0 us (median). Into L2 (T1) instead of L1 measured the same. */
-#define PK_PF_DIST 8192
+ * 8.0 us (median). Into L2 (T1) instead of L1 measured the same. On a later machine (Zen 5,
+ * 48 KiB L1) 12 KiB beat 8: that GEMV's x read 4-6% higher on one thread and 5-12% on two (ABBA,
+ * 3 rounds each), the 1 x 576 x 1536 FFN 4-5% faster with the two vCPUs on different CCDs
+ * (traced p50, 4 runs each) and the same with them near; 576-row GEMVs the same. */
+#define PK_PF_DIST 12288
 
 /* Per lane: the exact integer dot of the lane's row block with activation block b,
  * 256 * dot(w, hi) + dot(w, lo), with w unsigned (q4: 0..15, q8_0: w + 128 in 0..255) and
