@@ -24,12 +24,13 @@
  *    fields and even once they are complete. A worker copies the fields and re-reads `seq`;
  *    if it changed, it copied a mix of two jobs and starts over. One line transfer gives a
  *    spinning worker everything it needs.
- *  - Chunk 0 is the caller's, claimed as the job is published (host parallel_for promises it
- *    runs first, on the calling thread). The others are claimed with a compare-and-swap on
- *    `claim`, whose upper half is the job's tag (from `seq`) and lower half the next chunk. A straggler still holding an older job fails
- *    the tag test and never runs a chunk of the job that replaced it, so the caller never
- *    waits for stragglers before it writes the next job (a reference count would cost two
- *    more round trips per job, and a descheduled straggler would stall the caller).
+ *  - Chunk 0 is the caller's, claimed as the job is published and run at once (host
+ *    parallel_for promises that chunk 0 is taken first). The others are claimed with a
+ *    compare-and-swap on `claim`, whose upper half is the job's tag (from `seq`) and lower half
+ *    the next chunk. A straggler still holding an older job fails the tag test and never runs
+ *    a chunk of the job that replaced it, so the caller never waits for stragglers before it
+ *    writes the next job (a reference count would cost two more round trips per job, and a
+ *    descheduled straggler would stall the caller).
  *  - `done` counts finished chunks. It shares a line with `claim`: a worker that has just
  *    claimed holds that line, so counting its chunk done costs no transfer, and the caller
  *    reads both with one.

@@ -215,10 +215,11 @@ void cpu_parallel(cpu_run *r, int64_t n, int64_t grain, cpu_rows_fn fn);
 int64_t cpu_grain(int64_t work_per_row);
 
 /* Work every chunk of a parallel section needs before it starts. The chunk that begins at row 0
- * does it (the host starts that chunk first: bst_host_api.parallel_for) while the others wait. A decode GEMV publishes its job first and quantizes the activation this
- * way, so a worker's wake-up (0.15-0.6 us) overlaps the quantization instead of following it.
- * Nothing is claimed with a compare-and-swap: a locked instruction on the caller's path would
- * wait until the publish's stores reached the worker's core (~0.3 us across two CCDs). */
+ * does it (the host takes that chunk first: bst_host_api.parallel_for) while the others wait. A
+ * decode GEMV publishes its job first and quantizes the activation this way, so a worker's
+ * wake-up (0.15-0.6 us) overlaps the quantization instead of following it. Nothing is claimed
+ * with a compare-and-swap: a locked instruction on the caller's path would wait until the
+ * publish's stores reached the worker's core (~0.3 us across two CCDs). */
 typedef struct cpu_once {
     void (*fn)(cpu_run *r, void *arg, uint32_t worker);
     void *arg;

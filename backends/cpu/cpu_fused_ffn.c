@@ -508,11 +508,12 @@ bst_status cpu_fused_run_ffn_swiglu(cpu_run *r, const cpu_q8dot_impl *q8,
         bx > SIZE_MAX / 4 - bh || bx + 2 * bh > SIZE_MAX / 2 - bq)
         return cpu_fail(r, BST_ERR_OVERFLOW, "ffn_swiglu work area size overflows");
     /* One allocation: x's blocks, h (64-byte aligned: block sizes are multiples of 4 bytes, so
-     * round each part up), h's blocks, and up's results for the packed path. */
+     * round each part up), h's blocks, and for the packed path up's results and the parts. */
     const size_t ax = (bx + 63) & ~(size_t)63, ah = (bh + 63) & ~(size_t)63;
     const size_t aq = (bq + 63) & ~(size_t)63;
     job.n_parts = r->n_workers > 1 ? r->n_workers : 1;
-    const size_t total = ax + ah + aq + (job.packed ? ah + (size_t)job.n_parts * sizeof(ffn_part) : 0);
+    const size_t parts = (size_t)job.n_parts * sizeof(ffn_part);
+    const size_t total = ax + ah + aq + (job.packed ? ah + parts : 0);
     uint8_t *mem = cpu_work_area(r, total + 64);
     if (!mem)
         return cpu_fail(r, BST_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for ffn_swiglu",
