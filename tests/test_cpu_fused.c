@@ -2,8 +2,9 @@
  * tests/test_cpu_fused.c — the CPU backend's fused kernels for the high-level ops (ATTENTION,
  * RMS_NORM_MUL, FFN_SWIGLU; backends/cpu/cpu_fused.h), run through bst_program on the real CPU
  * plugin: placement must keep the ops whole and pick a fused_* variant, and the results must
- * match naive double-precision implementations of backend.h's definitions written here (and the
- * lowered graph, run with BASTION_CPU_KERNELS=lowered, which hides the fused variants).
+ * match naive double-precision implementations of backend.h's definitions (written here; the
+ * FFN's in test_util.c) and the lowered graph, run with BASTION_CPU_KERNELS=lowered, which hides
+ * the fused variants.
  * Shapes cross the kernels' internal block sizes (16 query rows, 64 keys, 4 activation rows).
  * Bounds: NMSE <= 5e-4 (DESIGN.md's attention / quantized matmul bound) where activations are
  * quantized, 1e-9 for the f32 norm and attention (measured values are printed).
@@ -353,8 +354,8 @@ static void check_ffn(bst_dtype wt, int64_t rows, bool native)
     uint8_t *gq = malloc(gb), *uq = malloc(gb), *dq = malloc(db);
     float *x = malloc((size_t)(rows * E) * sizeof *x), *got = malloc((size_t)(rows * E) * 4);
     float *low = malloc((size_t)(rows * E) * 4);
-    double *want = malloc((size_t)(rows * E) * sizeof *want), *h = malloc(F * sizeof *h);
-    CU_ASSERT_FATAL(gq && uq && dq && x && got && low && want && h);
+    double *want = malloc((size_t)(rows * E) * sizeof *want);
+    CU_ASSERT_FATAL(gq && uq && dq && x && got && low && want);
     OK(bsti_quantize(wt, g, gq, F * E));
     OK(bsti_quantize(wt, u, uq, F * E));
     OK(bsti_quantize(wt, d, dq, E * F));
@@ -362,22 +363,7 @@ static void check_ffn(bst_dtype wt, int64_t rows, bool native)
     OK(bsti_dequantize(wt, uq, ud, F * E));
     OK(bsti_dequantize(wt, dq, dd, E * F));
     fill(x, (size_t)(rows * E), 2.0f);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int n = 0; n < F; n++) {
-            double sg = 0.0, su = 0.0;
-            for (int i = 0; i < E; i++) {
-                sg += (double)x[r * E + i] * gd[n * E + i];
-                su += (double)x[r * E + i] * ud[n * E + i];
-            }
-            h[n] = sg / (1.0 + exp(-sg)) * su;
-        }
-        for (int n = 0; n < E; n++) {
-            double s = 0.0;
-            for (int i = 0; i < F; i++)
-                s += h[i] * dd[n * F + i];
-            want[r * E + n] = s;
-        }
-    }
+    bst_test_ffn_swiglu(x, rows, E, F, gd, ud, dd, want);
     bst_graph *gr = NULL;
     OK(bst_graph_create(&gr));
     int64_t xs[2] = {rows, E}, fe[2] = {F, E}, ef[2] = {E, F};
@@ -411,7 +397,6 @@ static void check_ffn(bst_dtype wt, int64_t rows, bool native)
     free(got);
     free(low);
     free(want);
-    free(h);
 }
 
 static void test_ffn_swiglu(void)

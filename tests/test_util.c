@@ -151,3 +151,27 @@ void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k)
         }
     }
 }
+
+void bst_test_ffn_swiglu(const float *x, int64_t rows, int64_t E, int64_t F, const float *gate,
+                         const float *up, const float *down, double *out)
+{
+    double *h = malloc((size_t)F * sizeof *h);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t n = 0; n < F; n++) {
+            double sg = 0.0, su = 0.0;
+            for (int64_t i = 0; i < E; i++) {
+                sg += (double)x[r * E + i] * gate[n * E + i];
+                su += (double)x[r * E + i] * up[n * E + i];
+            }
+            h[n] = sg / (1.0 + exp(-sg)) * su;
+        }
+        for (int64_t n = 0; n < E; n++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < F; i++)
+                s += h[i] * down[n * F + i];
+            out[r * E + n] = s;
+        }
+    }
+    free(h);
+}

@@ -60,4 +60,9 @@ double bst_test_urand(uint64_t *s);
  * and one element in 8 ten times larger (an outlier the block scale must cover). */
 void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k);
 
+/* backend.h's FFN_SWIGLU in double precision: out[r] = down . (silu(gate . x[r]) * (up . x[r]))
+ * for rows rows of x [rows, E], with gate and up [F, E] and down [E, F] as floats. */
+void bst_test_ffn_swiglu(const float *x, int64_t rows, int64_t E, int64_t F, const float *gate,
+                         const float *up, const float *down, double *out);
+
 #endif /* BASTION_TEST_UTIL_H */
