@@ -214,6 +214,14 @@ void cpu_parallel(cpu_run *r, int64_t n, int64_t grain, cpu_rows_fn fn);
 /* Rows per chunk so that each chunk does roughly a fixed amount of work. */
 int64_t cpu_grain(int64_t work_per_row);
 
+/* One step of a spin-wait for another thread of the section. */
+static inline void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* Work every chunk of a parallel section needs before it starts. The chunk that begins at row 0
  * does it (the host takes that chunk first: bst_host_api.parallel_for) while the others wait. A
  * decode GEMV publishes its job first and quantizes the activation this way, so a worker's

@@ -300,8 +300,9 @@ _Static_assert(CPU_Q8_QK == 2 * CPU_PACK_ROWS, "a pair of packed groups is one b
  * threads than on one). Part p computes gate and up for its share of 32-row pairs, then, once
  * every part's h blocks are quantized, down for its share of row groups. Between the two a
  * thread waits for the other parts' flags, not for the end of one section and the publish of the
- * next: q4_1 1 x 576 x 1536 on two threads, p50 of execute 80461 against 81809 cycles (vCPUs
- * near) and 58578 against 61386 (on two CCDs).
+ * next. q4_1 1 x 576 x 1536 on two threads, p50 cycles of execute (traced, 5-8 runs each): on
+ * two CCDs 58578 against 61386 and 58545 against 60196; with the vCPUs near the same within the
+ * noise (80461 against 81809, 87048 against 86580).
  * Part 0 is started before the others (bst_host_api.parallel_for), so its gate/up always
  * happen. A later part's are claimed with a compare-and-swap, and a thread that finds one
  * unclaimed when it needs it runs it itself: a late or missing worker slows the FFN down but
@@ -370,11 +371,8 @@ static void ffn_parts(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
             gate_up_part(r, job, p, w);
             continue;
         }
-        while (atomic_load_explicit(&job->parts[p].gu, memory_order_acquire) != GU_DONE) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
+        while (atomic_load_explicit(&job->parts[p].gu, memory_order_acquire) != GU_DONE)
+            cpu_pause();
     }
     job->packed(down, d0, d1, job->qh, job->rows, job->out, job->ldo);
 }

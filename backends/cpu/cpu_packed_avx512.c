@@ -35,10 +35,12 @@ enum { PK_Q4_0, PK_Q4_1, PK_Q8_0 };
  * 8.0 us (median). Into L2 (T1) instead of L1 measured the same.
  * On a later machine (Zen 5, 48 KiB L1) a call of 256 KiB or more streams faster 12 KiB ahead:
  * the 4096 x 14336 GEMV's x read 4-6% higher on one thread and 5-12% on two (ABBA, 3 rounds
- * each), the 1 x 576 x 1536 FFN (277 KiB per thread and matrix) 4-5% faster with the vCPUs on two
- * CCDs (traced p50 of 4 runs). A short call pays for the larger up-front burst before its first
- * block arrives: 576 x 576 (~100 KiB per thread) took 4-9% longer with 12 KiB (traced p50 of 3-5
- * runs per placement). */
+ * each); the 1 x 576 x 1536 FFN (277 KiB per thread and matrix) 4-5% faster with the vCPUs on two
+ * CCDs (traced p50 of 4 runs) and 14% in the model (19.8 against 23.1 us, 4-6 runs); with the
+ * vCPUs near, one traced set measured the same and a later one 5% slower (91260 against 87048
+ * cycles, 5-6 runs). A short call pays for the larger up-front burst before its first block
+ * arrives: 576 x 576 (~100 KiB per thread) took 4-9% longer with 12 KiB (traced p50 of 3-5 runs
+ * per placement). */
 #define PK_PF_DIST_SHORT 8192
 #define PK_PF_DIST_LONG 12288
 #define PK_PF_LONG_CALL (256 * 1024)

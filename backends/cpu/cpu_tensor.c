@@ -225,11 +225,8 @@ void cpu_once_run(cpu_once *once, cpu_run *r, int64_t begin, uint32_t worker)
         atomic_store_explicit(&once->done, 1, memory_order_release);
         return;
     }
-    while (!atomic_load_explicit(&once->done, memory_order_acquire)) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
+    while (!atomic_load_explicit(&once->done, memory_order_acquire))
+        cpu_pause();
 }
 
 void *cpu_work_area(cpu_run *r, size_t bytes)
