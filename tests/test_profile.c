@@ -601,13 +601,23 @@ static void check_work_summary(const char *text, uint32_t top, size_t trace_node
     unsigned long long nodes_in_rows = 0;
     bool multi = false;
     for (size_t i = 0; i < shown; i++) {
-        double ms, share, avg, gbs;
+        double ms, share, avg, p50, gbs;
         unsigned long long calls;
         long long tokens;
         unsigned nodes;
         char x_read[16], bytes[32], key[160];
-        CU_ASSERT_FATAL(sscanf(l, " %lf %lf%% %llu %lf %lf %15s %lld %u %31s %159s", &ms, &share,
-                               &calls, &avg, &gbs, x_read, &tokens, &nodes, bytes, key) == 10);
+        CU_ASSERT_FATAL(sscanf(l, " %lf %lf%% %llu %lf %lf %lf %15s %lld %u %31s %159s", &ms,
+                               &share, &calls, &avg, &p50, &gbs, x_read, &tokens, &nodes, bytes,
+                               key) == 11);
+        /* p50_us, the median piece (a number: every piece's time was kept): one piece's time
+         * when there is one; never more than all of them (total_ms is printed to 0.5 us); and at
+         * least half the pieces take it, so the average is at least half of it (both printed to
+         * 0.005 us). */
+        CU_ASSERT_TRUE(p50 >= 0);
+        if (calls == 1)
+            CU_ASSERT_TRUE(fabs(p50 - avg) <= 0.011);
+        CU_ASSERT_TRUE(p50 <= ms * 1e3 + 0.51);
+        CU_ASSERT_TRUE(avg >= p50 / 2 - 0.011);
         const bool streams = strcmp(bytes, "varies") != 0 && atof(bytes) >= 65536 && tokens <= 8;
         if (rated && streams) {
             CU_ASSERT_TRUE(atof(x_read) > 0);
