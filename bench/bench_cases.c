@@ -519,9 +519,12 @@ uint64_t bench_weight_bytes(const bench_geometry *g)
 
 /* Causal attention of the last T of S positions (decode: T = 1), as the model runs it: f32
  * queries and output, K and V of the case's dtype (the KV cache), no mask. Nominal flops: 2 D
- * for the score and 2 D for the weighted value of each visible (query, key) pair and head. The
- * K and V are read as they are, not rotated cache-cold: a decode step reads them right after
- * set_rows wrote the newest row. */
+ * for the score and 2 D for the weighted value of each visible (query, key) pair and head.
+ * A decode step's K and V are rotated cache-cold like weights: in the model, the weights
+ * streamed since the previous token have evicted every row of the cache but the one set_rows
+ * just wrote (this bench read them warm until 2026-11, and timed the default model's decode
+ * attention at S = 128 at half what the model takes). A prompt's are read as they are: its
+ * set_rows has just written them. */
 static bool attention_geometry(const bench_case *c, bench_geometry *g)
 {
     const int64_t T = c->dims[0], S = c->dims[1], HQ = c->dims[2], HKV = c->dims[3],
@@ -538,6 +541,10 @@ static bool attention_geometry(const bench_case *c, bench_geometry *g)
     add_attr_float(g, BST_ATTR_SCALE, 1.0 / sqrt((double)D));
     add_attr_int(g, BST_ATTR_CAUSAL, 1);
     add_attr_int(g, BST_ATTR_WINDOW, 0);
+    if (T == 1) {
+        g->weight = 1;
+        g->n_weights = 2;
+    }
     const double visible = (double)T * (double)(S - T) + (double)T * (double)(T + 1) / 2.0;
     g->flops = 4.0 * (double)D * (double)HQ * visible;
     return ok;

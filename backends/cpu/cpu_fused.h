@@ -57,8 +57,13 @@ typedef struct cpu_att_tile {
     const float *q[CPU_ATT_TILE_ROWS];      /* f32 query rows (unscaled) */
     float *out[CPU_ATT_TILE_ROWS];          /* f32 output rows */
     int32_t pos[CPU_ATT_TILE_ROWS];         /* each row's position (causal / window) */
-    const uint8_t *k, *v;                   /* key / value row 0 of the kv head */
+    const uint8_t *k, *v;                   /* key / value row 0 of the (first) kv head */
     int64_t ks, vs;                         /* their row strides in bytes */
+    /* Few-row kernel only: the rows are `rows / head_rows` runs of head_rows rows, run h for kv
+     * head h counted from k / v, whose rows lie kh_stride / vh_stride bytes further per head
+     * (head_rows 0: all rows are one kv head's). The tile takes one kv head. */
+    int head_rows;
+    int64_t kh_stride, vh_stride;
     int kk, vk;                             /* dtype kinds: 0 f32, 1 f16, 2 bf16 */
     int64_t jlo, jhi;
     bool causal;
@@ -77,12 +82,13 @@ typedef struct cpu_att_tile {
                               (size_t)2 * CPU_ATT_TILE_KB * CPU_ATT_TILE_ROWS + 64)
 typedef void (*cpu_att_tile_fn)(const cpu_att_tile *t, float *work);
 
-/* A decode step's unit of few rows (the G query heads of one kv head at one or a few positions,
- * 1..CPU_ATT_TILE_ROWS rows) with the same cpu_att_tile description, keys [jlo, jhi) possibly a
- * share of a split (part), D a multiple of 16 (cpu_fused_attention_decode_avx512.c): each K/V
- * chunk is widened once for all rows, 16 keys' scores come out of one transpose-add tree, the
- * softmax and the accumulator work on whole vectors, and the next key block's K/V lines are
- * prefetched (decode reads them from DRAM). Work: CPU_ATT_FEW_WORK floats, 64-byte aligned. */
+/* A decode step's unit of few rows (the G query heads of one or more kv heads at one or a few
+ * positions, 1..CPU_ATT_TILE_ROWS rows) with the same cpu_att_tile description, keys [jlo, jhi)
+ * possibly a share of a split (part), D a multiple of 16 (cpu_fused_attention_decode_avx512.c):
+ * each K/V chunk is widened once for all rows of its head, 16 keys' scores come out of one
+ * transpose-add tree, the softmax and the accumulator work on whole vectors, and the K/V cache,
+ * which decode reads from DRAM, is read and prefetched in address order. Work:
+ * CPU_ATT_FEW_WORK floats, 64-byte aligned. */
 #define CPU_ATT_FEW_KB 64
 #define CPU_ATT_FEW_WORK(rows, D) ((size_t)(rows) * (size_t)(2 * (D) + CPU_ATT_FEW_KB))
 

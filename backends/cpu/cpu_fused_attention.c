@@ -169,8 +169,9 @@ typedef struct att_job {
     float scale;
     const cpu_tensor *mask; /* NULL: none */
     int64_t tb;             /* query positions per unit (each with its G heads) */
-    int64_t rows;           /* rows per unit: G * tb */
-    int64_t n_qblocks, n_split;
+    int64_t hpu;            /* kv heads per unit (more than 1 only for the few-row kernel) */
+    int64_t rows;           /* rows per unit, at most: hpu * G * tb */
+    int64_t n_qblocks, n_hblocks, n_split;
     float *work; /* per worker: qs[rows*D], acc[rows*D], sc[rows*KB], m[rows], l[rows] */
     size_t work_floats;
     float *part; /* n_split > 1: per unit and row, m, l and acc[D] of its share of the keys */
@@ -242,17 +243,49 @@ static void share_range(const att_job *job, int64_t split, int64_t *jlo, int64_t
     *jlo = lo;
 }
 
-/* Unit = (kv head, block of tb query positions, share of the keys). Its rows are every query
- * head of the kv head's group at every position of the block, so each K/V row is read once for
- * all of them while it is in L1. */
+/* A block of query rows: hpu kv heads (fewer in the last) from kh, positions [t0, t1). Its rows
+ * are, kv head by kv head, every query head of the kv head's group at every position. */
+typedef struct att_block {
+    int64_t kh, heads, t0, t1;
+    int64_t head_rows; /* (t1 - t0) * G */
+} att_block;
+
+static att_block block_of(const att_job *job, int64_t b)
+{
+    att_block blk;
+    const int64_t qb = b % job->n_qblocks;
+    blk.kh = b / job->n_qblocks * job->hpu;
+    blk.heads = job->Hkv - blk.kh < job->hpu ? job->Hkv - blk.kh : job->hpu;
+    blk.t0 = qb * job->tb;
+    blk.t1 = blk.t0 + job->tb < job->T ? blk.t0 + job->tb : job->T;
+    blk.head_rows = (blk.t1 - blk.t0) * job->G;
+    return blk;
+}
+
+/* Row i of a block: its position t and query head h. */
+static void block_row(const att_job *job, const att_block *blk, int64_t i, int64_t *t, int64_t *h)
+{
+    const int64_t rest = i % blk->head_rows;
+    *t = blk->t0 + rest / job->G;
+    *h = (blk->kh + i / blk->head_rows) * job->G + rest % job->G;
+}
+
+/* Unit = (block of query rows, share of the keys), numbered share-major: every block's first
+ * share, then every block's second, ... With the shares' units handed out in runs (att_units),
+ * a decode step's thread reads one run of positions of the K/V cache. Each K/V row is read once
+ * for all the rows of its kv head while it is in L1. The block's shares' {m, l, acc} rows are
+ * adjacent in job->part (att_merge). */
 static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
 {
     const cpu_tensor *q = &r->in[0], *k = &r->in[1], *v = &r->in[2], *o = &r->out;
-    const int64_t D = job->D, S = job->S, T = job->T, G = job->G;
-    const int64_t split = unit % job->n_split, rest = unit / job->n_split;
-    const int64_t qb = rest % job->n_qblocks, kh = rest / job->n_qblocks;
-    const int64_t t0 = qb * job->tb, t1 = t0 + job->tb < T ? t0 + job->tb : T;
-    const int64_t rows = (t1 - t0) * G;
+    const int64_t D = job->D, S = job->S, T = job->T;
+    const int64_t blocks = job->n_hblocks * job->n_qblocks;
+    const int64_t split = unit / blocks, b = unit % blocks;
+    const att_block blk = block_of(job, b);
+    const int64_t kh = blk.kh, t0 = blk.t0, t1 = blk.t1, rows = blk.heads * blk.head_rows;
+    float *part = job->part ? job->part + (size_t)(b * job->n_split + split) * (size_t)job->rows *
+                                              (size_t)(D + 2)
+                            : NULL;
     const bool tile = job->tile && rows >= ATT_TILE_MIN;
     if (tile || job->few) {
         cpu_att_tile tl;
@@ -261,7 +294,8 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         tl.D = D;
         tl.scale = job->scale;
         for (int64_t i = 0; i < rows; i++) {
-            const int64_t t = t0 + i / G, h = kh * G + i % G;
+            int64_t t, h;
+            block_row(job, &blk, i, &t, &h);
             tl.q[i] = (const float *)(const void *)cpu_row_ptr(q, 0, t, h);
             tl.out[i] = (float *)(void *)cpu_row_ptr(o, 0, t, h);
             tl.pos[i] = (int32_t)(S - T + t);
@@ -274,6 +308,9 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         tl.v = cpu_row_ptr(v, 0, 0, kh);
         tl.ks = k->nb[1];
         tl.vs = v->nb[1];
+        tl.head_rows = (int)blk.head_rows;
+        tl.kh_stride = k->nb[2];
+        tl.vh_stride = v->nb[2];
         tl.kk = job->kk;
         tl.vk = job->vk;
         key_range(job, t0, t1, &tl.jlo, &tl.jhi);
@@ -284,15 +321,15 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
             return;
         }
         share_range(job, split, &tl.jlo, &tl.jhi);
-        if (job->n_split > 1)
-            tl.part = job->part + (size_t)unit * (size_t)job->rows * (size_t)(D + 2);
+        tl.part = part;
         job->loops->few(&tl, work);
         return;
     }
     float *qs = work, *acc = qs + job->rows * D, *sc = acc + job->rows * D,
           *mx = sc + job->rows * ATT_KB, *sum = mx + job->rows;
     for (int64_t i = 0; i < rows; i++) {
-        const int64_t t = t0 + i / G, h = kh * G + i % G;
+        int64_t t, h;
+        block_row(job, &blk, i, &t, &h);
         const float *src = (const float *)(const void *)cpu_row_ptr(q, 0, t, h);
         scale_row(qs + i * D, src, D, job->scale);
         memset(acc + i * D, 0, (size_t)D * sizeof(float));
@@ -307,7 +344,9 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
     for (int64_t j0 = jlo; j0 < jhi; j0 += ATT_KB) {
         const int64_t n = jhi - j0 < ATT_KB ? jhi - j0 : ATT_KB;
         for (int64_t i = 0; i < rows; i++) {
-            const int64_t t = t0 + i / G, pos = S - T + t;
+            int64_t t, h;
+            block_row(job, &blk, i, &t, &h);
+            const int64_t pos = S - T + t;
             float *s = sc + i * ATT_KB;
             job->loops->dot[job->kk](qs + i * D, kbase + j0 * ks, ks, n, D, s);
             /* Keys [vlo, vhi) of the block are the ones causal / window leave visible: hide
@@ -351,14 +390,15 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         }
     }
     for (int64_t i = 0; i < rows; i++) {
-        if (job->n_split > 1) {
-            float *pr = job->part + ((size_t)unit * (size_t)job->rows + (size_t)i) * (size_t)(D + 2);
+        if (part) {
+            float *pr = part + (size_t)i * (size_t)(D + 2);
             pr[0] = mx[i];
             pr[1] = sum[i];
             memcpy(pr + 2, acc + i * D, (size_t)D * sizeof(float));
             continue;
         }
-        const int64_t t = t0 + i / G, h = kh * G + i % G;
+        int64_t t, h;
+        block_row(job, &blk, i, &t, &h);
         float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
         const float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
         scale_row(dst, acc + i * D, D, inv);
@@ -382,12 +422,12 @@ static void att_merge(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     (void)w;
     const att_job *job = r->aux;
     const cpu_tensor *o = &r->out;
-    const int64_t D = job->D, G = job->G, ns = job->n_split;
+    const int64_t D = job->D, ns = job->n_split;
     for (int64_t b = begin; b < end; b++) {
-        const int64_t qb = b % job->n_qblocks, kh = b / job->n_qblocks;
-        const int64_t t0 = qb * job->tb, t1 = t0 + job->tb < job->T ? t0 + job->tb : job->T;
-        for (int64_t i = 0; i < (t1 - t0) * G; i++) {
-            const int64_t t = t0 + i / G, h = kh * G + i % G;
+        const att_block blk = block_of(job, b);
+        for (int64_t i = 0; i < blk.heads * blk.head_rows; i++) {
+            int64_t t, h;
+            block_row(job, &blk, i, &t, &h);
             float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
             const float *pr0 = job->part + ((size_t)(b * ns) * (size_t)job->rows + (size_t)i) *
                                                (size_t)(D + 2);
@@ -429,16 +469,16 @@ static void att_merge(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
-/* Shares to split each (kv head, query block)'s keys into. A worker's load is about
- * ceil(units / workers) shares of S / n_split keys: pick the n_split (shares of at least
- * ATT_SPLIT_MIN keys) that makes that smallest, the fewest shares on a tie, since each share
- * costs a merge. Decode with 3 kv heads on 2 workers: 3 whole units leave one worker with two
- * (2 S keys of work against 1.5 S with 2 shares each). */
-static int64_t att_split(int64_t blocks, int64_t S, uint32_t workers)
+/* Shares to split each block's keys into. A worker's load is about ceil(units / workers) shares
+ * of S / n_split keys: pick the n_split (shares of at least min_share keys) that makes that
+ * smallest, the fewest shares on a tie, since each share costs a merge. Decode with 3 kv heads
+ * in 3 blocks on 2 workers: 3 whole units leave one worker with two (2 S keys of work against
+ * 1.5 S with 2 shares each); in one block, 2 shares. */
+static int64_t att_split(int64_t blocks, int64_t S, int64_t min_share, uint32_t workers)
 {
     if (workers <= 1 || blocks >= 4 * (int64_t)workers)
         return 1;
-    int64_t most = S / ATT_SPLIT_MIN, want = (4 * (int64_t)workers + blocks - 1) / blocks;
+    int64_t most = S / min_share, want = (4 * (int64_t)workers + blocks - 1) / blocks;
     most = most < want ? most : want;
     most = most < ATT_MAX_SPLIT ? most : ATT_MAX_SPLIT;
     int64_t best = 1, best_num = (blocks + workers - 1) / workers, best_den = 1;
@@ -474,23 +514,32 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.scale = (float)cpu_attr_float(r->node, BST_ATTR_SCALE, 1.0 / sqrt((double)job.D));
     job.mask = r->node->n_inputs == 4 ? &r->in[3] : NULL;
     job.tb = ATT_TB / job.G > 1 ? ATT_TB / job.G : 1;
-    job.rows = job.G * job.tb;
     job.n_qblocks = (job.T + job.tb - 1) / job.tb;
-    const uint32_t workers = r->n_workers ? r->n_workers : 1;
-    /* Few units (decode: one per kv head) would leave threads idle: split the keys too, in
-     * shares of at least ATT_SPLIT_MIN (att_split). */
-    const int64_t blocks = job.Hkv * job.n_qblocks;
-    job.n_split = att_split(blocks, job.S, workers);
-    const int64_t units = blocks * job.n_split;
-    /* The tile needs rows in its lanes, whole keys (no split), and positions that fit its
-     * int32 lanes. */
-    job.tile = loops->tile && job.n_split == 1 && job.rows <= CPU_ATT_TILE_ROWS &&
-               job.D % 16 == 0 && job.D <= CPU_ATT_TILE_MAX_D && job.S < INT32_MAX / 2 &&
-               job.window < INT32_MAX / 2;
     /* The few-row kernel takes the units the tile does not: rows in its tile struct, D in
-     * whole vectors. */
-    job.few = loops->few && job.rows <= CPU_ATT_TILE_ROWS && job.D % 16 == 0 &&
+     * whole vectors. A decode step's kv heads then share a unit while their rows fit (the
+     * default model: 3 kv heads of 3 query heads), so that a thread reads a run of positions of
+     * the K/V cache with all their heads, in address order (cpu_att_few_avx512). */
+    const int64_t head_rows = (job.T < job.tb ? job.T : job.tb) * job.G;
+    job.few = loops->few && job.G * job.tb <= CPU_ATT_TILE_ROWS && job.D % 16 == 0 &&
               job.S < INT32_MAX / 2 && job.T < INT32_MAX / 2;
+    job.hpu = job.few && 2 * head_rows <= CPU_ATT_TILE_ROWS ? CPU_ATT_TILE_ROWS / head_rows : 1;
+    job.hpu = job.hpu < job.Hkv ? job.hpu : job.Hkv;
+    job.rows = job.hpu > 1 ? job.hpu * head_rows : job.G * job.tb;
+    job.n_hblocks = (job.Hkv + job.hpu - 1) / job.hpu;
+    const uint32_t workers = r->n_workers ? r->n_workers : 1;
+    /* Few units (decode: one per kv head, or one for all) would leave threads idle: split the
+     * keys too (att_split), in shares of at least ATT_SPLIT_MIN keys per kv head. */
+    const int64_t blocks = job.n_hblocks * job.n_qblocks;
+    int64_t min_share = (ATT_SPLIT_MIN / job.hpu + ATT_SHARE_ALIGN - 1) / ATT_SHARE_ALIGN;
+    min_share = (min_share > 0 ? min_share : 1) * ATT_SHARE_ALIGN;
+    job.n_split = att_split(blocks, job.S, min_share, workers);
+    const int64_t units = blocks * job.n_split;
+    /* The tile needs one kv head's rows in its lanes, whole keys (no split), and positions that
+     * fit its int32 lanes. */
+    job.tile = loops->tile && job.hpu == 1 && job.n_split == 1 &&
+               job.rows <= CPU_ATT_TILE_ROWS && job.D % 16 == 0 &&
+               job.D <= CPU_ATT_TILE_MAX_D && job.S < INT32_MAX / 2 &&
+               job.window < INT32_MAX / 2;
     /* 16 floats of padding keep each worker's area on its own cache lines (and 64-byte
      * aligned). */
     job.work_floats = (size_t)(job.rows * (2 * job.D + ATT_KB + 2) + 16);
@@ -507,11 +556,15 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.part = job.n_split > 1 ? job.work + job.work_floats * workers : NULL;
     r->aux = &job;
     /* A unit is 2 * D multiply-adds per key and row: usually worth a thread of its own, so
-     * they are handed out one by one; but a decode step's first few keys are less work than
-     * waking the other threads (S = 1, 9 heads: 0.77 us a node in parallel, 0.63 us serially). */
-    const int64_t unit_rows = (job.T < job.tb ? job.T : job.tb) * job.G;
-    cpu_parallel(r, units, cpu_grain(unit_rows * (job.S / job.n_split + 1) * job.D * 2),
-                 att_units);
+     * a prompt's are handed out one by one; but a decode step's first few keys are less work
+     * than waking the other threads (S = 1, 9 heads: 0.77 us a node in parallel, 0.63 us
+     * serially). A decode step's units go out in one run per thread: consecutive units are
+     * consecutive positions (att_unit), and a run streams them from the cache in order. */
+    const int64_t unit_rows = job.hpu * head_rows;
+    int64_t grain = cpu_grain(unit_rows * (job.S / job.n_split + 1) * job.D * 2);
+    if (job.few && !job.tile && grain < (units + workers - 1) / workers)
+        grain = (units + workers - 1) / workers;
+    cpu_parallel(r, units, grain, att_units);
     if (job.n_split > 1) /* decode's merge is a few hundred multiply-adds: serial then */
         cpu_parallel(r, blocks, cpu_grain(job.rows * job.n_split * (job.D + 2)), att_merge);
     r->aux = NULL;

@@ -85,11 +85,12 @@ ALWAYS __m512 fold16(__m512 x0, __m512 x1, __m512 x2, __m512 x3)
 }
 
 /* Scores of rows [r0, r0 + rb) against 16 keys (key l's row at kp[l]): out[r * KB + l]. Also
- * asks for the rows pf bytes past those of keys l < npf (the next block's), one line per chunk
- * of 64 bytes: spread over the multiply-adds, whose loop leaves load slots free, they cost
- * little when the cache is warm. */
+ * asks for the rows pf bytes past those of keys l < npf (the next keys' K rows) and pf2 bytes
+ * past those of keys l < npf2 (these keys' V rows), one line per chunk of 64 bytes: spread over
+ * the multiply-adds, whose loop leaves load slots free, they cost little when the cache is
+ * warm. */
 ALWAYS void scores16(int kind, int rb, const float *Q, int64_t D, const uint8_t *const *kp,
-                     float *out, int64_t pf, int64_t npf)
+                     float *out, int64_t pf, int64_t npf, int64_t pf2, int64_t npf2)
 {
     const int64_t esz = kind ? 2 : 4;
     __m512 x[RB][4];
@@ -115,6 +116,16 @@ ALWAYS void scores16(int kind, int rb, const float *Q, int64_t D, const uint8_t 
                 if (4 * g + 2 < npf)
                     prefetch(k2, o);
                 if (4 * g + 3 < npf)
+                    prefetch(k3, o);
+            }
+            if (4 * g < npf2 && (c * esz) % 64 == 0) {
+                const uintptr_t o = (uintptr_t)(pf2 + c * esz);
+                prefetch(k0, o);
+                if (4 * g + 1 < npf2)
+                    prefetch(k1, o);
+                if (4 * g + 2 < npf2)
+                    prefetch(k2, o);
+                if (4 * g + 3 < npf2)
                     prefetch(k3, o);
             }
 #pragma GCC unroll 4
@@ -192,9 +203,10 @@ ALWAYS void values(int kind, int rb, float *Acc, const float *alpha, const float
  * their vectors in registers. */
 #define FEW_GROUP(kind, rb)                                                                    \
     static void scores_##kind##_##rb(const float *Q, int64_t D, const uint8_t *const *kp,      \
-                                     float *out, int64_t pf, int64_t npf)                      \
+                                     float *out, int64_t pf, int64_t npf, int64_t pf2,         \
+                                     int64_t npf2)                                             \
     {                                                                                          \
-        scores16(kind, rb, Q, D, kp, out, pf, npf);                                            \
+        scores16(kind, rb, Q, D, kp, out, pf, npf, pf2, npf2);                                 \
     }                                                                                          \
     static void values_##kind##_##rb(float *Acc, const float *alpha, const float *P,           \
                                      const uint8_t *v, int64_t vs, int64_t n, int64_t D,       \
@@ -210,7 +222,7 @@ FEW_KIND(2)
 #undef FEW_GROUP
 
 typedef void (*scores_fn)(const float *Q, int64_t D, const uint8_t *const *kp, float *out,
-                          int64_t pf, int64_t npf);
+                          int64_t pf, int64_t npf, int64_t pf2, int64_t npf2);
 typedef void (*values_fn)(float *Acc, const float *alpha, const float *P, const uint8_t *v,
                           int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf);
 #define BY_RB(pre, kind) {pre##_##kind##_1, pre##_##kind##_2, pre##_##kind##_3, pre##_##kind##_4}
@@ -231,6 +243,8 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
 {
     const int64_t D = t->D;
     const int rows = t->rows;
+    /* Rows come in runs of head_rows, one run per kv head (cpu_att_tile.head_rows). */
+    const int head_rows = t->head_rows > 0 ? t->head_rows : rows, heads = rows / head_rows;
     float *Q = work, *Acc = Q + (int64_t)rows * D, *P = Acc + (int64_t)rows * D;
     float m[CPU_ATT_TILE_ROWS], l[CPU_ATT_TILE_ROWS], alpha[CPU_ATT_TILE_ROWS];
     const __m512 sc = _mm512_set1_ps(t->scale), ninf = _mm512_set1_ps(-INFINITY);
@@ -242,40 +256,50 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
-    /* The first block's K and V rows are all requested at once: the block loop below asks for
-     * the next block's while it computes, but nothing came before the first, whose rows then
-     * arrived one dependent miss after another (a decode step with up to 64 keys is only that
-     * block). Default model, tg128, per attention node: 4.1-4.3 -> 3.2-3.3 us, and 5.0 -> 4.2
-     * us in the machine's faster memory state. */
-    const int64_t first = t->jhi - t->jlo < KB ? t->jhi - t->jlo : KB;
-    for (int64_t j = t->jlo; j < t->jlo + first; j++) {
-        prefetch_row(t->k + j * t->ks, D * (t->kk ? 2 : 4));
-        prefetch_row(t->v + j * t->vs, D * (t->vk ? 2 : 4));
-    }
-    /* Row groups of at most RB rows, as even as possible (6 rows: 3 + 3, not 4 + 2). */
-    const int groups = (rows + RB - 1) / RB, per = (rows + groups - 1) / groups;
+    /* Memory: decode finds the K/V cache evicted by the weights read since the previous token,
+     * so every row comes from DRAM, and the unit's keys are read group of 16 by group of 16,
+     * every head's rows of a group one after the other: in address order, as the cache keeps a
+     * position's kv heads side by side, so the hardware prefetchers stream it. On top, each
+     * group's scores ask for the next group's K rows and for their own V rows (the values loop
+     * needs those after the block's scores), spread over the multiply-adds; only the first
+     * group's K rows are asked for at once. Requesting a whole block of one head at once (the
+     * kernel until 2026-11) stalled on the misses in flight, and the head's rows arrived mixed
+     * with its neighbours' at the speed of the whole region: default model, decode, S = 128,
+     * cache-cold, per node: 4.9 us before, see the driver for after. When K and V rows have
+     * different strides, V rows are asked for a block ahead by the values loop instead. */
+    const bool v_with_k = t->vs == t->ks;
+    const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
+    const int64_t ahead0 = t->jhi - t->jlo < 16 ? t->jhi - t->jlo : 16;
+    for (int h = 0; h < heads; h++)
+        for (int64_t j = t->jlo; j < t->jlo + ahead0; j++) {
+            prefetch_row(t->k + h * t->kh_stride + j * t->ks, kbytes);
+            if (!v_with_k)
+                prefetch_row(t->v + h * t->vh_stride + j * t->vs, vbytes);
+        }
+    /* Row groups of at most RB rows within each head's run, as even as possible (6 rows: 3 + 3,
+     * not 4 + 2). */
+    const int groups = (head_rows + RB - 1) / RB, per = (head_rows + groups - 1) / groups;
     const scores_fn *sf = scores_tab[t->kk];
     const values_fn *vf = values_tab[t->vk];
     for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
         const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
-        /* A decode step finds each layer's K/V cache evicted by the weights read since the
-         * previous token: asking for the next block's rows while this one is computed (one
-         * line per K/V chunk loaded, see scores16) took 3 kv heads x n_kv 1024 from a cold cache
-         * from ~80 to ~57 us with f32 K/V and from ~90 to ~30 us with f16 (rows of 2 lines every
-         * 6, which the hardware prefetchers follow poorly); ~15% more time when the cache is
-         * warm. Only for the keys there are: rows past them (a share of 70 keys would ask for
-         * 58 of them) would be read from DRAM for nothing. */
-        const int64_t next = t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB; /* next block's keys */
         for (int64_t jb = 0; jb < n; jb += 16) {
             /* Keys past the share repeat its last key; their lanes are hidden below. */
             const uint8_t *kp[16];
-            const int64_t nk = n - jb < 16 ? n - jb : 16;
-            for (int64_t u = 0; u < 16; u++)
-                kp[u] = t->k + (j0 + jb + (u < nk ? u : nk - 1)) * t->ks;
-            for (int r0 = 0; r0 < rows; r0 += per) {
-                const int rb = rows - r0 < per ? rows - r0 : per;
-                sf[rb - 1](Q + r0 * D, D, kp, P + r0 * KB + jb, KB * t->ks,
-                           r0 == 0 ? next - jb : 0);
+            const int64_t nk = n - jb < 16 ? n - jb : 16, key = j0 + jb;
+            const int64_t ahead = t->jhi - key - 16 < 16 ? t->jhi - key - 16 : 16;
+            for (int h = 0; h < heads; h++) {
+                const uint8_t *kh = t->k + h * t->kh_stride, *vh = t->v + h * t->vh_stride;
+                for (int64_t u = 0; u < 16; u++)
+                    kp[u] = kh + (key + (u < nk ? u : nk - 1)) * t->ks;
+                /* From a key's K row to its V row (the same for every key: v_with_k). */
+                const int64_t to_v = (int64_t)((uintptr_t)vh - (uintptr_t)kh);
+                for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
+                    const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
+                    const bool first = r0 == h * head_rows;
+                    sf[rb - 1](Q + r0 * D, D, kp, P + r0 * KB + jb, 16 * t->ks,
+                               first && ahead > 0 ? ahead : 0, to_v, first && v_with_k ? nk : 0);
+                }
             }
         }
         for (int i = 0; i < rows; i++) {
@@ -324,10 +348,15 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
             l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(psum);
             m[i] = mnew;
         }
-        for (int r0 = 0; r0 < rows; r0 += per) {
-            const int rb = rows - r0 < per ? rows - r0 : per;
-            vf[rb - 1](Acc + r0 * D, alpha + r0, P + r0 * KB, t->v + j0 * t->vs, t->vs, n, D,
-                       KB * t->vs, r0 == 0 ? next : 0);
+        /* Only when V rows were not asked for with K's: the next block's. */
+        const int64_t next = v_with_k ? 0 : t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB;
+        for (int h = 0; h < heads; h++) {
+            const uint8_t *vh = t->v + h * t->vh_stride + j0 * t->vs;
+            for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
+                const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
+                vf[rb - 1](Acc + r0 * D, alpha + r0, P + r0 * KB, vh, t->vs, n, D, KB * t->vs,
+                           r0 == h * head_rows ? next : 0);
+            }
         }
     }
     for (int i = 0; i < rows; i++) {
