@@ -378,23 +378,40 @@ static bool run_cpu_case(const char *op, const char *dtype, const char *shape, b
     return any;
 }
 
-/* Fused attention through `bench ops`: the CPU backend's variants time a decode step; their
- * rate comes from the case's own flop count. */
+/* Fused attention through `bench ops`: the CPU backend's variants time a decode step, whose
+ * K/V cache is rotated cache-cold like a GEMV's weight and rated against a same-size read of
+ * K and V, and a prompt of 8 tokens, whose K/V are read as they lie; the rate comes from the
+ * case's own flop count. */
 static void test_ops_attention(void)
 {
     bench_doc d;
-    CU_ASSERT_TRUE_FATAL(run_cpu_case("attention", "f16", "1x40x6x2x32", &d));
+    /* 128 KiB of K and V: few enough copies (at most 4096) fill 4x the LLC. */
+    CU_ASSERT_TRUE_FATAL(run_cpu_case("attention", "f16", "1x256x6x2x64", &d));
     for (size_t i = 0; i < (size_t)d.results.n; i++) {
         const bench_result *res = &d.results.items[i];
         CU_ASSERT_STRING_EQUAL(res->op, "attention");
         CU_ASSERT_STRING_EQUAL(res->tensors,
-                               "f32[1,6,32], f16[40,2,32], f16[40,2,32] -> f32[1,6,32]");
+                               "f32[1,6,64], f16[256,2,64], f16[256,2,64] -> f32[1,6,64]");
         CU_ASSERT_PTR_NOT_NULL(strstr(res->variant, "fused_attention"));
-        CU_ASSERT_DOUBLE_EQUAL(res->flops, 4.0 * 32 * 6 * 40, 0.0);
-        CU_ASSERT_FALSE(res->weight_bound);
+        CU_ASSERT_DOUBLE_EQUAL(res->flops, 4.0 * 64 * 6 * 256, 0.0);
+        CU_ASSERT_TRUE(res->weight_bound);
+        CU_ASSERT_TRUE(res->weight_copies > 1);
         CU_ASSERT_EQUAL(res->status, BENCH_OK);
         if (res->status == BENCH_OK)
             CU_ASSERT_TRUE(res->gflops > 0.0);
+        CU_ASSERT_TRUE(res->cache_cold);
+        CU_ASSERT_TRUE_FATAL(res->read_index >= 0 &&
+                             (size_t)res->read_index < d.baselines.n_reads);
+        CU_ASSERT_EQUAL(d.baselines.reads[res->read_index].bytes, 2u * 256u * 2u * 64u * 2u);
+    }
+    bench_doc_free(&d);
+    CU_ASSERT_TRUE_FATAL(run_cpu_case("attention", "f16", "8x40x6x2x32", &d));
+    for (size_t i = 0; i < (size_t)d.results.n; i++) {
+        const bench_result *res = &d.results.items[i];
+        CU_ASSERT_FALSE(res->weight_bound);
+        CU_ASSERT_FALSE(res->cache_cold);
+        CU_ASSERT_EQUAL(res->weight_copies, 0);
+        CU_ASSERT_EQUAL(res->read_index, -1);
     }
     bench_doc_free(&d);
 }

@@ -108,7 +108,10 @@ typedef struct attn_case {
     int64_t window;
     int mask; /* MASK_* (false / true: none / [T,S]) */
     bst_dtype kv;
+    bool v_padded; /* V is a strided view of rows padded by V_PAD elements: V's strides not K's */
 } attn_case;
+
+#define V_PAD 16
 
 static float round_to(bst_dtype t, float x)
 {
@@ -189,6 +192,14 @@ static void check_attention(const attn_case *c)
         OK(bsti_quantize(c->kv, k, kh, (int64_t)nkv));
         OK(bsti_quantize(c->kv, v, vh, (int64_t)nkv));
     }
+    /* The padded V: each row of D elements followed by V_PAD others (never read). */
+    const size_t esz = half ? 2 : 4, vrow = (size_t)(c->D + (c->v_padded ? V_PAD : 0)) * esz;
+    const size_t n_vrows = (size_t)(c->S * c->Hkv);
+    uint8_t *vfeed = calloc(n_vrows, vrow);
+    CU_ASSERT_FATAL(vfeed != NULL);
+    for (size_t i = 0; i < n_vrows; i++)
+        memcpy(vfeed + i * vrow, half ? (void *)(vh + i * (size_t)c->D) : (void *)(v + i * (size_t)c->D),
+               (size_t)c->D * esz);
     const double scale = 1.0 / sqrt((double)c->D);
     attention_ref(c, q, k, v, c->mask ? mfull : NULL, scale, want);
 
@@ -198,24 +209,35 @@ static void check_attention(const attn_case *c)
     bst_value in[4], y;
     OK(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, qs, NULL, &in[0]));
     OK(bst_graph_add_input(g, "k", c->kv, 3, ks, NULL, &in[1]));
-    OK(bst_graph_add_input(g, "v", c->kv, 3, ks, NULL, &in[2]));
+    int64_t vs[3] = {c->S, c->Hkv, c->D + (c->v_padded ? V_PAD : 0)};
+    OK(bst_graph_add_input(g, "v", c->kv, 3, vs, NULL, &in[2]));
+    if (c->v_padded) {
+        bst_attr view[2] = {{.struct_size = sizeof(bst_attr), .key = BST_ATTR_SHAPE,
+                             .kind = BST_ATTR_KIND_INTS, .count = 3,
+                             .ints = {c->S, c->Hkv, c->D}},
+                            {.struct_size = sizeof(bst_attr), .key = BST_ATTR_STRIDES,
+                             .kind = BST_ATTR_KIND_INTS, .count = 3,
+                             .ints = {(int64_t)(c->Hkv * vrow), (int64_t)vrow, (int64_t)esz}}};
+        OK(bst_graph_add_op(g, BST_OP_VIEW, &in[2], 1, view, 2, &in[2]));
+    }
     if (c->mask)
         OK(bst_graph_add_input(g, "m", BST_DTYPE_F32, 2, ms, NULL, &in[3]));
     bst_attr attrs[3] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, c->causal),
                          a_int(BST_ATTR_WINDOW, c->window)};
     OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, c->mask ? 4 : 3, attrs, 3, &y));
     OK(bst_graph_mark_output(g, y, "y"));
-    const size_t kvb = nkv * (half ? 2 : 4);
+    const size_t kvb = nkv * esz;
     feed feeds[4] = {{"q", q, nq * 4}, {"k", half ? (void *)kh : (void *)k, kvb},
-                     {"v", half ? (void *)vh : (void *)v, kvb}, {"m", m, (size_t)(mt * mk) * 4}};
+                     {"v", vfeed, n_vrows * vrow}, {"m", m, (size_t)(mt * mk) * 4}};
     const uint32_t n_feeds = c->mask ? 4 : 3;
     CU_ASSERT(run_graph(g, NULL, feeds, n_feeds, got, nq));
     CU_ASSERT(!run_graph(g, "lowered", feeds, n_feeds, low, nq));
     double e = nmse(got, want, nq), el = nmse(low, want, nq);
-    printf("\n    attention T=%lld S=%lld Hq=%lld Hkv=%lld D=%lld %s%s%s: NMSE fused %.2e, "
+    printf("\n    attention T=%lld S=%lld Hq=%lld Hkv=%lld D=%lld %s%s%s%s: NMSE fused %.2e, "
            "lowered %.2e",
            (long long)c->T, (long long)c->S, (long long)c->Hq, (long long)c->Hkv,
-           (long long)c->D, bst_dtype_name(c->kv), c->window ? " window" : "",
+           (long long)c->D, bst_dtype_name(c->kv), c->v_padded ? " v-padded" : "",
+           c->window ? " window" : "",
            (const char *[]){"", " mask[T,S]", " mask[T,1]", " mask[1,S]", " mask[T,S] row 0 blind"}
                [c->mask],
            e, el);
@@ -230,37 +252,40 @@ static void check_attention(const attn_case *c)
     free(low);
     free(kh);
     free(vh);
+    free(vfeed);
     free(want);
 }
 
 static void test_attention_prefill(void)
 {
     /* 37 query rows (three blocks), 150 keys (three blocks), GQA 4 / 2 */
-    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F32});
-    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F16});
+    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F32, false});
+    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F16, false});
 }
 
 static void test_attention_decode(void)
 {
-    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F32});
-    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F16});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F32, false});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F16, false});
     /* keys split over threads: a window leaves some shares empty; a mask with removed keys */
-    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 70, false, BST_DTYPE_F16});
-    check_attention(&(attn_case){1, 700, 4, 1, 64, true, 0, true, BST_DTYPE_F32});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 70, false, BST_DTYPE_F16, false});
+    check_attention(&(attn_case){1, 700, 4, 1, 64, true, 0, true, BST_DTYPE_F32, false});
 }
 
 static void test_attention_window_mask(void)
 {
-    check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32});
-    check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16});
-    check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32});
+    check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32, false});
+    check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16, false});
+    check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32, false});
 }
 
-/* Decode-sized units (the G query heads of one kv head at 1..4 positions; few-row kernel with
- * AVX-512): group sizes 1, 3, 4, 8 (and 16 rows of 4 positions x G 4), few keys (1, 5, 17: one
- * partial group of 16) and many (600+: several blocks, split across the two workers), every
- * K/V dtype, D 64 / 128 / 80 (a 64-column chunk and a 16-column one) and a D the kernel
- * declines (36: the per-row loops). */
+/* Decode-sized units (the G query heads of one or more kv heads at 1..4 positions; few-row
+ * kernel with AVX-512): group sizes 1, 3, 4, 8 (and 16 rows of 4 positions x G 4), units of
+ * several kv heads (3 of 3 rows, 2 of 4, 2 + 1 of 6: T 2 x G 3), few keys (1, 5, 17: one partial
+ * group of 16) and many (600+: several blocks, split across the two workers), every K/V dtype,
+ * D 64 / 128 / 80 (a 64-column chunk and a 16-column one), V rows strided unlike K's (the
+ * kernel then requests them its other way), and a D the kernel declines (36: the per-row
+ * loops). */
 static void test_attention_decode_few(void)
 {
     static const attn_case cases[] = {
@@ -292,6 +317,11 @@ static void test_attention_decode_few(void)
          .kv = BST_DTYPE_F32},
         {.T = 1, .S = 600, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .window = 50,
          .mask = MASK_TS, .kv = BST_DTYPE_BF16},
+        /* V rows padded: V's row and head strides differ from K's */
+        {.T = 1, .S = 650, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F16,
+         .v_padded = true},
+        {.T = 2, .S = 100, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F32,
+         .v_padded = true},
         /* a head dim the few-row kernel declines: the per-row loops */
         {.T = 2, .S = 300, .Hq = 6, .Hkv = 3, .D = 36, .causal = true, .mask = MASK_T1,
          .kv = BST_DTYPE_F16},

@@ -264,9 +264,10 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
      * needs those after the block's scores), spread over the multiply-adds; only the first
      * group's K rows are asked for at once. Requesting a whole block of one head at once (the
      * kernel until 2026-11) stalled on the misses in flight, and the head's rows arrived mixed
-     * with its neighbours' at the speed of the whole region: default model, decode, S = 128,
-     * cache-cold, per node: 4.9 us before, see the driver for after. When K and V rows have
-     * different strides, V rows are asked for a block ahead by the values loop instead. */
+     * with its neighbours' at the speed of the whole region. Default model's decode shape,
+     * cache-cold, two threads, per node (bench ops): S 128 5.4 -> 4.3 us, S 512 17 -> 12 us.
+     * When K and V rows have different strides, V rows are asked for a block ahead by the
+     * values loop instead. */
     const bool v_with_k = t->vs == t->ks;
     const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
     const int64_t ahead0 = t->jhi - t->jlo < 16 ? t->jhi - t->jlo : 16;
