@@ -528,7 +528,8 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.n_hblocks = (job.Hkv + job.hpu - 1) / job.hpu;
     const uint32_t workers = r->n_workers ? r->n_workers : 1;
     /* Few units (decode: one per kv head, or one for all) would leave threads idle: split the
-     * keys too (att_split), in shares of at least ATT_SPLIT_MIN keys per kv head. */
+     * keys too (att_split), in shares worth at least ATT_SPLIT_MIN keys of one kv head (a unit of
+     * hpu kv heads: ATT_SPLIT_MIN / hpu keys, in whole groups of ATT_SHARE_ALIGN). */
     const int64_t blocks = job.n_hblocks * job.n_qblocks;
     int64_t min_share = (ATT_SPLIT_MIN / job.hpu + ATT_SHARE_ALIGN - 1) / ATT_SHARE_ALIGN;
     min_share = (min_share > 0 ? min_share : 1) * ATT_SHARE_ALIGN;

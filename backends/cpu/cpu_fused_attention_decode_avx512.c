@@ -266,9 +266,9 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
      * kernel until 2026-11) stalled on the misses in flight, and the head's rows arrived mixed
      * with its neighbours' at the speed of the whole region. Default model's decode shape,
      * cache-cold, two threads, per node (bench ops): S 128 5.4 -> 4.3 us, S 512 17 -> 12 us.
-     * When K and V rows have different strides, V rows are asked for a block ahead by the
+     * When K and V rows differ in stride or dtype, V rows are asked for a block ahead by the
      * values loop instead. */
-    const bool v_with_k = t->vs == t->ks;
+    const bool v_with_k = t->vs == t->ks && t->vk == t->kk;
     const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
     const int64_t ahead0 = t->jhi - t->jlo < 16 ? t->jhi - t->jlo : 16;
     for (int h = 0; h < heads; h++)
