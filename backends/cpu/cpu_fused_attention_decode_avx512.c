@@ -57,6 +57,20 @@ ALWAYS void prefetch_row(const uint8_t *row, int64_t bytes)
         _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
+/* Asks for the line at off past each of the first `count` (clamped to 0..4) of k0..k3. */
+ALWAYS void prefetch4(const uint8_t *k0, const uint8_t *k1, const uint8_t *k2, const uint8_t *k3,
+                      uintptr_t off, int64_t count)
+{
+    if (count > 0)
+        prefetch(k0, off);
+    if (count > 1)
+        prefetch(k1, off);
+    if (count > 2)
+        prefetch(k2, off);
+    if (count > 3)
+        prefetch(k3, off);
+}
+
 /* Four keys' partial-sum vectors a, b, c, d into one whose 128-bit block i holds block i's
  * partial sums of (a, b, c, d): shuffles within 128-bit blocks only, which are cheaper than
  * the ones across blocks that fold16 needs. */
@@ -108,25 +122,9 @@ ALWAYS void scores16(int kind, int rb, const float *Q, int64_t D, const uint8_t 
             /* In registers: the compiler would otherwise fold each f32 load into every row's
              * multiply-add, reading K rb times (then the loop is bound by loads, not FMAs). */
             __asm__("" : "+v"(v0), "+v"(v1), "+v"(v2), "+v"(v3));
-            if (4 * g < npf && (c * esz) % 64 == 0) {
-                const uintptr_t o = (uintptr_t)(pf + c * esz);
-                prefetch(k0, o);
-                if (4 * g + 1 < npf)
-                    prefetch(k1, o);
-                if (4 * g + 2 < npf)
-                    prefetch(k2, o);
-                if (4 * g + 3 < npf)
-                    prefetch(k3, o);
-            }
-            if (4 * g < npf2 && (c * esz) % 64 == 0) {
-                const uintptr_t o = (uintptr_t)(pf2 + c * esz);
-                prefetch(k0, o);
-                if (4 * g + 1 < npf2)
-                    prefetch(k1, o);
-                if (4 * g + 2 < npf2)
-                    prefetch(k2, o);
-                if (4 * g + 3 < npf2)
-                    prefetch(k3, o);
+            if ((c * esz) % 64 == 0) {
+                prefetch4(k0, k1, k2, k3, (uintptr_t)(pf + c * esz), npf - 4 * g);
+                prefetch4(k0, k1, k2, k3, (uintptr_t)(pf2 + c * esz), npf2 - 4 * g);
             }
 #pragma GCC unroll 4
             for (int r = 0; r < rb; r++) {
