@@ -105,6 +105,66 @@ static void accumulate(float *Acc, __m512 alpha, const float *P, const float *Vf
     }
 }
 
+/* r[k] = (r[0][k], ..., r[15][k]): a 16 x 16 transpose in four rounds of shuffles, within
+ * 128-bit blocks first, then of whole blocks. */
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) { /* per block: pairs of rows' elements interleaved */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* per block b: u[i + c] = rows i..i+3 of element 4b + c */
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]),
+                      c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int c = 0; c < 4; c++) { /* blocks: a 4 x 4 transpose of rows' quarters */
+        const __m512 v0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44),
+                     v1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xee),
+                     v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44),
+                     v3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xee);
+        t[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        t[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+        t[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+    }
+    for (int i = 0; i < 16; i++)
+        r[i] = t[i];
+}
+
+/* Mt[j * R + i] = row i's mask value for key j0 + j, j < n (idle lanes copy row 0). Rows whose
+ * values are contiguous (a [T, S] mask) go 16 keys at a time through a register transpose: the
+ * element-by-element copy took a quarter of a 512-token prefill's attention (default model:
+ * 1.54 ms a layer with the mask, 1.16 without). */
+static void mask_block(const cpu_att_tile *t, int64_t j0, int64_t n, float *Mt)
+{
+    const int rows = t->rows;
+    if (t->mask_stride != (int64_t)sizeof(float)) {
+        for (int i = 0; i < R; i++) {
+            const uint8_t *p = t->mask[i < rows ? i : 0] + j0 * t->mask_stride;
+            for (int64_t j = 0; j < n; j++)
+                memcpy(&Mt[j * R + i], p + j * t->mask_stride, sizeof(float));
+        }
+        return;
+    }
+    for (int64_t jb = 0; jb < n; jb += 16) {
+        const int64_t keys = n - jb < 16 ? n - jb : 16;
+        const __mmask16 lanes = (__mmask16)((1u << keys) - 1u);
+        __m512 x[16];
+        for (int i = 0; i < 16; i++) {
+            const float *row = (const float *)(const void *)t->mask[i < rows ? i : 0];
+            x[i] = _mm512_maskz_loadu_ps(lanes, row + j0 + jb);
+        }
+        transpose16(x);
+        for (int64_t j = 0; j < keys; j++)
+            _mm512_storeu_ps(Mt + (jb + j) * R, x[j]);
+    }
+}
+
 void cpu_att_tile_avx512(const cpu_att_tile *t, float *work)
 {
     const int64_t D = t->D;
@@ -126,12 +186,7 @@ void cpu_att_tile_avx512(const cpu_att_tile *t, float *work)
     for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
         const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
         if (masked) {
-            /* Mt[j] = the rows' mask values for key j0 + j (idle lanes copy row 0). */
-            for (int i = 0; i < R; i++) {
-                const uint8_t *p = t->mask[i < rows ? i : 0] + j0 * t->mask_stride;
-                for (int64_t j = 0; j < n; j++)
-                    memcpy(&Mt[j * R + i], p + j * t->mask_stride, sizeof(float));
-            }
+            mask_block(t, j0, n, Mt);
             /* A block the mask hides from every row (a prompt's future keys) is skipped. */
             __mmask16 seen = 0;
             const __m512 ninf_ = _mm512_set1_ps(-INFINITY);
