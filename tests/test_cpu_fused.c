@@ -99,8 +99,24 @@ static bool run_graph(const bst_graph *g, const char *kernels, const feed *feeds
 /* --- attention --- */
 
 /* Mask shapes (0: no mask): per key and row [T,S]; one value per row [T,1] (stride 0 over the
- * keys); one row for all [1,S]; [T,S] with row 0 all -inf (a row that sees no key: zeros). */
-enum { MASK_NONE, MASK_TS, MASK_T1, MASK_1S, MASK_TS_BLIND };
+ * keys); one row for all [1,S]; [T,S] with row 0 all -inf (a row that sees no key: zeros);
+ * [T,S] of zeros (+0 and -0) where causal attention sees a key and -inf past it, as the model's
+ * session writes it (the kernels find it adds nothing and skip it). */
+enum { MASK_NONE, MASK_TS, MASK_T1, MASK_1S, MASK_TS_BLIND, MASK_CAUSAL_ZERO };
+
+/* The mask values of `kind` ([mt, mk] at m) for T queries, the last T of S positions. */
+static void fill_mask(int kind, int64_t T, int64_t S, int64_t mt, int64_t mk, float *m)
+{
+    for (size_t i = 0; i < (size_t)(mt * mk); i++)
+        m[i] = frand() < -0.6f ? -INFINITY : 0.5f * frand();
+    if (kind == MASK_TS_BLIND)
+        for (int64_t j = 0; j < S; j++)
+            m[j] = -INFINITY;
+    if (kind == MASK_CAUSAL_ZERO)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t j = 0; j < S; j++)
+                m[t * S + j] = j > S - T + t ? -INFINITY : j % 2 ? -0.0f : 0.0f;
+}
 
 typedef struct attn_case {
     int64_t T, S, Hq, Hkv, D;
@@ -175,11 +191,7 @@ static void check_attention(const attn_case *c)
     fill(q, nq, 1.0f);
     fill(k, nkv, 1.0f);
     fill(v, nkv, 1.0f);
-    for (size_t i = 0; i < (size_t)(mt * mk); i++)
-        m[i] = frand() < -0.6f ? -INFINITY : 0.5f * frand();
-    if (c->mask == MASK_TS_BLIND)
-        for (int64_t j = 0; j < c->S; j++)
-            m[j] = -INFINITY;
+    fill_mask(c->mask, c->T, c->S, mt, mk, m);
     for (int64_t t = 0; t < c->T; t++) /* the mask as the reference reads it: [T,S] */
         for (int64_t j = 0; j < c->S; j++)
             mfull[t * c->S + j] = m[(mt == 1 ? 0 : t) * mk + (mk == 1 ? 0 : j)];
@@ -238,8 +250,8 @@ static void check_attention(const attn_case *c)
            (long long)c->T, (long long)c->S, (long long)c->Hq, (long long)c->Hkv,
            (long long)c->D, bst_dtype_name(c->kv), c->v_padded ? " v-padded" : "",
            c->window ? " window" : "",
-           (const char *[]){"", " mask[T,S]", " mask[T,1]", " mask[1,S]", " mask[T,S] row 0 blind"}
-               [c->mask],
+           (const char *[]){"", " mask[T,S]", " mask[T,1]", " mask[1,S]", " mask[T,S] row 0 blind",
+                            " mask[T,S] causal zeros"}[c->mask],
            e, el);
     CU_ASSERT(e <= 1e-9);
     bst_graph_destroy(g);
@@ -277,6 +289,82 @@ static void test_attention_window_mask(void)
     check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32, false});
     check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16, false});
     check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32, false});
+    /* the session's mask: skipped by the tile, the few-row kernel and the per-row loops */
+    check_attention(
+        &(attn_case){18, 100, 3, 1, 64, true, 0, MASK_CAUSAL_ZERO, BST_DTYPE_F32, false});
+    check_attention(
+        &(attn_case){1, 600, 9, 3, 64, true, 0, MASK_CAUSAL_ZERO, BST_DTYPE_F16, false});
+    check_attention(
+        &(attn_case){20, 130, 2, 1, 40, true, 70, MASK_CAUSAL_ZERO, BST_DTYPE_F32, false});
+}
+
+/* What the CPU backend found out about a mask that adds nothing is kept for the rest of an
+ * execute, never for the next: (a) one program run twice on one mask input, first the
+ * session's mask (skipped), then one that adds to the scores (keeping the answer across
+ * executes fails this). (b) Two attention nodes whose masks are computed in the graph, the
+ * first adding nothing, the second adding to the scores, output their sum: a partition that
+ * writes the masks' binding looks at each mask anew (this case passes whether or not the
+ * planner puts the two masks at one address, which it does not today). */
+static void test_attention_mask_memo(void)
+{
+    enum { T = 18, S = 100, HQ = 3, HKV = 1, D = 64, NY = T * HQ * D };
+    const attn_case c = {T, S, HQ, HKV, D, true, 0, MASK_TS, BST_DTYPE_F32, false};
+    static float q[NY], k[S * HKV * D], v[S * HKV * D], m[2][T * S], y[NY];
+    static double want[2][NY];
+    fill(q, NY, 1.0f);
+    fill(k, S * HKV * D, 1.0f);
+    fill(v, S * HKV * D, 1.0f);
+    const double scale = 1.0 / sqrt((double)D);
+    for (int computed = 0; computed < 2; computed++) {
+        bst_graph *g = NULL;
+        OK(bst_graph_create(&g));
+        const int64_t qs[3] = {T, HQ, D}, ks[3] = {S, HKV, D}, ms[2] = {T, S};
+        bst_value in[4], mv[2], y_node[2], out;
+        OK(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, qs, NULL, &in[0]));
+        OK(bst_graph_add_input(g, "k", BST_DTYPE_F32, 3, ks, NULL, &in[1]));
+        OK(bst_graph_add_input(g, "v", BST_DTYPE_F32, 3, ks, NULL, &in[2]));
+        OK(bst_graph_add_input(g, "m0", BST_DTYPE_F32, 2, ms, NULL, &mv[0]));
+        OK(bst_graph_add_input(g, "m1", BST_DTYPE_F32, 2, ms, NULL, &mv[1]));
+        bst_attr attrs[2] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, 1)};
+        const bst_attr one = a_float(BST_ATTR_SCALE, 1.0);
+        for (int a = 0; a < 1 + computed; a++) {
+            in[3] = mv[a];
+            if (computed)
+                OK(bst_graph_add_op(g, BST_OP_SCALE, &mv[a], 1, &one, 1, &in[3]));
+            OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, 4, attrs, 2, &y_node[a]));
+        }
+        if (computed)
+            OK(bst_graph_add_op(g, BST_OP_ADD, y_node, 2, NULL, 0, &out));
+        OK(bst_graph_mark_output(g, computed ? out : y_node[0], "y"));
+        bst_context_options o = {.struct_size = sizeof o, .n_threads = 2, .backends = "cpu"};
+        bst_context *ctx = NULL;
+        OK(bst_context_create(&o, &ctx));
+        bst_program *p = NULL;
+        OK(bst_program_create(ctx, g, &p));
+        OK(bst_program_set_input(p, "q", q, sizeof q));
+        OK(bst_program_set_input(p, "k", k, sizeof k));
+        OK(bst_program_set_input(p, "v", v, sizeof v));
+        for (int run = 0; run < 2 - computed; run++) {
+            fill_mask(MASK_CAUSAL_ZERO, T, S, T, S, m[0]);
+            fill_mask(MASK_TS, T, S, T, S, m[1]);
+            OK(bst_program_set_input(p, "m0", m[computed ? 0 : run], sizeof m[0]));
+            OK(bst_program_set_input(p, "m1", m[1], sizeof m[1]));
+            OK(bst_program_run(p, NULL));
+            OK(bst_program_get_output(p, "y", y, sizeof y));
+            attention_ref(&c, q, k, v, m[computed ? 0 : run], scale, want[0]);
+            attention_ref(&c, q, k, v, m[1], scale, want[1]);
+            for (int i = 0; computed && i < NY; i++)
+                want[0][i] = (double)(float)want[0][i] + (double)(float)want[1][i];
+            const double e = nmse(y, want[0], NY);
+            printf("\n    %s, run %d: NMSE %.2e",
+                   computed ? "two computed masks (zeros, mask[T,S]), summed" : "one mask input",
+                   run, e);
+            CU_ASSERT(e <= 1e-9);
+        }
+        bst_program_destroy(p);
+        bst_context_destroy(ctx);
+        bst_graph_destroy(g);
+    }
 }
 
 /* Decode-sized units (the G query heads of one or more kv heads at 1..4 positions; few-row
@@ -472,6 +560,7 @@ int main(void)
         {"attention_prefill", test_attention_prefill},
         {"attention_decode", test_attention_decode},
         {"attention_window_mask", test_attention_window_mask},
+        {"attention_mask_memo", test_attention_mask_memo},
         {"attention_decode_few", test_attention_decode_few},
         {"rms_norm_mul", test_rms_norm_mul},
         {"ffn_swiglu", test_ffn_swiglu},

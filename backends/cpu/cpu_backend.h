@@ -76,6 +76,7 @@ typedef struct cpu_node {
                           (cpu_mark_siblings), tried as one group at execute */
     uint32_t first_tensor; /* its in[0..n_inputs) and out in cpu_executable.resolved */
     uint32_t syms;         /* CPU_SYM_* bits: the symbols its tensors' extents depend on */
+    bool mask_kept; /* attention: no node of the partition writes its mask's binding */
 } cpu_node;
 
 /* cpu_node.syms: which bst_run_params values a node's resolution depends on. */
@@ -93,6 +94,15 @@ typedef struct cpu_binding_key {
     uint32_t packed_dtype;
     bool read_only;
 } cpu_binding_key;
+
+/* What one execute learned about its inputs once, for all its nodes (cpu_execute clears it):
+ * whether an attention mask adds exactly zero to every score CAUSAL / WINDOW leave visible
+ * (cpu_fused_attention.c), for the mask and geometry in `key`. */
+typedef struct cpu_mask_memo {
+    bool valid, zero;
+    const uint8_t *data;
+    int64_t key[7]; /* the mask's ne[2], ne[3], nb[2], nb[3]; T, S; causal + 2 * window */
+} cpu_mask_memo;
 
 typedef struct cpu_executable {
     uint32_t magic;
@@ -120,6 +130,7 @@ typedef struct cpu_executable {
     bool cache_valid; /* resolved[] and the key describe one complete, checked resolution */
     struct cpu_run *runs; /* CPU_MAX_SIBLINGS run records, reused by every execute */
     bst_node_time *node_times; /* n_nodes, while node timing is on (cpu_node_timing); else NULL */
+    cpu_mask_memo mask_memo;
 } cpu_executable;
 
 /* --- tensors resolved for one run --- */
@@ -148,6 +159,7 @@ typedef struct cpu_run {
     uint32_t n_workers;
     float *shared; /* CPU_SLOTS rows past the workers': the running node's own, for tables
                       every thread reads or as its work area (cpu_work_area) */
+    cpu_mask_memo *mask_memo; /* the execute's (NULL outside one) */
     void *aux;     /* a kernel's own pointer for the duration of one node */
     _Atomic int async_status; /* first failure inside a worker (bst_status) */
     char msg[CPU_MSG_MAX];    /* why a check or kernel failed */

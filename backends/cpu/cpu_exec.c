@@ -320,6 +320,19 @@ static bst_status alloc_cache(cpu_executable *e)
     return st;
 }
 
+/* cpu_node.mask_kept: an attention node's mask keeps its contents through an execute when no
+ * node of the partition writes to its binding (then what one layer found out about the mask
+ * holds for the next: cpu_mask_memo). */
+static void mark_kept_masks(cpu_node *nodes, uint32_t n_nodes)
+{
+    for (uint32_t i = 0; i < n_nodes; i++) {
+        cpu_node *n = &nodes[i];
+        n->mask_kept = n->op == BST_OP_ATTENTION && n->n_inputs == 4;
+        for (uint32_t k = 0; k < n_nodes && n->mask_kept; k++)
+            n->mask_kept = nodes[k].out.binding != n->in[3].binding;
+    }
+}
+
 bst_status cpu_compile(void *device, const bst_partition_desc *partition, void **out_executable)
 {
     if (!partition || !out_executable) {
@@ -385,6 +398,7 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
     }
     cpu_host->free(r);
     cpu_mark_siblings(e->nodes, e->n_nodes);
+    mark_kept_masks(e->nodes, e->n_nodes);
     if ((st = alloc_cache(e)) != BST_OK) {
         cpu_executable_free(NULL, e);
         return st;
@@ -420,8 +434,8 @@ bst_status cpu_compile(void *device, const bst_partition_desc *partition, void *
  *
  * A cpu_run's fields, and how long each lives:
  *   per resolution (stored and reused): node, in[0..n_inputs), out;
- *   per execute (set every time): scratch, slot_floats, n_workers, shared: ensure_scratch
- *     reallocates the scratch when the pool grows;
+ *   per execute (set every time): scratch, slot_floats, n_workers, shared, mask_memo:
+ *     ensure_scratch reallocates the scratch when the pool grows;
  *   per run of a node (reset every time): aux, async_status, msg; in[n_inputs..) is zeroed, as
  *     resolve_node leaves it.
  */
@@ -613,6 +627,7 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
     if (stale && (st = cpu_injected_fault("resolve")) != BST_OK)
         return st;
     uint64_t t0 = bstc_now_ns();
+    e->mask_memo.valid = false; /* the inputs may have changed since the last execute */
     bind_env env = {buffers, n_buffers, &run};
     static const void *const no_buffers[1] = {NULL};
     if (!buffers)
@@ -641,6 +656,7 @@ bst_status cpu_execute(void *device, void *executable, void *const *buffers, uin
             r->slot_floats = e->slot_floats;
             r->n_workers = workers;
             r->shared = cpu_slot(r, workers, 0);
+            r->mask_memo = &e->mask_memo;
             if (st != BST_OK)
                 cpu_host->set_error("cpu: execute: node %u (%s): %s", i + ready,
                                     impl_of(n->op)->name, r->msg);
