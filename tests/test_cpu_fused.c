@@ -209,9 +209,10 @@ static void check_attention(const attn_case *c)
     const size_t n_vrows = (size_t)(c->S * c->Hkv);
     uint8_t *vfeed = calloc(n_vrows, vrow);
     CU_ASSERT_FATAL(vfeed != NULL);
-    for (size_t i = 0; i < n_vrows; i++)
-        memcpy(vfeed + i * vrow, half ? (void *)(vh + i * (size_t)c->D) : (void *)(v + i * (size_t)c->D),
-               (size_t)c->D * esz);
+    for (size_t i = 0; i < n_vrows; i++) {
+        const size_t at = i * (size_t)c->D;
+        memcpy(vfeed + i * vrow, half ? (void *)(vh + at) : (void *)(v + at), (size_t)c->D * esz);
+    }
     const double scale = 1.0 / sqrt((double)c->D);
     attention_ref(c, q, k, v, c->mask ? mfull : NULL, scale, want);
 
