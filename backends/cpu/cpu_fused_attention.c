@@ -515,12 +515,6 @@ static bool mask_adds_nothing(cpu_run *r, const att_job *job)
         key_range(job, t, t + 1, &jlo, &jhi);
         const uint8_t *row = m->data + (m->ne[2] == 1 ? 0 : t * m->nb[2]);
         const int64_t stride = m->ne[3] == 1 ? 0 : m->nb[3];
-        if (stride == (int64_t)sizeof(float)) { /* a row of keys: a loop the compiler widens */
-            const uint32_t *u = (const uint32_t *)(const void *)row;
-            for (int64_t j = jlo; j < jhi; j++)
-                bits |= u[j] & 0x7fffffffu;
-            continue;
-        }
         for (int64_t j = jlo; j < jhi; j++) {
             uint32_t u;
             memcpy(&u, row + j * stride, sizeof u);
