@@ -244,7 +244,7 @@ typedef struct bench_read {
 
 typedef struct bench_baselines {
     bench_bandwidth bandwidth;
-    bench_read *reads; /* one per cache-cold weight-bound case, measured just before it */
+    bench_read *reads; /* one per variant of a cache-cold weight-bound case, timed with it */
     size_t n_reads, cap_reads;
     bool sgemm_available;
     char sgemm_library[256]; /* "OpenBLAS 0.3.21 ..." or why it is missing */
@@ -267,11 +267,29 @@ uint64_t bench_bandwidth_bytes(uint64_t llc_bytes);
 BST_MUST_CHECK bst_status bench_bandwidth_measure(uint64_t bytes, uint32_t threads,
                                                   const bench_budget *budget,
                                                   bench_bandwidth *out, bench_error *e);
-/* Measures a bench_read of `bytes` at 1 and at `threads` threads. A read the machine cannot do
+/* Measures a bench_read of `bytes` at 1 and at `threads` threads, each on `budget`, then the
+ * streaming read and hand-off on a half and a quarter of it. A read the machine cannot do
  * (memory, threads) is recorded with its reason, not an error. */
 BST_MUST_CHECK bst_status bench_read_measure(uint64_t bytes, uint32_t copies, uint32_t threads,
                                              const bench_budget *budget, bench_read *out,
                                              bench_error *e);
+/* The same read kept open, so that its calls can alternate with a case's (bench_ops.c): open
+ * it (its threads parked), time blocks of it between the case's calls, then finish it into a
+ * bench_read. A machine that cannot do it leaves the reader unusable: blocks then do nothing
+ * and finish records the reason. Only running out of memory for the reader itself is an error;
+ * close it (NULL is fine) in every case. */
+typedef struct bench_reader bench_reader;
+BST_MUST_CHECK bst_status bench_reader_open(uint64_t bytes, uint32_t copies, uint32_t threads,
+                                            bench_reader **out, bench_error *e);
+/* Times the read at 1 and at the run's thread count, each as `budget` says, and keeps the
+ * samples (each block's first call is its warm-up: the parked threads wake in it). */
+BST_MUST_CHECK bst_status bench_reader_block(bench_reader *r, const bench_budget *budget,
+                                             bench_error *e);
+/* The faster count's samples of every block into *out, then the streaming read and hand-off
+ * measured now, on a half and a quarter of `budget`. */
+BST_MUST_CHECK bst_status bench_reader_finish(bench_reader *r, const bench_budget *budget,
+                                              bench_read *out, bench_error *e);
+void bench_reader_close(bench_reader *r);
 /* Appends a copy of *r (its timing now owned by b). */
 BST_MUST_CHECK bst_status bench_baselines_add_read(bench_baselines *b, const bench_read *r,
                                                    bench_error *e);

@@ -49,6 +49,12 @@ typedef struct run_state {
     void **wbuf;        /* weight copies on the device: copy k of weight j at k * n_weights + j */
     uint8_t **whost;    /* their host data, kept while the device may point at it */
     bst_run_params params;
+    /* The variant's same-size read, timed in blocks between its calls (interleave_read), or
+     * NULL: a block every block_calls of the variant's calls or block_ns of wall time, whichever
+     * comes first; calls_since counts the calls since the last. */
+    bench_reader *reader;
+    uint64_t block_ns, last_block;
+    uint32_t block_calls, calls_since;
     /* last_execute_ns after every call, warm-up included; dev_ok drops at the first call
      * without one (no entry, an error, or 0). */
     uint64_t *dev_ns;
@@ -248,16 +254,25 @@ static bool setup(run_state *s, const bench_case *c, uint32_t variant, uint32_t 
     return true;
 }
 
-static bst_status exec_call(void *user, uint64_t iteration, bench_error *e)
+/* Executes the node once with the weight copies `iteration` picks. */
+static bst_status execute_copy(run_state *s, uint64_t iteration, bench_error *e)
 {
-    run_state *s = user;
     const uint32_t nw = s->g->n_weights;
     for (uint32_t j = 0; s->g->weight >= 0 && j < nw; j++)
         s->buf[(uint32_t)s->g->weight + j] = s->wbuf[(size_t)(iteration % s->copies) * nw + j];
-    const bst_backend_api *api = s->d->api;
-    bst_status st = api->execute(s->d->dev, s->exe, s->buf, s->g->n_in + 1, &s->params);
+    bst_status st = s->d->api->execute(s->d->dev, s->exe, s->buf, s->g->n_in + 1, &s->params);
     if (st != BST_OK)
         return bench_fail(e, st, "execute failed: %s: %s", status_str(st), bst_last_error());
+    return BST_OK;
+}
+
+static bst_status exec_call(void *user, uint64_t iteration, bench_error *e)
+{
+    run_state *s = user;
+    const bst_backend_api *api = s->d->api;
+    bst_status st = execute_copy(s, iteration, e);
+    if (st != BST_OK)
+        return st;
     if (!s->dev_ok)
         return BST_OK;
     uint64_t ns = 0;
@@ -270,6 +285,33 @@ static bst_status exec_call(void *user, uint64_t iteration, bench_error *e)
         return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "device times: out of memory");
     s->dev_ns[s->n_dev++] = ns;
     return BST_OK;
+}
+
+/* A block of the same-size read, as many calls at each thread count as half the variant's calls
+ * since the last block, so that both get about the same time; with `settle`, then one untimed
+ * call of the variant on a copy far from the next one's, which wakes the pool the read may have
+ * let fall asleep. */
+static bst_status read_block(run_state *s, uint64_t iteration, bool settle, bench_error *e)
+{
+    const uint32_t n = s->calls_since / 2 > 3 ? s->calls_since / 2 : 3;
+    const bench_budget b = {0.0, n, n, 1};
+    bst_status st = bench_reader_block(s->reader, &b, e);
+    if (st == BST_OK && settle)
+        st = execute_copy(s, iteration + s->copies / 2, e);
+    s->last_block = bench_now_ns();
+    s->calls_since = 0;
+    return st;
+}
+
+/* Before each call of a variant with a same-size read: a read block when one is due. */
+static bst_status interleave_read(void *user, uint64_t iteration, bench_error *e)
+{
+    run_state *s = user;
+    if (s->calls_since < s->block_calls && bench_now_ns() - s->last_block < s->block_ns) {
+        s->calls_since++;
+        return BST_OK;
+    }
+    return read_block(s, iteration, true, e);
 }
 
 /* The device times of the timed calls (those after the warm-up) into r->device_timing, and
@@ -330,10 +372,15 @@ static bool query_variants(const device_ref *d, const bench_case *c, const bench
     return true;
 }
 
-/* Times `variant` of c on d into r's timing/compile/prepare. False with `why` on failure. */
+/* Blocks of the same-size read per variant (by the budget's time or its count of calls): enough
+ * that a memory state lasting a fraction of the variant's calls shows on both sides. */
+#define READ_BLOCKS 8
+
+/* Times `variant` of c on d into r's timing/compile/prepare, and with a `reader`, blocks of that
+ * read between its calls and one after them. False with `why` on failure. */
 static bool time_variant(const device_ref *d, const bench_case *c, const bench_geometry *g,
                          uint32_t variant, uint32_t copies, const bench_budget *b,
-                         bench_result *r, char *why, size_t n)
+                         bench_reader *reader, bench_result *r, char *why, size_t n)
 {
     run_state s;
     memset(&s, 0, sizeof s);
@@ -344,7 +391,16 @@ static bool time_variant(const device_ref *d, const bench_case *c, const bench_g
     if (ok) {
         bench_error e;
         memset(&e, 0, sizeof e);
-        if (bench_measure(b, exec_call, &s, &r->timing, &e) != BST_OK) {
+        s.reader = reader;
+        s.block_ns = (uint64_t)(b->seconds * 1e9 / READ_BLOCKS);
+        s.block_calls = b->max_reps / READ_BLOCKS > 1 ? b->max_reps / READ_BLOCKS : 1;
+        s.last_block = bench_now_ns();
+        bst_status st =
+            reader ? bench_measure_between(b, exec_call, interleave_read, &s, &r->timing, &e)
+                   : bench_measure(b, exec_call, &s, &r->timing, &e);
+        if (st == BST_OK && reader)
+            st = read_block(&s, 0, false, &e); /* the read brackets the variant */
+        if (st != BST_OK) {
             snprintf(why, n, "%s", e.msg);
             ok = false;
         }
@@ -380,7 +436,7 @@ static double estimate(const device_ref *d, const bench_case *c, const char *nam
     bench_budget pb = {b->seconds / 10.0, 2, 5, 1};
     bench_result tmp;
     memset(&tmp, 0, sizeof tmp);
-    bool ok = time_variant(d, &p, &pg, vi, 1, &pb, &tmp, why, sizeof why);
+    bool ok = time_variant(d, &p, &pg, vi, 1, &pb, NULL, &tmp, why, sizeof why);
     /* Wall time: the budget is the host's time, whatever the device reports. */
     double est = ok ? tmp.timing.stats.median_ns * scale * 1e-9 : -1.0;
     bench_timing_free(&tmp.timing);
@@ -475,26 +531,34 @@ static void derive(bench_result *r, const bench_case *c, const bench_geometry *g
     }
 }
 
-/* The same-size read of a cache-cold weight-bound case, measured now, just before one of its
- * variants: the machine's bandwidth drifts over a run (this one's memory flips between states
- * ~1.5x apart, sometimes within seconds), and a ratio means most when both sides see the same
- * machine; one read per case had a later variant rated against a state it never saw. Its index
- * in bl->reads, or -1 for other cases. */
-static bst_status measure_read(const device_ref *d, const bench_case *c,
-                               const bench_geometry *g, const char *variant, uint32_t copies,
-                               bool cold, const bench_ops_options *o, bench_baselines *bl,
-                               int32_t *index, bench_error *e)
+/* The same-size read of a cache-cold weight-bound case's variant, opened to be timed in blocks
+ * between the variant's calls (time_variant): this machine's memory flips between states ~1.5x
+ * apart, sometimes within a second, and a ratio means most when both sides saw the same states.
+ * Timed just before the variant instead, the read rated one 576 x 576 q4_1 kernel at 0.65 to
+ * 0.94 within an hour. NULL for other cases. */
+static bst_status open_read(const bench_geometry *g, uint32_t copies, bool cold,
+                            const bench_ops_options *o, const bench_baselines *bl,
+                            bench_reader **out, bench_error *e)
 {
-    *index = -1;
+    *out = NULL;
     if (!cold || !bench_weight_bound(g) || bl->n_reads >= INT32_MAX)
         return BST_OK;
-    /* Two thread counts are timed: each gets a quarter of the case's budget. */
+    return bench_reader_open(bench_weight_bytes(g), copies, o->threads, out, e);
+}
+
+/* Finishes a variant's read into bl->reads; *index is its place there (-1 without a read). */
+static bst_status finish_read(bench_reader *reader, const device_ref *d, const bench_case *c,
+                              const char *variant, const bench_ops_options *o,
+                              bench_baselines *bl, int32_t *index, bench_error *e)
+{
+    *index = -1;
+    if (!reader)
+        return BST_OK;
+    /* The streaming read and the hand-off after it get a quarter of the case's budget. */
     bench_budget b = o->budget;
     b.seconds /= 4;
-    if (b.min_reps < 5)
-        b.min_reps = 5;
     bench_read rd;
-    bst_status st = bench_read_measure(bench_weight_bytes(g), copies, o->threads, &b, &rd, e);
+    bst_status st = bench_reader_finish(reader, &b, &rd, e);
     snprintf(rd.what, sizeof rd.what, "%s %s %s on %s:%u %s", bst_op_name(c->op),
              bst_dtype_name(c->dtype), c->shape, d->backend, d->index, variant);
     if (st == BST_OK)
@@ -554,16 +618,17 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
     for (uint32_t vi = 0; vi < count; vi++) {
         char probe_shape[64] = "";
         double est = estimate(d, c, v[vi].name, &o->budget, probe_shape, sizeof probe_shape);
-        int32_t read_index = -1;
-        if (est <= o->budget.seconds) {
-            bst_status rs =
-                measure_read(d, c, &g, v[vi].name, copies, cold, o, bl, &read_index, e);
-            if (rs != BST_OK)
-                return rs;
+        bench_reader *reader = NULL;
+        bst_status rs = BST_OK;
+        if (est <= o->budget.seconds)
+            rs = open_read(&g, copies, cold, o, bl, &reader, e);
+        bench_result *r = rs == BST_OK ? bench_result_list_add(out) : NULL;
+        if (rs == BST_OK && !r)
+            rs = bench_fail(e, BST_ERR_OUT_OF_MEMORY, "results: out of memory");
+        if (rs != BST_OK) {
+            bench_reader_close(reader);
+            return rs;
         }
-        bench_result *r = bench_result_list_add(out);
-        if (!r)
-            return bench_fail(e, BST_ERR_OUT_OF_MEMORY, "results: out of memory");
         fill_common(r, c, &g, d);
         snprintf(r->variant, sizeof r->variant, "%s", v[vi].name);
         r->variant_hash = v[vi].source_hash;
@@ -575,16 +640,22 @@ static bst_status run_case_on_device(const device_ref *d, const bench_case *c,
             snprintf(r->reason, sizeof r->reason,
                      "estimated %.3g s per call (from a %s probe) is over the %.3g s budget",
                      est, probe_shape, o->budget.seconds);
-        } else if (!time_variant(d, c, &g, vi, copies, &o->budget, r, why, sizeof why)) {
+        } else if (!time_variant(d, c, &g, vi, copies, &o->budget, reader, r, why,
+                                 sizeof why)) {
             r->status = BENCH_FAILED;
             snprintf(r->reason, sizeof r->reason, "%s", why);
             bench_timing_free(&r->timing);
             bench_timing_free(&r->device_timing);
             snprintf(r->time_source, sizeof r->time_source, "wall");
         } else {
+            int32_t read_index = -1;
+            rs = finish_read(reader, d, c, v[vi].name, o, bl, &read_index, e);
             r->status = BENCH_OK;
             derive(r, c, &g, bl, read_index);
         }
+        bench_reader_close(reader);
+        if (rs != BST_OK)
+            return rs;
         if (o->progress)
             o->progress(o->progress_user, (*done)++, total, r);
     }

@@ -241,6 +241,9 @@ static void test_ops_quick_json(void)
         double read = jnum(rd, "gbs") * jnum(jget(jget(rd, "timing"), "stats"), "median_ns");
         CU_ASSERT_TRUE(read <= bytes * (1 + 1e-9) && read > bytes - 128 * th - 1);
         CU_ASSERT_TRUE(jnum(rd, "copies") * bytes >= fmax(4 * llc, 1) * 0.99);
+        /* Timed in blocks between its variant's calls and once after them (bench_reader), each
+         * block with its own warm-up call. */
+        CU_ASSERT_TRUE(jnum(jget(rd, "timing"), "warmup") >= 2);
         /* The team's hand-off, timed with the run's count when that is more than one thread. */
         const double handoff = jnum(rd, "handoff_ns");
         CU_ASSERT_TRUE(threads >= 2 ? handoff > 0 : isnan(handoff));

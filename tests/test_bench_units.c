@@ -231,6 +231,41 @@ static void test_read_measure(void)
     bench_timing_free(&r.timing);
 }
 
+/* A read kept open: its blocks add up (each block's first call is a warm-up), both thread
+ * counts are timed, and finish keeps the faster's samples; a read the machine cannot do leaves
+ * blocks doing nothing and finish saying why. */
+static void test_reader_blocks(void)
+{
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    bench_reader *r = NULL;
+    const bench_budget three = {0.0, 3, 3, 1}, four = {0.0, 4, 4, 1};
+    CU_ASSERT_EQUAL_FATAL(bench_reader_open(1u << 20, 8, 2, &r, &e), BST_OK);
+    CU_ASSERT_EQUAL(bench_reader_block(r, &three, &e), BST_OK);
+    CU_ASSERT_EQUAL(bench_reader_block(r, &four, &e), BST_OK);
+    bench_read rd;
+    const bench_budget stream = {0.0, 2, 2, 1};
+    CU_ASSERT_EQUAL(bench_reader_finish(r, &stream, &rd, &e), BST_OK);
+    bench_reader_close(r);
+    CU_ASSERT_TRUE(rd.measured);
+    CU_ASSERT_EQUAL(rd.timing.n_samples, 7);
+    CU_ASSERT_EQUAL(rd.timing.warmup, 2);
+    CU_ASSERT_EQUAL(rd.timing.stats.n, 7);
+    CU_ASSERT_TRUE(rd.threads == 1 || rd.threads == 2);
+    CU_ASSERT_TRUE(rd.stream_gbs > 0);
+    CU_ASSERT_TRUE(rd.handoff_ns > 0);
+    bench_timing_free(&rd.timing);
+
+    CU_ASSERT_EQUAL_FATAL(bench_reader_open(64, 4, 2, &r, &e), BST_OK);
+    CU_ASSERT_EQUAL(bench_reader_block(r, &three, &e), BST_OK);
+    CU_ASSERT_EQUAL(bench_reader_finish(r, &stream, &rd, &e), BST_OK);
+    bench_reader_close(r);
+    CU_ASSERT_FALSE(rd.measured);
+    CU_ASSERT_PTR_NOT_NULL(strstr(rd.reason, "too small"));
+    CU_ASSERT_EQUAL(rd.timing.n_samples, 0);
+    bench_reader_close(NULL);
+}
+
 /* --- cases --------------------------------------------------------------------------------- */
 
 static void test_parse_shape(void)
@@ -508,6 +543,7 @@ int main(void)
         {"read_caches", test_read_caches},
         {"cold_copies", test_cold_copies},
         {"read_measure", test_read_measure},
+        {"reader_blocks", test_reader_blocks},
         {"parse_shape", test_parse_shape},
         {"select", test_select},
         {"geometry", test_geometry},
