@@ -142,7 +142,7 @@ void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k)
         const double row_amp = pow(10.0, 2.0 * bst_test_urand(s) - 1.0);
         for (int64_t b = 0; b < k; b += 32) {
             const double amp = row_amp * pow(10.0, 2.0 * bst_test_urand(s) - 1.0);
-            for (int64_t i = b; i < b + 32; i++) {
+            for (int64_t i = b; i < b + 32 && i < k; i++) {
                 double v = amp * (2.0 * bst_test_urand(s) - 1.0);
                 if (bst_test_urand(s) < 0.125)
                     v *= 10.0;

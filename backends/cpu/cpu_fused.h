@@ -147,6 +147,9 @@ uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_
 /* n f32 values as n little-endian f16 at dst, bit-identical to the host's f16 quantize
  * (cpu_f16c.c; needs CPU_ISA_AVX2). */
 void cpu_f32_to_f16_f16c(const float *src, uint8_t *dst, int64_t n);
+/* n little-endian f16 at src as f32 (exact, as the host's dequantize) (cpu_f16c.c; needs
+ * CPU_ISA_AVX2). */
+void cpu_f16_to_f32_f16c(const uint8_t *src, float *dst, int64_t n);
 #endif
 /* rms_norm_mul on contiguous f32 rows (cpu_fast_prims.c; other layouts run the generic kernel):
  * the "fused_rms_norm_mul_f32" variant. */

@@ -16,7 +16,7 @@
  *
  * With few activation rows (decode) packing would double the weight traffic, so a gemm variant
  * then runs its small-batch partner instead: the q8x2dot variant of the same ISA for quantized
- * weights, the reference kernel for float weights.
+ * weights, the float GEMV of the same ISA (cpu_gemv_float.h) for float weights.
  */
 #ifndef BASTION_CPU_GEMM_H
 #define BASTION_CPU_GEMM_H

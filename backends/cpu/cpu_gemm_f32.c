@@ -9,7 +9,9 @@
  * exactly once per call. Tiles at the M and N edges are computed whole on zero-padded panels and
  * only their valid part is stored.
  */
+#include "cpu_fused.h"
 #include "cpu_gemm.h"
+#include "cpu_gemv_float.h"
 #include "cpu_packed.h"
 #include "cpu_isa.h"
 
@@ -22,6 +24,10 @@ enum {
      * weight, a fixed cost the few rows do not amortize (SmolLM2's shapes on AVX-512: 8 rows
      * 0.59 ms by q8x2dot against 2.64 ms packed; the same crossover as cpu_fused_ffn.c's). */
     MIN_ROWS_QUANT = 48,
+    /* For f16 / bf16 weights the float GEMV (a pass over the weight per 4 rows) wins up to here:
+     * 1536 x M x 576 f16 on AVX-512, GEMV against packed: M 8 153 against 376 us, 16 291 / 462,
+     * 32 562 / 493, 64 1110 / 708. */
+    MIN_ROWS_HALF = 32,
     MAX_NC = 512,   /* weight rows per worker block */
     Q4_0_BYTES = 18,
     Q4_1_BYTES = 20,
@@ -41,16 +47,17 @@ static void kernel_4x8(int64_t kc, const float *a, const float *b, float *c)
 const cpu_gemm_kernel cpu_gemm_kernel_scalar = {4, 8, 1, kernel_4x8};
 
 const cpu_q8dot_impl cpu_gemm_scalar = {"gemm_scalar", 0, NULL, NULL, NULL,
-                                        &cpu_gemm_kernel_scalar, &cpu_q8dot_scalar, NULL};
+                                        &cpu_gemm_kernel_scalar, &cpu_q8dot_scalar, NULL, NULL};
 #ifdef CPU_HAVE_AVX2_KERNELS
 const cpu_q8dot_impl cpu_gemm_avx2 = {"gemm_avx2", CPU_ISA_AVX2, NULL, NULL, NULL,
-                                      &cpu_gemm_kernel_avx2, &cpu_q8dot_avx2, NULL};
+                                      &cpu_gemm_kernel_avx2, &cpu_q8dot_avx2, NULL,
+                                      cpu_gemv_rows_avx2};
 #endif
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
 const cpu_q8dot_impl cpu_gemm_avx512 = {"gemm_avx512",
                                         CPU_ISA_AVX2 | CPU_ISA_AVX512 | CPU_ISA_AVX512VNNI,
                                         NULL, NULL, NULL, &cpu_gemm_kernel_avx512,
-                                        &cpu_q8dot_avx512vnni, NULL};
+                                        &cpu_q8dot_avx512vnni, NULL, cpu_gemv_rows_avx512};
 #endif
 #ifdef CPU_HAVE_AVX512BF16_KERNELS
 /* bf16 weights only (they lose nothing); activations are rounded to bf16, which puts this
@@ -59,7 +66,7 @@ const cpu_q8dot_impl cpu_gemm_bf16dot_avx512 = {"gemm_bf16dot_avx512",
                                                 CPU_ISA_AVX2 | CPU_ISA_AVX512 |
                                                     CPU_ISA_AVX512BF16,
                                                 NULL, NULL, NULL, &cpu_gemm_kernel_bf16_avx512,
-                                                NULL, NULL};
+                                                NULL, NULL, cpu_gemv_rows_avx512};
 #endif
 
 static bool is_quant(bst_dtype t)
@@ -165,10 +172,27 @@ static void pack_a(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
 /* Weight row n as K floats: quantized blocks decoded here (the reference formulas), float types
  * through cpu_load_row. A packed weight's row is first put back in its native blocks (in tmp),
  * so the model file's own pages are never touched when the int8 kernels use the packed copy. */
-static const float *weight_row(cpu_run *r, const cpu_tensor *b, int64_t n, float *buf,
-                               float *tmp)
+static const float *weight_row(cpu_run *r, const cpu_tensor *b, int64_t n, bool f16c,
+                               float *buf, float *tmp)
 {
     const uint8_t *src = cpu_row_ptr(b, 0, 0, n);
+    if (b->dtype == BST_DTYPE_BF16 && b->nb[3] == 2) { /* bf16 is f32's top half */
+        for (int64_t i = 0; i < b->ne[3]; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, sizeof h);
+            const uint32_t bits = (uint32_t)h << 16;
+            memcpy(&buf[i], &bits, sizeof bits);
+        }
+        return buf;
+    }
+#ifdef CPU_HAVE_AVX2_KERNELS
+    if (f16c && b->dtype == BST_DTYPE_F16 && b->nb[3] == 2) {
+        cpu_f16_to_f32_f16c(src, buf, b->ne[3]);
+        return buf;
+    }
+#else
+    (void)f16c;
+#endif
     if (b->packed) {
         cpu_packed_native_row(b->packed, n, (uint8_t *)(void *)tmp);
         src = (const uint8_t *)(const void *)tmp;
@@ -234,6 +258,8 @@ static void gemm_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
         return;
     }
     const int mr = job->k->mr, nr = job->k->nr;
+    /* Every kernel but the portable one needs AVX2, which includes F16C. */
+    const bool f16c = job->k != &cpu_gemm_kernel_scalar;
     float *pb = job->pb + (size_t)w * job->pb_floats;
     _Alignas(64) float tile[CPU_GEMM_MAX_MR * CPU_GEMM_MAX_NR];
     for (int64_t u = begin; u < end; u++) {
@@ -249,8 +275,9 @@ static void gemm_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
         } else
 #endif
         for (int64_t n = n0; n < n0 + ncp; n++) {
-            const float *x = n < n1 ? weight_row(r, job->w, n, cpu_slot(r, w, 0), cpu_slot(r, w, 1))
-                                    : NULL;
+            const float *x =
+                n < n1 ? weight_row(r, job->w, n, f16c, cpu_slot(r, w, 0), cpu_slot(r, w, 1))
+                       : NULL;
             scatter_row(pb, ncp, nr, (n - n0) / nr, (int)((n - n0) % nr), x, job->K,
                         job->k->kpack);
         }
@@ -363,6 +390,8 @@ bst_status cpu_run_gemm(cpu_run *r, const cpu_q8dot_impl *impl)
     const bool int8_packed = is_quant(b->dtype) && impl->small && b->packed &&
                              cpu_packed_kernel(impl->small, job.M) &&
                              cpu_rows_uniform(&r->out, &o, &ldo);
+    if (impl->gemv && cpu_gemv_float_applies(r, MIN_ROWS_HALF))
+        return cpu_run_gemv_float(r, impl->gemv);
     if (job.M < MIN_ROWS || job.K == 0 || int8_packed ||
         (job.M < MIN_ROWS_QUANT && is_quant(b->dtype) && impl->small)) {
         if (is_quant(b->dtype) && job.K > 0)

@@ -62,6 +62,8 @@ void cpu_q8_quantize_avx2(const float *x, cpu_q8_block *q, int64_t nb);
 void cpu_q8_quantize_avx512(const float *x, cpu_q8_block *q, int64_t nb);
 #endif
 
+struct cpu_gemv_job; /* cpu_gemv_float.h */
+
 typedef struct cpu_q8dot_impl {
     const char *name; /* the kernel variant's name */
     uint32_t isa;     /* CPU_ISA_* bits it needs */
@@ -71,6 +73,9 @@ typedef struct cpu_q8dot_impl {
     const struct cpu_gemm_kernel *gemm;
     const struct cpu_q8dot_impl *small;
     cpu_q8_quant_fn quant; /* the activation quantizer it uses (NULL: cpu_q8_quantize_scalar) */
+    /* gemm_* variants: the row kernel run when a float weight meets few activation rows
+     * (cpu_gemv_float.h), or NULL (then the reference kernel runs). */
+    void (*gemv)(const struct cpu_gemv_job *job, int64_t n0, int64_t n1);
 } cpu_q8dot_impl;
 
 /* out[r] = dot(weight row w + r * w_stride (nb blocks), ONE activation row a) for r < n_rows:

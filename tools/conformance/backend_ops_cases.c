@@ -417,6 +417,14 @@ static void fam_matmul(void)
     case_matmul(BST_DTYPE_Q4_1, 0, 0, 7, 576, 1536, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
     case_matmul(BST_DTYPE_Q8_0, 0, 0, 3, 1000, 576, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
     case_matmul(F32, 0, 0, 5, 192, 576, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
+    /* 16-bit weights at a decode step (the CPU's float GEMV): whole 64-element steps, and a
+     * K with every tail, for 1 and for 5 activation rows (two passes over the weight) */
+    case_matmul(F16, 0, 0, 1, 100, 576, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
+    case_matmul(BST_DTYPE_BF16, 0, 0, 5, 40, 100, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
+    case_matmul(F16, 0, 0, 7, 33, 100, L_CONTIG, L_PADDED, MM_NONE, 0, 0);
+    /* ... and at a prompt's worth of rows (the CPU's packed GEMM widens their rows) */
+    case_matmul(F16, 0, 0, 40, 33, 100, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
+    case_matmul(BST_DTYPE_BF16, 0, 0, 33, 17, 65, L_CONTIG, L_CONTIG, MM_NONE, 0, 0);
     case_matmul(F32, 9, 3, 5, 37, 64, L_PERMUTED, L_PERMUTED, MM_NONE, 0, 0);
     /* symbolic: a[n_tokens, K] x weight; scores[H, n_tokens, n_kv] = q . k^T */
     case_matmul(BST_DTYPE_Q4_1, 0, 0, 8, 17, 64, L_CONTIG, L_CONTIG, MM_TOKENS, 3, 0);

@@ -1,0 +1,59 @@
+/*
+ * backends/cpu/cpu_gemv_float.h — matmul of a few activation rows against an f16 or bf16 weight:
+ * the decode step of a model whose weights are not quantized (F16 and BF16 GGUF files).
+ *
+ * A GEMV reads every weight byte once and does two flops per weight element, so it is bound by
+ * the memory; a few more activation rows (a short prompt) take a pass over the weight per
+ * CPU_GEMV_MAX_ROWS, which up to ~32 rows still costs less than the packed GEMM's conversion of
+ * the whole weight into f32 panels (cpu_gemm_f32.c, MIN_ROWS_HALF). The gemm_* variants' packed GEMM would first copy the weight into f32 panels
+ * (three times the traffic); the reference kernel converts each element through the host, one
+ * value at a time, which left a 4096 x 14336 f16 GEMV at 0.05 of a same-size read (bf16: 0.13).
+ * Here the weight is streamed once, front to back, widened in registers, and each row's products
+ * are summed in f32 with 4 x 16 (AVX-512) or 4 x 8 (AVX2) partial sums: the f32 accuracy class,
+ * like the reference (whose sums are f32 too, in another order).
+ *
+ * f32 weights stay with the reference kernel: the same loop streamed a 4096 x 14336 f32 weight
+ * in 7.5-8.5 ms against the reference's 6.4-6.9 (one contiguous share per thread or 16-row
+ * chunks, with and without software prefetch; 4 KiB pages), and on 2 MiB pages in 4.6-5.5 ms.
+ */
+#ifndef BASTION_CPU_GEMV_FLOAT_H
+#define BASTION_CPU_GEMV_FLOAT_H
+
+#include "cpu_backend.h"
+
+#include <stdint.h>
+
+/* Activation rows a row kernel takes in one pass over the weight; more take several passes. */
+#define CPU_GEMV_MAX_ROWS 4
+
+typedef struct cpu_gemv_job {
+    const uint8_t *w; /* weight row 0; rows w_stride bytes apart, each K contiguous elements */
+    int64_t w_stride;
+    bool bf16;        /* the weight's elements: bf16, else f16 */
+    const float *a;   /* activation row 0 (K contiguous f32), rows lda floats apart */
+    int64_t lda;
+    int64_t M, K;     /* activation rows (1..CPU_GEMV_MAX_ROWS) and the reduced length */
+    float *out;       /* out[m * ldo + n] */
+    int64_t ldo;
+} cpu_gemv_job;
+
+/* out[m * ldo + n] = sum_k a[m * lda + k] * w[n][k] for weight rows [n0, n1), m < M. */
+typedef void (*cpu_gemv_rows_fn)(const cpu_gemv_job *job, int64_t n0, int64_t n1);
+
+#ifdef CPU_HAVE_AVX2_KERNELS
+void cpu_gemv_rows_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1);
+#endif
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+void cpu_gemv_rows_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1);
+#endif
+
+/* Whether r (a matmul node, resolved) is one cpu_run_gemv_float takes: an f16 or bf16 weight
+ * without batch dims, its rows contiguous inside; f32 activation rows (batch dims flattened) evenly
+ * spaced and contiguous inside, fewer than `max_rows`; evenly spaced f32 output rows. */
+bool cpu_gemv_float_applies(const cpu_run *r, int64_t max_rows);
+
+/* Runs r (cpu_gemv_float_applies) with row kernel `fn`, the weight rows split over the pool in
+ * one contiguous share per worker. */
+bst_status cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn);
+
+#endif

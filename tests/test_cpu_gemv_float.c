@@ -1,0 +1,187 @@
+/*
+ * tests/test_cpu_gemv_float.c — the CPU backend's GEMV for f16 and bf16 weights
+ * (backends/cpu/cpu_gemv_float.h): matmuls of 1..31 activation rows against 16-bit weights, built
+ * on the public API and run through bst_program on the real CPU plugin (tuning off: the static
+ * choice, gemm_avx512 or gemm_avx2, hands fewer than 32 rows to the GEMV of its ISA, one pass
+ * over the weight per 4 rows). Weights constant (prepare_weight keeps the host's data) and
+ * fed as plain inputs; on one, two and three threads (a share per thread, and a weight too small
+ * to split). K of 1, 15, 16, 64, 100 and 576 reaches every loop of both kernels: the 64- and
+ * 32-element bodies, the 16- and 8-element steps, the masked and the scalar tails; N of 1, 17, 40
+ * and 100 leaves the shares uneven.
+ *
+ * Oracle: a double-precision dot of the weights as stored (bsti_*_to_f32) with the f32
+ * activations. Bound: |got - want| <= 1e-5 times the output's sum of |terms|. The kernels sum in
+ * f32 over at most K / 64 + 6 steps per partial sum (~1e-6 of the terms at K = 576); one wrong
+ * lane, element or row is off by a whole term, orders of magnitude more. Activations and weights
+ * span several decades.
+ */
+#include "graph/quant.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OK BST_TEST_OK
+#define SUM_BOUND 1e-5
+
+enum { N_KS = 6, N_NS = 4, MAX_M = 31 };
+static const int64_t ks[N_KS] = {1, 15, 16, 64, 100, 576};
+static const int64_t ns[N_NS] = {1, 17, 40, 100};
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+/* The stored 16-bit value of f in dtype t, and back. */
+static uint16_t to16(bst_dtype t, float f)
+{
+    return t == BST_DTYPE_BF16 ? bsti_f32_to_bf16(f) : bsti_f32_to_f16(f);
+}
+
+static double from16(bst_dtype t, uint16_t h)
+{
+    return t == BST_DTYPE_BF16 ? bsti_bf16_to_f32(h) : bsti_f16_to_f32(h);
+}
+
+/* One matmul of the graph: weight w<i> [n, k] stored as 16-bit, output y<i> [m, n]. */
+typedef struct wmat {
+    int64_t n, k;
+    uint16_t *w;
+    char wname[16], yname[16];
+} wmat;
+
+/* x<K> [m, K] per K, one matmul per weight; weights constant or fed as inputs. */
+static bst_graph *build_graph(bst_dtype wt, const wmat *w, int nw, int64_t m, bool constant)
+{
+    bst_graph *g = NULL;
+    OK(bst_graph_create(&g));
+    bst_value x[N_KS];
+    for (int i = 0; i < N_KS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
+        const int64_t shape[2] = {m, ks[i]};
+        OK(bst_graph_add_input(g, name, BST_DTYPE_F32, 2, shape, NULL, &x[i]));
+    }
+    for (int i = 0; i < nw; i++) {
+        const int64_t shape[2] = {w[i].n, w[i].k};
+        bst_value in[2], y;
+        int xi = 0;
+        while (ks[xi] != w[i].k)
+            xi++;
+        in[0] = x[xi];
+        const size_t bytes = (size_t)(w[i].n * w[i].k) * sizeof(uint16_t);
+        if (constant)
+            OK(bst_graph_add_weight(g, w[i].wname, wt, 2, shape, w[i].w, bytes, &in[1]));
+        else
+            OK(bst_graph_add_input(g, w[i].wname, wt, 2, shape, NULL, &in[1]));
+        OK(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &y));
+        OK(bst_graph_mark_output(g, y, w[i].yname));
+    }
+    return g;
+}
+
+/* Runs g on the CPU backend with `threads` threads and checks every output against the double
+ * dot; returns the largest error relative to its output's sum of |terms|. */
+static double run_and_check(const bst_graph *g, bst_dtype wt, const wmat *w, int nw,
+                            bool constant, float *const *xs, int64_t m, uint32_t threads)
+{
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = threads, .backends = "cpu"};
+    bst_context *ctx = NULL;
+    OK(bst_context_create(&o, &ctx));
+    bst_program *p = NULL;
+    OK(bst_program_create(ctx, g, &p));
+    for (int i = 0; i < N_KS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
+        OK(bst_program_set_input(p, name, xs[i], (size_t)(m * ks[i]) * sizeof(float)));
+    }
+    for (int i = 0; !constant && i < nw; i++)
+        OK(bst_program_set_input(p, w[i].wname, w[i].w,
+                                 (size_t)(w[i].n * w[i].k) * sizeof(uint16_t)));
+    OK(bst_program_run(p, NULL));
+    double worst = 0.0;
+    float *got = malloc((size_t)(MAX_M * 100) * sizeof *got);
+    for (int i = 0; i < nw; i++) {
+        int xi = 0;
+        while (ks[xi] != w[i].k)
+            xi++;
+        const int64_t n = w[i].n, k = w[i].k;
+        OK(bst_program_get_output(p, w[i].yname, got, (size_t)(m * n) * sizeof(float)));
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t c = 0; c < n; c++) {
+                double want = 0.0, mag = 0.0;
+                for (int64_t e = 0; e < k; e++) {
+                    const double t = (double)xs[xi][r * k + e] * from16(wt, w[i].w[c * k + e]);
+                    want += t;
+                    mag += fabs(t);
+                }
+                const double err = fabs((double)got[r * n + c] - want) / (mag > 0 ? mag : 1.0);
+                if (!(err <= worst))
+                    worst = isnan(err) ? INFINITY : err;
+            }
+    }
+    free(got);
+    bst_program_destroy(p);
+    bst_context_destroy(ctx);
+    return worst;
+}
+
+static void check_dtype(bst_dtype wt)
+{
+    wmat w[N_KS * N_NS];
+    int nw = 0;
+    for (int a = 0; a < N_KS; a++)
+        for (int b = 0; b < N_NS; b++, nw++) {
+            wmat *x = &w[nw];
+            x->n = ns[b];
+            x->k = ks[a];
+            x->w = malloc((size_t)(x->n * x->k) * sizeof *x->w);
+            float *f = malloc((size_t)(x->n * x->k) * sizeof *f);
+            bst_test_fill_wide(&rng_state, f, x->n, x->k);
+            for (int64_t e = 0; e < x->n * x->k; e++)
+                x->w[e] = to16(wt, f[e]);
+            free(f);
+            snprintf(x->wname, sizeof x->wname, "w%d", nw);
+            snprintf(x->yname, sizeof x->yname, "y%d", nw);
+        }
+    float *xs[N_KS];
+    for (int i = 0; i < N_KS; i++) {
+        xs[i] = malloc((size_t)(MAX_M * ks[i]) * sizeof *xs[i]);
+        bst_test_fill_wide(&rng_state, xs[i], MAX_M, ks[i]);
+    }
+    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 16, 31};
+    double worst = 0.0;
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+        for (int constant = 0; constant < 2; constant++) {
+            bst_graph *g = build_graph(wt, w, nw, ms[mi], constant);
+            for (uint32_t threads = 1; threads <= 3; threads++) {
+                const double e = run_and_check(g, wt, w, nw, constant, xs, ms[mi], threads);
+                if (!(e <= SUM_BOUND))
+                    printf("\n  %s m %lld %s %u threads: error %.2e of the terms",
+                           bst_dtype_name(wt), (long long)ms[mi],
+                           constant ? "constant" : "input", threads, e);
+                worst = e > worst || isnan(e) ? e : worst;
+            }
+            bst_graph_destroy(g);
+        }
+    printf("worst %.2e of the terms ", worst);
+    CU_ASSERT(worst <= SUM_BOUND);
+    for (int i = 0; i < nw; i++)
+        free(w[i].w);
+    for (int i = 0; i < N_KS; i++)
+        free(xs[i]);
+}
+
+static void test_f16(void) { check_dtype(BST_DTYPE_F16); }
+
+static void test_bf16(void) { check_dtype(BST_DTYPE_BF16); }
+
+int main(void)
+{
+    static const bst_test_case cases[] = {
+        {"f16 weights, 1..31 activation rows", test_f16},
+        {"bf16 weights, 1..31 activation rows", test_bf16},
+        {NULL, NULL},
+    };
+    return bst_test_run_suite("cpu_gemv_float", cases);
+}
