@@ -38,109 +38,62 @@ static uint16_t to16(bst_dtype t, float f)
     return t == BST_DTYPE_BF16 ? bsti_f32_to_bf16(f) : bsti_f32_to_f16(f);
 }
 
-static double from16(bst_dtype t, uint16_t h)
+static float from16(bst_dtype t, uint16_t h)
 {
     return t == BST_DTYPE_BF16 ? bsti_bf16_to_f32(h) : bsti_f16_to_f32(h);
 }
 
-/* One matmul of the graph: weight w<i> [n, k] stored as 16-bit, output y<i> [m, n]. */
-typedef struct wmat {
-    int64_t n, k;
-    uint16_t *w;
-    char wname[16], yname[16];
-} wmat;
-
-/* x<K> [m, K] per K, one matmul per weight; weights constant or fed as inputs. */
-static bst_graph *build_graph(bst_dtype wt, const wmat *w, int nw, int64_t m, bool constant)
-{
-    bst_graph *g = NULL;
-    OK(bst_graph_create(&g));
-    bst_value x[N_KS];
-    for (int i = 0; i < N_KS; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
-        const int64_t shape[2] = {m, ks[i]};
-        OK(bst_graph_add_input(g, name, BST_DTYPE_F32, 2, shape, NULL, &x[i]));
-    }
-    for (int i = 0; i < nw; i++) {
-        const int64_t shape[2] = {w[i].n, w[i].k};
-        bst_value in[2], y;
-        int xi = 0;
-        while (ks[xi] != w[i].k)
-            xi++;
-        in[0] = x[xi];
-        const size_t bytes = (size_t)(w[i].n * w[i].k) * sizeof(uint16_t);
-        if (constant)
-            OK(bst_graph_add_weight(g, w[i].wname, wt, 2, shape, w[i].w, bytes, &in[1]));
-        else
-            OK(bst_graph_add_input(g, w[i].wname, wt, 2, shape, NULL, &in[1]));
-        OK(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &y));
-        OK(bst_graph_mark_output(g, y, w[i].yname));
-    }
-    return g;
-}
-
 /* Runs g on the CPU backend with `threads` threads and checks every output against the double
  * dot; returns the largest error relative to its output's sum of |terms|. */
-static double run_and_check(const bst_graph *g, bst_dtype wt, const wmat *w, int nw,
-                            bool constant, float *const *xs, int64_t m, uint32_t threads)
+static double run_and_check(const bst_graph *g, const bst_test_wmat *w, int nw, bool constant,
+                            float *const *xs, int64_t m, uint32_t threads)
 {
-    bst_context_options o = {.struct_size = sizeof o, .n_threads = threads, .backends = "cpu"};
-    bst_context *ctx = NULL;
-    OK(bst_context_create(&o, &ctx));
-    bst_program *p = NULL;
-    OK(bst_program_create(ctx, g, &p));
-    for (int i = 0; i < N_KS; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
-        OK(bst_program_set_input(p, name, xs[i], (size_t)(m * ks[i]) * sizeof(float)));
-    }
-    for (int i = 0; !constant && i < nw; i++)
-        OK(bst_program_set_input(p, w[i].wname, w[i].w,
-                                 (size_t)(w[i].n * w[i].k) * sizeof(uint16_t)));
-    OK(bst_program_run(p, NULL));
+    float *out[N_KS * N_NS];
+    for (int i = 0; i < nw; i++)
+        out[i] = malloc((size_t)(m * w[i].n) * sizeof *out[i]);
+    bst_test_matmul_run(g, ks, N_KS, w, nw, constant, xs, m, out, threads);
     double worst = 0.0;
-    float *got = malloc((size_t)(MAX_M * 100) * sizeof *got);
     for (int i = 0; i < nw; i++) {
         int xi = 0;
         while (ks[xi] != w[i].k)
             xi++;
         const int64_t n = w[i].n, k = w[i].k;
-        OK(bst_program_get_output(p, w[i].yname, got, (size_t)(m * n) * sizeof(float)));
         for (int64_t r = 0; r < m; r++)
             for (int64_t c = 0; c < n; c++) {
                 double want = 0.0, mag = 0.0;
                 for (int64_t e = 0; e < k; e++) {
-                    const double t = (double)xs[xi][r * k + e] * from16(wt, w[i].w[c * k + e]);
+                    const double t = (double)xs[xi][r * k + e] * w[i].deq[c * k + e];
                     want += t;
                     mag += fabs(t);
                 }
-                const double err = fabs((double)got[r * n + c] - want) / (mag > 0 ? mag : 1.0);
+                const double err = fabs((double)out[i][r * n + c] - want) / (mag > 0 ? mag : 1.0);
                 if (!(err <= worst))
                     worst = isnan(err) ? INFINITY : err;
             }
+        free(out[i]);
     }
-    free(got);
-    bst_program_destroy(p);
-    bst_context_destroy(ctx);
     return worst;
 }
 
 static void check_dtype(bst_dtype wt)
 {
-    wmat w[N_KS * N_NS];
+    bst_test_wmat w[N_KS * N_NS];
     int nw = 0;
     for (int a = 0; a < N_KS; a++)
         for (int b = 0; b < N_NS; b++, nw++) {
-            wmat *x = &w[nw];
+            bst_test_wmat *x = &w[nw];
             x->n = ns[b];
             x->k = ks[a];
-            x->w = malloc((size_t)(x->n * x->k) * sizeof *x->w);
-            float *f = malloc((size_t)(x->n * x->k) * sizeof *f);
-            bst_test_fill_wide(&rng_state, f, x->n, x->k);
-            for (int64_t e = 0; e < x->n * x->k; e++)
-                x->w[e] = to16(wt, f[e]);
-            free(f);
+            x->bytes = (size_t)(x->n * x->k) * sizeof(uint16_t);
+            x->q = malloc(x->bytes);
+            x->deq = malloc((size_t)(x->n * x->k) * sizeof *x->deq);
+            CU_ASSERT_FATAL(x->q && x->deq);
+            bst_test_fill_wide(&rng_state, x->deq, x->n, x->k);
+            for (int64_t e = 0; e < x->n * x->k; e++) { /* as stored, and its value back */
+                const uint16_t h = to16(wt, x->deq[e]);
+                memcpy(x->q + 2 * e, &h, sizeof h);
+                x->deq[e] = from16(wt, h);
+            }
             snprintf(x->wname, sizeof x->wname, "w%d", nw);
             snprintf(x->yname, sizeof x->yname, "y%d", nw);
         }
@@ -153,9 +106,9 @@ static void check_dtype(bst_dtype wt)
     double worst = 0.0;
     for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
         for (int constant = 0; constant < 2; constant++) {
-            bst_graph *g = build_graph(wt, w, nw, ms[mi], constant);
+            bst_graph *g = bst_test_matmul_graph(wt, ks, N_KS, w, nw, ms[mi], constant);
             for (uint32_t threads = 1; threads <= 3; threads++) {
-                const double e = run_and_check(g, wt, w, nw, constant, xs, ms[mi], threads);
+                const double e = run_and_check(g, w, nw, constant, xs, ms[mi], threads);
                 if (!(e <= SUM_BOUND))
                     printf("\n  %s m %lld %s %u threads: error %.2e of the terms",
                            bst_dtype_name(wt), (long long)ms[mi],
@@ -166,8 +119,10 @@ static void check_dtype(bst_dtype wt)
         }
     printf("worst %.2e of the terms ", worst);
     CU_ASSERT(worst <= SUM_BOUND);
-    for (int i = 0; i < nw; i++)
-        free(w[i].w);
+    for (int i = 0; i < nw; i++) {
+        free(w[i].q);
+        free(w[i].deq);
+    }
     for (int i = 0; i < N_KS; i++)
         free(xs[i]);
 }

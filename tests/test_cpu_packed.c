@@ -102,68 +102,20 @@ static void negate_halves(float *a, int64_t rows, int64_t k)
         }
 }
 
-/* One weight matrix of the test graph: [n, k] quantized, its dequantized values, and the
- * outputs of both runs for up to MAX_M activation rows. */
-typedef struct wmat {
-    int64_t n, k;
-    size_t bytes;
-    uint8_t *q;
-    float *deq;
-    char wname[32], yname[32];
-} wmat;
+/* One weight matrix of the test graph (quantized); the graph for m activation rows, its weights
+ * constant (prepared, packed) or fed as inputs (native), and its run on the CPU backend. */
+typedef bst_test_wmat wmat;
 
-/* The graph for m activation rows: one input x<K> [m, K] per K and one matmul per weight,
- * output y<K>_<N>. Weights constant (prepared, packed) or fed as inputs (native). */
 static bst_graph *build_graph(bst_dtype wt, const wmat *w, int nw, int64_t m, bool constant)
 {
-    bst_graph *g = NULL;
-    OK(bst_graph_create(&g));
-    bst_value x[N_KS];
-    for (int i = 0; i < N_KS; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
-        const int64_t shape[2] = {m, ks[i]};
-        OK(bst_graph_add_input(g, name, BST_DTYPE_F32, 2, shape, NULL, &x[i]));
-    }
-    for (int i = 0; i < nw; i++) {
-        const int64_t shape[2] = {w[i].n, w[i].k};
-        bst_value in[2], y;
-        int xi = 0;
-        while (ks[xi] != w[i].k)
-            xi++;
-        in[0] = x[xi];
-        if (constant)
-            OK(bst_graph_add_weight(g, w[i].wname, wt, 2, shape, w[i].q, w[i].bytes, &in[1]));
-        else
-            OK(bst_graph_add_input(g, w[i].wname, wt, 2, shape, NULL, &in[1]));
-        OK(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &y));
-        OK(bst_graph_mark_output(g, y, w[i].yname));
-    }
-    return g;
+    return bst_test_matmul_graph(wt, ks, N_KS, w, nw, m, constant);
 }
 
 /* Runs the graph on the CPU backend; out[i] receives weight i's [m, n] output. */
 static void run_graph(const bst_graph *g, const wmat *w, int nw, bool constant, float *const *xs,
                       int64_t m, float **out, uint32_t threads)
 {
-    bst_context_options o = {.struct_size = sizeof o, .n_threads = threads, .backends = "cpu"};
-    bst_context *ctx = NULL;
-    OK(bst_context_create(&o, &ctx));
-    bst_program *p = NULL;
-    OK(bst_program_create(ctx, g, &p));
-    for (int i = 0; i < N_KS; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
-        OK(bst_program_set_input(p, name, xs[i], (size_t)(m * ks[i]) * sizeof(float)));
-    }
-    if (!constant)
-        for (int i = 0; i < nw; i++)
-            OK(bst_program_set_input(p, w[i].wname, w[i].q, w[i].bytes));
-    OK(bst_program_run(p, NULL));
-    for (int i = 0; i < nw; i++)
-        OK(bst_program_get_output(p, w[i].yname, out[i], (size_t)(m * w[i].n) * sizeof(float)));
-    bst_program_destroy(p);
-    bst_context_destroy(ctx);
+    bst_test_matmul_run(g, ks, N_KS, w, nw, constant, xs, m, out, threads);
 }
 
 /* The largest squared error of any output column (weight row) and of any activation row, each

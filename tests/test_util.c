@@ -152,6 +152,62 @@ void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k)
     }
 }
 
+bst_graph *bst_test_matmul_graph(bst_dtype wt, const int64_t *ks, int n_ks,
+                                 const bst_test_wmat *w, int nw, int64_t m, bool constant)
+{
+    bst_graph *g = NULL;
+    BST_TEST_OK(bst_graph_create(&g));
+    bst_value x[16];
+    CU_ASSERT_FATAL(n_ks <= 16);
+    for (int i = 0; i < n_ks; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
+        const int64_t shape[2] = {m, ks[i]};
+        BST_TEST_OK(bst_graph_add_input(g, name, BST_DTYPE_F32, 2, shape, NULL, &x[i]));
+    }
+    for (int i = 0; i < nw; i++) {
+        const int64_t shape[2] = {w[i].n, w[i].k};
+        bst_value in[2], y;
+        int xi = 0;
+        while (ks[xi] != w[i].k)
+            xi++;
+        in[0] = x[xi];
+        if (constant)
+            BST_TEST_OK(
+                bst_graph_add_weight(g, w[i].wname, wt, 2, shape, w[i].q, w[i].bytes, &in[1]));
+        else
+            BST_TEST_OK(bst_graph_add_input(g, w[i].wname, wt, 2, shape, NULL, &in[1]));
+        BST_TEST_OK(bst_graph_add_op(g, BST_OP_MATMUL, in, 2, NULL, 0, &y));
+        BST_TEST_OK(bst_graph_mark_output(g, y, w[i].yname));
+    }
+    return g;
+}
+
+void bst_test_matmul_run(const bst_graph *g, const int64_t *ks, int n_ks, const bst_test_wmat *w,
+                         int nw, bool constant, float *const *xs, int64_t m, float **out,
+                         uint32_t threads)
+{
+    bst_context_options o = {.struct_size = sizeof o, .n_threads = threads, .backends = "cpu"};
+    bst_context *ctx = NULL;
+    BST_TEST_OK(bst_context_create(&o, &ctx));
+    bst_program *p = NULL;
+    BST_TEST_OK(bst_program_create(ctx, g, &p));
+    for (int i = 0; i < n_ks; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "x%lld", (long long)ks[i]);
+        BST_TEST_OK(bst_program_set_input(p, name, xs[i], (size_t)(m * ks[i]) * sizeof(float)));
+    }
+    if (!constant)
+        for (int i = 0; i < nw; i++)
+            BST_TEST_OK(bst_program_set_input(p, w[i].wname, w[i].q, w[i].bytes));
+    BST_TEST_OK(bst_program_run(p, NULL));
+    for (int i = 0; i < nw; i++)
+        BST_TEST_OK(
+            bst_program_get_output(p, w[i].yname, out[i], (size_t)(m * w[i].n) * sizeof(float)));
+    bst_program_destroy(p);
+    bst_context_destroy(ctx);
+}
+
 void bst_test_ffn_swiglu(const float *x, int64_t rows, int64_t E, int64_t F, const float *gate,
                          const float *up, const float *down, double *out)
 {

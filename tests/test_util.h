@@ -60,6 +60,27 @@ double bst_test_urand(uint64_t *s);
  * and one element in 8 ten times larger (an outlier the block scale must cover). */
 void bst_test_fill_wide(uint64_t *s, float *x, int64_t rows, int64_t k);
 
+/* One weight of a matmul test graph: [n, k] stored as `bytes` at q (quantized, f16, ...), its
+ * values as floats (the oracle's), and its names in the graph. */
+typedef struct bst_test_wmat {
+    int64_t n, k;
+    size_t bytes;
+    uint8_t *q;
+    float *deq;
+    char wname[32], yname[32];
+} bst_test_wmat;
+
+/* The graph for m activation rows: one f32 input x<K> [m, K] per K of ks, and one matmul per
+ * weight (its K among ks) with output yname; weights of dtype wt, constant or fed as inputs. */
+bst_graph *bst_test_matmul_graph(bst_dtype wt, const int64_t *ks, int n_ks,
+                                 const bst_test_wmat *w, int nw, int64_t m, bool constant);
+/* Runs such a graph on the CPU backend with `threads` threads, the inputs x<K> from xs (one
+ * array per K of ks, [m, K]) and the weights' bytes when they are inputs; out[i] receives
+ * weight i's output [m, n]. */
+void bst_test_matmul_run(const bst_graph *g, const int64_t *ks, int n_ks, const bst_test_wmat *w,
+                         int nw, bool constant, float *const *xs, int64_t m, float **out,
+                         uint32_t threads);
+
 /* backend.h's FFN_SWIGLU in double precision: out[r] = down . (silu(gate . x[r]) * (up . x[r]))
  * for rows rows of x [rows, E], with gate and up [F, E] and down [E, F] as floats. */
 void bst_test_ffn_swiglu(const float *x, int64_t rows, int64_t E, int64_t F, const float *gate,

@@ -16,6 +16,9 @@
  *
  * set_rows_f16 writes f32 rows (a step's K and V) into an f16 state (the KV cache) with F16C,
  * bit-identical to the reference's conversion (cpu_f16c.c).
+ *
+ * silu_f32 evaluates silu on 16 lanes (cpu_swiglu_avx512.c's exp) instead of the reference's
+ * double exp per element: f32 accuracy, not bit-identical.
  */
 #include "cpu_fused.h"
 #include "cpu_isa.h"
@@ -210,6 +213,24 @@ static inline void store4(float *p, f32x4 v) { memcpy(p, &v, sizeof v); }
 
 static bool f32_rows(const cpu_tensor *t) { return t->dtype == BST_DTYPE_F32 && t->nb[3] == 4; }
 
+/* Row `row` of t (all dims but the innermost, flattened) as its three indices. */
+static void row_index(const cpu_tensor *t, int64_t row, int64_t *i0, int64_t *i1, int64_t *i2)
+{
+    *i2 = row % t->ne[2];
+    *i1 = (row / t->ne[2]) % t->ne[1];
+    *i0 = row / t->ne[2] / t->ne[1];
+}
+
+/* Row `row` of x (f32) and of o, of the same shape. */
+static void row_pair(const cpu_tensor *x, const cpu_tensor *o, int64_t row, const float **v,
+                     float **z)
+{
+    int64_t i0, i1, i2;
+    row_index(o, row, &i0, &i1, &i2);
+    *v = (const float *)(const void *)cpu_row_ptr(x, i0, i1, i2);
+    *z = (float *)(void *)cpu_row_ptr(o, i0, i1, i2);
+}
+
 /* z may be x itself (in place) or apart from it; any other overlap keeps the element order. */
 static bool same_or_apart(const float *z, const float *x, int64_t n)
 {
@@ -230,8 +251,8 @@ static void binary_f32_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     const bool mul = r->node->op == BST_OP_MUL;
     const int64_t n = o->ne[3];
     for (int64_t row = begin; row < end; row++) {
-        const int64_t i2 = row % o->ne[2], i1 = (row / o->ne[2]) % o->ne[1],
-                      i0 = row / o->ne[2] / o->ne[1];
+        int64_t i0, i1, i2;
+        row_index(o, row, &i0, &i1, &i2);
         const float *x = (const float *)(const void *)cpu_row_ptr(a, i0, i1, i2);
         const float *y = (const float *)(const void *)cpu_row_ptr(
             b, b->ne[0] == 1 ? 0 : i0, b->ne[1] == 1 ? 0 : i1, b->ne[2] == 1 ? 0 : i2);
@@ -283,10 +304,9 @@ static void rms_norm_mul_f32_rows(cpu_run *r, int64_t begin, int64_t end, uint32
     const double eps = cpu_attr_float(r->node, BST_ATTR_EPS, 0.0);
     const int64_t n = o->ne[3];
     for (int64_t row = begin; row < end; row++) {
-        const int64_t i2 = row % o->ne[2], i1 = (row / o->ne[2]) % o->ne[1],
-                      i0 = row / o->ne[2] / o->ne[1];
-        const float *v = (const float *)(const void *)cpu_row_ptr(x, i0, i1, i2);
-        float *z = (float *)(void *)cpu_row_ptr(o, i0, i1, i2);
+        const float *v;
+        float *z;
+        row_pair(x, o, row, &v, &z);
         /* Named partial sums: an array of them stayed on the stack, each add waiting on the
          * store before it. */
         double p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0, p6 = 0, p7 = 0;
@@ -325,6 +345,41 @@ bst_status cpu_fast_rms_norm_mul(cpu_run *r)
                  rms_norm_mul_f32_rows);
     return BST_OK;
 }
+
+/* --- silu_f32: contiguous f32 rows with AVX-512 (cpu_swiglu_avx512.c) --- */
+
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+static bool silu_f32_fits(const cpu_run *r)
+{
+    return f32_rows(&r->in[0]) && f32_rows(&r->out);
+}
+
+static void silu_f32_rows(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
+{
+    (void)w;
+    const cpu_tensor *x = &r->in[0], *o = &r->out;
+    const int64_t n = o->ne[3];
+    for (int64_t row = begin; row < end; row++) {
+        const float *v;
+        float *z;
+        row_pair(x, o, row, &v, &z);
+        if (same_or_apart(z, v, n))
+            cpu_silu_avx512(v, z, n);
+        else /* a partial overlap: element by element, in order */
+            for (int64_t i = 0; i < n; i++)
+                cpu_silu_avx512(v + i, z + i, 1);
+    }
+}
+
+static bst_status silu_f32_run(cpu_run *r)
+{
+    if (!silu_f32_fits(r))
+        return cpu_run_unary(r);
+    const cpu_tensor *o = &r->out;
+    cpu_parallel(r, o->ne[0] * o->ne[1] * o->ne[2], cpu_grain(o->ne[3] * 8), silu_f32_rows);
+    return BST_OK;
+}
+#endif
 
 /* --- set_rows_f16: f32 rows into an f16 state (the KV cache) with F16C ---
  *
@@ -374,6 +429,9 @@ static const cpu_fused_impl prim_impls[] = {
 #ifdef CPU_HAVE_AVX2_KERNELS
     {"set_rows_f16", BST_OP_SET_ROWS, CPU_ISA_AVX2, NULL, NULL, NULL, set_rows_f16_run},
 #endif
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+    {"silu_f32", BST_OP_SILU, CPU_ISA_AVX512, NULL, NULL, NULL, silu_f32_run},
+#endif
 };
 
 uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_t cap)
@@ -391,6 +449,10 @@ uint32_t cpu_prim_variants(const cpu_run *r, const cpu_fused_impl **out, uint32_
             continue;
         if ((impl->op == BST_OP_ADD || impl->op == BST_OP_MUL) && !binary_f32_fits(r))
             continue;
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+        if (impl->op == BST_OP_SILU && !silu_f32_fits(r))
+            continue;
+#endif
         out[n++] = impl;
     }
     return n;

@@ -169,6 +169,9 @@ typedef void (*cpu_swiglu_fn)(float *g, const float *u, int64_t n);
 void cpu_swiglu_scalar(float *g, const float *u, int64_t n);
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
 void cpu_swiglu_avx512(float *g, const float *u, int64_t n);
+/* z = silu(x) for n floats (z == x, or apart), as cpu_swiglu_avx512 forms it: the silu_f32
+ * variant of a lowered FFN's silu (cpu_fast_prims.c). */
+void cpu_silu_avx512(const float *x, float *z, int64_t n);
 #endif
 cpu_swiglu_fn cpu_swiglu(void);
 

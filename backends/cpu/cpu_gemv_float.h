@@ -40,6 +40,32 @@ typedef struct cpu_gemv_job {
 /* out[m * ldo + n] = sum_k a[m * lda + k] * w[n][k] for weight rows [n0, n1), m < M. */
 typedef void (*cpu_gemv_rows_fn)(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 
+/* A row kernel's entry point `entry` (cpu_gemv_rows_fn), from the ISA file's
+ * rows(job, n0, n1, bf16, m) (m activation rows, always inlined) and prefetch(p, offset): one
+ * instance of rows per dtype and m (constant trip counts keep the sums in registers), after
+ * requesting the share's first `bytes`. */
+#define CPU_GEMV_ENTRY(entry, rows, prefetch, bytes)                                           \
+    static inline __attribute__((always_inline)) void entry##_m(const cpu_gemv_job *job,     \
+                                                                int64_t n0, int64_t n1,       \
+                                                                bool bf16)                    \
+    {                                                                                          \
+        switch (job->M) {                                                                      \
+        case 1: rows(job, n0, n1, bf16, 1); break;                                             \
+        case 2: rows(job, n0, n1, bf16, 2); break;                                             \
+        case 3: rows(job, n0, n1, bf16, 3); break;                                             \
+        default: rows(job, n0, n1, bf16, 4); break;                                            \
+        }                                                                                      \
+    }                                                                                          \
+    void entry(const cpu_gemv_job *job, int64_t n0, int64_t n1)                                \
+    {                                                                                          \
+        for (int64_t b = 0; n0 < n1 && b < (bytes); b += 64)                                   \
+            prefetch(job->w + n0 * job->w_stride, b);                                          \
+        if (job->bf16)                                                                         \
+            entry##_m(job, n0, n1, true);                                                      \
+        else                                                                                   \
+            entry##_m(job, n0, n1, false);                                                     \
+    }
+
 #ifdef CPU_HAVE_AVX2_KERNELS
 void cpu_gemv_rows_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 #endif

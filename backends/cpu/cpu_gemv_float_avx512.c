@@ -57,7 +57,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
             }
         }
         for (; k < K; k += 16) { /* the tail, 16 at a time, the last masked */
-            const __mmask16 live = K - k >= 16 ? all : (__mmask16)((1u << (K - k)) - 1u);
+            const __mmask16 live = (__mmask16)(K - k >= 16 ? 0xffffu : (1u << (K - k)) - 1u);
             const __m512 x = load16(bf16, w, k, live);
             for (int m = 0; m < rows; m++)
                 acc[m][0] = _mm512_fmadd_ps(
@@ -69,31 +69,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
     }
 }
 
-/* One instance per (dtype, activation rows): constant trip counts keep the sums in registers. */
-#define DTYPE_ROWS(name, bf16)                                                                 \
-    static void name(const cpu_gemv_job *job, int64_t n0, int64_t n1)                          \
-    {                                                                                          \
-        switch (job->M) {                                                                      \
-        case 1: gemv_rows(job, n0, n1, bf16, 1); break;                                        \
-        case 2: gemv_rows(job, n0, n1, bf16, 2); break;                                        \
-        case 3: gemv_rows(job, n0, n1, bf16, 3); break;                                        \
-        default: gemv_rows(job, n0, n1, bf16, 4); break;                                       \
-        }                                                                                      \
-    }
-DTYPE_ROWS(rows_f16, false)
-DTYPE_ROWS(rows_bf16, true)
-#undef DTYPE_ROWS
-
-void cpu_gemv_rows_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1)
-{
-    if (n0 < n1) /* the share's first lines, before its first row needs them */
-        for (int64_t b = 0; b < PREFETCH_BYTES; b += 64)
-            prefetch(job->w + n0 * job->w_stride, b);
-    if (job->bf16)
-        rows_bf16(job, n0, n1);
-    else
-        rows_f16(job, n0, n1);
-}
+CPU_GEMV_ENTRY(cpu_gemv_rows_avx512, gemv_rows, prefetch, PREFETCH_BYTES)
 #else
 typedef int cpu_gemv_float_avx512_not_built; /* a translation unit may not be empty */
 #endif
