@@ -45,8 +45,8 @@ void cpu_f16_to_f32_f16c(const uint8_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i,
-                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i))));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
+                                      (const __m128i *)(const void *)(src + 2 * i))));
     for (; i < n; i++) {
         uint16_t h;
         memcpy(&h, src + 2 * i, sizeof h);

@@ -169,9 +169,12 @@ static void pack_a(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
         }
 }
 
-/* Weight row n as K floats: quantized blocks decoded here (the reference formulas), float types
- * through cpu_load_row. A packed weight's row is first put back in its native blocks (in tmp),
- * so the model file's own pages are never touched when the int8 kernels use the packed copy. */
+/* Weight row n as K floats: quantized blocks decoded here (the reference formulas), contiguous
+ * bf16 rows by a shift and f16 ones with F16C (`f16c`: the kernel's ISA has it; both exact, as
+ * the host's per-value conversion, which they replace: 1536 x 8 x 576 f16 891 -> 376 us), other
+ * float rows through cpu_load_row. A packed weight's row is first put back in its native blocks
+ * (in tmp), so the model file's own pages are never touched when the int8 kernels use the packed
+ * copy. */
 static const float *weight_row(cpu_run *r, const cpu_tensor *b, int64_t n, bool f16c,
                                float *buf, float *tmp)
 {

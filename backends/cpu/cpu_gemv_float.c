@@ -1,5 +1,5 @@
 /*
- * The float-weight GEMV's driver (cpu_gemv_float.h): which matmuls it takes, and the split of the
+ * The 16-bit-weight GEMV's driver (cpu_gemv_float.h): which matmuls it takes, and the split of the
  * weight rows over the pool. The row kernels are per ISA (cpu_gemv_float_avx512.c,
  * cpu_gemv_float_avx2.c).
  */

@@ -3,14 +3,15 @@
  * the decode step of a model whose weights are not quantized (F16 and BF16 GGUF files).
  *
  * A GEMV reads every weight byte once and does two flops per weight element, so it is bound by
- * the memory; a few more activation rows (a short prompt) take a pass over the weight per
- * CPU_GEMV_MAX_ROWS, which up to ~32 rows still costs less than the packed GEMM's conversion of
- * the whole weight into f32 panels (cpu_gemm_f32.c, MIN_ROWS_HALF). The gemm_* variants' packed GEMM would first copy the weight into f32 panels
+ * the memory. The gemm_* variants' packed GEMM would first copy the weight into f32 panels
  * (three times the traffic); the reference kernel converts each element through the host, one
  * value at a time, which left a 4096 x 14336 f16 GEMV at 0.05 of a same-size read (bf16: 0.13).
  * Here the weight is streamed once, front to back, widened in registers, and each row's products
  * are summed in f32 with 4 x 16 (AVX-512) or 4 x 8 (AVX2) partial sums: the f32 accuracy class,
- * like the reference (whose sums are f32 too, in another order).
+ * like the reference (whose sums are f32 too, in another order). A few more activation rows (a
+ * short prompt) take a pass over the weight per CPU_GEMV_MAX_ROWS, which up to ~32 rows still
+ * costs less than the packed GEMM's conversion of the whole weight (cpu_gemm_f32.c,
+ * MIN_ROWS_HALF).
  *
  * f32 weights stay with the reference kernel: the same loop streamed a 4096 x 14336 f32 weight
  * in 7.5-8.5 ms against the reference's 6.4-6.9 (one contiguous share per thread or 16-row
