@@ -393,8 +393,8 @@ bst_status cpu_run_gemm(cpu_run *r, const cpu_q8dot_impl *impl)
     const bool int8_packed = is_quant(b->dtype) && impl->small && b->packed &&
                              cpu_packed_kernel(impl->small, job.M) &&
                              cpu_rows_uniform(&r->out, &o, &ldo);
-    if (impl->gemv && cpu_gemv_float_applies(r, MIN_ROWS_HALF))
-        return cpu_run_gemv_float(r, impl->gemv);
+    if (cpu_run_gemv_float(r, impl->gemv, MIN_ROWS_HALF))
+        return BST_OK;
     if (job.M < MIN_ROWS || job.K == 0 || int8_packed ||
         (job.M < MIN_ROWS_QUANT && is_quant(b->dtype) && impl->small)) {
         if (is_quant(b->dtype) && job.K > 0)

@@ -28,12 +28,6 @@ static bool make_job(const cpu_run *r, int64_t max_rows, cpu_gemv_job *job)
     return true;
 }
 
-bool cpu_gemv_float_applies(const cpu_run *r, int64_t max_rows)
-{
-    cpu_gemv_job job;
-    return make_job(r, max_rows, &job);
-}
-
 typedef struct gemv_task {
     const cpu_gemv_job *job;
     cpu_gemv_rows_fn fn;
@@ -55,11 +49,11 @@ static void gemv_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
     }
 }
 
-bst_status cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn)
+bool cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn, int64_t max_rows)
 {
     cpu_gemv_job job;
-    if (!fn || !make_job(r, INT64_MAX, &job))
-        return cpu_fail(r, BST_ERR_UNSUPPORTED, "the float GEMV does not take this matmul");
+    if (!fn || !make_job(r, max_rows, &job))
+        return false;
     const int64_t N = r->in[1].ne[2];
     const int64_t units = (N + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
     const int64_t workers = r->n_workers ? r->n_workers : 1;
@@ -75,5 +69,5 @@ bst_status cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn)
     r->aux = &task;
     cpu_parallel(r, units, grain, gemv_units);
     r->aux = saved;
-    return BST_OK;
+    return true;
 }

@@ -74,13 +74,11 @@ void cpu_gemv_rows_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 void cpu_gemv_rows_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 #endif
 
-/* Whether r (a matmul node, resolved) is one cpu_run_gemv_float takes: an f16 or bf16 weight
- * without batch dims, its rows contiguous inside; f32 activation rows (batch dims flattened) evenly
- * spaced and contiguous inside, fewer than `max_rows`; evenly spaced f32 output rows. */
-bool cpu_gemv_float_applies(const cpu_run *r, int64_t max_rows);
-
-/* Runs r (cpu_gemv_float_applies) with row kernel `fn`, the weight rows split over the pool in
- * one contiguous share per worker. */
-bst_status cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn);
+/* Runs r (a matmul node, resolved) with row kernel `fn`, the weight rows split over the pool in
+ * one contiguous share per worker, when it is one the kernels take: an f16 or bf16 weight
+ * without batch dims, its rows contiguous inside; f32 activation rows (batch dims flattened)
+ * evenly spaced and contiguous inside, fewer than `max_rows`; evenly spaced f32 output rows.
+ * False, with nothing run, for any other (or a NULL fn). */
+bool cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn, int64_t max_rows);
 
 #endif
