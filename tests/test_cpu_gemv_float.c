@@ -1,19 +1,23 @@
 /*
- * tests/test_cpu_gemv_float.c — the CPU backend's GEMV for f16 and bf16 weights
- * (backends/cpu/cpu_gemv_float.h): matmuls of 1..31 activation rows against 16-bit weights, built
- * on the public API and run through bst_program on the real CPU plugin (tuning off: the static
- * choice, gemm_avx512 or gemm_avx2, hands fewer than 32 rows to the GEMV of its ISA, one pass
- * over the weight per 4 rows). Weights constant (prepare_weight keeps the host's data) and
- * fed as plain inputs; on one, two and three threads (a share per thread, and a weight too small
- * to split). K of 1, 15, 16, 64, 100 and 576 reaches every loop of both kernels: the 64- and
- * 32-element bodies, the 16- and 8-element steps, the masked and the scalar tails; N of 1, 17, 40
- * and 100 leaves the shares uneven.
+ * tests/test_cpu_gemv_float.c — the CPU backend's kernels for float weights with few activation
+ * rows (backends/cpu/cpu_gemv_float.h): the GEMV for f16 and bf16 weights (1..4 rows, one pass
+ * over the weight per 4 rows) and the tile kernel (f32 weights at any of these row counts, f16
+ * and bf16 from 5 rows: tiles of 4 x 4 rows, K in blocks of 1024), built on the public API and
+ * run through bst_program on the real CPU plugin (tuning off: the static choice, gemm_avx512 or
+ * gemm_avx2, picks them; gemm_avx2 has the GEMV but no tile kernel, and runs its packed GEMM or
+ * the reference for the rest). Weights constant (prepare_weight keeps the host's data) and fed as
+ * plain inputs; on one, two and three threads (a share per thread, and a weight too small to
+ * split). K of 1, 15, 16, 64, 100, 576, 1040 and 2100 reaches every loop: the GEMVs' 64- and
+ * 32-element bodies, 16- and 8-element steps, masked and scalar tails; the tile kernel's one,
+ * two and three K blocks, the last a 16-element or a masked one. N of 1, 17, 40 and 100 and M up
+ * to 100 leave the shares and the tiles' edges uneven.
  *
  * Oracle: a double-precision dot of the weights as stored (bsti_*_to_f32) with the f32
  * activations. Bound: |got - want| <= 1e-5 times the output's sum of |terms|. The kernels sum in
- * f32 over at most K / 64 + 6 steps per partial sum (~1e-6 of the terms at K = 576); one wrong
- * lane, element or row is off by a whole term, orders of magnitude more. Activations and weights
- * span several decades.
+ * f32 over ~K / 16 steps per partial sum (the GEMV fewer); their rounding grows like the square
+ * root of that, ~4e-7 of the terms at K = 2100, while one wrong lane, element, row or block is
+ * off by a whole term or more, orders of magnitude more. Activations and weights span several
+ * decades.
  */
 #include "graph/quant.h"
 #include "test_util.h"
@@ -26,20 +30,23 @@
 #define OK BST_TEST_OK
 #define SUM_BOUND 1e-5
 
-enum { N_KS = 6, N_NS = 4, MAX_M = 31 };
-static const int64_t ks[N_KS] = {1, 15, 16, 64, 100, 576};
+enum { N_KS = 8, N_NS = 4, MAX_M = 100 };
+static const int64_t ks[N_KS] = {1, 15, 16, 64, 100, 576, 1040, 2100};
 static const int64_t ns[N_NS] = {1, 17, 40, 100};
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-/* The stored 16-bit value of f in dtype t, and back. */
-static uint16_t to16(bst_dtype t, float f)
-{
-    return t == BST_DTYPE_BF16 ? bsti_f32_to_bf16(f) : bsti_f32_to_f16(f);
-}
+static size_t elem_bytes(bst_dtype t) { return t == BST_DTYPE_F32 ? 4 : 2; }
 
-static float from16(bst_dtype t, uint16_t h)
+/* Stores f as element e of q in dtype t; returns the value stored, as f32. */
+static float store(bst_dtype t, uint8_t *q, int64_t e, float f)
 {
+    if (t == BST_DTYPE_F32) {
+        memcpy(q + 4 * e, &f, sizeof f);
+        return f;
+    }
+    const uint16_t h = t == BST_DTYPE_BF16 ? bsti_f32_to_bf16(f) : bsti_f32_to_f16(f);
+    memcpy(q + 2 * e, &h, sizeof h);
     return t == BST_DTYPE_BF16 ? bsti_bf16_to_f32(h) : bsti_f16_to_f32(h);
 }
 
@@ -84,16 +91,13 @@ static void check_dtype(bst_dtype wt)
             bst_test_wmat *x = &w[nw];
             x->n = ns[b];
             x->k = ks[a];
-            x->bytes = (size_t)(x->n * x->k) * sizeof(uint16_t);
+            x->bytes = (size_t)(x->n * x->k) * elem_bytes(wt);
             x->q = malloc(x->bytes);
             x->deq = malloc((size_t)(x->n * x->k) * sizeof *x->deq);
             CU_ASSERT_FATAL(x->q && x->deq);
             bst_test_fill_wide(&rng_state, x->deq, x->n, x->k);
-            for (int64_t e = 0; e < x->n * x->k; e++) { /* as stored, and its value back */
-                const uint16_t h = to16(wt, x->deq[e]);
-                memcpy(x->q + 2 * e, &h, sizeof h);
-                x->deq[e] = from16(wt, h);
-            }
+            for (int64_t e = 0; e < x->n * x->k; e++) /* as stored, and its value back */
+                x->deq[e] = store(wt, x->q, e, x->deq[e]);
             snprintf(x->wname, sizeof x->wname, "w%d", nw);
             snprintf(x->yname, sizeof x->yname, "y%d", nw);
         }
@@ -102,7 +106,7 @@ static void check_dtype(bst_dtype wt)
         xs[i] = malloc((size_t)(MAX_M * ks[i]) * sizeof *xs[i]);
         bst_test_fill_wide(&rng_state, xs[i], MAX_M, ks[i]);
     }
-    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 16, 31};
+    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 16, 31, 37, 100};
     double worst = 0.0;
     for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
         for (int constant = 0; constant < 2; constant++) {
@@ -131,11 +135,14 @@ static void test_f16(void) { check_dtype(BST_DTYPE_F16); }
 
 static void test_bf16(void) { check_dtype(BST_DTYPE_BF16); }
 
+static void test_f32(void) { check_dtype(BST_DTYPE_F32); }
+
 int main(void)
 {
     static const bst_test_case cases[] = {
-        {"f16 weights, 1..31 activation rows", test_f16},
-        {"bf16 weights, 1..31 activation rows", test_bf16},
+        {"f16 weights, 1..100 activation rows", test_f16},
+        {"bf16 weights, 1..100 activation rows", test_bf16},
+        {"f32 weights, 1..100 activation rows", test_f32},
         {NULL, NULL},
     };
     return bst_test_run_suite("cpu_gemv_float", cases);

@@ -30,7 +30,7 @@
 typedef struct cpu_gemv_job {
     const uint8_t *w; /* weight row 0; rows w_stride bytes apart, each K contiguous elements */
     int64_t w_stride;
-    bool bf16;        /* the weight's elements: bf16, else f16 */
+    uint32_t wtype;   /* the weight's bst_dtype: f16 or bf16 (and f32 for the tile kernels) */
     const float *a;   /* activation row 0 (K contiguous f32), rows lda floats apart */
     int64_t lda;
     int64_t M, K;     /* activation rows (1..CPU_GEMV_MAX_ROWS) and the reduced length */
@@ -61,7 +61,7 @@ typedef void (*cpu_gemv_rows_fn)(const cpu_gemv_job *job, int64_t n0, int64_t n1
     {                                                                                          \
         for (int64_t b = 0; n0 < n1 && b < (bytes); b += 64)                                   \
             prefetch(job->w + n0 * job->w_stride, b);                                          \
-        if (job->bf16)                                                                         \
+        if (job->wtype == BST_DTYPE_BF16)                                                      \
             entry##_m(job, n0, n1, true);                                                      \
         else                                                                                   \
             entry##_m(job, n0, n1, false);                                                     \
@@ -74,11 +74,22 @@ void cpu_gemv_rows_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 void cpu_gemv_rows_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 #endif
 
+/* The tile kernel (cpu_gemm_dot_avx512.c): the same out[m * ldo + n] for any number of
+ * activation rows M, and f32 weights too, by register tiles of 4 activation rows x 4 weight rows
+ * with no packing: for a short prompt, where the packed GEMM's copy of the weight into f32 panels
+ * costs as much as the arithmetic. */
+#ifdef CPU_HAVE_AVX512VNNI_KERNELS
+void cpu_gemm_dot_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1);
+#endif
+
 /* Runs r (a matmul node, resolved) with row kernel `fn`, the weight rows split over the pool in
  * one contiguous share per worker, when it is one the kernels take: an f16 or bf16 weight
  * without batch dims, its rows contiguous inside; f32 activation rows (batch dims flattened)
  * evenly spaced and contiguous inside, fewer than `max_rows`; evenly spaced f32 output rows.
  * False, with nothing run, for any other (or a NULL fn). */
 bool cpu_run_gemv_float(cpu_run *r, cpu_gemv_rows_fn fn, int64_t max_rows);
+/* Runs r with tile kernel `fn` as above when it has [min_rows, max_rows) activation rows (in one
+ * pass) and an f32, f16 or bf16 weight; false, with nothing run, otherwise. */
+bool cpu_run_gemm_dot(cpu_run *r, cpu_gemv_rows_fn fn, int64_t min_rows, int64_t max_rows);
 
 #endif

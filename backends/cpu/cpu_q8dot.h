@@ -76,6 +76,9 @@ typedef struct cpu_q8dot_impl {
     /* gemm_* variants: the row kernel run when a float weight meets few activation rows
      * (cpu_gemv_float.h), or NULL (then the reference kernel runs). */
     void (*gemv)(const struct cpu_gemv_job *job, int64_t n0, int64_t n1);
+    /* gemm_* variants: the tile kernel run when a float weight (f32 too) meets a short prompt's
+     * rows (cpu_gemv_float.h), or NULL (then the packed GEMM runs). */
+    void (*dot)(const struct cpu_gemv_job *job, int64_t n0, int64_t n1);
 } cpu_q8dot_impl;
 
 /* out[r] = dot(weight row w + r * w_stride (nb blocks), ONE activation row a) for r < n_rows:

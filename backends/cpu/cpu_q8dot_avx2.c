@@ -14,7 +14,7 @@
 
 const cpu_q8dot_impl cpu_q8dot_avx2 = {"q8x2dot_avx2", CPU_ISA_AVX2, q8s_dot_q4_0, q8s_dot_q4_1,
                                        q8s_dot_q8_0, NULL, NULL,
-                                       cpu_q8_quantize_avx2, NULL};
+                                       cpu_q8_quantize_avx2, NULL, NULL};
 #else
 typedef int cpu_q8dot_avx2_not_built; /* a translation unit may not be empty */
 #endif

@@ -221,7 +221,7 @@ Q8Z_ENTRY(q8z_dot_q4_1, 1, q8s_dot_q4_1)
 const cpu_q8dot_impl cpu_q8dot_avx512vnni = {"q8x2dot_avx512vnni",
                                              CPU_ISA_AVX2 | CPU_ISA_AVX512 | CPU_ISA_AVX512VNNI,
                                              q8z_dot_q4_0, q8z_dot_q4_1, q8s_dot_q8_0, NULL, NULL,
-                                             cpu_q8_quantize_avx512, NULL};
+                                             cpu_q8_quantize_avx512, NULL, NULL};
 #else
 typedef int cpu_q8dot_avx512_not_built; /* a translation unit may not be empty */
 #endif

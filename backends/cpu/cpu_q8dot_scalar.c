@@ -106,4 +106,4 @@ void cpu_q8_quantize_scalar(const float *x, cpu_q8_block *q, int64_t nb)
 }
 
 const cpu_q8dot_impl cpu_q8dot_scalar = {"q8x2dot_scalar", 0, dot_q4_0, dot_q4_1, dot_q8_0,
-                                         NULL, NULL, cpu_q8_quantize_scalar, NULL};
+                                         NULL, NULL, cpu_q8_quantize_scalar, NULL, NULL};
