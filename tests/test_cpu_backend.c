@@ -231,6 +231,35 @@ static void test_query(void)
     CU_ASSERT_EQUAL(n, 0);
 }
 
+/* Whether BASTION_CPU_ISA, when set, lets the plugin use its feature `name` (as the plugin's ISA
+ * string spells it): listed, or needed by a listed one (avx512vnni needs avx512 and avx2). */
+static bool cap_allows(const char *name)
+{
+    const char *cap = getenv("BASTION_CPU_ISA");
+    if (!cap || !cap[0])
+        return true;
+    static const struct {
+        const char *name, *by;
+    } needed[] = {{"avx2", "avx2 avx512 avx512vnni avxvnni avx512bf16"},
+                  {"avx512", "avx512 avx512vnni avx512bf16"}};
+    char list[256];
+    snprintf(list, sizeof list, " %s ", cap);
+    for (char *c = list; *c; c++)
+        *c = *c == ',' ? ' ' : *c;
+    char by[96] = "";
+    snprintf(by, sizeof by, "%s", name);
+    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++)
+        if (strcmp(needed[i].name, name) == 0)
+            snprintf(by, sizeof by, "%s", needed[i].by);
+    for (char *tok = strtok(by, " "); tok; tok = strtok(NULL, " ")) {
+        char pat[32];
+        snprintf(pat, sizeof pat, " %s ", tok);
+        if (strstr(list, pat))
+            return true;
+    }
+    return false;
+}
+
 /* Whether /proc/cpuinfo's flags line (the kernel's view, which already drops features whose
  * register state the OS does not enable) lists every flag in `want`. */
 static bool cpuinfo_has(const char *const *want, size_t n)
@@ -326,9 +355,10 @@ static void test_isa_detection(void)
     static const char *const avx512[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw",
                                          "avx512vl"};
     /* cpuinfo lists what both the CPU and the kernel support, as the plugin's checks do. */
-    CU_ASSERT_EQUAL(isa_has("avx512"), cpuinfo_has(avx512, 6));
-    CU_ASSERT_EQUAL(isa_has("avx512bf16"), cpuinfo_has(bf16, 4));
-    CU_ASSERT_EQUAL(isa_has("avxvnni"), cpuinfo_has(avxvnni, 4));
+    CU_ASSERT_EQUAL(isa_has("avx512"), cpuinfo_has(avx512, 6) && cap_allows("avx512"));
+    CU_ASSERT_EQUAL(isa_has("avx512bf16"), cpuinfo_has(bf16, 4) && cap_allows("avx512bf16"));
+    CU_ASSERT_EQUAL(isa_has("avxvnni"), cpuinfo_has(avxvnni, 4) && cap_allows("avxvnni"));
+    CU_ASSERT_EQUAL(isa_has("avx2"), cpuinfo_has(avxvnni, 3) && cap_allows("avx2"));
     if (isa_has("amx"))
         CU_ASSERT_TRUE(cpuinfo_has(amx, 2));
 }
@@ -344,7 +374,8 @@ static void test_kernel_variants(void)
     static const char *const avx2[] = {"avx2", "fma", "f16c"};
     static const char *const vnni[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
                                        "avx512_vnni"};
-    const bool has_avx2 = cpuinfo_has(avx2, 3), has_vnni = cpuinfo_has(vnni, 7);
+    const bool has_avx2 = cpuinfo_has(avx2, 3) && cap_allows("avx2"),
+               has_vnni = cpuinfo_has(vnni, 7) && cap_allows("avx512vnni");
     const uint32_t per_kind = 1u + has_avx2 + has_vnni; /* gemm (or q8x2dot) variants */
     static const bst_dtype quant[] = {BST_DTYPE_Q4_0, BST_DTYPE_Q4_1, BST_DTYPE_Q8_0};
     for (size_t q = 0; q < 3; q++) {
@@ -365,7 +396,7 @@ static void test_kernel_variants(void)
     /* bf16 weights also get the vdpbf16ps variant where the CPU has AVX-512 BF16. */
     static const char *const bf16[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
                                        "avx512_bf16"};
-    const bool has_bf16 = cpuinfo_has(bf16, 7);
+    const bool has_bf16 = cpuinfo_has(bf16, 7) && cap_allows("avx512bf16");
     static const bst_dtype plain[] = {BST_DTYPE_F32, BST_DTYPE_F16, BST_DTYPE_BF16};
     for (size_t p = 0; p < 3; p++) {
         const bool is_bf16 = plain[p] == BST_DTYPE_BF16;
@@ -912,7 +943,7 @@ static void test_set_rows_f16_bits(void)
     NEED_PLUGIN();
     enum { S = 5, T = 16, H = 3, D = 67 };
     static const char *const avx2[] = {"avx2", "fma", "f16c"};
-    const bool has_avx2 = cpuinfo_has(avx2, 3);
+    const bool has_avx2 = cpuinfo_has(avx2, 3) && cap_allows("avx2");
     int64_t sd[3] = {S, H, D}, ss[3] = {T, H, D}, si[1] = {T};
     static uint16_t dst[S * H * D], want[S * H * D], got[S * H * D];
     static float src[T * H * D];

@@ -127,7 +127,13 @@ static bst_status cpu_device_open(void *ctx, uint32_t index, void **out_device)
     if (kernels && !d->no_fused && strcmp(kernels, "all") != 0 && kernels[0])
         cpu_host->log(BST_LOG_WARN, "cpu: BASTION_CPU_KERNELS=%s is not 'ref', 'lowered' or "
                       "'all'; offering all kernels", kernels);
+    const char *cap = secure_getenv("BASTION_CPU_ISA");
     char isa[96];
+    uint32_t allowed;
+    if (cap && cap[0] && !cpu_isa_parse(cap, &allowed, isa, sizeof isa))
+        cpu_host->log(BST_LOG_WARN, "cpu: BASTION_CPU_ISA=%s: unknown feature '%s' (known: "
+                      "scalar avx2 avxvnni avx512 avx512vnni avx512bf16 amx); using every "
+                      "feature the machine has", cap, isa);
     cpu_host->log(BST_LOG_DEBUG, "cpu: opened device \"%s\" (ISA: %s%s)", d->info.name,
                   cpu_isa_string(cpu_isa_mask(), isa, sizeof isa),
                   d->ref_only ? "; reference kernels only" : "");

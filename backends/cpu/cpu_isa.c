@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
@@ -73,13 +74,54 @@ static uint32_t detect(void)
 }
 #endif
 
+/* Each feature's name (as cpu_isa_string prints it) and the features it needs: the kernels that
+ * use one assume those (an AVX-512 kernel also runs AVX2 code). */
+static const struct {
+    uint32_t bit;
+    const char *name;
+    uint32_t needs;
+} features[] = {
+    {CPU_ISA_AVX2, "avx2", 0},
+    {CPU_ISA_AVX512, "avx512", CPU_ISA_AVX2},
+    {CPU_ISA_AVX512VNNI, "avx512vnni", CPU_ISA_AVX2 | CPU_ISA_AVX512},
+    {CPU_ISA_AVXVNNI, "avxvnni", CPU_ISA_AVX2},
+    {CPU_ISA_AVX512BF16, "avx512bf16", CPU_ISA_AVX2 | CPU_ISA_AVX512},
+    {CPU_ISA_AMX, "amx", 0},
+};
+
+bool cpu_isa_parse(const char *list, uint32_t *mask, char *bad, unsigned cap)
+{
+    *mask = 0;
+    for (const char *p = list; *p;) {
+        const size_t len = strcspn(p, ", ");
+        bool known = len == 0 || (len == 6 && strncmp(p, "scalar", 6) == 0);
+        for (size_t i = 0; i < sizeof features / sizeof features[0] && !known; i++)
+            if (strlen(features[i].name) == len && strncmp(p, features[i].name, len) == 0) {
+                *mask |= features[i].bit | features[i].needs;
+                known = true;
+            }
+        if (!known) {
+            if (cap)
+                snprintf(bad, cap, "%.*s", (int)len, p);
+            return false;
+        }
+        p += len + (p[len] != '\0');
+    }
+    return true;
+}
+
 uint32_t cpu_isa_mask(void)
 {
     /* Racing first calls compute the same value; the top bit marks "computed". */
     static _Atomic uint32_t cached = 0;
     uint32_t v = atomic_load_explicit(&cached, memory_order_acquire);
     if (!(v & 0x80000000u)) {
-        v = detect() | 0x80000000u;
+        v = detect();
+        const char *cap = secure_getenv("BASTION_CPU_ISA");
+        uint32_t allowed;
+        if (cap && cap[0] && cpu_isa_parse(cap, &allowed, NULL, 0))
+            v &= allowed;
+        v |= 0x80000000u;
         atomic_store_explicit(&cached, v, memory_order_release);
     }
     return v & ~0x80000000u;
@@ -108,20 +150,14 @@ bool cpu_isa_amx_permitted(void)
 
 const char *cpu_isa_string(uint32_t mask, char *buf, unsigned cap)
 {
-    static const struct {
-        uint32_t bit;
-        const char *name;
-    } names[] = {{CPU_ISA_AVX2, "avx2"},         {CPU_ISA_AVX512, "avx512"},
-                 {CPU_ISA_AVX512VNNI, "avx512vnni"}, {CPU_ISA_AVXVNNI, "avxvnni"},
-                 {CPU_ISA_AVX512BF16, "avx512bf16"}, {CPU_ISA_AMX, "amx"}};
     if (cap == 0)
         return buf;
     buf[0] = '\0';
     size_t len = 0;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (!(mask & names[i].bit))
+    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++) {
+        if (!(mask & features[i].bit))
             continue;
-        int w = snprintf(buf + len, cap - len, "%s%s", len ? " " : "", names[i].name);
+        int w = snprintf(buf + len, cap - len, "%s%s", len ? " " : "", features[i].name);
         if (w < 0 || (size_t)w >= cap - len)
             break;
         len += (size_t)w;

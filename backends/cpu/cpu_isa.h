@@ -23,8 +23,15 @@ enum {
     CPU_ISA_AMX = 1u << 5,        /* AMX tile + int8 implemented and XTILE state enabled by the OS */
 };
 
-/* The CPU_ISA_* bits of this machine (computed once, thread-safe). */
+/* The CPU_ISA_* bits of this machine (computed once, thread-safe), less those the environment
+ * variable BASTION_CPU_ISA leaves out when it is set to a valid list (cpu_isa_parse): so that a
+ * machine can run, time and test the kernels of an older ISA, as a machine without the newer
+ * ones would. */
 uint32_t cpu_isa_mask(void);
+/* The features named in `list` (cpu_isa_string's names, "scalar" for none, separated by commas
+ * or spaces), each with the ones it needs (avx512vnni: avx512 and avx2), into *mask. False when a
+ * name is unknown: then `bad` (cap bytes) gets it. */
+bool cpu_isa_parse(const char *list, uint32_t *mask, char *bad, unsigned cap);
 /* Whether AMX tiles may be used by this process: CPU_ISA_AMX is in the mask AND (on Linux) the
  * kernel granted the XTILEDATA state permission, requested once on the first call (the request
  * enlarges this process's signal frames, so it is made only by code about to use AMX). Thread-safe;

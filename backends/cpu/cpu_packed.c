@@ -29,7 +29,11 @@ bool cpu_packed_wanted(uint32_t dtype, uint32_t rank, const int64_t *shape)
     if (rank != 2 || shape[0] < 1 || shape[1] < CPU_Q8_QK || shape[1] % CPU_Q8_QK)
         return false;
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
-    return (cpu_isa_mask() & CPU_ISA_AVX512VNNI) != 0;
+    if (cpu_isa_mask() & CPU_ISA_AVX512VNNI)
+        return true;
+#endif
+#ifdef CPU_HAVE_AVX2_KERNELS
+    return (cpu_isa_mask() & CPU_ISA_AVX2) != 0;
 #else
     return false;
 #endif
@@ -158,6 +162,17 @@ cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
     if (impl == &cpu_q8dot_avx512vnni)
         return m_count <= CPU_Q8_MAX_ROWS ? PACKED_GEMV_AVX512 : PACKED_GEMM_AVX512;
+#endif
+#ifdef CPU_HAVE_AVX2_KERNELS
+    /* The same integer dots either way: AVX-VNNI where the machine has it. A prompt's rows keep
+     * the native loops (or the packed f32 GEMM): there is no 256-bit int8 GEMM. */
+    if (impl == &cpu_q8dot_avx2 && m_count <= CPU_Q8_MAX_ROWS) {
+#ifdef CPU_HAVE_AVXVNNI_KERNELS
+        if (cpu_isa_mask() & CPU_ISA_AVXVNNI)
+            return cpu_packed_gemv_avxvnni;
+#endif
+        return cpu_packed_gemv_avx2;
+    }
 #endif
     (void)impl;
     (void)m_count;

@@ -89,7 +89,7 @@ static inline const uint16_t *cpu_packed_mins(const cpu_packed *p, int64_t g, in
 }
 
 /* Whether prepare_weight packs a weight of this dtype, rank and shape ([N, K]), given the kernels
- * this machine runs (only the AVX-512 VNNI kernels read the packed copy). */
+ * this machine runs (the AVX-512 VNNI and the AVX2 / AVX-VNNI kernels read the packed copy). */
 bool cpu_packed_wanted(uint32_t dtype, uint32_t rank, const int64_t *shape);
 
 /* Repacks the [rows, K] native (GGUF) matrix at `native` (row stride `row_bytes`) into slab
@@ -123,6 +123,16 @@ void cpu_packed_gemv_avx512(const cpu_packed *p, int64_t g0, int64_t g1, const c
 /* Many activation rows (a prompt): the int8 GEMM, tiles of weight groups x activation rows. */
 void cpu_packed_gemm_avx512(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
                             int64_t m_count, float *out, int64_t ldo);
+#endif
+
+#ifdef CPU_HAVE_AVX2_KERNELS
+/* Few activation rows with 256-bit vectors (cpu_packed_simd256.h): plain AVX2, and AVX-VNNI. */
+void cpu_packed_gemv_avx2(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
+                          int64_t m_count, float *out, int64_t ldo);
+#endif
+#ifdef CPU_HAVE_AVXVNNI_KERNELS
+void cpu_packed_gemv_avxvnni(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
+                             int64_t m_count, float *out, int64_t ldo);
 #endif
 
 /* The packed kernel variant `impl` runs for m_count activation rows, or NULL when impl reads the
