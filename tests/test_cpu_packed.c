@@ -5,8 +5,8 @@
  * bst_program on the real CPU plugin (tuning off: the static choice, gemm_avx512, hands fewer
  * than 8 rows to q8x2dot_avx512vnni, which runs cpu_packed_gemv_avx512 for up to 4 rows and the
  * packed GEMM for 5 and 6; under BASTION_CPU_ISA=avx2 or avxvnni, as ctest also runs it,
- * gemm_avx2 hands them to q8x2dot_avx2, which runs the 256-bit packed GEMV for up to 4 rows and
- * its native loops for 5 and 6). Constant weights go through prepare_weight, which keeps the
+ * gemm_avx2 hands them to q8x2dot_avx2, which runs the 256-bit packed kernel, 4 rows at a
+ * time). Constant weights go through prepare_weight, which keeps the
  * 16-row interleaved copy on a CPU with AVX2; the same weights fed as plain inputs are never
  * prepared and take the native q8x2dot block loops. Weight row counts 1, 15, 16, 17, 33 and 100 leave the last 16-row
  * group partly padded (or are one whole group); K of 1, 2, 3 and 18 blocks (an odd count leaves

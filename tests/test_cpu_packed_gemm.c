@@ -3,7 +3,7 @@
  * (backends/cpu/cpu_packed.h, cpu_packed_gemm_avx512.c): many activation rows (a prompt) times a
  * q4_0 / q4_1 / q8_0 weight that went through prepare_weight, run through the plugin ABI (dlopen,
  * query, prepare_weight, compile, execute) with the variant forced to q8x2dot_avx512vnni, which
- * multiplies more than 4 rows with the packed GEMM. Shapes cross the kernel's blocking: 8-row
+ * multiplies more than 4 rows with the packed GEMM (or to another, see gemm_variant). Shapes cross the kernel's blocking: 8-row
  * register tiles and their remainders (5, 7, 9, 31, 100, 257 rows), weight row counts that are
  * not a multiple of the 16-row group (17, 100: the last group's stores are masked), several
  * activation-row slices (257 rows of K = 576 exceed one slice), K of 1, 3 and 18 blocks.
@@ -12,7 +12,7 @@
  * quantized-matmul bound, per output row and per output column, so one wrong lane or row cannot
  * hide in the total), and the same variant on the native (unprepared) weight, whose integer dots
  * are the same: the two may differ only in the order of float sums. Activations and weights span
- * several decades per block and per row. Skipped (with a message) on a CPU without AVX-512 VNNI.
+ * several decades per block and per row. Skipped (with a message) when the variant is not offered on this CPU.
  * Few rows (the decode GEMV, 1..6 rows through the static variant choice) are test_cpu_packed.c.
  */
 #include "graph/quant.h"
@@ -25,7 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GEMM_VARIANT "q8x2dot_avx512vnni"
+/* The variant under test: q8x2dot_avx512vnni, or the one BASTION_TEST_VARIANT names (ctest also
+ * runs q8x2dot_avx2 under BASTION_CPU_ISA=avx2 and avxvnni: its 256-bit packed kernel takes any
+ * row count with AVX-VNNI, up to 127 with maddubs). */
+static const char *gemm_variant(void)
+{
+    const char *v = getenv("BASTION_TEST_VARIANT");
+    return v && v[0] ? v : "q8x2dot_avx512vnni";
+}
 #define GUARD 64
 
 static bst_backend_api api;
@@ -79,7 +86,7 @@ static int find_variant(const bst_node_desc *nd, const char *name)
     return -1;
 }
 
-/* out[M x N] = a[M x K] . w[N x K]^T with variant GEMM_VARIANT; the weight imported through
+/* out[M x N] = a[M x K] . w[N x K]^T with variant gemm_variant(); the weight imported through
  * prepare_weight (the packed copy) when `prepared`, else written into a plain buffer. Returns
  * false when the variant is not offered here. GUARD bytes after the output must stay intact. */
 static bool run_matmul(bst_dtype wt, const void *wq, size_t row_bytes, int64_t N, int64_t K,
@@ -96,7 +103,7 @@ static bool run_matmul(bst_dtype wt, const void *wq, size_t row_bytes, int64_t N
     const bst_tensor_desc *ins[2] = {&ta, &tw};
     bst_node_desc nd = {.struct_size = sizeof nd, .op = BST_OP_MATMUL, .n_inputs = 2,
                         .inputs = ins, .output = &to};
-    const int variant = find_variant(&nd, GEMM_VARIANT);
+    const int variant = find_variant(&nd, gemm_variant());
     if (variant < 0)
         return false;
     nd.variant = (uint32_t)variant;
@@ -196,7 +203,7 @@ static void check_shape(bst_dtype wt, int64_t N, int64_t K, const int64_t *ms, s
     for (size_t i = 0; i < n_ms && !skipped; i++) {
         const int64_t M = ms[i];
         if (!run_matmul(wt, wq, row_bytes, N, K, a, M, true, got)) {
-            fprintf(stderr, "\n  skipped: variant " GEMM_VARIANT " is not offered on this CPU\n");
+            fprintf(stderr, "\n  skipped: variant %s is not offered on this CPU\n", gemm_variant());
             skipped = true;
             break;
         }

@@ -10,6 +10,9 @@
 
 enum { Q4_0_BYTES = 18, Q4_1_BYTES = 20, Q8_0_BYTES = 34 };
 
+/* Activation rows up to which the maddubs kernel (cpu_packed_avx2.c) beats the f32 GEMM. */
+#define PACKED_AVX2_MAX_ROWS 128
+
 /* The AVX-512 VNNI kernels for few and many activation rows. */
 #define PACKED_GEMV_AVX512 cpu_packed_gemv_avx512
 #define PACKED_GEMM_AVX512 cpu_packed_gemm_avx512
@@ -164,14 +167,18 @@ cpu_packed_gemv_fn cpu_packed_kernel(const cpu_q8dot_impl *impl, int64_t m_count
         return m_count <= CPU_Q8_MAX_ROWS ? PACKED_GEMV_AVX512 : PACKED_GEMM_AVX512;
 #endif
 #ifdef CPU_HAVE_AVX2_KERNELS
-    /* The same integer dots either way: AVX-VNNI where the machine has it. A prompt's rows keep
-     * the native loops (or the packed f32 GEMM): there is no 256-bit int8 GEMM. */
-    if (impl == &cpu_q8dot_avx2 && m_count <= CPU_Q8_MAX_ROWS) {
+    /* The same integer dots either way, with AVX-VNNI where the machine has it; a prompt's rows
+     * go through it 4 at a time, group by group. Against the native loops and gemm_avx2's f32
+     * GEMM of the dequantized weight (AVX-512 machine capped by BASTION_CPU_ISA), q4_1 1536 x M
+     * x 576: with AVX-VNNI M 8 0.39, 64 0.37, 512 0.71 of the time (4096 x 64 x 4096: 0.36);
+     * with maddubs M 8 0.74, 64 0.75, 128 1.02-1.11, 256 1.19-1.27: there the f32 GEMM keeps
+     * the longer prompts. */
+    if (impl == &cpu_q8dot_avx2) {
 #ifdef CPU_HAVE_AVXVNNI_KERNELS
         if (cpu_isa_mask() & CPU_ISA_AVXVNNI)
             return cpu_packed_gemv_avxvnni;
 #endif
-        return cpu_packed_gemv_avx2;
+        return m_count < PACKED_AVX2_MAX_ROWS ? cpu_packed_gemv_avx2 : NULL;
     }
 #endif
     (void)impl;

@@ -126,7 +126,8 @@ void cpu_packed_gemm_avx512(const cpu_packed *p, int64_t g0, int64_t g1, const c
 #endif
 
 #ifdef CPU_HAVE_AVX2_KERNELS
-/* Few activation rows with 256-bit vectors (cpu_packed_simd256.h): plain AVX2, and AVX-VNNI. */
+/* With 256-bit vectors (cpu_packed_simd256.h): plain AVX2, and AVX-VNNI; any number of
+ * activation rows, 4 at a time against each 16-row group. */
 void cpu_packed_gemv_avx2(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
                           int64_t m_count, float *out, int64_t ldo);
 #endif

@@ -164,43 +164,46 @@ PK2_ALWAYS void pk2_group(int kind, int M, const cpu_packed *p, int64_t g, const
     }
 }
 
-/* Groups [g0, g1) for M activation rows: the stream's first pk2_pf_dist bytes are requested at
- * once, so that a short call does not wait on one miss after another. */
-#define PK2_GROUPS(name, kind, M)                                                              \
-    static void name(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,     \
-                     float *out, int64_t ldo)                                                 \
+/* One group for M activation rows, an instance per dtype and M. */
+#define PK2_GROUP(name, kind, M)                                                               \
+    static void name(const cpu_packed *p, int64_t g, const cpu_q8_block *a, float *out,       \
+                     int64_t ldo, const uint8_t *begin, size_t len)                           \
     {                                                                                         \
-        const uint8_t *begin = cpu_packed_group(p, g0);                                       \
-        const size_t len = (size_t)(g1 - g0) * p->group_bytes;                                \
-        pk2_prefetch(begin, len, 0, pk2_pf_dist(len));                                        \
-        for (int64_t g = g0; g < g1; g++)                                                     \
-            pk2_group(kind, M, p, g, a, out, ldo, begin, len);                                \
+        pk2_group(kind, M, p, g, a, out, ldo, begin, len);                                    \
     }
 #define PK2_KIND(kind, pre)                                                                    \
-    PK2_GROUPS(pre##_1, kind, 1) PK2_GROUPS(pre##_2, kind, 2) PK2_GROUPS(pre##_3, kind, 3)     \
-        PK2_GROUPS(pre##_4, kind, 4)
+    PK2_GROUP(pre##_1, kind, 1) PK2_GROUP(pre##_2, kind, 2) PK2_GROUP(pre##_3, kind, 3)        \
+        PK2_GROUP(pre##_4, kind, 4)
 PK2_KIND(PK2_Q4_0, pk2_q4_0)
 PK2_KIND(PK2_Q4_1, pk2_q4_1)
 PK2_KIND(PK2_Q8_0, pk2_q8_0)
 #undef PK2_KIND
-#undef PK2_GROUPS
+#undef PK2_GROUP
 
-typedef void (*pk2_groups_fn)(const cpu_packed *p, int64_t g0, int64_t g1,
-                              const cpu_q8_block *a, float *out, int64_t ldo);
-static const pk2_groups_fn pk2_table[3][CPU_Q8_MAX_ROWS] = {
+typedef void (*pk2_group_fn)(const cpu_packed *p, int64_t g, const cpu_q8_block *a, float *out,
+                             int64_t ldo, const uint8_t *begin, size_t len);
+static const pk2_group_fn pk2_table[3][CPU_Q8_MAX_ROWS] = {
     {pk2_q4_0_1, pk2_q4_0_2, pk2_q4_0_3, pk2_q4_0_4},
     {pk2_q4_1_1, pk2_q4_1_2, pk2_q4_1_3, pk2_q4_1_4},
     {pk2_q8_0_1, pk2_q8_0_2, pk2_q8_0_3, pk2_q8_0_4},
 };
 
+/* Groups [g0, g1), each against all m_count activation rows, CPU_Q8_MAX_ROWS at a time, while
+ * the group's weights (16 rows) stay in L1 / L2: a prompt's rows then read the weights from
+ * memory once. The stream's first pk2_pf_dist bytes are requested at once, so that a short call
+ * does not wait on one miss after another. */
 void PK2_ENTRY(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
                int64_t m_count, float *out, int64_t ldo)
 {
     const int kind = p->dtype == BST_DTYPE_Q4_0 ? PK2_Q4_0
                      : p->dtype == BST_DTYPE_Q4_1 ? PK2_Q4_1
                                                    : PK2_Q8_0;
-    for (int64_t j = 0; j < m_count; j += CPU_Q8_MAX_ROWS) {
-        const int64_t mc = m_count - j < CPU_Q8_MAX_ROWS ? m_count - j : CPU_Q8_MAX_ROWS;
-        pk2_table[kind][mc - 1](p, g0, g1, a + j * p->nb, out + j * ldo, ldo);
-    }
+    const uint8_t *begin = cpu_packed_group(p, g0);
+    const size_t len = (size_t)(g1 - g0) * p->group_bytes;
+    pk2_prefetch(begin, len, 0, pk2_pf_dist(len));
+    for (int64_t g = g0; g < g1; g++)
+        for (int64_t j = 0; j < m_count; j += CPU_Q8_MAX_ROWS) {
+            const int64_t mc = m_count - j < CPU_Q8_MAX_ROWS ? m_count - j : CPU_Q8_MAX_ROWS;
+            pk2_table[kind][mc - 1](p, g, a + j * p->nb, out + j * ldo, ldo, begin, len);
+        }
 }
