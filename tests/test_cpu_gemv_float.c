@@ -1,16 +1,16 @@
 /*
  * tests/test_cpu_gemv_float.c — the CPU backend's kernels for float weights with few activation
- * rows (backends/cpu/cpu_gemv_float.h): the GEMV for f16 and bf16 weights (1..4 rows, one pass
- * over the weight per 4 rows) and the tile kernel (f32 weights at any of these row counts, f16
- * and bf16 from 5 rows: tiles of 4 x 4 rows, K in blocks of 1024), built on the public API and
- * run through bst_program on the real CPU plugin (tuning off: the static choice, gemm_avx512 or
- * gemm_avx2, picks them; gemm_avx2 has the GEMV but no tile kernel, and runs its packed GEMM or
- * the reference for the rest). Weights constant (prepare_weight keeps the host's data) and fed as
- * plain inputs; on one, two and three threads (a share per thread, and a weight too small to
- * split). K of 1, 15, 16, 64, 100, 576, 1040 and 2100 reaches every loop: the GEMVs' 64- and
- * 32-element bodies, 16- and 8-element steps, masked and scalar tails; the tile kernel's one,
- * two and three K blocks, the last a 16-element or a masked one. N of 1, 17, 40 and 100 and M up
- * to 100 leave the shares and the tiles' edges uneven.
+ * rows (backends/cpu/cpu_gemv_float.h): the GEMV for f16 and bf16 weights (one row) and the tile
+ * kernels (from 2 rows, f32 weights too; f32 with one row runs the reference), built on the
+ * public API and run through bst_program on the real CPU plugin (tuning off: the static choice
+ * picks them, gemm_avx512, or gemm_avx2 under BASTION_CPU_ISA=avx2 as ctest also runs it).
+ * Weights constant (prepare_weight keeps the host's data) and fed as plain inputs; on one, two
+ * and three threads (a share per thread, and a weight too small to split). K of 1, 15, 16, 64,
+ * 100, 576, 1040 and 2100 reaches every loop: the GEMVs' 64- and 32-element bodies, 16- and
+ * 8-element steps, masked and scalar tails; the tile kernels' one, two and three K blocks of
+ * 1024, the last a 16-element, a masked (AVX-512) or an element-by-element (AVX2) one. N of 1,
+ * 17, 40 and 100 and M up to 100 leave the shares and the tiles' edges (4 x 4 rows with AVX-512,
+ * 4 x 2 with AVX2) uneven.
  *
  * Oracle: a double-precision dot of the weights as stored (bsti_*_to_f32) with the f32
  * activations. Bound: |got - want| <= 1e-5 times the output's sum of |terms|. The kernels sum in

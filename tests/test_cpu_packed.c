@@ -2,17 +2,17 @@
  * tests/test_cpu_packed.c — the CPU backend's decode GEMV on the packed weight copy
  * (backends/cpu/cpu_packed.h, cpu_packed_avx512.c, cpu_packed_simd256.h): matmuls of 1..6
  * activation rows against q4_0 / q4_1 / q8_0 weights, built on the public API and run through
- * bst_program on the real CPU plugin (tuning off: the static choice, gemm_avx512, hands fewer
- * than 8 rows to q8x2dot_avx512vnni, which runs cpu_packed_gemv_avx512 for up to 4 rows and the
- * packed GEMM for 5 and 6; under BASTION_CPU_ISA=avx2 or avxvnni, as ctest also runs it,
- * gemm_avx2 hands them to q8x2dot_avx2, which runs the 256-bit packed kernel, 4 rows at a
- * time). Constant weights go through prepare_weight, which keeps the
- * 16-row interleaved copy on a CPU with AVX2; the same weights fed as plain inputs are never
- * prepared and take the native q8x2dot block loops. Weight row counts 1, 15, 16, 17, 33 and 100 leave the last 16-row
- * group partly padded (or are one whole group); K of 1, 2, 3 and 18 blocks (an odd count leaves
- * the last block pair of the packed layout half empty). The six matmuls of one
- * x<K> follow each other in the graph, so with packed weights they run as sibling groups of four
- * and two (cpu_run_q8dot_group: one quantization, one parallel section over all their row groups).
+ * bst_program on the real CPU plugin (tuning off: the static choice, gemm_avx512, hands fewer than
+ * 8 rows to q8x2dot_avx512vnni, which runs cpu_packed_gemv_avx512 for up to 4 rows and the packed
+ * GEMM for 5 and 6; under BASTION_CPU_ISA=avx2 or avxvnni, as ctest also runs it, gemm_avx2 hands
+ * them to q8x2dot_avx2, which runs the 256-bit packed kernel, 4 rows at a time). Constant weights
+ * go through prepare_weight, which keeps the 16-row interleaved copy on a CPU with AVX2; the same
+ * weights fed as plain inputs are never prepared and take the native q8x2dot block loops. Weight
+ * row counts 1, 15, 16, 17, 33 and 100 leave the last 16-row group partly padded (or are one whole
+ * group); K of 1, 2, 3 and 18 blocks (an odd count leaves the last block pair of the packed layout
+ * half empty). The six matmuls of one x<K> follow each other in the graph, so with packed weights
+ * they run as sibling groups of four and two (cpu_run_q8dot_group: one quantization, one parallel
+ * section over all their row groups).
  *
  * Oracles: a double-precision loop over the dequantized weights (graph/quant.h), NMSE <= 5e-4
  * (DESIGN.md's quantized-matmul bound) per output column and per activation row (worst_nmse),

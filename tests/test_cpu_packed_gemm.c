@@ -3,17 +3,19 @@
  * (backends/cpu/cpu_packed.h, cpu_packed_gemm_avx512.c): many activation rows (a prompt) times a
  * q4_0 / q4_1 / q8_0 weight that went through prepare_weight, run through the plugin ABI (dlopen,
  * query, prepare_weight, compile, execute) with the variant forced to q8x2dot_avx512vnni, which
- * multiplies more than 4 rows with the packed GEMM (or to another, see gemm_variant). Shapes cross the kernel's blocking: 8-row
- * register tiles and their remainders (5, 7, 9, 31, 100, 257 rows), weight row counts that are
- * not a multiple of the 16-row group (17, 100: the last group's stores are masked), several
- * activation-row slices (257 rows of K = 576 exceed one slice), K of 1, 3 and 18 blocks.
+ * multiplies more than 4 rows with the packed GEMM (or to another, see gemm_variant). Shapes cross
+ * the kernel's blocking: 8-row register tiles and their remainders (5, 7, 9, 31, 100, 257 rows),
+ * weight row counts that are not a multiple of the 16-row group (17, 100: the last group's stores
+ * are masked), several activation-row slices (257 rows of K = 576 exceed one slice), K of 1, 3 and
+ * 18 blocks.
  *
  * Oracles: a double-precision loop over the dequantized weights (NMSE <= 5e-4, DESIGN.md's
  * quantized-matmul bound, per output row and per output column, so one wrong lane or row cannot
  * hide in the total), and the same variant on the native (unprepared) weight, whose integer dots
  * are the same: the two may differ only in the order of float sums. Activations and weights span
- * several decades per block and per row. Skipped (with a message) when the variant is not offered on this CPU.
- * Few rows (the decode GEMV, 1..6 rows through the static variant choice) are test_cpu_packed.c.
+ * several decades per block and per row. Skipped (with a message) when the variant is not offered
+ * on this CPU. Few rows (the decode GEMV, 1..6 rows through the static variant choice) are
+ * test_cpu_packed.c.
  */
 #include "graph/quant.h"
 #include "runtime/runtime.h"

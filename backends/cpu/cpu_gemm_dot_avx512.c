@@ -62,7 +62,8 @@ ALWAYS void tile_dots(int kind, const float *const a[4], const uint8_t *const w[
     }
 }
 
-/* Four vectors' partial sums into one whose 128-bit block b holds block b's sums of (a, b, c, d). */
+/* Four vectors' partial sums into one whose 128-bit block i holds block i's sums of
+ * (a, b, c, d). */
 ALWAYS __m512 fold4(__m512 a, __m512 b, __m512 c, __m512 d)
 {
     const __m512d pa = _mm512_castps_pd(a), pb = _mm512_castps_pd(b), pc = _mm512_castps_pd(c),

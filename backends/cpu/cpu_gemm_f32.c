@@ -24,20 +24,24 @@ enum {
      * weight, a fixed cost the few rows do not amortize (SmolLM2's shapes on AVX-512: 8 rows
      * 0.59 ms by q8x2dot against 2.64 ms packed; the same crossover as cpu_fused_ffn.c's). */
     MIN_ROWS_QUANT = 48,
-    /* For f16 / bf16 weights without a tile kernel (AVX2) the float GEMV (a pass over the weight
-     * per 4 rows) wins up to here: 1536 x M x 576 f16 on AVX-512, GEMV against packed: M 8 153
+    /* For f16 / bf16 weights without a tile kernel the float GEMV (a pass over the weight per 4
+     * rows) wins up to here: 1536 x M x 576 f16 on AVX-512, GEMV against packed: M 8 153
      * against 376 us, 16 291 / 462, 32 562 / 493, 64 1110 / 708. */
     MIN_ROWS_HALF = 32,
-    /* With the tile kernel (cpu_gemm_dot_avx512.c) the GEMV keeps one row, which it streams
+    /* With a tile kernel (cpu_gemm_dot_avx512.c) the GEMV keeps one row, which it streams
      * faster (f16 4096 x 1 x 4096: 0.69 against 1.16 ms); from two rows on the tiles win
      * (1536 x 4 x 576: 54 against 85 us), and against the packed GEMM up to a few hundred rows,
      * where its panels' copy is paid back (1536 x M x 576 f16 / f32 against packed: M 64 0.51 /
      * 0.68, 256 0.83 / 0.77, 384 0.93 / 0.87, 512 1.07 / 0.93; 2048 x 384 x 2048 0.99 / 0.95).
      * gemm_bf16dot's packed kernel does two products per lane and instruction: its crossover
-     * is lower (bf16 1536 x M x 576: M 128 0.88, 192 0.95, 256 1.19-1.26). */
+     * is lower (bf16 1536 x M x 576: M 128 0.88, 192 0.95, 256 1.19-1.26). So is AVX2's, whose
+     * 4 x 2 tiles load more per multiply-add (f16 / f32 1536 x M x 576, AVX2 tiles against
+     * what gemm_avx2 ran before, the GEMV's passes or the reference below 32 / 8 rows and the
+     * packed GEMM above: M 4 0.48 / 0.58, 8 0.35 / 0.26, 64 0.85 / 0.82, 256 1.10 / 1.12). */
     MIN_ROWS_DOT = 2,
     MAX_ROWS_DOT = 448,
     MAX_ROWS_DOT_BF16 = 192,
+    MAX_ROWS_DOT_AVX2 = 128,
     MAX_NC = 512,   /* weight rows per worker block */
     Q4_0_BYTES = 18,
     Q4_1_BYTES = 20,
@@ -62,7 +66,7 @@ const cpu_q8dot_impl cpu_gemm_scalar = {"gemm_scalar", 0, NULL, NULL, NULL,
 #ifdef CPU_HAVE_AVX2_KERNELS
 const cpu_q8dot_impl cpu_gemm_avx2 = {"gemm_avx2", CPU_ISA_AVX2, NULL, NULL, NULL,
                                       &cpu_gemm_kernel_avx2, &cpu_q8dot_avx2, NULL,
-                                      cpu_gemv_rows_avx2, NULL};
+                                      cpu_gemv_rows_avx2, cpu_gemm_dot_avx2};
 #endif
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
 const cpu_q8dot_impl cpu_gemm_avx512 = {"gemm_avx512",
@@ -407,7 +411,9 @@ bst_status cpu_run_gemm(cpu_run *r, const cpu_q8dot_impl *impl)
                              cpu_packed_kernel(impl->small, job.M) &&
                              cpu_rows_uniform(&r->out, &o, &ldo);
     const int64_t gemv_rows = impl->dot ? MIN_ROWS_DOT : MIN_ROWS_HALF;
-    const int64_t dot_rows = impl->gemm->kpack > 1 ? MAX_ROWS_DOT_BF16 : MAX_ROWS_DOT;
+    const int64_t dot_rows = impl->gemm->kpack > 1          ? MAX_ROWS_DOT_BF16
+                             : impl->isa & CPU_ISA_AVX512 ? MAX_ROWS_DOT
+                                                          : MAX_ROWS_DOT_AVX2;
     if (cpu_run_gemv_float(r, impl->gemv, gemv_rows) ||
         cpu_run_gemm_dot(r, impl->dot, MIN_ROWS_DOT, dot_rows))
         return BST_OK;

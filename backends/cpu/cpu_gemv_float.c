@@ -24,7 +24,8 @@ static bool make_job(const cpu_run *r, int64_t min_rows, int64_t max_rows, bool 
         !cpu_rows_uniform(o, &obase, &ldo))
         return false;
     const int64_t M = a->ne[0] * a->ne[1] * a->ne[2];
-    if (M < min_rows || M >= max_rows || a->ne[3] < 1 || a->ne[3] != b->ne[3] || o->ne[3] != b->ne[2])
+    if (M < min_rows || M >= max_rows || a->ne[3] < 1 || a->ne[3] != b->ne[3] ||
+        o->ne[3] != b->ne[2])
         return false;
     *job = (cpu_gemv_job){b->data, b->nb[2], b->dtype, abase, lda, M, a->ne[3], obase, ldo};
     return true;
@@ -56,7 +57,8 @@ static void gemv_units(cpu_run *r, int64_t begin, int64_t end, uint32_t w)
  * each streams its share front to back: with the pool's usual chunks of 16 rows, 1536 x 576 f16
  * took 49-51 us against 38-41 (4096 x 14336: 2.2-2.9 ms against 2.2-2.7). A small weight stays
  * on one thread when waking another costs more than its share would take. */
-static void run_shares(cpu_run *r, const cpu_gemv_job *job, cpu_gemv_rows_fn fn, int64_t pass_rows)
+static void run_shares(cpu_run *r, const cpu_gemv_job *job, cpu_gemv_rows_fn fn,
+                       int64_t pass_rows)
 {
     const int64_t N = r->in[1].ne[2];
     const int64_t units = (N + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;

@@ -74,10 +74,13 @@ void cpu_gemv_rows_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 void cpu_gemv_rows_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 #endif
 
-/* The tile kernel (cpu_gemm_dot_avx512.c): the same out[m * ldo + n] for any number of
- * activation rows M, and f32 weights too, by register tiles of 4 activation rows x 4 weight rows
- * with no packing: for a short prompt, where the packed GEMM's copy of the weight into f32 panels
- * costs as much as the arithmetic. */
+/* The tile kernels (cpu_gemm_dot_avx512.c, cpu_gemm_dot_avx2.c): the same out[m * ldo + n] for
+ * any number of activation rows M, and f32 weights too, by register tiles of activation rows x
+ * weight rows with no packing: for a short prompt, where the packed GEMM's copy of the weight
+ * into f32 panels costs as much as the arithmetic. */
+#ifdef CPU_HAVE_AVX2_KERNELS
+void cpu_gemm_dot_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1); /* 4 x 2 tiles */
+#endif
 #ifdef CPU_HAVE_AVX512VNNI_KERNELS
 void cpu_gemm_dot_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1);
 #endif

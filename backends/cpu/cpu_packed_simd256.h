@@ -63,7 +63,8 @@ PK2_ALWAYS __m256i pk2_weights(int kind, const uint8_t *tile, int e, int h)
 {
     if (kind == PK2_Q8_0)
         return _mm256_load_si256((const __m256i *)(const void *)(tile + 64 * e + 32 * h));
-    const __m256i w = _mm256_load_si256((const __m256i *)(const void *)(tile + 64 * (e & 3) + 32 * h));
+    const __m256i w =
+        _mm256_load_si256((const __m256i *)(const void *)(tile + 64 * (e & 3) + 32 * h));
     const __m256i low = _mm256_set1_epi8(0x0f);
     return e < 4 ? _mm256_and_si256(w, low) : _mm256_and_si256(_mm256_srli_epi16(w, 4), low);
 }
@@ -137,7 +138,8 @@ PK2_ALWAYS void pk2_group(int kind, int M, const cpu_packed *p, int64_t g, const
         pk2_prefetch(begin, len, pf, step);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(const void *)(d + 16 * h)));
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(const void *)(d + 16 * h)));
 #pragma GCC unroll 4
             for (int j = 0; j < M; j++) {
                 const cpu_q8_block *b = a + j * nb + kb;
@@ -157,7 +159,8 @@ PK2_ALWAYS void pk2_group(int kind, int M, const cpu_packed *p, int64_t g, const
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         const int64_t here = left - 8 * h < 8 ? left - 8 * h : 8;
-        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(here > 0 ? here : 0)), lane);
+        const __m256i keep =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(here > 0 ? here : 0)), lane);
 #pragma GCC unroll 4
         for (int j = 0; j < M; j++)
             _mm256_maskstore_ps(out + j * ldo + n0 + 8 * h, keep, acc[j][h]);
