@@ -23,6 +23,7 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
 #include "cpu_exp_avx512.h"
+#include "cpu_fold_avx512.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -71,33 +72,6 @@ ALWAYS void prefetch4(const uint8_t *k0, const uint8_t *k1, const uint8_t *k2, c
         prefetch(k3, off);
 }
 
-/* Four keys' partial-sum vectors a, b, c, d into one whose 128-bit block i holds block i's
- * partial sums of (a, b, c, d): shuffles within 128-bit blocks only, which are cheaper than
- * the ones across blocks that fold16 needs. */
-ALWAYS __m512 fold4(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    const __m512d pa = _mm512_castps_pd(a), pb = _mm512_castps_pd(b), pc = _mm512_castps_pd(c),
-                  pd = _mm512_castps_pd(d);
-    const __m512 ab = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pa, pb)),
-                                    _mm512_castpd_ps(_mm512_unpackhi_pd(pa, pb)));
-    const __m512 cd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pc, pd)),
-                                    _mm512_castpd_ps(_mm512_unpackhi_pd(pc, pd)));
-    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-/* Four fold4 results x0..x3 (of keys 4g..4g+3) into the 16 scores, lane l = key l: the 4 x 4
- * blocks transposed and summed. */
-ALWAYS __m512 fold16(__m512 x0, __m512 x1, __m512 x2, __m512 x3)
-{
-    const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x44),
-                                     _mm512_shuffle_f32x4(x0, x1, 0xee));
-    const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(x2, x3, 0x44),
-                                     _mm512_shuffle_f32x4(x2, x3, 0xee));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, 0x88),
-                         _mm512_shuffle_f32x4(z01, z23, 0xdd));
-}
-
 /* Scores of rows [r0, r0 + rb) against 16 keys (key l's row at kp[l]): out[r * KB + l]. Also
  * asks for the rows pf bytes past those of keys l < npf (the next keys' K rows) and pf2 bytes
  * past those of keys l < npf2 (these keys' V rows), one line per chunk of 64 bytes: spread over
@@ -137,11 +111,11 @@ ALWAYS void scores16(int kind, int rb, const float *Q, int64_t D, const uint8_t 
         }
 #pragma GCC unroll 4
         for (int r = 0; r < rb; r++)
-            x[r][g] = fold4(a[r][0], a[r][1], a[r][2], a[r][3]);
+            x[r][g] = cpu_fold4(a[r][0], a[r][1], a[r][2], a[r][3]);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < rb; r++)
-        _mm512_store_ps(out + r * KB, fold16(x[r][0], x[r][1], x[r][2], x[r][3]));
+        _mm512_store_ps(out + r * KB, cpu_fold16(x[r][0], x[r][1], x[r][2], x[r][3]));
 }
 
 /* Acc[r] = Acc[r] * alpha[r] + sum_j P[r][j] * V_j for rows [0, rb), columns [c0, c0 + 16 w);

@@ -1,24 +1,26 @@
 /*
- * The float-weight tile kernel with AVX-512 (cpu_gemv_float.h, cpu_gemm_dot_fn): a short prompt's
- * matmul against an f32, f16 or bf16 weight, with no packing at all.
+ * The float-weight tile kernel with AVX-512 (cpu_gemv_float.h): a short prompt's matmul against
+ * an f32, f16 or bf16 weight, with no packing at all.
  *
  * Both operands already have K contiguous (activation rows and weight rows), so a register tile
  * of 4 activation rows x 4 weight rows keeps 16 vectors of partial dot products: each step loads
  * 16 elements of the 4 weight rows (widened in registers) and of the 4 activation rows, and does
- * 16 multiply-adds. The 16 sums are reduced once per K block by a transpose-add tree (fold4 and
- * fold16, as in cpu_fused_attention_decode_avx512.c). The packed GEMM instead copies the whole
- * weight into f32 panels on every call, which for a prompt of tens of rows costs as much as the
- * multiply-adds themselves (64 x 1536 x 576: 660-770 us, against ~300 us of arithmetic on two
- * cores).
+ * 16 multiply-adds. The 16 sums are reduced once per K block by a transpose-add tree
+ * (cpu_fold_avx512.h). The packed GEMM instead copies the whole weight into f32 panels on every
+ * call, which for a prompt of tens of rows costs as much as the multiply-adds themselves
+ * (64 x 1536 x 576: 660-770 us, against ~300 us of arithmetic on two cores).
  * Loop order per worker share: K blocks of TILE_KC outermost, so that the activation rows' block
  * (M x TILE_KC floats) stays in L2; then 4 weight rows at a time, whose block (at most 16 KiB)
- * stays in L1 while every group of 4 activation rows sweeps it; the next 4 weight rows are
- * requested meanwhile, spread over the sweep. Edges are computed on repeated rows and only the
- * valid sums stored. Compiled with the AVX-512 flags and called only when cpu_isa_mask() has them.
+ * stays in L1 while every group of 4 activation rows sweeps it. The first group's loop also asks
+ * for the next 4 weight rows' lines, in step with its own loads (asking for them all at once
+ * stalled the loads behind the misses in flight). Edges are computed on repeated rows and only
+ * the valid sums stored. Compiled with the AVX-512 flags and called only when cpu_isa_mask() has
+ * them.
  */
 #include "cpu_gemv_float.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#include "cpu_fold_avx512.h"
 #include <immintrin.h>
 
 #define ALWAYS static inline __attribute__((always_inline))
@@ -62,31 +64,6 @@ ALWAYS void tile_dots(int kind, const float *const a[4], const uint8_t *const w[
     }
 }
 
-/* Four vectors' partial sums into one whose 128-bit block i holds block i's sums of
- * (a, b, c, d). */
-ALWAYS __m512 fold4(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    const __m512d pa = _mm512_castps_pd(a), pb = _mm512_castps_pd(b), pc = _mm512_castps_pd(c),
-                  pd = _mm512_castps_pd(d);
-    const __m512 ab = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pa, pb)),
-                                    _mm512_castpd_ps(_mm512_unpackhi_pd(pa, pb)));
-    const __m512 cd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pc, pd)),
-                                    _mm512_castpd_ps(_mm512_unpackhi_pd(pc, pd)));
-    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-/* Four fold4 results into 16 sums: lane 4i + j = the sum of x_i's (a, b, c, d)[j]. */
-ALWAYS __m512 fold16(__m512 x0, __m512 x1, __m512 x2, __m512 x3)
-{
-    const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x44),
-                                     _mm512_shuffle_f32x4(x0, x1, 0xee));
-    const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(x2, x3, 0x44),
-                                     _mm512_shuffle_f32x4(x2, x3, 0xee));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, 0x88),
-                         _mm512_shuffle_f32x4(z01, z23, 0xdd));
-}
-
 /* Weight rows [n0, n1) against every activation row, K block [k0, k1): the block's sums are
  * stored (first block) or added to the output. */
 ALWAYS void tile_block(int kind, const cpu_gemv_job *job, int64_t n0, int64_t n1, int64_t k0,
@@ -113,10 +90,10 @@ ALWAYS void tile_block(int kind, const cpu_gemv_job *job, int64_t n0, int64_t n1
                 tile_dots(kind, a, w, next, k0, k1, acc);
             else
                 tile_dots(kind, a, w, NULL, k0, k1, acc);
-            const __m512 s = fold16(fold4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]),
-                                    fold4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]),
-                                    fold4(acc[2][0], acc[2][1], acc[2][2], acc[2][3]),
-                                    fold4(acc[3][0], acc[3][1], acc[3][2], acc[3][3]));
+            const __m512 s = cpu_fold16(cpu_fold4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]),
+                                        cpu_fold4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]),
+                                        cpu_fold4(acc[2][0], acc[2][1], acc[2][2], acc[2][3]),
+                                        cpu_fold4(acc[3][0], acc[3][1], acc[3][2], acc[3][3]));
             const __mmask8 cols = (__mmask8)((1u << nv) - 1u);
             for (int i = 0; i < mv; i++) {
                 float *o = job->out + (m + i) * job->ldo + n;
