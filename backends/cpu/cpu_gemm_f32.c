@@ -32,14 +32,15 @@ enum {
      * faster (f16 4096 x 1 x 4096: 0.69 against 1.16 ms); from two rows on the tiles win
      * (1536 x 4 x 576: 54 against 85 us), and against the packed GEMM up to a few hundred rows,
      * where its panels' copy is paid back (1536 x M x 576 f16 / f32 against packed: M 64 0.51 /
-     * 0.68, 256 0.83 / 0.77, 384 0.93 / 0.87, 512 1.07 / 0.93; 2048 x 384 x 2048 0.99 / 0.95).
+     * 0.68, 256 0.83-0.90 / 0.77-0.80, 512 0.97-1.03 / 0.90-0.94, 1024 1.07 / 1.00; 2048 x 512 x
+     * 2048 0.97 / 0.93).
      * gemm_bf16dot's packed kernel does two products per lane and instruction: its crossover
      * is lower (bf16 1536 x M x 576: M 128 0.88, 192 0.95, 256 1.19-1.26). So is AVX2's, whose
      * 4 x 2 tiles load more per multiply-add (f16 / f32 1536 x M x 576, AVX2 tiles against
      * what gemm_avx2 ran before, the GEMV's passes or the reference below 32 / 8 rows and the
      * packed GEMM above: M 4 0.48 / 0.58, 8 0.35 / 0.26, 64 0.85 / 0.82, 256 1.10 / 1.12). */
     MIN_ROWS_DOT = 2,
-    MAX_ROWS_DOT = 448,
+    MAX_ROWS_DOT = 512,
     MAX_ROWS_DOT_BF16 = 192,
     MAX_ROWS_DOT_AVX2 = 128,
     MAX_NC = 512,   /* weight rows per worker block */
