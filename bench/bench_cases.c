@@ -6,8 +6,8 @@
  * The default set is the default model's own work (SmolLM2-135M: hidden 576, FFN 1536, 9 query
  * and 3 KV heads of 64, vocab 49152; q4_1 layer matrices and a q8_0 output head), for one token
  * (decode) and 512 tokens (prompt processing), plus the standard GEMV/GEMM shapes every CPU
- * kernel paper quotes (m=4096, n=1 and 512, k=14336 and 4096) and the 2048^3 f32 GEMM that is
- * compared with OpenBLAS.
+ * kernel paper quotes (m=4096, n=1 and 512, k=14336 and 4096), a short prompt (m=k=4096, n=64)
+ * and the 2048^3 f32 GEMM that is compared with OpenBLAS.
  */
 #include "bench.h"
 
@@ -321,6 +321,11 @@ static bst_status default_set(const bench_selection *s, bench_case_list *l, benc
                           3, 4096, tokens[t], std_k[k]);
                 st = offer(l, s, &c, e);
             }
+    /* A chat turn's prompt: tens of tokens, where packing a weight costs as much as using it. */
+    for (size_t d = 0; d < sizeof std_types / sizeof std_types[0] && st == BST_OK; d++) {
+        make_case(&c, BST_OP_MATMUL, std_types[d], "std short prompt", 3, 4096, 64, 4096);
+        st = offer(l, s, &c, e);
+    }
     if (st == BST_OK) {
         make_case(&c, BST_OP_MATMUL, BST_DTYPE_F32, "std gemm 2048^3", 3, 2048, 2048, 2048);
         st = offer(l, s, &c, e);

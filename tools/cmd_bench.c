@@ -118,7 +118,8 @@ void cli_usage_bench(FILE *out)
             "The default set: the default model's shapes (SmolLM2-135M: q4_1 layer matmuls,\n"
             "the q8_0 output head, rms_norm, rope, softmax, silu, mul, add, for 1 and 512\n"
             "tokens) and the standard GEMV/GEMM shapes (m=4096, n=1 and 512, k=14336 and\n"
-            "4096, in f32, f16, q4_0, q4_1, q8_0) plus a 2048^3 f32 GEMM.\n",
+            "4096, and a 64-token prompt at m=k=4096, in f32, f16, q4_0, q4_1, q8_0) plus a\n"
+            "2048^3 f32 GEMM.\n",
             bench_ops_supported(), BENCH_SCHEMA_ID);
 }
 
