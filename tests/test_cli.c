@@ -400,6 +400,46 @@ static void test_backends_text(void)
     result_free(&r);
 }
 
+/* The CPU device's fingerprint as `bastion backends --backend cpu` prints it, into fp. */
+static void cpu_fingerprint(char *fp, size_t cap)
+{
+    cli_result r = RUN("backends", "--backend", "cpu");
+    CU_ASSERT_EQUAL(r.status, 0);
+    const char *at = r.out ? strstr(r.out, "fingerprint:") : NULL;
+    CU_ASSERT_PTR_NOT_NULL(at);
+    snprintf(fp, cap, "%.18s", at ? at + strspn(at + 12, " ") + 12 : "");
+    result_free(&r);
+}
+
+/* The fingerprint (a key of the tuning database) covers the ISA features the plugin uses: with
+ * BASTION_CPU_ISA=scalar it differs wherever the machine has AVX2, so rows measured on the
+ * capped kernels never answer for the full set, and a second run with the same cap gets the
+ * same key. An unknown feature name leaves every feature on, with a warning. */
+static void test_cpu_fingerprint_isa(void)
+{
+    char full[32], capped[32], again[32], bogus[32];
+    cpu_fingerprint(full, sizeof full);
+    CU_ASSERT_EQUAL_FATAL(setenv("BASTION_CPU_ISA", "scalar", 1), 0);
+    cpu_fingerprint(capped, sizeof capped);
+    cpu_fingerprint(again, sizeof again);
+    CU_ASSERT_EQUAL_FATAL(setenv("BASTION_CPU_ISA", "avx2,no-such-isa", 1), 0);
+    cpu_fingerprint(bogus, sizeof bogus);
+    cli_result r = RUN("backends", "--backend", "cpu");
+    CU_ASSERT_PTR_NOT_NULL(r.err ? strstr(r.err, "unknown feature 'no-such-isa'") : NULL);
+    result_free(&r);
+    unsetenv("BASTION_CPU_ISA");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[8192] = "";
+    while (f && fgets(line, sizeof line, f) && strncmp(line, "flags", 5) != 0) {
+    }
+    if (f)
+        fclose(f);
+    const bool avx2 = strncmp(line, "flags", 5) == 0 && strstr(line, " avx2") != NULL;
+    CU_ASSERT_EQUAL(strcmp(full, capped) != 0, avx2);
+    CU_ASSERT_STRING_EQUAL(capped, again);
+    CU_ASSERT_STRING_EQUAL(full, bogus);
+}
+
 static const char *json_str(json_object *obj, const char *key)
 {
     json_object *v = NULL;
@@ -654,6 +694,7 @@ int main(void)
         {"graph_dot", test_graph_dot},
         {"backends_text", test_backends_text},
         {"backends_json", test_backends_json},
+        {"cpu_fingerprint_isa", test_cpu_fingerprint_isa},
         {"backends_skipped", test_backends_skipped},
         {"run_graph_checksums", test_run_graph_checksums},
         {"run_graph_known_values", test_run_graph_known_values},

@@ -82,7 +82,11 @@ static void describe_device(bst_device_info *info)
     uint64_t h = BSTC_FNV_SEED;
     h = bstc_fnv1a(h, info->name, strlen(info->name));
     h = bstc_fnv1a(h, count, strlen(count));
-    info->fingerprint = h;
+    /* The features the kernels may use (BASTION_CPU_ISA can leave some out): the tuning database
+     * keys its rows by this fingerprint, and times measured without AVX-512 say nothing about
+     * the same CPU with it. */
+    const uint32_t isa = cpu_isa_mask();
+    info->fingerprint = bstc_fnv1a(h, &isa, sizeof isa);
 }
 
 /* --- api table entries --- */
@@ -127,13 +131,7 @@ static bst_status cpu_device_open(void *ctx, uint32_t index, void **out_device)
     if (kernels && !d->no_fused && strcmp(kernels, "all") != 0 && kernels[0])
         cpu_host->log(BST_LOG_WARN, "cpu: BASTION_CPU_KERNELS=%s is not 'ref', 'lowered' or "
                       "'all'; offering all kernels", kernels);
-    const char *cap = secure_getenv("BASTION_CPU_ISA");
     char isa[96];
-    uint32_t allowed;
-    if (cap && cap[0] && !cpu_isa_parse(cap, &allowed, isa, sizeof isa))
-        cpu_host->log(BST_LOG_WARN, "cpu: BASTION_CPU_ISA=%s: unknown feature '%s' (known: "
-                      "scalar avx2 avxvnni avx512 avx512vnni avx512bf16 amx); using every "
-                      "feature the machine has", cap, isa);
     cpu_host->log(BST_LOG_DEBUG, "cpu: opened device \"%s\" (ISA: %s%s)", d->info.name,
                   cpu_isa_string(cpu_isa_mask(), isa, sizeof isa),
                   d->ref_only ? "; reference kernels only" : "");
@@ -167,6 +165,13 @@ BST_BACKEND_ENTRY
     if (!ctx)
         return BST_ERR_OUT_OF_MEMORY;
     ctx->magic = CPU_MAGIC_CTX;
+    const char *cap = secure_getenv("BASTION_CPU_ISA");
+    char bad[64];
+    uint32_t allowed;
+    if (cap && cap[0] && !cpu_isa_parse(cap, &allowed, bad, sizeof bad))
+        host->log(BST_LOG_WARN, "cpu: BASTION_CPU_ISA=%s: unknown feature '%s' (known: scalar "
+                  "avx2 avxvnni avx512 avx512vnni avx512bf16 amx); using every feature the "
+                  "machine has", cap, bad);
 
     const bst_backend_api api = {
         .name = CPU_BACKEND_NAME,
