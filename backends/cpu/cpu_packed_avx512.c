@@ -12,8 +12,9 @@
  *
  * With one activation row this runs ~3x faster than the memory delivers weights (warm in L2,
  * one core: ~85 GB/s of q4_0 against ~25-30 of the native-layout loops), so a cache-cold GEMV is
- * bound by how many weight lines are in flight: the stream is prefetched pk_pf_dist bytes ahead,
- * and a call's first pk_pf_dist bytes are requested at once (see pk_group).
+ * bound by how many weight lines are in flight: the stream is prefetched cpu_packed_pf_dist
+ * bytes ahead (cpu_packed.h), and a call's first that many bytes are requested at once (see
+ * pk_group).
  *
  * Compiled with the AVX-512 VNNI flags (CMakeLists.txt) and called only when cpu_isa_mask() has
  * CPU_ISA_AVX512VNNI (cpu_packed_kernel).
@@ -28,27 +29,6 @@
 #define PK_ALWAYS static inline __attribute__((always_inline))
 
 enum { PK_Q4_0, PK_Q4_1, PK_Q8_0 };
-
-/* Prefetch distance in bytes of weight stream. One core, cache-cold (rotated copies), 4096 x
- * 14336 q4_0: none 1.33 ms, 512 B 1.36, 4 KiB 0.98, 8 KiB 0.93-1.0, 16 KiB 1.06 (min of 40);
- * bounding it by the call's own range and the up-front burst took 576 x 576 q4_1 from 9.4 to
- * 8.0 us (median). Into L2 (T1) instead of L1 measured the same.
- * On a later machine (Zen 5, 48 KiB L1) a call of 256 KiB or more streams faster 12 KiB ahead:
- * the 4096 x 14336 GEMV's x read 4-6% higher on one thread and 5-12% on two (ABBA, 3 rounds
- * each); the 1 x 576 x 1536 FFN (277 KiB per thread and matrix) 4-5% faster with the vCPUs on two
- * CCDs (traced p50 of 4 runs) and 14% in the model (19.8 against 23.1 us, 4-6 runs); with the
- * vCPUs near, one traced set measured the same and a later one 5% slower (91260 against 87048
- * cycles, 5-6 runs). A short call pays for the larger up-front burst before its first block
- * arrives: 576 x 576 (~100 KiB per thread) took 4-9% longer with 12 KiB (traced p50 of 3-5 runs
- * per placement). */
-#define PK_PF_DIST_SHORT 8192
-#define PK_PF_DIST_LONG 12288
-#define PK_PF_LONG_CALL (256 * 1024)
-
-PK_ALWAYS size_t pk_pf_dist(size_t call_bytes)
-{
-    return call_bytes >= PK_PF_LONG_CALL ? PK_PF_DIST_LONG : PK_PF_DIST_SHORT;
-}
 
 /* Per lane: the exact integer dot of the lane's row block with activation block b,
  * 256 * dot(w, hi) + dot(w, lo), with w unsigned (q4: 0..15, q8_0: w + 128 in 0..255) and
@@ -75,19 +55,12 @@ PK_ALWAYS size_t pk_block_stride(int kind)
     return kind == PK_Q8_0 ? 512 + 32 : kind == PK_Q4_1 ? 256 + 64 : 256 + 32;
 }
 
-/* Prefetches the 64-byte lines holding bytes [at, at + bytes) of the call's stream (`len` bytes
- * from the 64-byte aligned `begin`), as far as the stream goes. */
-PK_ALWAYS void pk_prefetch(const uint8_t *begin, size_t len, size_t at, size_t bytes)
-{
-    for (size_t line = at & ~(size_t)63; line < at + bytes && line < len; line += 64)
-        _mm_prefetch((const char *)(begin + line), _MM_HINT_T0);
-}
-
 /* Group g against activation rows a + j * nb, j < M: out[j * ldo + 16g + r]. acc holds
  * sum d_w * d_a * dot, ex sum d_w * s_a (q4_0, q8_0) or m * s_a (q4_1). A call's groups are one
  * contiguous stream (len bytes from begin) read front to back, each block's scales next to its
- * tile (cpu_packed.h); lines pk_pf_dist bytes ahead of the block being read are prefetched (the
- * hardware prefetcher alone leaves a single stream well short of the memory's bandwidth). */
+ * tile (cpu_packed.h); lines cpu_packed_pf_dist bytes ahead of the block being read are
+ * prefetched (the hardware prefetcher alone leaves a single stream well short of the memory's
+ * bandwidth). */
 PK_ALWAYS void pk_group(int kind, int M, const cpu_packed *p, int64_t g, const cpu_q8_block *a,
                         float *out, int64_t ldo, const uint8_t *begin, size_t len)
 {
@@ -96,7 +69,7 @@ PK_ALWAYS void pk_group(int kind, int M, const cpu_packed *p, int64_t g, const c
     const size_t pair = cpu_packed_pair_bytes(qbytes, kind == PK_Q4_1 ? BST_DTYPE_Q4_1
                                                                         : BST_DTYPE_Q4_0);
     const uint8_t *q = cpu_packed_group(p, g);
-    size_t pf = (size_t)(q - begin) + pk_pf_dist(len);
+    size_t pf = (size_t)(q - begin) + cpu_packed_pf_dist(len);
     __m512 acc[CPU_Q8_MAX_ROWS], ex[CPU_Q8_MAX_ROWS];
 #pragma GCC unroll 4
     for (int j = 0; j < M; j++) {
@@ -107,7 +80,7 @@ PK_ALWAYS void pk_group(int kind, int M, const cpu_packed *p, int64_t g, const c
         const uint8_t *tile = q + (size_t)(kb >> 1) * pair + (size_t)(kb & 1) * qbytes;
         const uint16_t *d = (const uint16_t *)(const void *)(q + (size_t)(kb >> 1) * pair +
                                                              2 * qbytes + (size_t)(kb & 1) * 32);
-        pk_prefetch(begin, len, pf, step);
+        cpu_packed_prefetch_range(begin, len, pf, step);
         __m512i w[8];
         cpu_pk_unpack(kind == PK_Q8_0, tile, w);
         const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)d));
@@ -137,15 +110,15 @@ PK_ALWAYS void pk_group(int kind, int M, const cpu_packed *p, int64_t g, const c
 typedef void (*pk_groups_fn)(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
                              float *out, int64_t ldo);
 
-/* Groups [g0, g1): the stream's first pk_pf_dist bytes are requested at once, so that a short
- * call (a small matrix split over the threads) does not wait on one miss after another. */
+/* Groups [g0, g1): the stream's first cpu_packed_pf_dist bytes are requested at once, so that a
+ * short call (a small matrix split over the threads) does not wait on one miss after another. */
 #define PK_GROUPS(name, kind, M)                                                               \
     static void name(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,     \
                      float *out, int64_t ldo)                                                 \
     {                                                                                         \
         const uint8_t *begin = cpu_packed_group(p, g0);                                       \
         const size_t len = (size_t)(g1 - g0) * p->group_bytes;                                \
-        pk_prefetch(begin, len, 0, pk_pf_dist(len));                                          \
+        cpu_packed_prefetch_range(begin, len, 0, cpu_packed_pf_dist(len));                    \
         for (int64_t g = g0; g < g1; g++)                                                     \
             pk_group(kind, M, p, g, a, out, ldo, begin, len);                                 \
     }

@@ -1,9 +1,9 @@
 /*
- * backends/cpu/cpu_packed_simd256.h — the decode GEMV on the packed weight copy (cpu_packed.h)
- * with 256-bit vectors, included by cpu_packed_avx2.c (plain AVX2: maddubs + madd) and
- * cpu_packed_avxvnni.c (AVX-VNNI: vpdpbusd) after each defines PK2_VNNI (0 or 1) and
- * PK2_ENTRY (the entry point's name). Not a normal header: no include guard, included once per
- * file.
+ * backends/cpu/cpu_packed_simd256.h — the GEMV on the packed weight copy (cpu_packed.h) with
+ * 256-bit vectors, for decode and, 4 rows at a time, a prompt's rows; included by
+ * cpu_packed_avx2.c (plain AVX2: maddubs + madd) and cpu_packed_avxvnni.c (AVX-VNNI: vpdpbusd)
+ * after each defines PK2_VNNI (0 or 1) and PK2_ENTRY (the entry point's name). Not a normal
+ * header: no include guard, included once per file.
  *
  * As the AVX-512 kernel (cpu_packed_avx512.c), but a 64-byte line of a tile holds 16 rows and a
  * ymm 8, so each block is taken in two halves of 8 rows: per half and activation row, eight
@@ -30,25 +30,6 @@
 #define PK2_ALWAYS static inline __attribute__((always_inline))
 
 enum { PK2_Q4_0, PK2_Q4_1, PK2_Q8_0 };
-
-/* Prefetch distances as the AVX-512 kernel's (cpu_packed_avx512.c): a single stream needs
- * software prefetch to get near the memory's bandwidth. */
-#define PK2_PF_DIST_SHORT 8192
-#define PK2_PF_DIST_LONG 12288
-#define PK2_PF_LONG_CALL (256 * 1024)
-
-PK2_ALWAYS size_t pk2_pf_dist(size_t call_bytes)
-{
-    return call_bytes >= PK2_PF_LONG_CALL ? PK2_PF_DIST_LONG : PK2_PF_DIST_SHORT;
-}
-
-/* Prefetches the lines holding bytes [at, at + bytes) of the call's stream (len bytes from the
- * 64-byte aligned begin), as far as the stream goes. */
-PK2_ALWAYS void pk2_prefetch(const uint8_t *begin, size_t len, size_t at, size_t bytes)
-{
-    for (size_t line = at & ~(size_t)63; line < at + bytes && line < len; line += 64)
-        _mm_prefetch((const char *)(begin + line), _MM_HINT_T0);
-}
 
 /* Activation bytes p[0..3] on all 8 lanes. */
 PK2_ALWAYS __m256i pk2_bcast(const int8_t *p)
@@ -116,7 +97,8 @@ PK2_ALWAYS __m256i pk2_dot(int kind, const uint8_t *tile, int h, const cpu_q8_bl
 }
 
 /* Group g against activation rows a + j * nb, j < M: out[j * ldo + 16g + r]. The call's groups
- * are one stream (len bytes from begin), prefetched pk2_pf_dist bytes ahead of the block read. */
+ * are one stream (len bytes from begin), prefetched cpu_packed_pf_dist bytes ahead of the block
+ * read. */
 PK2_ALWAYS void pk2_group(int kind, int M, const cpu_packed *p, int64_t g, const cpu_q8_block *a,
                           float *out, int64_t ldo, const uint8_t *begin, size_t len)
 {
@@ -127,7 +109,7 @@ PK2_ALWAYS void pk2_group(int kind, int M, const cpu_packed *p, int64_t g, const
                                                                         : BST_DTYPE_Q4_0);
     const float off = kind == PK2_Q4_0 ? -8.0f : kind == PK2_Q8_0 && PK2_VNNI ? -128.0f : 0.0f;
     const uint8_t *q = cpu_packed_group(p, g);
-    size_t pf = (size_t)(q - begin) + pk2_pf_dist(len);
+    size_t pf = (size_t)(q - begin) + cpu_packed_pf_dist(len);
     __m256 acc[CPU_Q8_MAX_ROWS][2];
 #pragma GCC unroll 4
     for (int j = 0; j < M; j++)
@@ -135,7 +117,7 @@ PK2_ALWAYS void pk2_group(int kind, int M, const cpu_packed *p, int64_t g, const
     for (int64_t kb = 0; kb < nb; kb++, pf += step) {
         const uint8_t *tile = q + (size_t)(kb >> 1) * pair + (size_t)(kb & 1) * qbytes;
         const uint8_t *d = q + (size_t)(kb >> 1) * pair + 2 * qbytes + (size_t)(kb & 1) * 32;
-        pk2_prefetch(begin, len, pf, step);
+        cpu_packed_prefetch_range(begin, len, pf, step);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256 dw =
@@ -193,8 +175,8 @@ static const pk2_group_fn pk2_table[3][CPU_Q8_MAX_ROWS] = {
 
 /* Groups [g0, g1), each against all m_count activation rows, CPU_Q8_MAX_ROWS at a time, while
  * the group's weights (16 rows) stay in L1 / L2: a prompt's rows then read the weights from
- * memory once. The stream's first pk2_pf_dist bytes are requested at once, so that a short call
- * does not wait on one miss after another. */
+ * memory once. The stream's first cpu_packed_pf_dist bytes are requested at once, so that a
+ * short call does not wait on one miss after another. */
 void PK2_ENTRY(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *a,
                int64_t m_count, float *out, int64_t ldo)
 {
@@ -203,7 +185,7 @@ void PK2_ENTRY(const cpu_packed *p, int64_t g0, int64_t g1, const cpu_q8_block *
                                                    : PK2_Q8_0;
     const uint8_t *begin = cpu_packed_group(p, g0);
     const size_t len = (size_t)(g1 - g0) * p->group_bytes;
-    pk2_prefetch(begin, len, 0, pk2_pf_dist(len));
+    cpu_packed_prefetch_range(begin, len, 0, cpu_packed_pf_dist(len));
     for (int64_t g = g0; g < g1; g++)
         for (int64_t j = 0; j < m_count; j += CPU_Q8_MAX_ROWS) {
             const int64_t mc = m_count - j < CPU_Q8_MAX_ROWS ? m_count - j : CPU_Q8_MAX_ROWS;
