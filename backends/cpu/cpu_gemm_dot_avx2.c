@@ -11,53 +11,23 @@
 #include "cpu_gemv_float.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#include <string.h>
+#include "cpu_float_load.h"
 
 #define ALWAYS static inline __attribute__((always_inline))
 #define TILE_KC 1024 /* K elements per block */
-
-/* Elements [k, k + 8) of weight row p as f32 (kind 0 f32, 1 f16, 2 bf16). */
-ALWAYS __m256 load_w(int kind, const uint8_t *p, int64_t k)
-{
-    if (kind == 0)
-        return _mm256_loadu_ps((const float *)(const void *)(p + 4 * k));
-    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * k));
-    if (kind == 2)
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    return _mm256_cvtph_ps(h);
-}
-
-/* Element k of weight row p as f32. */
-ALWAYS float load_w1(int kind, const uint8_t *p, int64_t k)
-{
-    if (kind == 0) {
-        float f;
-        memcpy(&f, p + 4 * k, sizeof f);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * k, sizeof h);
-    if (kind == 1)
-        return _cvtsh_ss(h);
-    const uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 /* acc[i][j] += dot(a[i][k0..k8), w[j][k0..k8)) over the block's whole vectors, k8 = k0 + a
  * multiple of 8; with pf set, also asks for the same lines of weight rows pf[0..1]. */
 ALWAYS void tile_dots(int kind, const float *const a[4], const uint8_t *const w[2],
                       const uint8_t *const *pf, int64_t k0, int64_t k8, __m256 acc[4][2])
 {
-    const int64_t esz = kind == 0 ? 4 : 2;
+    const int64_t esz = kind == CPU_W_F32 ? 4 : 2;
     for (int64_t k = k0; k < k8; k += 8) {
         if (pf && ((k * esz) & 63) == 0) {
             _mm_prefetch((const char *)(pf[0] + k * esz), _MM_HINT_T0);
             _mm_prefetch((const char *)(pf[1] + k * esz), _MM_HINT_T0);
         }
-        __m256 x0 = load_w(kind, w[0], k), x1 = load_w(kind, w[1], k);
+        __m256 x0 = cpu_w_load8(kind, w[0], k), x1 = cpu_w_load8(kind, w[1], k);
         __asm__("" : "+x"(x0), "+x"(x1)); /* in registers, as in the AVX-512 kernel */
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
@@ -107,7 +77,7 @@ ALWAYS void tile_block(int kind, const cpu_gemv_job *job, int64_t n0, int64_t n1
                 for (int j = 0; j < nv; j++) {
                     float v = s[2 * i + j];
                     for (int64_t k = k8; k < k1; k++)
-                        v += a[i][k] * load_w1(kind, w[j], k);
+                        v += a[i][k] * cpu_w_load1(kind, w[j], k);
                     float *o = job->out + (m + i) * job->ldo + n + j;
                     *o = first ? v : *o + v;
                 }
@@ -125,9 +95,9 @@ ALWAYS void tiles(int kind, const cpu_gemv_job *job, int64_t n0, int64_t n1)
 void cpu_gemm_dot_avx2(const cpu_gemv_job *job, int64_t n0, int64_t n1)
 {
     switch (job->wtype) {
-    case BST_DTYPE_F32: tiles(0, job, n0, n1); break;
-    case BST_DTYPE_F16: tiles(1, job, n0, n1); break;
-    default: tiles(2, job, n0, n1); break;
+    case BST_DTYPE_F32: tiles(CPU_W_F32, job, n0, n1); break;
+    case BST_DTYPE_F16: tiles(CPU_W_F16, job, n0, n1); break;
+    default: tiles(CPU_W_BF16, job, n0, n1); break;
     }
 }
 #else

@@ -21,37 +21,26 @@
 #include "cpu_gemv_float.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#include "cpu_float_load.h"
 #include "cpu_fold_avx512.h"
-#include <immintrin.h>
 
 #define ALWAYS static inline __attribute__((always_inline))
 #define TILE_KC 1024 /* K elements per block: 4 f32 weight rows' block is 16 KiB */
 #define TILE_A_BYTES (256 * 1024) /* activation rows' block swept by every weight tile (L2) */
-
-/* Elements [k, k + 16) of weight row p as f32 (kind 0 f32, 1 f16, 2 bf16), lanes past `live` 0. */
-ALWAYS __m512 load_w(int kind, const uint8_t *p, int64_t k, __mmask16 live)
-{
-    if (kind == 0)
-        return _mm512_maskz_loadu_ps(live, p + 4 * k);
-    const __m256i h = _mm256_maskz_loadu_epi16(live, p + 2 * k);
-    if (kind == 2)
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    return _mm512_cvtph_ps(h);
-}
 
 /* acc[i][j] += dot(a[i][k0..k1), w[j][k0..k1)); with pf set, also asks for the same lines of
  * weight rows pf[0..3] (the next tile's), in step with the loads. */
 ALWAYS void tile_dots(int kind, const float *const a[4], const uint8_t *const w[4],
                       const uint8_t *const *pf, int64_t k0, int64_t k1, __m512 acc[4][4])
 {
-    const int64_t esz = kind == 0 ? 4 : 2;
+    const int64_t esz = kind == CPU_W_F32 ? 4 : 2;
     for (int64_t k = k0; k < k1; k += 16) {
         const __mmask16 live = (__mmask16)(k1 - k >= 16 ? 0xffffu : (1u << (k1 - k)) - 1u);
         if (pf && ((k * esz) & 63) == 0)
             for (int j = 0; j < 4; j++)
                 _mm_prefetch((const char *)(pf[j] + k * esz), _MM_HINT_T0);
-        __m512 x0 = load_w(kind, w[0], k, live), x1 = load_w(kind, w[1], k, live),
-               x2 = load_w(kind, w[2], k, live), x3 = load_w(kind, w[3], k, live);
+        __m512 x0 = cpu_w_load16(kind, w[0], k, live), x1 = cpu_w_load16(kind, w[1], k, live),
+               x2 = cpu_w_load16(kind, w[2], k, live), x3 = cpu_w_load16(kind, w[3], k, live);
         /* In registers: the compiler would otherwise fold each f32 weight load into all four
          * rows' multiply-adds, reading the weight four times. */
         __asm__("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3));
@@ -125,9 +114,9 @@ ALWAYS void tiles(int kind, const cpu_gemv_job *job, int64_t n0, int64_t n1)
 void cpu_gemm_dot_avx512(const cpu_gemv_job *job, int64_t n0, int64_t n1)
 {
     switch (job->wtype) {
-    case BST_DTYPE_F32: tiles(0, job, n0, n1); break;
-    case BST_DTYPE_F16: tiles(1, job, n0, n1); break;
-    default: tiles(2, job, n0, n1); break;
+    case BST_DTYPE_F32: tiles(CPU_W_F32, job, n0, n1); break;
+    case BST_DTYPE_F16: tiles(CPU_W_F16, job, n0, n1); break;
+    default: tiles(CPU_W_BF16, job, n0, n1); break;
     }
 }
 #else

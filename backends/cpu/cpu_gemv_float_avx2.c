@@ -7,33 +7,10 @@
 #include "cpu_gemv_float.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#include <string.h>
+#include "cpu_float_load.h"
 
 #define ALWAYS static inline __attribute__((always_inline))
 #define PREFETCH_BYTES 8192 /* as the AVX-512 kernel's */
-
-/* Elements [k, k + 8) of a row p of bf16 or f16 as f32. */
-ALWAYS __m256 load8(bool bf16, const uint8_t *p, int64_t k)
-{
-    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * k));
-    if (bf16)
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    return _mm256_cvtph_ps(h);
-}
-
-/* Element k of a row p of bf16 or f16 as f32. */
-ALWAYS float load1(bool bf16, const uint8_t *p, int64_t k)
-{
-    uint16_t h;
-    memcpy(&h, p + 2 * k, sizeof h);
-    if (!bf16)
-        return _cvtsh_ss(h);
-    const uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 /* Asks for the line at p + off: maybe past the weight (the share's end), so computed as an
  * address, not a pointer into it. */
@@ -63,7 +40,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
             prefetch(w, 2 * k + PREFETCH_BYTES);
             __m256 x[4];
             for (int u = 0; u < 4; u++)
-                x[u] = load8(bf16, w, k + 8 * u);
+                x[u] = cpu_w_load8(bf16 ? CPU_W_BF16 : CPU_W_F16, w, k + 8 * u);
             for (int m = 0; m < rows; m++) {
                 const float *a = job->a + m * job->lda + k;
                 for (int u = 0; u < 4; u++)
@@ -71,7 +48,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
             }
         }
         for (; k + 8 <= K; k += 8) {
-            const __m256 x = load8(bf16, w, k);
+            const __m256 x = cpu_w_load8(bf16 ? CPU_W_BF16 : CPU_W_F16, w, k);
             for (int m = 0; m < rows; m++)
                 acc[m][0] = _mm256_fmadd_ps(_mm256_loadu_ps(job->a + m * job->lda + k), x,
                                             acc[m][0]);
@@ -80,7 +57,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
             const float *a = job->a + m * job->lda;
             float tail = 0.0f;
             for (int64_t j = k; j < K; j++)
-                tail += a[j] * load1(bf16, w, j);
+                tail += a[j] * cpu_w_load1(bf16 ? CPU_W_BF16 : CPU_W_F16, w, j);
             job->out[m * job->ldo + n] = hsum(_mm256_add_ps(_mm256_add_ps(acc[m][0], acc[m][1]),
                                                             _mm256_add_ps(acc[m][2], acc[m][3]))) +
                                          tail;

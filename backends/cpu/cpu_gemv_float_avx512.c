@@ -7,7 +7,7 @@
 #include "cpu_gemv_float.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__FMA__)
-#include <immintrin.h>
+#include "cpu_float_load.h"
 
 #define ALWAYS static inline __attribute__((always_inline))
 
@@ -16,15 +16,6 @@
  * two threads, against a same-size read: 0.59-0.64 at 2 KiB, 0.82 at 4, 0.89-0.90 at 8, 0.92
  * at 16 (576 x 576: 0.77-0.80 at 2 KiB, 0.79-0.88 at 8). */
 #define PREFETCH_BYTES 8192
-
-/* Elements [k, k + 16) of a row p of bf16 or f16 as f32, those past `live` (a lane mask) 0. */
-ALWAYS __m512 load16(bool bf16, const uint8_t *p, int64_t k, __mmask16 live)
-{
-    const __m256i h = _mm256_maskz_loadu_epi16(live, p + 2 * k);
-    if (bf16)
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    return _mm512_cvtph_ps(h);
-}
 
 /* Asks for the line at p + off: maybe past the weight (the share's end), so computed as an
  * address, not a pointer into it. */
@@ -49,7 +40,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
             prefetch(w, 2 * k + 64 + PREFETCH_BYTES);
             __m512 x[4];
             for (int u = 0; u < 4; u++)
-                x[u] = load16(bf16, w, k + 16 * u, all);
+                x[u] = cpu_w_load16(bf16 ? CPU_W_BF16 : CPU_W_F16, w, k + 16 * u, all);
             for (int m = 0; m < rows; m++) {
                 const float *a = job->a + m * job->lda + k;
                 for (int u = 0; u < 4; u++)
@@ -58,7 +49,7 @@ ALWAYS void gemv_rows(const cpu_gemv_job *job, int64_t n0, int64_t n1, bool bf16
         }
         for (; k < K; k += 16) { /* the tail, 16 at a time, the last masked */
             const __mmask16 live = (__mmask16)(K - k >= 16 ? 0xffffu : (1u << (K - k)) - 1u);
-            const __m512 x = load16(bf16, w, k, live);
+            const __m512 x = cpu_w_load16(bf16 ? CPU_W_BF16 : CPU_W_F16, w, k, live);
             for (int m = 0; m < rows; m++)
                 acc[m][0] = _mm512_fmadd_ps(
                     _mm512_maskz_loadu_ps(live, job->a + m * job->lda + k), x, acc[m][0]);
