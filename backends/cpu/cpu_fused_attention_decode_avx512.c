@@ -11,7 +11,8 @@
  *    partial sums of a row into one vector of 16 scores: 45 shuffles / adds per row and 16 keys
  *    instead of 16 horizontal sums;
  *  - softmax: causal / window become one lane mask per 16 keys, the additive mask one vector
- *    add; block maximum, exp and sum run on whole vectors;
+ *    add; block maximum, exp and sum run on whole vectors, and the running maxima and rescale
+ *    factors of all rows on one;
  *  - values: the accumulator of up to 4 rows x 64 columns stays in registers over the block, each
  *    V chunk is loaded and widened once for all rows and multiplied by the rows' broadcast
  *    probabilities;
@@ -58,51 +59,46 @@ ALWAYS void prefetch_row(const uint8_t *row, int64_t bytes)
         _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
-/* Asks for the line at off past each of the first `count` (clamped to 0..4) of k0..k3. */
-ALWAYS void prefetch4(const uint8_t *k0, const uint8_t *k1, const uint8_t *k2, const uint8_t *k3,
-                      uintptr_t off, int64_t count)
+/* Scores of rows [r0, r0 + rb) against 16 keys, key l's row at kb + min(l, nk - 1) * ks (keys
+ * past the share repeat its last one): out[r * KB + l]. Also asks for the rows pf bytes past
+ * those of keys l < npf (keys further on), one line per chunk of 64 bytes, spread over the
+ * multiply-adds, whose loop leaves load slots free. A key without a request asks for its own
+ * row's line instead, which is already there or on its way: no branch in the loop. DC: D when
+ * known at compile time (the chunk loop is then unrolled: -5% a call, in L2), else 0. */
+ALWAYS void scores16(int kind, int rb, int64_t DC, const float *Q, int64_t D,
+                     const uint8_t *kb, int64_t ks, int64_t nk, float *out, int64_t pf,
+                     int64_t npf)
 {
-    if (count > 0)
-        prefetch(k0, off);
-    if (count > 1)
-        prefetch(k1, off);
-    if (count > 2)
-        prefetch(k2, off);
-    if (count > 3)
-        prefetch(k3, off);
-}
-
-/* Scores of rows [r0, r0 + rb) against 16 keys (key l's row at kp[l]): out[r * KB + l]. Also
- * asks for the rows pf bytes past those of keys l < npf (the next keys' K rows) and pf2 bytes
- * past those of keys l < npf2 (these keys' V rows), one line per chunk of 64 bytes: spread over
- * the multiply-adds, whose loop leaves load slots free, they cost little when the cache is
- * warm. */
-ALWAYS void scores16(int kind, int rb, const float *Q, int64_t D, const uint8_t *const *kp,
-                     float *out, int64_t pf, int64_t npf, int64_t pf2, int64_t npf2)
-{
-    const int64_t esz = kind ? 2 : 4;
+    const int64_t esz = kind ? 2 : 4, d = DC ? DC : D;
     __m512 x[RB][4];
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
-        const uint8_t *k0 = kp[4 * g], *k1 = kp[4 * g + 1], *k2 = kp[4 * g + 2],
-                      *k3 = kp[4 * g + 3];
+        const uint8_t *k[4], *pk[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const int64_t u = 4 * g + i;
+            k[i] = kb + (u < nk ? u : nk - 1) * ks;
+            pk[i] = k[i] + (u < npf ? pf : 0);
+        }
         __m512 a[RB][4];
 #pragma GCC unroll 4
         for (int r = 0; r < rb; r++)
             a[r][0] = a[r][1] = a[r][2] = a[r][3] = _mm512_setzero_ps();
-        for (int64_t c = 0; c < D; c += 16) {
-            __m512 v0 = load16(kind, k0, c), v1 = load16(kind, k1, c), v2 = load16(kind, k2, c),
-                   v3 = load16(kind, k3, c);
+#pragma GCC unroll 8
+        for (int64_t c = 0; c < d; c += 16) {
+            __m512 v0 = load16(kind, k[0], c), v1 = load16(kind, k[1], c),
+                   v2 = load16(kind, k[2], c), v3 = load16(kind, k[3], c);
             /* In registers: the compiler would otherwise fold each f32 load into every row's
              * multiply-add, reading K rb times (then the loop is bound by loads, not FMAs). */
             __asm__("" : "+v"(v0), "+v"(v1), "+v"(v2), "+v"(v3));
             if ((c * esz) % 64 == 0) {
-                prefetch4(k0, k1, k2, k3, (uintptr_t)(pf + c * esz), npf - 4 * g);
-                prefetch4(k0, k1, k2, k3, (uintptr_t)(pf2 + c * esz), npf2 - 4 * g);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++)
+                    prefetch(pk[i], (uintptr_t)(c * esz));
             }
 #pragma GCC unroll 4
             for (int r = 0; r < rb; r++) {
-                const __m512 qv = _mm512_load_ps(Q + r * D + c);
+                const __m512 qv = _mm512_load_ps(Q + r * d + c);
                 a[r][0] = _mm512_fmadd_ps(qv, v0, a[r][0]);
                 a[r][1] = _mm512_fmadd_ps(qv, v1, a[r][1]);
                 a[r][2] = _mm512_fmadd_ps(qv, v2, a[r][2]);
@@ -171,35 +167,44 @@ ALWAYS void values(int kind, int rb, float *Acc, const float *alpha, const float
         values_cols(kind, rb, 1, Acc, alpha, P, v, vs, n, D, c0, pf, npf);
 }
 
-/* One instance per (dtype, rows in the group): the loops above with constant trip counts keep
- * their vectors in registers. */
-#define FEW_GROUP(kind, rb)                                                                    \
-    static void scores_##kind##_##rb(const float *Q, int64_t D, const uint8_t *const *kp,      \
-                                     float *out, int64_t pf, int64_t npf, int64_t pf2,         \
-                                     int64_t npf2)                                             \
+/* One instance per (dtype, rows in the group, D of 64 / 128 / other): the loops above with
+ * constant trip counts keep their vectors in registers. */
+#define SCORES(kind, rb, dc)                                                                   \
+    static void scores_##kind##_##rb##_##dc(const float *Q, int64_t D, const uint8_t *kb,      \
+                                            int64_t ks, int64_t nk, float *out, int64_t pf,    \
+                                            int64_t npf)                                       \
     {                                                                                          \
-        scores16(kind, rb, Q, D, kp, out, pf, npf, pf2, npf2);                                 \
-    }                                                                                          \
+        scores16(kind, rb, dc, Q, D, kb, ks, nk, out, pf, npf);                                \
+    }
+#define VALUES(kind, rb)                                                                       \
     static void values_##kind##_##rb(float *Acc, const float *alpha, const float *P,           \
                                      const uint8_t *v, int64_t vs, int64_t n, int64_t D,       \
                                      int64_t pf, int64_t npf)                                  \
     {                                                                                          \
         values(kind, rb, Acc, alpha, P, v, vs, n, D, pf, npf);                                 \
     }
+#define FEW_GROUP(kind, rb) SCORES(kind, rb, 64) SCORES(kind, rb, 128) SCORES(kind, rb, 0)     \
+    VALUES(kind, rb)
 #define FEW_KIND(kind) FEW_GROUP(kind, 1) FEW_GROUP(kind, 2) FEW_GROUP(kind, 3) FEW_GROUP(kind, 4)
 FEW_KIND(0)
 FEW_KIND(1)
 FEW_KIND(2)
 #undef FEW_KIND
 #undef FEW_GROUP
+#undef VALUES
+#undef SCORES
 
-typedef void (*scores_fn)(const float *Q, int64_t D, const uint8_t *const *kp, float *out,
-                          int64_t pf, int64_t npf, int64_t pf2, int64_t npf2);
+typedef void (*scores_fn)(const float *Q, int64_t D, const uint8_t *kb, int64_t ks, int64_t nk,
+                          float *out, int64_t pf, int64_t npf);
 typedef void (*values_fn)(float *Acc, const float *alpha, const float *P, const uint8_t *v,
                           int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf);
-#define BY_RB(pre, kind) {pre##_##kind##_1, pre##_##kind##_2, pre##_##kind##_3, pre##_##kind##_4}
-static const scores_fn scores_tab[3][RB] = {BY_RB(scores, 0), BY_RB(scores, 1), BY_RB(scores, 2)};
+#define BY_RB(pre, kind, ...)                                                                  \
+    {pre##_##kind##_1##__VA_ARGS__, pre##_##kind##_2##__VA_ARGS__,                             \
+     pre##_##kind##_3##__VA_ARGS__, pre##_##kind##_4##__VA_ARGS__}
+#define BY_D(kind) {BY_RB(scores, kind, _64), BY_RB(scores, kind, _128), BY_RB(scores, kind, _0)}
+static const scores_fn scores_tab[3][3][RB] = {BY_D(0), BY_D(1), BY_D(2)};
 static const values_fn values_tab[3][RB] = {BY_RB(values, 0), BY_RB(values, 1), BY_RB(values, 2)};
+#undef BY_D
 #undef BY_RB
 
 /* Lanes [a, b) of 16 (clamped) as a mask. */
@@ -218,63 +223,62 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
     /* Rows come in runs of head_rows, one run per kv head (cpu_att_tile.head_rows). */
     const int head_rows = t->head_rows > 0 ? t->head_rows : rows, heads = rows / head_rows;
     float *Q = work, *Acc = Q + (int64_t)rows * D, *P = Acc + (int64_t)rows * D;
-    float m[CPU_ATT_TILE_ROWS], l[CPU_ATT_TILE_ROWS], alpha[CPU_ATT_TILE_ROWS];
+    /* Per row (lane i): running maximum, this block's maximum, rescale factor, exponent
+     * offset; L: each row's running sum, 16 partial sums a row, added up at the end. */
+    _Alignas(64) float m[CPU_ATT_TILE_ROWS], bm[CPU_ATT_TILE_ROWS], alpha[CPU_ATT_TILE_ROWS],
+        mref[CPU_ATT_TILE_ROWS];
+    _Alignas(64) float L[CPU_ATT_TILE_ROWS * 16];
     const __m512 sc = _mm512_set1_ps(t->scale), ninf = _mm512_set1_ps(-INFINITY);
     for (int i = 0; i < rows; i++) {
         for (int64_t c = 0; c < D; c += 16) {
             _mm512_store_ps(Q + i * D + c, _mm512_mul_ps(_mm512_loadu_ps(t->q[i] + c), sc));
             _mm512_store_ps(Acc + i * D + c, _mm512_setzero_ps());
         }
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
+        _mm512_store_ps(L + i * 16, _mm512_setzero_ps());
     }
+    _mm512_store_ps(m, ninf);
+    _mm512_store_ps(bm, ninf);
     /* Memory: decode finds the K/V cache evicted by the weights read since the previous token,
      * so every row comes from DRAM, and the unit's keys are read group of 16 by group of 16,
      * every head's rows of a group one after the other: in address order, as the cache keeps a
-     * position's kv heads side by side, so the hardware prefetchers stream it. On top, each
-     * group's scores ask for the next group's K rows and for their own V rows (the values loop
-     * needs those after the block's scores), spread over the multiply-adds; only the first
-     * group's K rows are asked for at once. Requesting a whole block of one head at once (the
-     * kernel until 2026-11) stalled on the misses in flight, and the head's rows arrived mixed
-     * with its neighbours' at the speed of the whole region. Default model's decode shape,
-     * cache-cold, two threads, per node (bench ops): S 128 5.4 -> 4.3 us, S 512 17 -> 12 us.
-     * When K and V rows differ in stride or dtype, V rows are asked for a block ahead by the
-     * values loop instead. */
-    const bool v_with_k = t->vs == t->ks && t->vk == t->kk;
+     * position's kv heads side by side. The hardware prefetchers alone leave the kernel at a
+     * third of its speed, so it asks for each line a block ahead (KB keys, ~0.5 us of work),
+     * evenly over the block's time: each group's scores ask for the K rows of the same group
+     * in the next block, and the values loop for the next block's V rows. The first block's
+     * rows are asked for here. Asking for a group's K and V rows together one group ahead (the
+     * kernel until 2026-11) requested all of a block's lines during its scores, half its time,
+     * and none during its values: one thread, S 4096, cache-cold, 100 -> 78-80 us a call. */
     const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
-    const int64_t ahead0 = t->jhi - t->jlo < 16 ? t->jhi - t->jlo : 16;
+    const int64_t first_block = t->jhi - t->jlo < KB ? t->jhi - t->jlo : KB;
     for (int h = 0; h < heads; h++)
-        for (int64_t j = t->jlo; j < t->jlo + ahead0; j++) {
+        for (int64_t j = t->jlo; j < t->jlo + first_block; j++) {
             prefetch_row(t->k + h * t->kh_stride + j * t->ks, kbytes);
-            if (!v_with_k)
-                prefetch_row(t->v + h * t->vh_stride + j * t->vs, vbytes);
+            prefetch_row(t->v + h * t->vh_stride + j * t->vs, vbytes);
         }
     /* Row groups of at most RB rows within each head's run, as even as possible (6 rows: 3 + 3,
      * not 4 + 2). */
     const int groups = (head_rows + RB - 1) / RB, per = (head_rows + groups - 1) / groups;
-    const scores_fn *sf = scores_tab[t->kk];
+    const scores_fn *sf = scores_tab[t->kk][D == 64 ? 0 : D == 128 ? 1 : 2];
     const values_fn *vf = values_tab[t->vk];
     for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
         const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
         for (int64_t jb = 0; jb < n; jb += 16) {
             /* Keys past the share repeat its last key; their lanes are hidden below. */
-            const uint8_t *kp[16];
             const int64_t nk = n - jb < 16 ? n - jb : 16, key = j0 + jb;
-            const int64_t ahead = t->jhi - key - 16 < 16 ? t->jhi - key - 16 : 16;
+            /* Keys of the same group in the next block that exist. */
+            const int64_t ahead = t->jhi - key - KB < 16 ? t->jhi - key - KB : 16;
             for (int h = 0; h < heads; h++) {
-                const uint8_t *kh = t->k + h * t->kh_stride, *vh = t->v + h * t->vh_stride;
-                for (int64_t u = 0; u < 16; u++)
-                    kp[u] = kh + (key + (u < nk ? u : nk - 1)) * t->ks;
-                /* From a key's K row to its V row (the same for every key: v_with_k). */
-                const int64_t to_v = (int64_t)((uintptr_t)vh - (uintptr_t)kh);
+                const uint8_t *kh = t->k + h * t->kh_stride + key * t->ks;
                 for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
                     const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
                     const bool first = r0 == h * head_rows;
-                    sf[rb - 1](Q + r0 * D, D, kp, P + r0 * KB + jb, 16 * t->ks,
-                               first && ahead > 0 ? ahead : 0, to_v, first && v_with_k ? nk : 0);
+                    sf[rb - 1](Q + r0 * D, D, kh, t->ks, nk, P + r0 * KB + jb, KB * t->ks,
+                               first && ahead > 0 ? ahead : 0);
                 }
             }
         }
+        /* Each row's block maximum, then the running maxima, the rescale factors and the
+         * exponent offsets of all rows at once (one vector exp instead of a libm call a row). */
         for (int i = 0; i < rows; i++) {
             float *p = P + i * KB;
             const int64_t pos = t->pos[i];
@@ -306,23 +310,33 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
                 _mm512_store_ps(p + jb, s);
                 bmax = _mm512_max_ps(bmax, s);
             }
-            const float bm = _mm512_reduce_max_ps(bmax);
-            const float mnew = bm > m[i] ? bm : m[i];
+            bm[i] = _mm512_reduce_max_ps(bmax);
+        }
+        {
+            const __m512 mold = _mm512_load_ps(m);
+            const __m512 mnew = _mm512_max_ps(mold, _mm512_load_ps(bm));
             /* A row that has seen no key yet keeps m = -inf and subtracts 0 (exp(-inf) = 0,
              * where -inf - -inf would be NaN); its accumulator is still 0. */
-            const __m512 mref = _mm512_set1_ps(mnew == -INFINITY ? 0.0f : mnew);
-            alpha[i] = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : expf(m[i] - mnew);
-            __m512 psum = _mm512_setzero_ps();
-            for (int64_t jb = 0; jb < n; jb += 16) {
-                const __m512 e = cpu_exp16(_mm512_sub_ps(_mm512_load_ps(p + jb), mref));
-                _mm512_store_ps(p + jb, e);
-                psum = _mm512_add_ps(psum, e);
-            }
-            l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(psum);
-            m[i] = mnew;
+            const __mmask16 seen = _mm512_cmp_ps_mask(mold, ninf, _CMP_NEQ_UQ);
+            const __mmask16 any = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_UQ);
+            const __m512 rescale = cpu_exp16(_mm512_sub_ps(mold, mnew));
+            _mm512_store_ps(alpha, _mm512_maskz_mov_ps(seen, rescale));
+            _mm512_store_ps(mref, _mm512_maskz_mov_ps(any, mnew));
+            _mm512_store_ps(m, mnew);
         }
-        /* Only when V rows were not asked for with K's: the next block's. */
-        const int64_t next = v_with_k ? 0 : t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB;
+        for (int i = 0; i < rows; i++) {
+            float *p = P + i * KB;
+            const __m512 mr = _mm512_set1_ps(mref[i]);
+            __m512 lv = _mm512_mul_ps(_mm512_load_ps(L + i * 16), _mm512_set1_ps(alpha[i]));
+            for (int64_t jb = 0; jb < n; jb += 16) {
+                const __m512 e = cpu_exp16(_mm512_sub_ps(_mm512_load_ps(p + jb), mr));
+                _mm512_store_ps(p + jb, e);
+                lv = _mm512_add_ps(lv, e);
+            }
+            _mm512_store_ps(L + i * 16, lv);
+        }
+        /* The next block's keys, whose V rows the values loop asks for. */
+        const int64_t next = t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB;
         for (int h = 0; h < heads; h++) {
             const uint8_t *vh = t->v + h * t->vh_stride + j0 * t->vs;
             for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
@@ -334,14 +348,15 @@ void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
     }
     for (int i = 0; i < rows; i++) {
         const float *a = Acc + i * D;
+        const float li = _mm512_reduce_add_ps(_mm512_load_ps(L + i * 16));
         if (t->part) { /* a share of split keys: the driver merges the shares */
             float *pr = t->part + (int64_t)i * (D + 2);
             pr[0] = m[i];
-            pr[1] = l[i];
+            pr[1] = li;
             memcpy(pr + 2, a, (size_t)D * sizeof(float));
             continue;
         }
-        const __m512 inv = _mm512_set1_ps(l[i] > 0.0f ? 1.0f / l[i] : 0.0f);
+        const __m512 inv = _mm512_set1_ps(li > 0.0f ? 1.0f / li : 0.0f);
         for (int64_t c = 0; c < D; c += 16)
             _mm512_storeu_ps(t->out[i] + c, _mm512_mul_ps(_mm512_load_ps(a + c), inv));
     }
