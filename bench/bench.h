@@ -445,7 +445,8 @@ typedef struct bench_model_result {
     bench_timing pp, tg; /* warm repetitions: ns per whole prompt / per whole generation */
     double pp_tps, tg_tps; /* from the warm medians */
     double weight_bytes_per_token;
-    double kv_bytes_per_token; /* KV cache bytes a tg step reads, averaged over the n_gen steps */
+    double kv_bytes_per_token; /* KV cache bytes a tg step reads, averaged over the n_gen steps
+                                  (from a cache holding n_depth tokens) */
     double roofline_tps;     /* tg_bandwidth_gbs (else the document's bandwidth baseline) /
                                 (weight + KV cache bytes per token) */
     double tg_bandwidth_gbs; /* read bandwidth sampled around the tg repetitions: median */
@@ -459,6 +460,7 @@ typedef struct bench_model_result {
     char tune_cache[16];      /* "off", "hit", "miss", "partial", "frozen-miss" (see SCHEMA.md) */
     uint32_t tune_hits, tune_measured, tune_frozen_misses; /* nodes, over the session's programs */
     double tune_s;            /* part of session_s spent measuring candidates; NaN when unknown */
+    uint32_t n_depth;         /* tokens in the KV cache before each pp and tg repetition (-d) */
     uint32_t n_memory;        /* devices the session holds memory on */
     bench_model_memory memory[BENCH_MAX_MODEL_DEVICES];
     uint32_t n_kernels;
@@ -575,6 +577,7 @@ bool bench_profile_parse_level(const char *text, bst_profile_level *out);
 typedef struct bench_model_options {
     const char *path;
     uint32_t n_prompt, n_gen; /* tokens of the pp and tg tests; 0 skips a test */
+    uint32_t n_depth;         /* tokens evaluated, untimed, before each repetition (0: none) */
     uint32_t reps;            /* warm repetitions of each test, after one cold one */
     uint32_t threads;         /* 0 = online CPUs */
     const char *const *backend_sets; /* one row per entry, each a --backend list */
@@ -607,6 +610,9 @@ BST_MUST_CHECK bst_status bench_run_model(const bench_model_options *o,
 typedef enum bench_format { BENCH_FORMAT_MD, BENCH_FORMAT_CSV, BENCH_FORMAT_SVG } bench_format;
 
 bool bench_format_parse(const char *name, bench_format *out);
+/* A model row's test as llama-bench names it: "pp512", "tg128", and with a depth
+ * "tg128 @ d4096" (tg: the generation test, else the prompt's). */
+void bench_model_test_name(const bench_model_result *m, bool tg, char *out, size_t size);
 BST_MUST_CHECK bst_status bench_report(const bench_doc *d, bench_format f, FILE *out,
                                        bench_error *e);
 

@@ -173,7 +173,9 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
         }
     }
 
-    /* Whole-model rows: tokens per second, higher is better, so the ratio is A/B in time. */
+    /* Whole-model rows: tokens per second, higher is better, so the ratio is A/B in time. A row
+     * matches one of the same backends, lengths and depth: the same test from a deeper cache is
+     * another test. */
     bool mheader = false;
     for (uint32_t i = 0; i < a->n_model_results; i++) {
         const bench_model_result *ma = &a->model_results[i];
@@ -182,10 +184,11 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
         for (uint32_t j = 0; j < b->n_model_results; j++) {
             const bench_model_result *mb = &b->model_results[j];
             if (strcmp(mb->status, "ok") != 0 || strcmp(ma->backends, mb->backends) != 0 ||
-                ma->n_prompt != mb->n_prompt || ma->n_gen != mb->n_gen)
+                ma->n_prompt != mb->n_prompt || ma->n_gen != mb->n_gen ||
+                ma->n_depth != mb->n_depth)
                 continue;
             if (!mheader) {
-                fprintf(out, "\n%-16s %-12s %12s %12s %7s  %s\n", "model backends", "test",
+                fprintf(out, "\n%-16s %-20s %12s %12s %7s  %s\n", "model backends", "test",
                         "A tok/s", "B tok/s", "B/A", "verdict");
                 mheader = true;
             }
@@ -205,11 +208,10 @@ bst_status bench_compare(const bench_doc *a, const bench_doc *b, double threshol
                     verdict = "improvement";
                     s.improvements++;
                 }
-                char test[24];
-                bool tg = k % 2 == 1;
-                snprintf(test, sizeof test, "%s%u%s", tg ? "tg" : "pp",
-                         tg ? ma->n_gen : ma->n_prompt, k >= 2 ? " device" : "");
-                fprintf(out, "%-16s %-12s %12.2f %12.2f %7.3f  %s\n",
+                char name[32], test[40];
+                bench_model_test_name(ma, k % 2 == 1, name, sizeof name);
+                snprintf(test, sizeof test, "%s%s", name, k >= 2 ? " device" : "");
+                fprintf(out, "%-16s %-20s %12.2f %12.2f %7.3f  %s\n",
                         ma->backends[0] ? ma->backends : "default", test, va[k], vb[k],
                         vb[k] / va[k], verdict);
             }

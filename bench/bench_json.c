@@ -319,6 +319,7 @@ static json_object *model_result_json(const bench_model_result *r)
     put(o, "peak_rss_bytes", jint((int64_t)r->peak_rss_bytes));
     put(o, "engine", jstr(r->engine[0] ? r->engine : "bastion"));
     put(o, "kv_type", r->kv_type[0] ? jstr(r->kv_type) : NULL);
+    put(o, "n_depth", jint(r->n_depth));
     put(o, "kv_bytes_per_token", jnum(r->kv_bytes_per_token));
     put(o, "tg_bandwidth_gbs", jnum(r->tg_bandwidth_gbs));
     put(o, "tg_bandwidth_min_gbs", jnum(r->tg_bandwidth_min_gbs));
@@ -916,8 +917,8 @@ static bool present(json_object *o, const char *key)
     return json_object_object_get_ex(o, key, &v) && v != NULL;
 }
 
-/* The model-row fields added within /1 (engine, tuning, device memory); absent ones keep their
- * "unknown" values. */
+/* The model-row fields added within /1 (engine, depth, tuning, device memory); absent ones keep
+ * their "unknown" values. */
 static void read_model_additions(reader *r, json_object *o, const char *p, bench_model_result *x)
 {
     x->tune_s = NAN;
@@ -928,6 +929,8 @@ static void read_model_additions(reader *r, json_object *o, const char *p, bench
         get_str(r, o, p, "engine", x->engine, sizeof x->engine);
     if (present(o, "kv_type"))
         get_str(r, o, p, "kv_type", x->kv_type, sizeof x->kv_type);
+    if (present(o, "n_depth")) /* absent: from an empty cache, as every run before -d */
+        x->n_depth = (uint32_t)get_uint(r, o, p, "n_depth");
     if (present(o, "kv_bytes_per_token"))
         x->kv_bytes_per_token = get_num(r, o, p, "kv_bytes_per_token", true);
     if (present(o, "tg_bandwidth_gbs")) {

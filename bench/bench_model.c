@@ -6,22 +6,28 @@
  * compiles every bucket the session can meet) and the first repetition of each test are the
  * cold costs; the medians of the later repetitions are the warm speeds.
  *
+ * Depth (-d N, llama-bench's --n-depth): each repetition of either test then starts from a cache
+ * holding N tokens ("tg128 @ d4096"), evaluated untimed right before it (the cache cleared
+ * first), since long-context generation is bound by attention reading that cache. The timed call
+ * then continues from the prefilled position instead of clearing the cache.
+ *
  * The roofline: generating a token reads every weight once and the KV cache written so far, so
  * the fastest possible generation is the measured read bandwidth divided by those bytes per
  * token. The library counts the weight bytes when it loads the model
  * (bst_model_info.weight_bytes_per_token: every weight, except an input embedding that has a
  * separate output head, of which a token reads one row). The cache's bytes grow with the
- * position: step i of tg (from an empty cache) reads i + 1 positions of K and V in every layer,
- * (n_gen + 1) / 2 positions on average. At tg128 that is ~3% of SmolLM2-135M's weight bytes
- * with an f32 cache, at tg1024 ~25%: a roofline of the weights alone would rate long
- * generations too low.
+ * position: step i of tg (from a cache holding `depth` tokens) reads depth + i + 1 positions of
+ * K and V in every layer, depth + (n_gen + 1) / 2 positions on average. At tg128 from an empty
+ * cache that is ~3% of SmolLM2-135M's weight bytes with an f32 cache, at tg1024 ~25%: a roofline
+ * of the weights alone would rate long generations too low, and deep ones far too low.
  *
  * Device time: after the measured repetitions, one more pp and one more tg repetition run with
  * partition profiling (BST_PROFILE_PARTITIONS: the same executables, each timed by the wall
  * clock and by the backend's last_execute_ns), and each device's times are summed. One
  * repetition, not `reps`: profiling executes synchronously (no event chaining), so it cannot be
  * the measured run, and a modelled device's time does not vary between runs. With
- * `--profile-level partitions` that repetition is also the one written to the trace.
+ * `--profile-level partitions` that repetition is also the one written to the trace. These
+ * profiled repetitions start from the same depth; the prefill runs with their records ignored.
  */
 #include "bench.h"
 
@@ -36,13 +42,13 @@
 #include <openssl/evp.h>
 #endif
 
-/* KV cache bytes a generation step reads, averaged over the n_gen steps from an empty cache:
- * K and V of every layer's kv heads at (n_gen + 1) / 2 positions. */
+/* KV cache bytes a generation step reads, averaged over the n_gen steps from a cache holding
+ * n_depth tokens: K and V of every layer's kv heads at n_depth + (n_gen + 1) / 2 positions. */
 static double kv_bytes_per_token(const bst_model_info *mi, const bench_model_options *o)
 {
     const double elem = o->kv_type == BST_DTYPE_F16 ? 2.0 : 4.0; /* --kv-type: f16 or f32 */
     const double per_position = 2.0 * mi->n_layers * mi->n_kv_heads * mi->head_dim * elem;
-    return o->n_gen ? per_position * (o->n_gen + 1.0) / 2.0 : 0.0;
+    return o->n_gen ? per_position * (o->n_depth + (o->n_gen + 1.0) / 2.0) : 0.0;
 }
 
 /* The model file's identity: SHA-256 (the hash model hubs publish) when this build has
@@ -101,35 +107,74 @@ static bst_status sample_bandwidth(bandwidth_samples *s, bench_error *e);
 
 typedef struct model_run {
     bst_session *session;
-    const int32_t *tokens;
+    const int32_t *tokens; /* the depth prefill's `depth` tokens, then the test's */
+    uint32_t depth;
     uint32_t n;
     float *logits;
     bandwidth_samples *bw; /* tg: sampled before every repetition */
+    bool *quiet;           /* when set, true while the prefill runs: profiled repetitions skip
+                              its records */
 } model_run;
+
+/* Before a repetition, untimed: clears the cache and fills it with `depth` tokens, so the timed
+ * call continues from there. bst_session_eval cuts them into chunks of the session's n_batch. */
+static bst_status prefill_depth(model_run *m, bench_error *e)
+{
+    if (!m->depth)
+        return BST_OK; /* the timed call clears the cache itself, as without depth it always did */
+    bst_session_reset(m->session);
+    if (m->quiet)
+        *m->quiet = true;
+    bst_status st = bst_session_eval(m->session, m->tokens, m->depth, false, NULL);
+    if (m->quiet)
+        *m->quiet = false;
+    return st == BST_OK ? BST_OK : bench_lib_fail(e, st, "depth prefill");
+}
+
+/* Without depth the timed call clears the cache (a repetition from an empty cache); with depth
+ * the prefill just did, and the call must keep what it wrote. */
+static void reset_unless_depth(const model_run *m)
+{
+    if (!m->depth)
+        bst_session_reset(m->session);
+}
+
+static bst_status pp_between(void *user, uint64_t iteration, bench_error *e)
+{
+    (void)iteration;
+    return prefill_depth(user, e);
+}
 
 static bst_status pp_call(void *user, uint64_t iteration, bench_error *e)
 {
     (void)iteration;
     model_run *m = user;
-    bst_session_reset(m->session);
-    bst_status st = bst_session_eval(m->session, m->tokens, m->n, false, m->logits);
+    reset_unless_depth(m);
+    bst_status st = bst_session_eval(m->session, m->tokens + m->depth, m->n, false, m->logits);
     return st == BST_OK ? BST_OK : bench_lib_fail(e, st, "prompt evaluation");
 }
 
+/* The prefill first, then the bandwidth sample: the sample is the roofline's bandwidth, so it
+ * is taken as close to the timed generation as it can be, and it leaves the caches as cold as
+ * they are without depth (the prefill's last weights and cache rows evicted). */
 static bst_status tg_between(void *user, uint64_t iteration, bench_error *e)
 {
     (void)iteration;
     model_run *m = user;
-    return m->bw ? sample_bandwidth(m->bw, e) : BST_OK;
+    bst_status st = prefill_depth(m, e);
+    if (st == BST_OK && m->bw)
+        st = sample_bandwidth(m->bw, e);
+    return st;
 }
 
 static bst_status tg_call(void *user, uint64_t iteration, bench_error *e)
 {
     (void)iteration;
     model_run *m = user;
-    bst_session_reset(m->session);
+    reset_unless_depth(m);
+    const int32_t *tokens = m->tokens + m->depth;
     for (uint32_t i = 0; i < m->n; i++) {
-        bst_status st = bst_session_eval(m->session, &m->tokens[i], 1, false, m->logits);
+        bst_status st = bst_session_eval(m->session, &tokens[i], 1, false, m->logits);
         if (st != BST_OK)
             return bench_lib_fail(e, st, "generation step");
     }
@@ -380,9 +425,11 @@ static void read_memory(const bench_model_options *o, const bst_context *ctx,
 }
 
 /* Device time of a profiled repetition: PARTITION records summed per context device, COPY
- * records' wall time summed. Forwards every record to `forward` when set (--profile). */
+ * records' wall time summed. Forwards every record to `forward` when set (--profile). Records
+ * that come while `quiet` (the depth prefill before the repetition) count nowhere. */
 typedef struct time_acc {
     bench_profile *forward;
+    bool quiet;
     struct {
         uint32_t parts, with_device;
         uint64_t device_ns, wall_ns;
@@ -394,6 +441,8 @@ typedef struct time_acc {
 static void time_acc_record(void *user, const bst_profile_record *rec)
 {
     time_acc *a = user;
+    if (a->quiet)
+        return;
     if (a->forward)
         bench_profile_record(a->forward, rec);
     if (rec->kind == BST_PROFILE_COPY) {
@@ -481,6 +530,14 @@ static void store_device_times(const bench_model_options *o, const bst_context *
     *out_tps = all && parts && total ? n_tokens / ((double)total * 1e-9) : NAN;
 }
 
+/* One repetition outside bench_measure (the profiled ones): its untimed set-up, then the call. */
+static bst_status run_once(model_run *m, bench_call_fn between, bench_call_fn call,
+                           bench_error *e)
+{
+    bst_status st = between(m, 0, e);
+    return st == BST_OK ? call(m, 0, e) : st;
+}
+
 /* The profiled pp and tg repetitions (see the top of the file). */
 static bst_status device_time_reps(const bench_model_options *o, const bst_context *ctx,
                                    bst_session *session, model_run *m, bench_model_result *r,
@@ -496,11 +553,12 @@ static bst_status device_time_reps(const bench_model_options *o, const bst_conte
                                               &a);
     if (st != BST_OK)
         return bench_lib_fail(e, st, "enabling partition profiling");
+    m->quiet = &a.quiet;
     if (o->n_prompt) {
         memset(&a, 0, sizeof a);
         a.forward = fwd ? o->profile : NULL;
         m->n = o->n_prompt;
-        st = pp_call(m, 0, e);
+        st = run_once(m, pp_between, pp_call, e);
         if (st == BST_OK)
             store_device_times(o, ctx, &a, true, o->n_prompt, r, slot, &r->pp_device_tps);
     }
@@ -508,14 +566,28 @@ static bst_status device_time_reps(const bench_model_options *o, const bst_conte
         memset(&a, 0, sizeof a);
         a.forward = fwd ? o->profile : NULL;
         m->n = o->n_gen;
-        st = tg_call(m, 0, e);
+        st = run_once(m, tg_between, tg_call, e);
         if (st == BST_OK)
             store_device_times(o, ctx, &a, false, o->n_gen, r, slot, &r->tg_device_tps);
     }
+    m->quiet = NULL;
     bst_status off = bst_session_set_profiling(session, BST_PROFILE_OFF, NULL, NULL);
     if (st == BST_OK && off != BST_OK)
         st = bench_lib_fail(e, off, "disabling profiling");
     return st;
+}
+
+/* The session's largest chunk: the prompt test's whole prompt, evaluated at once. The depth
+ * prefill goes in chunks of it too, and with a short prompt (or none) those would make it a
+ * crawl, so with depth it is at least min(depth, 512), llama-bench's micro-batch. */
+static uint32_t session_batch(const bench_model_options *o)
+{
+    uint32_t n = o->n_prompt ? o->n_prompt : 1;
+    if (o->n_depth) {
+        const uint32_t prefill = o->n_depth < 512 ? o->n_depth : 512;
+        n = n > prefill ? n : prefill;
+    }
+    return n;
 }
 
 /* One backend selection; problems become the row's status and reason. */
@@ -528,6 +600,7 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     snprintf(r->status, sizeof r->status, "failed");
     r->n_prompt = o->n_prompt;
     r->n_gen = o->n_gen;
+    r->n_depth = o->n_depth;
     r->reps = o->reps;
     r->threads = o->threads;
     r->load_s = r->session_s = NAN;
@@ -608,8 +681,8 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     memset(&so, 0, sizeof so);
     so.struct_size = sizeof so;
     uint32_t longest = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
-    so.n_ctx = longest + 1;
-    so.n_batch = o->n_prompt ? o->n_prompt : 1;
+    so.n_ctx = o->n_depth + longest + 1;
+    so.n_batch = session_batch(o);
     so.kv_type = o->kv_type;
     const char *kv_name = bst_dtype_name(o->kv_type ? (bst_dtype)o->kv_type : BST_DTYPE_F32);
     snprintf(r->kv_type, sizeof r->kv_type, "%s", kv_name ? kv_name : "?");
@@ -627,8 +700,10 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     read_memory(o, ctx, session, r);
 
     /* Token ids as llama-bench uses them: arbitrary but fixed, so every backend gets the same
-     * input; speed does not depend on which tokens they are. */
-    uint32_t nt = longest ? longest : 1;
+     * input; speed does not depend on which tokens they are. The depth prefill takes the first
+     * n_depth, the tests the ones after. */
+    uint32_t nt = o->n_depth + longest;
+    nt = nt ? nt : 1;
     tokens = malloc(nt * sizeof *tokens);
     logits = malloc((size_t)mi.n_vocab * sizeof *logits);
     if (!tokens || !logits) {
@@ -642,11 +717,11 @@ static void run_selection(const bench_model_options *o, const char *backends, do
     }
     /* Exactly `reps` warm repetitions after the cold one, whatever they take. */
     bench_budget b = {0.0, o->reps, o->reps, 1};
-    model_run m = {session, tokens, o->n_prompt, logits, NULL};
+    model_run m = {session, tokens, o->n_depth, o->n_prompt, logits, NULL, NULL};
     if (o->n_prompt) {
         if (info)
             info(info_user, "prompt processing");
-        st = bench_measure(&b, pp_call, &m, &r->pp, &e);
+        st = bench_measure_between(&b, pp_call, pp_between, &m, &r->pp, &e);
         if (st != BST_OK)
             goto done;
         r->pp_cold_tps = o->n_prompt / ((double)r->pp.first_ns * 1e-9);
@@ -690,21 +765,24 @@ static void run_selection(const bench_model_options *o, const char *backends, do
          * profiling slows the run, and the numbers above must not pay for it. */
         if (info)
             info(info_user, "profiling one repetition");
+        /* Only for its forwarding, which the depth prefill keeps quiet; its sums go unused. */
+        time_acc gate = {.forward = o->profile};
+        m.quiet = &gate.quiet;
         st = bench_profile_begin(o->profile, lane, ctx, o->profile_level, &e);
         if (st == BST_OK) {
-            st = bst_session_set_profiling(session, o->profile_level, bench_profile_record,
-                                           o->profile);
+            st = bst_session_set_profiling(session, o->profile_level, time_acc_record, &gate);
             if (st != BST_OK)
                 bench_lib_fail(&e, st, "enabling profiling");
         }
         if (st == BST_OK && o->n_prompt) {
             m.n = o->n_prompt;
-            st = pp_call(&m, 0, &e);
+            st = run_once(&m, pp_between, pp_call, &e);
         }
         if (st == BST_OK && o->n_gen) {
             m.n = o->n_gen;
-            st = tg_call(&m, 0, &e);
+            st = run_once(&m, tg_between, tg_call, &e);
         }
+        m.quiet = NULL;
         bst_status off = bst_session_set_profiling(session, BST_PROFILE_OFF, NULL, NULL);
         if (st == BST_OK && off != BST_OK)
             st = bench_lib_fail(&e, off, "disabling profiling");

@@ -23,6 +23,13 @@ bool bench_format_parse(const char *name, bench_format *out)
     return true;
 }
 
+void bench_model_test_name(const bench_model_result *m, bool tg, char *out, size_t size)
+{
+    const int n = snprintf(out, size, "%s%u", tg ? "tg" : "pp", tg ? m->n_gen : m->n_prompt);
+    if (m->n_depth && n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, " @ d%u", m->n_depth);
+}
+
 static void fmt_time(double ns, char *buf, size_t n)
 {
     if (!(ns > 0))
@@ -304,11 +311,11 @@ static void md_report(const bench_doc *d, FILE *out)
                 bytes_text(m->peak_rss_bytes, rss, sizeof rss);
             else
                 snprintf(rss, sizeof rss, "-");
-            char pp[16] = "-", tg[16] = "-";
+            char pp[32] = "-", tg[32] = "-";
             if (m->n_prompt)
-                snprintf(pp, sizeof pp, "pp%u", m->n_prompt);
+                bench_model_test_name(m, false, pp, sizeof pp);
             if (m->n_gen)
-                snprintf(tg, sizeof tg, "tg%u", m->n_gen);
+                bench_model_test_name(m, true, tg, sizeof tg);
             fprintf(out, "| %s | %u | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ",
                     m->backends[0] ? m->backends : "default", m->threads,
                     m->kv_type[0] ? m->kv_type : "-", pp, a, tg, b, c, dd, f, g, ld, h, rss);
@@ -427,7 +434,7 @@ static void csv_model_report(const bench_doc *d, FILE *out)
     fputs("engine,backends,status,reason,threads,n_prompt,n_gen,reps,pp_tps,tg_tps,pp_cold_tps,"
           "tg_cold_tps,load_s,session_s,tune_mode,tune_cache,tune_s,roofline_tps,"
           "roofline_fraction,peak_rss_bytes,device_memory_bytes,pp_device_tps,tg_device_tps,"
-          "kv_type\n",
+          "kv_type,n_depth\n",
           out);
     for (uint32_t i = 0; i < d->n_model_results; i++) {
         const bench_model_result *m = &d->model_results[i];
@@ -457,7 +464,8 @@ static void csv_model_report(const bench_doc *d, FILE *out)
         csv_bytes(out, mem, false);
         csv_num(out, m->pp_device_tps, false);
         csv_num(out, m->tg_device_tps, false);
-        csv_field(out, m->kv_type, true);
+        csv_field(out, m->kv_type, false);
+        csv_num(out, m->n_depth, true);
     }
 }
 

@@ -24,13 +24,16 @@
 #   LLAMA_BENCH_ARGS  extra llama-bench arguments (e.g. "--poll 0"), recorded in the table
 #   KV         the KV cache dtype of both engines, f16 (default: llama-bench's own default) or
 #              f32: llama-bench -ctk/-ctv, bastion --kv-type (both default to f16)
+#   DEPTH      tokens already in the KV cache when each pp and tg repetition starts (default 0):
+#              llama-bench -d, bastion bench model -d; tests then read "tg128 @ d4096"
 #   REQUANT    a llama.cpp quantization type (e.g. Q4_0): run both engines on a copy of MODEL
 #              requantized to it by llama.cpp's own llama-quantize (--allow-requantize; built
 #              here too), kept in BUILD_DIR/llama-cpp/models/. The default model is Q4_1, which
 #              llama.cpp's CPU backend has no repacked or tinyBLAS kernels for; Q4_0 it has, so
 #              REQUANT=Q4_0 compares against llama.cpp at its best
 #
-# Outputs in BUILD_DIR/llama-cpp/t<THREADS>[-<REQUANT>]/ (the download and build stay in llama-cpp/):
+# Outputs in BUILD_DIR/llama-cpp/t<THREADS>[-<REQUANT>][-d<DEPTH>]/ (a nonzero DEPTH only; the
+# download and build stay in llama-cpp/):
 #   llama-bench.json   llama-bench -o json, as it wrote it
 #   bastion-pP-nN.json one `bastion bench model --json` document per (pp, tg) pair
 #   compare.json       one `bastion.bench/1` model document (readable by `bastion bench report`
@@ -50,11 +53,14 @@ TG=${TG:-32,128}
 REPS=${REPS:-5}
 KV=${KV:-f16}
 case $KV in f16 | f32) ;; *) echo "KV is f16 or f32, not '$KV'" >&2; exit 2 ;; esac
+DEPTH=${DEPTH:-0}
+case $DEPTH in '' | *[!0-9]*) echo "DEPTH is a token count, not '$DEPTH'" >&2; exit 2 ;; esac
 BACKENDS=${BACKENDS:-cpu}
 JOBS=${BUILD_JOBS:-2}
 OUT=$BUILD/llama-cpp
 REQUANT=${REQUANT:-}
 RES=$OUT/t$THREADS${REQUANT:+-$REQUANT}
+[ "$DEPTH" -eq 0 ] || RES=$RES-d$DEPTH # so runs at different depths keep their own outputs
 LB_ARGS=${LLAMA_BENCH_ARGS:-}
 BASTION=$BUILD/bin/bastion
 
@@ -128,9 +134,10 @@ fi
 # pool loses most when the cores are oversubscribed).
 mkdir -p "$RES"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-log "llama-bench -t $THREADS -p $PP -n $TG -r $REPS -ctk $KV -ctv $KV $LB_ARGS"
+log "llama-bench -t $THREADS -p $PP -n $TG -d $DEPTH -r $REPS -ctk $KV -ctv $KV $LB_ARGS"
 # shellcheck disable=SC2086
-"$LB" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -ctk "$KV" -ctv "$KV" $LB_ARGS -o json \
+"$LB" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -d "$DEPTH" -r "$REPS" -ctk "$KV" -ctv "$KV" \
+    $LB_ARGS -o json \
     >"$RES/llama-bench.json" || die "llama-bench failed"
 
 pairs=$(python3 - "$PP" "$TG" <<'EOF'
@@ -147,8 +154,8 @@ for pair in $pairs; do
     p=${pair%:*}
     n=${pair#*:}
     doc=$RES/bastion-p$p-n$n.json
-    log "bastion bench model -p $p -n $n -r $REPS --threads $THREADS --kv-type $KV --backend $BACKENDS"
-    "$BASTION" bench model -m "$MODEL" -p "$p" -n "$n" -r "$REPS" --threads "$THREADS" \
+    log "bastion bench model -p $p -n $n -d $DEPTH -r $REPS --threads $THREADS --kv-type $KV --backend $BACKENDS"
+    "$BASTION" bench model -m "$MODEL" -p "$p" -n "$n" -d "$DEPTH" -r "$REPS" --threads "$THREADS" \
         --kv-type "$KV" --backend "$BACKENDS" --json "$doc" >/dev/null ||
         die "bastion bench model failed"
     docs="$docs $doc"
@@ -170,9 +177,11 @@ for d in docs:
         bastion.append(json.load(f))
 base = bastion[0]
 
-def lb_test(n_prompt, n_gen):
+def lb_test(n_prompt, n_gen, n_depth):
+    # llama-bench builds before -d wrote no n_depth: theirs ran from an empty cache.
     for t in lb:
-        if t.get("n_prompt") == n_prompt and t.get("n_gen") == n_gen:
+        if (t.get("n_prompt") == n_prompt and t.get("n_gen") == n_gen
+                and t.get("n_depth", 0) == n_depth):
             return t
     return None
 
@@ -201,10 +210,10 @@ for d in bastion:
 lb_rows = []
 for d in bastion:
     r0 = d["model_results"][0]
-    p, n = r0["n_prompt"], r0["n_gen"]
-    tp, tt = lb_test(p, 0), lb_test(0, n)
+    p, n, dep = r0["n_prompt"], r0["n_gen"], r0.get("n_depth", 0)
+    tp, tt = lb_test(p, 0, dep), lb_test(0, n, dep)
     if tp is None or tt is None:
-        sys.exit(f"llama-bench has no pp{p}/tg{n} test")
+        sys.exit(f"llama-bench has no pp{p}/tg{n} test at depth {dep}")
     info = tp
     row = {
         "engine": "llama.cpp",
@@ -212,13 +221,16 @@ for d in bastion:
                           f" ({info.get('build_commit')})",
         "backends": "llama.cpp:" + str(info.get("backends", "CPU")),
         "status": "ok", "reason": "",
-        "n_prompt": p, "n_gen": n, "reps": len(tp.get("samples_ns", [])),
+        "n_prompt": p, "n_gen": n, "n_depth": int(tp.get("n_depth", 0)),
+        "reps": len(tp.get("samples_ns", [])),
         "threads": int(info.get("n_threads", 0)),
         "kv_type": str(info.get("type_k", "")),
         "load_s": None, "session_s": None, "pp_cold_tps": None, "tg_cold_tps": None,
         "pp_timing": timing(tp), "tg_timing": timing(tt),
         "pp_tps": p / (statistics.median(tp["samples_ns"]) * 1e-9),
         "tg_tps": n / (statistics.median(tt["samples_ns"]) * 1e-9),
+        # The Bastion row's roofline: same model, KV cache type, lengths and depth (lb_test
+        # matched the depth), so the same bytes per token.
         "weight_bytes_per_token": r0.get("weight_bytes_per_token"),
         "kv_bytes_per_token": r0.get("kv_bytes_per_token"),
         "roofline_tps": r0.get("roofline_tps"),
@@ -247,18 +259,23 @@ def best(row, kind):
 def cell(v):
     return f"{v:.2f}" if v else "-"
 
+def test_name(row, kind):
+    """As llama-bench and `bastion bench report` name a test: pp512, tg128 @ d4096."""
+    n = row["n_prompt"] if kind == "pp" else row["n_gen"]
+    depth = row.get("n_depth", 0)
+    return f"{kind}{n}" + (f" @ d{depth}" if depth else "")
+
 lines = ["| test | bastion tok/s | llama.cpp tok/s | bastion / llama.cpp | bastion best | "
          "llama.cpp best | best / best |",
          "|---|---:|---:|---:|---:|---:|---:|"]
 for r, l in zip(rows, lb_rows):
     for kind, key in (("pp", "pp_tps"), ("tg", "tg_tps")):
-        n = r["n_prompt"] if kind == "pp" else r["n_gen"]
         b, c = r.get(key), l.get(key)
         bb, cb = best(r, kind), best(l, kind)
         ratio = f"{b / c:.3f}" if b and c else "-"
         bratio = f"{bb / cb:.3f}" if bb and cb else "-"
-        lines.append(f"| {kind}{n} | {cell(b)} | {cell(c)} | {ratio} | {cell(bb)} | {cell(cb)} | "
-                     f"{bratio} |")
+        lines.append(f"| {test_name(r, kind)} | {cell(b)} | {cell(c)} | {ratio} | {cell(bb)} | "
+                     f"{cell(cb)} | {bratio} |")
 lines.append("")
 lines.append("tok/s columns: medians of the repetitions; best: the fastest repetition.")
 m = base["machine"]
@@ -271,8 +288,8 @@ head = (f"model {base['model']['path']} ({base['model']['file_hash'][:23]}...), 
         f"before {load_before}, after {load_after}\n")
 for r in rows:  # each Bastion row's roofline: weight + KV bytes per token at its tg bandwidth
     bw = r.get("tg_bandwidth_gbs") or base["baselines"]["bandwidth"]["gbs"]
-    head += (f"roofline tg{r['n_gen']}: {r.get('roofline_tps') or 0:.1f} tok/s (read bandwidth "
-             f"{bw:.2f} GB/s, range {r.get('tg_bandwidth_min_gbs') or bw:.2f}-"
+    head += (f"roofline {test_name(r, 'tg')}: {r.get('roofline_tps') or 0:.1f} tok/s (read "
+             f"bandwidth {bw:.2f} GB/s, range {r.get('tg_bandwidth_min_gbs') or bw:.2f}-"
              f"{r.get('tg_bandwidth_max_gbs') or bw:.2f}, sampled around Bastion's tg "
              f"repetitions / weight and KV cache bytes per token)\n")
 text = head + "\n" + "\n".join(lines) + "\n"

@@ -357,6 +357,9 @@ int bench_schema_check(json_object *root)
                 check_timing(&k, t, "model_results[].tg_timing");
             opt(&k, r, mp, "engine", T_STR, false);
             opt(&k, r, mp, "kv_bytes_per_token", T_NUM, true);
+            json_object *depth = opt(&k, r, mp, "n_depth", T_INT, false);
+            if (depth && json_object_get_int64(depth) < 0)
+                bad(&k, mp, "n_depth", "negative");
             if (opt(&k, r, mp, "tg_bandwidth_gbs", T_NUM, true)) {
                 need(&k, r, mp, "tg_bandwidth_min_gbs", T_NUM, true);
                 need(&k, r, mp, "tg_bandwidth_max_gbs", T_NUM, true);

@@ -779,6 +779,66 @@ static void test_compare_model(void)
     bench_doc_free(&b);
 }
 
+/* n_depth: absent in older documents (0); written and read back; names the tests "tg128 @
+ * d4096" in reports; model rows match only at the same depth. */
+static void test_model_depth_docs(void)
+{
+    bench_doc a, b;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(bst_test_fixture("bench/model_a.json"), &a, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(bst_test_fixture("bench/model_b.json"), &b, &e), BST_OK);
+    CU_ASSERT_EQUAL(a.model_results[0].n_depth, 0);
+    char name[32];
+    bench_model_test_name(&a.model_results[0], true, name, sizeof name);
+    CU_ASSERT_STRING_EQUAL(name, "tg128");
+    a.model_results[0].n_depth = 4096;
+    bench_model_test_name(&a.model_results[0], false, name, sizeof name);
+    CU_ASSERT_STRING_EQUAL(name, "pp512 @ d4096");
+
+    char *text = NULL;
+    CU_ASSERT_EQUAL_FATAL(bench_doc_to_string(&a, &text, &e), BST_OK);
+    bench_doc back;
+    CU_ASSERT_EQUAL_FATAL(bench_doc_parse(text, &back, &e), BST_OK);
+    free(text);
+    CU_ASSERT_EQUAL(back.model_results[0].n_depth, 4096);
+    bench_doc_free(&back);
+
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_report(&a, BENCH_FORMAT_MD, out, &e), BST_OK);
+    CU_ASSERT_EQUAL(bench_report(&a, BENCH_FORMAT_CSV, out, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp512 @ d4096 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| tg128 @ d4096 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, ",pp_device_tps,tg_device_tps,kv_type,n_depth\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, ",4096\n"));
+    free(buf);
+
+    /* B at depth 0 is another test; at the same depth the rows match again. */
+    bench_compare_summary s;
+    buf = NULL;
+    out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &s, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_EQUAL(s.matched, 0);
+    free(buf);
+    b.model_results[0].n_depth = 4096;
+    buf = NULL;
+    out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &s, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_EQUAL(s.matched, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "tg128 @ d4096"));
+    free(buf);
+    bench_doc_free(&a);
+    bench_doc_free(&b);
+}
+
 static void test_cli_report_compare(void)
 {
     char a[512], b[512];
@@ -903,13 +963,14 @@ static void check_model_additions(json_object *root, json_object *r, const char 
      * away; the summary covers the program that ran. */
     CU_ASSERT_TRUE(khits <= hits);
     CU_ASSERT_TRUE(kmeasured <= measured);
-    /* The KV cache is the only state: n_ctx = the longer test + 1 rows of the row's kv_type (f32
-     * or half that for f16); twice when tuning split a prompt body (with its own copy of the
-     * cache) from the decode body. */
+    /* The KV cache is the only state: n_ctx = the depth + the longer test + 1 rows of the row's
+     * kv_type (f32 or half that for f16); twice when tuning split a prompt body (with its own
+     * copy of the cache) from the decode body. */
     const char *model = getenv("BASTION_MODEL");
     uint32_t longest = (uint32_t)fmax(jnum(r, "n_prompt"), jnum(r, "n_gen"));
+    const uint32_t depth = (uint32_t)jnum(r, "n_depth");
     const bool f16 = strcmp(json_object_get_string(jget(r, "kv_type")), "f16") == 0;
-    double kv = expected_kv_bytes(model, longest + 1) / (f16 ? 2 : 1);
+    double kv = expected_kv_bytes(model, depth + longest + 1) / (f16 ? 2 : 1);
     if (strcmp(mode, "off") == 0)
         CU_ASSERT_TRUE(near(state, kv, 1e-12));
     CU_ASSERT_TRUE(near(state, kv, 1e-12) || near(state, 2 * kv, 1e-12));
@@ -972,6 +1033,7 @@ static void test_model_bench(void)
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "backends")), "cpu");
     CU_ASSERT_EQUAL((int)jnum(r, "n_prompt"), 8);
     CU_ASSERT_EQUAL((int)jnum(r, "n_gen"), 4);
+    CU_ASSERT_EQUAL(jnum(r, "n_depth"), 0); /* from an empty cache unless -d */
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(r, "kv_type")), "f16"); /* the default */
     json_object *pp = jget(r, "pp_timing"), *tg = jget(r, "tg_timing");
     CU_ASSERT_PTR_NOT_NULL_FATAL(pp);
@@ -1068,6 +1130,96 @@ static void test_model_bench(void)
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-p", "0", "-n", "0"), 2);
     CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", "/nonexistent.gguf", "-p", "1", "-n", "1"),
                     1);
+}
+
+/* The trace of a -p 4 -n 4 -d 8 run at --profile-level partitions (the device-time
+ * repetitions): every record's n_kv is the cache's length when it ran, so the tg steps ran at
+ * 9..12 positions and the prompt at 12 (8 of depth, then its own 4), and the untimed prefill (8
+ * tokens at once: n_batch is min(depth, 512) when that is above -p) left no record. */
+static void check_depth_trace(const char *trace_path)
+{
+    json_object *trace = json_object_from_file(trace_path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(trace);
+    json_object *events = jget(trace, "traceEvents");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(events);
+    uint32_t tg_seen = 0, pp_runs = 0, other = 0; /* tg_seen: bit k for n_kv 9 + k */
+    for (size_t i = 0; i < json_object_array_length(events); i++) {
+        json_object *ev = json_object_array_get_idx(events, i), *args = jget(ev, "args");
+        if (strcmp(json_object_get_string(jget(ev, "ph")), "X") != 0)
+            continue;
+        const double n_tokens = jnum(args, "n_tokens"), n_kv = jnum(args, "n_kv");
+        const bool body = strcmp(json_object_get_string(jget(args, "program")), "body") == 0;
+        if (n_tokens == 1 && n_kv >= 9 && n_kv <= 12)
+            tg_seen |= body ? 1u << (uint32_t)(n_kv - 9) : 0;
+        else if (n_tokens == 4 && n_kv == 12)
+            pp_runs += body;
+        else
+            other++;
+    }
+    CU_ASSERT_EQUAL(tg_seen, 0xfu);
+    CU_ASSERT_EQUAL(pp_runs, 1);
+    CU_ASSERT_EQUAL(other, 0);
+    json_object_put(trace);
+}
+
+/* -d: every pp and tg repetition starts from a cache holding n_depth tokens. */
+static void test_model_depth(void)
+{
+    const char *model = getenv("BASTION_MODEL");
+    struct stat sb;
+    if (!model || !*model || stat(model, &sb) != 0) {
+        fprintf(stderr, "\n  BASTION_MODEL is not set or missing: bench model -d not exercised\n");
+        return;
+    }
+    char json_buf[256], trace_buf[256];
+    const char *json_path = tmp_path("model-depth.json", json_buf, sizeof json_buf);
+    const char *trace_path = tmp_path("model-depth-trace.json", trace_buf, sizeof trace_buf);
+    int rc = RUN(NULL, "bench", "model", "-m", model, "--quick", "-p", "4", "-n", "4", "-d", "8",
+                 "-r", "1", "--backend", "cpu", "--profile", trace_path, "--profile-level",
+                 "partitions", "--json", json_path);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    json_object *root = json_object_from_file(json_path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_EQUAL(bench_schema_check(root), 0);
+    json_object *r = json_object_array_get_idx(jget(root, "model_results"), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL_FATAL(json_object_get_string(jget(r, "status")), "ok");
+    CU_ASSERT_EQUAL(jnum(r, "n_depth"), 8);
+    /* The f16 cache's bytes at 8 + (4 + 1) / 2 positions per step. */
+    const double kvbytes = jnum(r, "kv_bytes_per_token");
+    CU_ASSERT_TRUE(near(kvbytes, expected_kv_bytes(model, 1) / 2 * 10.5, 1e-12));
+    CU_ASSERT_TRUE(near(jnum(r, "roofline_tps"),
+                        jnum(r, "tg_bandwidth_gbs") * 1e9 /
+                            (jnum(r, "weight_bytes_per_token") + kvbytes),
+                        1e-9));
+    check_model_additions(root, r, "off", "cpu"); /* the cache holds 8 + 4 + 1 positions */
+    check_model_device_times(root, r, 4, 4);
+    json_object_put(root);
+    check_depth_trace(trace_path);
+
+    /* The reader takes n_depth back, and the reports name the tests as llama-bench does. */
+    bench_doc d;
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
+    CU_ASSERT_EQUAL_FATAL(d.n_model_results, 1);
+    CU_ASSERT_EQUAL(d.model_results[0].n_depth, 8);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(bench_report(&d, BENCH_FORMAT_MD, out, &e), BST_OK);
+    fclose(out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp4 @ d8 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| tg4 @ d8 |"));
+    free(buf);
+    bench_doc_free(&d);
+
+    /* Token counts, as -p and -n. */
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-d", "65537"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "--n-depth", "deep"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-d", "-1"), 2);
+    CU_ASSERT_EQUAL(RUN(NULL, "bench", "model", "-m", model, "-d"), 2);
 }
 
 /* --- device time (last_execute_ns): bench ops' device_timing, bench model's device_times ---- */
@@ -1441,8 +1593,10 @@ int main(void)
         {"report_svg", test_report_svg},
         {"compare", test_compare},
         {"compare_model", test_compare_model},
+        {"model_depth_docs", test_model_depth_docs},
         {"cli_report_compare", test_cli_report_compare},
         {"model_bench", test_model_bench},
+        {"model_depth", test_model_depth},
         {"ops_npu_sim_device_time", test_ops_npu_sim_device_time},
         {"model_npu_sim_device_time", test_model_npu_sim_device_time},
         {"model_tune", test_model_tune},

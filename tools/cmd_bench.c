@@ -26,7 +26,7 @@ void cli_usage_bench(FILE *out)
 {
     fprintf(out,
             "Usage: bastion bench ops [options]\n"
-            "       bastion bench model -m MODEL.gguf [-p N] [-n N] [-r N] [options]\n"
+            "       bastion bench model -m MODEL.gguf [-p N] [-n N] [-d N] [-r N] [options]\n"
             "       bastion bench report FILE.json [--format md|csv|svg] [-o OUT]\n"
             "       bastion bench compare A.json B.json [--threshold PCT]\n"
             "\n"
@@ -74,12 +74,17 @@ void cli_usage_bench(FILE *out)
             "/ bytes a token reads: every weight, and the KV cache at its mean length over\n"
             "the tg steps). One more pp and tg repetition, timed per partition, gives each\n"
             "device's own time (npu-sim: the modelled chip, BASTION_NPU_SIM_DEVICE) and\n"
-            "device-time tok/s.\n"
+            "device-time tok/s. With -d N every repetition of both tests starts instead\n"
+            "from a cache already holding N tokens, evaluated untimed just before it\n"
+            "(\"tg128 @ d4096\"): the speed of a long context, where attention reads the\n"
+            "cache.\n"
             "\n"
             "Options of bench model:\n"
             "  -m, --model FILE    the GGUF model\n"
             "  -p, --n-prompt N    prompt tokens (default 512; 0 skips pp)\n"
             "  -n, --n-gen N       generated tokens (default 128; 0 skips tg)\n"
+            "  -d, --n-depth N     tokens already in the KV cache when each pp and tg\n"
+            "                      repetition starts (default 0: an empty cache)\n"
             "  -r, --reps N        warm repetitions of each test (default 5)\n"
             "  --backend LIST      a backend selection; repeat for one row per selection\n"
             "  --threads N, --json FILE, --plugin-path DIRS   as for bench ops\n"
@@ -377,6 +382,7 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},    {"n-prompt", required_argument, NULL, 'p'},
         {"n-gen", required_argument, NULL, 'n'},    {"reps", required_argument, NULL, 'r'},
+        {"n-depth", required_argument, NULL, 'd'},
         {"backend", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
         {"json", required_argument, NULL, 'j'},     {"plugin-path", required_argument, NULL, 'P'},
         {"profile", required_argument, NULL, 'F'},  {"profile-level", required_argument, NULL, 'L'},
@@ -401,22 +407,25 @@ static int run_model(int argc, char **argv, int cmd_argc, char **cmd_argv)
     optind = 1;
     int c;
     uint64_t v;
-    while ((c = getopt_long(argc, argv, ":m:p:n:r:", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:p:n:d:r:", options, NULL)) != -1) {
         switch (c) {
         case 'm':
             mo.path = optarg;
             break;
         case 'p':
         case 'n':
+        case 'd':
             if (!cli_parse_u64(optarg, &v) || v > 65536)
                 return cli_usage_error(CMD, "-%c: '%s' is not a token count in 0..65536", c,
                                        optarg);
             if (c == 'p') {
                 mo.n_prompt = (uint32_t)v;
                 p_set = true;
-            } else {
+            } else if (c == 'n') {
                 mo.n_gen = (uint32_t)v;
                 n_set = true;
+            } else {
+                mo.n_depth = (uint32_t)v;
             }
             break;
         case 'r':
