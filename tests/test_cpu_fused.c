@@ -125,6 +125,7 @@ typedef struct attn_case {
     int mask; /* MASK_* (false / true: none / [T,S]) */
     bst_dtype kv;
     bool v_padded; /* V is a strided view of rows padded by V_PAD elements: V's strides not K's */
+    bool m_strided; /* the mask is a view of the even floats of a [mt, 2 mk] tensor (NaN between) */
 } attn_case;
 
 #define V_PAD 16
@@ -233,26 +234,45 @@ static void check_attention(const attn_case *c)
                              .ints = {(int64_t)(c->Hkv * vrow), (int64_t)vrow, (int64_t)esz}}};
         OK(bst_graph_add_op(g, BST_OP_VIEW, &in[2], 1, view, 2, &in[2]));
     }
+    /* A strided mask: its values at the even floats of each row, NaN at the odd ones, which a
+     * kernel that steps over the keys wrongly would add. */
+    const int64_t mstep = c->m_strided ? 2 : 1, mfs[2] = {mt, mk * mstep};
+    float *mfeed = malloc((size_t)(mt * mk * mstep) * sizeof *mfeed);
+    CU_ASSERT_FATAL(mfeed != NULL);
+    for (int64_t i = 0; i < mt * mk; i++) {
+        mfeed[i * mstep] = m[i];
+        if (mstep == 2)
+            mfeed[i * 2 + 1] = NAN;
+    }
     if (c->mask)
-        OK(bst_graph_add_input(g, "m", BST_DTYPE_F32, 2, ms, NULL, &in[3]));
+        OK(bst_graph_add_input(g, "m", BST_DTYPE_F32, 2, c->m_strided ? mfs : ms, NULL, &in[3]));
+    if (c->mask && c->m_strided) {
+        bst_attr view[2] = {{.struct_size = sizeof(bst_attr), .key = BST_ATTR_SHAPE,
+                             .kind = BST_ATTR_KIND_INTS, .count = 2, .ints = {mt, mk}},
+                            {.struct_size = sizeof(bst_attr), .key = BST_ATTR_STRIDES,
+                             .kind = BST_ATTR_KIND_INTS, .count = 2,
+                             .ints = {mk * 2 * 4, 2 * 4}}};
+        OK(bst_graph_add_op(g, BST_OP_VIEW, &in[3], 1, view, 2, &in[3]));
+    }
     bst_attr attrs[3] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, c->causal),
                          a_int(BST_ATTR_WINDOW, c->window)};
     OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, c->mask ? 4 : 3, attrs, 3, &y));
     OK(bst_graph_mark_output(g, y, "y"));
     const size_t kvb = nkv * esz;
     feed feeds[4] = {{"q", q, nq * 4}, {"k", half ? (void *)kh : (void *)k, kvb},
-                     {"v", vfeed, n_vrows * vrow}, {"m", m, (size_t)(mt * mk) * 4}};
+                     {"v", vfeed, n_vrows * vrow}, {"m", mfeed, (size_t)(mt * mk * mstep) * 4}};
     const uint32_t n_feeds = c->mask ? 4 : 3;
     CU_ASSERT(run_graph(g, NULL, feeds, n_feeds, got, nq));
     CU_ASSERT(!run_graph(g, "lowered", feeds, n_feeds, low, nq));
     double e = nmse(got, want, nq), el = nmse(low, want, nq);
-    printf("\n    attention T=%lld S=%lld Hq=%lld Hkv=%lld D=%lld %s%s%s%s: NMSE fused %.2e, "
+    printf("\n    attention T=%lld S=%lld Hq=%lld Hkv=%lld D=%lld %s%s%s%s%s: NMSE fused %.2e, "
            "lowered %.2e",
            (long long)c->T, (long long)c->S, (long long)c->Hq, (long long)c->Hkv,
            (long long)c->D, bst_dtype_name(c->kv), c->v_padded ? " v-padded" : "",
            c->window ? " window" : "",
            (const char *[]){"", " mask[T,S]", " mask[T,1]", " mask[1,S]", " mask[T,S] row 0 blind",
                             " mask[T,S] causal zeros"}[c->mask],
+           c->m_strided ? " (strided)" : "",
            e, el);
     CU_ASSERT(e <= 1e-9);
     bst_graph_destroy(g);
@@ -260,6 +280,7 @@ static void check_attention(const attn_case *c)
     free(k);
     free(v);
     free(m);
+    free(mfeed);
     free(mfull);
     free(got);
     free(low);
@@ -272,31 +293,31 @@ static void check_attention(const attn_case *c)
 static void test_attention_prefill(void)
 {
     /* 37 query rows (three blocks), 150 keys (three blocks), GQA 4 / 2 */
-    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F32, false});
-    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F16, false});
+    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F32, false, false});
+    check_attention(&(attn_case){37, 150, 4, 2, 64, true, 0, false, BST_DTYPE_F16, false, false});
 }
 
 static void test_attention_decode(void)
 {
-    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F32, false});
-    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F16, false});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F32, false, false});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 0, false, BST_DTYPE_F16, false, false});
     /* keys split over threads: a window leaves some shares empty; a mask with removed keys */
-    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 70, false, BST_DTYPE_F16, false});
-    check_attention(&(attn_case){1, 700, 4, 1, 64, true, 0, true, BST_DTYPE_F32, false});
+    check_attention(&(attn_case){1, 600, 9, 3, 64, true, 70, false, BST_DTYPE_F16, false, false});
+    check_attention(&(attn_case){1, 700, 4, 1, 64, true, 0, true, BST_DTYPE_F32, false, false});
 }
 
 static void test_attention_window_mask(void)
 {
-    check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32, false});
-    check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16, false});
-    check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32, false});
+    check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32, false, false});
+    check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16, false, false});
+    check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32, false, false});
     /* the session's mask: skipped by the tile, the few-row kernel and the per-row loops */
     check_attention(
-        &(attn_case){18, 100, 3, 1, 64, true, 0, MASK_CAUSAL_ZERO, BST_DTYPE_F32, false});
+        &(attn_case){18, 100, 3, 1, 64, true, 0, MASK_CAUSAL_ZERO, BST_DTYPE_F32, false, false});
     check_attention(
-        &(attn_case){1, 600, 9, 3, 64, true, 0, MASK_CAUSAL_ZERO, BST_DTYPE_F16, false});
+        &(attn_case){1, 600, 9, 3, 64, true, 0, MASK_CAUSAL_ZERO, BST_DTYPE_F16, false, false});
     check_attention(
-        &(attn_case){20, 130, 2, 1, 40, true, 70, MASK_CAUSAL_ZERO, BST_DTYPE_F32, false});
+        &(attn_case){20, 130, 2, 1, 40, true, 70, MASK_CAUSAL_ZERO, BST_DTYPE_F32, false, false});
 }
 
 /* What the CPU backend found out about a mask that adds nothing is kept for the rest of an
@@ -309,7 +330,7 @@ static void test_attention_window_mask(void)
 static void test_attention_mask_memo(void)
 {
     enum { T = 18, S = 100, HQ = 3, HKV = 1, D = 64, NY = T * HQ * D };
-    const attn_case c = {T, S, HQ, HKV, D, true, 0, MASK_TS, BST_DTYPE_F32, false};
+    const attn_case c = {T, S, HQ, HKV, D, true, 0, MASK_TS, BST_DTYPE_F32, false, false};
     static float q[NY], k[S * HKV * D], v[S * HKV * D], m[2][T * S], y[NY];
     static double want[2][NY];
     fill(q, NY, 1.0f);
@@ -406,6 +427,11 @@ static void test_attention_decode_few(void)
          .kv = BST_DTYPE_F32},
         {.T = 1, .S = 600, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .window = 50,
          .mask = MASK_TS, .kv = BST_DTYPE_BF16},
+        /* a mask whose keys are not adjacent floats (a strided view) */
+        {.T = 1, .S = 600, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .mask = MASK_TS,
+         .kv = BST_DTYPE_F16, .m_strided = true},
+        {.T = 3, .S = 130, .Hq = 9, .Hkv = 3, .D = 128, .causal = true, .mask = MASK_TS,
+         .kv = BST_DTYPE_F32, .m_strided = true},
         /* V rows padded: V's row and head strides differ from K's */
         {.T = 1, .S = 650, .Hq = 9, .Hkv = 3, .D = 64, .causal = true, .kv = BST_DTYPE_F16,
          .v_padded = true},

@@ -105,7 +105,9 @@ typedef struct cpu_att_loops {
 
 extern const cpu_att_loops cpu_att_loops_scalar;
 #ifdef CPU_HAVE_FUSED_AVX2
+/* The per-row loops plus the few-row kernel (decode) on 8 lanes. */
 extern const cpu_att_loops cpu_att_loops_avx2;
+void cpu_att_few_avx2(const cpu_att_tile *t, float *work);
 #endif
 #ifdef CPU_HAVE_FUSED_AVX512
 /* The AVX2 loops (units the AVX-512 kernels decline) plus the AVX-512 tile (prompts) and
