@@ -558,6 +558,28 @@ static void test_schema_rejects(void)
 
 /* --- reports and comparisons on hand-written documents ------------------------------------- */
 
+/* d's report in format f, or (b not NULL) the comparison of d with b, as a string to free;
+ * NULL when it fails. */
+static char *doc_text(const bench_doc *d, bench_format f, const bench_doc *b, double threshold,
+                      bench_compare_summary *sum)
+{
+    bench_error e;
+    memset(&e, 0, sizeof e);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    if (!out)
+        return NULL;
+    bst_status st = b ? bench_compare(d, b, threshold, out, sum, &e) : bench_report(d, f, out, &e);
+    fclose(out);
+    if (st != BST_OK) {
+        fprintf(stderr, "%s: %s\n", b ? "compare" : "report", e.msg);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 static char *report_text(const char *fixture, bench_format f)
 {
     bench_doc d;
@@ -567,20 +589,8 @@ static char *report_text(const char *fixture, bench_format f)
         fprintf(stderr, "load %s: %s\n", fixture, e.msg);
         return NULL;
     }
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    if (!out) {
-        bench_doc_free(&d);
-        return NULL;
-    }
-    bst_status st = bench_report(&d, f, out, &e);
-    fclose(out);
+    char *buf = doc_text(&d, f, NULL, 0.0, NULL);
     bench_doc_free(&d);
-    if (st != BST_OK) {
-        free(buf);
-        return NULL;
-    }
     return buf;
 }
 
@@ -669,18 +679,9 @@ static char *compare_text(double threshold, bench_compare_summary *sum)
         bench_doc_free(&a);
         return NULL;
     }
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    bst_status st = out ? bench_compare(&a, &b, threshold, out, sum, &e) : BST_ERR_IO;
-    if (out)
-        fclose(out);
+    char *buf = doc_text(&a, BENCH_FORMAT_MD, &b, threshold, sum);
     bench_doc_free(&a);
     bench_doc_free(&b);
-    if (st != BST_OK) {
-        free(buf);
-        return NULL;
-    }
     return buf;
 }
 
@@ -751,13 +752,9 @@ static void test_compare_model(void)
     CU_ASSERT_EQUAL_FATAL(bench_doc_load(bst_test_fixture("bench/model_b.json"), &b, &e), BST_OK);
     CU_ASSERT_TRUE(a.has_model);
     CU_ASSERT_EQUAL(a.n_model_results, 1);
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     bench_compare_summary s;
-    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &s, &e), BST_OK);
-    fclose(out);
+    char *buf = doc_text(&a, BENCH_FORMAT_MD, &b, 5.0, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_EQUAL(s.matched, 2);
     CU_ASSERT_EQUAL(s.regressions, 1);
     CU_ASSERT_EQUAL(s.improvements, 1);
@@ -804,34 +801,26 @@ static void test_model_depth_docs(void)
     CU_ASSERT_EQUAL(back.model_results[0].n_depth, 4096);
     bench_doc_free(&back);
 
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_report(&a, BENCH_FORMAT_MD, out, &e), BST_OK);
-    CU_ASSERT_EQUAL(bench_report(&a, BENCH_FORMAT_CSV, out, &e), BST_OK);
-    fclose(out);
+    char *buf = doc_text(&a, BENCH_FORMAT_MD, NULL, 0.0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp512 @ d4096 |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| tg128 @ d4096 |"));
+    free(buf);
+    buf = doc_text(&a, BENCH_FORMAT_CSV, NULL, 0.0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, ",pp_device_tps,tg_device_tps,kv_type,n_depth\n"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, ",4096\n"));
     free(buf);
 
     /* B at depth 0 is another test; at the same depth the rows match again. */
     bench_compare_summary s;
-    buf = NULL;
-    out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &s, &e), BST_OK);
-    fclose(out);
+    buf = doc_text(&a, BENCH_FORMAT_MD, &b, 5.0, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_EQUAL(s.matched, 0);
     free(buf);
     b.model_results[0].n_depth = 4096;
-    buf = NULL;
-    out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &s, &e), BST_OK);
-    fclose(out);
+    buf = doc_text(&a, BENCH_FORMAT_MD, &b, 5.0, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_EQUAL(s.matched, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "tg128 @ d4096"));
     free(buf);
@@ -1081,12 +1070,8 @@ static void test_model_bench(void)
     memset(&e, 0, sizeof e);
     CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
     CU_ASSERT_EQUAL(d.n_model_results, 1);
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_report(&d, BENCH_FORMAT_MD, out, &e), BST_OK);
-    fclose(out);
+    char *buf = doc_text(&d, BENCH_FORMAT_MD, NULL, 0.0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| cpu | "));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp8 |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| off | cpu "));
@@ -1097,11 +1082,8 @@ static void test_model_bench(void)
     CU_ASSERT_STRING_EQUAL(d.tune_mode, "off");
     free(buf);
     /* CSV of a model document: its rows, with the device memory summed. */
-    buf = NULL;
-    out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_report(&d, BENCH_FORMAT_CSV, out, &e), BST_OK);
-    fclose(out);
+    buf = doc_text(&d, BENCH_FORMAT_CSV, NULL, 0.0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_TRUE(strncmp(buf, "engine,backends,status,", 23) == 0);
     char mem_col[48];
     snprintf(mem_col, sizeof mem_col, ",%llu,",
@@ -1204,12 +1186,8 @@ static void test_model_depth(void)
     CU_ASSERT_EQUAL_FATAL(bench_doc_load(json_path, &d, &e), BST_OK);
     CU_ASSERT_EQUAL_FATAL(d.n_model_results, 1);
     CU_ASSERT_EQUAL(d.model_results[0].n_depth, 8);
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_report(&d, BENCH_FORMAT_MD, out, &e), BST_OK);
-    fclose(out);
+    char *buf = doc_text(&d, BENCH_FORMAT_MD, NULL, 0.0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| pp4 @ d8 |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| tg4 @ d8 |"));
     free(buf);
@@ -1355,13 +1333,9 @@ static void test_ops_npu_sim_device_time(void)
     CU_ASSERT_STRING_EQUAL(a.results.items[0].time_source, "device");
     CU_ASSERT_EQUAL(a.results.items[0].device_timing.n_samples,
                     a.results.items[0].timing.n_samples);
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     bench_compare_summary sum;
-    CU_ASSERT_EQUAL(bench_compare(&a, &b, 5.0, out, &sum, &e), BST_OK);
-    fclose(out);
+    char *buf = doc_text(&a, BENCH_FORMAT_MD, &b, 5.0, &sum);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     /* Different device names, one case each: matched as the same plugin on another chip. */
     CU_ASSERT_EQUAL(sum.matched, 1);
     CU_ASSERT_EQUAL(sum.only_a + sum.only_b, 0);
@@ -1370,11 +1344,8 @@ static void test_ops_npu_sim_device_time(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "npu-small, B Simulated NPU npu-large"));
     free(buf);
     /* The Markdown shows the device columns. */
-    buf = NULL;
-    out = open_memstream(&buf, &size);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(bench_report(&a, BENCH_FORMAT_MD, out, &e), BST_OK);
-    fclose(out);
+    buf = doc_text(&a, BENCH_FORMAT_MD, NULL, 0.0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "| device median | device min | device max |"));
     free(buf);
     bench_doc_free(&a);

@@ -14,8 +14,8 @@
  *    with AVX-512, a prompt's units of 8..16 query rows run as one lane-per-row tile
  *    (cpu_att_tile below, cpu_fused_attention_avx512.c), ~3x the per-row loops at 512 tokens,
  *    and the other units (decode: the G heads of one kv head at 1..few positions, over one
- *    share of the keys) run the few-row kernel (CPU_ATT_FEW_KB below,
- *    cpu_fused_attention_decode_avx512.c), which also prefetches the cold K/V cache.
+ *    share of the keys) run the few-row kernel (CPU_ATT_FEW_KB below, cpu_att_few.h), which
+ *    also prefetches the cold K/V cache; with AVX2 alone, so do the decode units.
  *  - rms_norm_mul, ffn_swiglu (cpu_fused_ffn.c): the norm in one pass; for few rows (decode) the
  *    FFN quantizes x once for both gate and up (cpu_q8dot.h's q8x2 blocks and block loops),
  *    applies silu(g) * u while the results are in cache, then runs the down projection with the
@@ -41,6 +41,11 @@ typedef void (*cpu_att_axpy_fn)(float *acc, const float *p, const uint8_t *v, in
 
 /* s[j] = exp(s[j] - m) for j < n (exactly 0 where s[j] is -INFINITY); returns the sum. */
 typedef float (*cpu_att_exp_fn)(float *s, int64_t n, float m);
+
+/* dst[c] = src[c] * f for c < n (dst may be src), 4 lanes at a time: the same product per
+ * element as the plain loop, which the compiler leaves scalar (q's scaling, the accumulator's
+ * rescaling and the output were ~30% of a short decode unit). */
+void cpu_att_scale_row(float *dst, const float *src, int64_t n, float f);
 
 /* A prompt's unit of up to CPU_ATT_TILE_ROWS query rows processed with the rows in vector lanes
  * (cpu_fused_attention_avx512.c): each K/V block is converted to f32 once for all rows, the
@@ -84,10 +89,11 @@ typedef void (*cpu_att_tile_fn)(const cpu_att_tile *t, float *work);
 
 /* A decode step's unit of few rows (the G query heads of one or more kv heads at one or a few
  * positions, 1..CPU_ATT_TILE_ROWS rows) with the same cpu_att_tile description, keys [jlo, jhi)
- * possibly a share of a split (part), D a multiple of 16 (cpu_fused_attention_decode_avx512.c):
- * each K/V chunk is widened once for all rows of its head, 16 keys' scores come out of one
- * transpose-add tree, the softmax and the accumulator work on whole vectors, and the K/V cache,
- * which decode reads from DRAM, is read and prefetched in address order. Work:
+ * possibly a share of a split (part), D a multiple of 16 (cpu_att_few.h: a portable driver and
+ * each ISA's vector pieces, cpu_fused_attention_decode_avx512.c and _avx2.c): each K/V chunk is
+ * widened once for all rows of its head, 16 (8) keys' scores come out of one transpose-add tree,
+ * the softmax and the accumulator work on whole vectors, and the K/V cache, which decode reads
+ * from DRAM, is read and prefetched in address order. Work:
  * CPU_ATT_FEW_WORK floats, 64-byte aligned. Keys go in blocks of CPU_ATT_FEW_KB: a block's
  * values wait for all its scores, and a thread's memory idles meanwhile unless more keys follow;
  * blocks of 32 keys against 64: -4..-5% a node with the vCPUs near, -13% split (default model,

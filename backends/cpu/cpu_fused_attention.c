@@ -181,11 +181,8 @@ typedef struct att_job {
 
 #define ATT_TILE_MIN 8 /* fewer rows would leave most of the tile's lanes idle */
 
-/* dst[c] = src[c] * f for c < n (dst may be src), 4 lanes at a time: the same product per
- * element as the plain loop, which the compiler leaves scalar here (q's scaling, the
- * accumulator's rescaling and the output were ~30% of a short decode unit). */
 typedef float att_f32x4 __attribute__((vector_size(16)));
-static void scale_row(float *dst, const float *src, int64_t n, float f)
+void cpu_att_scale_row(float *dst, const float *src, int64_t n, float f)
 {
     const att_f32x4 fv = {f, f, f, f};
     int64_t c = 0;
@@ -331,7 +328,7 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         int64_t t, h;
         block_row(job, &blk, i, &t, &h);
         const float *src = (const float *)(const void *)cpu_row_ptr(q, 0, t, h);
-        scale_row(qs + i * D, src, D, job->scale);
+        cpu_att_scale_row(qs + i * D, src, D, job->scale);
         memset(acc + i * D, 0, (size_t)D * sizeof(float));
         mx[i] = -INFINITY;
         sum[i] = 0.0f;
@@ -383,7 +380,7 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
             const float alpha = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - mnew);
             const float bsum = job->loops->exp(s, n, mnew);
             if (alpha != 1.0f && mx[i] != -INFINITY) /* before the first block acc is 0 */
-                scale_row(acc + i * D, acc + i * D, D, alpha);
+                cpu_att_scale_row(acc + i * D, acc + i * D, D, alpha);
             sum[i] = sum[i] * alpha + bsum;
             mx[i] = mnew;
             job->loops->axpy[job->vk](acc + i * D, s, vbase + j0 * vs, vs, n, D);
@@ -401,7 +398,7 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
         block_row(job, &blk, i, &t, &h);
         float *dst = (float *)(void *)cpu_row_ptr(o, 0, t, h);
         const float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
-        scale_row(dst, acc + i * D, D, inv);
+        cpu_att_scale_row(dst, acc + i * D, D, inv);
     }
 }
 

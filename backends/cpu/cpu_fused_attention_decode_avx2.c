@@ -13,10 +13,11 @@
  *    whole vectors, and the running maxima and rescale factors of all rows on two;
  *  - values: 2 chunks (16 columns) of up to 4 rows' accumulators stay in registers over the
  *    block's keys; the block's V rows are in L1 after the first 16 columns;
- *  - memory: as the AVX-512 kernel, each line of the K/V cache is asked for a block ahead.
+ *  - memory: as the AVX-512 kernel, each line of the K/V cache is asked for a block ahead
+ *    (cpu_fused_attention_few.c, the portable driver that runs these pieces).
  * Compiled with -mavx2 -mfma -mf16c and called only when cpu_isa_mask() has CPU_ISA_AVX2.
  */
-#include "cpu_fused.h"
+#include "cpu_att_few.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "cpu_att_avx2.h"
@@ -24,7 +25,7 @@
 
 #define ALWAYS CPU_ATT_ALWAYS
 #define KB CPU_ATT_FEW_KB
-#define RB 4 /* rows per register group */
+#define RB CPU_ATT_FEW_RB
 
 /* Asks for the cache line at p + off (maybe past the tensor: computed as an address, not a
  * pointer into it). */
@@ -41,11 +42,9 @@ ALWAYS void prefetch_row(const uint8_t *row, uintptr_t off, int64_t bytes)
         _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
-/* Scores of rows [r0, r0 + rb) against 8 keys, key l's row at kb + min(l, nk - 1) * ks (keys past
- * the share repeat its last one): out[r * KB + l]. Also asks for the rows pf bytes past those of
- * keys l < npf (keys further on), spread over the multiply-adds; a key without a request asks
- * for its own row's line instead (no branch in the loop). part: 8 x RB x 8 floats of scratch,
- * 32-byte aligned. DC: D when known at compile time (the chunk loop is then unrolled), else 0. */
+/* The scores of cpu_att_few.h for 8 keys; a key without a request asks for its own row's line
+ * instead (no branch in the loop). part: RB x 8 x 8 floats of scratch, 32-byte aligned. DC: D
+ * when known at compile time (the chunk loop is then unrolled), else 0. */
 ALWAYS void scores8(int kind, int rb, int64_t DC, const float *Q, int64_t D, const uint8_t *kb,
                     int64_t ks, int64_t nk, float *out, int64_t pf, int64_t npf, float *part)
 {
@@ -93,8 +92,8 @@ ALWAYS void scores8(int kind, int rb, int64_t DC, const float *Q, int64_t D, con
     }
 }
 
-/* Acc[r] = Acc[r] * alpha[r] + sum_j P[r][j] * V_j for rows [0, rb), 16 columns at a time; the
- * first 16 columns' pass also asks for the V rows pf bytes past those of keys j < npf. */
+/* The values of cpu_att_few.h, 16 columns at a time; the first 16 columns' pass asks for the next
+ * block's V rows. */
 ALWAYS void values(int kind, int rb, float *Acc, const float *alpha, const float *P,
                    const uint8_t *v, int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf)
 {
@@ -126,45 +125,6 @@ ALWAYS void values(int kind, int rb, float *Acc, const float *alpha, const float
         }
     }
 }
-
-/* One instance per (dtype, rows in the group, D of 64 / 128 / other for the scores). */
-#define SCORES(kind, rb, dc)                                                                   \
-    static void scores_##kind##_##rb##_##dc(const float *Q, int64_t D, const uint8_t *kb,      \
-                                            int64_t ks, int64_t nk, float *out, int64_t pf,    \
-                                            int64_t npf, float *part)                          \
-    {                                                                                          \
-        scores8(kind, rb, dc, Q, D, kb, ks, nk, out, pf, npf, part);                           \
-    }
-#define VALUES(kind, rb)                                                                       \
-    static void values_##kind##_##rb(float *Acc, const float *alpha, const float *P,           \
-                                     const uint8_t *v, int64_t vs, int64_t n, int64_t D,       \
-                                     int64_t pf, int64_t npf)                                  \
-    {                                                                                          \
-        values(kind, rb, Acc, alpha, P, v, vs, n, D, pf, npf);                                 \
-    }
-#define FEW_GROUP(kind, rb) SCORES(kind, rb, 64) SCORES(kind, rb, 128) SCORES(kind, rb, 0)     \
-    VALUES(kind, rb)
-#define FEW_KIND(kind) FEW_GROUP(kind, 1) FEW_GROUP(kind, 2) FEW_GROUP(kind, 3) FEW_GROUP(kind, 4)
-FEW_KIND(0)
-FEW_KIND(1)
-FEW_KIND(2)
-#undef FEW_KIND
-#undef FEW_GROUP
-#undef VALUES
-#undef SCORES
-
-typedef void (*scores_fn)(const float *Q, int64_t D, const uint8_t *kb, int64_t ks, int64_t nk,
-                          float *out, int64_t pf, int64_t npf, float *part);
-typedef void (*values_fn)(float *Acc, const float *alpha, const float *P, const uint8_t *v,
-                          int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf);
-#define BY_RB(pre, kind, ...)                                                                  \
-    {pre##_##kind##_1##__VA_ARGS__, pre##_##kind##_2##__VA_ARGS__,                             \
-     pre##_##kind##_3##__VA_ARGS__, pre##_##kind##_4##__VA_ARGS__}
-#define BY_D(kind) {BY_RB(scores, kind, _64), BY_RB(scores, kind, _128), BY_RB(scores, kind, _0)}
-static const scores_fn scores_tab[3][3][RB] = {BY_D(0), BY_D(1), BY_D(2)};
-static const values_fn values_tab[3][RB] = {BY_RB(values, 0), BY_RB(values, 1), BY_RB(values, 2)};
-#undef BY_D
-#undef BY_RB
 
 /* Lanes [a, b) of 8 (clamped) as an all-ones / zero lane mask. */
 static __m256 lane_range(int64_t a, int64_t b)
@@ -204,129 +164,62 @@ static __m256 mask8(const cpu_att_tile *t, int i, int64_t key, __m256 vis)
     return _mm256_load_ps(mv);
 }
 
-void cpu_att_few_avx2(const cpu_att_tile *t, float *work)
+/* The softmax of cpu_att_few.h: each row's masked scores and block maximum, then the running
+ * maxima, the rescale factors and the exponent offsets of all rows at once (two vectors), then
+ * each row's probabilities and running sum (8 partial sums a row). */
+static void softmax(const cpu_att_tile *t, float *P, int64_t j0, int64_t n, cpu_att_few_state *st)
 {
-    const int64_t D = t->D;
     const int rows = t->rows;
-    /* Rows come in runs of head_rows, one run per kv head (cpu_att_tile.head_rows). */
-    const int head_rows = t->head_rows > 0 ? t->head_rows : rows, heads = rows / head_rows;
-    float *Q = work, *Acc = Q + (int64_t)rows * D, *P = Acc + (int64_t)rows * D;
-    /* Per row (lane i of two vectors): running maximum, this block's maximum, rescale factor,
-     * exponent offset; L: each row's running sum, 8 partial sums a row, added up at the end. */
-    _Alignas(32) float m[CPU_ATT_TILE_ROWS], bm[CPU_ATT_TILE_ROWS], alpha[CPU_ATT_TILE_ROWS],
-        mref[CPU_ATT_TILE_ROWS];
-    _Alignas(32) float L[CPU_ATT_TILE_ROWS * 8], part[RB * 64];
-    const __m256 sc = _mm256_set1_ps(t->scale), ninf = _mm256_set1_ps(-INFINITY);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    _Alignas(32) float bm[CPU_ATT_TILE_ROWS], mref[CPU_ATT_TILE_ROWS];
+    _mm256_store_ps(bm, ninf);
+    _mm256_store_ps(bm + 8, ninf);
     for (int i = 0; i < rows; i++) {
-        for (int64_t c = 0; c < D; c += 8) {
-            _mm256_store_ps(Q + i * D + c, _mm256_mul_ps(_mm256_loadu_ps(t->q[i] + c), sc));
-            _mm256_store_ps(Acc + i * D + c, _mm256_setzero_ps());
-        }
-        _mm256_store_ps(L + i * 8, _mm256_setzero_ps());
-    }
-    for (int i = 0; i < CPU_ATT_TILE_ROWS; i += 8) {
-        _mm256_store_ps(m + i, ninf);
-        _mm256_store_ps(bm + i, ninf);
-    }
-    /* Memory: as cpu_att_few_avx512 reads it, each line a block ahead, the K rows by the scores
-     * and the V rows by the values loop; the first block's rows are asked for here. */
-    const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
-    const int64_t first_block = t->jhi - t->jlo < KB ? t->jhi - t->jlo : KB;
-    for (int h = 0; h < heads; h++)
-        for (int64_t j = t->jlo; j < t->jlo + first_block; j++) {
-            prefetch_row(t->k + h * t->kh_stride + j * t->ks, 0, kbytes);
-            prefetch_row(t->v + h * t->vh_stride + j * t->vs, 0, vbytes);
-        }
-    /* Row groups of at most RB rows within each head's run, as even as possible. */
-    const int groups = (head_rows + RB - 1) / RB, per = (head_rows + groups - 1) / groups;
-    const scores_fn *sf = scores_tab[t->kk][D == 64 ? 0 : D == 128 ? 1 : 2];
-    const values_fn *vf = values_tab[t->vk];
-    for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
-        const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
+        float *p = P + i * KB;
+        const int64_t pos = t->pos[i];
+        /* Keys [vlo, vhi) are the ones causal / window leave visible to this row. */
+        const int64_t vhi = t->causal ? pos + 1 : t->jhi;
+        const int64_t vlo = t->window > 0 ? pos - t->window + 1 : t->jlo;
+        __m256 bmax = ninf;
         for (int64_t jb = 0; jb < n; jb += 8) {
-            /* Keys past the share repeat its last key; their lanes are hidden below. */
-            const int64_t nk = n - jb < 8 ? n - jb : 8, key = j0 + jb;
-            /* Keys of the same group in the next block that exist. */
-            const int64_t ahead = t->jhi - key - KB < 8 ? t->jhi - key - KB : 8;
-            for (int h = 0; h < heads; h++) {
-                const uint8_t *kh = t->k + h * t->kh_stride + key * t->ks;
-                for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
-                    const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
-                    const bool first = r0 == h * head_rows;
-                    sf[rb - 1](Q + r0 * D, D, kh, t->ks, nk, P + r0 * KB + jb, KB * t->ks,
-                               first && ahead > 0 ? ahead : 0, part);
-                }
-            }
+            const int64_t key = j0 + jb, end = n - jb < 8 ? key + n - jb : key + 8;
+            const __m256 vis = lane_range(vlo - key, (vhi < end ? vhi : end) - key);
+            __m256 s = _mm256_load_ps(p + jb);
+            if (t->mask[i])
+                s = _mm256_add_ps(s, mask8(t, i, key, vis));
+            s = _mm256_blendv_ps(ninf, s, vis);
+            _mm256_store_ps(p + jb, s);
+            bmax = _mm256_max_ps(bmax, s);
         }
-        /* Each row's block maximum, then the running maxima, the rescale factors and the
-         * exponent offsets of all rows at once. */
-        for (int i = 0; i < rows; i++) {
-            float *p = P + i * KB;
-            const int64_t pos = t->pos[i];
-            /* Keys [vlo, vhi) are the ones causal / window leave visible to this row. */
-            const int64_t vhi = t->causal ? pos + 1 : t->jhi;
-            const int64_t vlo = t->window > 0 ? pos - t->window + 1 : t->jlo;
-            __m256 bmax = ninf;
-            for (int64_t jb = 0; jb < n; jb += 8) {
-                const int64_t key = j0 + jb, end = n - jb < 8 ? key + n - jb : key + 8;
-                const __m256 vis = lane_range(vlo - key, (vhi < end ? vhi : end) - key);
-                __m256 s = _mm256_load_ps(p + jb);
-                if (t->mask[i])
-                    s = _mm256_add_ps(s, mask8(t, i, key, vis));
-                s = _mm256_blendv_ps(ninf, s, vis);
-                _mm256_store_ps(p + jb, s);
-                bmax = _mm256_max_ps(bmax, s);
-            }
-            bm[i] = hmax(bmax);
-        }
-        for (int i = 0; i < rows; i += 8) {
-            const __m256 mold = _mm256_load_ps(m + i);
-            const __m256 mnew = _mm256_max_ps(mold, _mm256_load_ps(bm + i));
-            /* A row that has seen no key yet keeps m = -inf and subtracts 0 (exp(-inf) = 0,
-             * where -inf - -inf would be NaN); its accumulator is still 0. */
-            const __m256 seen = _mm256_cmp_ps(mold, ninf, _CMP_NEQ_UQ);
-            const __m256 any = _mm256_cmp_ps(mnew, ninf, _CMP_NEQ_UQ);
-            _mm256_store_ps(alpha + i, _mm256_and_ps(seen, exp8(_mm256_sub_ps(mold, mnew))));
-            _mm256_store_ps(mref + i, _mm256_and_ps(any, mnew));
-            _mm256_store_ps(m + i, mnew);
-        }
-        for (int i = 0; i < rows; i++) {
-            float *p = P + i * KB;
-            const __m256 mr = _mm256_set1_ps(mref[i]);
-            __m256 lv = _mm256_mul_ps(_mm256_load_ps(L + i * 8), _mm256_set1_ps(alpha[i]));
-            for (int64_t jb = 0; jb < n; jb += 8) {
-                const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(p + jb), mr));
-                _mm256_store_ps(p + jb, e);
-                lv = _mm256_add_ps(lv, e);
-            }
-            _mm256_store_ps(L + i * 8, lv);
-        }
-        /* The next block's keys, whose V rows the values loop asks for. */
-        const int64_t next = t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB;
-        for (int h = 0; h < heads; h++) {
-            const uint8_t *vh = t->v + h * t->vh_stride + j0 * t->vs;
-            for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
-                const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
-                vf[rb - 1](Acc + r0 * D, alpha + r0, P + r0 * KB, vh, t->vs, n, D, KB * t->vs,
-                           r0 == h * head_rows ? next : 0);
-            }
-        }
+        bm[i] = hmax(bmax);
+    }
+    for (int i = 0; i < rows; i += 8) {
+        const __m256 mold = _mm256_load_ps(st->m + i);
+        const __m256 mnew = _mm256_max_ps(mold, _mm256_load_ps(bm + i));
+        /* A row that has seen no key yet keeps m = -inf and subtracts 0 (exp(-inf) = 0, where
+         * -inf - -inf would be NaN); its accumulator is still 0. */
+        const __m256 seen = _mm256_cmp_ps(mold, ninf, _CMP_NEQ_UQ);
+        const __m256 any = _mm256_cmp_ps(mnew, ninf, _CMP_NEQ_UQ);
+        _mm256_store_ps(st->alpha + i, _mm256_and_ps(seen, exp8(_mm256_sub_ps(mold, mnew))));
+        _mm256_store_ps(mref + i, _mm256_and_ps(any, mnew));
+        _mm256_store_ps(st->m + i, mnew);
     }
     for (int i = 0; i < rows; i++) {
-        const float *a = Acc + i * D;
-        const float li = hsum(_mm256_load_ps(L + i * 8));
-        if (t->part) { /* a share of split keys: the driver merges the shares */
-            float *pr = t->part + (int64_t)i * (D + 2);
-            pr[0] = m[i];
-            pr[1] = li;
-            memcpy(pr + 2, a, (size_t)D * sizeof(float));
-            continue;
+        float *p = P + i * KB, *L = st->L + i * CPU_ATT_FEW_LSUMS;
+        const __m256 mr = _mm256_set1_ps(mref[i]);
+        __m256 lv = _mm256_mul_ps(_mm256_load_ps(L), _mm256_set1_ps(st->alpha[i]));
+        for (int64_t jb = 0; jb < n; jb += 8) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(p + jb), mr));
+            _mm256_store_ps(p + jb, e);
+            lv = _mm256_add_ps(lv, e);
         }
-        const __m256 inv = _mm256_set1_ps(li > 0.0f ? 1.0f / li : 0.0f);
-        for (int64_t c = 0; c < D; c += 8)
-            _mm256_storeu_ps(t->out[i] + c, _mm256_mul_ps(_mm256_load_ps(a + c), inv));
+        _mm256_store_ps(L, lv);
     }
 }
+
+CPU_ATT_FEW_KERNELS(kernels, 8, scores8, values, softmax)
+
+void cpu_att_few_avx2(const cpu_att_tile *t, float *work) { cpu_att_few_run(t, work, &kernels); }
 #else
 typedef int cpu_fused_attention_decode_avx2_not_built; /* a translation unit may not be empty */
 #endif

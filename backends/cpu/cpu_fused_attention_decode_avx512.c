@@ -1,6 +1,7 @@
 /*
  * Fused attention's few-row kernel with AVX-512 (see cpu_fused.h, CPU_ATT_FEW_KB): a decode step's
  * unit, the G query heads of one kv head at one or a few positions, over one share of the keys.
+ * The vector pieces the portable driver runs (cpu_att_few.h, cpu_fused_attention_few.c).
  *
  * Why: the per-row loops (cpu_fused_attention_avx2.c) read every K/V block once per query row,
  * end each (row, key) dot product with a horizontal sum, and run the softmax and the rescaling
@@ -16,11 +17,11 @@
  *  - values: the accumulator of up to 4 rows x 64 columns stays in registers over the block, each
  *    V chunk is loaded and widened once for all rows and multiplied by the rows' broadcast
  *    probabilities;
- *  - memory: decode reads K/V from DRAM (see the block loop), so each block's loops also ask for
- *    the next block's K/V lines.
+ *  - memory: decode reads K/V from DRAM, so the scores and values loops also ask for the next
+ *    block's K/V lines (cpu_fused_attention_few.c).
  * Compiled with the AVX-512 flags and called only when cpu_isa_mask() has CPU_ISA_AVX512.
  */
-#include "cpu_fused.h"
+#include "cpu_att_few.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
 #include "cpu_exp_avx512.h"
@@ -31,7 +32,7 @@
 
 #define ALWAYS static inline __attribute__((always_inline))
 #define KB CPU_ATT_FEW_KB
-#define RB 4 /* rows per register group: 4 x 4 accumulators + 4 K/V chunks fit in 32 zmm */
+#define RB CPU_ATT_FEW_RB /* 4 x 4 accumulators + 4 K/V chunks fit in 32 zmm */
 
 /* Sixteen elements c.. of a K/V row of dtype kind (0 f32, 1 f16, 2 bf16) as f32. */
 ALWAYS __m512 load16(int kind, const uint8_t *row, int64_t c)
@@ -51,24 +52,16 @@ ALWAYS void prefetch(const uint8_t *p, uintptr_t off)
     _mm_prefetch((const char *)(uintptr_t)((uintptr_t)p + off), _MM_HINT_T0);
 }
 
-/* Asks for every cache line of the `bytes` bytes at row. */
-ALWAYS void prefetch_row(const uint8_t *row, int64_t bytes)
-{
-    const uintptr_t end = (uintptr_t)row + (uintptr_t)bytes;
-    for (uintptr_t a = (uintptr_t)row & ~(uintptr_t)63; a < end; a += 64)
-        _mm_prefetch((const char *)a, _MM_HINT_T0);
-}
-
-/* Scores of rows [r0, r0 + rb) against 16 keys, key l's row at kb + min(l, nk - 1) * ks (keys
- * past the share repeat its last one): out[r * KB + l]. Also asks for the rows pf bytes past
- * those of keys l < npf (keys further on), one line per chunk of 64 bytes, spread over the
- * multiply-adds, whose loop leaves load slots free. A key without a request asks for its own
- * row's line instead, which is already there or on its way: no branch in the loop. DC: D when
- * known at compile time (the chunk loop is then unrolled: -5% a call, in L2), else 0. */
+/* The scores of cpu_att_few.h for 16 keys. The requests go one line per chunk of 64 bytes,
+ * spread over the multiply-adds, whose loop leaves load slots free; a key without a request asks
+ * for its own row's line instead, which is already there or on its way: no branch in the loop.
+ * DC: D when known at compile time (the chunk loop is then unrolled: -5% a call, in L2), else
+ * 0. */
 ALWAYS void scores16(int kind, int rb, int64_t DC, const float *Q, int64_t D,
                      const uint8_t *kb, int64_t ks, int64_t nk, float *out, int64_t pf,
-                     int64_t npf)
+                     int64_t npf, float *scratch)
 {
+    (void)scratch; /* the 16 keys' partial sums stay in registers */
     const int64_t esz = kind ? 2 : 4, d = DC ? DC : D;
     __m512 x[RB][4];
 #pragma GCC unroll 4
@@ -114,8 +107,7 @@ ALWAYS void scores16(int kind, int rb, int64_t DC, const float *Q, int64_t D,
         _mm512_store_ps(out + r * KB, cpu_fold16(x[r][0], x[r][1], x[r][2], x[r][3]));
 }
 
-/* Acc[r] = Acc[r] * alpha[r] + sum_j P[r][j] * V_j for rows [0, rb), columns [c0, c0 + 16 w);
- * also asks for the rows pf bytes past V rows j < npf (as scores16 does for K). */
+/* The values of cpu_att_few.h for columns [c0, c0 + 16 w). */
 ALWAYS void values_cols(int kind, int rb, int w, float *Acc, const float *alpha, const float *P,
                         const uint8_t *v, int64_t vs, int64_t n, int64_t D, int64_t c0,
                         int64_t pf, int64_t npf)
@@ -167,46 +159,6 @@ ALWAYS void values(int kind, int rb, float *Acc, const float *alpha, const float
         values_cols(kind, rb, 1, Acc, alpha, P, v, vs, n, D, c0, pf, npf);
 }
 
-/* One instance per (dtype, rows in the group, D of 64 / 128 / other): the loops above with
- * constant trip counts keep their vectors in registers. */
-#define SCORES(kind, rb, dc)                                                                   \
-    static void scores_##kind##_##rb##_##dc(const float *Q, int64_t D, const uint8_t *kb,      \
-                                            int64_t ks, int64_t nk, float *out, int64_t pf,    \
-                                            int64_t npf)                                       \
-    {                                                                                          \
-        scores16(kind, rb, dc, Q, D, kb, ks, nk, out, pf, npf);                                \
-    }
-#define VALUES(kind, rb)                                                                       \
-    static void values_##kind##_##rb(float *Acc, const float *alpha, const float *P,           \
-                                     const uint8_t *v, int64_t vs, int64_t n, int64_t D,       \
-                                     int64_t pf, int64_t npf)                                  \
-    {                                                                                          \
-        values(kind, rb, Acc, alpha, P, v, vs, n, D, pf, npf);                                 \
-    }
-#define FEW_GROUP(kind, rb) SCORES(kind, rb, 64) SCORES(kind, rb, 128) SCORES(kind, rb, 0)     \
-    VALUES(kind, rb)
-#define FEW_KIND(kind) FEW_GROUP(kind, 1) FEW_GROUP(kind, 2) FEW_GROUP(kind, 3) FEW_GROUP(kind, 4)
-FEW_KIND(0)
-FEW_KIND(1)
-FEW_KIND(2)
-#undef FEW_KIND
-#undef FEW_GROUP
-#undef VALUES
-#undef SCORES
-
-typedef void (*scores_fn)(const float *Q, int64_t D, const uint8_t *kb, int64_t ks, int64_t nk,
-                          float *out, int64_t pf, int64_t npf);
-typedef void (*values_fn)(float *Acc, const float *alpha, const float *P, const uint8_t *v,
-                          int64_t vs, int64_t n, int64_t D, int64_t pf, int64_t npf);
-#define BY_RB(pre, kind, ...)                                                                  \
-    {pre##_##kind##_1##__VA_ARGS__, pre##_##kind##_2##__VA_ARGS__,                             \
-     pre##_##kind##_3##__VA_ARGS__, pre##_##kind##_4##__VA_ARGS__}
-#define BY_D(kind) {BY_RB(scores, kind, _64), BY_RB(scores, kind, _128), BY_RB(scores, kind, _0)}
-static const scores_fn scores_tab[3][3][RB] = {BY_D(0), BY_D(1), BY_D(2)};
-static const values_fn values_tab[3][RB] = {BY_RB(values, 0), BY_RB(values, 1), BY_RB(values, 2)};
-#undef BY_D
-#undef BY_RB
-
 /* Lanes [a, b) of 16 (clamped) as a mask. */
 static __mmask16 lane_range(int64_t a, int64_t b)
 {
@@ -216,151 +168,74 @@ static __mmask16 lane_range(int64_t a, int64_t b)
     return (__mmask16)(hi & ~lo);
 }
 
-void cpu_att_few_avx512(const cpu_att_tile *t, float *work)
+/* The softmax of cpu_att_few.h: each row's masked scores and block maximum, then the running
+ * maxima, the rescale factors and the exponent offsets of all rows at once (one vector exp
+ * instead of a libm call a row), then each row's probabilities and running sum. */
+static void softmax(const cpu_att_tile *t, float *P, int64_t j0, int64_t n, cpu_att_few_state *st)
 {
-    const int64_t D = t->D;
     const int rows = t->rows;
-    /* Rows come in runs of head_rows, one run per kv head (cpu_att_tile.head_rows). */
-    const int head_rows = t->head_rows > 0 ? t->head_rows : rows, heads = rows / head_rows;
-    float *Q = work, *Acc = Q + (int64_t)rows * D, *P = Acc + (int64_t)rows * D;
-    /* Per row (lane i): running maximum, this block's maximum, rescale factor, exponent
-     * offset; L: each row's running sum, 16 partial sums a row, added up at the end. */
-    _Alignas(64) float m[CPU_ATT_TILE_ROWS], bm[CPU_ATT_TILE_ROWS], alpha[CPU_ATT_TILE_ROWS],
-        mref[CPU_ATT_TILE_ROWS];
-    _Alignas(64) float L[CPU_ATT_TILE_ROWS * 16];
-    const __m512 sc = _mm512_set1_ps(t->scale), ninf = _mm512_set1_ps(-INFINITY);
-    for (int i = 0; i < rows; i++) {
-        for (int64_t c = 0; c < D; c += 16) {
-            _mm512_store_ps(Q + i * D + c, _mm512_mul_ps(_mm512_loadu_ps(t->q[i] + c), sc));
-            _mm512_store_ps(Acc + i * D + c, _mm512_setzero_ps());
-        }
-        _mm512_store_ps(L + i * 16, _mm512_setzero_ps());
-    }
-    _mm512_store_ps(m, ninf);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    _Alignas(64) float bm[CPU_ATT_TILE_ROWS], mref[CPU_ATT_TILE_ROWS];
     _mm512_store_ps(bm, ninf);
-    /* Memory: decode finds the K/V cache evicted by the weights read since the previous token,
-     * so every row comes from DRAM, and the unit's keys are read group of 16 by group of 16,
-     * every head's rows of a group one after the other: in address order, as the cache keeps a
-     * position's kv heads side by side. The hardware prefetchers alone leave the kernel at a
-     * third of its speed, so it asks for each line a block ahead (KB keys, ~0.5 us of work),
-     * evenly over the block's time: each group's scores ask for the K rows of the same group
-     * in the next block, and the values loop for the next block's V rows. The first block's
-     * rows are asked for here. Asking for a group's K and V rows together one group ahead (the
-     * kernel until 2026-11) requested all of a block's lines during its scores, half its time,
-     * and none during its values: one thread, S 4096, cache-cold, 100 -> 78-80 us a call. */
-    const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
-    const int64_t first_block = t->jhi - t->jlo < KB ? t->jhi - t->jlo : KB;
-    for (int h = 0; h < heads; h++)
-        for (int64_t j = t->jlo; j < t->jlo + first_block; j++) {
-            prefetch_row(t->k + h * t->kh_stride + j * t->ks, kbytes);
-            prefetch_row(t->v + h * t->vh_stride + j * t->vs, vbytes);
-        }
-    /* Row groups of at most RB rows within each head's run, as even as possible (6 rows: 3 + 3,
-     * not 4 + 2). */
-    const int groups = (head_rows + RB - 1) / RB, per = (head_rows + groups - 1) / groups;
-    const scores_fn *sf = scores_tab[t->kk][D == 64 ? 0 : D == 128 ? 1 : 2];
-    const values_fn *vf = values_tab[t->vk];
-    for (int64_t j0 = t->jlo; j0 < t->jhi; j0 += KB) {
-        const int64_t n = t->jhi - j0 < KB ? t->jhi - j0 : KB;
-        for (int64_t jb = 0; jb < n; jb += 16) {
-            /* Keys past the share repeat its last key; their lanes are hidden below. */
-            const int64_t nk = n - jb < 16 ? n - jb : 16, key = j0 + jb;
-            /* Keys of the same group in the next block that exist. */
-            const int64_t ahead = t->jhi - key - KB < 16 ? t->jhi - key - KB : 16;
-            for (int h = 0; h < heads; h++) {
-                const uint8_t *kh = t->k + h * t->kh_stride + key * t->ks;
-                for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
-                    const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
-                    const bool first = r0 == h * head_rows;
-                    sf[rb - 1](Q + r0 * D, D, kh, t->ks, nk, P + r0 * KB + jb, KB * t->ks,
-                               first && ahead > 0 ? ahead : 0);
-                }
-            }
-        }
-        /* Each row's block maximum, then the running maxima, the rescale factors and the
-         * exponent offsets of all rows at once (one vector exp instead of a libm call a row). */
-        for (int i = 0; i < rows; i++) {
-            float *p = P + i * KB;
-            const int64_t pos = t->pos[i];
-            /* Keys [vlo, vhi) are the ones causal / window leave visible to this row. */
-            const int64_t vhi = t->causal ? pos + 1 : t->jhi;
-            const int64_t vlo = t->window > 0 ? pos - t->window + 1 : t->jlo;
-            __m512 bmax = ninf;
-            for (int64_t jb = 0; jb < n; jb += 16) {
-                const int64_t key = j0 + jb, end = n - jb < 16 ? key + n - jb : key + 16;
-                const __mmask16 vis = lane_range(vlo - key, (vhi < end ? vhi : end) - key);
-                __m512 s = _mm512_load_ps(p + jb);
-                if (t->mask[i] && vis) {
-                    if (t->mask_stride == (int64_t)sizeof(float)) {
-                        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(vis, t->mask[i] + key * 4));
-                    } else if (t->mask_stride == 0) {
-                        float f;
-                        memcpy(&f, t->mask[i], sizeof f);
-                        s = _mm512_add_ps(s, _mm512_set1_ps(f));
-                    } else {
-                        float mv[16] = {0};
-                        for (int u = 0; u < 16; u++)
-                            if (vis >> u & 1)
-                                memcpy(&mv[u], t->mask[i] + (key + u) * t->mask_stride,
-                                       sizeof(float));
-                        s = _mm512_add_ps(s, _mm512_loadu_ps(mv));
-                    }
-                }
-                s = _mm512_mask_mov_ps(ninf, vis, s);
-                _mm512_store_ps(p + jb, s);
-                bmax = _mm512_max_ps(bmax, s);
-            }
-            bm[i] = _mm512_reduce_max_ps(bmax);
-        }
-        {
-            const __m512 mold = _mm512_load_ps(m);
-            const __m512 mnew = _mm512_max_ps(mold, _mm512_load_ps(bm));
-            /* A row that has seen no key yet keeps m = -inf and subtracts 0 (exp(-inf) = 0,
-             * where -inf - -inf would be NaN); its accumulator is still 0. */
-            const __mmask16 seen = _mm512_cmp_ps_mask(mold, ninf, _CMP_NEQ_UQ);
-            const __mmask16 any = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_UQ);
-            const __m512 rescale = cpu_exp16(_mm512_sub_ps(mold, mnew));
-            _mm512_store_ps(alpha, _mm512_maskz_mov_ps(seen, rescale));
-            _mm512_store_ps(mref, _mm512_maskz_mov_ps(any, mnew));
-            _mm512_store_ps(m, mnew);
-        }
-        for (int i = 0; i < rows; i++) {
-            float *p = P + i * KB;
-            const __m512 mr = _mm512_set1_ps(mref[i]);
-            __m512 lv = _mm512_mul_ps(_mm512_load_ps(L + i * 16), _mm512_set1_ps(alpha[i]));
-            for (int64_t jb = 0; jb < n; jb += 16) {
-                const __m512 e = cpu_exp16(_mm512_sub_ps(_mm512_load_ps(p + jb), mr));
-                _mm512_store_ps(p + jb, e);
-                lv = _mm512_add_ps(lv, e);
-            }
-            _mm512_store_ps(L + i * 16, lv);
-        }
-        /* The next block's keys, whose V rows the values loop asks for. */
-        const int64_t next = t->jhi - j0 - n < KB ? t->jhi - j0 - n : KB;
-        for (int h = 0; h < heads; h++) {
-            const uint8_t *vh = t->v + h * t->vh_stride + j0 * t->vs;
-            for (int r0 = h * head_rows; r0 < (h + 1) * head_rows; r0 += per) {
-                const int rb = (h + 1) * head_rows - r0 < per ? (h + 1) * head_rows - r0 : per;
-                vf[rb - 1](Acc + r0 * D, alpha + r0, P + r0 * KB, vh, t->vs, n, D, KB * t->vs,
-                           r0 == h * head_rows ? next : 0);
-            }
-        }
-    }
     for (int i = 0; i < rows; i++) {
-        const float *a = Acc + i * D;
-        const float li = _mm512_reduce_add_ps(_mm512_load_ps(L + i * 16));
-        if (t->part) { /* a share of split keys: the driver merges the shares */
-            float *pr = t->part + (int64_t)i * (D + 2);
-            pr[0] = m[i];
-            pr[1] = li;
-            memcpy(pr + 2, a, (size_t)D * sizeof(float));
-            continue;
+        float *p = P + i * KB;
+        const int64_t pos = t->pos[i];
+        /* Keys [vlo, vhi) are the ones causal / window leave visible to this row. */
+        const int64_t vhi = t->causal ? pos + 1 : t->jhi;
+        const int64_t vlo = t->window > 0 ? pos - t->window + 1 : t->jlo;
+        __m512 bmax = ninf;
+        for (int64_t jb = 0; jb < n; jb += 16) {
+            const int64_t key = j0 + jb, end = n - jb < 16 ? key + n - jb : key + 16;
+            const __mmask16 vis = lane_range(vlo - key, (vhi < end ? vhi : end) - key);
+            __m512 s = _mm512_load_ps(p + jb);
+            if (t->mask[i] && vis) {
+                if (t->mask_stride == (int64_t)sizeof(float)) {
+                    s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(vis, t->mask[i] + key * 4));
+                } else if (t->mask_stride == 0) {
+                    float f;
+                    memcpy(&f, t->mask[i], sizeof f);
+                    s = _mm512_add_ps(s, _mm512_set1_ps(f));
+                } else {
+                    float mv[16] = {0};
+                    for (int u = 0; u < 16; u++)
+                        if (vis >> u & 1)
+                            memcpy(&mv[u], t->mask[i] + (key + u) * t->mask_stride,
+                                   sizeof(float));
+                    s = _mm512_add_ps(s, _mm512_loadu_ps(mv));
+                }
+            }
+            s = _mm512_mask_mov_ps(ninf, vis, s);
+            _mm512_store_ps(p + jb, s);
+            bmax = _mm512_max_ps(bmax, s);
         }
-        const __m512 inv = _mm512_set1_ps(li > 0.0f ? 1.0f / li : 0.0f);
-        for (int64_t c = 0; c < D; c += 16)
-            _mm512_storeu_ps(t->out[i] + c, _mm512_mul_ps(_mm512_load_ps(a + c), inv));
+        bm[i] = _mm512_reduce_max_ps(bmax);
+    }
+    const __m512 mold = _mm512_load_ps(st->m);
+    const __m512 mnew = _mm512_max_ps(mold, _mm512_load_ps(bm));
+    /* A row that has seen no key yet keeps m = -inf and subtracts 0 (exp(-inf) = 0, where
+     * -inf - -inf would be NaN); its accumulator is still 0. */
+    const __mmask16 seen = _mm512_cmp_ps_mask(mold, ninf, _CMP_NEQ_UQ);
+    const __mmask16 any = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_UQ);
+    const __m512 rescale = cpu_exp16(_mm512_sub_ps(mold, mnew));
+    _mm512_store_ps(st->alpha, _mm512_maskz_mov_ps(seen, rescale));
+    _mm512_store_ps(mref, _mm512_maskz_mov_ps(any, mnew));
+    _mm512_store_ps(st->m, mnew);
+    for (int i = 0; i < rows; i++) {
+        float *p = P + i * KB, *L = st->L + i * CPU_ATT_FEW_LSUMS;
+        const __m512 mr = _mm512_set1_ps(mref[i]);
+        __m512 lv = _mm512_mul_ps(_mm512_load_ps(L), _mm512_set1_ps(st->alpha[i]));
+        for (int64_t jb = 0; jb < n; jb += 16) {
+            const __m512 e = cpu_exp16(_mm512_sub_ps(_mm512_load_ps(p + jb), mr));
+            _mm512_store_ps(p + jb, e);
+            lv = _mm512_add_ps(lv, e);
+        }
+        _mm512_store_ps(L, lv);
     }
 }
+
+CPU_ATT_FEW_KERNELS(kernels, 16, scores16, values, softmax)
+
+void cpu_att_few_avx512(const cpu_att_tile *t, float *work) { cpu_att_few_run(t, work, &kernels); }
 #else
 typedef int cpu_fused_attention_decode_avx512_not_built; /* a translation unit may not be empty */
 #endif
