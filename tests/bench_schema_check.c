@@ -1,5 +1,5 @@
 /*
- * tests/bench_schema_check.c — test_bench's own validator of the `bastion.bench/1` document,
+ * tests/bench_schema_check.c — the bench suites' own validator of the `bastion.bench/1` document,
  * written from bench/SCHEMA.md rather than from the writer's code (bench/bench_json.c), so a
  * writer bug cannot hide behind a matching reader. Each problem found is printed with its JSON
  * path.
