@@ -22,9 +22,9 @@
  * sums, CPU_ATT_FEW_LSUMS a row, added up at the end. */
 #define CPU_ATT_FEW_LSUMS 16
 typedef struct cpu_att_few_state {
-    _Alignas(64) float m[CPU_ATT_TILE_ROWS];     /* running maximum (-inf: no key seen yet) */
-    _Alignas(64) float alpha[CPU_ATT_TILE_ROWS]; /* this block's rescale of the accumulator */
-    _Alignas(64) float L[CPU_ATT_TILE_ROWS * CPU_ATT_FEW_LSUMS];
+    _Alignas(64) float m[CPU_ATT_FEW_ROWS];     /* running maximum (-inf: no key seen yet) */
+    _Alignas(64) float alpha[CPU_ATT_FEW_ROWS]; /* this block's rescale of the accumulator */
+    _Alignas(64) float L[CPU_ATT_FEW_ROWS * CPU_ATT_FEW_LSUMS];
 } cpu_att_few_state;
 
 typedef void (*cpu_att_few_scores_fn)(const float *Q, int64_t D, const uint8_t *kb, int64_t ks,

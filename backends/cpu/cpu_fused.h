@@ -49,10 +49,12 @@ void cpu_att_scale_row(float *dst, const float *src, int64_t n, float f);
 
 /* A prompt's unit of up to CPU_ATT_TILE_ROWS query rows processed with the rows in vector lanes
  * (cpu_fused_attention_avx512.c): each K/V block is converted to f32 once for all rows, the
- * scores of one key for every row are one vector (q^T held transposed: one broadcast K element
- * per multiply-add, no horizontal sums), and the online softmax runs lane-wise. Keys
- * [jlo, jhi) of one kv head (no key split); D a multiple of 16, at most CPU_ATT_TILE_MAX_D. */
-#define CPU_ATT_TILE_ROWS 16
+ * scores of one key for every row are one or two vectors (q^T held transposed: one broadcast K
+ * element per multiply-add of each, no horizontal sums), and the online softmax runs lane-wise.
+ * Keys [jlo, jhi) of one kv head (no key split); D a multiple of 16, at most CPU_ATT_TILE_MAX_D.
+ * The few-row kernel below takes the same description with at most CPU_ATT_FEW_ROWS rows. */
+#define CPU_ATT_TILE_ROWS 32
+#define CPU_ATT_FEW_ROWS 16
 #define CPU_ATT_TILE_KB 64
 #define CPU_ATT_TILE_MAX_D 256
 typedef struct cpu_att_tile {
@@ -88,7 +90,7 @@ typedef struct cpu_att_tile {
 typedef void (*cpu_att_tile_fn)(const cpu_att_tile *t, float *work);
 
 /* A decode step's unit of few rows (the G query heads of one or more kv heads at one or a few
- * positions, 1..CPU_ATT_TILE_ROWS rows) with the same cpu_att_tile description, keys [jlo, jhi)
+ * positions, 1..CPU_ATT_FEW_ROWS rows) with the same cpu_att_tile description, keys [jlo, jhi)
  * possibly a share of a split (part), D a multiple of 16 (cpu_att_few.h: a portable driver and
  * each ISA's vector pieces, cpu_fused_attention_decode_avx512.c and _avx2.c): each K/V chunk is
  * widened once for all rows of its head, 16 (8) keys' scores come out of one transpose-add tree,

@@ -10,16 +10,17 @@
  * rest of the hiding (and the optional additive mask) is applied per score. A row that sees no
  * key at all gives zeros, as the lowered softmax does. K and V are read in their cache dtype
  * (f32, f16, bf16) through the ISA's key-block loops; q is pre-multiplied by SCALE. With
- * AVX-512 a unit is handed whole to the lane-per-row tile (prompts: 8..16 rows, no key split)
- * or to the few-row kernel (the rest, decode included; D a multiple of 16); the loops here run
- * the units those decline and everything on other ISAs.
+ * AVX-512 a unit is handed whole to the lane-per-row tile (prompts: 8..32 rows, no key split)
+ * or to the few-row kernel (the rest up to 16 rows, decode included; D a multiple of 16); the
+ * loops here run the units those decline and everything on other ISAs.
  */
 #include "cpu_fused.h"
 
 #include <math.h>
 #include <string.h>
 
-#define ATT_TB 16   /* query rows per unit (positions x the heads of one kv head) */
+#define ATT_TB 16   /* query rows per unit (positions x the heads of one kv head); the tile's
+                       units take up to CPU_ATT_TILE_ROWS */
 #define ATT_KB 64   /* keys per block */
 #define ATT_SPLIT_MIN 64 /* fewest keys per share when a unit's keys are split */
 #define ATT_SHARE_ALIGN 16 /* shares are whole groups of keys the dot loops take at once */
@@ -284,7 +285,8 @@ static void att_unit(cpu_run *r, const att_job *job, int64_t unit, float *work)
                                               (size_t)(D + 2)
                             : NULL;
     const bool tile = job->tile && rows >= ATT_TILE_MIN;
-    if (tile || job->few) {
+    const bool few = !tile && job->few && rows <= CPU_ATT_FEW_ROWS;
+    if (tile || few) {
         cpu_att_tile tl;
         memset(&tl, 0, sizeof tl);
         tl.rows = (int)rows;
@@ -549,16 +551,21 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     job.mask = r->node->n_inputs == 4 ? &r->in[3] : NULL;
     if (job.mask && mask_adds_nothing(r, &job))
         job.mask = NULL;
-    job.tb = ATT_TB / job.G > 1 ? ATT_TB / job.G : 1;
+    /* The tile needs D in whole vectors, positions that fit its int32 lanes, and (below) one kv
+     * head's rows in its lanes with whole keys (no split). */
+    const bool tile_fits = loops->tile && job.D % 16 == 0 && job.D <= CPU_ATT_TILE_MAX_D &&
+                           job.S < INT32_MAX / 2 && job.window < INT32_MAX / 2;
+    const int64_t unit_most = tile_fits ? CPU_ATT_TILE_ROWS : ATT_TB;
+    job.tb = unit_most / job.G > 1 ? unit_most / job.G : 1;
     job.n_qblocks = (job.T + job.tb - 1) / job.tb;
-    /* The few-row kernel takes the units the tile does not: rows in its tile struct, D in
-     * whole vectors. A decode step's kv heads then share a unit while their rows fit (the
-     * default model: 3 kv heads of 3 query heads), so that a thread reads a run of positions of
-     * the K/V cache with all their heads, in address order (cpu_att_few_avx512). */
+    /* The few-row kernel takes the units of up to CPU_ATT_FEW_ROWS rows the tile does not (a
+     * decode step's; a prompt's last few positions), D in whole vectors. A decode step's kv
+     * heads then share a unit while their rows fit (the default model: 3 kv heads of 3 query
+     * heads), so that a thread reads a run of positions of the K/V cache with all their heads, in
+     * address order (cpu_att_few_avx512). */
     const int64_t head_rows = (job.T < job.tb ? job.T : job.tb) * job.G;
-    job.few = loops->few && job.G * job.tb <= CPU_ATT_TILE_ROWS && job.D % 16 == 0 &&
-              job.S < INT32_MAX / 2 && job.T < INT32_MAX / 2;
-    job.hpu = job.few && 2 * head_rows <= CPU_ATT_TILE_ROWS ? CPU_ATT_TILE_ROWS / head_rows : 1;
+    job.few = loops->few && job.D % 16 == 0 && job.S < INT32_MAX / 2 && job.T < INT32_MAX / 2;
+    job.hpu = job.few && 2 * head_rows <= CPU_ATT_FEW_ROWS ? CPU_ATT_FEW_ROWS / head_rows : 1;
     job.hpu = job.hpu < job.Hkv ? job.hpu : job.Hkv;
     job.rows = job.hpu > 1 ? job.hpu * head_rows : job.G * job.tb;
     job.n_hblocks = (job.Hkv + job.hpu - 1) / job.hpu;
@@ -571,12 +578,7 @@ bst_status cpu_fused_run_attention(cpu_run *r, const cpu_att_loops *loops)
     min_share = (min_share > 0 ? min_share : 1) * ATT_SHARE_ALIGN;
     job.n_split = att_split(blocks, job.S, min_share, workers);
     const int64_t units = blocks * job.n_split;
-    /* The tile needs one kv head's rows in its lanes, whole keys (no split), and positions that
-     * fit its int32 lanes. */
-    job.tile = loops->tile && job.hpu == 1 && job.n_split == 1 &&
-               job.rows <= CPU_ATT_TILE_ROWS && job.D % 16 == 0 &&
-               job.D <= CPU_ATT_TILE_MAX_D && job.S < INT32_MAX / 2 &&
-               job.window < INT32_MAX / 2;
+    job.tile = tile_fits && job.hpu == 1 && job.n_split == 1 && job.rows <= CPU_ATT_TILE_ROWS;
     /* 16 floats of padding keep each worker's area on its own cache lines (and 64-byte
      * aligned). */
     job.work_floats = (size_t)(job.rows * (2 * job.D + ATT_KB + 2) + 16);

@@ -171,7 +171,7 @@ static void softmax(const cpu_att_tile *t, float *P, int64_t j0, int64_t n, cpu_
 {
     const int rows = t->rows;
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    _Alignas(32) float bm[CPU_ATT_TILE_ROWS], mref[CPU_ATT_TILE_ROWS];
+    _Alignas(32) float bm[CPU_ATT_FEW_ROWS], mref[CPU_ATT_FEW_ROWS];
     _mm256_store_ps(bm, ninf);
     _mm256_store_ps(bm + 8, ninf);
     for (int i = 0; i < rows; i++) {

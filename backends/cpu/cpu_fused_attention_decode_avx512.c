@@ -175,7 +175,7 @@ static void softmax(const cpu_att_tile *t, float *P, int64_t j0, int64_t n, cpu_
 {
     const int rows = t->rows;
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    _Alignas(64) float bm[CPU_ATT_TILE_ROWS], mref[CPU_ATT_TILE_ROWS];
+    _Alignas(64) float bm[CPU_ATT_FEW_ROWS], mref[CPU_ATT_FEW_ROWS];
     _mm512_store_ps(bm, ninf);
     for (int i = 0; i < rows; i++) {
         float *p = P + i * KB;

@@ -52,7 +52,7 @@ void cpu_att_few_run(const cpu_att_tile *t, float *work, const cpu_att_few_kerne
     for (int i = 0; i < rows; i++)
         cpu_att_scale_row(Q + i * D, t->q[i], D, t->scale);
     memset(Acc, 0, (size_t)(rows * D) * sizeof(float));
-    for (int i = 0; i < CPU_ATT_TILE_ROWS; i++)
+    for (int i = 0; i < CPU_ATT_FEW_ROWS; i++)
         st.m[i] = -INFINITY;
     memset(st.L, 0, (size_t)rows * CPU_ATT_FEW_LSUMS * sizeof(float));
     const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
