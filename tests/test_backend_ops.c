@@ -26,9 +26,10 @@
  *   cast to f32 (from f16/bf16: exactly representable) exact
  *   quantize (f32 -> q4_0/q4_1/q5_0/q5_1/q8_0),        every element dequantizes to within its
  *   set_rows into q8_0                                 block's quantization error of the input
- *                                                      (harness quant_bound); on the CPU
- *                                                      backend also byte-identical to
- *                                                      bsti_quantize (the reference quantizer)
+ *                                                      (quant_bound in backend_ops_check.c);
+ *                                                      on the CPU backend also byte-identical
+ *                                                      to bsti_quantize (the reference
+ *                                                      quantizer)
  *   argmax                                             exact (ties: first index)
  *   non-CPU backend vs CPU backend output              the same bound (f16/bf16: <= 1 ulp)
  *

@@ -2,8 +2,8 @@
  * tools/conformance/backend_ops_harness.h — the op conformance machinery shared by
  * tests/test_backend_ops.c and `bastion conformance` (tools/cmd_conformance.c): builds one-node
  * partitions by hand at the plugin ABI level, runs them on every device of every loaded backend
- * with guard bytes around each tensor, and checks the results against oracle.c and
- * against the CPU reference backend.
+ * with guard bytes around each tensor, and checks the results (backend_ops_check.c) against
+ * oracle.c and against the CPU reference backend.
  *
  * A test case (bo_case) holds its input tensors with their logical values, the output's type,
  * the attributes, the run-time extents of symbolic dims and the expected output (computed by the
