@@ -309,6 +309,10 @@ static void test_attention_decode(void)
 static void test_attention_window_mask(void)
 {
     check_attention(&(attn_case){20, 130, 2, 1, 40, true, 70, false, BST_DTYPE_F32, false, false});
+    /* a window in the AVX-512 tile (units of 32 rows; 8 of them, so the keys are not split):
+     * each unit's first key block is whole for its first rows and hidden in part from its
+     * last, 7 positions later */
+    check_attention(&(attn_case){64, 300, 4, 1, 64, true, 70, false, BST_DTYPE_F16, false, false});
     check_attention(&(attn_case){20, 130, 2, 2, 36, false, 0, true, BST_DTYPE_F16, false, false});
     check_attention(&(attn_case){18, 100, 3, 1, 64, true, 0, true, BST_DTYPE_F32, false, false});
     /* the session's mask: skipped by the tile, the few-row kernel and the per-row loops */

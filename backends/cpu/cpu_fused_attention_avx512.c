@@ -60,8 +60,10 @@ static void widen_block(int kind, const uint8_t *src, int64_t stride, int64_t n,
  * iterations, a constant in each instance (cpu_att_tile_avx512). */
 
 /* S[j * R + i] = row i's score against key j (Kf row j), for j < n: eight keys at a time, each
- * broadcast K element multiplied into the H row vectors. */
-ALWAYS void scores(const int H, const float *Qt, const float *Kf, int64_t n, int64_t D, float *S)
+ * broadcast K element multiplied into the H row vectors. bmax[h] = the running maximum of
+ * vector h's scores, key by key, as the softmax's pass would take it. */
+ALWAYS void scores(const int H, const float *Qt, const float *Kf, int64_t n, int64_t D, float *S,
+                   __m512 bmax[2])
 {
     const int lanes = 16 * H;
     int64_t j = 0;
@@ -85,8 +87,10 @@ ALWAYS void scores(const int H, const float *Qt, const float *Kf, int64_t n, int
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
-            for (int h = 0; h < H; h++)
+            for (int h = 0; h < H; h++) {
                 _mm512_storeu_ps(S + (j + u) * lanes + 16 * h, a[u][h]);
+                bmax[h] = _mm512_max_ps(bmax[h], a[u][h]);
+            }
     }
     for (; j < n; j++) {
         const float *k = Kf + j * D;
@@ -95,8 +99,10 @@ ALWAYS void scores(const int H, const float *Qt, const float *Kf, int64_t n, int
             for (int h = 0; h < H; h++)
                 a[h] = _mm512_fmadd_ps(_mm512_loadu_ps(Qt + c * lanes + 16 * h), _mm512_set1_ps(k[c]),
                                        a[h]);
-        for (int h = 0; h < H; h++)
+        for (int h = 0; h < H; h++) {
             _mm512_storeu_ps(S + j * lanes + 16 * h, a[h]);
+            bmax[h] = _mm512_max_ps(bmax[h], a[h]);
+        }
     }
 }
 
@@ -205,9 +211,12 @@ ALWAYS void tile(const int H, const cpu_att_tile *t, float *work)
         for (int i = 0; i < lanes; i++)
             Qt[c * lanes + i] = i < rows ? t->q[i][c] * t->scale : 0.0f;
     memset(Acc, 0, (size_t)(D * lanes) * sizeof(float));
-    int32_t pos[R];
-    for (int i = 0; i < lanes; i++)
+    int32_t pos[R], first = INT32_MAX, last = INT32_MIN;
+    for (int i = 0; i < lanes; i++) {
         pos[i] = t->pos[i < rows ? i : 0]; /* idle lanes: q = 0, never written out */
+        first = pos[i] < first ? pos[i] : first;
+        last = pos[i] > last ? pos[i] : last;
+    }
     const __m512 ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps();
     __m512i posv[2], oldest[2];
     __m512 m[2], l[2];
@@ -230,9 +239,15 @@ ALWAYS void tile(const int H, const cpu_att_tile *t, float *work)
         }
         widen_block(t->kk, t->k + j0 * t->ks, t->ks, n, D, Kf);
         widen_block(t->vk, t->v + j0 * t->vs, t->vs, n, D, Vf);
-        scores(H, Qt, Kf, n, D, S);
         __m512 bmax[2] = {ninf, ninf};
-        for (int64_t j = 0; j < n; j++) {
+        scores(H, Qt, Kf, n, D, S, bmax);
+        /* A block every row sees whole (at depth, all but the last few) needs no pass to hide
+         * keys: scores() took its maximum. */
+        const bool whole = !masked && (!t->causal || j0 + n - 1 <= first) &&
+                           (t->window <= 0 || j0 > last - t->window);
+        for (int h = 0; h < H && !whole; h++)
+            bmax[h] = ninf;
+        for (int64_t j = 0; j < n && !whole; j++) {
             const __m512i key = _mm512_set1_epi32((int32_t)(j0 + j));
             for (int h = 0; h < H; h++) {
                 __mmask16 hide = 0;
