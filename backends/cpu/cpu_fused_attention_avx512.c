@@ -95,10 +95,11 @@ ALWAYS void scores(const int H, const float *Qt, const float *Kf, int64_t n, int
     for (; j < n; j++) {
         const float *k = Kf + j * D;
         __m512 a[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int64_t c = 0; c < D; c++)
+        for (int64_t c = 0; c < D; c++) {
+            const __m512 b = _mm512_set1_ps(k[c]);
             for (int h = 0; h < H; h++)
-                a[h] = _mm512_fmadd_ps(_mm512_loadu_ps(Qt + c * lanes + 16 * h), _mm512_set1_ps(k[c]),
-                                       a[h]);
+                a[h] = _mm512_fmadd_ps(_mm512_loadu_ps(Qt + c * lanes + 16 * h), b, a[h]);
+        }
         for (int h = 0; h < H; h++) {
             _mm512_storeu_ps(S + j * lanes + 16 * h, a[h]);
             bmax[h] = _mm512_max_ps(bmax[h], a[h]);
@@ -204,8 +205,8 @@ ALWAYS void tile(const int H, const cpu_att_tile *t, float *work)
 {
     const int64_t D = t->D;
     const int rows = t->rows, lanes = 16 * H;
-    float *Qt = work, *Acc = Qt + D * lanes, *Kf = Acc + D * lanes, *Vf = Kf + KB * D, *S = Vf + KB * D,
-          *Mt = S + KB * lanes;
+    float *Qt = work, *Acc = Qt + D * lanes, *Kf = Acc + D * lanes, *Vf = Kf + KB * D,
+          *S = Vf + KB * D, *Mt = S + KB * lanes;
     const bool masked = t->mask[0] != NULL;
     for (int64_t c = 0; c < D; c++)
         for (int i = 0; i < lanes; i++)
