@@ -6,7 +6,8 @@
  * The default set is the default model's own work (SmolLM2-135M: hidden 576, FFN 1536, 9 query
  * and 3 KV heads of 64, vocab 49152; q4_1 layer matrices and a q8_0 output head), for one token
  * (decode) and 512 tokens (prompt processing), its attention over an f16 KV cache of 512
- * positions (and a decode step at 4096, a long context), plus the standard GEMV/GEMM shapes
+ * positions (and both after a long context of 4096: a decode step at 4096 positions, a prompt at
+ * 4608, as `bench model -d 4096` runs them), plus the standard GEMV/GEMM shapes
  * every CPU kernel paper quotes (m=4096, n=1 and 512, k=14336 and 4096), a short prompt
  * (m=k=4096, n=64) and the 2048^3 f32 GEMM that is compared with OpenBLAS.
  */
@@ -22,7 +23,7 @@ enum { EMBD = 576, FF = 1536, HEADS = 9, KV_HEADS = 3, HEAD_DIM = 64, VOCAB = 49
 #define ROPE_THETA 100000.0
 #define RMS_EPS 1e-5
 #define KV_LEN 512 /* the context the attention-sized cases assume */
-#define LONG_KV_LEN 4096 /* a long context, where a decode step's attention outweighs its matmuls */
+#define LONG_KV_LEN 4096 /* a long context, where attention outweighs the matmuls */
 #define KV_TYPE BST_DTYPE_F16 /* the KV cache's dtype in `bastion run` and `bench model` */
 
 typedef struct op_info {
@@ -305,9 +306,9 @@ static bst_status default_set(const bench_selection *s, bench_case_list *l, benc
             make_case_dims(&c, BST_OP_ATTENTION, KV_TYPE, label, 5, att);
             st = offer(l, s, &c, e);
         }
-        if (!s->quick && st == BST_OK && T == 1) { /* a long context's decode step */
-            const int64_t att[5] = {1, LONG_KV_LEN, HEADS, KV_HEADS, HEAD_DIM};
-            snprintf(label, sizeof label, "smollm2 attention decode at %d", LONG_KV_LEN);
+        if (!s->quick && st == BST_OK) { /* after a long context (bench model's -d) */
+            const int64_t att[5] = {T, LONG_KV_LEN + (T > 1 ? T : 0), HEADS, KV_HEADS, HEAD_DIM};
+            snprintf(label, sizeof label, "smollm2 attention %s at %d", phase, LONG_KV_LEN);
             make_case_dims(&c, BST_OP_ATTENTION, KV_TYPE, label, 5, att);
             st = offer(l, s, &c, e);
         }
