@@ -11,10 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 bool near(double a, double b, double rel)
 {
@@ -41,30 +38,13 @@ const char *tmp_path(const char *name, char *path, size_t size)
  * inherited. Returns the exit status, -1 if it did not exit normally. */
 int run_bastion(const char *out_file, const char *const *args)
 {
-    const char *bin = getenv("BASTION_BIN");
-    if (!bin)
-        bin = "bastion";
-    const char *argv[32];
-    size_t n = 0;
-    argv[n++] = bin;
-    for (size_t i = 0; args[i] && n + 1 < sizeof argv / sizeof argv[0]; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out_file ? out_file : "/dev/null",
                                      O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    int rc = posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ);
+    const pid_t pid = bst_test_spawn_bastion(NULL, args, &fa);
     posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        fprintf(stderr, "cannot spawn %s: %s\n", bin, strerror(rc));
-        return -1;
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) < 0)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return bst_test_wait_exit(pid);
 }
 
 double jnum(json_object *o, const char *key)

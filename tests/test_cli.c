@@ -19,10 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 typedef struct cli_result {
     int status; /* exit code, or -1 when the process did not exit normally */
@@ -64,16 +61,6 @@ static int sink_read(sink *s, int fd)
 static cli_result run_cli(const char *const *args)
 {
     cli_result r = {.status = -1};
-    const char *bin = getenv("BASTION_BIN");
-    if (!bin)
-        bin = "bastion";
-    const char *argv[32];
-    size_t n = 0;
-    argv[n++] = bin;
-    for (size_t i = 0; args[i] && n + 1 < sizeof argv / sizeof argv[0]; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-
     int out_pipe[2], err_pipe[2];
     if (pipe(out_pipe) != 0)
         return r;
@@ -88,13 +75,12 @@ static cli_result run_cli(const char *const *args)
     posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
     posix_spawn_file_actions_addclose(&fa, out_pipe[0]);
     posix_spawn_file_actions_addclose(&fa, err_pipe[0]);
-    pid_t pid;
-    int rc = posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ);
+    const pid_t pid = bst_test_spawn_bastion(NULL, args, &fa);
     posix_spawn_file_actions_destroy(&fa);
     close(out_pipe[1]);
     close(err_pipe[1]);
     sink so = {0}, se = {0};
-    if (rc == 0) {
+    if (pid >= 0) {
         struct pollfd fds[2] = {{.fd = out_pipe[0], .events = POLLIN},
                                 {.fd = err_pipe[0], .events = POLLIN}};
         int open_fds = 2;
@@ -113,12 +99,7 @@ static cli_result run_cli(const char *const *args)
                 }
             }
         }
-        int wstatus = 0;
-        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-        }
-        r.status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
-    } else {
-        fprintf(stderr, "cannot spawn %s: %s\n", bin, strerror(rc));
+        r.status = bst_test_wait_exit(pid);
     }
     close(out_pipe[0]);
     close(err_pipe[0]);

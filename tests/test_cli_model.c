@@ -20,10 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 typedef struct result {
     int status; /* exit code, -1 when it did not exit normally */
@@ -52,29 +49,22 @@ static char *slurp(const char *path)
 /* Runs $BASTION_BIN args... (NULL-terminated) with stdout and stderr going to files. */
 static result run(const char *first, ...)
 {
-    result r = {.status = -1};
-    const char *bin = getenv("BASTION_BIN");
-    const char *argv[40];
+    result r;
+    const char *args[40];
     size_t n = 0;
-    argv[n++] = bin ? bin : "bastion";
     va_list ap;
     va_start(ap, first);
-    for (const char *a = first; a && n + 1 < 40; a = va_arg(ap, const char *))
-        argv[n++] = a;
+    for (const char *a = first; a && n + 1 < sizeof args / sizeof args[0];
+         a = va_arg(ap, const char *))
+        args[n++] = a;
     va_end(ap);
-    argv[n] = NULL;
+    args[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    r.status = bst_test_wait_exit(bst_test_spawn_bastion(NULL, args, &fa));
     posix_spawn_file_actions_destroy(&fa);
-    if (rc == 0) {
-        int ws = 0;
-        if (waitpid(pid, &ws, 0) == pid && WIFEXITED(ws))
-            r.status = WEXITSTATUS(ws);
-    }
     r.out = slurp(out_path);
     r.err = slurp(err_path);
     if (r.status != 0)

@@ -17,10 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 static char json_path[256];
 
@@ -28,29 +25,13 @@ static char json_path[256];
  * exit status (-1 when it did not exit normally). */
 static int run(const char *const *args)
 {
-    const char *bin = getenv("BASTION_BIN");
-    if (!bin)
-        bin = "bastion";
-    const char *argv[32];
-    size_t n = 0;
-    argv[n++] = bin;
-    argv[n++] = "conformance";
-    for (size_t i = 0; args[i] && n + 1 < 32; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    pid_t pid;
-    int rc = posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ);
+    const pid_t pid = bst_test_spawn_bastion("conformance", args, &fa);
     posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    int st = 0;
-    if (waitpid(pid, &st, 0) < 0)
-        return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return bst_test_wait_exit(pid);
 }
 
 #define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})

@@ -2,11 +2,13 @@
 #include "test_util.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 int bst_test_run_suite(const char *suite_name, const bst_test_case *cases)
 {
@@ -230,4 +232,40 @@ void bst_test_ffn_swiglu(const float *x, int64_t rows, int64_t E, int64_t F, con
         }
     }
     free(h);
+}
+
+extern char **environ;
+
+pid_t bst_test_spawn_bastion(const char *sub, const char *const *args,
+                             const posix_spawn_file_actions_t *fa)
+{
+    const char *bin = getenv("BASTION_BIN");
+    if (!bin)
+        bin = "bastion";
+    const char *argv[48];
+    size_t n = 0;
+    argv[n++] = bin;
+    if (sub)
+        argv[n++] = sub;
+    for (size_t i = 0; args[i] && n + 1 < sizeof argv / sizeof argv[0]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid;
+    int rc = posix_spawn(&pid, bin, fa, NULL, (char *const *)argv, environ);
+    if (rc != 0) {
+        fprintf(stderr, "cannot spawn %s: %s\n", bin, strerror(rc));
+        return -1;
+    }
+    return pid;
+}
+
+int bst_test_wait_exit(pid_t pid)
+{
+    if (pid < 0)
+        return -1;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

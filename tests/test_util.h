@@ -1,7 +1,7 @@
 /*
  * tests/test_util.h — helpers shared by the CUnit suites: running a suite so that `main` fails
  * when any assertion failed (CU_basic_run_tests alone does not), reading fixtures, loading a
- * backend plugin directly, and test data for quantized kernels.
+ * backend plugin directly, starting the `bastion` command, and test data for quantized kernels.
  */
 #ifndef BASTION_TEST_UTIL_H
 #define BASTION_TEST_UTIL_H
@@ -11,6 +11,7 @@
 
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,14 @@ typedef struct bst_test_case {
     const char *name;
     void (*fn)(void);
 } bst_test_case;
+
+/* Starts $BASTION_BIN (default "bastion") with `sub` first unless it is NULL, then args
+ * (NULL-terminated, at most 46 in all), its standard streams as `fa` sets them up (NULL:
+ * inherited). Returns the child's pid, or -1 with the reason on stderr. */
+pid_t bst_test_spawn_bastion(const char *sub, const char *const *args,
+                             const posix_spawn_file_actions_t *fa);
+/* Waits for child `pid`: its exit status, or -1 when it did not exit normally (or pid is -1). */
+int bst_test_wait_exit(pid_t pid);
 
 /* Registers `cases` (terminated by {NULL, NULL}) as one suite, runs it verbosely and returns the
  * process exit code: 0 only when every test ran and passed. With BASTION_TEST_CASES=SUBSTRING
