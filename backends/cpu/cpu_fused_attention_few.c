@@ -57,11 +57,15 @@ void cpu_att_few_run(const cpu_att_tile *t, float *work, const cpu_att_few_kerne
     memset(st.L, 0, (size_t)rows * CPU_ATT_FEW_LSUMS * sizeof(float));
     const int64_t kbytes = D * (t->kk ? 2 : 4), vbytes = D * (t->vk ? 2 : 4);
     const int64_t first_block = t->jhi - t->jlo < KB ? t->jhi - t->jlo : KB;
-    for (int h = 0; h < heads; h++)
-        for (int64_t j = t->jlo; j < t->jlo + first_block; j++) {
+    /* The first block's K rows, then its V rows, each in address order (position by position,
+     * its heads side by side): asked for head by head instead, a decode step at 64 positions
+     * (cache-cold, two threads, one block each) took 4.6-4.7 us a call, 3.6-3.8 in this order. */
+    for (int64_t j = t->jlo; j < t->jlo + first_block; j++)
+        for (int h = 0; h < heads; h++)
             prefetch_row(t->k + h * t->kh_stride + j * t->ks, kbytes);
+    for (int64_t j = t->jlo; j < t->jlo + first_block; j++)
+        for (int h = 0; h < heads; h++)
             prefetch_row(t->v + h * t->vh_stride + j * t->vs, vbytes);
-        }
     /* Row groups of at most RB rows within each head's run, as even as possible (6 rows: 3 + 3,
      * not 4 + 2). */
     const int groups = (head_rows + RB - 1) / RB, per = (head_rows + groups - 1) / groups;
