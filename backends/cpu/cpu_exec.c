@@ -116,7 +116,8 @@ static bst_status resolve(cpu_run *r, const bind_env *env, const bst_tensor_desc
     t->data = b->data + d->offset; /* an empty tensor's is never dereferenced */
     const cpu_packed *pk = b->packed;
     if (pk && d->offset == 0 && d->dtype == pk->dtype && t->ne[0] == 1 && t->ne[1] == 1 &&
-        t->ne[2] == pk->rows && t->ne[3] == pk->nb * CPU_Q8_QK && t->nb[2] == (int64_t)pk->row_bytes)
+        t->ne[2] == pk->rows && t->ne[3] == pk->nb * CPU_Q8_QK &&
+        t->nb[2] == (int64_t)pk->row_bytes)
         t->packed = pk; /* the tensor is the whole packed matrix */
     return BST_OK;
 }
