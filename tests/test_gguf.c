@@ -517,7 +517,11 @@ static void test_corpus(void)
         }
         e->seen = true;
         char path[4200];
-        snprintf(path, sizeof path, "%s/%s", dir_path, name);
+        const int path_len = snprintf(path, sizeof path, "%s/%s", dir_path, name);
+        if (path_len < 0 || (size_t)path_len >= sizeof path) {
+            CU_FAIL("corpus path too long");
+            continue;
+        }
 
         bsti_gguf *f = NULL;
         bst_status st = bsti_gguf_open(path, NULL, &f);
