@@ -194,7 +194,7 @@ bst_status bsti_type_nelements(const bsti_type *t, int64_t *out_n)
 
 bst_status bsti_type_nbytes(const bsti_type *t, uint64_t *out_bytes)
 {
-    int64_t n;
+    int64_t n = 0;
     bst_status st = bsti_type_nelements(t, &n);
     if (st)
         return st;

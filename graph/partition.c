@@ -64,7 +64,7 @@ bst_status bsti_partition_graph(const bst_graph *g, bsti_partitioning *out)
      * a slice of a single array owned by the first partition. */
     uint32_t n_parts = 0, n_compute = 0, cur_dev = BSTI_NONE;
     for (uint32_t i = 0; i < g->n_nodes; i++) {
-        bool compute;
+        bool compute = false;
         bst_status st = node_is_compute(g, i, &compute);
         if (st != BST_OK)
             return st;
@@ -93,7 +93,7 @@ bst_status bsti_partition_graph(const bst_graph *g, bsti_partitioning *out)
     uint32_t p = 0, k = 0;
     bool started = false;
     for (uint32_t i = 0; i < g->n_nodes; i++) {
-        bool compute;
+        bool compute = false;
         bst_status st = node_is_compute(g, i, &compute);
         if (st != BST_OK) {
             free(parts);

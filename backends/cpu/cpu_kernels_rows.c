@@ -183,7 +183,7 @@ bst_status cpu_set_rows_prepare(cpu_run *r, int64_t *items)
 
 bst_status cpu_run_set_rows(cpu_run *r)
 {
-    int64_t items;
+    int64_t items = 0;
     const bst_status st = cpu_set_rows_prepare(r, &items);
     if (st != BST_OK)
         return st;
