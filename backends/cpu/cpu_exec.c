@@ -607,9 +607,9 @@ static void prefetch_kv_part(const cpu_executable *e, const cpu_node *a, int par
         const int64_t j1 = S * (part + 1) / KV_AHEAD_NODES;
         for (int64_t j = S * part / KV_AHEAD_NODES; j < j1; j++)
             for (int64_t h = 0; h < heads; h++) {
-                const uint8_t *r0 = t->data + j * t->nb[1] + h * t->nb[2];
-                for (int64_t b = 0; b < row; b += 64)
-                    __builtin_prefetch(r0 + b, 0, 3);
+                const uintptr_t r0 = (uintptr_t)(t->data + j * t->nb[1] + h * t->nb[2]);
+                for (uintptr_t at = r0 & ~(uintptr_t)63; at < r0 + (uintptr_t)row; at += 64)
+                    __builtin_prefetch((const void *)at, 0, 3);
             }
     }
 }
