@@ -257,6 +257,34 @@ static void test_smollm_round_trip(void)
     }
 }
 
+/* Bytes without a token in SmolLM2's vocabulary are dropped, as Hugging Face and llama.cpp drop
+ * them: the 15 that never occur in UTF-8, 0xf1 / 0xf2, and six control characters that do (the
+ * tokenizer fuzz harness found those). Every other byte alone is one token. */
+static void test_smollm_dropped_bytes(void)
+{
+    bsti_tokenizer *tok = smollm();
+    CU_ASSERT_FATAL(tok != NULL);
+    static const unsigned char dropped[] = {0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, 0xc0,
+                                            0xc1, 0xf1, 0xf2, 0xf5, 0xf6, 0xf7, 0xf8,
+                                            0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff};
+    for (unsigned b = 0; b < 256; b++) {
+        const char c = (char)b;
+        uint32_t n = 99;
+        CU_ASSERT_EQUAL(bsti_tokenizer_encode(tok, &c, 1, false, NULL, 0, &n), BST_OK);
+        CU_ASSERT_EQUAL(n, memchr(dropped, (int)b, sizeof dropped) ? 0u : 1u);
+    }
+    /* Inside text: the pieces give back the text without it. */
+    int32_t ids[16];
+    uint32_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(bsti_tokenizer_encode(tok, "You \x06re", 7, false, ids, 16, &n), BST_OK);
+    CU_ASSERT_FATAL(n <= 16);
+    size_t len = 0;
+    char *back = decode_all(tok, ids, n, &len);
+    CU_ASSERT_FATAL(back != NULL);
+    CU_ASSERT(len == 6 && memcmp(back, "You re", 6) == 0);
+    free(back);
+}
+
 static void test_smollm_piece(void)
 {
     bsti_tokenizer *tok = smollm();
@@ -707,6 +735,7 @@ int main(void)
         {"smollm_special_off_and_empty", test_smollm_special_off_and_empty},
         {"smollm_capacity", test_smollm_capacity},
         {"smollm_round_trip", test_smollm_round_trip},
+        {"smollm_dropped_bytes", test_smollm_dropped_bytes},
         {"smollm_piece", test_smollm_piece},
         {"utf8_stream_tokens", test_utf8_stream_tokens},
         {"utf8_stream_bytes", test_utf8_stream_bytes},

@@ -253,7 +253,10 @@ bst_status bsti_toki_bpe_setup(bsti_tokenizer *tok, const bsti_gguf *file)
     tok->add_bos = fam->add_bos;
 
     /* A byte whose character is missing from the vocabulary cannot be encoded; Hugging Face and
-     * llama.cpp both drop it (SmolLM2 lacks a few bytes that never occur in UTF-8 text). */
+     * llama.cpp both drop it. SmolLM2 lacks 21: the 15 that never occur in UTF-8 (0xc0, 0xc1,
+     * 0xf5-0xff), 0xf1 and 0xf2 (lead bytes of the unassigned planes 4-11), and six control
+     * characters (0x04, 0x06, 0x13, 0x14, 0x16, 0x1d) that are valid UTF-8 but drop all the same
+     * (found by tests/fuzz/fuzz_tokenizer.c). */
     for (unsigned b = 0; b < 256; b++) {
         char c[2];
         size_t n = bsti_toki_byte_char((uint8_t)b, c);
