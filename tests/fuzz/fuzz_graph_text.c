@@ -1,7 +1,7 @@
 /*
- * tests/fuzz/fuzz_graph_text.c — libFuzzer harness for the IR's text form (bst_graph_parse), which
- * `bastion graph` and `bastion run-graph` read from any file a user names, and for the passes a
- * parsed graph then goes through.
+ * tests/fuzz/fuzz_graph_text.c — libFuzzer harness for the IR's text form (bst_graph_parse),
+ * which `bastion graph` and `bastion run-graph` read from any file a user names, and for the
+ * passes a parsed graph then goes through.
  *
  * Anything but these traps:
  *  - parsing fails with a message, or gives a graph;

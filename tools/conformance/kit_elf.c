@@ -40,37 +40,44 @@ static bool exported(unsigned bind, unsigned vis, unsigned shndx)
     return global && visible && shndx != SHN_UNDEF;
 }
 
-/* One body for ELF32 and ELF64. Returns NULL on success, else what is wrong with the file. */
+/* One body for ELF32 and ELF64. Returns NULL on success, else what is wrong with the file. The
+ * headers are copied out of the buffer before they are read: the file's offsets need not be
+ * aligned for the structs (fuzz_plugin_elf found section tables at odd offsets). */
 #define DEFINE_DYNSYM(BITS)                                                                       \
     static const char *dynsym##BITS(const unsigned char *buf, uint64_t size, names *out)          \
     {                                                                                             \
-        const Elf##BITS##_Ehdr *eh = (const void *)buf;                                           \
-        if (size < sizeof *eh || eh->e_shentsize != sizeof(Elf##BITS##_Shdr))                     \
+        Elf##BITS##_Ehdr eh;                                                                      \
+        if (size < sizeof eh)                                                                     \
             return "truncated or malformed ELF header";                                           \
-        uint64_t shoff = eh->e_shoff, shnum = eh->e_shnum;                                        \
+        memcpy(&eh, buf, sizeof eh);                                                              \
+        if (eh.e_shentsize != sizeof(Elf##BITS##_Shdr))                                           \
+            return "truncated or malformed ELF header";                                           \
+        uint64_t shoff = eh.e_shoff, shnum = eh.e_shnum;                                          \
         if (shoff > size || shnum > (size - shoff) / sizeof(Elf##BITS##_Shdr))                    \
             return "section table outside the file";                                              \
-        const Elf##BITS##_Shdr *sh = (const void *)(buf + shoff);                                 \
         for (uint64_t i = 0; i < shnum; i++) {                                                    \
-            if (sh[i].sh_type != SHT_DYNSYM)                                                      \
+            Elf##BITS##_Shdr sh, str;                                                             \
+            memcpy(&sh, buf + shoff + i * sizeof sh, sizeof sh);                                  \
+            if (sh.sh_type != SHT_DYNSYM)                                                         \
                 continue;                                                                         \
-            if (sh[i].sh_link >= shnum || sh[i].sh_entsize != sizeof(Elf##BITS##_Sym))            \
+            if (sh.sh_link >= shnum || sh.sh_entsize != sizeof(Elf##BITS##_Sym))                  \
                 return "malformed .dynsym section";                                               \
-            const Elf##BITS##_Shdr *str = &sh[sh[i].sh_link];                                     \
-            uint64_t so = sh[i].sh_offset, ss = sh[i].sh_size;                                    \
-            uint64_t to = str->sh_offset, ts = str->sh_size;                                      \
+            memcpy(&str, buf + shoff + (uint64_t)sh.sh_link * sizeof str, sizeof str);            \
+            uint64_t so = sh.sh_offset, ss = sh.sh_size;                                          \
+            uint64_t to = str.sh_offset, ts = str.sh_size;                                        \
             if (so > size || ss > size - so || to > size || ts > size - to || ts == 0 ||          \
                 buf[to + ts - 1] != '\0')                                                         \
                 return ".dynsym or its string table outside the file";                            \
-            const Elf##BITS##_Sym *sym = (const void *)(buf + so);                                \
-            for (uint64_t k = 1; k < ss / sizeof *sym; k++) {                                     \
-                unsigned bind = ELF##BITS##_ST_BIND(sym[k].st_info);                              \
-                unsigned vis = ELF##BITS##_ST_VISIBILITY(sym[k].st_other);                        \
-                if (!exported(bind, vis, sym[k].st_shndx))                                        \
+            for (uint64_t k = 1; k < ss / sizeof(Elf##BITS##_Sym); k++) {                         \
+                Elf##BITS##_Sym sym;                                                              \
+                memcpy(&sym, buf + so + k * sizeof sym, sizeof sym);                              \
+                unsigned bind = ELF##BITS##_ST_BIND(sym.st_info);                                 \
+                unsigned vis = ELF##BITS##_ST_VISIBILITY(sym.st_other);                           \
+                if (!exported(bind, vis, sym.st_shndx))                                           \
                     continue;                                                                     \
-                if (sym[k].st_name >= ts)                                                         \
+                if (sym.st_name >= ts)                                                            \
                     return "symbol name outside the string table";                                \
-                if (!add_name(out, (const char *)buf + to + sym[k].st_name))                      \
+                if (!add_name(out, (const char *)buf + to + sym.st_name))                         \
                     return "out of memory";                                                       \
             }                                                                                     \
             return NULL;                                                                          \
