@@ -183,6 +183,14 @@ static inline bool cpu_is_block(uint32_t dtype) { return bstc_dtype_is_block(dty
 bool cpu_is_loadable(uint32_t dtype); /* cpu_load_row reads it */
 bool cpu_is_storable(uint32_t dtype); /* cpu_commit_row writes it */
 
+/* Asks for every cache line of the `bytes` bytes at p (into L1). */
+static inline void cpu_prefetch_bytes(const void *p, int64_t bytes)
+{
+    const uintptr_t end = (uintptr_t)p + (uintptr_t)bytes;
+    for (uintptr_t a = (uintptr_t)p & ~(uintptr_t)63; a < end; a += 64)
+        __builtin_prefetch((const void *)a, 0, 3);
+}
+
 /* --- attributes (bst_backend_common.h) --- */
 static inline const bst_attr *cpu_attr(const cpu_node *n, bst_attr_key key)
 {

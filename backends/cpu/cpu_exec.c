@@ -576,8 +576,7 @@ static void prefetch_small_inputs(const cpu_executable *e, const cpu_node *n)
         if (!x->data || cpu_is_block(x->dtype) || x->ne[0] != 1 || x->ne[1] != 1 ||
             x->ne[2] != 1 || x->nb[3] <= 0 || x->ne[3] > 16384 / x->nb[3])
             continue;
-        for (int64_t b = 0; b < x->ne[3] * x->nb[3]; b += 64)
-            __builtin_prefetch(x->data + b, 0, 3);
+        cpu_prefetch_bytes(x->data, x->ne[3] * x->nb[3]);
     }
 }
 
@@ -606,11 +605,8 @@ static void prefetch_kv_part(const cpu_executable *e, const cpu_node *a, int par
             S = KV_AHEAD_BYTES / 2 / (heads * row);
         const int64_t j1 = S * (part + 1) / KV_AHEAD_NODES;
         for (int64_t j = S * part / KV_AHEAD_NODES; j < j1; j++)
-            for (int64_t h = 0; h < heads; h++) {
-                const uintptr_t r0 = (uintptr_t)(t->data + j * t->nb[1] + h * t->nb[2]);
-                for (uintptr_t at = r0 & ~(uintptr_t)63; at < r0 + (uintptr_t)row; at += 64)
-                    __builtin_prefetch((const void *)at, 0, 3);
-            }
+            for (int64_t h = 0; h < heads; h++)
+                cpu_prefetch_bytes(t->data + j * t->nb[1] + h * t->nb[2], row);
     }
 }
 

@@ -21,14 +21,6 @@
 #define KB CPU_ATT_FEW_KB
 #define RB CPU_ATT_FEW_RB
 
-/* Asks for every cache line of the `bytes` bytes at row. */
-static void prefetch_row(const uint8_t *row, int64_t bytes)
-{
-    const uintptr_t end = (uintptr_t)row + (uintptr_t)bytes;
-    for (uintptr_t a = (uintptr_t)row & ~(uintptr_t)63; a < end; a += 64)
-        __builtin_prefetch((const void *)a, 0, 3);
-}
-
 /* A row's running sum from its CPU_ATT_FEW_LSUMS (16) partial sums, as a tree: a chain of 16
  * dependent adds per row cost a short decode unit ~0.1 us. */
 static float row_sum(const float *L)
@@ -62,10 +54,10 @@ void cpu_att_few_run(const cpu_att_tile *t, float *work, const cpu_att_few_kerne
      * (cache-cold, two threads, one block each) took 4.6-4.7 us a call, 3.6-3.8 in this order. */
     for (int64_t j = t->jlo; j < t->jlo + first_block; j++)
         for (int h = 0; h < heads; h++)
-            prefetch_row(t->k + h * t->kh_stride + j * t->ks, kbytes);
+            cpu_prefetch_bytes(t->k + h * t->kh_stride + j * t->ks, kbytes);
     for (int64_t j = t->jlo; j < t->jlo + first_block; j++)
         for (int h = 0; h < heads; h++)
-            prefetch_row(t->v + h * t->vh_stride + j * t->vs, vbytes);
+            cpu_prefetch_bytes(t->v + h * t->vh_stride + j * t->vs, vbytes);
     /* Row groups of at most RB rows within each head's run, as even as possible (6 rows: 3 + 3,
      * not 4 + 2). */
     const int groups = (head_rows + RB - 1) / RB, per = (head_rows + groups - 1) / groups;
