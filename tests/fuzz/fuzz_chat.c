@@ -14,6 +14,7 @@
  *    detection does not recognise is refused.
  */
 #include "runtime/model/chat.h"
+#include "fuzz_require.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,6 @@ static const char *const names[] = {
 };
 #define N_NAMES (sizeof names / sizeof names[0])
 #define MAX_MESSAGES 16
-
-static void require(int cond)
-{
-    if (!cond)
-        __builtin_trap();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -7,6 +7,7 @@
  * Seeds: tests/fixtures/gguf (valid files) and tests/fixtures/gguf/bad (the malformed corpus).
  */
 #include "runtime/model/gguf.h"
+#include "fuzz_require.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +16,6 @@ typedef struct bounds {
     const uint8_t *lo, *hi;
     volatile uint64_t sink;
 } bounds;
-
-static void require(int cond)
-{
-    if (!cond)
-        __builtin_trap();
-}
 
 static void touch(bounds *b, const void *p, uint64_t len)
 {

@@ -13,14 +13,10 @@
 #include <bastion/bastion.h>
 #include <bastion/graph.h>
 
+#include "fuzz_require.h"
+
 #include <stdlib.h>
 #include <string.h>
-
-static void require(int cond)
-{
-    if (!cond)
-        __builtin_trap();
-}
 
 static void require_message(bst_status st)
 {

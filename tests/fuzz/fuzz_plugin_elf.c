@@ -12,17 +12,12 @@
 #endif
 
 #include "tools/conformance/kit.h"
+#include "fuzz_require.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-static void require(int cond)
-{
-    if (!cond)
-        __builtin_trap();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

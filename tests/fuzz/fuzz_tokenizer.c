@@ -16,6 +16,7 @@
  *    BSTI_UTF8_STREAM_OUT_MAX, and exactly as put together whenever that is well-formed.
  */
 #include "runtime/model/tokenizer.h"
+#include "fuzz_require.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,12 +28,6 @@
 
 static bsti_tokenizer *g_tok;
 static bool g_dropped[256]; /* bytes the vocabulary cannot encode */
-
-static void require(int cond)
-{
-    if (!cond)
-        __builtin_trap();
-}
 
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 when it is ill-formed:
  * the shortest form, no surrogates, nothing past U+10FFFF (Unicode's table 3-7). */
