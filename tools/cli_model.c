@@ -1,9 +1,10 @@
 /*
- * tools/cli_model.c — helpers shared by `bastion run` and `bastion perplexity`.
+ * tools/cli_model.c — helpers shared by the model subcommands (run, perplexity, explain, tune).
  */
 #include "cli_model.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,7 @@ uint64_t cli_peak_rss_bytes(void)
     return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
 }
 
-int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o)
+int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o, char **argv)
 {
     switch (c) {
     case 'm':
@@ -112,8 +113,17 @@ int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options 
         o->no_cache = true;
         return CLI_EXIT_OK;
     default:
-        return -1;
+        return cli_getopt_error(cmd, c, argv);
     }
+}
+
+int cli_model_args_done(const char *cmd, int argc, char **argv, const cli_model_options *o)
+{
+    if (optind < argc)
+        return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!o->path)
+        return cli_usage_error(cmd, "a model is required (-m MODEL.gguf)");
+    return CLI_EXIT_OK;
 }
 
 int cli_size_option(const char *cmd, int c, const char *arg, uint32_t *n_ctx, uint32_t *n_batch,

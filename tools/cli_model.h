@@ -1,5 +1,5 @@
 /*
- * tools/cli_model.h — what the model subcommands (run, perplexity) share: opening a context and
+ * tools/cli_model.h — what the model subcommands (run, perplexity, explain, tune) share: opening a context and
  * a model from the usual options, number parsing for floats and 32-bit counts, timing and peak
  * memory.
  */
@@ -28,9 +28,22 @@ enum {
     CLI_OPT_NO_CACHE,
 };
 
-/* Applies one shared option (-m, -t and the CLI_OPT_* ids) to `o`. Returns -1 when `c` is not one
- * of them, CLI_EXIT_OK when it was applied, or the usage-error exit code. */
-int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o);
+/* The option entries every model subcommand takes: the model, where it runs, and how many threads.
+ * --no-mmap, --tune and --no-cache are listed by the commands that take them. */
+#define CLI_MODEL_LONGOPTS                                                                        \
+    {"model", required_argument, NULL, 'm'},                                                      \
+        {"backend", required_argument, NULL, CLI_OPT_BACKEND},                                    \
+        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},                            \
+        {"threads", required_argument, NULL, 't'}
+
+/* Applies one shared option (-m, -t and the CLI_OPT_* ids) to `o`: a command's getopt loop hands
+ * it every option it does not handle itself. Returns CLI_EXIT_OK when it was applied, else the
+ * usage-error exit code (for an unknown option or a missing argument too: cli_getopt_error). */
+int cli_model_option(const char *cmd, int c, const char *arg, cli_model_options *o, char **argv);
+
+/* After a model subcommand's getopt loop: a usage error for a word left over or no -m, else
+ * CLI_EXIT_OK. */
+int cli_model_args_done(const char *cmd, int argc, char **argv, const cli_model_options *o);
 
 /* -c and -b, as every model subcommand (run, perplexity, explain, tune) takes them. Each command
  * keeps its own defaults and its own -b help line (what the batch means differs); the option

@@ -442,7 +442,7 @@ int cli_cmd_perplexity(int argc, char **argv)
         OPT_JSON
     };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'},
+        CLI_MODEL_LONGOPTS,
         {"file", required_argument, NULL, 'f'},
         {"ctx", required_argument, NULL, 'c'},
         CLI_SIZE_LONGOPTS,
@@ -450,9 +450,6 @@ int cli_cmd_perplexity(int argc, char **argv)
         {"save-logits", required_argument, NULL, OPT_SAVE},
         {"kl-base", required_argument, NULL, OPT_BASE},
         {"kv-type", required_argument, NULL, OPT_KV_TYPE},
-        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
-        {"threads", required_argument, NULL, 't'},
         {"no-mmap", no_argument, NULL, CLI_OPT_NO_MMAP},
         {"tune", required_argument, NULL, CLI_OPT_TUNE},
         {"no-cache", no_argument, NULL, CLI_OPT_NO_CACHE},
@@ -495,19 +492,16 @@ int cli_cmd_perplexity(int argc, char **argv)
             o.json = true;
             break;
         default: {
-            int rc = cli_model_option(CMD, c, optarg, &o.model);
-            if (rc < 0)
-                return cli_getopt_error(CMD, c, argv);
+            int rc = cli_model_option(CMD, c, optarg, &o.model, argv);
             if (rc != CLI_EXIT_OK)
                 return rc;
             break;
         }
         }
     }
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!o.model.path)
-        return cli_usage_error(CMD, "a model is required (-m MODEL.gguf)");
+    int rc = cli_model_args_done(CMD, argc, argv, &o.model);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (!o.text_path)
         return cli_usage_error(CMD, "a text file is required (-f TEXT)");
     if (o.save_path && o.base_path && strcmp(o.save_path, o.base_path) == 0)
@@ -516,7 +510,7 @@ int cli_cmd_perplexity(int argc, char **argv)
     bst_context *ctx = NULL;
     bst_model *model = NULL;
     double load_ms = 0.0;
-    int rc = cli_model_open(CMD, &o.model, &ctx, &model, &load_ms);
+    rc = cli_model_open(CMD, &o.model, &ctx, &model, &load_ms);
     if (rc != CLI_EXIT_OK)
         return rc;
     rc = run(&o, model);

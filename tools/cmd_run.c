@@ -390,7 +390,7 @@ int cli_cmd_run(int argc, char **argv)
         OPT_PROFILE_TOP
     };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'},
+        CLI_MODEL_LONGOPTS,
         {"prompt", required_argument, NULL, 'p'},
         {"n-predict", required_argument, NULL, 'n'},
         {"chat", no_argument, NULL, OPT_CHAT},
@@ -405,9 +405,6 @@ int cli_cmd_run(int argc, char **argv)
         {"repeat-last-n", required_argument, NULL, OPT_REPEAT_N},
         {"seed", required_argument, NULL, 's'},
         {"kv-type", required_argument, NULL, OPT_KV_TYPE},
-        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
-        {"threads", required_argument, NULL, 't'},
         {"no-mmap", no_argument, NULL, CLI_OPT_NO_MMAP},
         {"tune", required_argument, NULL, CLI_OPT_TUNE},
         {"no-cache", no_argument, NULL, CLI_OPT_NO_CACHE},
@@ -522,19 +519,16 @@ int cli_cmd_run(int argc, char **argv)
                                        optarg);
             break;
         default: {
-            int rc = cli_model_option(CMD, c, optarg, &o.model);
-            if (rc < 0)
-                return cli_getopt_error(CMD, c, argv);
+            int rc = cli_model_option(CMD, c, optarg, &o.model, argv);
             if (rc != CLI_EXIT_OK)
                 return rc;
             break;
         }
         }
     }
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!o.model.path)
-        return cli_usage_error(CMD, "a model is required (-m MODEL.gguf)");
+    int rc = cli_model_args_done(CMD, argc, argv, &o.model);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (!o.prompt)
         return cli_usage_error(CMD, "a prompt is required (-p TEXT)");
     if ((o.system || o.chat_template) && !o.chat)
@@ -548,7 +542,7 @@ int cli_cmd_run(int argc, char **argv)
     bst_context *ctx = NULL;
     bst_model *model = NULL;
     double load_ms = 0.0;
-    int rc = cli_model_open(CMD, &o.model, &ctx, &model, &load_ms);
+    rc = cli_model_open(CMD, &o.model, &ctx, &model, &load_ms);
     if (rc != CLI_EXIT_OK)
         return rc;
     rc = generate(&o, ctx, model, load_ms);

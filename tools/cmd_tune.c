@@ -51,13 +51,10 @@ int cli_cmd_tune(int argc, char **argv)
 {
     enum { OPT_BUDGET = 256, OPT_FULL };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'},
+        CLI_MODEL_LONGOPTS,
         {"budget", required_argument, NULL, OPT_BUDGET},
         {"full", no_argument, NULL, OPT_FULL},
         CLI_SIZE_LONGOPTS,
-        {"backend", required_argument, NULL, CLI_OPT_BACKEND},
-        {"plugin-path", required_argument, NULL, CLI_OPT_PLUGIN_PATH},
-        {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -89,24 +86,21 @@ int cli_cmd_tune(int argc, char **argv)
             cli_usage_tune(stdout);
             return CLI_EXIT_OK;
         default: {
-            int rc = cli_model_option(CMD, c, optarg, &mo);
-            if (rc < 0)
-                return cli_getopt_error(CMD, c, argv);
+            int rc = cli_model_option(CMD, c, optarg, &mo, argv);
             if (rc != CLI_EXIT_OK)
                 return rc;
             break;
         }
         }
     }
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!mo.path)
-        return cli_usage_error(CMD, "a model is required (-m MODEL.gguf)");
+    int rc = cli_model_args_done(CMD, argc, argv, &mo);
+    if (rc != CLI_EXIT_OK)
+        return rc;
 
     bst_context *ctx = NULL;
     bst_model *model = NULL;
     double load_ms = 0.0;
-    int rc = cli_model_open(CMD, &mo, &ctx, &model, &load_ms);
+    rc = cli_model_open(CMD, &mo, &ctx, &model, &load_ms);
     if (rc != CLI_EXIT_OK)
         return rc;
     double t0 = cli_now_ms();
