@@ -199,6 +199,33 @@ static void test_errors(void)
     CU_ASSERT_EQUAL(bsti_chat_format(NULL, "chatml", user, 1, true, NULL), BST_ERR_INVALID_ARG);
 }
 
+/* Every name bsti_chat_template_name lists is one bsti_chat_format knows: it renders a
+ * conversation, or refuses with a message naming the template (the ones llama.cpp has and we do
+ * not render); never "unknown". The names are distinct and the list ends. */
+static void test_template_names(void)
+{
+    const bst_chat_message talk[] = {{"system", "Be brief."}, {"user", "Hi"}};
+    uint32_t n = 0, rendered = 0;
+    for (const char *name; (name = bsti_chat_template_name(n)) != NULL; n++) {
+        for (uint32_t j = 0; j < n; j++)
+            CU_ASSERT_STRING_NOT_EQUAL(bsti_chat_template_name(j), name);
+        char *out = NULL;
+        bst_status st = bsti_chat_format(NULL, name, talk, 2, true, &out);
+        if (st == BST_OK) {
+            CU_ASSERT(out != NULL && strstr(out, "Hi") != NULL);
+            rendered++;
+        } else {
+            CU_ASSERT_EQUAL(st, BST_ERR_UNSUPPORTED);
+            CU_ASSERT_PTR_NULL(out);
+            CU_ASSERT(strstr(bst_last_error(), name) != NULL);
+            CU_ASSERT(strstr(bst_last_error(), "unknown") == NULL);
+        }
+        free(out);
+    }
+    CU_ASSERT(n > rendered && rendered >= 30);
+    CU_ASSERT_STRING_EQUAL(bsti_chat_template_name(0), "chatml");
+}
+
 int main(void)
 {
     static const bst_test_case cases[] = {
@@ -208,6 +235,7 @@ int main(void)
         {"other_templates", test_other_templates},
         {"detection", test_detection},
         {"errors", test_errors},
+        {"template_names", test_template_names},
         {NULL, NULL},
     };
     return bst_test_run_suite("chat", cases);

@@ -117,6 +117,11 @@ static const tmpl_name names[] = {
     {"seed_oss", T_NOT_IMPLEMENTED},
 };
 
+const char *bsti_chat_template_name(uint32_t i)
+{
+    return i < sizeof names / sizeof names[0] ? names[i].name : NULL;
+}
+
 static const tmpl_name *by_name(const char *name)
 {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)

@@ -35,4 +35,8 @@ BST_MUST_CHECK bst_status bsti_chat_format(const char *template_text, const char
  * it cannot be identified. The returned string is static. */
 const char *bsti_chat_detect(const char *template_text);
 
+/* The i-th name bsti_chat_format knows (the ones it renders, then the ones it recognises only to
+ * refuse), or NULL past the last. The returned string is static. */
+const char *bsti_chat_template_name(uint32_t i);
+
 #endif /* BASTION_MODEL_CHAT_H */

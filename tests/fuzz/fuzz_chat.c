@@ -5,8 +5,9 @@
  * message) and renders.
  *
  * Input: byte 0 picks the add_assistant flag (bit 0) and the template (the rest: 0 detects it
- * from the text, else one of `names`, or past them a name no template has); the other bytes,
- * split at NUL, are the template text, then role and content of each message.
+ * from the text, else bsti_chat_template_name(rest - 1), or past the last a name no template
+ * has); the other bytes, split at NUL, are the template text, then role and content of each
+ * message.
  * Anything but these traps:
  *  - the status is BST_OK with a NUL-terminated text, or BST_ERR_UNSUPPORTED with a message and
  *    no text (an unknown name, an unrecognised template, one llama.cpp has and we do not render);
@@ -19,15 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const names[] = {
-    "chatml", "smollm", "llama2", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip",
-    "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken", "phi3",
-    "phi4", "falcon3", "zephyr", "monarch", "gemma", "orion", "openchat", "vicuna",
-    "vicuna-orca", "deepseek", "deepseek2", "deepseek3", "command-r", "llama3", "chatglm3",
-    "chatglm4", "glmedge", "minicpm", "exaone3", "granite", "megrez", "llama4", "smolvlm",
-    "gpt-oss", "kimi-k2", /* the last two: known to llama.cpp, refused here */
-};
-#define N_NAMES (sizeof names / sizeof names[0])
 #define MAX_MESSAGES 16
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,7 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const bool add_assistant = data[0] & 1;
     const unsigned pick = data[0] >> 1;
-    const char *name = pick == 0 ? NULL : pick <= N_NAMES ? names[pick - 1] : "no-such-template";
+    const char *name = NULL;
+    if (pick > 0 && !(name = bsti_chat_template_name(pick - 1)))
+        name = "no-such-template";
 
     /* The rest as NUL-separated strings (a copy with a NUL after the last). */
     char *buf = malloc(size);
