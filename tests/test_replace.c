@@ -12,6 +12,7 @@
  */
 #include "graph/ir.h"
 #include "runtime/runtime.h"
+#include "front_device.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -82,60 +83,12 @@ static bst_context *context_for(const char *backends, const char *plugin_paths)
     return ctx;
 }
 
-typedef bst_status (*query_fn)(void *, const bst_node_desc *, bst_kernel_variant *, size_t,
-                               uint32_t, uint32_t *);
-static query_fn real_query;
-
-static bst_status query_without_silu(void *device, const bst_node_desc *node,
-                                     bst_kernel_variant *out_variants, size_t stride,
-                                     uint32_t capacity, uint32_t *out_count)
-{
-    if (node->op == BST_OP_SILU) {
-        *out_count = 0;
-        return BST_OK;
-    }
-    return real_query(device, node, out_variants, stride, capacity, out_count);
-}
-
-/* Puts a device named "cpu-nosilu" in front of the CPU device (see test_program.c). */
+/* The CPU device with a device named "cpu-nosilu" in front of it (front_device.h). */
 static bst_context *split_context(void)
 {
+    static const uint32_t no_silu[] = {BST_OP_SILU, BST_OP_COUNT};
     bst_context *ctx = context_for("cpu", NULL);
-    uint32_t np = ctx->n_plugins, nd = ctx->n_devices;
-    ptrdiff_t owner[8];
-    CU_ASSERT_FATAL(nd <= 8);
-    for (uint32_t d = 0; d < nd; d++)
-        owner[d] = ctx->devices[d].plugin - ctx->plugins;
-    bsti_plugin *plugins = realloc(ctx->plugins, (np + 1) * sizeof *plugins);
-    CU_ASSERT_FATAL(plugins != NULL);
-    for (uint32_t d = 0; d < nd; d++)
-        ctx->devices[d].plugin = plugins + owner[d];
-    ctx->plugins = plugins;
-    bsti_plugin *cpu = ctx->devices[0].plugin;
-    CU_ASSERT_FATAL(strcmp(cpu->name, "cpu") == 0);
-    bsti_plugin *fake = &plugins[np];
-    *fake = *cpu;
-    fake->state = BST_PLUGIN_NOT_SELECTED;
-    fake->handle = NULL;
-    fake->name = strdup("cpu-nosilu");
-    fake->path = strdup("");
-    fake->version = strdup("");
-    fake->detail = strdup("");
-    real_query = cpu->api.query;
-    fake->api.query = query_without_silu;
-    ctx->n_plugins = np + 1;
-
-    bsti_device *devices = calloc(nd + 1, sizeof *devices);
-    CU_ASSERT_FATAL(devices != NULL);
-    devices[0] = ctx->devices[0];
-    devices[0].plugin = fake;
-    devices[0].handle = NULL;
-    devices[0].open_failed = false;
-    devices[0].open_error = NULL;
-    memcpy(devices + 1, ctx->devices, nd * sizeof *devices);
-    free(ctx->devices);
-    ctx->devices = devices;
-    ctx->n_devices = nd + 1;
+    bst_test_front_device(ctx, "cpu-nosilu", no_silu);
     return ctx;
 }
 

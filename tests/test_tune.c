@@ -7,6 +7,7 @@
  * two processes tuning one database at once both succeed, a tuned model run meets the DESIGN.md
  * agreement rule against an untuned one).
  */
+#include "front_device.h"
 #include "test_util.h"
 
 #include "runtime/runtime.h"
@@ -1056,64 +1057,13 @@ static void test_cli_explain(void)
 
 /* --- fused vs lowered, emulated devices, weight memory --- */
 
-typedef bst_status (*query_fn)(void *, const bst_node_desc *, bst_kernel_variant *, size_t,
-                               uint32_t, uint32_t *);
-static query_fn real_query;
-static const uint32_t *declined_ops; /* ends with BST_OP_COUNT */
-
-static bst_status query_declining(void *device, const bst_node_desc *node,
-                                  bst_kernel_variant *out_variants, size_t stride,
-                                  uint32_t capacity, uint32_t *out_count)
-{
-    for (const uint32_t *op = declined_ops; op && *op != BST_OP_COUNT; op++)
-        if (node->op == *op) {
-            *out_count = 0;
-            return BST_OK;
-        }
-    return real_query(device, node, out_variants, stride, capacity, out_count);
-}
-
-/* A CPU-only context with a device named `name` in front: the real CPU plugin's table with a
- * query that declines the ops in `declined` (as test_program.c's "cpu-nosilu"). */
+/* A CPU-only context with a device named `name` in front, declining the ops in `declined`
+ * (front_device.h). */
 static bst_context *front_device_context(bst_tune_mode mode, const char *db_path,
                                          const char *name, const uint32_t *declined)
 {
     bst_context *ctx = tuned_context(mode, db_path);
-    uint32_t np = ctx->n_plugins, nd = ctx->n_devices;
-    ptrdiff_t owner[8];
-    CU_ASSERT_FATAL(nd <= 8);
-    for (uint32_t d = 0; d < nd; d++)
-        owner[d] = ctx->devices[d].plugin - ctx->plugins;
-    bsti_plugin *plugins = realloc(ctx->plugins, (np + 1) * sizeof *plugins);
-    CU_ASSERT_FATAL(plugins != NULL);
-    for (uint32_t d = 0; d < nd; d++)
-        ctx->devices[d].plugin = plugins + owner[d];
-    ctx->plugins = plugins;
-    bsti_plugin *cpu = ctx->devices[0].plugin;
-    CU_ASSERT_FATAL(strcmp(cpu->name, "cpu") == 0);
-    bsti_plugin *fake = &plugins[np];
-    *fake = *cpu;
-    fake->state = BST_PLUGIN_NOT_SELECTED;
-    fake->handle = NULL;
-    fake->name = strdup(name);
-    fake->path = strdup("");
-    fake->version = strdup("");
-    fake->detail = strdup("");
-    real_query = cpu->api.query;
-    declined_ops = declined;
-    fake->api.query = query_declining;
-    ctx->n_plugins = np + 1;
-    bsti_device *devices = calloc(nd + 1, sizeof *devices);
-    CU_ASSERT_FATAL(devices != NULL);
-    devices[0] = ctx->devices[0];
-    devices[0].plugin = fake;
-    devices[0].handle = NULL;
-    devices[0].open_failed = false;
-    devices[0].open_error = NULL;
-    memcpy(devices + 1, ctx->devices, nd * sizeof *devices);
-    free(ctx->devices);
-    ctx->devices = devices;
-    ctx->n_devices = nd + 1;
+    bst_test_front_device(ctx, name, declined);
     return ctx;
 }
 
