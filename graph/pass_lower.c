@@ -41,31 +41,6 @@ typedef struct rebuild {
     uint32_t current;
 } rebuild;
 
-static bst_attr attr_float(bst_attr_key key, double f)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_FLOAT;
-    a.count = 1;
-    a.f = f;
-    return a;
-}
-
-static bst_attr attr_ints(bst_attr_key key, const int64_t *v, uint32_t count)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_INTS;
-    a.count = count;
-    for (uint32_t i = 0; i < count && i < BST_MAX_DIMS; i++)
-        a.ints[i] = v[i];
-    return a;
-}
-
 static bst_status lower_fail(const rebuild *r, bst_status st, const char *what)
 {
     char where[BSTI_WHERE_MAX];
@@ -208,9 +183,9 @@ static bst_status lower_attention(rebuild *r, const bsti_node *n, uint32_t *out_
     }
 
     static const int64_t swap01[3] = {1, 0, 2}, to_hds[3] = {1, 2, 0};
-    bst_attr p01 = attr_ints(BST_ATTR_PERM, swap01, 3);
-    bst_attr phds = attr_ints(BST_ATTR_PERM, to_hds, 3);
-    bst_attr sc = attr_float(BST_ATTR_SCALE, scale);
+    bst_attr p01 = bst_attr_ints(BST_ATTR_PERM, swap01, 3);
+    bst_attr phds = bst_attr_ints(BST_ATTR_PERM, to_hds, 3);
+    bst_attr sc = bst_attr_float(BST_ATTR_SCALE, scale);
     uint32_t qp = 0, kp = 0, scores = 0, probs = 0, vt = 0, out = 0, outp = 0;
     st = emit1(r, BST_OP_PERMUTE, q, &p01, 1, &qp);
     if (st == BST_OK)

@@ -34,20 +34,6 @@ static void fill(float *x, size_t n, float amp)
         x[i] = amp * frand();
 }
 
-static bst_attr a_float(bst_attr_key key, double f)
-{
-    bst_attr a = {.struct_size = sizeof a, .key = key, .kind = BST_ATTR_KIND_FLOAT, .count = 1};
-    a.f = f;
-    return a;
-}
-
-static bst_attr a_int(bst_attr_key key, int64_t v)
-{
-    bst_attr a = {.struct_size = sizeof a, .key = key, .kind = BST_ATTR_KIND_INT, .count = 1};
-    a.ints[0] = v;
-    return a;
-}
-
 static double nmse(const float *got, const double *want, size_t n)
 {
     double err = 0.0, ref = 0.0;
@@ -254,8 +240,9 @@ static void check_attention(const attn_case *c)
                              .ints = {mk * 2 * 4, 2 * 4}}};
         OK(bst_graph_add_op(g, BST_OP_VIEW, &in[3], 1, view, 2, &in[3]));
     }
-    bst_attr attrs[3] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, c->causal),
-                         a_int(BST_ATTR_WINDOW, c->window)};
+    bst_attr attrs[3] = {bst_attr_float(BST_ATTR_SCALE, scale),
+                         bst_attr_int(BST_ATTR_CAUSAL, c->causal),
+                         bst_attr_int(BST_ATTR_WINDOW, c->window)};
     OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, c->mask ? 4 : 3, attrs, 3, &y));
     OK(bst_graph_mark_output(g, y, "y"));
     const size_t kvb = nkv * esz;
@@ -351,8 +338,9 @@ static void test_attention_mask_memo(void)
         OK(bst_graph_add_input(g, "v", BST_DTYPE_F32, 3, ks, NULL, &in[2]));
         OK(bst_graph_add_input(g, "m0", BST_DTYPE_F32, 2, ms, NULL, &mv[0]));
         OK(bst_graph_add_input(g, "m1", BST_DTYPE_F32, 2, ms, NULL, &mv[1]));
-        bst_attr attrs[2] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, 1)};
-        const bst_attr one = a_float(BST_ATTR_SCALE, 1.0);
+        bst_attr attrs[2] = {bst_attr_float(BST_ATTR_SCALE, scale),
+                             bst_attr_int(BST_ATTR_CAUSAL, 1)};
+        const bst_attr one = bst_attr_float(BST_ATTR_SCALE, 1.0);
         for (int a = 0; a < 1 + computed; a++) {
             in[3] = mv[a];
             if (computed)
@@ -473,7 +461,7 @@ static void test_rms_norm_mul(void)
     bst_value in[2], y;
     OK(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, xs, NULL, &in[0]));
     OK(bst_graph_add_weight(g, "w", BST_DTYPE_F32, 1, ws, w, sizeof w, &in[1]));
-    bst_attr a = a_float(BST_ATTR_EPS, eps);
+    bst_attr a = bst_attr_float(BST_ATTR_EPS, eps);
     OK(bst_graph_add_op(g, BST_OP_RMS_NORM_MUL, in, 2, &a, 1, &y));
     OK(bst_graph_mark_output(g, y, "y"));
     feed f = {"x", x, sizeof x};
@@ -529,7 +517,8 @@ static void check_ffn(bst_dtype wt, int64_t rows, bool native)
     }
     OK(bst_graph_add_op(gr, BST_OP_FFN_SWIGLU, in, 4, NULL, 0, &y));
     OK(bst_graph_mark_output(gr, y, "y"));
-    feed f[4] = {{"x", x, (size_t)(rows * E) * 4}, {"gate", gq, gb}, {"up", uq, gb}, {"down", dq, db}};
+    feed f[4] = {
+        {"x", x, (size_t)(rows * E) * 4}, {"gate", gq, gb}, {"up", uq, gb}, {"down", dq, db}};
     const uint32_t n_feeds = native ? 4 : 1;
     const size_t n = (size_t)(rows * E);
     CU_ASSERT(run_graph(gr, NULL, f, n_feeds, got, n));

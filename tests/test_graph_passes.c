@@ -16,43 +16,6 @@
 
 /* --- helpers --- */
 
-static bst_attr a_float(bst_attr_key key, double f)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_FLOAT;
-    a.count = 1;
-    a.f = f;
-    return a;
-}
-
-static bst_attr a_int(bst_attr_key key, int64_t v)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_INT;
-    a.count = 1;
-    a.ints[0] = v;
-    return a;
-}
-
-static bst_attr a_ints(bst_attr_key key, const int64_t *v, uint32_t count)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_INTS;
-    a.count = count;
-    for (uint32_t i = 0; i < count; i++)
-        a.ints[i] = v[i];
-    return a;
-}
-
 #define OK(call) CU_ASSERT_EQUAL_FATAL((call), BST_OK)
 
 static bst_graph *new_graph(void)
@@ -219,7 +182,8 @@ static void build_two_writes(bst_graph *g, bst_value *out_state, bst_value *out_
     OK(bst_graph_add_input(g, "ids", BST_DTYPE_I32, 1, is, NULL, &ids));
     bst_value in1[3] = {st, src, ids};
     OK(bst_graph_add_op(g, BST_OP_SET_ROWS, in1, 3, NULL, 0, out_w1));
-    bst_value twice = op1(g, BST_OP_SCALE, src, (bst_attr[]){a_float(BST_ATTR_SCALE, 2.0)}, 1);
+    bst_value twice =
+        op1(g, BST_OP_SCALE, src, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 2.0)}, 1);
     bst_value in2[3] = {*out_w1, twice, ids};
     OK(bst_graph_add_op(g, BST_OP_SET_ROWS, in2, 3, NULL, 0, out_w2));
     *out_state = st;
@@ -266,13 +230,14 @@ static void test_cse_merges_duplicates(void)
     bst_value x = input(g, "x", 2, s);
     bst_value a1 = op2(g, BST_OP_ADD, x, x, NULL, 0);
     bst_value a2 = op2(g, BST_OP_ADD, x, x, NULL, 0);
-    bst_value s1 = op1(g, BST_OP_SCALE, a1, (bst_attr[]){a_float(BST_ATTR_SCALE, 0.5)}, 1);
-    bst_value s2 = op1(g, BST_OP_SCALE, a2, (bst_attr[]){a_float(BST_ATTR_SCALE, 0.5)}, 1);
-    bst_value s3 = op1(g, BST_OP_SCALE, a2, (bst_attr[]){a_float(BST_ATTR_SCALE, 0.25)}, 1);
+    bst_value s1 = op1(g, BST_OP_SCALE, a1, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 0.5)}, 1);
+    bst_value s2 = op1(g, BST_OP_SCALE, a2, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 0.5)}, 1);
+    bst_value s3 = op1(g, BST_OP_SCALE, a2, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 0.25)}, 1);
     /* Views whose attributes come in a different order are the same view. */
     int64_t shape[2] = {2, 6}, strides[2] = {24, 4};
-    bst_attr va[3] = {a_ints(BST_ATTR_SHAPE, shape, 2), a_ints(BST_ATTR_STRIDES, strides, 2),
-                      a_int(BST_ATTR_OFFSET, 48)};
+    bst_attr va[3] = {bst_attr_ints(BST_ATTR_SHAPE, shape, 2),
+                      bst_attr_ints(BST_ATTR_STRIDES, strides, 2),
+                      bst_attr_int(BST_ATTR_OFFSET, 48)};
     bst_attr vb[3] = {va[2], va[0], va[1]};
     bst_value v1 = op1(g, BST_OP_VIEW, x, va, 3);
     bst_value v2 = op1(g, BST_OP_VIEW, x, vb, 3);
@@ -331,8 +296,9 @@ static void test_cse_not_across_set_rows(void)
     bst_value src = input(g, "src", 2, rs);
     OK(bst_graph_add_input(g, "ids", BST_DTYPE_I32, 1, is, NULL, &ids));
     int64_t shape[2] = {4, 4}, strides[2] = {16, 4};
-    bst_attr va[3] = {a_ints(BST_ATTR_SHAPE, shape, 2), a_ints(BST_ATTR_STRIDES, strides, 2),
-                      a_int(BST_ATTR_OFFSET, 0)};
+    bst_attr va[3] = {bst_attr_ints(BST_ATTR_SHAPE, shape, 2),
+                      bst_attr_ints(BST_ATTR_STRIDES, strides, 2),
+                      bst_attr_int(BST_ATTR_OFFSET, 0)};
     /* Two reads before the write (mergeable), one after it (must stay apart). */
     bst_value v0 = op1(g, BST_OP_VIEW, st, va, 3);
     bst_value c0 = op1(g, BST_OP_CONT, v0, NULL, 0);
@@ -425,7 +391,7 @@ static void test_fold_elementwise(void)
     bst_value cb = const_f32(g, 1, sb, b, 3);
     bst_value add = op2(g, BST_OP_ADD, ca, cb, NULL, 0);
     bst_value mul = op2(g, BST_OP_MUL, add, cb, NULL, 0);
-    bst_value sc = op1(g, BST_OP_SCALE, mul, (bst_attr[]){a_float(BST_ATTR_SCALE, 0.3)}, 1);
+    bst_value sc = op1(g, BST_OP_SCALE, mul, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 0.3)}, 1);
     bst_value si = op1(g, BST_OP_SILU, sc, NULL, 0);
     bst_value ge = op1(g, BST_OP_GELU, si, NULL, 0);
     OK(bst_graph_mark_output(g, ge, "y"));
@@ -452,7 +418,8 @@ static void test_fold_broadcast_mul_and_cast(void)
     bst_value ca = const_f32(g, 3, sa, a, 12);
     bst_value cb = const_f32(g, 3, sb, b, 6);
     bst_value mul = op2(g, BST_OP_MUL, ca, cb, NULL, 0);
-    bst_value cast = op1(g, BST_OP_CAST, mul, (bst_attr[]){a_int(BST_ATTR_DTYPE, BST_DTYPE_F32)}, 1);
+    bst_value cast =
+        op1(g, BST_OP_CAST, mul, (bst_attr[]){bst_attr_int(BST_ATTR_DTYPE, BST_DTYPE_F32)}, 1);
     bst_value y = op2(g, BST_OP_ADD, cast, cast, NULL, 0);
     OK(bst_graph_mark_output(g, y, "y"));
     const float *out = folded_output(g, 12);
@@ -472,7 +439,8 @@ static void test_fold_int_const_cast(void)
     int32_t d[4] = {-3, 0, 7, 100000};
     bst_value c = BST_VALUE_NONE;
     OK(bst_graph_add_const(g, BST_DTYPE_I32, 1, s, d, sizeof d, &c));
-    bst_value y = op1(g, BST_OP_CAST, c, (bst_attr[]){a_int(BST_ATTR_DTYPE, BST_DTYPE_F32)}, 1);
+    bst_value y =
+        op1(g, BST_OP_CAST, c, (bst_attr[]){bst_attr_int(BST_ATTR_DTYPE, BST_DTYPE_F32)}, 1);
     OK(bst_graph_mark_output(g, y, "y"));
     const float *out = folded_output(g, 4);
     for (int i = 0; i < 4; i++)
@@ -489,15 +457,16 @@ static void test_fold_layout_ops(void)
         d[i] = (float)(i * i) * 0.5f;
     bst_value c = const_f32(g, 3, s, d, 24);
     int64_t perm[3] = {2, 0, 1};
-    bst_value p = op1(g, BST_OP_PERMUTE, c, (bst_attr[]){a_ints(BST_ATTR_PERM, perm, 3)}, 1);
+    bst_value p = op1(g, BST_OP_PERMUTE, c, (bst_attr[]){bst_attr_ints(BST_ATTR_PERM, perm, 3)}, 1);
     bst_value pc = op1(g, BST_OP_CONT, p, NULL, 0);          /* [4,2,3] */
     int64_t rs[2] = {8, 3};
-    bst_value r = op1(g, BST_OP_RESHAPE, pc, (bst_attr[]){a_ints(BST_ATTR_SHAPE, rs, 2)}, 1);
+    bst_value r = op1(g, BST_OP_RESHAPE, pc, (bst_attr[]){bst_attr_ints(BST_ATTR_SHAPE, rs, 2)}, 1);
     bst_value t = op1(g, BST_OP_TRANSPOSE, r, NULL, 0);     /* [3,8] view */
     /* A view: rows 1..2 of the transposed matrix, columns 2..6 (offset in bytes into r). */
     int64_t vs[2] = {2, 5}, vstr[2] = {4, 12};
-    bst_attr va[3] = {a_ints(BST_ATTR_SHAPE, vs, 2), a_ints(BST_ATTR_STRIDES, vstr, 2),
-                      a_int(BST_ATTR_OFFSET, 4 + 2 * 12)};
+    bst_attr va[3] = {bst_attr_ints(BST_ATTR_SHAPE, vs, 2),
+                      bst_attr_ints(BST_ATTR_STRIDES, vstr, 2),
+                      bst_attr_int(BST_ATTR_OFFSET, 4 + 2 * 12)};
     bst_value v = op1(g, BST_OP_VIEW, t, va, 3);
     bst_value y = op1(g, BST_OP_CONT, v, NULL, 0);
     OK(bst_graph_mark_output(g, y, "y"));
@@ -527,8 +496,8 @@ static void test_fold_view_reads_root_bytes(void)
     bst_value c = const_f32(g, 2, s, d, 6);
     bst_value t = op1(g, BST_OP_TRANSPOSE, c, NULL, 0);
     int64_t vs[1] = {6}, vst[1] = {4};
-    bst_attr va[3] = {a_ints(BST_ATTR_SHAPE, vs, 1), a_ints(BST_ATTR_STRIDES, vst, 1),
-                      a_int(BST_ATTR_OFFSET, 0)};
+    bst_attr va[3] = {bst_attr_ints(BST_ATTR_SHAPE, vs, 1), bst_attr_ints(BST_ATTR_STRIDES, vst, 1),
+                      bst_attr_int(BST_ATTR_OFFSET, 0)};
     bst_value v = op1(g, BST_OP_VIEW, t, va, 3);
     bst_value y = op1(g, BST_OP_CONT, v, NULL, 0);
     bst_value tc = op1(g, BST_OP_CONT, t, NULL, 0);
@@ -552,11 +521,11 @@ static void test_fold_scale_chain_and_identities(void)
     bst_graph *g = new_graph();
     int64_t s[2] = {3, 4};
     bst_value x = input(g, "x", 2, s);
-    bst_value s1 = op1(g, BST_OP_SCALE, x, (bst_attr[]){a_float(BST_ATTR_SCALE, 2.0)}, 1);
-    bst_value s2 = op1(g, BST_OP_SCALE, s1, (bst_attr[]){a_float(BST_ATTR_SCALE, 3.0)}, 1);
-    bst_value s3 = op1(g, BST_OP_SCALE, s2, (bst_attr[]){a_float(BST_ATTR_SCALE, -0.25)}, 1);
-    bst_value one = op1(g, BST_OP_SCALE, x, (bst_attr[]){a_float(BST_ATTR_SCALE, 1.0)}, 1);
-    bst_value r = op1(g, BST_OP_RESHAPE, one, (bst_attr[]){a_ints(BST_ATTR_SHAPE, s, 2)}, 1);
+    bst_value s1 = op1(g, BST_OP_SCALE, x, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 2.0)}, 1);
+    bst_value s2 = op1(g, BST_OP_SCALE, s1, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 3.0)}, 1);
+    bst_value s3 = op1(g, BST_OP_SCALE, s2, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, -0.25)}, 1);
+    bst_value one = op1(g, BST_OP_SCALE, x, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 1.0)}, 1);
+    bst_value r = op1(g, BST_OP_RESHAPE, one, (bst_attr[]){bst_attr_ints(BST_ATTR_SHAPE, s, 2)}, 1);
     bst_value y = op2(g, BST_OP_ADD, s3, r, NULL, 0);
     OK(bst_graph_mark_output(g, y, "y"));
     OK(bsti_pass_fold(g));
@@ -586,12 +555,12 @@ static void test_fold_keeps_state_reads_ordered(void)
     OK(bst_graph_add_input(g, "ids", BST_DTYPE_I32, 1, is, NULL, &ids));
     /* scale(view(state)) before a write, scaled again after it: collapsing the chain would read
      * the state after the write. A scale by 1 of the state read must stay a copy too. */
-    bst_value s1 = op1(g, BST_OP_SCALE, st, (bst_attr[]){a_float(BST_ATTR_SCALE, 2.0)}, 1);
-    bst_value id = op1(g, BST_OP_SCALE, st, (bst_attr[]){a_float(BST_ATTR_SCALE, 1.0)}, 1);
+    bst_value s1 = op1(g, BST_OP_SCALE, st, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 2.0)}, 1);
+    bst_value id = op1(g, BST_OP_SCALE, st, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 1.0)}, 1);
     bst_value in[3] = {st, src, ids};
     bst_value w = BST_VALUE_NONE;
     OK(bst_graph_add_op(g, BST_OP_SET_ROWS, in, 3, NULL, 0, &w));
-    bst_value s2 = op1(g, BST_OP_SCALE, s1, (bst_attr[]){a_float(BST_ATTR_SCALE, 3.0)}, 1);
+    bst_value s2 = op1(g, BST_OP_SCALE, s1, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 3.0)}, 1);
     bst_value y = op2(g, BST_OP_ADD, s2, id, NULL, 0);
     OK(bst_graph_mark_output(g, y, "y"));
     uint32_t before = g->n_nodes;
@@ -636,8 +605,9 @@ static bool only_primitives(const bst_graph *g)
 static bst_value attention(bst_graph *g, bst_value q, bst_value k, bst_value v, bst_value mask,
                            bool causal, int64_t window)
 {
-    bst_attr attrs[3] = {a_float(BST_ATTR_SCALE, 0.125), a_int(BST_ATTR_CAUSAL, causal),
-                         a_int(BST_ATTR_WINDOW, window)};
+    bst_attr attrs[3] = {bst_attr_float(BST_ATTR_SCALE, 0.125),
+                         bst_attr_int(BST_ATTR_CAUSAL, causal),
+                         bst_attr_int(BST_ATTR_WINDOW, window)};
     bst_value in[4] = {q, k, v, mask};
     bst_value out = BST_VALUE_NONE;
     OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, mask == BST_VALUE_NONE ? 3 : 4, attrs, 3, &out));
@@ -659,7 +629,7 @@ static void test_lower_attention_causal(void)
     bst_value q, k, v;
     qkv(g, 3, 7, NULL, NULL, &q, &k, &v);
     bst_value a = attention(g, q, k, v, BST_VALUE_NONE, true, 0);
-    bst_value y = op1(g, BST_OP_SCALE, a, (bst_attr[]){a_float(BST_ATTR_SCALE, 2.0)}, 1);
+    bst_value y = op1(g, BST_OP_SCALE, a, (bst_attr[]){bst_attr_float(BST_ATTR_SCALE, 2.0)}, 1);
     OK(bst_graph_mark_output(g, a, "attn"));
     OK(bst_graph_mark_output(g, y, "y"));
     OK(bsti_pass_lower(g, NULL, NULL));
@@ -783,7 +753,7 @@ static void test_lower_ffn_and_rms_norm_mul(void)
     OK(bst_graph_add_weight(g, "down", BST_DTYPE_F32, 2, ds, wd, sizeof wd, &down));
     OK(bst_graph_add_weight(g, "norm", BST_DTYPE_F32, 1, ws, wn, sizeof wn, &norm_w));
     bst_value n = op2(g, BST_OP_RMS_NORM_MUL, x, norm_w,
-                      (bst_attr[]){a_float(BST_ATTR_EPS, 1e-5)}, 1);
+                      (bst_attr[]){bst_attr_float(BST_ATTR_EPS, 1e-5)}, 1);
     bst_value in[4] = {n, gate, up, down};
     bst_value f = BST_VALUE_NONE;
     OK(bst_graph_add_op(g, BST_OP_FFN_SWIGLU, in, 4, NULL, 0, &f));
@@ -832,7 +802,8 @@ static void test_lower_keep_callback(void)
     static float wn[8];
     bst_value w = BST_VALUE_NONE;
     OK(bst_graph_add_weight(g, "norm", BST_DTYPE_F32, 1, ws, wn, sizeof wn, &w));
-    bst_value n = op2(g, BST_OP_RMS_NORM_MUL, a, w, (bst_attr[]){a_float(BST_ATTR_EPS, 1e-6)}, 1);
+    bst_value n =
+        op2(g, BST_OP_RMS_NORM_MUL, a, w, (bst_attr[]){bst_attr_float(BST_ATTR_EPS, 1e-6)}, 1);
     OK(bst_graph_mark_output(g, n, "y"));
     int calls = 0;
     OK(bsti_pass_lower(g, keep_attention, &calls));
@@ -867,8 +838,8 @@ static vgraph build_valid(void)
     r.x = input(r.g, "x", 2, rs);
     OK(bst_graph_add_weight(r.g, "w", BST_DTYPE_F32, 2, ws, vweight, sizeof vweight, &r.w));
     int64_t vs[2] = {2, 4}, vst[2] = {16, 4};
-    bst_attr va[3] = {a_ints(BST_ATTR_SHAPE, vs, 2), a_ints(BST_ATTR_STRIDES, vst, 2),
-                      a_int(BST_ATTR_OFFSET, 32)};
+    bst_attr va[3] = {bst_attr_ints(BST_ATTR_SHAPE, vs, 2), bst_attr_ints(BST_ATTR_STRIDES, vst, 2),
+                      bst_attr_int(BST_ATTR_OFFSET, 32)};
     r.view = op1(r.g, BST_OP_VIEW, r.state, va, 3);
     bst_value in[3] = {r.state, r.src, r.ids};
     OK(bst_graph_add_op(r.g, BST_OP_SET_ROWS, in, 3, NULL, 0, &r.set));
@@ -925,14 +896,14 @@ static void test_verify_attrs(void)
     expect_reject(&r, "%5 (view)");
     r = build_valid();
     bsti_node *n = &r.g->nodes[r.add];
-    n->attrs[n->n_attrs++] = a_float(BST_ATTR_EPS, 1e-5); /* add takes no eps */
+    n->attrs[n->n_attrs++] = bst_attr_float(BST_ATTR_EPS, 1e-5); /* add takes no eps */
     expect_reject(&r, "eps");
     r = build_valid();
     n = &r.g->nodes[r.view];
-    n->attrs[n->n_attrs++] = a_int(BST_ATTR_OFFSET, 32); /* twice */
+    n->attrs[n->n_attrs++] = bst_attr_int(BST_ATTR_OFFSET, 32); /* twice */
     expect_reject(&r, "twice");
     r = build_valid();
-    r.g->nodes[r.add].attrs[0] = a_int((bst_attr_key)200, 1);
+    r.g->nodes[r.add].attrs[0] = bst_attr_int((bst_attr_key)200, 1);
     r.g->nodes[r.add].n_attrs = 1;
     expect_reject(&r, "unknown key");
 }

@@ -34,30 +34,6 @@ static void fill(float *x, size_t n, float amp)
         x[i] = amp * frand();
 }
 
-static bst_attr a_float(bst_attr_key key, double f)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_FLOAT;
-    a.count = 1;
-    a.f = f;
-    return a;
-}
-
-static bst_attr a_int(bst_attr_key key, int64_t v)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_INT;
-    a.count = 1;
-    a.ints[0] = v;
-    return a;
-}
-
 static double nmse(const float *got, const double *want, size_t n)
 {
     double err = 0, ref = 0;
@@ -172,8 +148,9 @@ static void check_attention(const attn_case *c)
     OK(bst_graph_add_input(g, "v", BST_DTYPE_F32, 3, ks, NULL, &in[2]));
     if (c->mask)
         OK(bst_graph_add_input(g, "mask", BST_DTYPE_F32, 2, ms, NULL, &in[3]));
-    bst_attr attrs[3] = {a_float(BST_ATTR_SCALE, scale), a_int(BST_ATTR_CAUSAL, c->causal),
-                         a_int(BST_ATTR_WINDOW, c->window)};
+    bst_attr attrs[3] = {bst_attr_float(BST_ATTR_SCALE, scale),
+                         bst_attr_int(BST_ATTR_CAUSAL, c->causal),
+                         bst_attr_int(BST_ATTR_WINDOW, c->window)};
     bst_value y = BST_VALUE_NONE;
     OK(bst_graph_add_op(g, BST_OP_ATTENTION, in, c->mask ? 4 : 3, attrs, 3, &y));
     OK(bst_graph_mark_output(g, y, "y"));
@@ -294,7 +271,7 @@ static void test_rms_norm_mul(void)
     bst_value in[2];
     OK(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, xs, NULL, &in[0]));
     OK(bst_graph_add_weight(g, "norm", BST_DTYPE_F32, 1, ws, w_norm, sizeof w_norm, &in[1]));
-    bst_attr eps_attr = a_float(BST_ATTR_EPS, eps);
+    bst_attr eps_attr = bst_attr_float(BST_ATTR_EPS, eps);
     bst_value y = BST_VALUE_NONE;
     OK(bst_graph_add_op(g, BST_OP_RMS_NORM_MUL, in, 2, &eps_attr, 1, &y));
     OK(bst_graph_mark_output(g, y, "y"));

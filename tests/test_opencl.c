@@ -147,18 +147,6 @@ static void node_init(node_store *s, bst_op op, uint32_t n_in, uint32_t n_attrs)
     s->node.attrs = s->attr_ptr;
 }
 
-static bst_attr float_attr(bst_attr_key key, double v)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.key = key;
-    a.kind = BST_ATTR_KIND_FLOAT;
-    a.count = 1;
-    a.f = v;
-    return a;
-}
-
 /* scale(x f32[rows, 64]) in binding 0 -> binding 1 */
 static void scale_node(node_store *s, int64_t rows, double scale)
 {
@@ -166,7 +154,7 @@ static void scale_node(node_store *s, int64_t rows, double scale)
     node_init(s, BST_OP_SCALE, 1, 1);
     s->in[0] = f32_desc(2, shape, 0);
     s->out = f32_desc(2, shape, 1);
-    s->attr[0] = float_attr(BST_ATTR_SCALE, scale);
+    s->attr[0] = bst_attr_float(BST_ATTR_SCALE, scale);
 }
 
 static void rms_norm_node(node_store *s)
@@ -175,7 +163,7 @@ static void rms_norm_node(node_store *s)
     node_init(s, BST_OP_RMS_NORM, 1, 1);
     s->in[0] = f32_desc(2, shape, 0);
     s->out = f32_desc(2, shape, 1);
-    s->attr[0] = float_attr(BST_ATTR_EPS, 1e-5);
+    s->attr[0] = bst_attr_float(BST_ATTR_EPS, 1e-5);
 }
 
 static bst_status query(void *dev, const bst_node_desc *node, bst_kernel_variant *vars,
@@ -262,7 +250,8 @@ static void test_devices(void)
         CU_ASSERT(infos[i].driver_version[0] != '\0');
         CU_ASSERT(infos[i].kind <= BST_DEVICE_ACCEL);
         CU_ASSERT(infos[i].memory_bytes > 0);
-        CU_ASSERT(infos[i].max_alloc_bytes > 0 && infos[i].max_alloc_bytes <= infos[i].memory_bytes);
+        CU_ASSERT(infos[i].max_alloc_bytes > 0 &&
+                  infos[i].max_alloc_bytes <= infos[i].memory_bytes);
         CU_ASSERT(infos[i].fingerprint != 0);
         CU_ASSERT_EQUAL(infos[i].fingerprint, again[i].fingerprint); /* stable */
         /* PoCL's device runs on the CPU and must say so: the loader ranks it after the native
@@ -721,8 +710,8 @@ static void test_matmul_symbolic_rows(void)
     for (int r = 0; r < N; r++) {
         CU_ASSERT_EQUAL_FATAL(bsti_quantize(BST_DTYPE_Q4_1, wf + r * K, w + r * (K / 32) * BLK, K),
                               BST_OK);
-        CU_ASSERT_EQUAL_FATAL(bsti_dequantize(BST_DTYPE_Q4_1, w + r * (K / 32) * BLK, wq + r * K, K),
-                              BST_OK);
+        CU_ASSERT_EQUAL_FATAL(
+            bsti_dequantize(BST_DTYPE_Q4_1, w + r * (K / 32) * BLK, wq + r * K, K), BST_OK);
     }
     bst_kernel_variant v[4];
     uint32_t count = 0;
@@ -844,7 +833,7 @@ static void run_attention_case(void *dev, const att_case *c, unsigned seed)
         s.in[3].sym[1] = BST_SYM_N_KV;
     }
     double scale = 1.0 / sqrt((double)c->D);
-    s.attr[0] = float_attr(BST_ATTR_SCALE, scale);
+    s.attr[0] = bst_attr_float(BST_ATTR_SCALE, scale);
     memset(&s.attr[1], 0, sizeof s.attr[1]);
     s.attr[1].struct_size = sizeof s.attr[1];
     s.attr[1].key = BST_ATTR_CAUSAL;

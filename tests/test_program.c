@@ -32,13 +32,6 @@ static bool close_to(double got, double want)
     return fabs(got - want) <= 1e-5 * (1.0 + fabs(want));
 }
 
-static bst_attr float_attr(bst_attr_key key, double f)
-{
-    bst_attr a = {.struct_size = sizeof a, .key = key, .kind = BST_ATTR_KIND_FLOAT, .count = 1};
-    a.f = f;
-    return a;
-}
-
 static bst_value op(bst_graph *g, bst_op o, bst_value a, bst_value b, const bst_attr *attr)
 {
     bst_value in[2] = {a, b}, out = BST_VALUE_NONE;
@@ -113,7 +106,7 @@ static void test_rms_norm_mul(void)
     CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, xs, NULL, &vx) == BST_OK);
     CU_ASSERT_FATAL(bst_graph_add_weight(g, "norm.weight", BST_DTYPE_F32, 1, ws, w, sizeof w,
                                          &vw) == BST_OK);
-    bst_attr a = float_attr(BST_ATTR_EPS, eps);
+    bst_attr a = bst_attr_float(BST_ATTR_EPS, eps);
     bst_value y = op(g, BST_OP_RMS_NORM_MUL, vx, vw, &a);
     CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
 
@@ -154,7 +147,7 @@ static void test_state_across_runs(void)
     CU_ASSERT_FATAL(bst_graph_add_input(g, "ids", BST_DTYPE_I32, 1, is, NULL, &ids) == BST_OK);
     bst_value in[3] = {cache, row, ids}, sr;
     CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_SET_ROWS, in, 3, NULL, 0, &sr) == BST_OK);
-    bst_attr two = float_attr(BST_ATTR_SCALE, 2.0);
+    bst_attr two = bst_attr_float(BST_ATTR_SCALE, 2.0);
     bst_value doubled = op(g, BST_OP_SCALE, sr, BST_VALUE_NONE, &two);
     CU_ASSERT_FATAL(bst_graph_mark_output(g, sr, "cache_out") == BST_OK);
     CU_ASSERT_FATAL(bst_graph_mark_output(g, doubled, "doubled") == BST_OK);
@@ -200,7 +193,7 @@ static void test_symbolic_dims(void)
     uint32_t sym[2] = {BST_SYM_N_TOKENS, BST_SYM_NONE};
     bst_value vx;
     CU_ASSERT_FATAL(bst_graph_add_input(g, "x", BST_DTYPE_F32, 2, xs, sym, &vx) == BST_OK);
-    bst_attr three = float_attr(BST_ATTR_SCALE, 3.0);
+    bst_attr three = bst_attr_float(BST_ATTR_SCALE, 3.0);
     bst_value y = op(g, BST_OP_SCALE, vx, BST_VALUE_NONE, &three);
     CU_ASSERT_FATAL(bst_graph_mark_output(g, y, "y") == BST_OK);
     bst_context *ctx = cpu_context();
@@ -270,7 +263,7 @@ static void test_attention(void)
     CU_ASSERT_FATAL(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, qs, NULL, &vq) == BST_OK);
     CU_ASSERT_FATAL(bst_graph_add_input(g, "k", BST_DTYPE_F32, 3, ks, NULL, &vk) == BST_OK);
     CU_ASSERT_FATAL(bst_graph_add_input(g, "v", BST_DTYPE_F32, 3, ks, NULL, &vv) == BST_OK);
-    bst_attr attrs[2] = {float_attr(BST_ATTR_SCALE, scale),
+    bst_attr attrs[2] = {bst_attr_float(BST_ATTR_SCALE, scale),
                          {.struct_size = sizeof(bst_attr), .key = BST_ATTR_CAUSAL,
                           .kind = BST_ATTR_KIND_INT, .count = 1, .ints = {1}}};
     bst_value in[3] = {vq, vk, vv};

@@ -33,43 +33,6 @@ typedef struct builder {
     char where[64]; /* what was being built when st failed */
 } builder;
 
-static bst_attr attr_float(bst_attr_key key, double f)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = (uint32_t)sizeof a;
-    a.key = (uint32_t)key;
-    a.kind = BST_ATTR_KIND_FLOAT;
-    a.count = 1;
-    a.f = f;
-    return a;
-}
-
-static bst_attr attr_int(bst_attr_key key, int64_t v)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = (uint32_t)sizeof a;
-    a.key = (uint32_t)key;
-    a.kind = BST_ATTR_KIND_INT;
-    a.count = 1;
-    a.ints[0] = v;
-    return a;
-}
-
-static bst_attr attr_ints(bst_attr_key key, const int64_t *v, uint32_t count)
-{
-    bst_attr a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = (uint32_t)sizeof a;
-    a.key = (uint32_t)key;
-    a.kind = BST_ATTR_KIND_INTS;
-    a.count = count;
-    for (uint32_t i = 0; i < count && i < BST_MAX_DIMS; i++)
-        a.ints[i] = v[i];
-    return a;
-}
-
 static bst_value op(builder *b, bst_op o, const bst_value *in, uint32_t n_in,
                     const bst_attr *attrs, uint32_t n_attrs)
 {
@@ -112,7 +75,7 @@ static bst_value input(builder *b, const char *name, bst_dtype dt, uint32_t rank
 static bst_value rms_norm_mul(builder *b, const bsti_llama_hparams *hp, bst_value x,
                               bst_value w)
 {
-    bst_attr eps = attr_float(BST_ATTR_EPS, (double)hp->rms_eps);
+    bst_attr eps = bst_attr_float(BST_ATTR_EPS, (double)hp->rms_eps);
     bst_value in[2] = {x, w};
     return op(b, BST_OP_RMS_NORM_MUL, in, 2, &eps, 1);
 }
@@ -123,15 +86,16 @@ static bst_value reshape_tokens(builder *b, bst_value x, int64_t bound, uint32_t
 {
     int64_t shape[3] = {bound, d1, d2};
     int64_t sym[3] = {BST_SYM_N_TOKENS, BST_SYM_NONE, BST_SYM_NONE};
-    bst_attr a[2] = {attr_ints(BST_ATTR_SHAPE, shape, rank), attr_ints(BST_ATTR_SYM, sym, rank)};
+    bst_attr a[2] = {bst_attr_ints(BST_ATTR_SHAPE, shape, rank),
+                     bst_attr_ints(BST_ATTR_SYM, sym, rank)};
     return op(b, BST_OP_RESHAPE, &x, 1, a, 2);
 }
 
 static bst_value rope(builder *b, const bsti_llama_hparams *hp, bst_value x, bst_value pos)
 {
-    bst_attr a[3] = {attr_int(BST_ATTR_ROPE_MODE, 0),
-                     attr_float(BST_ATTR_ROPE_THETA, (double)hp->rope_theta),
-                     attr_int(BST_ATTR_ROPE_DIMS, hp->rope_dims)};
+    bst_attr a[3] = {bst_attr_int(BST_ATTR_ROPE_MODE, 0),
+                     bst_attr_float(BST_ATTR_ROPE_THETA, (double)hp->rope_theta),
+                     bst_attr_int(BST_ATTR_ROPE_DIMS, hp->rope_dims)};
     bst_value in[2] = {x, pos};
     return op(b, BST_OP_ROPE, in, 2, a, 3);
 }
@@ -142,7 +106,7 @@ static bst_value cache_view(builder *b, bst_value cache, int64_t n_ctx, int64_t 
 {
     int64_t shape[3] = {n_ctx, n_kv_heads, head_dim};
     int64_t sym[3] = {BST_SYM_N_KV, BST_SYM_NONE, BST_SYM_NONE};
-    bst_attr a[2] = {attr_ints(BST_ATTR_SHAPE, shape, 3), attr_ints(BST_ATTR_SYM, sym, 3)};
+    bst_attr a[2] = {bst_attr_ints(BST_ATTR_SHAPE, shape, 3), bst_attr_ints(BST_ATTR_SYM, sym, 3)};
     return op(b, BST_OP_VIEW, &cache, 1, a, 2);
 }
 
@@ -174,8 +138,8 @@ static void build_layer(builder *b, const bst_model *m, uint32_t il, bst_value *
     kc = op(b, BST_OP_SET_ROWS, kin, 3, NULL, 0);
     vc = op(b, BST_OP_SET_ROWS, vin, 3, NULL, 0);
 
-    bst_attr att[2] = {attr_float(BST_ATTR_SCALE, 1.0 / sqrt((double)d)),
-                       attr_int(BST_ATTR_CAUSAL, 1)};
+    bst_attr att[2] = {bst_attr_float(BST_ATTR_SCALE, 1.0 / sqrt((double)d)),
+                       bst_attr_int(BST_ATTR_CAUSAL, 1)};
     bst_value ain[4] = {q, cache_view(b, kc, n_ctx, hkv, d), cache_view(b, vc, n_ctx, hkv, d),
                         mask};
     bst_value a = op(b, BST_OP_ATTENTION, ain, 4, att, 2);
