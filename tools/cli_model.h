@@ -1,7 +1,7 @@
 /*
- * tools/cli_model.h — what the model subcommands (run, perplexity, explain, tune) share: opening a context and
- * a model from the usual options, number parsing for floats and 32-bit counts, timing and peak
- * memory.
+ * tools/cli_model.h — what the model subcommands (run, perplexity, explain, tune) share: their
+ * options, opening a context and a model from them, number parsing for floats and 32-bit counts,
+ * timing and peak memory.
  */
 #ifndef BASTION_TOOLS_CLI_MODEL_H
 #define BASTION_TOOLS_CLI_MODEL_H
