@@ -152,9 +152,10 @@ BST_MUST_CHECK bst_status bsti_tune_place_node(bst_program *p, uint32_t id, bool
 
 /* Median wall-clock ns of one execute of node `id` compiled alone with `variant` on device d,
  * on pseudo-random inputs at the program's bound shapes; a weight input rotates through copies
- * that together exceed the last-level cache. When the warm-up call alone takes longer than
- * `cutoff_ns` (0: no cutoff) the candidate has lost already: its warm-up time is returned as
- * the one sample, which saves the seconds a slow reference kernel would take at prompt shapes. */
+ * that together exceed the last-level cache. When the warm-up call takes longer than
+ * `cutoff_ns` (0: no cutoff) and, if it was short, one more call does too, the candidate has
+ * lost already: that time is returned as the one sample, which saves the seconds a slow
+ * reference kernel would take at prompt shapes. */
 BST_MUST_CHECK bst_status bsti_tune_measure_node(bst_program *p, uint32_t id, uint32_t d,
                                                  uint32_t variant, uint64_t cutoff_ns,
                                                  uint64_t *out_ns, uint32_t *out_samples);

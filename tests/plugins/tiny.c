@@ -18,6 +18,10 @@
  *                      priority takes) correct but sleeping TINY_SLOW_VARIANT ms per execute,
  *                      the second the normal "scale_f32": kernel selection must never keep the
  *                      slow one (tests/test_tune.c)
+ *   TINY_COLD_VARIANT  offers "scale_steady", static priority's pick, which sleeps 1 ms per
+ *                      execute, and "scale_cold", which sleeps TINY_COLD_VARIANT ms in its
+ *                      executable's first execute only: kernel selection must see past a slow
+ *                      first call and keep the cold one (tests/test_tune.c)
  * Observable side effects go through the host's log (INFO, prefixed "<name>: "): the test counts
  * device_open/device_close/destroy calls there, since a plugin exports nothing but its entry.
  */
@@ -29,7 +33,7 @@
 #include <pthread.h>
 #include <time.h>
 #endif
-#if defined(TINY_SLOW_VARIANT) && !defined(TINY_EVENTS)
+#if (defined(TINY_SLOW_VARIANT) || defined(TINY_COLD_VARIANT)) && !defined(TINY_EVENTS)
 #include <time.h>
 #endif
 
@@ -57,7 +61,7 @@ typedef struct tiny_buffer {
 } tiny_buffer;
 
 typedef struct tiny_step {
-    uint32_t variant; /* 0 sleeps first when TINY_SLOW_VARIANT */
+    uint32_t variant; /* 0 sleeps first when TINY_SLOW_VARIANT (see TINY_COLD_VARIANT too) */
     float scale;
     int64_t count;
     uint32_t in_binding, out_binding;
@@ -65,6 +69,7 @@ typedef struct tiny_step {
 } tiny_step;
 
 typedef struct tiny_exec {
+    uint32_t executes; /* so far */
     uint32_t n_steps;
     uint32_t n_bindings;
     tiny_step *steps;
@@ -195,6 +200,8 @@ static bst_status tiny_query(void *device, const bst_node_desc *node,
         return BST_OK;
 #ifdef TINY_SLOW_VARIANT
     static const char *const names[] = {"scale_slow", "scale_f32"};
+#elif defined(TINY_COLD_VARIANT)
+    static const char *const names[] = {"scale_steady", "scale_cold"};
 #else
     static const char *const names[] = {"scale_f32"};
 #endif
@@ -310,7 +317,7 @@ static bst_status tiny_compile(void *device, const bst_partition_desc *partition
     for (uint32_t i = 0; i < partition->n_nodes; i++) {
         const bst_node_desc *node = partition->nodes[i];
         tiny_step *s = &steps[i];
-#ifdef TINY_SLOW_VARIANT
+#if defined(TINY_SLOW_VARIANT) || defined(TINY_COLD_VARIANT)
         const uint32_t max_variant = 1;
 #else
         const uint32_t max_variant = 0;
@@ -329,6 +336,7 @@ static bst_status tiny_compile(void *device, const bst_partition_desc *partition
         s->out_binding = node->output->binding;
         s->out_offset = node->output->offset;
     }
+    e->executes = 0;
     e->n_steps = partition->n_nodes;
     e->n_bindings = partition->n_bindings;
     e->steps = steps;
@@ -397,8 +405,16 @@ static bst_status tiny_execute(void *device, void *executable, void *const *buff
             nanosleep(&delay, NULL);
         }
 #endif
+#ifdef TINY_COLD_VARIANT
+        if (s->variant == 0 || e->executes == 0) {
+            long ms = s->variant == 0 ? 1L : (long)(TINY_COLD_VARIANT);
+            struct timespec delay = {0, ms * 1000000L};
+            nanosleep(&delay, NULL);
+        }
+#endif
         host->parallel_for(s->count, 1024, scale_range, &job);
     }
+    e->executes++;
     return BST_OK;
 }
 #endif
