@@ -61,7 +61,7 @@ typedef struct tiny_buffer {
 } tiny_buffer;
 
 typedef struct tiny_step {
-    uint32_t variant; /* 0 sleeps first when TINY_SLOW_VARIANT (see TINY_COLD_VARIANT too) */
+    uint32_t variant; /* the query's index: which sleeps (TINY_SLOW_VARIANT, TINY_COLD_VARIANT) */
     float scale;
     int64_t count;
     uint32_t in_binding, out_binding;
