@@ -70,21 +70,6 @@ size_t span(const bst_tensor_desc *d)
     return end;
 }
 
-bst_attr attr_f(bst_attr_key k, double v)
-{
-    bst_attr a = {.struct_size = sizeof(bst_attr), .key = k, .kind = BST_ATTR_KIND_FLOAT,
-                  .count = 1, .f = v};
-    return a;
-}
-
-bst_attr attr_i(bst_attr_key k, int64_t v)
-{
-    bst_attr a = {.struct_size = sizeof(bst_attr), .key = k, .kind = BST_ATTR_KIND_INT,
-                  .count = 1};
-    a.ints[0] = v;
-    return a;
-}
-
 
 bst_status compile_one(one_node *c, void **out_exe)
 {

@@ -28,8 +28,6 @@ uint32_t elem_bytes(bst_dtype t, uint32_t *out_bs);
 bst_tensor_desc mk(bst_dtype t, uint32_t rank, const int64_t *shape);
 /* Bytes from a descriptor's first byte to the end of its last element. */
 size_t span(const bst_tensor_desc *d);
-bst_attr attr_f(bst_attr_key k, double v);
-bst_attr attr_i(bst_attr_key k, int64_t v);
 
 #define GUARD 64
 

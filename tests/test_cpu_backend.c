@@ -427,8 +427,9 @@ static uint32_t rope_variants(void *device, int64_t D, bst_kernel_variant *v, ui
     int64_t sx[3] = {4, 2, D}, sp[1] = {4};
     bst_tensor_desc tx = mk(BST_DTYPE_F32, 3, sx), tp = mk(BST_DTYPE_I32, 1, sp),
                     to = mk(BST_DTYPE_F32, 3, sx);
-    bst_attr a0 = attr_i(BST_ATTR_ROPE_MODE, 0), a1 = attr_f(BST_ATTR_ROPE_THETA, 10000.0),
-             a2 = attr_i(BST_ATTR_ROPE_DIMS, D);
+    bst_attr a0 = bst_attr_int(BST_ATTR_ROPE_MODE, 0),
+             a1 = bst_attr_float(BST_ATTR_ROPE_THETA, 10000.0),
+             a2 = bst_attr_int(BST_ATTR_ROPE_DIMS, D);
     const bst_attr *ats[3] = {&a0, &a1, &a2};
     const bst_tensor_desc *ins[2] = {&tx, &tp};
     bst_node_desc nd = {.struct_size = sizeof nd, .op = BST_OP_ROPE, .n_inputs = 2,
@@ -465,8 +466,9 @@ static void test_prim_variants(void)
     one_node n = {.op = BST_OP_ROPE, .n_in = 2,
                   .in = {mk(BST_DTYPE_F32, 3, sx), mk(BST_DTYPE_I32, 1, sp)},
                   .out = mk(BST_DTYPE_F32, 3, sx), .n_attrs = 3,
-                  .attrs = {attr_i(BST_ATTR_ROPE_MODE, 0), attr_f(BST_ATTR_ROPE_THETA, 10000.0),
-                            attr_i(BST_ATTR_ROPE_DIMS, 4)}};
+                  .attrs = {bst_attr_int(BST_ATTR_ROPE_MODE, 0),
+                            bst_attr_float(BST_ATTR_ROPE_THETA, 10000.0),
+                            bst_attr_int(BST_ATTR_ROPE_DIMS, 4)}};
     const bst_tensor_desc *ins[2] = {&n.in[0], &n.in[1]};
     const bst_attr *ats[3] = {&n.attrs[0], &n.attrs[1], &n.attrs[2]};
     n.in[1].binding = 1;
@@ -551,7 +553,7 @@ static void test_rms_norm_mul_variants(void)
                                  mk(layout == 2 ? BST_DTYPE_F16 : BST_DTYPE_F32, 1, sw)},
                           .data = {x, layout == 2 ? (const void *)wh : (const void *)w},
                           .out = mk(BST_DTYPE_F32, 2, sx), .n_attrs = 1,
-                          .attrs = {attr_f(BST_ATTR_EPS, eps)}, .variant = variant};
+                          .attrs = {bst_attr_float(BST_ATTR_EPS, eps)}, .variant = variant};
             const int64_t row = layout == 1 ? PAD : E;
             if (layout == 1)
                 n.in[0].strides[0] = PAD * (int64_t)sizeof(float);
@@ -572,7 +574,7 @@ static void test_rms_norm_mul_variants(void)
     one_node n = {.op = BST_OP_RMS_NORM_MUL, .n_in = 2,
                   .in = {mk(BST_DTYPE_F32, 2, sx), mk(BST_DTYPE_F32, 1, sw)},
                   .out = mk(BST_DTYPE_F32, 2, sx), .n_attrs = 1,
-                  .attrs = {attr_f(BST_ATTR_EPS, eps)}, .variant = 2};
+                  .attrs = {bst_attr_float(BST_ATTR_EPS, eps)}, .variant = 2};
     void *exe = NULL;
     CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_INVALID_ARG);
     CU_ASSERT_PTR_NULL(exe);
@@ -585,7 +587,7 @@ static void test_unary(void)
     float x[4] = {1.0f, -1.0f, 0.0f, 2.0f}, out[4];
     one_node n = {.op = BST_OP_SCALE, .n_in = 1, .in = {mk(BST_DTYPE_F32, 1, s)}, .data = {x},
                   .out = mk(BST_DTYPE_F32, 1, s), .n_attrs = 1,
-                  .attrs = {attr_f(BST_ATTR_SCALE, -0.5)}};
+                  .attrs = {bst_attr_float(BST_ATTR_SCALE, -0.5)}};
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     CU_ASSERT_EQUAL(out[0], -0.5f);
     CU_ASSERT_EQUAL(out[3], -1.0f);
@@ -709,7 +711,7 @@ static void test_norms(void)
     float x[8] = {1, 2, 3, 4, 0, 0, 0, 0}, out[8];
     one_node n = {.op = BST_OP_RMS_NORM, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)}, .data = {x},
                   .out = mk(BST_DTYPE_F32, 2, s), .n_attrs = 1,
-                  .attrs = {attr_f(BST_ATTR_EPS, 1e-5)}};
+                  .attrs = {bst_attr_float(BST_ATTR_EPS, 1e-5)}};
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     double inv = 1.0 / sqrt(7.5 + 1e-5); /* mean of 1, 4, 9, 16 */
     for (int i = 0; i < 4; i++)
@@ -737,8 +739,9 @@ static void test_rope(void)
     one_node n = {.op = BST_OP_ROPE, .n_in = 2,
                   .in = {mk(BST_DTYPE_F32, 3, sx), mk(BST_DTYPE_I32, 1, sp)}, .data = {x, pos},
                   .out = mk(BST_DTYPE_F32, 3, sx), .n_attrs = 3,
-                  .attrs = {attr_i(BST_ATTR_ROPE_MODE, 0), attr_f(BST_ATTR_ROPE_THETA, 10000.0),
-                            attr_i(BST_ATTR_ROPE_DIMS, 4)}};
+                  .attrs = {bst_attr_int(BST_ATTR_ROPE_MODE, 0),
+                            bst_attr_float(BST_ATTR_ROPE_THETA, 10000.0),
+                            bst_attr_int(BST_ATTR_ROPE_DIMS, 4)}};
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     ASSERT_NEAR(out[0], cos(1.0), 1e-6);
     ASSERT_NEAR(out[1], sin(1.0), 1e-6);
@@ -752,14 +755,14 @@ static void test_rope(void)
     /* neox pairs (i, i + dims/2): x = [1, 1, 0, 0] rotates (x0,x2) by 1 rad, (x1,x3) by 0.01. */
     float y[12] = {1, 1, 0, 0, 5, 6, 0, 0, 0, 0, 0, 0};
     n.data[0] = y;
-    n.attrs[0] = attr_i(BST_ATTR_ROPE_MODE, 2);
+    n.attrs[0] = bst_attr_int(BST_ATTR_ROPE_MODE, 2);
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     ASSERT_NEAR(out[0], cos(1.0), 1e-6);
     ASSERT_NEAR(out[2], sin(1.0), 1e-6);
     ASSERT_NEAR(out[1], cos(0.01), 1e-6);
     ASSERT_NEAR(out[3], sin(0.01), 1e-6);
     CU_ASSERT_EQUAL(out[5], 6.0f);
-    n.attrs[0] = attr_i(BST_ATTR_ROPE_MODE, 1);
+    n.attrs[0] = bst_attr_int(BST_ATTR_ROPE_MODE, 1);
     void *exe = NULL;
     CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_ERR_UNSUPPORTED);
 }
@@ -779,8 +782,9 @@ static void test_rope_cached_positions(void)
     one_node n = {.op = BST_OP_ROPE, .n_in = 2,
                   .in = {mk(BST_DTYPE_F32, 3, sx), mk(BST_DTYPE_I32, 1, sp)}, .data = {x, pos},
                   .out = mk(BST_DTYPE_F32, 3, sx), .n_attrs = 3,
-                  .attrs = {attr_i(BST_ATTR_ROPE_MODE, 0), attr_f(BST_ATTR_ROPE_THETA, 10000.0),
-                            attr_i(BST_ATTR_ROPE_DIMS, D)}};
+                  .attrs = {bst_attr_int(BST_ATTR_ROPE_MODE, 0),
+                            bst_attr_float(BST_ATTR_ROPE_THETA, 10000.0),
+                            bst_attr_int(BST_ATTR_ROPE_DIMS, D)}};
     n.variant = 1; /* "ref" */
     CU_ASSERT_EQUAL_FATAL(run_one(&n, want), BST_OK);
     n.variant = 0; /* "rope_cached" */
@@ -790,7 +794,7 @@ static void test_rope_cached_positions(void)
         CU_ASSERT_EQUAL(memcmp(got, want, sizeof want), 0);
     }
     /* Another theta evaluates the angles again. */
-    n.attrs[1] = attr_f(BST_ATTR_ROPE_THETA, 500000.0);
+    n.attrs[1] = bst_attr_float(BST_ATTR_ROPE_THETA, 500000.0);
     n.variant = 1;
     CU_ASSERT_EQUAL_FATAL(run_one(&n, want), BST_OK);
     n.variant = 0;
@@ -807,7 +811,7 @@ static void test_softmax(void)
     one_node n = {.op = BST_OP_SOFTMAX, .n_in = 2,
                   .in = {mk(BST_DTYPE_F32, 2, s), mk(BST_DTYPE_F32, 2, s)}, .data = {x, mask},
                   .out = mk(BST_DTYPE_F32, 2, s), .n_attrs = 1,
-                  .attrs = {attr_f(BST_ATTR_SCALE, 2.0)}};
+                  .attrs = {bst_attr_float(BST_ATTR_SCALE, 2.0)}};
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     double z = exp(2) + exp(4) + exp(6);
     ASSERT_NEAR(out[0], exp(2) / z, 1e-7);
@@ -836,7 +840,7 @@ static void test_cast_quantize_cont(void)
     uint16_t h[64];
     one_node n = {.op = BST_OP_CAST, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)}, .data = {x},
                   .out = mk(BST_DTYPE_F16, 2, s), .n_attrs = 1,
-                  .attrs = {attr_i(BST_ATTR_DTYPE, BST_DTYPE_F16)}};
+                  .attrs = {bst_attr_int(BST_ATTR_DTYPE, BST_DTYPE_F16)}};
     CU_ASSERT_EQUAL_FATAL(run_one(&n, h), BST_OK);
     for (int i = 0; i < 64; i++)
         CU_ASSERT_EQUAL(h[i], bsti_f32_to_f16(x[i]));
@@ -844,7 +848,7 @@ static void test_cast_quantize_cont(void)
     n.in[0] = mk(BST_DTYPE_F16, 2, s);
     n.data[0] = h;
     n.out = mk(BST_DTYPE_F32, 2, s);
-    n.attrs[0] = attr_i(BST_ATTR_DTYPE, BST_DTYPE_F32);
+    n.attrs[0] = bst_attr_int(BST_ATTR_DTYPE, BST_DTYPE_F32);
     CU_ASSERT_EQUAL_FATAL(run_one(&n, back), BST_OK);
     for (int i = 0; i < 64; i++)
         CU_ASSERT_EQUAL(back[i], bsti_f16_to_f32(h[i]));
@@ -855,7 +859,7 @@ static void test_cast_quantize_cont(void)
     n.in[0] = mk(BST_DTYPE_F32, 2, s);
     n.data[0] = x;
     n.out = mk(BST_DTYPE_Q4_1, 2, s);
-    n.attrs[0] = attr_i(BST_ATTR_DTYPE, BST_DTYPE_Q4_1);
+    n.attrs[0] = bst_attr_int(BST_ATTR_DTYPE, BST_DTYPE_Q4_1);
     CU_ASSERT_EQUAL_FATAL(run_one(&n, q), BST_OK);
     CU_ASSERT_EQUAL_FATAL(bsti_quantize(BST_DTYPE_Q4_1, x, want, 64), BST_OK);
     CU_ASSERT_EQUAL(memcmp(q, want, sizeof q), 0);
@@ -1017,7 +1021,7 @@ static void test_concat_argmax(void)
     one_node n = {.op = BST_OP_CONCAT, .n_in = 2,
                   .in = {mk(BST_DTYPE_F32, 2, sa), mk(BST_DTYPE_F32, 2, sb)}, .data = {a, b},
                   .out = mk(BST_DTYPE_F32, 2, so), .n_attrs = 1,
-                  .attrs = {attr_i(BST_ATTR_AXIS, 0)}};
+                  .attrs = {bst_attr_int(BST_ATTR_AXIS, 0)}};
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     for (int i = 0; i < 6; i++)
         CU_ASSERT_EQUAL(out[i], (float)(i + 1));
@@ -1026,7 +1030,7 @@ static void test_concat_argmax(void)
     n.in[1] = mk(BST_DTYPE_F32, 2, sb1);
     n.data[1] = c;
     n.out = mk(BST_DTYPE_F32, 2, so1);
-    n.attrs[0] = attr_i(BST_ATTR_AXIS, 1);
+    n.attrs[0] = bst_attr_int(BST_ATTR_AXIS, 1);
     CU_ASSERT_EQUAL_FATAL(run_one(&n, out), BST_OK);
     float want[6] = {1, 2, 9, 3, 4, 10};
     for (int i = 0; i < 6; i++)
@@ -1058,7 +1062,7 @@ static void test_views_and_compile_errors(void)
     CU_ASSERT_TRUE(strstr(bst_last_error(), "alias") != NULL);
     n.op = BST_OP_VIEW;
     n.n_attrs = 1;
-    n.attrs[0] = attr_i(BST_ATTR_OFFSET, 4);
+    n.attrs[0] = bst_attr_int(BST_ATTR_OFFSET, 4);
     CU_ASSERT_EQUAL(compile_one(&n, &exe), BST_OK);
     cpu_api.executable_free(cpu_dev, exe);
 
@@ -1178,7 +1182,7 @@ static void test_symbolic_dims(void)
     float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, out[8];
     one_node n = {.op = BST_OP_SCALE, .n_in = 1, .in = {mk(BST_DTYPE_F32, 2, s)}, .data = {x},
                   .out = mk(BST_DTYPE_F32, 2, s), .n_attrs = 1,
-                  .attrs = {attr_f(BST_ATTR_SCALE, 10.0)}};
+                  .attrs = {bst_attr_float(BST_ATTR_SCALE, 10.0)}};
     n.in[0].sym[0] = BST_SYM_N_TOKENS;
     n.out.sym[0] = BST_SYM_N_TOKENS;
     bst_run_params p = {.struct_size = sizeof p, .n_tokens = 2, .n_kv = 1};

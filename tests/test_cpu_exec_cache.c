@@ -142,13 +142,6 @@ static bst_tensor_desc mk(bst_dtype t, uint32_t rank, const int64_t *shape, uint
     return d;
 }
 
-static bst_attr attr_f(bst_attr_key k, double v)
-{
-    bst_attr a = {.struct_size = sizeof(bst_attr), .key = k, .kind = BST_ATTR_KIND_FLOAT,
-                  .count = 1, .f = v};
-    return a;
-}
-
 #define MAX_NODES 8
 
 /* A partition under construction: node i reads in[i][0..n_in[i]) and writes out[i]. */
@@ -329,7 +322,7 @@ static void test_symbol_changes(void)
     bst_tensor_desc k = mk(BST_DTYPE_F32, 2, sk, 0, 0), o = mk(BST_DTYPE_F32, 2, sk, 1, 0);
     k.sym[0] = o.sym[0] = BST_SYM_N_KV;
     add_node(&p, BST_OP_SCALE, 1, &k, o);
-    p.attrs[0][0] = attr_f(BST_ATTR_SCALE, 2.0);
+    p.attrs[0][0] = bst_attr_float(BST_ATTR_SCALE, 2.0);
     p.n_attrs[0] = 1;
     bst_tensor_desc x = mk(BST_DTYPE_F32, 2, sx, 2, 0);
     add_node(&p, BST_OP_SILU, 1, &x, mk(BST_DTYPE_F32, 2, sx, 3, 0));
@@ -465,7 +458,7 @@ static void test_decode_like(void)
     in[0] = k;
     in[1] = m;
     add_node(&p, BST_OP_SOFTMAX, 2, in, pr);
-    p.attrs[4][0] = attr_f(BST_ATTR_SCALE, 0.5);
+    p.attrs[4][0] = bst_attr_float(BST_ATTR_SCALE, 0.5);
     p.n_attrs[4] = 1;
 
     static uint8_t wq[2][W_BYTES];

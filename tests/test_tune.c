@@ -1116,12 +1116,8 @@ static bst_graph *attention_graph(void)
     CU_ASSERT_FATAL(bst_graph_add_input(g, "q", BST_DTYPE_F32, 3, s, NULL, &in[0]) == BST_OK);
     CU_ASSERT_FATAL(bst_graph_add_input(g, "k", BST_DTYPE_F32, 3, s, NULL, &in[1]) == BST_OK);
     CU_ASSERT_FATAL(bst_graph_add_input(g, "v", BST_DTYPE_F32, 3, s, NULL, &in[2]) == BST_OK);
-    bst_attr attrs[3] = {{.struct_size = sizeof(bst_attr), .key = BST_ATTR_SCALE,
-                          .kind = BST_ATTR_KIND_FLOAT, .count = 1, .f = 0.35355339},
-                         {.struct_size = sizeof(bst_attr), .key = BST_ATTR_CAUSAL,
-                          .kind = BST_ATTR_KIND_INT, .count = 1, .ints = {1}},
-                         {.struct_size = sizeof(bst_attr), .key = BST_ATTR_WINDOW,
-                          .kind = BST_ATTR_KIND_INT, .count = 1, .ints = {0}}};
+    bst_attr attrs[3] = {bst_attr_float(BST_ATTR_SCALE, 0.35355339),
+                         bst_attr_int(BST_ATTR_CAUSAL, 1), bst_attr_int(BST_ATTR_WINDOW, 0)};
     CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_ATTENTION, in, 3, attrs, 3, &a) == BST_OK);
     bst_value b[2] = {a, in[0]};
     CU_ASSERT_FATAL(bst_graph_add_op(g, BST_OP_ADD, b, 2, NULL, 0, &y) == BST_OK);

@@ -70,40 +70,6 @@ BST_API BST_MUST_CHECK bst_status bst_graph_add_op(bst_graph *graph, bst_op op,
                                                    const bst_value *inputs, uint32_t n_inputs,
                                                    const bst_attr *attrs, uint32_t n_attrs,
                                                    bst_value *out_value);
-/* Attributes for bst_graph_add_op: a float, an int, or `count` ints (the first BST_MAX_DIMS are
- * kept; bst_graph_add_op refuses a larger count). */
-static inline bst_attr bst_attr_of_kind_(bst_attr_key key, bst_attr_kind kind, uint32_t count)
-{
-    bst_attr a; /* every field set: C++ -Wextra refuses a partial initializer */
-    a.struct_size = (uint32_t)sizeof a;
-    a.key = (uint32_t)key;
-    a.kind = (uint32_t)kind;
-    a.count = count;
-    for (uint32_t i = 0; i < BST_MAX_DIMS; i++)
-        a.ints[i] = 0;
-    a.f = 0.0;
-    return a;
-}
-static inline bst_attr bst_attr_float(bst_attr_key key, double f)
-{
-    bst_attr a = bst_attr_of_kind_(key, BST_ATTR_KIND_FLOAT, 1);
-    a.f = f;
-    return a;
-}
-static inline bst_attr bst_attr_int(bst_attr_key key, int64_t v)
-{
-    bst_attr a = bst_attr_of_kind_(key, BST_ATTR_KIND_INT, 1);
-    a.ints[0] = v;
-    return a;
-}
-static inline bst_attr bst_attr_ints(bst_attr_key key, const int64_t *v, uint32_t count)
-{
-    bst_attr a = bst_attr_of_kind_(key, BST_ATTR_KIND_INTS, count);
-    for (uint32_t i = 0; i < count && i < BST_MAX_DIMS; i++)
-        a.ints[i] = v[i];
-    return a;
-}
-
 /* Marks `value` as a graph output called `name` (copied). */
 BST_API BST_MUST_CHECK bst_status bst_graph_mark_output(bst_graph *graph, bst_value value,
                                                         const char *name);
